@@ -1,0 +1,156 @@
+"""PII redaction for Hong Kong and neighbours: HKID, phone numbers, e-mail, credit cards.
+
+Precision matters as much as recall in a corpus full of years, prices and dates, so every
+detector validates what it matched: HKIDs by their check digit, card numbers by Luhn and
+issuer prefix, Hong Kong numbers by their leading digit, and an unprefixed 8-digit number is
+left alone when it reads as a date (YYYYMMDD), a price or a count. Boundaries are ASCII
+look-arounds rather than `\\b`, because `\\b` sees no boundary between a Chinese character
+and a digit ("電話91234567").
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+PLACEHOLDERS = {
+    "HKID": "<HKID>",
+    "PHONE": "<PHONE>",
+    "EMAIL": "<EMAIL>",
+    "CREDIT_CARD": "<CREDIT_CARD>",
+}
+
+email_pattern = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}(?![A-Za-z0-9-])"
+)
+# 13-19 digits, optionally grouped by single spaces or hyphens.
+credit_card_pattern = re.compile(r"(?<![0-9A-Za-z.,])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z]|[.,]\d)")
+# One or two letters, six digits, a check digit 0-9 or A, usually in (half- or full-width) brackets.
+hkid_pattern = re.compile(
+    r"(?<![A-Za-z0-9])([A-Z]{1,2})(\d{6}) ?(?:\(([0-9A])\)|（([0-9A])）|([0-9A]))(?![A-Za-z0-9])"
+)
+# +852 / 00852 / (852) / (+852) / "852 " prefixes; 8 digits starting 2,3,5,6,7,8,9 as 4+4.
+hk_phone_pattern = re.compile(
+    r"(?<![0-9A-Za-z+])"
+    r"(?P<prefix>(?:\+|00)852[ -]?|\(\+?852\)[ -]?|852[ -])?"
+    r"(?P<number>[235-9]\d{3}[ -]?\d{4})"
+    r"(?![0-9A-Za-z]|[.,]\d)"
+)
+# Mainland mobile: 1[3-9]x xxxx xxxx, optionally +86 / 0086.
+mainland_mobile_pattern = re.compile(
+    r"(?<![0-9A-Za-z+])(?P<prefix>(?:\+|00)86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}(?![0-9A-Za-z]|[.,]\d)"
+)
+
+_CURRENCY_BEFORE = re.compile(r"(?:HK\$|US\$|NT\$|RMB|HKD|USD|CNY|[$＄¥￥€£]|港幣|港元|人民幣|美元)\s*$", re.IGNORECASE)
+_UNIT_AFTER = re.compile(
+    r"^\s*(?:元|蚊|港元|港幣|人|名|個|位|次|年|日|米|公里|平方|呎|噸|件|份|%|％|km|kg|m\b|people|dollars|HKD|years)",
+    re.IGNORECASE,
+)
+_COUNT_BEFORE = re.compile(r"(?:人口|population|編號|訂單|order|ref(?:erence)?|no\.|#)\s*[:：]?\s*$", re.IGNORECASE)
+
+_HKID_LETTER_VALUES = {chr(code): code - ord("A") + 10 for code in range(ord("A"), ord("Z") + 1)}
+
+
+def hkid_check_digit(letters: str, digits: str) -> str:
+    """The check digit of an HKID: weights 9..2 over (space-padded) letters and six digits."""
+    padded = letters.rjust(2)
+    values = [36 if ch == " " else _HKID_LETTER_VALUES[ch] for ch in padded] + [int(d) for d in digits]
+    total = sum(value * weight for value, weight in zip(values, range(9, 1, -1)))
+    check = (11 - total % 11) % 11
+    return "A" if check == 10 else str(check)
+
+
+def luhn_valid(number: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(number)):
+        digit = int(char)
+        if index % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|35|36|38|6011|65|62)")
+
+
+def is_credit_card(candidate: str) -> bool:
+    digits = re.sub(r"[ -]", "", candidate)
+    return 13 <= len(digits) <= 19 and bool(_CARD_PREFIX.match(digits)) and luhn_valid(digits)
+
+
+def _looks_like_date(digits: str) -> bool:
+    if len(digits) != 8:
+        return False
+    year, month, day = int(digits[:4]), int(digits[4:6]), int(digits[6:])
+    return 1900 <= year <= 2099 and 1 <= month <= 12 and 1 <= day <= 31
+
+
+@dataclass(frozen=True)
+class PiiSpan:
+    start: int
+    end: int
+    kind: str
+
+
+@dataclass
+class RedactionResult:
+    text: str
+    counts: Counter = field(default_factory=Counter)
+    spans: list[PiiSpan] = field(default_factory=list)
+
+
+class PiiRedactor:
+    """Finds PII spans and replaces them with typed placeholders."""
+
+    def find(self, text: str) -> list[PiiSpan]:
+        spans: list[PiiSpan] = []
+
+        def add(start: int, end: int, kind: str) -> None:
+            if not any(s.start < end and start < s.end for s in spans):
+                spans.append(PiiSpan(start, end, kind))
+
+        # Order matters: e-mails and card numbers first, so their digits are not re-read as phones.
+        for match in email_pattern.finditer(text):
+            add(match.start(), match.end(), "EMAIL")
+        for match in credit_card_pattern.finditer(text):
+            if is_credit_card(match.group()):
+                add(match.start(), match.end(), "CREDIT_CARD")
+        for match in hkid_pattern.finditer(text):
+            letters, digits = match.group(1), match.group(2)
+            check = match.group(3) or match.group(4) or match.group(5)
+            if hkid_check_digit(letters, digits) == check:
+                add(match.start(), match.end(), "HKID")
+        for match in mainland_mobile_pattern.finditer(text):
+            add(match.start(), match.end(), "PHONE")
+        for match in hk_phone_pattern.finditer(text):
+            if match.group("prefix") or self._unprefixed_number_is_phone(text, match):
+                add(match.start(), match.end(), "PHONE")
+        return sorted(spans, key=lambda s: s.start)
+
+    @staticmethod
+    def _unprefixed_number_is_phone(text: str, match: re.Match) -> bool:
+        number = match.group("number")
+        digits = re.sub(r"[ -]", "", number)
+        before, after = text[max(0, match.start() - 12):match.start()], text[match.end():match.end() + 8]
+        if _CURRENCY_BEFORE.search(before) or _UNIT_AFTER.match(after) or _COUNT_BEFORE.search(before):
+            return False
+        if number == digits and _looks_like_date(digits):
+            return False
+        return True
+
+    def redact(self, text: str) -> RedactionResult:
+        spans = self.find(text)
+        counts: Counter = Counter()
+        pieces: list[str] = []
+        cursor = 0
+        for span in spans:
+            pieces.append(text[cursor:span.start])
+            pieces.append(PLACEHOLDERS[span.kind])
+            counts[span.kind] += 1
+            cursor = span.end
+        pieces.append(text[cursor:])
+        return RedactionResult("".join(pieces), counts, spans)

@@ -1,0 +1,239 @@
+"""The curation pipeline: repair -> PII redaction -> language ID -> script policy -> quality
+-> deduplication, with per-step counters, and the four output files.
+
+`run_curation` is the single implementation behind the `cleaned_corpus` asset, `hkgai curate`
+and the DVC `curate` stage. Every input item ends in exactly one of kept, rejected
+(with step and reason) or quarantined (with file, line and error): input = kept + rejected +
+quarantined, and `CurationStats.check_counts` asserts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from hkgai_pipelines.curation.dedup import Deduplicator
+from hkgai_pipelines.curation.langid import LanguageIdentifier
+from hkgai_pipelines.curation.pii import PiiRedactor
+from hkgai_pipelines.curation.quality import QualityFilter, score_quality
+from hkgai_pipelines.curation.repair import repair_text
+from hkgai_pipelines.curation.script import ScriptConverter
+from hkgai_pipelines.params import CurationParams
+from hkgai_pipelines.sources.lake import atomic_path, write_quarantine, write_table_atomic
+from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+
+STEPS = ("repair", "pii", "langid", "script", "quality", "dedup")
+QUALITY_COLUMNS = (
+    "chars", "letter_ratio", "digit_ratio", "symbol_ratio", "dup_line_fraction",
+    "dup_line_char_fraction", "boilerplate_line_fraction", "top_2gram_fraction",
+    "top_3gram_fraction", "top_4gram_fraction",
+)
+PII_KINDS = ("HKID", "PHONE", "EMAIL", "CREDIT_CARD")
+
+CLEANED_SCHEMA = pa.schema(
+    [("id", pa.string()), ("text", pa.string()), ("original_text", pa.string()),
+     ("lang", pa.string()), ("lang_score", pa.float64()), ("source", pa.string()),
+     ("licence", pa.string()), ("locator", pa.string()), ("title", pa.string())]
+    + [(f"pii_{kind.lower()}", pa.int32()) for kind in PII_KINDS]
+    + [(column, pa.float64()) for column in QUALITY_COLUMNS]
+)
+REJECTED_SCHEMA = pa.schema(
+    [("id", pa.string()), ("text", pa.string()), ("lang", pa.string()), ("source", pa.string()),
+     ("licence", pa.string()), ("locator", pa.string()), ("step", pa.string()),
+     ("reason", pa.string()), ("cluster_id", pa.string()), ("similarity", pa.float64())]
+)
+
+
+@dataclass
+class CurationStats:
+    input_records: int = 0
+    kept: int = 0
+    rejected: int = 0
+    quarantined: int = 0
+    by_reason: Counter = field(default_factory=Counter)
+    by_lang: Counter = field(default_factory=Counter)
+    by_source: dict = field(default_factory=lambda: defaultdict(Counter))
+    steps: dict = field(default_factory=lambda: {step: Counter() for step in STEPS})
+    pii: Counter = field(default_factory=Counter)
+    script_converted: int = 0
+
+    def check_counts(self) -> None:
+        if self.input_records != self.kept + self.rejected + self.quarantined:
+            raise AssertionError(
+                f"counts do not add up: input {self.input_records} != kept {self.kept} + "
+                f"rejected {self.rejected} + quarantined {self.quarantined}"
+            )
+
+    def to_dict(self) -> dict:
+        return {
+            "input_records": self.input_records,
+            "kept": self.kept,
+            "rejected": self.rejected,
+            "quarantined": self.quarantined,
+            "by_reason": dict(sorted(self.by_reason.items())),
+            "by_lang": dict(sorted(self.by_lang.items())),
+            "by_source": {s: dict(c) for s, c in sorted(self.by_source.items())},
+            "steps": {s: dict(c) for s, c in self.steps.items()},
+            "pii": dict(sorted(self.pii.items())),
+            "script_converted": self.script_converted,
+        }
+
+
+@dataclass
+class CurationResult:
+    kept: list[dict]
+    rejected: list[dict]
+    quarantined: list[QuarantineRecord]
+    stats: CurationStats
+
+    def cleaned_table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.kept, schema=CLEANED_SCHEMA)
+
+    def rejected_table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.rejected, schema=REJECTED_SCHEMA)
+
+
+class CurationPipeline:
+    def __init__(self, params: CurationParams) -> None:
+        self.params = params
+        self.redactor = PiiRedactor()
+        self.identifier = LanguageIdentifier()
+        self.converter = ScriptConverter(params.script_policy)
+        self.quality = QualityFilter(params.quality)
+
+    def run(self, items: Iterable[RawRecord | QuarantineRecord]) -> CurationResult:
+        p = self.params
+        stats = CurationStats()
+        kept: list[dict] = []
+        rejected: list[dict] = []
+        quarantined: list[QuarantineRecord] = []
+        dedup = Deduplicator(p.dedup.threshold, p.dedup.num_perm, p.dedup.num_bands, p.dedup.ngram, p.dedup.seed)
+        seen_ids: set[str] = set()
+
+        def reject(doc: dict, step: str, reason: str, cluster_id: str | None = None, similarity: float | None = None) -> None:
+            stats.rejected += 1
+            stats.by_reason[f"{step}:{reason}"] += 1
+            stats.by_source[doc["source"]]["rejected"] += 1
+            stats.steps[step]["dropped"] += 1
+            rejected.append({
+                "id": doc["id"], "text": doc["text"], "lang": doc.get("lang"), "source": doc["source"],
+                "licence": doc["licence"], "locator": doc["locator"], "step": step, "reason": reason,
+                "cluster_id": cluster_id, "similarity": similarity,
+            })
+
+        for item in items:
+            stats.input_records += 1
+            if isinstance(item, QuarantineRecord):
+                stats.quarantined += 1
+                stats.by_source[item.source or "(unknown)"]["input"] += 1
+                stats.by_source[item.source or "(unknown)"]["quarantined"] += 1
+                quarantined.append(item)
+                continue
+            stats.by_source[item.source]["input"] += 1
+            doc = {"id": item.id, "text": item.text, "source": item.source, "licence": item.licence,
+                   "locator": item.locator, "title": item.title, "original_text": None}
+            size = len(item.text.encode("utf-8", "surrogatepass"))
+            if size > p.max_record_bytes:
+                stats.quarantined += 1
+                stats.by_source[item.source]["quarantined"] += 1
+                quarantined.append(QuarantineRecord(item.locator, None, f"record of {size} bytes exceeds the {p.max_record_bytes}-byte limit", item.source))
+                continue
+
+            # repair
+            doc["text"] = repair_text(item.text)
+            if not doc["text"]:
+                reject(doc, "repair", "empty_after_repair")
+                continue
+            if doc["id"] in seen_ids:
+                reject(doc, "repair", "duplicate_id")
+                continue
+            seen_ids.add(doc["id"])
+            stats.steps["repair"]["kept"] += 1
+
+            # pii: before anything is written anywhere, rejected text included
+            redaction = self.redactor.redact(doc["text"])
+            doc["text"] = redaction.text
+            for kind in PII_KINDS:
+                doc[f"pii_{kind.lower()}"] = redaction.counts.get(kind, 0)
+            stats.pii.update(redaction.counts)
+            stats.steps["pii"]["kept"] += 1
+            stats.steps["pii"]["redacted_docs"] += 1 if redaction.counts else 0
+
+            # langid
+            result = self.identifier.identify(doc["text"])
+            doc["lang"], doc["lang_score"] = result.lang, result.score
+            if result.lang not in p.allowed_languages:
+                reject(doc, "langid", f"language_{result.lang}")
+                continue
+            stats.steps["langid"]["kept"] += 1
+
+            # script
+            converted = self.converter.convert(doc["text"], result.lang)
+            if converted != doc["text"]:
+                doc["original_text"], doc["text"] = doc["text"], converted
+                stats.script_converted += 1
+                stats.steps["script"]["converted"] += 1
+            stats.steps["script"]["kept"] += 1
+
+            # quality
+            scores = score_quality(doc["text"])
+            reason = self.quality.decide(scores)
+            if reason:
+                reject(doc, "quality", reason)
+                continue
+            doc.update({column: scores[column] for column in QUALITY_COLUMNS})
+            stats.steps["quality"]["kept"] += 1
+
+            # dedup (input order is the stable order: the first of a cluster is kept)
+            verdict = dedup.check(doc["id"], doc["text"])
+            if verdict:
+                reject(doc, "dedup", f"{verdict.kind}_duplicate", cluster_id=verdict.duplicate_of, similarity=verdict.similarity)
+                continue
+            stats.steps["dedup"]["kept"] += 1
+
+            stats.kept += 1
+            stats.by_lang[doc["lang"]] += 1
+            stats.by_source[doc["source"]]["kept"] += 1
+            kept.append(doc)
+
+        stats.check_counts()
+        return CurationResult(kept, rejected, quarantined, stats)
+
+
+@dataclass(frozen=True)
+class CurationOutputs:
+    out_dir: Path
+    cleaned: Path
+    rejected: Path
+    quarantine: Path
+    stats: Path
+    content_hash: str
+
+
+def write_outputs(result: CurationResult, out_dir: Path) -> CurationOutputs:
+    """Write the four outputs, each atomically; the content hash covers kept ids and texts."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in ("cleaned.parquet", "rejected.parquet", "quarantine.jsonl", "stats.json")}
+    write_table_atomic(result.cleaned_table(), paths["cleaned.parquet"])
+    write_table_atomic(result.rejected_table(), paths["rejected.parquet"])
+    write_quarantine(result.quarantined, paths["quarantine.jsonl"])
+    with atomic_path(paths["stats.json"]) as temp:
+        temp.write_text(json.dumps(result.stats.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+    digest = hashlib.sha256()
+    for doc in result.kept:
+        digest.update(doc["id"].encode())
+        digest.update(doc["text"].encode("utf-8", "surrogatepass"))
+    return CurationOutputs(out_dir, paths["cleaned.parquet"], paths["rejected.parquet"],
+                           paths["quarantine.jsonl"], paths["stats.json"], digest.hexdigest()[:16])
+
+
+def run_curation(items: Iterable[RawRecord | QuarantineRecord], params: CurationParams, out_dir: Path) -> tuple[CurationResult, CurationOutputs]:
+    result = CurationPipeline(params).run(items)
+    return result, write_outputs(result, out_dir)

@@ -1,0 +1,113 @@
+"""Quality scores and the keep/drop decision, with CJK-aware (character-based) measures.
+
+Whitespace "words" do not exist in Chinese, so lengths are counted in characters and the
+Gopher repetition measures (Rae et al. 2021, "Scaling Language Models", appendix A) run over
+tokens that are one Han character or one Latin word. Scoring is separate from deciding:
+`score_quality` returns numbers, `QualityFilter.decide` compares them to thresholds.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+
+TOKEN_RE = re.compile(r"[A-Za-z0-9']+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+
+#: Lines that are site furniture rather than content (English and Chinese web boilerplate).
+BOILERPLATE_RE = re.compile(
+    r"(all rights reserved|cookie|privacy policy|terms of use|subscribe|sign in|log in|"
+    r"click here|share on|read more|版權所有|私隱政策|私隐政策|使用條款|登入|登錄|按此|點擊|点击|"
+    r"分享到|訂閱|订阅|上一頁|下一頁|返回頂部|返回主頁)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """Each field is read from params.yaml (`curation.quality`); see the comments there."""
+
+    min_chars: int = 6
+    max_chars: int = 100_000
+    min_letter_ratio: float = 0.5
+    max_symbol_ratio: float = 0.25
+    max_digit_ratio: float = 0.3
+    repetition_min_tokens: int = 50
+    max_dup_line_fraction: float = 0.30
+    max_dup_line_char_fraction: float = 0.20
+    max_top_ngram_fraction: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    max_boilerplate_line_fraction: float = 0.5
+
+
+def _top_ngram_fraction(tokens: list[str], n: int) -> float:
+    """Share of token characters covered by the most frequent n-gram, when it repeats."""
+    if len(tokens) < n:
+        return 0.0
+    counts = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    gram, count = counts.most_common(1)[0]
+    if count < 2:
+        return 0.0
+    total = sum(len(t) for t in tokens)
+    return count * sum(len(t) for t in gram) / total if total else 0.0
+
+
+def score_quality(text: str) -> dict[str, float]:
+    chars = [ch for ch in text if not ch.isspace()]
+    n = len(chars)
+    letters = sum(1 for ch in chars if ch.isalpha())
+    digits = sum(1 for ch in chars if ch.isdigit())
+    symbols = sum(1 for ch in chars if unicodedata.category(ch).startswith("S"))
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    line_counts = Counter(lines)
+    dup_lines = sum(c for c in line_counts.values() if c > 1)
+    dup_line_chars = sum(len(line) * c for line, c in line_counts.items() if c > 1)
+    line_chars = sum(len(line) for line in lines)
+    tokens = TOKEN_RE.findall(text.lower())
+    scores = {
+        "chars": float(n),
+        "tokens": float(len(tokens)),
+        "letter_ratio": letters / n if n else 0.0,
+        "digit_ratio": digits / n if n else 0.0,
+        "symbol_ratio": symbols / n if n else 0.0,
+        "dup_line_fraction": dup_lines / len(lines) if lines else 0.0,
+        "dup_line_char_fraction": dup_line_chars / line_chars if line_chars else 0.0,
+        "boilerplate_line_fraction": (
+            sum(1 for line in lines if BOILERPLATE_RE.search(line)) / len(lines) if lines else 0.0
+        ),
+    }
+    for k in (2, 3, 4):
+        scores[f"top_{k}gram_fraction"] = _top_ngram_fraction(tokens, k)
+    return scores
+
+
+class QualityFilter:
+    def __init__(self, thresholds: QualityThresholds) -> None:
+        self.t = thresholds
+
+    def decide(self, scores: dict[str, float]) -> str | None:
+        """None to keep, else the drop reason."""
+        t = self.t
+        if scores["chars"] < t.min_chars:
+            return "too_short"
+        if scores["chars"] > t.max_chars:
+            return "too_long"
+        if scores["letter_ratio"] < t.min_letter_ratio:
+            return "low_letter_ratio"
+        if scores["symbol_ratio"] > t.max_symbol_ratio:
+            return "high_symbol_ratio"
+        if scores["digit_ratio"] > t.max_digit_ratio:
+            return "high_digit_ratio"
+        if scores["boilerplate_line_fraction"] > t.max_boilerplate_line_fraction:
+            return "boilerplate"
+        # Gopher applies its repetition rules to documents of 50+ words; shorter texts
+        # (a sentence, a reply of "係呀 係呀") are too short for repetition to mean spam.
+        if scores["tokens"] >= t.repetition_min_tokens:
+            if scores["dup_line_fraction"] > t.max_dup_line_fraction:
+                return "duplicate_lines"
+            if scores["dup_line_char_fraction"] > t.max_dup_line_char_fraction:
+                return "duplicate_line_chars"
+            for n, limit in sorted(t.max_top_ngram_fraction.items()):
+                if scores[f"top_{n}gram_fraction"] > limit:
+                    return f"repeated_{n}gram"
+        return None

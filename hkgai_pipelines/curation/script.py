@@ -1,0 +1,25 @@
+"""Script policy: keep a language's script, or convert Simplified to Hong Kong Traditional."""
+
+from __future__ import annotations
+
+SCRIPT_ACTIONS = ("keep", "s2hk")
+
+
+class ScriptConverter:
+    """Applies the per-language action from params.yaml (`keep` or OpenCC `s2hk`)."""
+
+    def __init__(self, policy: dict[str, str]) -> None:
+        unknown = {lang: action for lang, action in policy.items() if action not in SCRIPT_ACTIONS}
+        if unknown:
+            raise ValueError(f"unknown script actions {unknown}; expected one of {SCRIPT_ACTIONS}")
+        self.policy = dict(policy)
+        self._s2hk = None
+
+    def convert(self, text: str, lang: str) -> str:
+        if self.policy.get(lang, "keep") == "keep":
+            return text
+        if self._s2hk is None:
+            import opencc
+
+            self._s2hk = opencc.OpenCC("s2hk")
+        return self._s2hk.convert(text)

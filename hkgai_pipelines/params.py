@@ -1,0 +1,70 @@
+"""params.yaml, parsed into typed parameter objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hkgai_pipelines.curation.quality import QualityThresholds
+from hkgai_pipelines.curation.script import SCRIPT_ACTIONS
+from hkgai_pipelines.curation.langid import LANGUAGES
+
+
+@dataclass(frozen=True)
+class DedupParams:
+    threshold: float = 0.8
+    num_perm: int = 128
+    num_bands: int = 16
+    ngram: int = 3
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class CurationParams:
+    allowed_languages: tuple[str, ...] = ("yue", "zh-hant", "zh-hans", "en", "mixed")
+    script_policy: dict[str, str] = field(default_factory=lambda: {"zh-hans": "s2hk"})
+    max_record_bytes: int = 10 * 1024 * 1024
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+    dedup: DedupParams = field(default_factory=DedupParams)
+    min_language_share: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "params.yaml") -> "CurationParams":
+        data = dict(data or {})
+        allowed = tuple(data.get("allowed_languages", cls.allowed_languages))
+        bad = [lang for lang in allowed if lang not in LANGUAGES]
+        if bad:
+            raise ValueError(f"{where}: curation.allowed_languages has unknown {bad}; known {LANGUAGES}")
+        policy = dict(data.get("script_policy") or {})
+        bad_actions = {k: v for k, v in policy.items() if v not in SCRIPT_ACTIONS}
+        if bad_actions:
+            raise ValueError(f"{where}: curation.script_policy {bad_actions}: actions are {SCRIPT_ACTIONS}")
+        quality = dict(data.get("quality") or {})
+        if "max_top_ngram_fraction" in quality:
+            quality["max_top_ngram_fraction"] = {int(k): float(v) for k, v in quality["max_top_ngram_fraction"].items()}
+        try:
+            thresholds = QualityThresholds(**quality)
+            dedup = DedupParams(**(data.get("dedup") or {}))
+        except TypeError as error:
+            raise ValueError(f"{where}: {error}") from None
+        return cls(
+            allowed_languages=allowed,
+            script_policy=policy,
+            max_record_bytes=int(data.get("max_record_bytes", cls.max_record_bytes)),
+            quality=thresholds,
+            dedup=dedup,
+            min_language_share={k: float(v) for k, v in (data.get("min_language_share") or {}).items()},
+        )
+
+
+def load_params(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"parameters file not found: {path}")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def load_curation_params(path: Path) -> CurationParams:
+    return CurationParams.from_dict(load_params(path).get("curation", {}), where=str(path))

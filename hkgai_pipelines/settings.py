@@ -1,0 +1,96 @@
+"""One typed settings object, read from `HKGAI_*` environment variables.
+
+`HKGAI_PROFILE` picks the profile: `local` (the default; SQLite, files and an embedded
+vector store under `HKGAI_HOME`, no server to start) or `production` (MLflow server,
+S3-backed DVC remote, Weaviate, Kubernetes launchers). Every path the local profile uses is
+derived from `HKGAI_HOME` so one variable moves the whole installation.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Profile = Literal["local", "production"]
+
+
+class HkgaiSettings(BaseSettings):
+    """Where everything lives. Fields map to `HKGAI_<FIELD>` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="HKGAI_", extra="ignore")
+
+    profile: Profile = Field("local", description="`local` (embedded) or `production`.")
+    home: Path = Field(Path(".hkgai"), description="Root of every local artifact.")
+    config_dir: Path = Field(PROJECT_ROOT / "configs", description="Presets and sources.yaml.")
+    params_file: Path = Field(PROJECT_ROOT / "params.yaml", description="Pipeline thresholds.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking server; local default sqlite:///$HKGAI_HOME/mlflow.db."
+    )
+    mlflow_registry_uri: str | None = Field(None, description="Defaults to the tracking URI.")
+    mlflow_experiment: str = Field("hkgai-v1", description="Experiment every run is logged to.")
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000", description="Base URL used for run links in asset metadata."
+    )
+    dvc_remote: str | None = Field(
+        None, description="DVC remote URL; local default $HKGAI_HOME/dvc-remote, s3://... in production."
+    )
+
+    @model_validator(mode="after")
+    def _production_needs_servers(self) -> "HkgaiSettings":
+        if self.profile == "production":
+            missing = [
+                name
+                for name, value in (
+                    ("HKGAI_MLFLOW_TRACKING_URI", self.mlflow_tracking_uri),
+                    ("HKGAI_DVC_REMOTE", self.dvc_remote),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"profile 'production' needs {', '.join(missing)} to be set"
+                )
+        return self
+
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home_dir / "dagster"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home_dir / "lake"
+
+    @property
+    def mlartifacts_dir(self) -> Path:
+        return self.home_dir / "mlartifacts"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.mlflow_registry_uri or self.tracking_uri
+
+    @property
+    def dvc_remote_url(self) -> str:
+        return self.dvc_remote or str(self.home_dir / "dvc-remote")
+
+    @property
+    def sources_file(self) -> Path:
+        return self.config_dir / "sources.yaml"
+
+
+def get_settings() -> HkgaiSettings:
+    """Read the environment now (never at import time, so tests can change it)."""
+    return HkgaiSettings()

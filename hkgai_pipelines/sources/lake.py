@@ -1,0 +1,70 @@
+"""The data lake on disk: Parquet files written atomically (temp file, then rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+
+RAW_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+        ("licence", pa.string()),
+        ("locator", pa.string()),
+        ("title", pa.string()),
+        ("ingested_at", pa.string()),
+    ]
+)
+
+
+@contextmanager
+def atomic_path(final: Path):
+    """Yield a temporary path beside `final`; it replaces `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(temp)
+        os.replace(temp, final)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def write_table_atomic(table: pa.Table, final: Path) -> None:
+    with atomic_path(final) as temp:
+        pq.write_table(table, temp, compression="zstd")
+
+
+def write_raw_records(records: Iterable[RawRecord], final: Path) -> pa.Table:
+    table = pa.Table.from_pylist([r.to_row() for r in records], schema=RAW_SCHEMA)
+    write_table_atomic(table, final)
+    return table
+
+
+def write_quarantine(records: Iterable[QuarantineRecord], final: Path) -> int:
+    count = 0
+    with atomic_path(final) as temp:
+        with open(temp, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record.to_row(), ensure_ascii=False) + "\n")
+                count += 1
+    return count
+
+
+def read_quarantine(path: Path) -> list[QuarantineRecord]:
+    if not Path(path).exists():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [QuarantineRecord(**json.loads(line)) for line in handle if line.strip()]

@@ -1,0 +1,53 @@
+"""The record types every source reader produces."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+
+def stable_record_id(source: str, locator: str, text: str) -> str:
+    """Hash of (source, locator, content): the same input always gets the same id."""
+    digest = hashlib.sha256()
+    for part in (source, locator, text):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")  # separator so ("ab", "c") and ("a", "bc") differ
+    return digest.hexdigest()[:20]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One ingested document."""
+
+    text: str
+    source: str
+    licence: str
+    locator: str
+    title: str | None = None
+    id: str = ""
+    ingested_at: str = field(default_factory=utc_now)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", stable_record_id(self.source, self.locator, self.text))
+
+    def to_row(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """Input that could not be read as a record, with where it was and why."""
+
+    file: str
+    line: int | None
+    error: str
+    source: str = ""
+
+    def to_row(self) -> dict:
+        return asdict(self)
