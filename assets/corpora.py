@@ -1,0 +1,167 @@
+"""Corpora: `raw_documents` (one partition per source) and `cleaned_corpus` with its GX gates."""
+
+
+import json
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from hkgai_pipelines.assets.metadata import markdown_table
+from hkgai_pipelines.curation import expectations
+from hkgai_pipelines.curation.pipeline import run_curation
+from hkgai_pipelines.resources import DataLakeResource, DvcResource, MlflowResource, PipelineConfigResource
+from hkgai_pipelines.settings import get_settings
+from hkgai_pipelines.sources.catalog import load_catalog
+from hkgai_pipelines.sources.ingest import ingest_source, iter_raw_lake
+
+# Partitions are the sources declared in configs/sources.yaml, read when the code location loads.
+source_partitions = dg.StaticPartitionsDefinition(load_catalog(get_settings().sources_file).names)
+
+CLEANED_DIR = "cleaned"
+
+
+@dg.asset(
+    partitions_def=source_partitions,
+    group_name="corpora",
+    kinds={"python", "parquet"},
+    description="Ingested records of one source with stable ids, source, licence and locator (lake raw/).",
+)
+def raw_documents(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource) -> dg.MaterializeResult:
+    spec = pipeline_config.catalog().get(context.partition_key)
+    result = ingest_source(spec, lake.root_path)
+    preview = result.table.slice(0, 5).select(["id", "locator", "text"]).to_pylist()
+    context.log.info(f"{spec.name}: {result.records} records, {result.quarantined} quarantined")
+    return dg.MaterializeResult(
+        metadata={
+            "records": result.records,
+            "bytes": result.text_bytes,
+            "quarantined": result.quarantined,
+            "licence": spec.licence,
+            "kind": spec.kind,
+            "path": dg.MetadataValue.path(str(result.path)),
+            "preview": markdown_table(["id", "locator", "text"], [(r["id"], r["locator"], r["text"][:80]) for r in preview]),
+        },
+        data_version=dg.DataVersion(result.content_hash),
+    )
+
+
+@dg.asset(
+    deps=[raw_documents],
+    group_name="corpora",
+    kinds={"python", "parquet", "dvc"},
+    description=(
+        "Normalised, language-tagged, PII-redacted, quality-filtered, deduplicated text; rejects and "
+        "quarantine kept with reasons (lake cleaned/, DVC-tracked)."
+    ),
+)
+def cleaned_corpus(
+    context: dg.AssetExecutionContext,
+    pipeline_config: PipelineConfigResource,
+    lake: DataLakeResource,
+    dvc: DvcResource,
+    mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    catalog = pipeline_config.catalog()
+    params = pipeline_config.curation_params()
+    result, outputs = run_curation(iter_raw_lake(lake.root_path, catalog.names), params, lake.path(CLEANED_DIR))
+    stats = result.stats
+    tracked = dvc.track_and_push(CLEANED_DIR)
+    run_id = mlflow.log_run(
+        "cleaned_corpus",
+        params={"dedup_threshold": params.dedup.threshold, "allowed_languages": ",".join(params.allowed_languages)},
+        metrics={"input_records": stats.input_records, "kept": stats.kept, "rejected": stats.rejected, "quarantined": stats.quarantined},
+        tags={"asset": "cleaned_corpus", "dagster_run_id": context.run_id, "dvc_md5": tracked.md5, "data_version": outputs.content_hash},
+        artifacts={"curation": outputs.stats},
+        experiment=f"{mlflow.experiment_name}-data",
+    )
+    dedup_dropped = stats.steps["dedup"].get("dropped", 0)
+    deduped_input = stats.steps["dedup"].get("kept", 0) + dedup_dropped
+    context.log.info(f"kept {stats.kept} of {stats.input_records}; DVC md5 {tracked.md5}")
+    return dg.MaterializeResult(
+        metadata={
+            "input_records": stats.input_records,
+            "kept": stats.kept,
+            "rejected": stats.rejected,
+            "quarantined": stats.quarantined,
+            "dedup_rate": round(dedup_dropped / deduped_input, 4) if deduped_input else 0.0,
+            "script_converted": stats.script_converted,
+            "language_mix": markdown_table(
+                ["lang", "documents", "share"],
+                [(lang, n, n / max(stats.kept, 1)) for lang, n in sorted(stats.by_lang.items())],
+            ),
+            "by_source": markdown_table(
+                ["source", "input", "kept", "rejected", "quarantined"],
+                [(s, c.get("input", 0), c.get("kept", 0), c.get("rejected", 0), c.get("quarantined", 0)) for s, c in sorted(stats.by_source.items())],
+            ),
+            "by_reason": markdown_table(["step:reason", "documents"], sorted(stats.by_reason.items())),
+            "steps": markdown_table(["step", "kept", "dropped"], [(s, c.get("kept", 0), c.get("dropped", 0)) for s, c in stats.steps.items()]),
+            "pii_redacted": markdown_table(["type", "count"], sorted(stats.pii.items())),
+            "path": dg.MetadataValue.path(str(outputs.out_dir)),
+            "dvc_md5": tracked.md5,
+            "dvc_remote": tracked.remote,
+            "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run_id)),
+        },
+        data_version=dg.DataVersion(outputs.content_hash),
+    )
+
+
+def _gate(outcome: expectations.GateOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=outcome.description,
+        metadata={"gx_results": dg.MetadataValue.json(outcome.metadata)},
+    )
+
+
+def _cleaned(lake: DataLakeResource):
+    return expectations.load_outputs(lake.path(CLEANED_DIR))
+
+
+@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: ids are unique and present.")
+def cleaned_corpus_ids_unique(lake: DataLakeResource) -> dg.AssetCheckResult:
+    return _gate(expectations.check_ids_unique(_cleaned(lake)[0]))
+
+
+@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: no null or blank text.")
+def cleaned_corpus_text_non_empty(lake: DataLakeResource) -> dg.AssetCheckResult:
+    return _gate(expectations.check_text_non_empty(_cleaned(lake)[0]))
+
+
+@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: every lang is an allowed label.")
+def cleaned_corpus_lang_allowed(lake: DataLakeResource, pipeline_config: PipelineConfigResource) -> dg.AssetCheckResult:
+    return _gate(expectations.check_lang_allowed(_cleaned(lake)[0], list(pipeline_config.curation_params().allowed_languages)))
+
+
+@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: no e-mail, phone, HKID or card number left.")
+def cleaned_corpus_no_residual_pii(lake: DataLakeResource) -> dg.AssetCheckResult:
+    return _gate(expectations.check_no_residual_pii(_cleaned(lake)[0]))
+
+
+@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: text length within the quality bounds.")
+def cleaned_corpus_length_bounds(lake: DataLakeResource, pipeline_config: PipelineConfigResource) -> dg.AssetCheckResult:
+    q = pipeline_config.curation_params().quality
+    return _gate(expectations.check_length_bounds(_cleaned(lake)[0], q.min_chars, q.max_chars))
+
+
+@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: each language at or above its minimum share.")
+def cleaned_corpus_language_mix(lake: DataLakeResource, pipeline_config: PipelineConfigResource) -> dg.AssetCheckResult:
+    return _gate(expectations.check_language_mix(_cleaned(lake)[0], pipeline_config.curation_params().min_language_share))
+
+
+@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: input = kept + rejected + quarantined; files agree with stats.json.")
+def cleaned_corpus_counts_add_up(lake: DataLakeResource) -> dg.AssetCheckResult:
+    cleaned, stats, rejected_rows, quarantine_rows = _cleaned(lake)
+    return _gate(expectations.check_counts_add_up(stats, len(cleaned), rejected_rows, quarantine_rows))
+
+
+corpora_assets = [raw_documents, cleaned_corpus]
+corpora_checks = [
+    cleaned_corpus_ids_unique,
+    cleaned_corpus_text_non_empty,
+    cleaned_corpus_lang_allowed,
+    cleaned_corpus_no_residual_pii,
+    cleaned_corpus_length_bounds,
+    cleaned_corpus_language_mix,
+    cleaned_corpus_counts_add_up,
+]

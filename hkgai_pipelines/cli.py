@@ -1,0 +1,174 @@
+"""`hkgai`: the command-line contract of ARCHITECTURE.md (demo, ui, curate, langid, redact, ingest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Hong Kong LLM pipeline: curate, train, align, evaluate, register, serve.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _settings():
+    from hkgai_pipelines.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValueError as error:
+        console.print(f"[red]settings error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def _stdin_lines():
+    """stdin as UTF-8 lines; an undecodable line is reported, not fatal."""
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            yield number, raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as error:
+            console.print(f"[yellow]line {number}: invalid UTF-8 at byte {error.start}[/yellow]")
+            yield number, None
+
+
+@app.command()
+def demo() -> None:
+    """Materialize the whole asset graph on the current profile, into the persistent instance."""
+    from hkgai_pipelines.demo import run_demo
+
+    settings = _settings()
+    started = time.monotonic()
+    console.print(f"[bold]hkgai demo[/bold]: profile={settings.profile} home={settings.home_dir}")
+    with console.status("materializing ...") as status:
+        summary = run_demo(settings, on_progress=lambda message: (status.update(message), console.print(message)))
+    table = Table(title="materialized assets")
+    table.add_column("asset")
+    table.add_column("highlights")
+    for key, metadata in summary.materialized.items():
+        highlights = ", ".join(f"{k}={v}" for k, v in metadata.items() if k in ("records", "quarantined", "input_records", "kept", "rejected", "dedup_rate", "dvc_md5"))
+        table.add_row(key, highlights)
+    console.print(table)
+    if summary.checks:
+        console.print("checks: " + ", ".join(f"{name} {'passed' if ok else 'FAILED'}" for name, ok in summary.checks.items()))
+    console.print(f"{len(summary.runs)} runs in {time.monotonic() - started:.0f}s; Dagster instance {settings.dagster_home}")
+    console.print("Open the UIs with [bold]make ui[/bold] (or [bold]hkgai ui[/bold]): Dagster on http://127.0.0.1:3000, MLflow on http://127.0.0.1:5000")
+    if not summary.success:
+        console.print("[red]demo failed[/red]: see the failed run in the Dagster UI")
+        raise typer.Exit(1)
+
+
+@app.command()
+def ui(
+    dagster_port: Annotated[int, typer.Option(help="Dagster UI port")] = 3000,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
+) -> None:
+    """Start the Dagster UI (with its daemon) and the MLflow UI on localhost."""
+    from hkgai_pipelines.platform import free_port, start_ui
+
+    settings = _settings()
+    dagster_port, mlflow_port = free_port(dagster_port), free_port(mlflow_port)
+    processes = start_ui(settings, dagster_port, mlflow_port)
+    console.print(f"Dagster UI: http://127.0.0.1:{dagster_port}")
+    console.print(f"MLflow UI:  http://127.0.0.1:{mlflow_port}")
+    console.print("Ctrl-C stops both.")
+    try:
+        while all(p.poll() is None for p in processes):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except Exception:
+                process.kill()
+
+
+@app.command()
+def langid() -> None:
+    """UTF-8 lines on stdin -> one JSON object a line: {"lang", "score"}."""
+    from hkgai_pipelines.curation.langid import LanguageIdentifier
+
+    identifier = LanguageIdentifier()
+    for _, line in _stdin_lines():
+        result = identifier.identify(line) if line is not None else None
+        payload = result.to_json() if result else {"lang": "other", "score": 0.0, "error": "invalid UTF-8"}
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def redact() -> None:
+    """Text on stdin -> the same text with PII replaced by <HKID>, <PHONE>, <EMAIL>, <CREDIT_CARD>."""
+    from hkgai_pipelines.curation.pii import PiiRedactor
+
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        console.print(f"[red]invalid UTF-8 at byte {error.start}[/red]")
+        raise typer.Exit(2) from None
+    sys.stdout.write(PiiRedactor().redact(text).text)
+
+
+@app.command()
+def curate(
+    inputs: Annotated[list[Path], typer.Argument(help="files or folders (.jsonl with text, .txt, .parquet, .html)")],
+    out: Annotated[Path, typer.Option("--out", help="output folder")],
+    params_file: Annotated[Path | None, typer.Option("--params", help="params.yaml (default: the project's)")] = None,
+    source: Annotated[str, typer.Option(help="source name for records that carry none")] = "local_files",
+    licence: Annotated[str, typer.Option(help="licence for records that carry none")] = "unknown",
+) -> None:
+    """Run the curation pipeline on files: cleaned.parquet, rejected.parquet, quarantine.jsonl, stats.json."""
+    from hkgai_pipelines.curation.pipeline import run_curation
+    from hkgai_pipelines.params import load_curation_params
+    from hkgai_pipelines.sources.files import expand_inputs, read_files
+
+    settings = _settings()
+    params = load_curation_params(params_file or settings.params_file)
+    try:
+        expand_inputs(inputs)
+    except FileNotFoundError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    with console.status("curating ..."):
+        items = read_files(inputs, source=source, licence=licence, max_record_bytes=params.max_record_bytes)
+        result, outputs = run_curation(items, params, out)
+    stats = result.stats
+    console.print(
+        f"input {stats.input_records} = kept {stats.kept} + rejected {stats.rejected} + quarantined {stats.quarantined}; "
+        f"outputs in {outputs.out_dir}"
+    )
+
+
+@app.command()
+def ingest(
+    out: Annotated[Path, typer.Option("--out", help="lake folder; writes raw/<source>.parquet")],
+    sources: Annotated[list[str] | None, typer.Option("--source", help="only these sources")] = None,
+) -> None:
+    """Ingest the sources of configs/sources.yaml into a lake folder (the DVC `ingest` stage)."""
+    from hkgai_pipelines.sources.catalog import load_catalog
+    from hkgai_pipelines.sources.ingest import ingest_source
+
+    catalog = load_catalog(_settings().sources_file)
+    for name in sources or catalog.names:
+        result = ingest_source(catalog.get(name), out)
+        console.print(f"{name}: {result.records} records, {result.quarantined} quarantined -> {result.path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

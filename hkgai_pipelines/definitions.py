@@ -1,0 +1,30 @@
+"""The Dagster code location: `dagster dev -m hkgai_pipelines.definitions`."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from hkgai_pipelines.assets.corpora import corpora_assets, corpora_checks, raw_documents, source_partitions
+from hkgai_pipelines.resources import resources_for
+
+#: One run per source partition (what a backfill of raw_documents does).
+ingest_sources_job = dg.define_asset_job(
+    "ingest_sources",
+    selection=dg.AssetSelection.assets(raw_documents),
+    partitions_def=source_partitions,
+    description="Ingest one source partition of raw_documents.",
+)
+
+#: Everything downstream of the raw sources, in one run.
+build_downstream_job = dg.define_asset_job(
+    "build_downstream",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(raw_documents),
+    description="Materialize every unpartitioned asset (and run its checks) from the ingested sources.",
+)
+
+defs = dg.Definitions(
+    assets=[*corpora_assets],
+    asset_checks=[*corpora_checks],
+    jobs=[ingest_sources_job, build_downstream_job],
+    resources=resources_for(),
+)

@@ -1,0 +1,51 @@
+"""Dagster resources, and `resources_for(profile)` that wires them for `local` or `production`.
+
+Each resource is a typed `ConfigurableResource`; the local profile points them at files under
+`HKGAI_HOME`, the production profile at servers whose addresses and credentials come from
+environment variables through `dg.EnvVar` (never from code).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from hkgai_pipelines.resources.lake import DataLakeResource, DvcResource, PipelineConfigResource
+from hkgai_pipelines.resources.mlflow import MlflowResource
+from hkgai_pipelines.settings import HkgaiSettings, get_settings
+
+__all__ = ["DataLakeResource", "DvcResource", "MlflowResource", "PipelineConfigResource", "resources_for"]
+
+
+def resources_for(profile: str | None = None, settings: HkgaiSettings | None = None) -> dict[str, dg.ConfigurableResource]:
+    settings = settings or get_settings()
+    profile = profile or settings.profile
+    config = PipelineConfigResource(config_dir=str(settings.config_dir), params_file=str(settings.params_file))
+    lake = DataLakeResource(root=str(settings.lake_dir))
+    if profile == "local":
+        return {
+            "pipeline_config": config,
+            "lake": lake,
+            "dvc": DvcResource(repo_dir=str(settings.lake_dir), remote_url=settings.dvc_remote_url),
+            "mlflow": MlflowResource(
+                tracking_uri=settings.tracking_uri,
+                registry_uri=settings.registry_uri,
+                experiment_name=settings.mlflow_experiment,
+                artifact_location=settings.mlartifacts_dir.as_uri(),
+                ui_url=settings.mlflow_ui_url,
+            ),
+        }
+    if profile == "production":
+        # The lake is HKGAI_HOME on a shared volume mounted into every run pod; versions
+        # go to the S3 DVC remote and models to the MLflow server (S3 artifact store).
+        return {
+            "pipeline_config": config,
+            "lake": lake,
+            "dvc": DvcResource(repo_dir=str(settings.lake_dir), remote_url=dg.EnvVar("HKGAI_DVC_REMOTE")),
+            "mlflow": MlflowResource(
+                tracking_uri=dg.EnvVar("HKGAI_MLFLOW_TRACKING_URI"),
+                registry_uri=settings.mlflow_registry_uri,
+                experiment_name=settings.mlflow_experiment,
+                ui_url=settings.mlflow_ui_url,
+            ),
+        }
+    raise ValueError(f"unknown profile {profile!r}; expected 'local' or 'production'")

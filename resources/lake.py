@@ -1,0 +1,47 @@
+"""The data lake folder, the pipeline's configuration files, and DVC versioning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from hkgai_pipelines import versioning
+from hkgai_pipelines.params import CurationParams, load_curation_params
+from hkgai_pipelines.sources.catalog import SourceCatalog, load_catalog
+
+
+class DataLakeResource(dg.ConfigurableResource):
+    """Root folder of the lake: `raw/`, `cleaned/`, `datasets/`, ..."""
+
+    root: str
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root)
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.root, *parts)
+
+
+class PipelineConfigResource(dg.ConfigurableResource):
+    """Where configs/ (presets, sources.yaml) and params.yaml are."""
+
+    config_dir: str
+    params_file: str
+
+    def catalog(self) -> SourceCatalog:
+        return load_catalog(Path(self.config_dir) / "sources.yaml")
+
+    def curation_params(self) -> CurationParams:
+        return load_curation_params(Path(self.params_file))
+
+
+class DvcResource(dg.ConfigurableResource):
+    """DVC repository in the lake folder with a local (or S3) remote."""
+
+    repo_dir: str
+    remote_url: str
+
+    def track_and_push(self, target: str) -> versioning.TrackedData:
+        return versioning.track_and_push(Path(self.repo_dir), target, self.remote_url)
