@@ -1,0 +1,29 @@
+"""Shared fixtures: a temporary HKGAI_HOME and the project's own params."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def hkgai_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HKGAI_HOME", str(home))
+    monkeypatch.delenv("HKGAI_PROFILE", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def curation_params():
+    from hkgai_pipelines.params import load_curation_params
+
+    return load_curation_params(PROJECT_ROOT / "params.yaml")

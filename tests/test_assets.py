@@ -1,0 +1,118 @@
+"""The Dagster layer: definitions load, and assets materialize against a temporary instance."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from hkgai_pipelines.assets.corpora import cleaned_corpus, corpora_checks, raw_documents
+from hkgai_pipelines.resources import DataLakeResource, DvcResource, MlflowResource, PipelineConfigResource
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_definitions_load_with_groups_jobs_and_checks():
+    from hkgai_pipelines.definitions import defs
+
+    repo = defs.get_repository_def()
+    keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
+    assert {"raw_documents", "cleaned_corpus"} <= keys
+    assert repo.assets_defs_by_key[dg.AssetKey("raw_documents")].group_names_by_key[dg.AssetKey("raw_documents")] == "corpora"
+    assert {job.name for job in repo.get_all_jobs()} >= {"ingest_sources", "build_downstream"}
+    check_names = {key.name for key in repo.asset_graph.asset_check_keys}
+    assert len([name for name in check_names if name.startswith("cleaned_corpus_")]) == 7
+    partitions = repo.assets_defs_by_key[dg.AssetKey("raw_documents")].partitions_def.get_partition_keys()
+    assert partitions == ["hkcancor", "ctcpc", "hsk_sentences", "hk_knowledge", "local_samples"]
+
+
+@pytest.fixture
+def small_project(tmp_path) -> dict:
+    """A config dir with the project's source names but small slices, and test params."""
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    catalog = yaml.safe_load((PROJECT_ROOT / "configs" / "sources.yaml").read_text())
+    for source in catalog["sources"]:
+        if source["kind"] == "ctcpc":
+            source["options"] = {"max_records": 300}
+        if source["kind"] == "local_files":
+            source["options"]["path"] = str(PROJECT_ROOT / source["options"]["path"])
+    (config_dir / "sources.yaml").write_text(yaml.safe_dump(catalog, allow_unicode=True))
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    # 300 CTCPC sentences instead of 40,000 make Cantonese a smaller share of the sample.
+    params["curation"]["min_language_share"]["yue"] = 0.10
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params, allow_unicode=True))
+    home = tmp_path / "home"
+    return {
+        "params_file": params_file,
+        "params": params,
+        "resources": {
+            "pipeline_config": PipelineConfigResource(config_dir=str(config_dir), params_file=str(params_file)),
+            "lake": DataLakeResource(root=str(home / "lake")),
+            "dvc": DvcResource(repo_dir=str(home / "lake"), remote_url=str(home / "dvc-remote")),
+            "mlflow": MlflowResource(
+                tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_location=(home / "mlartifacts").as_uri()
+            ),
+        },
+        "home": home,
+    }
+
+
+def test_materialize_one_raw_partition_records_metadata(small_project):
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([raw_documents], partition_key="ctcpc", instance=instance, resources=small_project["resources"])
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        metadata = event.step_materialization_data.materialization.metadata
+        assert metadata["records"].value == 300
+        assert metadata["licence"].value == "CC0-1.0"
+        assert metadata["quarantined"].value == 0
+        assert "| id | locator | text |" in metadata["preview"].value
+        record = instance.get_latest_materialization_event(dg.AssetKey("raw_documents"))
+        assert record.asset_materialization.partition == "ctcpc"
+    assert (small_project["home"] / "lake" / "raw" / "ctcpc.parquet").exists()
+
+
+def _ingest_all(instance, resources):
+    for partition in ["hkcancor", "ctcpc", "hsk_sentences", "hk_knowledge", "local_samples"]:
+        assert dg.materialize([raw_documents], partition_key=partition, instance=instance, resources=resources).success
+
+
+@pytest.mark.timeout(600)
+def test_materialize_cleaned_corpus_with_green_gates_and_dvc(small_project):
+    resources = small_project["resources"]
+    with dg.instance_for_test() as instance:
+        _ingest_all(instance, resources)
+        result = dg.materialize([cleaned_corpus, *corpora_checks], instance=instance, resources=resources, selection=[cleaned_corpus])
+        assert result.success
+        evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert len(evaluations) == 7 and all(evaluations.values()), evaluations
+        metadata = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
+        assert metadata["input_records"].value == metadata["kept"].value + metadata["rejected"].value + metadata["quarantined"].value
+        assert metadata["quarantined"].value == 2  # the planted bad lines in local_samples/feedback.jsonl
+        assert metadata["dvc_md5"].value.endswith(".dir")
+        assert metadata["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")
+    lake = small_project["home"] / "lake"
+    assert (lake / "cleaned.dvc").exists()
+    remote_files = [p for p in (small_project["home"] / "dvc-remote").rglob("*") if p.is_file()]
+    assert len(remote_files) >= 5  # the .dir manifest and the four output files
+
+
+@pytest.mark.timeout(600)
+def test_failing_gate_is_reported_as_a_blocking_error(small_project):
+    params = small_project["params"]
+    params["curation"]["min_language_share"] = {"zh-hans": 0.99}
+    small_project["params_file"].write_text(yaml.safe_dump(params, allow_unicode=True))
+    resources = small_project["resources"]
+    with dg.instance_for_test() as instance:
+        _ingest_all(instance, resources)
+        result = dg.materialize(
+            [cleaned_corpus, *corpora_checks], instance=instance, resources=resources, selection=[cleaned_corpus], raise_on_error=False
+        )
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        mix = evaluations["cleaned_corpus_language_mix"]
+        assert not mix.passed
+        assert mix.severity == dg.AssetCheckSeverity.ERROR
+        # blocking checks fail the run, so nothing downstream can start
+        assert not result.success

@@ -1,0 +1,95 @@
+"""Exact outputs of the repair, script, quality and dedup steps on short literal inputs."""
+
+import pytest
+
+from hkgai_pipelines.curation.dedup import Deduplicator, exact_key, shingles
+from hkgai_pipelines.curation.quality import QualityFilter, QualityThresholds, score_quality
+from hkgai_pipelines.curation.repair import repair_text
+from hkgai_pipelines.curation.script import ScriptConverter
+
+
+def test_repair_fixes_mojibake():
+    assert repair_text("cafÃ©") == "café"
+
+
+def test_repair_uses_nfc_and_keeps_full_width_punctuation():
+    assert repair_text("e\u0301") == "é"
+    assert repair_text("你好，世界！") == "你好，世界！"  # NFKC would turn ，！ into ,!
+
+
+def test_repair_strips_controls_and_collapses_whitespace():
+    assert repair_text("a\x00b\u200bc\t\t d\u3000e\r\n\n\n\nf ") == "abc d e\n\nf"
+
+
+def test_script_policy_converts_simplified_to_hk_traditional():
+    converter = ScriptConverter({"zh-hans": "s2hk", "yue": "keep"})
+    assert converter.convert("香港的公共图书馆", "zh-hans") == "香港的公共圖書館"
+    assert converter.convert("图书馆", "yue") == "图书馆"
+    with pytest.raises(ValueError, match="unknown script actions"):
+        ScriptConverter({"zh-hans": "t2s"})
+
+
+QUALITY = QualityFilter(QualityThresholds())
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("你好", "too_short"),
+        ("x" * 100_001, "too_long"),
+        ("!!!!!!?????....", "low_letter_ratio"),
+        ("呢度啲嘢食好正😋😋😋😋😋", "high_symbol_ratio"),
+        ("第1234號巴士路線", "high_digit_ratio"),
+        ("版權所有 © 2026 本網站\n私隱政策 使用條款", "boilerplate"),
+        ("\n".join(["買一送一大減價今日最後一日"] * 6), "duplicate_lines"),
+        ("香港" * 40, "repeated_2gram"),
+    ],
+)
+def test_quality_drop_reasons(text, reason):
+    assert QUALITY.decide(score_quality(text)) == reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "老師，您好！",
+        "係呀\n係呀\n係呀\n好呀",  # short repetition is conversation, not spam
+        "立法會共有九十名議員，其中選舉委員會界別選出四十名、功能界別選出三十名、地方選區直接選舉產生二十名。",
+        "The Legislative Council has 90 members and a term of four years.",
+    ],
+)
+def test_quality_keeps_real_text(text):
+    assert QUALITY.decide(score_quality(text)) is None
+
+
+def test_scores_count_characters_not_whitespace_words():
+    scores = score_quality("港鐵 於 1979 年通車")
+    assert scores["chars"] == 10
+    assert scores["digit_ratio"] == pytest.approx(4 / 10)
+
+
+def test_exact_key_ignores_punctuation_case_and_spacing():
+    assert exact_key("你好！") == exact_key("你好 !")
+    assert exact_key("Hello, World") == exact_key("hello world")
+    assert exact_key("你好") != exact_key("您好")
+
+
+def test_shingles_use_characters_for_chinese_and_words_for_english():
+    assert shingles("香港人口", 3) == ["香港人", "港人口"]
+    assert shingles("the MTR opened in 1979", 3) == ["the mtr opened", "mtr opened in", "opened in 1979"]
+    assert shingles("你好", 3) == ["你好"]
+
+
+def test_dedup_keeps_first_and_records_cluster():
+    dedup = Deduplicator(threshold=0.8)
+    assert dedup.check("a", "香港特別行政區的行政長官由選舉委員會選出，任期五年。") is None
+    near = dedup.check("b", "香港特別行政區的行政長官由選舉委員會選出，任期為五年。")
+    assert (near.kind, near.duplicate_of) == ("near", "a")
+    assert near.similarity >= 0.8
+    exact = dedup.check("c", "香港特別行政區的行政長官由選舉委員會選出 任期五年")
+    assert (exact.kind, exact.duplicate_of) == ("exact", "a")
+    assert dedup.check("d", "立法會每屆任期四年，主席由議員互選產生。") is None
+    assert dedup.check("e", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October 1979.") is None
+    english = dedup.check("f", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October, 1979!")
+    assert (english.kind, english.duplicate_of) == ("exact", "e")
+    assert dedup.check("g", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October 1979 as planned.").duplicate_of == "e"

@@ -1,0 +1,70 @@
+import json
+
+import pyarrow.parquet as pq
+
+from hkgai_pipelines.curation.pipeline import run_curation
+from hkgai_pipelines.sources.files import read_files
+from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+
+
+def _record(text, i, source="s"):
+    return RawRecord(text=text, source=source, licence="CC0-1.0", locator=f"l{i}")
+
+
+def test_every_record_ends_in_exactly_one_output(tmp_path, curation_params):
+    items = [
+        _record("佢哋聽日會去旺角食飯，你嚟唔嚟呀？", 1),
+        _record("佢哋聽日會去旺角食飯，你嚟唔嚟呀？", 2),  # exact duplicate of 1
+        _record("他们明天会去旺角吃饭，你来不来？", 3),  # simplified -> s2hk
+        _record("Please call me on +852 2345 6789 about the appointment.", 4),
+        _record("こんにちは、元気ですか、今日は", 5),  # other language
+        _record("你好", 6),  # too short
+        _record("\x00\x01", 7),  # empty after repair
+        QuarantineRecord("f.jsonl", 3, "invalid JSON", "s"),
+    ]
+    result, outputs = run_curation(items, curation_params, tmp_path)
+    stats = result.stats
+    assert (stats.input_records, stats.kept, stats.rejected, stats.quarantined) == (8, 3, 4, 1)
+    assert dict(stats.by_reason) == {
+        "dedup:exact_duplicate": 1, "langid:language_other": 1, "quality:too_short": 1, "repair:empty_after_repair": 1,
+    }
+    kept = pq.read_table(outputs.cleaned).to_pylist()
+    assert [(r["lang"], r["text"]) for r in kept] == [
+        ("yue", "佢哋聽日會去旺角食飯，你嚟唔嚟呀？"),
+        ("zh-hans", "他們明天會去旺角吃飯，你來不來？"),
+        ("en", "Please call me on <PHONE> about the appointment."),
+    ]
+    assert kept[1]["original_text"] == "他们明天会去旺角吃饭，你来不来？"
+    assert kept[2]["pii_phone"] == 1
+    rejected = pq.read_table(outputs.rejected).to_pylist()
+    duplicate = next(r for r in rejected if r["reason"] == "exact_duplicate")
+    assert (duplicate["step"], duplicate["cluster_id"]) == ("dedup", kept[0]["id"])
+    quarantine = [json.loads(line) for line in outputs.quarantine.read_text().splitlines()]
+    assert quarantine == [{"file": "f.jsonl", "line": 3, "error": "invalid JSON", "source": "s"}]
+    written = json.loads(outputs.stats.read_text())
+    assert written["input_records"] == written["kept"] + written["rejected"] + written["quarantined"]
+    assert written["by_source"]["s"] == {"input": 8, "kept": 3, "rejected": 4, "quarantined": 1}
+
+
+def test_rejected_text_is_redacted_too(tmp_path, curation_params):
+    result, outputs = run_curation([_record("Bonjour, appelez-moi: jean@example.fr", 1)], curation_params, tmp_path)
+    (row,) = pq.read_table(outputs.rejected).to_pylist()
+    assert row["text"] == "Bonjour, appelez-moi: <EMAIL>"
+
+
+def test_bad_files_flow_into_quarantine_and_counts_add_up(tmp_path, curation_params):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.jsonl").write_text('{"text": "立法會每屆任期四年，主席由議員互選產生。"}\n{"text": "trunc', encoding="utf-8")
+    (folder / "bin.txt").write_bytes(b"\x00\x01\x02")
+    (folder / "empty.txt").write_bytes(b"")
+    items = read_files([folder], source="u", licence="x", root=folder)
+    result, _ = run_curation(items, curation_params, tmp_path / "out")
+    assert (result.stats.input_records, result.stats.kept, result.stats.quarantined) == (4, 1, 3)
+
+
+def test_content_hash_is_stable(tmp_path, curation_params):
+    items = [_record("立法會每屆任期四年，主席由議員互選產生。", 1)]
+    _, first = run_curation(items, curation_params, tmp_path / "a")
+    _, second = run_curation(items, curation_params, tmp_path / "b")
+    assert first.content_hash == second.content_hash
