@@ -122,8 +122,9 @@ def redact() -> None:
 
 @app.command()
 def curate(
-    inputs: Annotated[list[Path], typer.Argument(help="files or folders (.jsonl with text, .txt, .parquet, .html)")],
-    out: Annotated[Path, typer.Option("--out", help="output folder")],
+    inputs: Annotated[list[Path] | None, typer.Argument(help="files or folders (.jsonl with text, .txt, .parquet, .html)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("cleaned"),
+    lake: Annotated[Path | None, typer.Option("--lake", help="read raw/<source>.parquet of every catalog source, in catalog order (what cleaned_corpus does)")] = None,
     params_file: Annotated[Path | None, typer.Option("--params", help="params.yaml (default: the project's)")] = None,
     source: Annotated[str, typer.Option(help="source name for records that carry none")] = "local_files",
     licence: Annotated[str, typer.Option(help="licence for records that carry none")] = "unknown",
@@ -133,16 +134,25 @@ def curate(
     from hkgai_pipelines.params import load_curation_params
     from hkgai_pipelines.sources.files import expand_inputs, read_files
 
+    from hkgai_pipelines.sources.catalog import load_catalog
+    from hkgai_pipelines.sources.ingest import iter_raw_lake
+
     settings = _settings()
     params = load_curation_params(params_file or settings.params_file)
+    if bool(inputs) == bool(lake):
+        console.print("[red]give input files/folders or --lake, not both[/red]")
+        raise typer.Exit(2)
     try:
-        expand_inputs(inputs)
+        if lake:
+            items = iter_raw_lake(lake, load_catalog(settings.sources_file).names)
+        else:
+            expand_inputs(inputs)
+            items = read_files(inputs, source=source, licence=licence, max_record_bytes=params.max_record_bytes)
+        with console.status("curating ..."):
+            result, outputs = run_curation(items, params, out)
     except FileNotFoundError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
-    with console.status("curating ..."):
-        items = read_files(inputs, source=source, licence=licence, max_record_bytes=params.max_record_bytes)
-        result, outputs = run_curation(items, params, out)
     stats = result.stats
     console.print(
         f"input {stats.input_records} = kept {stats.kept} + rejected {stats.rejected} + quarantined {stats.quarantined}; "
