@@ -52,12 +52,24 @@ def _top_ngram_fraction(tokens: list[str], n: int) -> float:
     return count * sum(len(t) for t in gram) / total if total else 0.0
 
 
+def _char_classes(text: str) -> tuple[int, int, int, int]:
+    """(non-space characters, letters, digits, symbols) in one pass."""
+    n = letters = digits = symbols = 0
+    for ch in text:
+        if ch.isspace():
+            continue
+        n += 1
+        if ch.isalpha():
+            letters += 1
+        elif ch.isdigit():
+            digits += 1
+        elif unicodedata.category(ch)[0] == "S":
+            symbols += 1
+    return n, letters, digits, symbols
+
+
 def score_quality(text: str) -> dict[str, float]:
-    chars = [ch for ch in text if not ch.isspace()]
-    n = len(chars)
-    letters = sum(1 for ch in chars if ch.isalpha())
-    digits = sum(1 for ch in chars if ch.isdigit())
-    symbols = sum(1 for ch in chars if unicodedata.category(ch).startswith("S"))
+    n, letters, digits, symbols = _char_classes(text)
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     line_counts = Counter(lines)
     dup_lines = sum(c for c in line_counts.values() if c > 1)

@@ -1,0 +1,194 @@
+"""Curation throughput against datatrove, and near-duplicate detection against datasketch.
+
+Builds one JSONL input from the real corpora (CTCPC, HKCanCor, HSK sentences, the knowledge
+documents), replicated to `--mb` megabytes; every replica carries a replica number so
+replicas are near-duplicates, not exact copies (exact copies would let a hash-based dedup
+skip MinHash altogether). Then, in the same process, on the same file:
+
+* ours: the full `run_curation` pipeline (repair, PII, language ID, script, quality, MinHash
+  LSH dedup with rensa) reading the JSONL file;
+* datatrove: JsonlReader -> GopherRepetitionFilter -> GopherQualityFilter -> the four MinHash
+  dedup stages (signature, buckets, cluster, filter) -> JsonlWriter, one task, one worker;
+
+and prints MB/s and documents/s per core (both run single-threaded) and the ratio. Then it
+times near-duplicate detection alone, rensa (ours) against datasketch's MinHashLSH with the
+same permutations, bands, threshold and shingles, `--repeats` times, and prints medians.
+
+    python benchmarks/curation_throughput.py --mb 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from hkgai_pipelines.params import load_curation_params
+from hkgai_pipelines.settings import PROJECT_ROOT
+from hkgai_pipelines.sources.catalog import SourceSpec
+from hkgai_pipelines.sources.readers import read_source
+from hkgai_pipelines.sources.records import RawRecord
+
+SOURCES = [
+    SourceSpec("ctcpc", "ctcpc", "CC0-1.0"),
+    SourceSpec("hkcancor", "hkcancor", "CC-BY-4.0"),
+    SourceSpec("hsk_sentences", "hsk_sentences", "CC-BY-SA-4.0"),
+    SourceSpec("hk_knowledge", "hk_knowledge", "CC-BY-4.0"),
+]
+
+
+def build_input(path: Path, megabytes: float) -> tuple[int, int]:
+    texts = [item.text for spec in SOURCES for item in read_source(spec) if isinstance(item, RawRecord)]
+    target = int(megabytes * 1024 * 1024)
+    written = documents = replica = 0
+    with path.open("w", encoding="utf-8") as handle:
+        while written < target:
+            for index, text in enumerate(texts):
+                line = json.dumps({"id": f"r{replica}-{index}", "text": f"{text} ({replica})"}, ensure_ascii=False) + "\n"
+                handle.write(line)
+                written += len(line.encode("utf-8"))
+                documents += 1
+                if written >= target:
+                    break
+            replica += 1
+    return documents, written
+
+
+def run_ours(path: Path, work: Path) -> float:
+    from hkgai_pipelines.curation.pipeline import run_curation
+    from hkgai_pipelines.sources.files import read_files
+
+    params = load_curation_params(PROJECT_ROOT / "params.yaml")
+    started = time.perf_counter()
+    result, _ = run_curation(read_files([path], source="bench", licence="mixed"), params, work / "ours")
+    elapsed = time.perf_counter() - started
+    print(f"  ours: kept {result.stats.kept} of {result.stats.input_records}")
+    return elapsed
+
+
+def run_datatrove(path: Path, work: Path) -> float:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    config = MinhashConfig(n_grams=3, num_buckets=16, hashes_per_bucket=8)
+    folder = work / "datatrove"
+    stages = [
+        [
+            JsonlReader(str(path.parent), glob_pattern=path.name),
+            # Gopher's repetition rules are meant for documents of 50+ words; on sentences a
+            # single repeated bigram exceeds 0.2 and every record is dropped (ours applies them
+            # from 50 tokens). Thresholds above 1 keep the computation and drop nothing here.
+            GopherRepetitionFilter(
+                top_n_grams=((2, 1.01), (3, 1.01), (4, 1.01)),
+                dup_n_grams=((5, 1.01), (6, 1.01), (7, 1.01), (8, 1.01), (9, 1.01), (10, 1.01)),
+            ),
+            # Gopher's word-count, word-length and stop-word rules assume English web pages and
+            # would drop every sentence-level CJK record, leaving the dedup stages no work;
+            # they are switched off, the symbol and ellipsis rules stay, as in ours.
+            GopherQualityFilter(min_doc_words=None, min_avg_word_length=None, max_avg_word_length=None, max_non_alpha_words_ratio=None, min_stop_words=None),
+            JsonlWriter(str(folder / "filtered")),
+        ],
+        [JsonlReader(str(folder / "filtered")), MinhashDedupSignature(output_folder=str(folder / "sigs"), config=config)],
+        [MinhashDedupBuckets(input_folder=str(folder / "sigs"), output_folder=str(folder / "buckets"), config=config)],
+        [MinhashDedupCluster(input_folder=str(folder / "buckets"), output_folder=str(folder / "remove"), config=config)],
+        [
+            JsonlReader(str(folder / "filtered")),
+            MinhashDedupFilter(input_folder=str(folder / "remove")),
+            JsonlWriter(str(folder / "deduped")),
+        ],
+    ]
+    started = time.perf_counter()
+    for index, pipeline in enumerate(stages):
+        tasks = config.num_buckets if index == 2 else 1
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(folder / f"logs{index}")).run()
+    elapsed = time.perf_counter() - started
+    kept = sum(1 for f in (folder / "deduped").glob("*.jsonl.gz") for _ in __import__("gzip").open(f, "rt"))
+    print(f"  datatrove: kept {kept}")
+    return elapsed
+
+
+def near_dup_timings(path: Path, limit: int, repeats: int) -> None:
+    from datasketch import MinHash, MinHashLSH
+
+    from hkgai_pipelines.curation.dedup import Deduplicator, shingles
+
+    params = load_curation_params(PROJECT_ROOT / "params.yaml").dedup
+    docs = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            docs.append((record["id"], record["text"]))
+            if len(docs) >= limit:
+                break
+
+    def ours() -> int:
+        dedup = Deduplicator(params.threshold, params.num_perm, params.num_bands, params.ngram, params.seed)
+        return sum(1 for doc_id, text in docs if dedup.check(doc_id, text))
+
+    def peer() -> int:
+        rows = params.num_perm // params.num_bands
+        lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm, params=(params.num_bands, rows))
+        kept: dict[str, MinHash] = {}
+        exact: set[str] = set()
+        dropped = 0
+        from hkgai_pipelines.curation.dedup import exact_key
+
+        for doc_id, text in docs:
+            key = exact_key(text)
+            if key in exact:
+                dropped += 1
+                continue
+            signature = MinHash(num_perm=params.num_perm, seed=params.seed)
+            signature.update_batch([s.encode("utf-8") for s in shingles(text, params.ngram)])
+            if any(signature.jaccard(kept[c]) >= params.threshold for c in lsh.query(signature)):
+                dropped += 1
+                continue
+            exact.add(key)
+            lsh.insert(doc_id, signature)
+            kept[doc_id] = signature
+        return dropped
+
+    for name, fn in (("rensa (ours)", ours), ("datasketch", peer)):
+        times, dropped = [], 0
+        for _ in range(repeats):
+            started = time.perf_counter()
+            dropped = fn()
+            times.append(time.perf_counter() - started)
+        median = statistics.median(times)
+        print(f"  {name:13s} median {median:.2f}s over {repeats} runs, {len(docs) / median:,.0f} docs/s, dropped {dropped}")
+        if name == "rensa (ours)":
+            ours_median = median
+    print(f"  near-dup speed-up of ours over datasketch: {median / ours_median:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=float, default=200.0, help="input size in MiB")
+    parser.add_argument("--near-dup-docs", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        path = work / "input" / "corpus.jsonl"
+        path.parent.mkdir()
+        documents, size = build_input(path, args.mb)
+        mb = size / 1024 / 1024
+        print(f"input: {documents:,} documents, {mb:.1f} MiB (single process = one core each)")
+        ours = run_ours(path, work)
+        print(f"ours:      {ours:7.1f}s  {mb / ours:6.3f} MiB/s  {documents / ours:8,.0f} docs/s per core")
+        peer = run_datatrove(path, work)
+        print(f"datatrove: {peer:7.1f}s  {mb / peer:6.3f} MiB/s  {documents / peer:8,.0f} docs/s per core")
+        print(f"ratio ours/datatrove (throughput): {peer / ours:.2f}x")
+        print(f"near-duplicate detection on the first {args.near_dup_docs:,} documents:")
+        near_dup_timings(path, args.near_dup_docs, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
