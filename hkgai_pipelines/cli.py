@@ -52,7 +52,7 @@ def demo() -> None:
     table.add_column("asset")
     table.add_column("highlights")
     for key, metadata in summary.materialized.items():
-        highlights = ", ".join(f"{k}={v}" for k, v in metadata.items() if k in ("records", "quarantined", "input_records", "kept", "rejected", "dedup_rate", "dvc_md5"))
+        highlights = ", ".join(f"{k}={v}" for k, v in metadata.items() if k in ("records", "quarantined", "input_records", "kept", "rejected", "dedup_rate", "dvc_md5", "documents", "chunks", "embedded", "carried_over", "recall_at_5", "mrr", "version"))
         table.add_row(key, highlights)
     console.print(table)
     if summary.checks:
@@ -173,6 +173,98 @@ def ingest(
     for name in sources or catalog.names:
         result = ingest_source(catalog.get(name), out)
         console.print(f"{name}: {result.records} records, {result.quarantined} quarantined -> {result.path}")
+
+
+@app.command()
+def guard() -> None:
+    """Prompts on stdin, one a line -> one JSON a line: {"verdict": "allow"|"block", "category"}."""
+    from hkgai_pipelines.safety.guard import GuardInputError, RuleGuard
+
+    rule_guard = RuleGuard()
+    for number, line in _stdin_lines():
+        try:
+            if line is None:
+                raise GuardInputError("invalid UTF-8")
+            payload = rule_guard.check(line).to_json()
+        except GuardInputError as error:
+            payload = {"verdict": "block", "category": None, "error": str(error)}
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+
+
+def _rag_runtime():
+    """The store, embedder and params the current profile's resources describe."""
+    from hkgai_pipelines.params import load_rag_params
+    from hkgai_pipelines.resources import resources_for
+
+    settings = _settings()
+    resources = resources_for(settings=settings)
+    return resources["vector_store"], resources["embedder"], load_rag_params(settings.params_file), settings
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="the question, in Cantonese, Chinese or English")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON contract")] = False,
+) -> None:
+    """Answer a question from the knowledge index, with citations and guardrail verdicts."""
+    from hkgai_pipelines.rag.answer import Answerer
+    from hkgai_pipelines.rag.models import resolve_generator
+    from hkgai_pipelines.safety.guard import GuardInputError
+
+    store_resource, embedder_resource, params, settings = _rag_runtime()
+    generator, generator_note = resolve_generator(settings)
+    answerer = Answerer(
+        store=store_resource.get_store(), embedder=embedder_resource.get_embedder(), alias=store_resource.alias,
+        generator=generator, alpha=params.alpha, min_similarity=params.min_answer_similarity,
+    )
+    try:
+        result = answerer.ask(question)
+    except GuardInputError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    except RuntimeError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    if generator_note and not result.note:
+        result.note = generator_note
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+        return
+    sys.stdout.write(result.answer + "\n")
+    for number, citation in enumerate(result.citations, start=1):
+        sys.stdout.write(f"  [{number}] {citation['title']} ({citation['doc_id']}, score {citation['score']})\n")
+    if result.note:
+        console.print(f"[dim]{result.note}[/dim]")
+
+
+index_app = typer.Typer(help="The vector index: list versions, roll the alias back.")
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("list")
+def index_list() -> None:
+    """Index versions, oldest first; the live one is marked."""
+    store_resource, _, _, _ = _rag_runtime()
+    store = store_resource.get_store()
+    live = store.get_alias(store_resource.alias)
+    for info in store.list_versions():
+        marker = "*" if info.name == live else " "
+        sys.stdout.write(f"{marker} {info.name}  {info.chunks} chunks  {info.embedder} ({info.dim}-d)  {info.created_at}\n")
+
+
+@index_app.command("rollback")
+def index_rollback(to: Annotated[str | None, typer.Option("--to", help="version to point the alias at")] = None) -> None:
+    """Point the alias back at the previous version (or --to VERSION)."""
+    from hkgai_pipelines.rag.index import IndexRefresher
+
+    store_resource, embedder_resource, params, _ = _rag_runtime()
+    refresher = IndexRefresher(store_resource.get_store(), embedder_resource.get_embedder(), alias=store_resource.alias, keep_versions=params.keep_versions)
+    try:
+        previous, current = refresher.rollback(to)
+    except Exception as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    sys.stdout.write(f"{store_resource.alias}: {previous} -> {current}\n")
 
 
 def main() -> None:  # pragma: no cover - console entry point

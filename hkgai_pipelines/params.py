@@ -68,3 +68,23 @@ def load_params(path: Path) -> dict:
 
 def load_curation_params(path: Path) -> CurationParams:
     return CurationParams.from_dict(load_params(path).get("curation", {}), where=str(path))
+
+
+@dataclass(frozen=True)
+class RagParams:
+    chunk_target_chars: int = 300
+    chunk_overlap_chars: int = 60
+    max_document_chars: int = 200_000
+    alpha: float = 0.5
+    min_recall_at_5: float = 0.85
+    min_mrr: float = 0.65
+    keep_versions: int = 3
+    min_answer_similarity: float = 0.3
+
+
+def load_rag_params(path: Path) -> RagParams:
+    data = load_params(path).get("rag") or {}
+    try:
+        return RagParams(**data)
+    except TypeError as error:
+        raise ValueError(f"{path}: rag: {error}") from None

@@ -37,6 +37,9 @@ class HkgaiSettings(BaseSettings):
     mlflow_ui_url: str = Field(
         "http://127.0.0.1:5000", description="Base URL used for run links in asset metadata."
     )
+    weaviate_url: str | None = Field(None, description="Weaviate endpoint (production vector store).")
+    embedder_kind: str = Field("use", description="`use` (packaged multilingual USE v3) or `sentence_transformers`.")
+    embedder_model_dir: str | None = Field(None, description="sentence-transformers model directory.")
     dvc_remote: str | None = Field(
         None, description="DVC remote URL; local default $HKGAI_HOME/dvc-remote, s3://... in production."
     )
@@ -49,6 +52,7 @@ class HkgaiSettings(BaseSettings):
                 for name, value in (
                     ("HKGAI_MLFLOW_TRACKING_URI", self.mlflow_tracking_uri),
                     ("HKGAI_DVC_REMOTE", self.dvc_remote),
+                    ("HKGAI_WEAVIATE_URL", self.weaviate_url),
                 )
                 if not value
             ]
@@ -69,6 +73,10 @@ class HkgaiSettings(BaseSettings):
     @property
     def lake_dir(self) -> Path:
         return self.home_dir / "lake"
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.home_dir / "vectors"
 
     @property
     def mlartifacts_dir(self) -> Path:

@@ -11,9 +11,25 @@ import dagster as dg
 
 from hkgai_pipelines.resources.lake import DataLakeResource, DvcResource, PipelineConfigResource
 from hkgai_pipelines.resources.mlflow import MlflowResource
+from hkgai_pipelines.resources.rag import (
+    EmbeddedVectorStoreResource,
+    EmbedderResource,
+    VectorStoreResource,
+    WeaviateVectorStoreResource,
+)
 from hkgai_pipelines.settings import HkgaiSettings, get_settings
 
-__all__ = ["DataLakeResource", "DvcResource", "MlflowResource", "PipelineConfigResource", "resources_for"]
+__all__ = [
+    "DataLakeResource",
+    "DvcResource",
+    "EmbeddedVectorStoreResource",
+    "EmbedderResource",
+    "MlflowResource",
+    "PipelineConfigResource",
+    "VectorStoreResource",
+    "WeaviateVectorStoreResource",
+    "resources_for",
+]
 
 
 def resources_for(profile: str | None = None, settings: HkgaiSettings | None = None) -> dict[str, dg.ConfigurableResource]:
@@ -33,6 +49,8 @@ def resources_for(profile: str | None = None, settings: HkgaiSettings | None = N
                 artifact_location=settings.mlartifacts_dir.as_uri(),
                 ui_url=settings.mlflow_ui_url,
             ),
+            "embedder": EmbedderResource(kind="use"),
+            "vector_store": EmbeddedVectorStoreResource(path=str(settings.vectors_dir)),
         }
     if profile == "production":
         # The lake is HKGAI_HOME on a shared volume mounted into every run pod; versions
@@ -47,5 +65,8 @@ def resources_for(profile: str | None = None, settings: HkgaiSettings | None = N
                 experiment_name=settings.mlflow_experiment,
                 ui_url=settings.mlflow_ui_url,
             ),
+            # A sentence-transformers directory baked into the image or on the shared volume.
+            "embedder": EmbedderResource(kind=settings.embedder_kind, model_dir=settings.embedder_model_dir),
+            "vector_store": WeaviateVectorStoreResource(url=dg.EnvVar("HKGAI_WEAVIATE_URL"), api_key=dg.EnvVar("HKGAI_WEAVIATE_API_KEY")),
         }
     raise ValueError(f"unknown profile {profile!r}; expected 'local' or 'production'")

@@ -27,3 +27,32 @@ def curation_params():
     from hkgai_pipelines.params import load_curation_params
 
     return load_curation_params(PROJECT_ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def use_embedder():
+    from hkgai_pipelines.rag.embedders import UniversalSentenceEncoder
+
+    return UniversalSentenceEncoder()
+
+
+class CountingEmbedder:
+    """Wraps a real embedder and counts the texts it embeds."""
+
+    def __init__(self, inner, fail_after: int | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.texts = 0
+        self.fail_after = fail_after
+
+    def embed(self, texts):
+        if self.fail_after is not None and self.texts + len(texts) > self.fail_after:
+            raise RuntimeError("embedder failed half-way")
+        self.texts += len(texts)
+        return self.inner.embed(texts)
+
+
+@pytest.fixture
+def counting_embedder(use_embedder):
+    return CountingEmbedder(use_embedder)

@@ -17,9 +17,11 @@ def test_definitions_load_with_groups_jobs_and_checks():
 
     repo = defs.get_repository_def()
     keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
-    assert {"raw_documents", "cleaned_corpus"} <= keys
+    assert {"raw_documents", "cleaned_corpus", "knowledge_documents", "vector_index"} <= keys
+    groups = {key.to_user_string(): repo.asset_graph.get(key).group_name for key in repo.asset_graph.get_all_asset_keys()}
+    assert (groups["cleaned_corpus"], groups["vector_index"]) == ("corpora", "rag")
     assert repo.assets_defs_by_key[dg.AssetKey("raw_documents")].group_names_by_key[dg.AssetKey("raw_documents")] == "corpora"
-    assert {job.name for job in repo.get_all_jobs()} >= {"ingest_sources", "build_downstream"}
+    assert {job.name for job in repo.get_all_jobs()} >= {"ingest_sources", "build_downstream", "rag_refresh"}
     check_names = {key.name for key in repo.asset_graph.asset_check_keys}
     assert len([name for name in check_names if name.startswith("cleaned_corpus_")]) == 7
     partitions = repo.assets_defs_by_key[dg.AssetKey("raw_documents")].partitions_def.get_partition_keys()

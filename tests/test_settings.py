@@ -28,7 +28,7 @@ def test_local_resources_point_at_files(hkgai_home):
 
 def test_production_profile_requires_servers(hkgai_home, monkeypatch):
     monkeypatch.setenv("HKGAI_PROFILE", "production")
-    with pytest.raises(ValueError, match="HKGAI_MLFLOW_TRACKING_URI, HKGAI_DVC_REMOTE"):
+    with pytest.raises(ValueError, match="HKGAI_MLFLOW_TRACKING_URI, HKGAI_DVC_REMOTE, HKGAI_WEAVIATE_URL"):
         HkgaiSettings()
 
 
@@ -36,6 +36,7 @@ def test_production_profile_reads_secrets_from_env_vars(hkgai_home, monkeypatch)
     monkeypatch.setenv("HKGAI_PROFILE", "production")
     monkeypatch.setenv("HKGAI_MLFLOW_TRACKING_URI", "https://mlflow.internal")
     monkeypatch.setenv("HKGAI_DVC_REMOTE", "s3://hkgai-data/dvc")
+    monkeypatch.setenv("HKGAI_WEAVIATE_URL", "https://weaviate.internal")
     settings = HkgaiSettings()
     assert settings.tracking_uri == "https://mlflow.internal"
     resources = resources_for(settings=settings)

@@ -1,0 +1,41 @@
+"""Which model answers `hkgai ask`: the MLflow `champion`, else the newest aligned_model.
+
+The registry and the model chain publish these; until they exist, no generator is returned
+and the answer is extractive (the caller says so in its output).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hkgai_pipelines.settings import HkgaiSettings
+
+REGISTERED_MODEL = "hkgai-v1"
+
+
+def _champion_dir(settings: HkgaiSettings) -> tuple[str, str] | None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    try:
+        version = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
+    except MlflowException:
+        return None
+    local = client.download_artifacts(version.run_id, "checkpoint", str(settings.home_dir / "serving" / version.version))
+    return local, f"{REGISTERED_MODEL}/{version.version} (champion)"
+
+
+def resolve_generator(settings: HkgaiSettings):
+    """(generator or None, a note saying which model answers)."""
+    from hkgai_pipelines.rag.answer import CausalLMGenerator
+
+    champion = None
+    if settings.home_dir.joinpath("mlflow.db").exists() or settings.profile == "production":
+        champion = _champion_dir(settings)
+    if champion:
+        return CausalLMGenerator(*champion), None
+    aligned = settings.lake_dir / "models" / "aligned_model"
+    if (aligned / "config.json").exists():
+        return CausalLMGenerator(str(aligned), "aligned_model (no champion yet)"), "no champion in MLflow: answered by the newest aligned_model"
+    return None, None
