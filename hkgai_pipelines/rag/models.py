@@ -22,7 +22,9 @@ def _champion_dir(settings: HkgaiSettings) -> tuple[str, str] | None:
         version = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
     except MlflowException:
         return None
-    local = client.download_artifacts(version.run_id, "checkpoint", str(settings.home_dir / "serving" / version.version))
+    target = settings.home_dir / "serving" / str(version.version)
+    target.mkdir(parents=True, exist_ok=True)
+    local = client.download_artifacts(version.run_id, "checkpoint", str(target))
     return local, f"{REGISTERED_MODEL}/{version.version} (champion)"
 
 
