@@ -37,6 +37,10 @@ class HkgaiSettings(BaseSettings):
     mlflow_ui_url: str = Field(
         "http://127.0.0.1:5000", description="Base URL used for run links in asset metadata."
     )
+    preset: str = Field("cpu-demo", description="Model preset in configs/presets/.")
+    local_gpus: int = Field(0, description="GPUs for local training (0 = CPU; >1 uses torchrun).")
+    k8s_namespace: str = Field("hkgai", description="Namespace of the training pods (production).")
+    k8s_gpus: int = Field(1, description="GPUs per training pod (production).")
     weaviate_url: str | None = Field(None, description="Weaviate endpoint (production vector store).")
     embedder_kind: str = Field("use", description="`use` (packaged multilingual USE v3) or `sentence_transformers`.")
     embedder_model_dir: str | None = Field(None, description="sentence-transformers model directory.")

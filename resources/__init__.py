@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from hkgai_pipelines.resources.launcher import K8sTrainingLauncher, LocalTrainingLauncher, TrainingLauncher
 from hkgai_pipelines.resources.lake import DataLakeResource, DvcResource, PipelineConfigResource
 from hkgai_pipelines.resources.mlflow import MlflowResource
 from hkgai_pipelines.resources.rag import (
@@ -24,6 +25,9 @@ __all__ = [
     "DvcResource",
     "EmbeddedVectorStoreResource",
     "EmbedderResource",
+    "K8sTrainingLauncher",
+    "LocalTrainingLauncher",
+    "TrainingLauncher",
     "MlflowResource",
     "PipelineConfigResource",
     "VectorStoreResource",
@@ -35,7 +39,7 @@ __all__ = [
 def resources_for(profile: str | None = None, settings: HkgaiSettings | None = None) -> dict[str, dg.ConfigurableResource]:
     settings = settings or get_settings()
     profile = profile or settings.profile
-    config = PipelineConfigResource(config_dir=str(settings.config_dir), params_file=str(settings.params_file))
+    config = PipelineConfigResource(config_dir=str(settings.config_dir), params_file=str(settings.params_file), preset=settings.preset)
     lake = DataLakeResource(root=str(settings.lake_dir))
     if profile == "local":
         return {
@@ -49,6 +53,7 @@ def resources_for(profile: str | None = None, settings: HkgaiSettings | None = N
                 artifact_location=settings.mlartifacts_dir.as_uri(),
                 ui_url=settings.mlflow_ui_url,
             ),
+            "training_launcher": LocalTrainingLauncher(gpus=settings.local_gpus),
             "embedder": EmbedderResource(kind="use"),
             "vector_store": EmbeddedVectorStoreResource(path=str(settings.vectors_dir)),
         }
@@ -64,6 +69,10 @@ def resources_for(profile: str | None = None, settings: HkgaiSettings | None = N
                 registry_uri=settings.mlflow_registry_uri,
                 experiment_name=settings.mlflow_experiment,
                 ui_url=settings.mlflow_ui_url,
+            ),
+            "training_launcher": K8sTrainingLauncher(
+                image=dg.EnvVar("HKGAI_TRAINING_IMAGE"), namespace=settings.k8s_namespace, gpus=settings.k8s_gpus,
+                home_mount=str(settings.home_dir),
             ),
             # A sentence-transformers directory baked into the image or on the shared volume.
             "embedder": EmbedderResource(kind=settings.embedder_kind, model_dir=settings.embedder_model_dir),

@@ -29,6 +29,8 @@ class PipelineConfigResource(dg.ConfigurableResource):
 
     config_dir: str
     params_file: str
+    #: Model preset in configs/presets/ (cpu-demo, gpu-h100, production).
+    preset: str = "cpu-demo"
 
     def catalog(self) -> SourceCatalog:
         return load_catalog(Path(self.config_dir) / "sources.yaml")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import CountingEmbedder
+from tests.conftest import CountingEmbedder
 from hkgai_pipelines.rag.chunking import chunk_document
 from hkgai_pipelines.rag.index import IndexRefresher, RetrievalGateError, new_version_name
 from hkgai_pipelines.rag.lancedb_store import EmbeddedVectorStore

@@ -108,7 +108,11 @@ class IndexRefresher:
         return self.store.query(version, vector, text, k=k, alpha=self.alpha, lang=lang)
 
     def evaluate(self, version: str, questions: list[Question]) -> RetrievalReport:
-        return evaluate(lambda text, k: self.search(version, text, k), questions, k=5)
+        check_embedder(self.store.version_info(version), self.embedder.name, self.embedder.dim)
+        vectors = self.embedder.embed([q.text for q in questions])  # one batch, not one call each
+        return evaluate(
+            lambda i, text, k: self.store.query(version, vectors[i], text, k=k, alpha=self.alpha), questions, k=5
+        )
 
     def refresh(self, chunks: list[Chunk], questions: list[Question], version: str | None = None) -> RefreshResult:
         if not chunks:
@@ -120,12 +124,13 @@ class IndexRefresher:
         version = version or new_version_name(self.alias)
         self.store.create_version(version, self.embedder.name, self.embedder.dim)
         try:
-            if plan.carried:
-                vectors = np.vstack([plan.carried_vectors[c.id] for c in plan.carried])
-                self._upsert(version, plan.carried, vectors)
-            for start in range(0, len(plan.to_embed), self.batch_size):
-                batch = plan.to_embed[start:start + self.batch_size]
-                self._upsert(version, batch, self.embedder.embed([c.content for c in batch]))
+            # Embed first, write once: one large write makes one table fragment instead of
+            # one per batch, which keeps both the write and the index build fast.
+            new_vectors = [self.embedder.embed([c.content for c in plan.to_embed[start:start + self.batch_size]])
+                           for start in range(0, len(plan.to_embed), self.batch_size)]
+            carried_vectors = [np.vstack([plan.carried_vectors[c.id] for c in plan.carried])] if plan.carried else []
+            vectors = np.vstack(carried_vectors + new_vectors) if (carried_vectors or new_vectors) else np.zeros((0, self.embedder.dim))
+            self.store.upsert(version, [c.to_row() for c in plan.carried + plan.to_embed], vectors)
             self.store.finalize(version)
             report = self.evaluate(version, questions)
             if report.recall_at_k < self.min_recall_at_5 or report.mrr < self.min_mrr:
@@ -142,11 +147,6 @@ class IndexRefresher:
             carried=len(plan.carried), removed=len(plan.removed), report=report,
             dropped_versions=self.prune(),
         )
-
-    def _upsert(self, version: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
-        for start in range(0, len(chunks), self.batch_size):
-            part = chunks[start:start + self.batch_size]
-            self.store.upsert(version, [c.to_row() for c in part], vectors[start:start + self.batch_size])
 
     def prune(self) -> list[str]:
         """Drop the oldest versions beyond `keep_versions`, never the live one."""

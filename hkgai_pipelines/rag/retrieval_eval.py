@@ -35,14 +35,16 @@ def load_questions(source: str = "hk_knowledge") -> list[Question]:
     return [Question(item["q"], tuple(f"{source}/{doc}" for doc in item["docs"])) for item in data["questions"]]
 
 
-def evaluate(search: Callable[[str, int], list[SearchHit]], questions: list[Question], k: int = 5) -> RetrievalReport:
+def evaluate(search: Callable[[int, str, int], list[SearchHit]], questions: list[Question], k: int = 5) -> RetrievalReport:
+    """`search(i, text, n)` returns the hits for question i (its index lets the caller reuse
+    question embeddings computed in one batch)."""
     found = 0
     reciprocal = 0.0
     misses = []
-    for question in questions:
+    for index, question in enumerate(questions):
         distinct: list[str] = []
         # Ask for more hits than k: several chunks of one document take several slots.
-        for hit in search(question.text, k * 4):
+        for hit in search(index, question.text, k * 4):
             if hit.doc_id not in distinct:
                 distinct.append(hit.doc_id)
         rank = next((i + 1 for i, doc in enumerate(distinct[:k]) if doc in question.doc_ids), None)

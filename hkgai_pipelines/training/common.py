@@ -1,0 +1,102 @@
+"""What the three training entry points share: model construction, the Trainer arguments,
+checkpoint discovery for resume, and a callback that streams metrics to MLflow and Dagster Pipes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from hkgai_pipelines.training.presets import ModelPreset, StageConfig
+
+
+def build_model(preset: ModelPreset, tokenizer, init_from: str | None = None):
+    """`init_from` (a checkpoint directory) wins; else the preset's config (init) or checkpoint."""
+    from transformers import AutoModelForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM
+
+    from hkgai_pipelines.training.tokenizer import check_vocab
+
+    source = init_from or (preset.checkpoint if preset.mode == "pretrained" else None)
+    if source:
+        if not Path(source).exists() and "://" not in source:
+            raise FileNotFoundError(f"checkpoint not found: {source}")
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32 if not torch.cuda.is_available() else "auto")
+    else:
+        torch.manual_seed(preset.training.seed)
+        config = DeepseekV3Config(
+            **preset.model,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+        model = DeepseekV3ForCausalLM(config)
+    check_vocab(tokenizer, model.config.vocab_size)
+    return model
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete `checkpoint-N` folder (a trainer_state.json is written last)."""
+    candidates = [p for p in Path(checkpoints_dir).glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(candidates, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def training_arguments(stage: StageConfig, preset: ModelPreset, checkpoints_dir: Path, **extra):
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(checkpoints_dir),
+        max_steps=stage.steps,
+        per_device_train_batch_size=stage.batch_size,
+        learning_rate=stage.learning_rate,
+        warmup_steps=stage.warmup_steps,
+        lr_scheduler_type="cosine",
+        save_steps=stage.save_steps,
+        save_total_limit=2,
+        logging_steps=max(1, min(10, stage.steps // 10 or 1)),
+        report_to=[],
+        seed=preset.training.seed,
+        use_cpu=not cuda,
+        bf16=cuda and preset.training.dtype == "bfloat16",
+        # ZeRO only where there is a GPU to shard across; the plain Trainer on CPU.
+        deepspeed=preset.training.deepspeed if cuda and preset.training.deepspeed else None,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **extra,
+    )
+
+
+class MetricsCallback(TrainerCallback):
+    """Logs every Trainer log line to MLflow (same run across resumes) and to Dagster Pipes,
+    with tokens/s measured between log lines."""
+
+    def __init__(self, client, run_id: str, pipes, tokens_per_step: int) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.pipes = pipes
+        self.tokens_per_step = tokens_per_step
+        self._last = (time.perf_counter(), 0)
+        self.history: list[dict] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = (time.perf_counter(), state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        now, step = time.perf_counter(), state.global_step
+        last_time, last_step = self._last
+        if step > last_step and now > last_time:
+            logs["tokens_per_second"] = (step - last_step) * self.tokens_per_step / (now - last_time)
+        self._last = (now, step)
+        metrics = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+        if metrics:
+            from mlflow.entities import Metric
+
+            stamp = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in metrics.items()])
+            self.history.append({"step": step, **metrics})
+            self.pipes.log.info(f"step {step}: " + json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+
+    def on_save(self, args, state, control, **kwargs):
+        self.pipes.log.info(f"checkpoint saved at step {state.global_step}")

@@ -1,0 +1,133 @@
+"""Model presets (configs/presets/*.yaml) as validated dataclasses.
+
+A preset fixes the model shape, the tokenizer and the training hyperparameters of every stage.
+Impossible shapes are refused before any training starts, with the field named. The preset's
+hash (of its parsed content) goes to MLflow with every hyperparameter, so a run says exactly
+what it trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class PresetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Hyperparameters of one training stage (pretrain, sft or dpo)."""
+
+    steps: int
+    #: Sequences per optimizer step (per device; no gradient accumulation on CPU).
+    batch_size: int
+    learning_rate: float
+    warmup_steps: int = 0
+    #: Checkpoint every N steps; resume starts from the newest one.
+    save_steps: int = 50
+    #: DPO only: the KL-penalty strength (trl's default is 0.1 as well).
+    beta: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    seq_len: int
+    dtype: str
+    seed: int
+    pretrain: StageConfig
+    sft: StageConfig
+    dpo: StageConfig
+    #: Sampling weights of the corpus languages for continued pretraining.
+    language_mix: dict[str, float] = field(default_factory=dict)
+    #: DeepSpeed config used whenever CUDA is present (None: plain Trainer).
+    deepspeed: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    #: `init` builds `model` from scratch; `pretrained` loads `checkpoint`.
+    mode: str
+    tokenizer: dict
+    training: TrainingConfig
+    model: dict = field(default_factory=dict)
+    checkpoint: str | None = None
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+    def flat_params(self) -> dict[str, str]:
+        """Every field as `section.key` strings, for MLflow params."""
+        out: dict[str, str] = {"preset": self.name, "preset_hash": self.hash, "mode": self.mode}
+
+        def walk(prefix: str, value) -> None:
+            if isinstance(value, dict):
+                for key, inner in value.items():
+                    walk(f"{prefix}.{key}" if prefix else str(key), inner)
+            else:
+                out[prefix] = str(value)
+
+        walk("model", self.model)
+        walk("tokenizer", self.tokenizer)
+        walk("training", asdict(self.training))
+        if self.checkpoint:
+            out["checkpoint"] = self.checkpoint
+        return out
+
+
+def validate_model_shape(model: dict, where: str) -> None:
+    def need(condition: bool, message: str) -> None:
+        if not condition:
+            raise PresetError(f"{where}: {message}")
+
+    hidden, heads = model.get("hidden_size", 0), model.get("num_attention_heads", 0)
+    need(hidden > 0 and heads > 0, "hidden_size and num_attention_heads must be positive")
+    need(hidden % heads == 0, f"num_attention_heads ({heads}) must divide hidden_size ({hidden})")
+    experts, per_token = model.get("n_routed_experts", 0), model.get("num_experts_per_tok", 0)
+    need(0 < per_token <= experts, f"num_experts_per_tok ({per_token}) must be between 1 and n_routed_experts ({experts})")
+    groups, topk_groups = model.get("n_group", 1), model.get("topk_group", 1)
+    need(experts % groups == 0, f"n_group ({groups}) must divide n_routed_experts ({experts})")
+    need(topk_groups <= groups, f"topk_group ({topk_groups}) must not exceed n_group ({groups})")
+    need(model.get("qk_rope_head_dim", 0) % 2 == 0, "qk_rope_head_dim must be even (rotary pairs)")
+    need(model.get("kv_lora_rank", 0) > 0, "kv_lora_rank must be positive (multi-head latent attention)")
+    layers, dense = model.get("num_hidden_layers", 0), model.get("first_k_dense_replace", 0)
+    need(0 <= dense <= layers, f"first_k_dense_replace ({dense}) must be within num_hidden_layers ({layers})")
+
+
+def load_preset(name_or_path: str, config_dir: Path | None = None) -> ModelPreset:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = Path(config_dir or Path(__file__).resolve().parents[2] / "configs") / "presets" / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise PresetError(f"preset not found: {path}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    where = str(path)
+    try:
+        training_data = dict(data["training"])
+        stages = {stage: StageConfig(**training_data.pop(stage)) for stage in ("pretrain", "sft", "dpo")}
+        training = TrainingConfig(**training_data, **stages)
+        preset = ModelPreset(
+            name=data["name"], mode=data["mode"], tokenizer=dict(data["tokenizer"]), training=training,
+            model=dict(data.get("model") or {}), checkpoint=data.get("checkpoint"),
+        )
+    except (KeyError, TypeError) as error:
+        raise PresetError(f"{where}: {error}") from None
+    if preset.mode not in ("init", "pretrained"):
+        raise PresetError(f"{where}: mode must be 'init' or 'pretrained', got {preset.mode!r}")
+    if preset.mode == "init":
+        validate_model_shape(preset.model, where)
+        if preset.tokenizer.get("vocab_size") != preset.model.get("vocab_size"):
+            raise PresetError(
+                f"{where}: tokenizer.vocab_size ({preset.tokenizer.get('vocab_size')}) differs from "
+                f"model.vocab_size ({preset.model.get('vocab_size')})"
+            )
+    elif not preset.checkpoint:
+        raise PresetError(f"{where}: mode 'pretrained' needs a checkpoint path or URI")
+    return preset

@@ -1,0 +1,147 @@
+"""Continued pretraining of a DeepSeek-architecture model on cleaned_corpus.
+
+    python -m hkgai_pipelines.training.pretrain --job job.json
+
+`init` presets build the model from the preset's config (and train the byte-level BPE
+tokenizer on the corpus); `pretrained` presets load the checkpoint. Runs under Dagster Pipes:
+logs and metrics stream to the orchestrator and MLflow, checkpoints are saved every
+`save_steps`, a re-run resumes from the newest checkpoint in the same MLflow run, and the
+final model directory, run id, steps, tokens and losses come back as materialization metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class PretrainJob:
+    preset: str
+    corpus: str
+    output_dir: str
+    tracking_uri: str
+    experiment: str = "hkgai-v1"
+    run_name: str = "base_model"
+    config_dir: str | None = None
+    artifact_root: str | None = None
+    #: Overrides the preset's step count (tests use a handful).
+    max_steps: int | None = None
+
+
+def main(job: PretrainJob) -> dict:
+    import pyarrow.parquet as pq
+    from dagster_pipes import open_dagster_pipes
+    from transformers import Trainer
+
+    from hkgai_pipelines.training.common import MetricsCallback, build_model, latest_checkpoint, training_arguments
+    from hkgai_pipelines.training.data import BlockDataset, pack_corpus, perplexity_by_language
+    from hkgai_pipelines.training.presets import StageConfig, load_preset
+    from hkgai_pipelines.training.runs import log_params, open_stage_run
+    from hkgai_pipelines.training.tokenizer import deepseek_tokenizer, train_bpe_tokenizer
+
+    with open_dagster_pipes() as pipes:
+        preset = load_preset(job.preset, Path(job.config_dir) if job.config_dir else None)
+        stage = preset.training.pretrain
+        if job.max_steps is not None:
+            stage = StageConfig(**{**asdict(stage), "steps": job.max_steps})
+        output = Path(job.output_dir)
+        final_dir, checkpoints = output / "final", output / "checkpoints"
+        docs = pq.read_table(job.corpus, columns=["id", "text", "lang"]).to_pylist()
+        if len(docs) < 10:
+            raise ValueError(f"{job.corpus}: {len(docs)} documents is too small a corpus to pretrain on")
+        torch.manual_seed(preset.training.seed)
+
+        kind = preset.tokenizer["kind"]
+        tokenizer_dir = output / "tokenizer"
+        if (tokenizer_dir / "tokenizer.json").exists():
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)  # resume: the same vocabulary
+        elif kind == "train_bpe":
+            tokenizer = train_bpe_tokenizer((d["text"] for d in docs), preset.tokenizer["vocab_size"], tokenizer_dir)
+        elif kind == "deepseek":
+            tokenizer = deepseek_tokenizer(tokenizer_dir)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(preset.checkpoint)
+            tokenizer.save_pretrained(tokenizer_dir)
+
+        resume_from = latest_checkpoint(checkpoints)
+        model = build_model(preset, tokenizer)
+        seq_len = preset.training.seq_len
+        target = max(stage.steps, 1) * stage.batch_size * seq_len
+        corpus = pack_corpus(docs, tokenizer, seq_len, target, preset.training.language_mix, preset.training.seed)
+        client, run_id, resumed = open_stage_run(job.tracking_uri, job.experiment, job.run_name, output, job.artifact_root)
+        log_params(client, run_id, {**preset.flat_params(), "stage": "pretrain", "pretrain.steps": stage.steps, "corpus": job.corpus})
+        ppl_before = perplexity_by_language(model, corpus.heldout_by_lang)
+        pipes.log.info(f"pretrain: {corpus.train_tokens} tokens in {len(corpus.train_blocks)} blocks; resume from {resume_from}")
+
+        callback = MetricsCallback(client, run_id, pipes, tokens_per_step=stage.batch_size * seq_len)
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(stage, preset, checkpoints),
+            train_dataset=BlockDataset(corpus.train_blocks),
+            callbacks=[callback],
+        )
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except BaseException as error:
+            last = latest_checkpoint(checkpoints)
+            pipes.log.error(f"pretraining failed: {error!r}; last checkpoint: {last}")
+            client.set_terminated(run_id, "FAILED")
+            raise
+        trainer.save_model(str(final_dir))
+        tokenizer.save_pretrained(final_dir)
+        ppl_after = perplexity_by_language(model, corpus.heldout_by_lang)
+        losses = [h["loss"] for h in callback.history if "loss" in h]
+        speeds = [h["tokens_per_second"] for h in callback.history if "tokens_per_second" in h]
+        summary = {
+            "checkpoint_uri": str(final_dir),
+            "mlflow_run_id": run_id,
+            "steps": int(trainer.state.global_step),
+            "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
+            "tokens_seen": int(trainer.state.global_step * stage.batch_size * seq_len),
+            "final_loss": float(losses[-1]) if losses else float(result.training_loss),
+            "first_loss": float(losses[0]) if losses else None,
+            "tokens_per_second": float(sorted(speeds)[len(speeds) // 2]) if speeds else None,
+            "perplexity_before": ppl_before,
+            "perplexity_after": ppl_after,
+            "tokens_by_lang": corpus.tokens_by_lang,
+        }
+        from mlflow.entities import Metric
+
+        metrics = [Metric(f"heldout_ppl_{lang}", v, 0, summary["steps"]) for lang, v in ppl_after.items()]
+        metrics += [Metric(f"heldout_ppl_before_{lang}", v, 0, 0) for lang, v in ppl_before.items()]
+        client.log_batch(run_id, metrics=metrics)
+        (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        client.log_artifact(run_id, str(output / "summary.json"))
+        client.log_artifacts(run_id, str(final_dir), artifact_path="checkpoint")
+        client.set_terminated(run_id, "FINISHED")
+        pipes.report_asset_materialization(
+            metadata={
+                **{k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and v is not None},
+                "perplexity": {"raw_value": {"before": ppl_before, "after": ppl_after}, "type": "json"},
+            },
+            data_version=run_id,
+        )
+        return summary
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Continued pretraining (runs under Dagster Pipes).")
+    parser.add_argument("--job", required=True, help="JSON file with the PretrainJob fields")
+    args = parser.parse_args(argv)
+    job = PretrainJob(**json.loads(Path(args.job).read_text()))
+    summary = main(job)
+    print(json.dumps({k: summary[k] for k in ("checkpoint_uri", "mlflow_run_id", "steps", "final_loss")}))
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

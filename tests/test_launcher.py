@@ -1,0 +1,79 @@
+"""The training launchers: the GPU pod spec (validated against the Kubernetes schema) and a real
+Pipes subprocess launch of the pretraining entry point behind base_model."""
+
+from pathlib import Path
+
+import dagster as dg
+import kubernetes_validate
+import pytest
+import yaml
+
+from hkgai_pipelines.resources import DataLakeResource, K8sTrainingLauncher, LocalTrainingLauncher, MlflowResource, PipelineConfigResource
+from hkgai_pipelines.training.pod_spec import GpuPodOptions, full_pod, training_command
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The Kubernetes minor version the manifests target.
+K8S_VERSION = "1.31.0"
+
+
+@pytest.mark.parametrize("gpus", [1, 8])
+def test_training_pod_validates_and_carries_gpu_limits(gpus):
+    options = GpuPodOptions(image="registry.example/hkgai:1.0", gpus=gpus)
+    command = training_command("hkgai_pipelines.training.sft", "/mnt/hkgai/lake/models/sft_checkpoint/current/job.json", gpus)
+    pod = full_pod(options, command)
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
+    assert pod["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    shm = next(v for v in pod["spec"]["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"secretRef": {"name": "hkgai-mlflow"}} in container["envFrom"]
+    assert {"name": "hkgai-home", "persistentVolumeClaim": {"claimName": "hkgai-home"}} in pod["spec"]["volumes"]
+    if gpus == 1:
+        assert command[:3] == ["python", "-m", "hkgai_pipelines.training.sft"]
+    else:
+        assert command[:3] == ["torchrun", "--standalone", "--nproc_per_node=8"]
+
+
+def test_k8s_launcher_pod_spec_is_the_validated_one():
+    launcher = K8sTrainingLauncher(image="registry.example/hkgai:1.0", gpus=4, namespace="ml")
+    spec = launcher.pod_spec()
+    assert spec["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "4"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "namespace": "ml"}, "spec": {**spec, "containers": [{**spec["containers"][0], "image": "i"}]}}
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+def test_invalid_pod_is_caught_by_the_validator():
+    pod = full_pod(GpuPodOptions(image="i"), ["python"])
+    pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = ["not", "a", "quantity"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+@pytest.mark.timeout(600)
+def test_base_model_materializes_through_a_pipes_subprocess(tmp_path):
+    from hkgai_pipelines.assets.models import base_model
+    from tests.test_training import _corpus, _preset_dir
+
+    config_dir = _preset_dir(tmp_path, **{"training.pretrain.steps": 6, "training.pretrain.save_steps": 3})
+    lake = tmp_path / "lake"
+    (lake / "cleaned").mkdir(parents=True)
+    _corpus(tmp_path).rename(lake / "cleaned" / "cleaned.parquet")
+    resources = {
+        "pipeline_config": PipelineConfigResource(config_dir=str(config_dir), params_file=str(PROJECT_ROOT / "params.yaml")),
+        "lake": DataLakeResource(root=str(lake)),
+        "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / "art").as_uri()),
+        "training_launcher": LocalTrainingLauncher(),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([base_model], instance=instance, resources=resources, selection=[base_model])
+        assert result.success
+        metadata = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
+        assert metadata["steps"].value == 6
+        assert metadata["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")
+        assert "| lang | before | after |" in metadata["perplexity_by_language"].value
+        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        assert any("step 6:" in message for message in logs)  # streamed through Pipes
+    latest = lake / "models" / "base_model" / "latest"
+    assert (latest / "config.json").exists() and (latest / "tokenizer.json").exists()

@@ -1,0 +1,175 @@
+"""The model chain on CPU: presets, tokenizer, packing, pretraining with resume, the launcher."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hkgai_pipelines.training.presets import PresetError, load_preset
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_presets_load_and_hash():
+    demo = load_preset("cpu-demo")
+    assert (demo.mode, demo.model["n_routed_experts"], demo.model["num_experts_per_tok"]) == ("init", 4, 2)
+    assert load_preset("gpu-h100").model["vocab_size"] == 129280
+    assert load_preset("production").checkpoint == "/mnt/models/deepseek"
+    params = demo.flat_params()
+    assert params["preset_hash"] == demo.hash and params["model.kv_lora_rank"] == "16"
+    assert params["training.pretrain.steps"] == str(demo.training.pretrain.steps)
+
+
+def _preset_dir(tmp_path, **changes):
+    data = yaml.safe_load((PROJECT_ROOT / "configs" / "presets" / "cpu-demo.yaml").read_text())
+    for dotted, value in changes.items():
+        target = data
+        *path, last = dotted.split(".")
+        for key in path:
+            target = target[key]
+        target[last] = value
+    folder = tmp_path / "configs" / "presets"
+    folder.mkdir(parents=True)
+    (folder / "cpu-demo.yaml").write_text(yaml.safe_dump(data))
+    return tmp_path / "configs"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"model.num_attention_heads": 5}, r"num_attention_heads \(5\) must divide hidden_size \(64\)"),
+        ({"model.num_experts_per_tok": 8}, r"num_experts_per_tok \(8\) must be between 1 and n_routed_experts \(4\)"),
+        ({"model.vocab_size": 5000}, r"tokenizer.vocab_size \(4096\) differs from model.vocab_size \(5000\)"),
+        ({"mode": "pretrained"}, "mode 'pretrained' needs a checkpoint"),
+    ],
+)
+def test_impossible_presets_are_refused(tmp_path, changes, message):
+    with pytest.raises(PresetError, match=message):
+        load_preset("cpu-demo", _preset_dir(tmp_path, **changes))
+
+
+def test_bpe_tokenizer_round_trips_cantonese_and_has_a_chat_template():
+    from hkgai_pipelines.training.tokenizer import train_bpe_tokenizer
+
+    texts = ["佢哋聽日會去旺角食飯。", "The MTR opened in 1979.", "我哋而家喺銅鑼灣。"] * 50
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=300)
+    text = "嘅咗喺𠺢 MTR"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "你好"}], tokenize=False, add_generation_prompt=True)
+    assert chat == "<|begin_of_text|><|user|>你好\n<|assistant|>"
+
+
+def test_too_small_corpus_for_the_vocabulary_is_an_error():
+    from hkgai_pipelines.training.tokenizer import train_bpe_tokenizer
+
+    with pytest.raises(ValueError, match="corpus is too small"):
+        train_bpe_tokenizer(["ab"], vocab_size=5000)
+
+
+def test_packing_respects_mix_and_holds_out_stably():
+    from hkgai_pipelines.training.data import is_held_out, pack_corpus
+    from hkgai_pipelines.training.tokenizer import train_bpe_tokenizer
+
+    docs = [{"id": f"d{i}", "text": f"佢哋第{i}日去旺角食飯。", "lang": "yue"} for i in range(300)]
+    docs += [{"id": f"e{i}", "text": f"Day {i}: the MTR was busy.", "lang": "en"} for i in range(300)]
+    tokenizer = train_bpe_tokenizer([d["text"] for d in docs], vocab_size=300)
+    corpus = pack_corpus(docs, tokenizer, seq_len=16, target_tokens=4000, language_mix={"yue": 0.75, "en": 0.25})
+    assert corpus.train_blocks.shape[1] == 16
+    assert corpus.tokens_by_lang["yue"] > 2.5 * corpus.tokens_by_lang["en"]
+    assert is_held_out("d17") == is_held_out("d17")
+    held = [d["id"] for d in docs if is_held_out(d["id"])]
+    assert 0 < len(held) < 40
+
+
+def _corpus(tmp_path) -> Path:
+    """A cleaned_corpus-shaped parquet from the packaged corpora (1,200 documents)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hkgai_pipelines.curation.langid import LanguageIdentifier
+    from hkgai_pipelines.sources.catalog import SourceSpec
+    from hkgai_pipelines.sources.readers import read_source
+
+    identifier = LanguageIdentifier()
+    rows = []
+    for spec in (SourceSpec("ctcpc", "ctcpc", "CC0-1.0", {"max_records": 600}), SourceSpec("hsk", "hsk_sentences", "x", {"fields": ["chinese", "en"]})):
+        for i, item in enumerate(read_source(spec)):
+            if i >= 600:
+                break
+            rows.append({"id": item.id, "text": item.text, "lang": identifier.identify(item.text).lang})
+    path = tmp_path / "cleaned.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return _corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _job(tmp_path, corpus, steps, config_dir=None):
+    return {
+        "preset": "cpu-demo", "corpus": str(corpus), "output_dir": str(tmp_path / "out"),
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_root": (tmp_path / "art").as_uri(),
+        "max_steps": steps, "config_dir": str(config_dir) if config_dir else None,
+    }
+
+
+@pytest.mark.timeout(600)
+def test_pretraining_lowers_the_loss_and_logs_to_mlflow(tmp_path, corpus):
+    from mlflow.tracking import MlflowClient
+
+    from hkgai_pipelines.training.pretrain import PretrainJob, main
+
+    summary = main(PretrainJob(**_job(tmp_path, corpus, steps=30)))
+    assert summary["steps"] == 30
+    assert summary["final_loss"] < summary["first_loss"] - 0.5
+    assert all(summary["perplexity_after"][lang] < summary["perplexity_before"][lang] for lang in summary["perplexity_after"])
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["preset"] == "cpu-demo" and run.data.params["model.n_routed_experts"] == "4"
+    assert "loss" in run.data.metrics and "tokens_per_second" in run.data.metrics
+    assert (Path(summary["checkpoint_uri"]) / "config.json").exists()
+
+
+@pytest.mark.timeout(600)
+def test_resume_after_a_killed_run_continues_from_the_saved_step(tmp_path, corpus):
+    config_dir = _preset_dir(tmp_path, **{"training.pretrain.save_steps": 10})
+    job = _job(tmp_path, corpus, steps=30, config_dir=config_dir)
+    job_path = tmp_path / "job.json"
+    job_path.write_text(json.dumps(job))
+    out = Path(job["output_dir"])
+    process = subprocess.Popen([sys.executable, "-m", "hkgai_pipelines.training.pretrain", "--job", str(job_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import time
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out / "checkpoints" / "checkpoint-10" / "trainer_state.json").exists():
+        time.sleep(0.2)
+    process.kill()  # killed mid-run, after its first checkpoint
+    process.wait()
+    assert (out / "checkpoints" / "checkpoint-10").exists()
+    assert not (out / "summary.json").exists()
+    first_run = (out / "mlflow_run_id").read_text()
+
+    from hkgai_pipelines.training.pretrain import PretrainJob, main
+
+    summary = main(PretrainJob(**job))
+    assert summary["resumed_from_step"] >= 10
+    assert summary["steps"] == 30
+    assert summary["mlflow_run_id"] == first_run  # the same MLflow run continues
+
+
+def test_missing_checkpoint_and_vocab_mismatch_fail_before_training(tmp_path):
+    from hkgai_pipelines.training.common import build_model
+    from hkgai_pipelines.training.tokenizer import check_vocab, train_bpe_tokenizer
+
+    preset = load_preset("cpu-demo")
+    tokenizer = train_bpe_tokenizer(["佢哋聽日會去旺角食飯。", "The MTR opened in 1979.", "我哋而家喺銅鑼灣。"] * 50, vocab_size=300)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        build_model(preset, tokenizer, init_from=str(tmp_path / "absent"))
+    with pytest.raises(ValueError, match="tokenizer has 300 tokens but the model's vocabulary is 200"):
+        check_vocab(tokenizer, 200)
