@@ -27,7 +27,7 @@ def test_no_model_means_extractive(hkgai_home):
 
 def test_newest_aligned_model_answers_when_there_is_no_champion(hkgai_home):
     settings = HkgaiSettings()
-    _tiny_causal_lm(settings.lake_dir / "models" / "aligned_model")
+    _tiny_causal_lm(settings.lake_dir / "models" / "aligned_model" / "latest")
     generator, note = resolve_generator(settings)
     assert isinstance(generator, CausalLMGenerator)
     assert generator.version == "aligned_model (no champion yet)"

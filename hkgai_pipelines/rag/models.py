@@ -37,7 +37,7 @@ def resolve_generator(settings: HkgaiSettings):
         champion = _champion_dir(settings)
     if champion:
         return CausalLMGenerator(*champion), None
-    aligned = settings.lake_dir / "models" / "aligned_model"
+    aligned = settings.lake_dir / "models" / "aligned_model" / "latest"
     if (aligned / "config.json").exists():
         return CausalLMGenerator(str(aligned), "aligned_model (no champion yet)"), "no champion in MLflow: answered by the newest aligned_model"
     return None, None
