@@ -37,7 +37,8 @@ class PretrainJob:
 def main(job: PretrainJob) -> dict:
     import pyarrow.parquet as pq
     from dagster_pipes import open_dagster_pipes
-    from transformers import Trainer
+    from transformers import PrinterCallback, Trainer
+    from transformers.utils import logging as hf_logging
 
     from hkgai_pipelines.training.common import MetricsCallback, build_model, latest_checkpoint, training_arguments
     from hkgai_pipelines.training.data import BlockDataset, pack_corpus, perplexity_by_language
@@ -45,6 +46,7 @@ def main(job: PretrainJob) -> dict:
     from hkgai_pipelines.training.runs import log_params, open_stage_run
     from hkgai_pipelines.training.tokenizer import deepseek_tokenizer, train_bpe_tokenizer
 
+    hf_logging.disable_progress_bar()
     with open_dagster_pipes() as pipes:
         preset = load_preset(job.preset, Path(job.config_dir) if job.config_dir else None)
         stage = preset.training.pretrain
@@ -90,6 +92,9 @@ def main(job: PretrainJob) -> dict:
             train_dataset=BlockDataset(corpus.train_blocks),
             callbacks=[callback],
         )
+        # MetricsCallback reports every log line (to MLflow and Pipes); the Trainer's own
+        # printer would print each a second time.
+        trainer.remove_callback(PrinterCallback)
         try:
             result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except BaseException as error:
