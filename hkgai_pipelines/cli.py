@@ -52,7 +52,7 @@ def demo() -> None:
     table.add_column("asset")
     table.add_column("highlights")
     for key, metadata in summary.materialized.items():
-        highlights = ", ".join(f"{k}={v}" for k, v in metadata.items() if k in ("records", "quarantined", "input_records", "kept", "rejected", "dedup_rate", "dvc_md5", "documents", "chunks", "embedded", "carried_over", "recall_at_5", "mrr", "version", "steps", "first_loss", "final_loss", "tokens_per_second"))
+        highlights = ", ".join(f"{k}={v}" for k, v in metadata.items() if not str(v).startswith("|") and k in ("records", "quarantined", "input_records", "kept", "rejected", "dedup_rate", "dvc_md5", "documents", "chunks", "embedded", "carried_over", "recall_at_5", "mrr", "version", "steps", "first_loss", "final_loss", "tokens_per_second"))
         table.add_row(key, highlights)
     console.print(table)
     if summary.checks:
