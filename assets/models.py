@@ -1,4 +1,6 @@
-"""Model chain assets: `base_model` (continued pretraining launched through Dagster Pipes)."""
+"""Model chain assets: the datasets (`sft_dataset`, `preference_dataset`) and the three
+training stages (`base_model`, `sft_checkpoint`, `aligned_model`), each launched through
+Dagster Pipes by the TrainingLauncher resource."""
 
 import json
 import shutil
@@ -8,6 +10,9 @@ import dagster as dg
 
 from hkgai_pipelines.assets.corpora import CLEANED_DIR, cleaned_corpus
 from hkgai_pipelines.assets.metadata import markdown_table
+from hkgai_pipelines.params import load_rag_params
+from hkgai_pipelines.rag.knowledge import load_knowledge_documents
+from hkgai_pipelines.training.datasets import preference_records, sft_records, write_jsonl
 from hkgai_pipelines.resources import DataLakeResource, MlflowResource, PipelineConfigResource
 from hkgai_pipelines.resources.launcher import TrainingLauncher
 
@@ -33,6 +38,57 @@ def publish(lake: DataLakeResource, asset: str, folder: Path, run_id: str) -> Pa
         latest.unlink()
     latest.symlink_to(archive / "final", target_is_directory=True)
     return archive / "final"
+
+
+def _dataset_result(records: list[dict], path: Path, extra: dict) -> dg.MaterializeResult:
+    import hashlib
+    from collections import Counter
+
+    digest = hashlib.sha256("".join(sorted(r["id"] for r in records)).encode()).hexdigest()[:16]
+    splits = Counter(r["split"] for r in records)
+    langs = Counter(r["lang"] for r in records)
+    return dg.MaterializeResult(
+        metadata={
+            "records": len(records), "train": splits.get("train", 0), "eval": splits.get("eval", 0),
+            "by_language": markdown_table(["lang", "records"], sorted(langs.items())),
+            "path": dg.MetadataValue.path(str(path)), **extra,
+        },
+        data_version=dg.DataVersion(digest),
+    )
+
+
+@dg.asset(
+    deps=[cleaned_corpus],
+    group_name="models",
+    kinds={"python", "json"},
+    description="Chat-format instruction data (Cantonese, Traditional and Simplified Chinese, English): authored HK Q&A, general instructions and pairs derived from the knowledge documents; train/eval by a stable hash (lake datasets/).",
+)
+def sft_dataset(pipeline_config: PipelineConfigResource, lake: DataLakeResource) -> dg.MaterializeResult:
+    from pathlib import Path as _Path
+
+    params = load_rag_params(_Path(pipeline_config.params_file))
+    records = sft_records(load_knowledge_documents(pipeline_config.catalog(), params.max_document_chars))
+    path = lake.path("datasets", "sft.jsonl")
+    write_jsonl(records, path)
+    from collections import Counter
+
+    sources = Counter(r["source"] for r in records)
+    return _dataset_result(records, path, {"by_source": markdown_table(["source", "records"], sorted(sources.items()))})
+
+
+@dg.asset(
+    group_name="models",
+    kinds={"python", "json"},
+    description="(prompt, chosen = correction, rejected = original) pairs from the authored question-answer-correction data, under data/value_principles.md (lake datasets/).",
+)
+def preference_dataset(lake: DataLakeResource) -> dg.MaterializeResult:
+    from collections import Counter
+
+    records = preference_records()
+    path = lake.path("datasets", "preference.jsonl")
+    write_jsonl(records, path)
+    kinds = Counter(r["kind"] for r in records)
+    return _dataset_result(records, path, {"by_kind": markdown_table(["kind", "pairs"], sorted(kinds.items()))})
 
 
 @dg.asset(
@@ -79,4 +135,74 @@ def base_model(
     )
 
 
-model_assets = [base_model]
+def _stage_result(summary: dict, model_dir: Path, reported: dg.MaterializeResult, mlflow: MlflowResource, preset: str, tables: dict) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={
+            **(reported.metadata or {}),
+            "preset": preset,
+            **tables,
+            "mlflow_run": dg.MetadataValue.url(mlflow.run_url(summary["mlflow_run_id"])),
+            "checkpoint_uri": str(model_dir),
+            "path": dg.MetadataValue.path(str(model_dir)),
+        },
+        data_version=dg.DataVersion(summary["mlflow_run_id"]),
+    )
+
+
+def _job(pipeline_config: PipelineConfigResource, mlflow: MlflowResource, folder: Path, run_name: str, **fields) -> dict:
+    return {
+        "preset": pipeline_config.preset, "output_dir": str(folder), "tracking_uri": mlflow.tracking_uri,
+        "experiment": mlflow.experiment_name, "run_name": run_name, "config_dir": pipeline_config.config_dir,
+        "artifact_root": mlflow.artifact_location, **fields,
+    }
+
+
+@dg.asset(
+    deps=[base_model, sft_dataset],
+    group_name="models",
+    kinds={"pytorch", "mlflow"},
+    retry_policy=dg.RetryPolicy(max_retries=1),
+    description="Full-parameter supervised fine-tuning of base_model on sft_dataset (assistant tokens only).",
+)
+def sft_checkpoint(
+    context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
+    mlflow: MlflowResource, training_launcher: TrainingLauncher,
+) -> dg.MaterializeResult:
+    folder = stage_folder(lake, "sft_checkpoint")
+    job = _job(pipeline_config, mlflow, folder, "sft_checkpoint", dataset=str(lake.path("datasets", "sft.jsonl")),
+               base_model=str(lake.path("models", "base_model", "latest").resolve()))
+    reported = training_launcher.launch(context, "hkgai_pipelines.training.sft", job, folder / "job.json")
+    summary = json.loads((folder / "summary.json").read_text())
+    model_dir = publish(lake, "sft_checkpoint", folder, summary["mlflow_run_id"])
+    ppl = summary["perplexity_before"], summary["perplexity_after"]
+    table = markdown_table(["lang", "before", "after"], [(lang, ppl[0][lang], ppl[1].get(lang)) for lang in sorted(ppl[0])])
+    return _stage_result(summary, model_dir, reported, mlflow, pipeline_config.preset, {"sft_eval_perplexity_by_language": table})
+
+
+@dg.asset(
+    deps=[sft_checkpoint, preference_dataset],
+    group_name="models",
+    kinds={"pytorch", "mlflow"},
+    retry_policy=dg.RetryPolicy(max_retries=1),
+    description="sft_checkpoint aligned to the value principles with DPO (trl DPOTrainer) on preference_dataset.",
+)
+def aligned_model(
+    context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
+    mlflow: MlflowResource, training_launcher: TrainingLauncher,
+) -> dg.MaterializeResult:
+    folder = stage_folder(lake, "aligned_model")
+    job = _job(pipeline_config, mlflow, folder, "aligned_model", dataset=str(lake.path("datasets", "preference.jsonl")),
+               sft_model=str(lake.path("models", "sft_checkpoint", "latest").resolve()))
+    reported = training_launcher.launch(context, "hkgai_pipelines.training.dpo", job, folder / "job.json")
+    summary = json.loads((folder / "summary.json").read_text())
+    model_dir = publish(lake, "aligned_model", folder, summary["mlflow_run_id"])
+    table = markdown_table(
+        ["pairs", "reward accuracy", "reward margin"],
+        [("held-out, before", summary["heldout_reward_accuracy_before"], summary["heldout_reward_margin_before"]),
+         ("held-out, after", summary["heldout_reward_accuracy"], summary["heldout_reward_margin"]),
+         ("training, after", summary["train_reward_accuracy"], summary["train_reward_margin"])],
+    )
+    return _stage_result(summary, model_dir, reported, mlflow, pipeline_config.preset, {"dpo_rewards": table})
+
+
+model_assets = [sft_dataset, preference_dataset, base_model, sft_checkpoint, aligned_model]

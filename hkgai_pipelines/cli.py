@@ -205,6 +205,7 @@ def _rag_runtime():
 def ask(
     question: Annotated[str, typer.Argument(help="the question, in Cantonese, Chinese or English")],
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON contract")] = False,
+    extractive: Annotated[bool, typer.Option("--extractive", help="answer with passage sentences, not a model")] = False,
 ) -> None:
     """Answer a question from the knowledge index, with citations and guardrail verdicts."""
     from hkgai_pipelines.rag.answer import Answerer
@@ -212,7 +213,7 @@ def ask(
     from hkgai_pipelines.safety.guard import GuardInputError
 
     store_resource, embedder_resource, params, settings = _rag_runtime()
-    generator, generator_note = resolve_generator(settings)
+    generator, generator_note = (None, None) if extractive else resolve_generator(settings)
     answerer = Answerer(
         store=store_resource.get_store(), embedder=embedder_resource.get_embedder(), alias=store_resource.alias,
         generator=generator, alpha=params.alpha, min_similarity=params.min_answer_similarity,

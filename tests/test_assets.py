@@ -17,7 +17,8 @@ def test_definitions_load_with_groups_jobs_and_checks():
 
     repo = defs.get_repository_def()
     keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
-    assert {"raw_documents", "cleaned_corpus", "knowledge_documents", "vector_index"} <= keys
+    assert {"raw_documents", "cleaned_corpus", "knowledge_documents", "vector_index", "base_model",
+            "sft_dataset", "preference_dataset", "sft_checkpoint", "aligned_model"} <= keys
     groups = {key.to_user_string(): repo.asset_graph.get(key).group_name for key in repo.asset_graph.get_all_asset_keys()}
     assert (groups["cleaned_corpus"], groups["vector_index"]) == ("corpora", "rag")
     assert repo.assets_defs_by_key[dg.AssetKey("raw_documents")].group_names_by_key[dg.AssetKey("raw_documents")] == "corpora"

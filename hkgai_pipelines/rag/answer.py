@@ -71,9 +71,15 @@ class CausalLMGenerator:
         self.version = version
 
     def generate(self, prompt: str, max_new_tokens: int = 256) -> str:
-        inputs = self._tokenizer(prompt, return_tensors="pt")
+        # The prompt must leave room for the answer inside the model's context; cut from the
+        # left so the question at the end survives.
+        limit = int(getattr(self._model.config, "max_position_embeddings", 4096))
+        max_new_tokens = min(max_new_tokens, max(limit // 4, 16))
+        self._tokenizer.truncation_side = "left"
+        inputs = self._tokenizer(prompt, return_tensors="pt", truncation=True, max_length=limit - max_new_tokens)
         with self._torch.no_grad():
             output = self._model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                          repetition_penalty=1.2, no_repeat_ngram_size=3,
                                           pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id)
         return self._tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 

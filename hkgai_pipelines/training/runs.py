@@ -42,3 +42,22 @@ def log_params(client, run_id: str, params: dict) -> None:
         except MlflowException:
             # On resume the params are already logged (MLflow params are immutable).
             pass
+
+
+def finish_stage(pipes, client, run_id: str, output_dir: Path, final_dir: Path, summary: dict, metrics: dict[str, float]) -> None:
+    """Write summary.json, log the final metrics and the model to MLflow, close the run, and
+    report the materialization through Pipes. Shared by pretrain, sft and dpo."""
+    import json
+    import time
+
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, int(summary.get("steps", 0))) for k, v in metrics.items()])
+    (Path(output_dir) / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    client.log_artifact(run_id, str(Path(output_dir) / "summary.json"))
+    client.log_artifacts(run_id, str(final_dir), artifact_path="checkpoint")
+    client.set_terminated(run_id, "FINISHED")
+    scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and v is not None}
+    tables = {k: {"raw_value": v, "type": "json"} for k, v in summary.items() if isinstance(v, dict)}
+    pipes.report_asset_materialization(metadata={**scalars, **tables}, data_version=run_id)

@@ -1,0 +1,129 @@
+"""Preference alignment with trl's DPOTrainer on preference_dataset (full parameters).
+
+    python -m hkgai_pipelines.training.dpo --job job.json
+
+The policy starts from sft_checkpoint and the frozen reference is the same checkpoint. Reward
+accuracy and margin (trl's implicit DPO reward, beta x log-ratio against the reference) are
+measured on the held-out pairs before and after training, and on the training pairs, and go
+to MLflow and the asset metadata. Runs under Dagster Pipes like the other stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass
+class DpoJob:
+    preset: str
+    dataset: str
+    sft_model: str
+    output_dir: str
+    tracking_uri: str
+    experiment: str = "hkgai-v1"
+    run_name: str = "aligned_model"
+    config_dir: str | None = None
+    artifact_root: str | None = None
+    max_steps: int | None = None
+
+
+def _rewards(metrics: dict) -> dict:
+    return {
+        "reward_accuracy": float(metrics.get("eval_rewards/accuracies", 0.0)),
+        "reward_margin": float(metrics.get("eval_rewards/margins", 0.0)),
+    }
+
+
+def main(job: DpoJob) -> dict:
+    import torch
+    from dagster_pipes import open_dagster_pipes
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers.utils import logging as hf_logging
+    from trl import DPOConfig, DPOTrainer
+
+    from hkgai_pipelines.training.common import MetricsCallback, latest_checkpoint
+    from hkgai_pipelines.training.datasets import read_jsonl
+    from hkgai_pipelines.training.presets import StageConfig, load_preset
+    from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
+
+    import datasets
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    with open_dagster_pipes() as pipes:
+        preset = load_preset(job.preset, Path(job.config_dir) if job.config_dir else None)
+        stage = preset.training.dpo
+        if job.max_steps is not None:
+            stage = StageConfig(**{**asdict(stage), "steps": job.max_steps})
+        output = Path(job.output_dir)
+        final_dir, checkpoints = output / "final", output / "checkpoints"
+        records = read_jsonl(Path(job.dataset))
+        columns = ("prompt", "chosen", "rejected")
+        train = [{k: r[k] for k in columns} for r in records if r["split"] == "train"]
+        held = [{k: r[k] for k in columns} for r in records if r["split"] == "eval"]
+        if len(train) < 4 or not held:
+            raise ValueError(f"{job.dataset}: {len(train)} training and {len(held)} held-out pairs; DPO needs at least 4 and 1")
+        if not Path(job.sft_model, "config.json").exists():
+            raise FileNotFoundError(f"sft checkpoint not found: {job.sft_model}")
+        tokenizer = AutoTokenizer.from_pretrained(job.sft_model)
+        model = AutoModelForCausalLM.from_pretrained(job.sft_model, dtype=torch.float32 if not torch.cuda.is_available() else "auto")
+        cuda = torch.cuda.is_available()
+        config = DPOConfig(
+            output_dir=str(checkpoints), max_steps=stage.steps, per_device_train_batch_size=stage.batch_size,
+            per_device_eval_batch_size=stage.batch_size, learning_rate=stage.learning_rate, warmup_steps=stage.warmup_steps,
+            beta=stage.beta, max_length=preset.training.seq_len, save_steps=stage.save_steps, save_total_limit=2,
+            logging_steps=max(1, min(10, stage.steps // 10 or 1)), report_to=[], seed=preset.training.seed,
+            use_cpu=not cuda, bf16=cuda and preset.training.dtype == "bfloat16", gradient_checkpointing=False,
+            deepspeed=preset.training.deepspeed if cuda and preset.training.deepspeed else None,
+            disable_tqdm=True, dataloader_num_workers=0,
+        )
+        client, run_id, _ = open_stage_run(job.tracking_uri, job.experiment, job.run_name, output, job.artifact_root)
+        log_params(client, run_id, {**preset.flat_params(), "stage": "dpo", "dpo.steps": stage.steps, "dpo.beta": stage.beta, "dataset": job.dataset, "sft_model": job.sft_model})
+        callback = MetricsCallback(client, run_id, pipes, tokens_per_step=stage.batch_size * preset.training.seq_len)
+        trainer = DPOTrainer(
+            model=model, args=config, train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(held),
+            processing_class=tokenizer, callbacks=[callback],
+        )
+        trainer.remove_callback(PrinterCallback)
+        before = _rewards(trainer.evaluate())
+        resume_from = latest_checkpoint(checkpoints)
+        try:
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except BaseException as error:
+            pipes.log.error(f"DPO failed: {error!r}; last checkpoint: {latest_checkpoint(checkpoints)}")
+            client.set_terminated(run_id, "FAILED")
+            raise
+        after = _rewards(trainer.evaluate())
+        on_train = _rewards(trainer.evaluate(eval_dataset=Dataset.from_list(train)))
+        trainer.save_model(str(final_dir))
+        tokenizer.save_pretrained(final_dir)
+        losses = [h["loss"] for h in callback.history if "loss" in h]
+        summary = {
+            "checkpoint_uri": str(final_dir), "mlflow_run_id": run_id, "steps": int(trainer.state.global_step),
+            "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
+            "train_pairs": len(train), "eval_pairs": len(held),
+            "first_loss": float(losses[0]) if losses else None, "final_loss": float(losses[-1]) if losses else None,
+            "heldout_reward_accuracy_before": before["reward_accuracy"], "heldout_reward_margin_before": before["reward_margin"],
+            "heldout_reward_accuracy": after["reward_accuracy"], "heldout_reward_margin": after["reward_margin"],
+            "train_reward_accuracy": on_train["reward_accuracy"], "train_reward_margin": on_train["reward_margin"],
+        }
+        finish_stage(pipes, client, run_id, output, final_dir, summary,
+                     {k: summary[k] for k in ("heldout_reward_accuracy", "heldout_reward_margin", "train_reward_margin")})
+        return summary
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="DPO alignment (runs under Dagster Pipes).")
+    parser.add_argument("--job", required=True)
+    args = parser.parse_args(argv)
+    summary = main(DpoJob(**json.loads(Path(args.job).read_text())))
+    print(json.dumps({k: summary[k] for k in ("checkpoint_uri", "mlflow_run_id", "steps", "heldout_reward_accuracy")}))
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

@@ -1,0 +1,150 @@
+"""Full-parameter supervised fine-tuning on sft_dataset.
+
+    python -m hkgai_pipelines.training.sft --job job.json
+
+Conversations are rendered with the chat template saved with the tokenizer; the loss covers
+the assistant's tokens only (the prompt's labels are -100), so the model learns to answer,
+not to repeat questions. Runs under Dagster Pipes like pretraining: MLflow metrics, periodic
+checkpoints, resume of a killed run, per-language held-out perplexity before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class SftJob:
+    preset: str
+    dataset: str
+    base_model: str
+    output_dir: str
+    tracking_uri: str
+    experiment: str = "hkgai-v1"
+    run_name: str = "sft_checkpoint"
+    config_dir: str | None = None
+    artifact_root: str | None = None
+    max_steps: int | None = None
+
+
+def encode_conversation(tokenizer, messages: list[dict], max_length: int) -> dict:
+    prompt_ids = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)
+    full_ids = tokenizer.apply_chat_template(messages, tokenize=True)
+    # transformers 5 returns a BatchEncoding (a mapping) where 4.x returned a list of ids.
+    prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
+    full_ids = list(full_ids["input_ids"] if hasattr(full_ids, "keys") else full_ids)
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
+    labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
+    return {"input_ids": full_ids[:max_length], "labels": labels[:max_length]}
+
+
+class ConversationCollator:
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, examples: list[dict]) -> dict:
+        width = max(len(e["input_ids"]) for e in examples)
+        batch = {"input_ids": [], "labels": [], "attention_mask": []}
+        for e in examples:
+            pad = width - len(e["input_ids"])
+            batch["input_ids"].append(e["input_ids"] + [self.pad_id] * pad)
+            batch["labels"].append(e["labels"] + [-100] * pad)
+            batch["attention_mask"].append([1] * len(e["input_ids"]) + [0] * pad)
+        return {k: torch.tensor(v) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def answer_perplexity_by_language(model, encoded: list[dict], langs: list[str], collator) -> dict[str, float]:
+    model.eval()
+    by_lang: dict[str, list[float]] = {}
+    for example, lang in zip(encoded, langs):
+        batch = collator([example])
+        by_lang.setdefault(lang, []).append(float(model(**batch).loss))
+    model.train()
+    return {lang: float(torch.exp(torch.tensor(sum(v) / len(v)))) for lang, v in sorted(by_lang.items())}
+
+
+def main(job: SftJob) -> dict:
+    from dagster_pipes import open_dagster_pipes
+    from transformers import AutoTokenizer, PrinterCallback, Trainer
+    from transformers.utils import logging as hf_logging
+
+    from hkgai_pipelines.training.common import MetricsCallback, build_model, latest_checkpoint, training_arguments
+    from hkgai_pipelines.training.datasets import read_jsonl
+    from hkgai_pipelines.training.presets import StageConfig, load_preset
+    from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
+
+    hf_logging.disable_progress_bar()
+    with open_dagster_pipes() as pipes:
+        preset = load_preset(job.preset, Path(job.config_dir) if job.config_dir else None)
+        stage = preset.training.sft
+        if job.max_steps is not None:
+            stage = StageConfig(**{**asdict(stage), "steps": job.max_steps})
+        output = Path(job.output_dir)
+        final_dir, checkpoints = output / "final", output / "checkpoints"
+        records = read_jsonl(Path(job.dataset))
+        train = [r for r in records if r["split"] == "train"]
+        held = [r for r in records if r["split"] == "eval"]
+        if len(train) < 8:
+            raise ValueError(f"{job.dataset}: {len(train)} training conversations is too few for SFT")
+        tokenizer = AutoTokenizer.from_pretrained(job.base_model)
+        if not tokenizer.chat_template:
+            raise ValueError(f"{job.base_model}: the tokenizer has no chat template")
+        model = build_model(preset, tokenizer, init_from=job.base_model)
+        seq_len = preset.training.seq_len
+        encoded_train = [encode_conversation(tokenizer, r["messages"], seq_len) for r in train]
+        encoded_held = [encode_conversation(tokenizer, r["messages"], seq_len) for r in held]
+        collator = ConversationCollator(tokenizer.pad_token_id)
+        client, run_id, _ = open_stage_run(job.tracking_uri, job.experiment, job.run_name, output, job.artifact_root)
+        log_params(client, run_id, {**preset.flat_params(), "stage": "sft", "sft.steps": stage.steps, "dataset": job.dataset, "base_model": job.base_model})
+        ppl_before = answer_perplexity_by_language(model, encoded_held, [r["lang"] for r in held], collator)
+        resume_from = latest_checkpoint(checkpoints)
+        # Conversations are padded per batch, not to seq_len: count their mean real length.
+        mean_tokens = sum(len(e["input_ids"]) for e in encoded_train) / len(encoded_train)
+        callback = MetricsCallback(client, run_id, pipes, tokens_per_step=int(stage.batch_size * mean_tokens))
+        trainer = Trainer(
+            model=model, args=training_arguments(stage, preset, checkpoints, remove_unused_columns=False),
+            train_dataset=encoded_train, data_collator=collator, callbacks=[callback],
+        )
+        trainer.remove_callback(PrinterCallback)
+        try:
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except BaseException as error:
+            pipes.log.error(f"SFT failed: {error!r}; last checkpoint: {latest_checkpoint(checkpoints)}")
+            client.set_terminated(run_id, "FAILED")
+            raise
+        trainer.save_model(str(final_dir))
+        tokenizer.save_pretrained(final_dir)
+        ppl_after = answer_perplexity_by_language(model, encoded_held, [r["lang"] for r in held], collator)
+        losses = [h["loss"] for h in callback.history if "loss" in h]
+        speeds = [h["tokens_per_second"] for h in callback.history if "tokens_per_second" in h]
+        summary = {
+            "checkpoint_uri": str(final_dir), "mlflow_run_id": run_id, "steps": int(trainer.state.global_step),
+            "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
+            "train_conversations": len(train), "eval_conversations": len(held),
+            "first_loss": float(losses[0]) if losses else None, "final_loss": float(losses[-1]) if losses else None,
+            "tokens_per_second": float(sorted(speeds)[len(speeds) // 2]) if speeds else None,
+            "perplexity_before": ppl_before, "perplexity_after": ppl_after,
+        }
+        finish_stage(pipes, client, run_id, output, final_dir, summary,
+                     {f"sft_eval_ppl_{lang}": v for lang, v in ppl_after.items()})
+        return summary
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Supervised fine-tuning (runs under Dagster Pipes).")
+    parser.add_argument("--job", required=True)
+    args = parser.parse_args(argv)
+    summary = main(SftJob(**json.loads(Path(args.job).read_text())))
+    print(json.dumps({k: summary[k] for k in ("checkpoint_uri", "mlflow_run_id", "steps", "final_loss")}))
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])
