@@ -96,7 +96,12 @@ def main(job: PretrainJob) -> dict:
         # printer would print each a second time.
         trainer.remove_callback(PrinterCallback)
         try:
-            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            if stage.steps > 0:
+                result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            else:
+                # `pretrained` mode with no continued pretraining: the checkpoint is the base model.
+                pipes.log.info("pretrain.steps is 0: the loaded checkpoint is used as base_model as is")
+                result = None
         except BaseException as error:
             last = latest_checkpoint(checkpoints)
             pipes.log.error(f"pretraining failed: {error!r}; last checkpoint: {last}")
@@ -113,7 +118,7 @@ def main(job: PretrainJob) -> dict:
             "steps": int(trainer.state.global_step),
             "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
             "tokens_seen": int(trainer.state.global_step * stage.batch_size * seq_len),
-            "final_loss": float(losses[-1]) if losses else float(result.training_loss),
+            "final_loss": float(losses[-1]) if losses else (float(result.training_loss) if result else None),
             "first_loss": float(losses[0]) if losses else None,
             "tokens_per_second": float(sorted(speeds)[len(speeds) // 2]) if speeds else None,
             "perplexity_before": ppl_before,
