@@ -92,7 +92,7 @@ def preference_dataset(lake: DataLakeResource) -> dg.MaterializeResult:
 
 
 @dg.asset(
-    deps=[cleaned_corpus],
+    deps=[cleaned_corpus, sft_dataset],
     group_name="models",
     kinds={"pytorch", "mlflow"},
     retry_policy=dg.RetryPolicy(max_retries=1),  # a retry resumes from the newest checkpoint
@@ -115,31 +115,31 @@ def base_model(
         "run_name": "base_model",
         "config_dir": pipeline_config.config_dir,
         "artifact_root": mlflow.artifact_location,
+        "language_mix": _language_mix(pipeline_config),
+        "sft_dataset": str(lake.path("datasets", "sft.jsonl")),
     }
     reported = training_launcher.launch(context, "hkgai_pipelines.training.pretrain", job, folder / "job.json")
     summary = json.loads((folder / "summary.json").read_text())
     model_dir = publish(lake, "base_model", folder, summary["mlflow_run_id"])
-    ppl = summary["perplexity_before"], summary["perplexity_after"]
-    return dg.MaterializeResult(
-        metadata={
-            **(reported.metadata or {}),
-            "preset": pipeline_config.preset,
-            "perplexity_by_language": markdown_table(
-                ["lang", "before", "after"], [(lang, ppl[0][lang], ppl[1].get(lang)) for lang in sorted(ppl[0])]
-            ),
-            "mlflow_run": dg.MetadataValue.url(mlflow.run_url(summary["mlflow_run_id"])),
-            "checkpoint_uri": str(model_dir),
-            "path": dg.MetadataValue.path(str(model_dir)),
-        },
-        data_version=dg.DataVersion(summary["mlflow_run_id"]),
-    )
+    return _stage_result(summary, model_dir, reported, mlflow, pipeline_config.preset, {})
+
+
+def _language_mix(pipeline_config: PipelineConfigResource) -> dict | None:
+    from hkgai_pipelines.params import load_params
+
+    return (load_params(Path(pipeline_config.params_file)).get("training") or {}).get("language_mix")
 
 
 def _stage_result(summary: dict, model_dir: Path, reported: dg.MaterializeResult, mlflow: MlflowResource, preset: str, tables: dict) -> dg.MaterializeResult:
+    from hkgai_pipelines.training.quality import perplexity_rows
+
     return dg.MaterializeResult(
         metadata={
             **(reported.metadata or {}),
             "preset": preset,
+            "perplexity_by_language": markdown_table(
+                ["held-out set", "lang", "before", "after"], perplexity_rows(summary["quality_before"], summary["quality_after"])
+            ),
             **tables,
             "mlflow_run": dg.MetadataValue.url(mlflow.run_url(summary["mlflow_run_id"])),
             "checkpoint_uri": str(model_dir),
@@ -170,13 +170,12 @@ def sft_checkpoint(
 ) -> dg.MaterializeResult:
     folder = stage_folder(lake, "sft_checkpoint")
     job = _job(pipeline_config, mlflow, folder, "sft_checkpoint", dataset=str(lake.path("datasets", "sft.jsonl")),
-               base_model=str(lake.path("models", "base_model", "latest").resolve()))
+               base_model=str(lake.path("models", "base_model", "latest").resolve()),
+               corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")))
     reported = training_launcher.launch(context, "hkgai_pipelines.training.sft", job, folder / "job.json")
     summary = json.loads((folder / "summary.json").read_text())
     model_dir = publish(lake, "sft_checkpoint", folder, summary["mlflow_run_id"])
-    ppl = summary["perplexity_before"], summary["perplexity_after"]
-    table = markdown_table(["lang", "before", "after"], [(lang, ppl[0][lang], ppl[1].get(lang)) for lang in sorted(ppl[0])])
-    return _stage_result(summary, model_dir, reported, mlflow, pipeline_config.preset, {"sft_eval_perplexity_by_language": table})
+    return _stage_result(summary, model_dir, reported, mlflow, pipeline_config.preset, {})
 
 
 @dg.asset(
@@ -192,7 +191,8 @@ def aligned_model(
 ) -> dg.MaterializeResult:
     folder = stage_folder(lake, "aligned_model")
     job = _job(pipeline_config, mlflow, folder, "aligned_model", dataset=str(lake.path("datasets", "preference.jsonl")),
-               sft_model=str(lake.path("models", "sft_checkpoint", "latest").resolve()))
+               sft_model=str(lake.path("models", "sft_checkpoint", "latest").resolve()),
+               corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")), sft_dataset=str(lake.path("datasets", "sft.jsonl")))
     reported = training_launcher.launch(context, "hkgai_pipelines.training.dpo", job, folder / "job.json")
     summary = json.loads((folder / "summary.json").read_text())
     model_dir = publish(lake, "aligned_model", folder, summary["mlflow_run_id"])

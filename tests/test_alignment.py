@@ -71,7 +71,12 @@ def test_sft_then_dpo_lower_loss_and_raise_the_margin(tmp_path, base_dir, docume
     from hkgai_pipelines.training.sft import main as sft
 
     write_jsonl(sft_records(documents), tmp_path / "sft.jsonl")
-    write_jsonl(preference_records(), tmp_path / "pref.jsonl")
+    # 16 training pairs seen three times over in 12 steps, 2 held out: small enough to see DPO
+    # move the margin on exactly the pairs it trained on.
+    pairs = preference_records()[:18]
+    for index, pair in enumerate(pairs):
+        pair["split"] = "train" if index < 16 else "eval"
+    write_jsonl(pairs, tmp_path / "pref.jsonl")
     common = {"preset": "cpu-demo", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_root": (tmp_path / "art").as_uri()}
     tuned = sft(SftJob(**common, dataset=str(tmp_path / "sft.jsonl"), base_model=str(base_dir), output_dir=str(tmp_path / "sft"), max_steps=20))
     assert tuned["final_loss"] < tuned["first_loss"]

@@ -72,8 +72,43 @@ def test_base_model_materializes_through_a_pipes_subprocess(tmp_path):
         metadata = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
         assert metadata["steps"].value == 6
         assert metadata["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")
-        assert "| lang | before | after |" in metadata["perplexity_by_language"].value
+        assert "| held-out set | lang | before | after |" in metadata["perplexity_by_language"].value
         logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
         assert any("step 6:" in message for message in logs)  # streamed through Pipes
     latest = lake / "models" / "base_model" / "latest"
     assert (latest / "config.json").exists() and (latest / "tokenizer.json").exists()
+
+
+@pytest.mark.timeout(900)
+def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
+    """All five model-chain assets through Dagster, each stage in a Pipes subprocess."""
+    from mlflow.tracking import MlflowClient
+
+    from hkgai_pipelines.assets.models import model_assets
+    from tests.test_training import _corpus, _preset_dir
+
+    config_dir = _preset_dir(tmp_path, **{"training.pretrain.steps": 6, "training.sft.steps": 6, "training.dpo.steps": 4,
+                                          "training.pretrain.save_steps": 50, "training.sft.save_steps": 50, "training.dpo.save_steps": 50})
+    lake = tmp_path / "lake"
+    (lake / "cleaned").mkdir(parents=True)
+    _corpus(tmp_path).rename(lake / "cleaned" / "cleaned.parquet")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    resources = {
+        "pipeline_config": PipelineConfigResource(config_dir=str(config_dir), params_file=str(PROJECT_ROOT / "params.yaml")),
+        "lake": DataLakeResource(root=str(lake)),
+        "mlflow": MlflowResource(tracking_uri=tracking, artifact_location=(tmp_path / "art").as_uri()),
+        "training_launcher": LocalTrainingLauncher(),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(model_assets, instance=instance, resources=resources, selection=model_assets)
+        assert result.success
+        metadata = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert set(metadata) == {"sft_dataset", "preference_dataset", "base_model", "sft_checkpoint", "aligned_model"}
+    client = MlflowClient(tracking_uri=tracking)
+    for stage in ("base_model", "sft_checkpoint", "aligned_model"):
+        run_id = metadata[stage]["mlflow_run_id"].value
+        assert metadata[stage]["mlflow_run"].value.endswith(run_id)
+        assert client.get_run(run_id).info.run_name == stage
+        assert "| held-out set | lang | before | after |" in metadata[stage]["perplexity_by_language"].value
+    assert "sft_eval" in metadata["aligned_model"]["perplexity_by_language"].value
+    assert "| pairs | reward accuracy | reward margin |" in metadata["aligned_model"]["dpo_rewards"].value

@@ -35,6 +35,11 @@ def _preset_dir(tmp_path, **changes):
     folder = tmp_path / "configs" / "presets"
     folder.mkdir(parents=True)
     (folder / "cpu-demo.yaml").write_text(yaml.safe_dump(data))
+    catalog = yaml.safe_load((PROJECT_ROOT / "configs" / "sources.yaml").read_text())
+    for source in catalog["sources"]:
+        if source["kind"] == "local_files":
+            source["options"]["path"] = str(PROJECT_ROOT / source["options"]["path"])
+    (tmp_path / "configs" / "sources.yaml").write_text(yaml.safe_dump(catalog, allow_unicode=True))
     return tmp_path / "configs"
 
 
@@ -173,3 +178,27 @@ def test_missing_checkpoint_and_vocab_mismatch_fail_before_training(tmp_path):
         build_model(preset, tokenizer, init_from=str(tmp_path / "absent"))
     with pytest.raises(ValueError, match="tokenizer has 300 tokens but the model's vocabulary is 200"):
         check_vocab(tokenizer, 200)
+
+
+@pytest.mark.timeout(600)
+def test_pretrained_mode_loads_any_causal_lm_directory(tmp_path, corpus):
+    """The production path: a Hugging Face checkpoint directory (here a tiny GPT-2) with its
+    own tokenizer, continued-pretrained for a few steps."""
+    from tests.test_answer_models import _tiny_causal_lm
+
+    from hkgai_pipelines.training.pretrain import PretrainJob, main
+
+    checkpoint = _tiny_causal_lm(tmp_path / "checkpoint")
+    presets = tmp_path / "configs" / "presets"
+    presets.mkdir(parents=True)
+    data = yaml.safe_load((PROJECT_ROOT / "configs" / "presets" / "production.yaml").read_text())
+    data["checkpoint"] = str(checkpoint)
+    data["training"].update({"seq_len": 32, "dtype": "float32", "deepspeed": None})
+    data["training"]["pretrain"].update({"steps": 3, "batch_size": 2, "save_steps": 10})
+    (presets / "production.yaml").write_text(yaml.safe_dump(data))
+    summary = main(PretrainJob(preset="production", corpus=str(corpus), output_dir=str(tmp_path / "out"),
+                               tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", config_dir=str(tmp_path / "configs")))
+    assert summary["steps"] == 3
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(summary["checkpoint_uri"]).model_type == "gpt2"

@@ -40,11 +40,23 @@ def _data(*parts: str) -> dict:
     return yaml.safe_load(resources.files("hkgai_pipelines").joinpath("data", *parts).read_text(encoding="utf-8"))
 
 
+def _authored_sft() -> tuple[list[dict], list[dict]]:
+    """(Hong Kong Q&A items, general instructions) from every data/sft/hk_qa*.yaml."""
+    folder = resources.files("hkgai_pipelines").joinpath("data", "sft")
+    items: list[dict] = []
+    general: list[dict] = []
+    for name in sorted(entry.name for entry in folder.iterdir() if entry.name.startswith("hk_qa") and entry.name.endswith(".yaml")):
+        data = _data("sft", name)
+        items.extend(data.get("items") or [])
+        general.extend(data.get("general") or [])
+    return items, general
+
+
 def sft_records(documents: list[KnowledgeDocument], eval_share: float = 0.1) -> list[dict]:
-    seeds = _data("sft", "hk_qa.yaml")
+    items, general = _authored_sft()
     rows = []
-    for kind, items in (("hk_qa", seeds["items"]), ("general", seeds["general"])):
-        for item in items:
+    for kind, entries in (("hk_qa", items), ("general", general)):
+        for item in entries:
             rows.append({"source": kind, "lang": item["lang"], "doc": item.get("doc"), "prompt": item["q"], "answer": item["a"]})
     for doc in documents:
         sentences = split_sentences(doc.body)
@@ -61,9 +73,17 @@ def sft_records(documents: list[KnowledgeDocument], eval_share: float = 0.1) -> 
     return records
 
 
-def preference_records(eval_share: float = 0.25) -> list[dict]:
+def _authored_qac() -> list[dict]:
+    folder = resources.files("hkgai_pipelines").joinpath("data", "preference")
+    items: list[dict] = []
+    for name in sorted(entry.name for entry in folder.iterdir() if entry.name.startswith("qac") and entry.name.endswith(".yaml")):
+        items.extend(_data("preference", name)["items"])
+    return items
+
+
+def preference_records(eval_share: float = 0.1) -> list[dict]:
     records = []
-    for item in _data("preference", "qac.yaml")["items"]:
+    for item in _authored_qac():
         rid = record_id("qac", item["q"], item["a"], item["c"])
         records.append({
             "id": rid, "lang": item["lang"], "kind": item["kind"], "split": split_of(rid, eval_share),

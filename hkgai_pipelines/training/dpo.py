@@ -29,6 +29,9 @@ class DpoJob:
     config_dir: str | None = None
     artifact_root: str | None = None
     max_steps: int | None = None
+    #: cleaned_corpus and sft_dataset, for the perplexities every stage reports (optional).
+    corpus: str | None = None
+    sft_dataset: str | None = None
 
 
 def _rewards(metrics: dict) -> dict:
@@ -49,6 +52,7 @@ def main(job: DpoJob) -> dict:
     from hkgai_pipelines.training.common import MetricsCallback, latest_checkpoint
     from hkgai_pipelines.training.datasets import read_jsonl
     from hkgai_pipelines.training.presets import StageConfig, load_preset
+    from hkgai_pipelines.training.quality import stage_perplexities
     from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
 
     import datasets
@@ -91,6 +95,7 @@ def main(job: DpoJob) -> dict:
         )
         trainer.remove_callback(PrinterCallback)
         before = _rewards(trainer.evaluate())
+        quality_before = stage_perplexities(trainer.model, tokenizer, preset.training.seq_len, job.corpus, job.sft_dataset)
         resume_from = latest_checkpoint(checkpoints)
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -99,6 +104,7 @@ def main(job: DpoJob) -> dict:
             client.set_terminated(run_id, "FAILED")
             raise
         after = _rewards(trainer.evaluate())
+        quality_after = stage_perplexities(trainer.model, tokenizer, preset.training.seq_len, job.corpus, job.sft_dataset)
         on_train = _rewards(trainer.evaluate(eval_dataset=Dataset.from_list(train)))
         trainer.save_model(str(final_dir))
         tokenizer.save_pretrained(final_dir)
@@ -111,6 +117,7 @@ def main(job: DpoJob) -> dict:
             "heldout_reward_accuracy_before": before["reward_accuracy"], "heldout_reward_margin_before": before["reward_margin"],
             "heldout_reward_accuracy": after["reward_accuracy"], "heldout_reward_margin": after["reward_margin"],
             "train_reward_accuracy": on_train["reward_accuracy"], "train_reward_margin": on_train["reward_margin"],
+            "quality_before": quality_before, "quality_after": quality_after,
         }
         finish_stage(pipes, client, run_id, output, final_dir, summary,
                      {k: summary[k] for k in ("heldout_reward_accuracy", "heldout_reward_margin", "train_reward_margin")})

@@ -32,6 +32,10 @@ class PretrainJob:
     artifact_root: str | None = None
     #: Overrides the preset's step count (tests use a handful).
     max_steps: int | None = None
+    #: Language sampling weights (params.yaml `training.language_mix`); the preset's otherwise.
+    language_mix: dict | None = None
+    #: sft_dataset, for the SFT-eval perplexity every stage reports (optional here).
+    sft_dataset: str | None = None
 
 
 def main(job: PretrainJob) -> dict:
@@ -43,6 +47,7 @@ def main(job: PretrainJob) -> dict:
     from hkgai_pipelines.training.common import MetricsCallback, build_model, latest_checkpoint, training_arguments
     from hkgai_pipelines.training.data import BlockDataset, pack_corpus, perplexity_by_language
     from hkgai_pipelines.training.presets import StageConfig, load_preset
+    from hkgai_pipelines.training.quality import stage_perplexities
     from hkgai_pipelines.training.runs import log_params, open_stage_run
     from hkgai_pipelines.training.tokenizer import deepseek_tokenizer, train_bpe_tokenizer
 
@@ -79,10 +84,13 @@ def main(job: PretrainJob) -> dict:
         model = build_model(preset, tokenizer)
         seq_len = preset.training.seq_len
         target = max(stage.steps, 1) * stage.batch_size * seq_len
-        corpus = pack_corpus(docs, tokenizer, seq_len, target, preset.training.language_mix, preset.training.seed)
+        mix = job.language_mix or preset.training.language_mix
+        corpus = pack_corpus(docs, tokenizer, seq_len, target, mix, preset.training.seed)
         client, run_id, resumed = open_stage_run(job.tracking_uri, job.experiment, job.run_name, output, job.artifact_root)
-        log_params(client, run_id, {**preset.flat_params(), "stage": "pretrain", "pretrain.steps": stage.steps, "corpus": job.corpus})
+        log_params(client, run_id, {**preset.flat_params(), "stage": "pretrain", "pretrain.steps": stage.steps, "corpus": job.corpus,
+                                    **{f"language_mix.{k}": v for k, v in mix.items()}})
         ppl_before = perplexity_by_language(model, corpus.heldout_by_lang)
+        quality_before = stage_perplexities(model, tokenizer, seq_len, None, job.sft_dataset)
         pipes.log.info(f"pretrain: {corpus.train_tokens} tokens in {len(corpus.train_blocks)} blocks; resume from {resume_from}")
 
         callback = MetricsCallback(client, run_id, pipes, tokens_per_step=stage.batch_size * seq_len)
@@ -110,6 +118,7 @@ def main(job: PretrainJob) -> dict:
         trainer.save_model(str(final_dir))
         tokenizer.save_pretrained(final_dir)
         ppl_after = perplexity_by_language(model, corpus.heldout_by_lang)
+        quality_after = stage_perplexities(model, tokenizer, seq_len, None, job.sft_dataset)
         losses = [h["loss"] for h in callback.history if "loss" in h]
         speeds = [h["tokens_per_second"] for h in callback.history if "tokens_per_second" in h]
         summary = {
@@ -124,6 +133,8 @@ def main(job: PretrainJob) -> dict:
             "perplexity_before": ppl_before,
             "perplexity_after": ppl_after,
             "tokens_by_lang": corpus.tokens_by_lang,
+            "quality_before": {"corpus": ppl_before, **quality_before},
+            "quality_after": {"corpus": ppl_after, **quality_after},
         }
         from mlflow.entities import Metric
 

@@ -31,6 +31,8 @@ class SftJob:
     config_dir: str | None = None
     artifact_root: str | None = None
     max_steps: int | None = None
+    #: cleaned_corpus, for the held-out corpus perplexity every stage reports (optional).
+    corpus: str | None = None
 
 
 def encode_conversation(tokenizer, messages: list[dict], max_length: int) -> dict:
@@ -79,6 +81,7 @@ def main(job: SftJob) -> dict:
     from hkgai_pipelines.training.common import MetricsCallback, build_model, latest_checkpoint, training_arguments
     from hkgai_pipelines.training.datasets import read_jsonl
     from hkgai_pipelines.training.presets import StageConfig, load_preset
+    from hkgai_pipelines.training.quality import stage_perplexities
     from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
 
     hf_logging.disable_progress_bar()
@@ -105,6 +108,7 @@ def main(job: SftJob) -> dict:
         client, run_id, _ = open_stage_run(job.tracking_uri, job.experiment, job.run_name, output, job.artifact_root)
         log_params(client, run_id, {**preset.flat_params(), "stage": "sft", "sft.steps": stage.steps, "dataset": job.dataset, "base_model": job.base_model})
         ppl_before = answer_perplexity_by_language(model, encoded_held, [r["lang"] for r in held], collator)
+        quality_before = stage_perplexities(model, tokenizer, seq_len, job.corpus, None)
         resume_from = latest_checkpoint(checkpoints)
         # Conversations are padded per batch, not to seq_len: count their mean real length.
         mean_tokens = sum(len(e["input_ids"]) for e in encoded_train) / len(encoded_train)
@@ -123,6 +127,7 @@ def main(job: SftJob) -> dict:
         trainer.save_model(str(final_dir))
         tokenizer.save_pretrained(final_dir)
         ppl_after = answer_perplexity_by_language(model, encoded_held, [r["lang"] for r in held], collator)
+        quality_after = stage_perplexities(model, tokenizer, seq_len, job.corpus, None)
         losses = [h["loss"] for h in callback.history if "loss" in h]
         speeds = [h["tokens_per_second"] for h in callback.history if "tokens_per_second" in h]
         summary = {
@@ -131,7 +136,10 @@ def main(job: SftJob) -> dict:
             "train_conversations": len(train), "eval_conversations": len(held),
             "first_loss": float(losses[0]) if losses else None, "final_loss": float(losses[-1]) if losses else None,
             "tokens_per_second": float(sorted(speeds)[len(speeds) // 2]) if speeds else None,
+            "tokens_seen": int(trainer.state.global_step * stage.batch_size * mean_tokens),
             "perplexity_before": ppl_before, "perplexity_after": ppl_after,
+            "quality_before": {"sft_eval": ppl_before, **quality_before},
+            "quality_after": {"sft_eval": ppl_after, **quality_after},
         }
         finish_stage(pipes, client, run_id, output, final_dir, summary,
                      {f"sft_eval_ppl_{lang}": v for lang, v in ppl_after.items()})

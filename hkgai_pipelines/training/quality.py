@@ -1,0 +1,47 @@
+"""Per-language quality signals every stage reports before and after training: perplexity on
+the held-out documents of cleaned_corpus and on the assistant answers of sft_dataset's eval
+split. The same two measures across base_model, sft_checkpoint and aligned_model make the
+stages comparable in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def corpus_heldout_blocks(corpus: str | Path, tokenizer, seq_len: int, blocks_per_lang: int = 8) -> dict:
+    import pyarrow.parquet as pq
+
+    from hkgai_pipelines.training.data import _blocks, is_held_out
+
+    docs = [d for d in pq.read_table(corpus, columns=["id", "text", "lang"]).to_pylist() if is_held_out(d["id"])]
+    streams: dict[str, list[int]] = {}
+    encoded = tokenizer([d["text"] for d in docs], add_special_tokens=False)["input_ids"] if docs else []
+    for doc, ids in zip(docs, encoded):
+        streams.setdefault(doc["lang"], []).extend(ids + [tokenizer.eos_token_id])
+    return {lang: b for lang, ids in streams.items() if len(b := _blocks(ids, seq_len)[:blocks_per_lang])}
+
+
+def stage_perplexities(model, tokenizer, seq_len: int, corpus: str | None, sft_dataset: str | None) -> dict[str, dict[str, float]]:
+    """{"corpus": {lang: ppl}, "sft_eval": {lang: ppl}} for the inputs that are given."""
+    from hkgai_pipelines.training.data import perplexity_by_language
+
+    out: dict[str, dict[str, float]] = {}
+    if corpus and Path(corpus).exists():
+        out["corpus"] = perplexity_by_language(model, corpus_heldout_blocks(corpus, tokenizer, seq_len))
+    if sft_dataset and Path(sft_dataset).exists():
+        from hkgai_pipelines.training.datasets import read_jsonl
+        from hkgai_pipelines.training.sft import ConversationCollator, answer_perplexity_by_language, encode_conversation
+
+        held = [r for r in read_jsonl(Path(sft_dataset)) if r["split"] == "eval"]
+        encoded = [encode_conversation(tokenizer, r["messages"], seq_len) for r in held]
+        out["sft_eval"] = answer_perplexity_by_language(model, encoded, [r["lang"] for r in held], ConversationCollator(tokenizer.pad_token_id))
+    return out
+
+
+def perplexity_rows(before: dict, after: dict) -> list[tuple]:
+    """Rows (measure, lang, before, after) for a Markdown table."""
+    return [
+        (measure, lang, before[measure][lang], after.get(measure, {}).get(lang))
+        for measure in sorted(before)
+        for lang in sorted(before[measure])
+    ]
