@@ -109,10 +109,13 @@ def main(job: DpoJob) -> dict:
         trainer.save_model(str(final_dir))
         tokenizer.save_pretrained(final_dir)
         losses = [h["loss"] for h in callback.history if "loss" in h]
+        # trl counts the prompt, chosen and rejected tokens it has processed as `num_tokens`.
+        counted = [h["num_tokens"] for h in callback.history if "num_tokens" in h]
         summary = {
             "checkpoint_uri": str(final_dir), "mlflow_run_id": run_id, "steps": int(trainer.state.global_step),
             "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
             "train_pairs": len(train), "eval_pairs": len(held),
+            "tokens_seen": int(counted[-1]) if counted else None,
             "first_loss": float(losses[0]) if losses else None, "final_loss": float(losses[-1]) if losses else None,
             "heldout_reward_accuracy_before": before["reward_accuracy"], "heldout_reward_margin_before": before["reward_margin"],
             "heldout_reward_accuracy": after["reward_accuracy"], "heldout_reward_margin": after["reward_margin"],
