@@ -40,18 +40,30 @@ def publish(lake: DataLakeResource, asset: str, folder: Path, run_id: str) -> Pa
     return archive / "final"
 
 
-def _dataset_result(records: list[dict], path: Path, extra: dict) -> dg.MaterializeResult:
+def _dataset_result(context: dg.AssetExecutionContext, mlflow: MlflowResource, records: list[dict], path: Path, extra: dict) -> dg.MaterializeResult:
+    """Metadata, and an MLflow run in the data experiment holding the dataset file, so the
+    training runs that read it can be traced to exactly this version."""
     import hashlib
     from collections import Counter
 
     digest = hashlib.sha256("".join(sorted(r["id"] for r in records)).encode()).hexdigest()[:16]
     splits = Counter(r["split"] for r in records)
     langs = Counter(r["lang"] for r in records)
+    asset = context.asset_key.to_user_string()
+    run_id = mlflow.log_run(
+        asset,
+        params={"records": len(records), "train": splits.get("train", 0), "eval": splits.get("eval", 0)},
+        metrics={f"records_{lang}": n for lang, n in langs.items()},
+        tags={"asset": asset, "dagster_run_id": context.run_id, "data_version": digest},
+        artifacts={"dataset": path},
+        experiment=f"{mlflow.experiment_name}-data",
+    )
     return dg.MaterializeResult(
         metadata={
             "records": len(records), "train": splits.get("train", 0), "eval": splits.get("eval", 0),
             "by_language": markdown_table(["lang", "records"], sorted(langs.items())),
-            "path": dg.MetadataValue.path(str(path)), **extra,
+            "path": dg.MetadataValue.path(str(path)),
+            "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run_id)), **extra,
         },
         data_version=dg.DataVersion(digest),
     )
@@ -63,7 +75,7 @@ def _dataset_result(records: list[dict], path: Path, extra: dict) -> dg.Material
     kinds={"python", "json"},
     description="Chat-format instruction data (Cantonese, Traditional and Simplified Chinese, English): authored HK Q&A, general instructions and pairs derived from the knowledge documents; train/eval by a stable hash (lake datasets/).",
 )
-def sft_dataset(pipeline_config: PipelineConfigResource, lake: DataLakeResource) -> dg.MaterializeResult:
+def sft_dataset(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from pathlib import Path as _Path
 
     params = load_rag_params(_Path(pipeline_config.params_file))
@@ -73,7 +85,7 @@ def sft_dataset(pipeline_config: PipelineConfigResource, lake: DataLakeResource)
     from collections import Counter
 
     sources = Counter(r["source"] for r in records)
-    return _dataset_result(records, path, {"by_source": markdown_table(["source", "records"], sorted(sources.items()))})
+    return _dataset_result(context, mlflow, records, path, {"by_source": markdown_table(["source", "records"], sorted(sources.items()))})
 
 
 @dg.asset(
@@ -81,14 +93,14 @@ def sft_dataset(pipeline_config: PipelineConfigResource, lake: DataLakeResource)
     kinds={"python", "json"},
     description="(prompt, chosen = correction, rejected = original) pairs from the authored question-answer-correction data, under data/value_principles.md (lake datasets/).",
 )
-def preference_dataset(lake: DataLakeResource) -> dg.MaterializeResult:
+def preference_dataset(context: dg.AssetExecutionContext, lake: DataLakeResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from collections import Counter
 
     records = preference_records()
     path = lake.path("datasets", "preference.jsonl")
     write_jsonl(records, path)
     kinds = Counter(r["kind"] for r in records)
-    return _dataset_result(records, path, {"by_kind": markdown_table(["kind", "pairs"], sorted(kinds.items()))})
+    return _dataset_result(context, mlflow, records, path, {"by_kind": markdown_table(["kind", "pairs"], sorted(kinds.items()))})
 
 
 @dg.asset(

@@ -100,11 +100,12 @@ def test_dpo_refuses_a_missing_sft_model(tmp_path):
 
 def test_dataset_assets_materialize(tmp_path):
     from hkgai_pipelines.assets.models import preference_dataset, sft_dataset
-    from hkgai_pipelines.resources import DataLakeResource, PipelineConfigResource
+    from hkgai_pipelines.resources import DataLakeResource, MlflowResource, PipelineConfigResource
 
     resources = {
         "pipeline_config": PipelineConfigResource(config_dir=str(PROJECT_ROOT / "configs"), params_file=str(PROJECT_ROOT / "params.yaml")),
         "lake": DataLakeResource(root=str(tmp_path)),
+        "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / "art").as_uri()),
     }
     result = dg.materialize([sft_dataset, preference_dataset], resources=resources, selection=[sft_dataset, preference_dataset])
     assert result.success
@@ -112,3 +113,4 @@ def test_dataset_assets_materialize(tmp_path):
     assert metadata["sft_dataset"]["records"].value == metadata["sft_dataset"]["train"].value + metadata["sft_dataset"]["eval"].value
     assert metadata["preference_dataset"]["records"].value == len(preference_records())
     assert (tmp_path / "datasets" / "sft.jsonl").exists()
+    assert metadata["sft_dataset"]["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")

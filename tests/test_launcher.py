@@ -105,6 +105,8 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
         metadata = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata for e in result.get_asset_materialization_events()}
     assert set(metadata) == {"sft_dataset", "preference_dataset", "base_model", "sft_checkpoint", "aligned_model"}
     client = MlflowClient(tracking_uri=tracking)
+    for dataset in ("sft_dataset", "preference_dataset"):
+        assert "/runs/" in metadata[dataset]["mlflow_run"].value
     for stage in ("base_model", "sft_checkpoint", "aligned_model"):
         run_id = metadata[stage]["mlflow_run_id"].value
         assert metadata[stage]["mlflow_run"].value.endswith(run_id)
