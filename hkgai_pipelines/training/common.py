@@ -100,3 +100,51 @@ class MetricsCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self.pipes.log.info(f"checkpoint saved at step {state.global_step}")
+
+
+def load_stage(job, stage_name: str):
+    """(preset, stage config with the job's `max_steps` override, output dir, final dir,
+    checkpoints dir) for one training stage."""
+    from dataclasses import asdict
+
+    from hkgai_pipelines.training.presets import StageConfig, load_preset
+
+    preset = load_preset(job.preset, Path(job.config_dir) if job.config_dir else None)
+    stage = getattr(preset.training, stage_name)
+    if job.max_steps is not None:
+        stage = StageConfig(**{**asdict(stage), "steps": job.max_steps})
+    output = Path(job.output_dir)
+    return preset, stage, output, output / "final", output / "checkpoints"
+
+
+def train_reporting_failure(trainer, checkpoints: Path, pipes, client, run_id: str, label: str, resume_from: Path | None):
+    """`trainer.train()` (resuming when a checkpoint exists); a crash is reported through Pipes
+    with the last checkpoint and closes the MLflow run as FAILED before it propagates."""
+    try:
+        return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except BaseException as error:
+        pipes.log.error(f"{label} failed: {error!r}; last checkpoint: {latest_checkpoint(checkpoints)}")
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+
+def history_summary(callback: "MetricsCallback") -> dict:
+    """First and last logged loss and the median tokens/s of a run."""
+    losses = [h["loss"] for h in callback.history if "loss" in h]
+    speeds = sorted(h["tokens_per_second"] for h in callback.history if "tokens_per_second" in h)
+    return {
+        "first_loss": float(losses[0]) if losses else None,
+        "final_loss": float(losses[-1]) if losses else None,
+        "tokens_per_second": float(speeds[len(speeds) // 2]) if speeds else None,
+    }
+
+
+def run_cli(argv: list[str] | None, job_class, main, description: str, printed: tuple[str, ...]) -> None:
+    """`python -m hkgai_pipelines.training.<stage> --job job.json`: run `main`, print a summary line."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--job", required=True, help=f"JSON file with the {job_class.__name__} fields")
+    args = parser.parse_args(argv)
+    summary = main(job_class(**json.loads(Path(args.job).read_text())))
+    print(json.dumps({key: summary.get(key) for key in printed}))

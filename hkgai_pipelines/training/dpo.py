@@ -10,10 +10,8 @@ to MLflow and the asset metadata. Runs under Dagster Pipes like the other stages
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -49,9 +47,8 @@ def main(job: DpoJob) -> dict:
     from transformers.utils import logging as hf_logging
     from trl import DPOConfig, DPOTrainer
 
-    from hkgai_pipelines.training.common import MetricsCallback, latest_checkpoint
+    from hkgai_pipelines.training.common import MetricsCallback, history_summary, latest_checkpoint, load_stage, train_reporting_failure
     from hkgai_pipelines.training.datasets import read_jsonl
-    from hkgai_pipelines.training.presets import StageConfig, load_preset
     from hkgai_pipelines.training.quality import stage_perplexities
     from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
 
@@ -60,12 +57,7 @@ def main(job: DpoJob) -> dict:
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     with open_dagster_pipes() as pipes:
-        preset = load_preset(job.preset, Path(job.config_dir) if job.config_dir else None)
-        stage = preset.training.dpo
-        if job.max_steps is not None:
-            stage = StageConfig(**{**asdict(stage), "steps": job.max_steps})
-        output = Path(job.output_dir)
-        final_dir, checkpoints = output / "final", output / "checkpoints"
+        preset, stage, output, final_dir, checkpoints = load_stage(job, "dpo")
         records = read_jsonl(Path(job.dataset))
         columns = ("prompt", "chosen", "rejected")
         train = [{k: r[k] for k in columns} for r in records if r["split"] == "train"]
@@ -97,18 +89,12 @@ def main(job: DpoJob) -> dict:
         before = _rewards(trainer.evaluate())
         quality_before = stage_perplexities(trainer.model, tokenizer, preset.training.seq_len, job.corpus, job.sft_dataset)
         resume_from = latest_checkpoint(checkpoints)
-        try:
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        except BaseException as error:
-            pipes.log.error(f"DPO failed: {error!r}; last checkpoint: {latest_checkpoint(checkpoints)}")
-            client.set_terminated(run_id, "FAILED")
-            raise
+        train_reporting_failure(trainer, checkpoints, pipes, client, run_id, "DPO", resume_from)
         after = _rewards(trainer.evaluate())
         quality_after = stage_perplexities(trainer.model, tokenizer, preset.training.seq_len, job.corpus, job.sft_dataset)
         on_train = _rewards(trainer.evaluate(eval_dataset=Dataset.from_list(train)))
         trainer.save_model(str(final_dir))
         tokenizer.save_pretrained(final_dir)
-        losses = [h["loss"] for h in callback.history if "loss" in h]
         # trl counts the prompt, chosen and rejected tokens it has processed as `num_tokens`.
         counted = [h["num_tokens"] for h in callback.history if "num_tokens" in h]
         summary = {
@@ -116,7 +102,7 @@ def main(job: DpoJob) -> dict:
             "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
             "train_pairs": len(train), "eval_pairs": len(held),
             "tokens_seen": int(counted[-1]) if counted else None,
-            "first_loss": float(losses[0]) if losses else None, "final_loss": float(losses[-1]) if losses else None,
+            **{k: v for k, v in history_summary(callback).items() if k != "tokens_per_second"},
             "heldout_reward_accuracy_before": before["reward_accuracy"], "heldout_reward_margin_before": before["reward_margin"],
             "heldout_reward_accuracy": after["reward_accuracy"], "heldout_reward_margin": after["reward_margin"],
             "train_reward_accuracy": on_train["reward_accuracy"], "train_reward_margin": on_train["reward_margin"],
@@ -128,11 +114,9 @@ def main(job: DpoJob) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="DPO alignment (runs under Dagster Pipes).")
-    parser.add_argument("--job", required=True)
-    args = parser.parse_args(argv)
-    summary = main(DpoJob(**json.loads(Path(args.job).read_text())))
-    print(json.dumps({k: summary[k] for k in ("checkpoint_uri", "mlflow_run_id", "steps", "heldout_reward_accuracy")}))
+    from hkgai_pipelines.training.common import run_cli
+
+    run_cli(argv, DpoJob, main, "DPO alignment (runs under Dagster Pipes).", ("checkpoint_uri", "mlflow_run_id", "steps", "heldout_reward_accuracy"))
 
 
 if __name__ == "__main__":

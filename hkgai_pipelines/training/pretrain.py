@@ -11,10 +11,8 @@ final model directory, run id, steps, tokens and losses come back as materializa
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -44,21 +42,17 @@ def main(job: PretrainJob) -> dict:
     from transformers import PrinterCallback, Trainer
     from transformers.utils import logging as hf_logging
 
-    from hkgai_pipelines.training.common import MetricsCallback, build_model, latest_checkpoint, training_arguments
+    from hkgai_pipelines.training.common import (
+        MetricsCallback, build_model, history_summary, latest_checkpoint, load_stage, train_reporting_failure, training_arguments,
+    )
     from hkgai_pipelines.training.data import BlockDataset, pack_corpus, perplexity_by_language
-    from hkgai_pipelines.training.presets import StageConfig, load_preset
     from hkgai_pipelines.training.quality import stage_perplexities
-    from hkgai_pipelines.training.runs import log_params, open_stage_run
+    from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
     from hkgai_pipelines.training.tokenizer import deepseek_tokenizer, train_bpe_tokenizer
 
     hf_logging.disable_progress_bar()
     with open_dagster_pipes() as pipes:
-        preset = load_preset(job.preset, Path(job.config_dir) if job.config_dir else None)
-        stage = preset.training.pretrain
-        if job.max_steps is not None:
-            stage = StageConfig(**{**asdict(stage), "steps": job.max_steps})
-        output = Path(job.output_dir)
-        final_dir, checkpoints = output / "final", output / "checkpoints"
+        preset, stage, output, final_dir, checkpoints = load_stage(job, "pretrain")
         docs = pq.read_table(job.corpus, columns=["id", "text", "lang"]).to_pylist()
         if len(docs) < 10:
             raise ValueError(f"{job.corpus}: {len(docs)} documents is too small a corpus to pretrain on")
@@ -103,65 +97,40 @@ def main(job: PretrainJob) -> dict:
         # MetricsCallback reports every log line (to MLflow and Pipes); the Trainer's own
         # printer would print each a second time.
         trainer.remove_callback(PrinterCallback)
-        try:
-            if stage.steps > 0:
-                result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-            else:
-                # `pretrained` mode with no continued pretraining: the checkpoint is the base model.
-                pipes.log.info("pretrain.steps is 0: the loaded checkpoint is used as base_model as is")
-                result = None
-        except BaseException as error:
-            last = latest_checkpoint(checkpoints)
-            pipes.log.error(f"pretraining failed: {error!r}; last checkpoint: {last}")
-            client.set_terminated(run_id, "FAILED")
-            raise
+        if stage.steps > 0:
+            result = train_reporting_failure(trainer, checkpoints, pipes, client, run_id, "pretraining", resume_from)
+        else:
+            # `pretrained` mode with no continued pretraining: the checkpoint is the base model.
+            pipes.log.info("pretrain.steps is 0: the loaded checkpoint is used as base_model as is")
+            result = None
         trainer.save_model(str(final_dir))
         tokenizer.save_pretrained(final_dir)
         ppl_after = perplexity_by_language(model, corpus.heldout_by_lang)
         quality_after = stage_perplexities(model, tokenizer, seq_len, None, job.sft_dataset)
-        losses = [h["loss"] for h in callback.history if "loss" in h]
-        speeds = [h["tokens_per_second"] for h in callback.history if "tokens_per_second" in h]
+        history = history_summary(callback)
         summary = {
             "checkpoint_uri": str(final_dir),
             "mlflow_run_id": run_id,
             "steps": int(trainer.state.global_step),
             "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
             "tokens_seen": int(trainer.state.global_step * stage.batch_size * seq_len),
-            "final_loss": float(losses[-1]) if losses else (float(result.training_loss) if result else None),
-            "first_loss": float(losses[0]) if losses else None,
-            "tokens_per_second": float(sorted(speeds)[len(speeds) // 2]) if speeds else None,
+            **history,
+            "final_loss": history["final_loss"] if history["final_loss"] is not None else (float(result.training_loss) if result else None),
             "perplexity_before": ppl_before,
             "perplexity_after": ppl_after,
             "tokens_by_lang": corpus.tokens_by_lang,
             "quality_before": {"corpus": ppl_before, **quality_before},
             "quality_after": {"corpus": ppl_after, **quality_after},
         }
-        from mlflow.entities import Metric
-
-        metrics = [Metric(f"heldout_ppl_{lang}", v, 0, summary["steps"]) for lang, v in ppl_after.items()]
-        metrics += [Metric(f"heldout_ppl_before_{lang}", v, 0, 0) for lang, v in ppl_before.items()]
-        client.log_batch(run_id, metrics=metrics)
-        (output / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-        client.log_artifact(run_id, str(output / "summary.json"))
-        client.log_artifacts(run_id, str(final_dir), artifact_path="checkpoint")
-        client.set_terminated(run_id, "FINISHED")
-        pipes.report_asset_materialization(
-            metadata={
-                **{k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and v is not None},
-                "perplexity": {"raw_value": {"before": ppl_before, "after": ppl_after}, "type": "json"},
-            },
-            data_version=run_id,
-        )
+        finish_stage(pipes, client, run_id, output, final_dir, summary,
+                     {f"heldout_ppl_{lang}": v for lang, v in ppl_after.items()})
         return summary
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Continued pretraining (runs under Dagster Pipes).")
-    parser.add_argument("--job", required=True, help="JSON file with the PretrainJob fields")
-    args = parser.parse_args(argv)
-    job = PretrainJob(**json.loads(Path(args.job).read_text()))
-    summary = main(job)
-    print(json.dumps({k: summary[k] for k in ("checkpoint_uri", "mlflow_run_id", "steps", "final_loss")}))
+    from hkgai_pipelines.training.common import run_cli
+
+    run_cli(argv, PretrainJob, main, "Continued pretraining (runs under Dagster Pipes).", ("checkpoint_uri", "mlflow_run_id", "steps", "final_loss"))
 
 
 if __name__ == "__main__":

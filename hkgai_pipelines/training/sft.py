@@ -10,10 +10,8 @@ checkpoints, resume of a killed run, per-language held-out perplexity before and
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -78,20 +76,16 @@ def main(job: SftJob) -> dict:
     from transformers import AutoTokenizer, PrinterCallback, Trainer
     from transformers.utils import logging as hf_logging
 
-    from hkgai_pipelines.training.common import MetricsCallback, build_model, latest_checkpoint, training_arguments
+    from hkgai_pipelines.training.common import (
+        MetricsCallback, build_model, history_summary, latest_checkpoint, load_stage, train_reporting_failure, training_arguments,
+    )
     from hkgai_pipelines.training.datasets import read_jsonl
-    from hkgai_pipelines.training.presets import StageConfig, load_preset
     from hkgai_pipelines.training.quality import stage_perplexities
     from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
 
     hf_logging.disable_progress_bar()
     with open_dagster_pipes() as pipes:
-        preset = load_preset(job.preset, Path(job.config_dir) if job.config_dir else None)
-        stage = preset.training.sft
-        if job.max_steps is not None:
-            stage = StageConfig(**{**asdict(stage), "steps": job.max_steps})
-        output = Path(job.output_dir)
-        final_dir, checkpoints = output / "final", output / "checkpoints"
+        preset, stage, output, final_dir, checkpoints = load_stage(job, "sft")
         records = read_jsonl(Path(job.dataset))
         train = [r for r in records if r["split"] == "train"]
         held = [r for r in records if r["split"] == "eval"]
@@ -118,24 +112,16 @@ def main(job: SftJob) -> dict:
             train_dataset=encoded_train, data_collator=collator, callbacks=[callback],
         )
         trainer.remove_callback(PrinterCallback)
-        try:
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        except BaseException as error:
-            pipes.log.error(f"SFT failed: {error!r}; last checkpoint: {latest_checkpoint(checkpoints)}")
-            client.set_terminated(run_id, "FAILED")
-            raise
+        train_reporting_failure(trainer, checkpoints, pipes, client, run_id, "SFT", resume_from)
         trainer.save_model(str(final_dir))
         tokenizer.save_pretrained(final_dir)
         ppl_after = answer_perplexity_by_language(model, encoded_held, [r["lang"] for r in held], collator)
         quality_after = stage_perplexities(model, tokenizer, seq_len, job.corpus, None)
-        losses = [h["loss"] for h in callback.history if "loss" in h]
-        speeds = [h["tokens_per_second"] for h in callback.history if "tokens_per_second" in h]
         summary = {
             "checkpoint_uri": str(final_dir), "mlflow_run_id": run_id, "steps": int(trainer.state.global_step),
             "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
             "train_conversations": len(train), "eval_conversations": len(held),
-            "first_loss": float(losses[0]) if losses else None, "final_loss": float(losses[-1]) if losses else None,
-            "tokens_per_second": float(sorted(speeds)[len(speeds) // 2]) if speeds else None,
+            **history_summary(callback),
             "tokens_seen": int(trainer.state.global_step * stage.batch_size * mean_tokens),
             "perplexity_before": ppl_before, "perplexity_after": ppl_after,
             "quality_before": {"sft_eval": ppl_before, **quality_before},
@@ -147,11 +133,9 @@ def main(job: SftJob) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Supervised fine-tuning (runs under Dagster Pipes).")
-    parser.add_argument("--job", required=True)
-    args = parser.parse_args(argv)
-    summary = main(SftJob(**json.loads(Path(args.job).read_text())))
-    print(json.dumps({k: summary[k] for k in ("checkpoint_uri", "mlflow_run_id", "steps", "final_loss")}))
+    from hkgai_pipelines.training.common import run_cli
+
+    run_cli(argv, SftJob, main, "Supervised fine-tuning (runs under Dagster Pipes).", ("checkpoint_uri", "mlflow_run_id", "steps", "final_loss"))
 
 
 if __name__ == "__main__":
