@@ -117,22 +117,11 @@ def base_model(
     mlflow: MlflowResource,
     training_launcher: TrainingLauncher,
 ) -> dg.MaterializeResult:
-    folder = stage_folder(lake, "base_model")
-    job = {
-        "preset": pipeline_config.preset,
-        "corpus": str(lake.path(CLEANED_DIR, "cleaned.parquet")),
-        "output_dir": str(folder),
-        "tracking_uri": mlflow.tracking_uri,
-        "experiment": mlflow.experiment_name,
-        "run_name": "base_model",
-        "config_dir": pipeline_config.config_dir,
-        "artifact_root": mlflow.artifact_location,
-        "language_mix": _language_mix(pipeline_config),
-        "sft_dataset": str(lake.path("datasets", "sft.jsonl")),
-    }
-    reported = training_launcher.launch(context, "hkgai_pipelines.training.pretrain", job, folder / "job.json")
-    summary = json.loads((folder / "summary.json").read_text())
-    model_dir = publish(lake, "base_model", folder, summary["mlflow_run_id"])
+    summary, model_dir, reported = _train_stage(
+        context, "base_model", "pretrain", pipeline_config, lake, mlflow, training_launcher,
+        corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")), language_mix=_language_mix(pipeline_config),
+        sft_dataset=str(lake.path("datasets", "sft.jsonl")),
+    )
     return _stage_result(summary, model_dir, reported, mlflow, pipeline_config.preset, {})
 
 
@@ -161,12 +150,21 @@ def _stage_result(summary: dict, model_dir: Path, reported: dg.MaterializeResult
     )
 
 
-def _job(pipeline_config: PipelineConfigResource, mlflow: MlflowResource, folder: Path, run_name: str, **fields) -> dict:
-    return {
+def _train_stage(
+    context: dg.AssetExecutionContext, asset: str, module: str, pipeline_config: PipelineConfigResource,
+    lake: DataLakeResource, mlflow: MlflowResource, launcher: TrainingLauncher, **fields,
+) -> tuple[dict, Path, dg.MaterializeResult]:
+    """Launch `hkgai_pipelines.training.<module>` for `asset` and publish its model directory;
+    `fields` are the stage-specific job fields (datasets, the model it starts from)."""
+    folder = stage_folder(lake, asset)
+    job = {
         "preset": pipeline_config.preset, "output_dir": str(folder), "tracking_uri": mlflow.tracking_uri,
-        "experiment": mlflow.experiment_name, "run_name": run_name, "config_dir": pipeline_config.config_dir,
+        "experiment": mlflow.experiment_name, "run_name": asset, "config_dir": pipeline_config.config_dir,
         "artifact_root": mlflow.artifact_location, **fields,
     }
+    reported = launcher.launch(context, f"hkgai_pipelines.training.{module}", job, folder / "job.json")
+    summary = json.loads((folder / "summary.json").read_text())
+    return summary, publish(lake, asset, folder, summary["mlflow_run_id"]), reported
 
 
 @dg.asset(
@@ -180,13 +178,11 @@ def sft_checkpoint(
     context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
     mlflow: MlflowResource, training_launcher: TrainingLauncher,
 ) -> dg.MaterializeResult:
-    folder = stage_folder(lake, "sft_checkpoint")
-    job = _job(pipeline_config, mlflow, folder, "sft_checkpoint", dataset=str(lake.path("datasets", "sft.jsonl")),
-               base_model=str(lake.path("models", "base_model", "latest").resolve()),
-               corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")))
-    reported = training_launcher.launch(context, "hkgai_pipelines.training.sft", job, folder / "job.json")
-    summary = json.loads((folder / "summary.json").read_text())
-    model_dir = publish(lake, "sft_checkpoint", folder, summary["mlflow_run_id"])
+    summary, model_dir, reported = _train_stage(
+        context, "sft_checkpoint", "sft", pipeline_config, lake, mlflow, training_launcher,
+        dataset=str(lake.path("datasets", "sft.jsonl")), base_model=str(lake.path("models", "base_model", "latest").resolve()),
+        corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")),
+    )
     return _stage_result(summary, model_dir, reported, mlflow, pipeline_config.preset, {})
 
 
@@ -201,13 +197,11 @@ def aligned_model(
     context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
     mlflow: MlflowResource, training_launcher: TrainingLauncher,
 ) -> dg.MaterializeResult:
-    folder = stage_folder(lake, "aligned_model")
-    job = _job(pipeline_config, mlflow, folder, "aligned_model", dataset=str(lake.path("datasets", "preference.jsonl")),
-               sft_model=str(lake.path("models", "sft_checkpoint", "latest").resolve()),
-               corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")), sft_dataset=str(lake.path("datasets", "sft.jsonl")))
-    reported = training_launcher.launch(context, "hkgai_pipelines.training.dpo", job, folder / "job.json")
-    summary = json.loads((folder / "summary.json").read_text())
-    model_dir = publish(lake, "aligned_model", folder, summary["mlflow_run_id"])
+    summary, model_dir, reported = _train_stage(
+        context, "aligned_model", "dpo", pipeline_config, lake, mlflow, training_launcher,
+        dataset=str(lake.path("datasets", "preference.jsonl")), sft_model=str(lake.path("models", "sft_checkpoint", "latest").resolve()),
+        corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")), sft_dataset=str(lake.path("datasets", "sft.jsonl")),
+    )
     table = markdown_table(
         ["pairs", "reward accuracy", "reward margin"],
         [("held-out, before", summary["heldout_reward_accuracy_before"], summary["heldout_reward_margin_before"]),
