@@ -1,10 +1,8 @@
 """Corpora: `raw_documents` (one partition per source) and `cleaned_corpus` with its GX gates."""
 
 
-import json
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from hkgai_pipelines.assets.metadata import markdown_table
 from hkgai_pipelines.curation import expectations

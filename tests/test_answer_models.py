@@ -1,6 +1,5 @@
 """Which model answers `hkgai ask`: the MLflow champion, else the newest aligned_model."""
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from hkgai_pipelines.rag.answer import CausalLMGenerator, build_prompt

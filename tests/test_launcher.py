@@ -6,7 +6,6 @@ from pathlib import Path
 import dagster as dg
 import kubernetes_validate
 import pytest
-import yaml
 
 from hkgai_pipelines.resources import DataLakeResource, K8sTrainingLauncher, LocalTrainingLauncher, MlflowResource, PipelineConfigResource
 from hkgai_pipelines.training.pod_spec import GpuPodOptions, full_pod, training_command

@@ -1,7 +1,6 @@
 """The model chain on CPU: presets, tokenizer, packing, pretraining with resume, the launcher."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -6,7 +6,6 @@ and the answer is extractive (the caller says so in its output).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from hkgai_pipelines.settings import HkgaiSettings
 
