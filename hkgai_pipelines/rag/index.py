@@ -102,11 +102,6 @@ class IndexRefresher:
         self.alpha = alpha
         self.batch_size = batch_size
 
-    def search(self, version: str, text: str, k: int, lang: str | None = None):
-        check_embedder(self.store.version_info(version), self.embedder.name, self.embedder.dim)
-        vector = self.embedder.embed([text])[0]
-        return self.store.query(version, vector, text, k=k, alpha=self.alpha, lang=lang)
-
     def evaluate(self, version: str, questions: list[Question]) -> RetrievalReport:
         check_embedder(self.store.version_info(version), self.embedder.name, self.embedder.dim)
         vectors = self.embedder.embed([q.text for q in questions])  # one batch, not one call each

@@ -2,8 +2,9 @@
 
 Documents are split into train and held-out by a stable hash of their id (so the split never
 changes between runs), tokenized with an end-of-text token after each, sampled per language
-with the preset's mix weights (seeded), concatenated and cut into `seq_len` blocks: no padding
-is wasted. Held-out documents give per-language perplexity before and after each stage.
+with the mix weights (seeded), concatenated and cut into `seq_len` blocks: no padding is
+wasted. Held-out documents never enter training; `training.quality` measures per-language
+perplexity on them before and after each stage.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ def is_held_out(doc_id: str, share: float = 0.02) -> bool:
 @dataclass
 class PackedCorpus:
     train_blocks: torch.Tensor  # (n_blocks, seq_len)
-    heldout_by_lang: dict[str, torch.Tensor]  # lang -> (n_blocks, seq_len)
     tokens_by_lang: dict[str, int]
 
     @property
@@ -41,22 +41,17 @@ def _blocks(ids: list[int], seq_len: int) -> torch.Tensor:
 
 def pack_corpus(
     docs: list[dict], tokenizer, seq_len: int, target_tokens: int, language_mix: dict[str, float],
-    seed: int = 42, heldout_share: float = 0.02, heldout_blocks_per_lang: int = 8,
+    seed: int = 42, heldout_share: float = 0.02,
 ) -> PackedCorpus:
     """`docs` are rows with id, text and lang (cleaned_corpus)."""
     if not docs:
         raise ValueError("the corpus is empty: nothing to pretrain on")
     eos = tokenizer.eos_token_id
     train: dict[str, list[list[int]]] = defaultdict(list)
-    heldout: dict[str, list[int]] = defaultdict(list)
-    texts = [d["text"] for d in docs]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    for doc, ids in zip(docs, encoded):
-        ids = ids + [eos]
-        if is_held_out(doc["id"], heldout_share):
-            heldout[doc["lang"]].extend(ids)
-        else:
-            train[doc["lang"]].append(ids)
+    kept = [d for d in docs if not is_held_out(d["id"], heldout_share)]
+    encoded = tokenizer([d["text"] for d in kept], add_special_tokens=False)["input_ids"]
+    for doc, ids in zip(kept, encoded):
+        train[doc["lang"]].append(ids + [eos])
     weights = {lang: w for lang, w in language_mix.items() if train.get(lang)}
     if not weights:
         raise ValueError(f"no training documents in any language of the mix {sorted(language_mix)}")
@@ -79,8 +74,7 @@ def pack_corpus(
     if len(blocks) == 0:
         raise ValueError(f"corpus too small: fewer than {seq_len} tokens")
     order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
-    held = {lang: _blocks(ids, seq_len)[:heldout_blocks_per_lang] for lang, ids in heldout.items()}
-    return PackedCorpus(blocks[order], {lang: b for lang, b in held.items() if len(b)}, dict(tokens_by_lang))
+    return PackedCorpus(blocks[order], dict(tokens_by_lang))
 
 
 class BlockDataset(torch.utils.data.Dataset):

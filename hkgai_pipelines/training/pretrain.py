@@ -44,7 +44,7 @@ def main(job: PretrainJob) -> dict:
     from hkgai_pipelines.training.common import (
         MetricsCallback, build_model, history_summary, latest_checkpoint, load_stage, train_reporting_failure, training_arguments,
     )
-    from hkgai_pipelines.training.data import BlockDataset, pack_corpus, perplexity_by_language
+    from hkgai_pipelines.training.data import BlockDataset, pack_corpus
     from hkgai_pipelines.training.quality import stage_perplexities
     from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
     from hkgai_pipelines.training.tokenizer import deepseek_tokenizer, train_bpe_tokenizer
@@ -82,8 +82,7 @@ def main(job: PretrainJob) -> dict:
         client, run_id, resumed = open_stage_run(job.tracking_uri, job.experiment, job.run_name, output, job.artifact_root)
         log_params(client, run_id, {**preset.flat_params(), "stage": "pretrain", "pretrain.steps": stage.steps, "corpus": job.corpus,
                                     **{f"language_mix.{k}": v for k, v in mix.items()}})
-        ppl_before = perplexity_by_language(model, corpus.heldout_by_lang)
-        quality_before = stage_perplexities(model, tokenizer, seq_len, None, job.sft_dataset)
+        quality_before = stage_perplexities(model, tokenizer, seq_len, job.corpus, job.sft_dataset)
         pipes.log.info(f"pretrain: {corpus.train_tokens} tokens in {len(corpus.train_blocks)} blocks; resume from {resume_from}")
 
         callback = MetricsCallback(client, run_id, pipes, tokens_per_step=stage.batch_size * seq_len)
@@ -104,8 +103,7 @@ def main(job: PretrainJob) -> dict:
             result = None
         trainer.save_model(str(final_dir))
         tokenizer.save_pretrained(final_dir)
-        ppl_after = perplexity_by_language(model, corpus.heldout_by_lang)
-        quality_after = stage_perplexities(model, tokenizer, seq_len, None, job.sft_dataset)
+        quality_after = stage_perplexities(model, tokenizer, seq_len, job.corpus, job.sft_dataset)
         history = history_summary(callback)
         summary = {
             "checkpoint_uri": str(final_dir),
@@ -115,14 +113,14 @@ def main(job: PretrainJob) -> dict:
             "tokens_seen": int(trainer.state.global_step * stage.batch_size * seq_len),
             **history,
             "final_loss": history["final_loss"] if history["final_loss"] is not None else (float(result.training_loss) if result else None),
-            "perplexity_before": ppl_before,
-            "perplexity_after": ppl_after,
+            "perplexity_before": quality_before["corpus"],
+            "perplexity_after": quality_after["corpus"],
             "tokens_by_lang": corpus.tokens_by_lang,
-            "quality_before": {"corpus": ppl_before, **quality_before},
-            "quality_after": {"corpus": ppl_after, **quality_after},
+            "quality_before": quality_before,
+            "quality_after": quality_after,
         }
         finish_stage(pipes, client, run_id, output, final_dir, summary,
-                     {f"heldout_ppl_{lang}": v for lang, v in ppl_after.items()})
+                     {f"heldout_ppl_{lang}": v for lang, v in quality_after["corpus"].items()})
         return summary
 
 
