@@ -10,7 +10,6 @@ import dagster as dg
 
 from hkgai_pipelines.assets.corpora import CLEANED_DIR, cleaned_corpus
 from hkgai_pipelines.assets.metadata import markdown_table
-from hkgai_pipelines.params import load_rag_params
 from hkgai_pipelines.rag.knowledge import load_knowledge_documents
 from hkgai_pipelines.training.datasets import preference_records, sft_records, write_jsonl
 from hkgai_pipelines.resources import DataLakeResource, MlflowResource, PipelineConfigResource
@@ -43,10 +42,11 @@ def publish(lake: DataLakeResource, asset: str, folder: Path, run_id: str) -> Pa
 def _dataset_result(context: dg.AssetExecutionContext, mlflow: MlflowResource, records: list[dict], path: Path, extra: dict) -> dg.MaterializeResult:
     """Metadata, and an MLflow run in the data experiment holding the dataset file, so the
     training runs that read it can be traced to exactly this version."""
-    import hashlib
     from collections import Counter
 
-    digest = hashlib.sha256("".join(sorted(r["id"] for r in records)).encode()).hexdigest()[:16]
+    from hkgai_pipelines.sources.ingest import content_hash
+
+    digest = content_hash([r["id"] for r in records])
     splits = Counter(r["split"] for r in records)
     langs = Counter(r["lang"] for r in records)
     asset = context.asset_key.to_user_string()
@@ -76,9 +76,7 @@ def _dataset_result(context: dg.AssetExecutionContext, mlflow: MlflowResource, r
     description="Chat-format instruction data (Cantonese, Traditional and Simplified Chinese, English): authored HK Q&A, general instructions and pairs derived from the knowledge documents; train/eval by a stable hash (lake datasets/).",
 )
 def sft_dataset(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from pathlib import Path as _Path
-
-    params = load_rag_params(_Path(pipeline_config.params_file))
+    params = pipeline_config.rag_params()
     records = sft_records(load_knowledge_documents(pipeline_config.catalog(), params.max_document_chars))
     path = lake.path("datasets", "sft.jsonl")
     write_jsonl(records, path)
@@ -119,16 +117,10 @@ def base_model(
 ) -> dg.MaterializeResult:
     summary, model_dir, reported = _train_stage(
         context, "base_model", "pretrain", pipeline_config, lake, mlflow, training_launcher,
-        corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")), language_mix=_language_mix(pipeline_config),
+        corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")), language_mix=pipeline_config.language_mix(),
         sft_dataset=str(lake.path("datasets", "sft.jsonl")),
     )
     return _stage_result(summary, model_dir, reported, mlflow, pipeline_config.preset, {})
-
-
-def _language_mix(pipeline_config: PipelineConfigResource) -> dict | None:
-    from hkgai_pipelines.params import load_params
-
-    return (load_params(Path(pipeline_config.params_file)).get("training") or {}).get("language_mix")
 
 
 def _stage_result(summary: dict, model_dir: Path, reported: dg.MaterializeResult, mlflow: MlflowResource, preset: str, tables: dict) -> dg.MaterializeResult:

@@ -5,20 +5,14 @@ import dagster as dg
 import pyarrow as pa
 
 from hkgai_pipelines.assets.metadata import markdown_table
-from hkgai_pipelines.params import load_rag_params
 from hkgai_pipelines.rag.index import IndexRefresher
 from hkgai_pipelines.rag.knowledge import chunk_documents, load_knowledge_documents
 from hkgai_pipelines.rag.retrieval_eval import load_questions
 from hkgai_pipelines.resources import DataLakeResource, EmbedderResource, PipelineConfigResource, VectorStoreResource
+from hkgai_pipelines.sources.ingest import content_hash
 from hkgai_pipelines.sources.lake import write_table_atomic
 
 CHUNKS_PATH = ("rag", "chunks.parquet")
-
-
-def _rag_params(pipeline_config: PipelineConfigResource):
-    from pathlib import Path
-
-    return load_rag_params(Path(pipeline_config.params_file))
 
 
 @dg.asset(
@@ -27,7 +21,7 @@ def _rag_params(pipeline_config: PipelineConfigResource):
     description="Chunked Hong Kong knowledge documents (every source with rag: true), stable chunk ids (lake rag/).",
 )
 def knowledge_documents(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource) -> dg.MaterializeResult:
-    params = _rag_params(pipeline_config)
+    params = pipeline_config.rag_params()
     documents = load_knowledge_documents(pipeline_config.catalog(), params.max_document_chars)
     chunks = chunk_documents(documents, params.chunk_target_chars, params.chunk_overlap_chars)
     rows = [chunk.to_row() for chunk in chunks]
@@ -36,9 +30,7 @@ def knowledge_documents(context: dg.AssetExecutionContext, pipeline_config: Pipe
     by_lang: dict[str, int] = {}
     for doc in documents:
         by_lang[doc.lang] = by_lang.get(doc.lang, 0) + 1
-    import hashlib
-
-    digest = hashlib.sha256("".join(sorted(c.id for c in chunks)).encode()).hexdigest()[:16]
+    digest = content_hash([c.id for c in chunks])
     context.log.info(f"{len(documents)} documents -> {len(chunks)} chunks")
     return dg.MaterializeResult(
         metadata={
@@ -53,7 +45,7 @@ def knowledge_documents(context: dg.AssetExecutionContext, pipeline_config: Pipe
 
 
 def _refresher(pipeline_config: PipelineConfigResource, embedder: EmbedderResource, vector_store: VectorStoreResource) -> IndexRefresher:
-    params = _rag_params(pipeline_config)
+    params = pipeline_config.rag_params()
     return IndexRefresher(
         vector_store.get_store(), embedder.get_embedder(), alias=vector_store.alias, keep_versions=params.keep_versions,
         min_recall_at_5=params.min_recall_at_5, min_mrr=params.min_mrr, alpha=params.alpha,

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from hkgai_pipelines import versioning
-from hkgai_pipelines.params import CurationParams, load_curation_params
+from hkgai_pipelines.params import CurationParams, RagParams, load_curation_params, load_params, load_rag_params
 from hkgai_pipelines.sources.catalog import SourceCatalog, load_catalog
 
 
@@ -37,6 +37,13 @@ class PipelineConfigResource(dg.ConfigurableResource):
 
     def curation_params(self) -> CurationParams:
         return load_curation_params(Path(self.params_file))
+
+    def rag_params(self) -> RagParams:
+        return load_rag_params(Path(self.params_file))
+
+    def language_mix(self) -> dict | None:
+        """params.yaml `training.language_mix` (None: the preset's own)."""
+        return (load_params(Path(self.params_file)).get("training") or {}).get("language_mix")
 
 
 class DvcResource(dg.ConfigurableResource):

@@ -38,7 +38,8 @@ def raw_paths(lake_dir: Path, source: str) -> tuple[Path, Path]:
 
 
 def content_hash(ids: list[str]) -> str:
-    """Ids already hash the content, so hashing the sorted ids fingerprints the partition."""
+    """Ids already hash the content, so hashing the sorted ids fingerprints a set of records
+    (a raw partition, the knowledge chunks, a dataset): the asset's data version."""
     digest = hashlib.sha256()
     for record_id in sorted(ids):
         digest.update(record_id.encode())
