@@ -18,9 +18,6 @@ DAGSTER_YAML = """\
 # Written by hkgai: the persistent local Dagster instance (SQLite under this folder).
 telemetry:
   enabled: false
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: DefaultRunCoordinator
 """
 
 
