@@ -26,6 +26,20 @@ CHAT_TEMPLATE = (
 )
 
 
+#: The same layout with DeepSeek-V3's own role tokens (single ids in its vocabulary), so the
+#: rendered prompt tokenizes as a prefix of the rendered conversation. Our `<|user|>` markers are
+#: not special there: BPE would merge their last bytes with the following text.
+DEEPSEEK_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n"
+    "{% elif message['role'] == 'user' %}<｜User｜>{{ message['content'] }}"
+    "{% elif message['role'] == 'assistant' %}<｜Assistant｜>{{ message['content'] }}{{ eos_token }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<｜Assistant｜>{% endif %}"
+)
+
+
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path | None = None):
     """Train a byte-level BPE of exactly `vocab_size` tokens (specials included)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -75,7 +89,7 @@ def deepseek_tokenizer(out_dir: Path | None = None):
             setattr(fast, key, value)
     if fast.pad_token is None:
         fast.pad_token = fast.eos_token
-    fast.chat_template = config.get("chat_template") or CHAT_TEMPLATE
+    fast.chat_template = config.get("chat_template") or DEEPSEEK_CHAT_TEMPLATE
     if out_dir is not None:
         fast.save_pretrained(out_dir)
     return fast
