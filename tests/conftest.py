@@ -56,3 +56,24 @@ class CountingEmbedder:
 @pytest.fixture
 def counting_embedder(use_embedder):
     return CountingEmbedder(use_embedder)
+
+
+#: A DeepSeek-V3 model small enough for CPU tests (MLA attention, 4 routed experts + 1 shared).
+TINY_DEEPSEEK = dict(
+    vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8,
+    qk_rope_head_dim=8, v_head_dim=8, n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2,
+    n_group=1, topk_group=1, first_k_dense_replace=0,
+)
+
+
+@pytest.fixture
+def tiny_deepseek():
+    def build(**changes):
+        import torch
+        from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+        torch.manual_seed(0)
+        return DeepseekV3ForCausalLM(DeepseekV3Config(**{**TINY_DEEPSEEK, **changes}))
+
+    return build

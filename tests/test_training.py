@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hkgai_pipelines.training.presets import PresetError, load_preset
@@ -49,6 +50,7 @@ def _preset_dir(tmp_path, **changes):
         ({"model.num_experts_per_tok": 8}, r"num_experts_per_tok \(8\) must be between 1 and n_routed_experts \(4\)"),
         ({"model.vocab_size": 5000}, r"tokenizer.vocab_size \(4096\) differs from model.vocab_size \(5000\)"),
         ({"mode": "pretrained"}, "mode 'pretrained' needs a checkpoint"),
+        ({"training.experts_implementation": "magic"}, "experts_implementation must be eager, grouped_mm or batched_mm"),
     ],
 )
 def test_impossible_presets_are_refused(tmp_path, changes, message):
@@ -201,3 +203,29 @@ def test_pretrained_mode_loads_any_causal_lm_directory(tmp_path, corpus):
     from transformers import AutoConfig
 
     assert AutoConfig.from_pretrained(summary["checkpoint_uri"]).model_type == "gpt2"
+
+
+def test_deepseek_tokenizer_renders_prompts_as_a_token_prefix():
+    """With DeepSeek's own role tokens the prompt's ids are a prefix of the conversation's, so
+    SFT can mask the prompt (our `<|user|>` markers are not special in its vocabulary)."""
+    from hkgai_pipelines.training.sft import encode_conversation
+    from hkgai_pipelines.training.tokenizer import deepseek_tokenizer
+
+    tokenizer = deepseek_tokenizer()
+    messages = [{"role": "user", "content": "點樣續領身份證？"}, {"role": "assistant", "content": "去入境處。"}]
+    encoded = encode_conversation(tokenizer, messages, 100)
+    assert tokenizer.decode(encoded["input_ids"]) == "<｜begin▁of▁sentence｜><｜User｜>點樣續領身份證？<｜Assistant｜>去入境處。<｜end▁of▁sentence｜>"
+    answer = [i for i, label in zip(encoded["input_ids"], encoded["labels"]) if label != -100]
+    assert tokenizer.decode(answer) == "去入境處。<｜end▁of▁sentence｜>"
+
+
+def test_preset_speed_settings_are_applied(tiny_deepseek):
+    from dataclasses import replace
+
+    from hkgai_pipelines.training.common import prepare_for_training
+
+    preset = load_preset("gpu-h100")
+    model = prepare_for_training(tiny_deepseek(), replace(preset, training=replace(preset.training, experts_implementation="batched_mm")))
+    assert model.config._experts_implementation == "batched_mm"
+    assert model(input_ids=torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).logits is None  # fused loss
+

@@ -47,6 +47,13 @@ class TrainingConfig:
     language_mix: dict[str, float] = field(default_factory=dict)
     #: DeepSpeed config used whenever CUDA is present (None: plain Trainer).
     deepspeed: str | None = None
+    #: How the routed experts run: `eager` (a Python loop over experts), `grouped_mm` (one
+    #: grouped GEMM, CUDA) or `batched_mm` (see transformers' ExpertsInterface).
+    experts_implementation: str = "eager"
+    #: Chunked linear + cross-entropy instead of materialising the full logits (losses.py).
+    fused_cross_entropy: bool = False
+    #: torch.compile each decoder layer (CUDA only; the first steps pay the compilation).
+    compile_layers: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,8 @@ def load_preset(name_or_path: str, config_dir: Path | None = None) -> ModelPrese
         )
     except (KeyError, TypeError) as error:
         raise PresetError(f"{where}: {error}") from None
+    if preset.training.experts_implementation not in ("eager", "grouped_mm", "batched_mm"):
+        raise PresetError(f"{where}: training.experts_implementation must be eager, grouped_mm or batched_mm")
     if preset.mode not in ("init", "pretrained"):
         raise PresetError(f"{where}: mode must be 'init' or 'pretrained', got {preset.mode!r}")
     if preset.mode == "init":

@@ -42,7 +42,8 @@ def main(job: PretrainJob) -> dict:
     from transformers.utils import logging as hf_logging
 
     from hkgai_pipelines.training.common import (
-        MetricsCallback, build_model, history_summary, latest_checkpoint, load_stage, train_reporting_failure, training_arguments,
+        MetricsCallback, build_model, history_summary, latest_checkpoint, load_stage, prepare_for_training, train_reporting_failure,
+        training_arguments,
     )
     from hkgai_pipelines.training.data import BlockDataset, pack_corpus
     from hkgai_pipelines.training.quality import stage_perplexities
@@ -74,7 +75,7 @@ def main(job: PretrainJob) -> dict:
             tokenizer.save_pretrained(tokenizer_dir)
 
         resume_from = latest_checkpoint(checkpoints)
-        model = build_model(preset, tokenizer)
+        model = prepare_for_training(build_model(preset, tokenizer), preset)
         seq_len = preset.training.seq_len
         target = max(stage.steps, 1) * stage.batch_size * seq_len
         mix = job.language_mix or preset.training.language_mix

@@ -77,7 +77,8 @@ def main(job: SftJob) -> dict:
     from transformers.utils import logging as hf_logging
 
     from hkgai_pipelines.training.common import (
-        MetricsCallback, build_model, history_summary, latest_checkpoint, load_stage, train_reporting_failure, training_arguments,
+        MetricsCallback, build_model, history_summary, latest_checkpoint, load_stage, prepare_for_training, train_reporting_failure,
+        training_arguments,
     )
     from hkgai_pipelines.training.datasets import read_jsonl
     from hkgai_pipelines.training.quality import stage_perplexities
@@ -107,6 +108,7 @@ def main(job: SftJob) -> dict:
         # Conversations are padded per batch, not to seq_len: count their mean real length.
         mean_tokens = sum(len(e["input_ids"]) for e in encoded_train) / len(encoded_train)
         callback = MetricsCallback(client, run_id, pipes, tokens_per_step=int(stage.batch_size * mean_tokens))
+        prepare_for_training(model, preset)
         trainer = Trainer(
             model=model, args=training_arguments(stage, preset, checkpoints, remove_unused_columns=False),
             train_dataset=encoded_train, data_collator=collator, callbacks=[callback],
