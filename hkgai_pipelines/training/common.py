@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from hkgai_pipelines.training.deepspeed_resume import config_for_resume, mark_universal_checkpointing
 from hkgai_pipelines.training.presets import ModelPreset, StageConfig
 
 
@@ -32,6 +33,24 @@ def build_model(preset: ModelPreset, tokenizer, init_from: str | None = None):
         )
         model = DeepseekV3ForCausalLM(config)
     check_vocab(tokenizer, model.config.vocab_size)
+    # So that DeepSpeed can convert this run's checkpoints when the GPU count changes.
+    mark_universal_checkpointing(model)
+    return model
+
+
+def prepare_for_training(model, preset: ModelPreset):
+    """Apply the preset's speed settings: experts implementation, fused loss, compiled layers."""
+    from hkgai_pipelines.training.losses import use_fused_linear_cross_entropy
+
+    training = preset.training
+    if training.experts_implementation != "eager" and hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation(training.experts_implementation)
+    if training.fused_cross_entropy:
+        use_fused_linear_cross_entropy(model)
+    if training.compile_layers and torch.cuda.is_available():
+        # In place: the state dict keys stay those of the plain model.
+        for layer in model.model.layers:
+            layer.compile()
     return model
 
 
@@ -41,11 +60,25 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     return max(candidates, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def training_arguments(stage: StageConfig, preset: ModelPreset, checkpoints_dir: Path, **extra):
+def deepspeed_config(preset: ModelPreset, checkpoints_dir: Path, force: bool = False) -> dict | None:
+    """The preset's DeepSpeed config where a GPU is present (or `force`), adjusted to resume the
+    newest checkpoint at this world size; None means the plain Trainer."""
+    if not preset.training.deepspeed or not (force or torch.cuda.is_available()):
+        return None
+    path = Path(preset.training.deepspeed)
+    if not path.is_absolute():
+        path = Path(__file__).resolve().parents[2] / path
+    return config_for_resume(path, latest_checkpoint(checkpoints_dir))
+
+
+def training_arguments(stage: StageConfig, preset: ModelPreset, checkpoints_dir: Path, deepspeed: dict | None | str = "auto", **extra):
+    """`deepspeed="auto"`: `deepspeed_config(preset, checkpoints_dir)`; a dict or None overrides."""
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
-    return TrainingArguments(
+    if deepspeed == "auto":
+        deepspeed = deepspeed_config(preset, checkpoints_dir)
+    settings = dict(
         output_dir=str(checkpoints_dir),
         max_steps=stage.steps,
         per_device_train_batch_size=stage.batch_size,
@@ -60,11 +93,12 @@ def training_arguments(stage: StageConfig, preset: ModelPreset, checkpoints_dir:
         use_cpu=not cuda,
         bf16=cuda and preset.training.dtype == "bfloat16",
         # ZeRO only where there is a GPU to shard across; the plain Trainer on CPU.
-        deepspeed=preset.training.deepspeed if cuda and preset.training.deepspeed else None,
+        deepspeed=deepspeed,
         dataloader_num_workers=0,
         disable_tqdm=True,
-        **extra,
     )
+    # The caller's keywords win (the GPU benchmark logs every 10 steps and keeps one checkpoint).
+    return TrainingArguments(**{**settings, **extra})
 
 
 class MetricsCallback(TrainerCallback):

@@ -47,7 +47,10 @@ def main(job: DpoJob) -> dict:
     from transformers.utils import logging as hf_logging
     from trl import DPOConfig, DPOTrainer
 
-    from hkgai_pipelines.training.common import MetricsCallback, history_summary, latest_checkpoint, load_stage, train_reporting_failure
+    from hkgai_pipelines.training.common import (
+        MetricsCallback, deepspeed_config, history_summary, latest_checkpoint, load_stage, train_reporting_failure,
+    )
+    from hkgai_pipelines.training.deepspeed_resume import mark_universal_checkpointing
     from hkgai_pipelines.training.datasets import read_jsonl
     from hkgai_pipelines.training.quality import stage_perplexities
     from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
@@ -68,6 +71,7 @@ def main(job: DpoJob) -> dict:
             raise FileNotFoundError(f"sft checkpoint not found: {job.sft_model}")
         tokenizer = AutoTokenizer.from_pretrained(job.sft_model)
         model = AutoModelForCausalLM.from_pretrained(job.sft_model, dtype=torch.float32 if not torch.cuda.is_available() else "auto")
+        mark_universal_checkpointing(model)
         cuda = torch.cuda.is_available()
         config = DPOConfig(
             output_dir=str(checkpoints), max_steps=stage.steps, per_device_train_batch_size=stage.batch_size,
@@ -75,7 +79,7 @@ def main(job: DpoJob) -> dict:
             beta=stage.beta, max_length=preset.training.seq_len, save_steps=stage.save_steps, save_total_limit=2,
             logging_steps=max(1, min(10, stage.steps // 10 or 1)), report_to=[], seed=preset.training.seed,
             use_cpu=not cuda, bf16=cuda and preset.training.dtype == "bfloat16", gradient_checkpointing=False,
-            deepspeed=preset.training.deepspeed if cuda and preset.training.deepspeed else None,
+            deepspeed=deepspeed_config(preset, checkpoints),
             disable_tqdm=True, dataloader_num_workers=0,
         )
         client, run_id, _ = open_stage_run(job.tracking_uri, job.experiment, job.run_name, output, job.artifact_root)
