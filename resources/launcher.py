@@ -36,8 +36,8 @@ class LocalTrainingLauncher(TrainingLauncher):
     def launch(self, context: dg.AssetExecutionContext, module: str, job: dict, job_path: Path) -> dg.MaterializeResult:
         _write_job(job, job_path)
         command = training_command(module, str(job_path), self.gpus)
-        if command[0] == "python":
-            command[0] = sys.executable  # the interpreter of this environment, not PATH's
+        # The interpreter of this environment, not PATH's (torchrun is torch.distributed.run).
+        command = [sys.executable, *command[1:]] if command[0] == "python" else [sys.executable, "-m", "torch.distributed.run", *command[1:]]
         env = {k: v for k, v in os.environ.items() if k.startswith(("HKGAI_", "HF_", "TRANSFORMERS_", "PATH", "HOME", "OMP_", "MKL_"))}
         env.setdefault("HF_HUB_OFFLINE", "1")
         invocation = dg.PipesSubprocessClient().run(command=command, context=context, env=env)

@@ -113,3 +113,34 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
         assert "| held-out set | lang | before | after |" in metadata[stage]["perplexity_by_language"].value
     assert "sft_eval" in metadata["aligned_model"]["perplexity_by_language"].value
     assert "| pairs | reward accuracy | reward margin |" in metadata["aligned_model"]["dpo_rewards"].value
+
+
+@pytest.mark.timeout(600)
+def test_two_ranks_report_one_materialization_and_one_mlflow_run(tmp_path):
+    """torchrun with 2 processes (gloo on CPU, as --nproc_per_node=G on a GPU node): both ranks
+    train, only rank 0 speaks Pipes and MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from hkgai_pipelines.assets.models import base_model
+    from tests.test_training import _corpus, _preset_dir
+
+    config_dir = _preset_dir(tmp_path, **{"training.pretrain.steps": 4, "training.pretrain.save_steps": 50})
+    lake = tmp_path / "lake"
+    (lake / "cleaned").mkdir(parents=True)
+    _corpus(tmp_path).rename(lake / "cleaned" / "cleaned.parquet")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    resources = {
+        "pipeline_config": PipelineConfigResource(config_dir=str(config_dir), params_file=str(PROJECT_ROOT / "params.yaml")),
+        "lake": DataLakeResource(root=str(lake)),
+        "mlflow": MlflowResource(tracking_uri=tracking, artifact_location=(tmp_path / "art").as_uri()),
+        "training_launcher": LocalTrainingLauncher(gpus=2),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([base_model], instance=instance, resources=resources, selection=[base_model])
+        assert result.success
+        events = result.get_asset_materialization_events()
+        assert len(events) == 1 and events[0].step_materialization_data.materialization.metadata["steps"].value == 4
+    client = MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs([client.get_experiment_by_name("hkgai-v1").experiment_id])
+    assert [r.info.run_name for r in runs] == ["base_model"]
+    assert (lake / "models" / "base_model" / "latest" / "tokenizer.json").exists()

@@ -41,7 +41,6 @@ def _rewards(metrics: dict) -> dict:
 
 def main(job: DpoJob) -> dict:
     import torch
-    from dagster_pipes import open_dagster_pipes
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from transformers.utils import logging as hf_logging
@@ -53,13 +52,13 @@ def main(job: DpoJob) -> dict:
     from hkgai_pipelines.training.deepspeed_resume import mark_universal_checkpointing
     from hkgai_pipelines.training.datasets import read_jsonl
     from hkgai_pipelines.training.quality import stage_perplexities
-    from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
+    from hkgai_pipelines.training.runs import finish_stage, is_rank_zero, log_params, open_stage_pipes, open_stage_run
 
     import datasets
 
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    with open_dagster_pipes() as pipes:
+    with open_stage_pipes() as pipes:
         preset, stage, output, final_dir, checkpoints = load_stage(job, "dpo")
         records = read_jsonl(Path(job.dataset))
         columns = ("prompt", "chosen", "rejected")
@@ -98,7 +97,8 @@ def main(job: DpoJob) -> dict:
         quality_after = stage_perplexities(trainer.model, tokenizer, preset.training.seq_len, job.corpus, job.sft_dataset)
         on_train = _rewards(trainer.evaluate(eval_dataset=Dataset.from_list(train)))
         trainer.save_model(str(final_dir))
-        tokenizer.save_pretrained(final_dir)
+        if is_rank_zero():  # every rank holds the same tokenizer; one writes it
+            tokenizer.save_pretrained(final_dir)
         # trl counts the prompt, chosen and rejected tokens it has processed as `num_tokens`.
         counted = [h["num_tokens"] for h in callback.history if "num_tokens" in h]
         summary = {

@@ -37,7 +37,6 @@ class PretrainJob:
 
 def main(job: PretrainJob) -> dict:
     import pyarrow.parquet as pq
-    from dagster_pipes import open_dagster_pipes
     from transformers import PrinterCallback, Trainer
     from transformers.utils import logging as hf_logging
 
@@ -47,11 +46,11 @@ def main(job: PretrainJob) -> dict:
     )
     from hkgai_pipelines.training.data import BlockDataset, pack_corpus
     from hkgai_pipelines.training.quality import stage_perplexities
-    from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
+    from hkgai_pipelines.training.runs import finish_stage, is_rank_zero, log_params, open_stage_pipes, open_stage_run
     from hkgai_pipelines.training.tokenizer import deepseek_tokenizer, train_bpe_tokenizer
 
     hf_logging.disable_progress_bar()
-    with open_dagster_pipes() as pipes:
+    with open_stage_pipes() as pipes:
         preset, stage, output, final_dir, checkpoints = load_stage(job, "pretrain")
         docs = pq.read_table(job.corpus, columns=["id", "text", "lang"]).to_pylist()
         if len(docs) < 10:
@@ -60,19 +59,23 @@ def main(job: PretrainJob) -> dict:
 
         kind = preset.tokenizer["kind"]
         tokenizer_dir = output / "tokenizer"
-        if (tokenizer_dir / "tokenizer.json").exists():
+        # Every rank builds the same (deterministic) tokenizer; rank 0 writes it. It is read back
+        # only on resume, when a checkpoint proves the earlier attempt finished writing it.
+        save_dir = tokenizer_dir if is_rank_zero() else None
+        if (tokenizer_dir / "tokenizer.json").exists() and latest_checkpoint(checkpoints):
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)  # resume: the same vocabulary
         elif kind == "train_bpe":
-            tokenizer = train_bpe_tokenizer((d["text"] for d in docs), preset.tokenizer["vocab_size"], tokenizer_dir)
+            tokenizer = train_bpe_tokenizer((d["text"] for d in docs), preset.tokenizer["vocab_size"], save_dir)
         elif kind == "deepseek":
-            tokenizer = deepseek_tokenizer(tokenizer_dir)
+            tokenizer = deepseek_tokenizer(save_dir)
         else:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(preset.checkpoint)
-            tokenizer.save_pretrained(tokenizer_dir)
+            if save_dir:
+                tokenizer.save_pretrained(save_dir)
 
         resume_from = latest_checkpoint(checkpoints)
         model = prepare_for_training(build_model(preset, tokenizer), preset)
@@ -103,7 +106,8 @@ def main(job: PretrainJob) -> dict:
             pipes.log.info("pretrain.steps is 0: the loaded checkpoint is used as base_model as is")
             result = None
         trainer.save_model(str(final_dir))
-        tokenizer.save_pretrained(final_dir)
+        if is_rank_zero():  # every rank holds the same tokenizer; one writes it
+            tokenizer.save_pretrained(final_dir)
         quality_after = stage_perplexities(model, tokenizer, seq_len, job.corpus, job.sft_dataset)
         history = history_summary(callback)
         summary = {

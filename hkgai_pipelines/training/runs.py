@@ -1,13 +1,44 @@
-"""MLflow run bookkeeping for training stages: one run per stage output folder, reused when a
-killed run is resumed (the run id is kept beside the checkpoints)."""
+"""MLflow run and Dagster Pipes bookkeeping for training stages: one run per stage output
+folder, reused when a killed run is resumed (the run id is kept beside the checkpoints).
+
+Under torchrun every rank runs the entry point. Only global rank 0 talks to MLflow and Pipes:
+the ranks of a pod share its stdout (the Pipes message channel), and one stage is one MLflow run
+and one materialization however many GPUs trained it.
+"""
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class OtherRankClient:
+    """The MLflow client of ranks other than 0: every call is a no-op."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def open_stage_pipes():
+    """`open_dagster_pipes()` on rank 0; on other ranks the Pipes no-op context."""
+    from dagster_pipes import DagsterPipesWarning, open_dagster_pipes
+
+    if not is_rank_zero():
+        for key in [k for k in os.environ if k.startswith("DAGSTER_PIPES_")]:
+            del os.environ[key]
+        warnings.simplefilter("ignore", DagsterPipesWarning)
+    return open_dagster_pipes()
 
 
 def open_stage_run(tracking_uri: str, experiment: str, run_name: str, output_dir: Path, artifact_root: str | None = None):
     """(client, run_id, resumed): the stage's existing run when one was started for this folder."""
+    if not is_rank_zero():
+        return OtherRankClient(), None, False
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -47,6 +78,8 @@ def log_params(client, run_id: str, params: dict) -> None:
 def finish_stage(pipes, client, run_id: str, output_dir: Path, final_dir: Path, summary: dict, metrics: dict[str, float]) -> None:
     """Write summary.json, log the final metrics and the model to MLflow, close the run, and
     report the materialization through Pipes. Shared by pretrain, sft and dpo."""
+    if not is_rank_zero():
+        return
     import json
     import time
 

@@ -72,7 +72,6 @@ def answer_perplexity_by_language(model, encoded: list[dict], langs: list[str], 
 
 
 def main(job: SftJob) -> dict:
-    from dagster_pipes import open_dagster_pipes
     from transformers import AutoTokenizer, PrinterCallback, Trainer
     from transformers.utils import logging as hf_logging
 
@@ -82,10 +81,10 @@ def main(job: SftJob) -> dict:
     )
     from hkgai_pipelines.training.datasets import read_jsonl
     from hkgai_pipelines.training.quality import stage_perplexities
-    from hkgai_pipelines.training.runs import finish_stage, log_params, open_stage_run
+    from hkgai_pipelines.training.runs import finish_stage, is_rank_zero, log_params, open_stage_pipes, open_stage_run
 
     hf_logging.disable_progress_bar()
-    with open_dagster_pipes() as pipes:
+    with open_stage_pipes() as pipes:
         preset, stage, output, final_dir, checkpoints = load_stage(job, "sft")
         records = read_jsonl(Path(job.dataset))
         train = [r for r in records if r["split"] == "train"]
@@ -116,7 +115,8 @@ def main(job: SftJob) -> dict:
         trainer.remove_callback(PrinterCallback)
         train_reporting_failure(trainer, checkpoints, pipes, client, run_id, "SFT", resume_from)
         trainer.save_model(str(final_dir))
-        tokenizer.save_pretrained(final_dir)
+        if is_rank_zero():  # every rank holds the same tokenizer; one writes it
+            tokenizer.save_pretrained(final_dir)
         ppl_after = answer_perplexity_by_language(model, encoded_held, [r["lang"] for r in held], collator)
         quality_after = stage_perplexities(model, tokenizer, seq_len, job.corpus, None)
         summary = {
