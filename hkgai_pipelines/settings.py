@@ -41,6 +41,7 @@ class HkgaiSettings(BaseSettings):
     local_gpus: int = Field(0, description="GPUs for local training (0 = CPU; >1 uses torchrun).")
     k8s_namespace: str = Field("hkgai", description="Namespace of the training pods (production).")
     k8s_gpus: int = Field(1, description="GPUs per training pod (production).")
+    k8s_nodes: int = Field(1, description="Training nodes; above 1 a Kubeflow PyTorchJob of that many pods (production).")
     weaviate_url: str | None = Field(None, description="Weaviate endpoint (production vector store).")
     embedder_kind: str = Field("use", description="`use` (packaged multilingual USE v3) or `sentence_transformers`.")
     embedder_model_dir: str | None = Field(None, description="sentence-transformers model directory.")

@@ -71,7 +71,7 @@ def resources_for(profile: str | None = None, settings: HkgaiSettings | None = N
                 ui_url=settings.mlflow_ui_url,
             ),
             "training_launcher": K8sTrainingLauncher(
-                image=dg.EnvVar("HKGAI_TRAINING_IMAGE"), namespace=settings.k8s_namespace, gpus=settings.k8s_gpus,
+                image=dg.EnvVar("HKGAI_TRAINING_IMAGE"), namespace=settings.k8s_namespace, gpus=settings.k8s_gpus, nodes=settings.k8s_nodes,
                 home_mount=str(settings.home_dir),
             ),
             # A sentence-transformers directory baked into the image or on the shared volume.

@@ -2,8 +2,9 @@
 
 Both implementations take the same (module, job) and return the entry point's reported
 materialization: `LocalTrainingLauncher` runs it as a subprocess of this machine (CPU, or a
-local GPU through torchrun), `K8sTrainingLauncher` runs the same command in a GPU pod through
-dagster-k8s's PipesK8sClient with the pod spec from `training.pod_spec`.
+local GPU through torchrun), `K8sTrainingLauncher` runs the same command in a GPU pod (or a
+multi-node PyTorchJob) through `k8s_pipes.TrainingPipesK8sClient`, dagster-k8s's PipesK8sClient
+with a wait that cannot hang on a lost pod.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from hkgai_pipelines.training.pod_spec import GpuPodOptions, training_command, training_pod_spec
+from hkgai_pipelines.training.k8s_watch import WatchLimits
+from hkgai_pipelines.training.pod_spec import GpuPodOptions, multinode_command, training_command, training_pod_spec
 
 
 class TrainingLauncher(dg.ConfigurableResource):
@@ -45,17 +47,24 @@ class LocalTrainingLauncher(TrainingLauncher):
 
 
 class K8sTrainingLauncher(TrainingLauncher):
-    """Runs the same command in a GPU pod through dagster-k8s PipesK8sClient."""
+    """Runs the same entry point on Kubernetes: one pod with `gpus` GPUs (`torchrun
+    --nproc_per_node`), or with `nodes` > 1 a Kubeflow PyTorchJob of `nodes` such pods.
+    A pod that is deleted, evicted or fails ends the step within `poll_s` (see k8s_pipes)."""
 
     image: str
     namespace: str = "hkgai"
     gpus: int = 1
+    nodes: int = 1
     checkpoint_claim: str = "hkgai-home"
     home_mount: str = "/mnt/hkgai"
     node_selector: dict[str, str] = {"nvidia.com/gpu.present": "true"}
     env_from_secrets: list[str] = ["hkgai-mlflow", "hkgai-s3"]
-    #: Fail the run when the pod has not finished in this time (a deleted pod never finishes).
-    pod_wait_timeout_s: float = 6 * 3600
+    poll_s: float = 10.0
+    pending_timeout_s: float = 1800.0
+    #: Fail the run when training has not finished in this time.
+    run_timeout_s: float = 6 * 3600.0
+    #: Kube config: in-cluster when None (the Dagster run pod), else this kubeconfig file.
+    kubeconfig_file: str | None = None
 
     def options(self) -> GpuPodOptions:
         return GpuPodOptions(
@@ -66,17 +75,30 @@ class K8sTrainingLauncher(TrainingLauncher):
     def pod_spec(self) -> dict:
         return training_pod_spec(self.options())
 
-    def launch(self, context: dg.AssetExecutionContext, module: str, job: dict, job_path: Path) -> dg.MaterializeResult:
-        from dagster_k8s import PipesK8sClient
+    def limits(self) -> WatchLimits:
+        return WatchLimits(poll_s=self.poll_s, pending_timeout_s=self.pending_timeout_s, run_timeout_s=self.run_timeout_s)
 
-        _write_job(job, job_path)  # job_path is on the shared volume the pod mounts
-        invocation = PipesK8sClient().run(
-            context=context,
-            image=self.image,
-            command=training_command(module, str(job_path), self.gpus),
-            namespace=self.namespace,
-            base_pod_spec=self.pod_spec(),
-            base_pod_meta={"labels": {"app.kubernetes.io/part-of": "hkgai", "hkgai/stage": module.rsplit(".", 1)[-1]}},
-            pod_wait_timeout=self.pod_wait_timeout_s,
-        )
+    def client(self):
+        from hkgai_pipelines.resources.k8s_pipes import TrainingPipesK8sClient
+
+        if self.kubeconfig_file:
+            return TrainingPipesK8sClient(load_incluster_config=False, kubeconfig_file=self.kubeconfig_file, poll_interval=self.poll_s)
+        return TrainingPipesK8sClient(load_incluster_config=True, poll_interval=self.poll_s)
+
+    def command(self, module: str, job_path: Path) -> list[str]:
+        if self.nodes > 1:
+            return multinode_command(module, str(job_path), self.nodes, self.gpus)
+        return training_command(module, str(job_path), self.gpus)
+
+    def launch(self, context: dg.AssetExecutionContext, module: str, job: dict, job_path: Path) -> dg.MaterializeResult:
+        _write_job(job, job_path)  # job_path is on the shared volume every pod mounts
+        command = self.command(module, job_path)
+        if self.nodes > 1:
+            invocation = self.client().run_pytorchjob(context=context, options=self.options(), command=command, nodes=self.nodes, limits=self.limits())
+        else:
+            invocation = self.client().run_pod(
+                context=context, image=self.image, command=command, namespace=self.namespace, base_pod_spec=self.pod_spec(),
+                base_pod_meta={"labels": {"app.kubernetes.io/part-of": "hkgai", "hkgai/stage": module.rsplit(".", 1)[-1]}},
+                limits=self.limits(),
+            )
         return invocation.get_materialize_result()

@@ -1,8 +1,14 @@
-"""The Kubernetes pod spec a training stage runs in (one pod, G GPUs on one node).
+"""The Kubernetes objects a training stage runs in.
 
-Pure data: `training_pod_spec` returns the `spec` dict that dagster-k8s's PipesK8sClient merges
-with its own container (image, command, Pipes env). Tests validate it with kubernetes-validate
-for the target Kubernetes version.
+- one node, G GPUs: `training_pod_spec`, the `spec` dict that dagster-k8s's pod builder merges
+  with its own container (image, command, Pipes env), running `torchrun --nproc_per_node=G`;
+- N nodes x G GPUs: `pytorchjob`, a Kubeflow Training Operator `PyTorchJob` (kubeflow.org/v1)
+  with one Master and N-1 Workers built from the same pod spec. The operator gives every pod
+  PET_NODE_RANK, PET_MASTER_ADDR and PET_MASTER_PORT, which torchrun reads as its defaults.
+
+Pure data. Tests validate every pod spec with kubernetes-validate for the target Kubernetes
+version; the PyTorchJob's embedded pod templates are validated as pods, its own fields by test
+(its CRD schema is not available offline).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class GpuPodOptions:
     #: Secrets whose keys become environment variables (MLflow and S3 credentials).
     env_from_secrets: tuple[str, ...] = ("hkgai-mlflow", "hkgai-s3")
     service_account: str = "hkgai-training"
+    #: More (name, value) environment variables, e.g. a cluster's NCCL settings.
+    extra_env: tuple[tuple[str, str], ...] = ()
 
 
 def training_pod_spec(options: GpuPodOptions) -> dict:
@@ -45,6 +53,7 @@ def training_pod_spec(options: GpuPodOptions) -> dict:
             {"name": "HKGAI_PROFILE", "value": "production"},
             {"name": "HF_HUB_OFFLINE", "value": "1"},
             {"name": "NCCL_DEBUG", "value": "WARN"},
+            *({"name": name, "value": value} for name, value in options.extra_env),
         ],
         "envFrom": [{"secretRef": {"name": name}} for name in options.env_from_secrets],
         "volumeMounts": [
@@ -79,3 +88,47 @@ def full_pod(options: GpuPodOptions, command: list[str], name: str = "hkgai-trai
     spec = training_pod_spec(options)
     spec["containers"][0] = {**spec["containers"][0], "image": options.image, "command": command}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": options.namespace, "labels": {"app.kubernetes.io/part-of": "hkgai"}}, "spec": spec}
+
+
+#: The container name the Kubeflow Training Operator requires in PyTorchJob pods.
+PYTORCHJOB_CONTAINER = "pytorch"
+
+
+def multinode_command(module: str, job_path: str, nodes: int, gpus_per_node: int) -> list[str]:
+    """torchrun across nodes; rank, master address and port come from the operator's PET_* env."""
+    return ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={gpus_per_node}", "-m", module, "--job", job_path]
+
+
+def pytorchjob(options: GpuPodOptions, command: list[str], nodes: int, name: str, pipes_env: dict[str, str] | None = None) -> dict:
+    """A PyTorchJob of `nodes` pods with `options.gpus` GPUs each. `pipes_env` (the Dagster
+    Pipes bootstrap variables) goes to the Master only: rank 0 reports, the workers only train."""
+    if nodes < 2:
+        raise ValueError("a PyTorchJob is for 2 or more nodes; one node runs as a single pod")
+
+    def replica(count: int, extra_env: dict[str, str]) -> dict:
+        spec = training_pod_spec(options)
+        container = dict(spec["containers"][0])
+        container.update(
+            name=PYTORCHJOB_CONTAINER, image=options.image, command=list(command),
+            env=container["env"] + [{"name": k, "value": v} for k, v in extra_env.items()],
+            ports=[{"name": "pytorchjob-port", "containerPort": 23456}],
+        )
+        spec["containers"] = [container]
+        spec.pop("restartPolicy")  # set per replica below, as the operator expects
+        return {
+            "replicas": count,
+            "restartPolicy": "Never",  # a lost rank fails the job; Dagster's retry resumes it
+            "template": {"metadata": {"labels": {"app.kubernetes.io/part-of": "hkgai"}}, "spec": spec},
+        }
+
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": name, "namespace": options.namespace, "labels": {"app.kubernetes.io/part-of": "hkgai"}},
+        "spec": {
+            "nprocPerNode": str(options.gpus),
+            # All pods go when the job ends, whatever the outcome; no retry inside the job.
+            "runPolicy": {"cleanPodPolicy": "All", "backoffLimit": 0, "ttlSecondsAfterFinished": 3600},
+            "pytorchReplicaSpecs": {"Master": replica(1, pipes_env or {}), "Worker": replica(nodes - 1, {})},
+        },
+    }

@@ -1,0 +1,149 @@
+"""Dagster Pipes on Kubernetes for training: one GPU pod, or a multi-node PyTorchJob.
+
+`TrainingPipesK8sClient` is dagster-k8s's PipesK8sClient (its kube config loading, its Pipes
+context injector and pod-log message reader, its pod builder) with a different wait:
+
+- the Pipes messages are read from rank 0's log in a background thread, so a log stream that
+  stays open after its node died cannot block the run;
+- the pods themselves are polled (`training.k8s_watch.watch_pods`): deleted, evicted,
+  disrupted, failed or stuck pods fail the Dagster step with the reason within one poll
+  interval, and the asset's RetryPolicy resumes from the newest checkpoint on the shared volume;
+- whatever happens (success, failure, the run cancelled from the UI), the pod or the whole
+  PyTorchJob is deleted on the way out, so no rank keeps a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+from dagster import AssetExecutionContext, OpExecutionContext
+from dagster._core.pipes.client import PipesClientCompletedInvocation
+from dagster._core.pipes.utils import open_pipes_session
+from dagster_k8s import PipesK8sClient
+from dagster_k8s.client import DagsterKubernetesClient
+from dagster_k8s.pipes import PipesK8sPodLogsMessageReader, build_pod_body, get_pod_name
+
+from hkgai_pipelines.training.k8s_watch import TrainingPodError, WatchLimits, creation_tracker, watch_pods
+from hkgai_pipelines.training.pod_spec import GpuPodOptions, pytorchjob
+
+KUBEFLOW = ("kubeflow.org", "v1", "pytorchjobs")
+
+
+def _not_found(error: Exception) -> bool:
+    return getattr(error, "status", None) == 404
+
+
+class LogFollower:
+    """Feeds rank 0's log to the Pipes message reader on a daemon thread."""
+
+    def __init__(self, reader: PipesK8sPodLogsMessageReader, context, core_api, pod_name: str, namespace: str) -> None:
+        self.error: BaseException | None = None
+        self.pod_name = pod_name
+
+        def follow() -> None:
+            try:
+                reader.consume_pod_logs(context=context, core_api=core_api, pod_name=pod_name, namespace=namespace)
+            except BaseException as error:  # reported by join(), not lost on the thread
+                self.error = error
+
+        self.thread = threading.Thread(target=follow, name=f"pipes-logs-{pod_name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        """After the pods succeeded: the log must end soon (it holds the materialization)."""
+        if not self.thread.is_alive() and self.thread.ident is None:
+            raise TrainingPodError(f"the logs of {self.pod_name} were never followed")
+        self.thread.join(timeout_s)
+        if self.thread.is_alive():
+            raise TrainingPodError(f"the log of {self.pod_name} did not end within {timeout_s:.0f} s of the pod succeeding")
+        if self.error is not None:
+            raise TrainingPodError(f"reading the Pipes messages from {self.pod_name} failed: {self.error!r}")
+
+
+class TrainingPipesK8sClient(PipesK8sClient):
+    def _read_pod(self, core_api, name: str, namespace: str) -> dict | None:
+        try:
+            return json.loads(core_api.read_namespaced_pod(name, namespace, _preload_content=False).data)
+        except Exception as error:
+            if _not_found(error):
+                return None
+            raise
+
+    def _supervise(self, context, client, read: Callable[[], dict], log_pod: str, namespace: str,
+                   limits: WatchLimits, teardown: Callable[[], None]) -> None:
+        follower = LogFollower(self.message_reader, context, client.core_api, log_pod, namespace)
+        try:
+            watch_pods(read, limits, on_running=follower.start)
+            if follower.thread.ident is None:  # finished between two polls: read the whole log now
+                follower.start()
+            follower.join(timeout_s=max(60.0, 6 * limits.poll_s))
+        except TrainingPodError as error:
+            context.log.error(f"training stopped: {error}")
+            raise
+        finally:
+            teardown()
+
+    def run_pod(self, *, context: OpExecutionContext | AssetExecutionContext, image: str, command: Sequence[str], namespace: str,
+                base_pod_spec: Mapping, base_pod_meta: Mapping, limits: WatchLimits) -> PipesClientCompletedInvocation:
+        """One pod (G GPUs on one node), built by dagster-k8s's own pod builder."""
+        self._load_k8s_config()
+        client = DagsterKubernetesClient.production_client()
+        with open_pipes_session(context=context, context_injector=self.context_injector, message_reader=self.message_reader) as session:
+            name = get_pod_name(context.run_id, context.op.name)
+            body = build_pod_body(pod_name=name, image=image, command=list(command), env_vars=session.get_bootstrap_env_vars(),
+                                  base_pod_meta=base_pod_meta, base_pod_spec=base_pod_spec)
+            client.core_api.create_namespaced_pod(namespace, body)
+            context.log.info(f"created pod {namespace}/{name}")
+
+            def teardown() -> None:
+                try:
+                    client.core_api.delete_namespaced_pod(name, namespace)
+                except Exception as error:
+                    if not _not_found(error):
+                        context.log.warning(f"could not delete pod {name}: {error!r}")
+
+            observe = creation_tracker(created=(name,))
+            self._supervise(context, client, lambda: {name: observe(name, self._read_pod(client.core_api, name, namespace))},
+                            name, namespace, limits, teardown)
+        return PipesClientCompletedInvocation(session)
+
+    def run_pytorchjob(self, *, context: OpExecutionContext | AssetExecutionContext, options: GpuPodOptions, command: Sequence[str],
+                       nodes: int, limits: WatchLimits) -> PipesClientCompletedInvocation:
+        """N pods through the Kubeflow Training Operator; rank 0 (the Master) speaks Pipes."""
+        import kubernetes
+
+        self._load_k8s_config()
+        client = DagsterKubernetesClient.production_client()
+        custom = kubernetes.client.CustomObjectsApi(client.core_api.api_client)
+        namespace = options.namespace
+        with open_pipes_session(context=context, context_injector=self.context_injector, message_reader=self.message_reader) as session:
+            name = get_pod_name(context.run_id, context.op.name)
+            job = pytorchjob(options, list(command), nodes, name, pipes_env=dict(session.get_bootstrap_env_vars()))
+            custom.create_namespaced_custom_object(*KUBEFLOW[:2], namespace, KUBEFLOW[2], job)
+            context.log.info(f"created PyTorchJob {namespace}/{name}: {nodes} nodes x {options.gpus} GPUs")
+            # The operator names pods <job>-master-0 and <job>-worker-<i>.
+            pods = [f"{name}-master-0"] + [f"{name}-worker-{i}" for i in range(nodes - 1)]
+            observe = creation_tracker()
+
+            def read() -> dict:
+                try:
+                    custom.get_namespaced_custom_object(*KUBEFLOW[:2], namespace, KUBEFLOW[2], name)
+                except Exception as error:
+                    if _not_found(error):
+                        raise TrainingPodError(f"PyTorchJob {name} no longer exists: it was deleted before it finished") from None
+                    raise
+                return {pod: observe(pod, self._read_pod(client.core_api, pod, namespace)) for pod in pods}
+
+            def teardown() -> None:
+                try:  # cleanPodPolicy All: deleting the job deletes every rank's pod
+                    custom.delete_namespaced_custom_object(*KUBEFLOW[:2], namespace, KUBEFLOW[2], name)
+                except Exception as error:
+                    if not _not_found(error):
+                        context.log.warning(f"could not delete PyTorchJob {name}: {error!r}")
+
+            self._supervise(context, client, read, pods[0], namespace, limits, teardown)
+        return PipesClientCompletedInvocation(session)
