@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: venv demo test test-all ui clean
+.PHONY: venv demo test test-all ui clean k8s-render k8s-build
 
 venv: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ test-all: venv
 
 ui: venv
 	$(BIN)/hkgai ui
+
+# k8s/training/*.yaml are rendered from the launcher's code (tests keep them equal).
+k8s-render: venv
+	$(BIN)/python -m hkgai_pipelines.training.pod_spec k8s/training
+
+# What `kubectl apply -k` would send, for review (needs only kubectl, no cluster).
+k8s-build:
+	kubectl kustomize k8s/overlays/prod
 
 clean:
 	rm -rf .hkgai

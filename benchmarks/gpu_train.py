@@ -32,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -140,7 +141,8 @@ def worker(variant: Variant) -> None:
     emit(event="model", total_params=total, active_params=active, flops_per_token=per_token,
          conversations=conversations, rows=len(rows), seq_len=seq_len)
 
-    checkpoints = Path(variant.output_dir) / "checkpoints"
+    # Variants that only time steps never save; their Trainer output still needs a folder.
+    checkpoints = Path(variant.output_dir or tempfile.mkdtemp(prefix="gpu_train_")) / "checkpoints"
     resume_from = latest_checkpoint(checkpoints) if variant.resume else None
     deepspeed = None
     if variant.deepspeed and (cuda or os.environ.get("DS_ACCELERATOR") == "cpu"):

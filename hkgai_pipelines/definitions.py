@@ -17,11 +17,20 @@ ingest_sources_job = dg.define_asset_job(
     description="Ingest one source partition of raw_documents.",
 )
 
-#: Everything downstream of the raw sources, in one run.
+#: Everything downstream of the raw sources, in one run. On Kubernetes (K8sRunLauncher) the run
+#: pod orchestrates and curates; its training stages run in GPU pods of their own. The
+#: `hkgai/gpu` tag lets the QueuedRunCoordinator admit one training run at a time
+#: (k8s/dagster/values.yaml); locally both tags are ignored.
 build_downstream_job = dg.define_asset_job(
     "build_downstream",
     selection=dg.AssetSelection.all() - dg.AssetSelection.assets(raw_documents),
     description="Materialize every unpartitioned asset (and run its checks) from the ingested sources.",
+    tags={
+        "hkgai/gpu": "training",
+        "dagster-k8s/config": {
+            "container_config": {"resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "32Gi"}}},
+        },
+    },
 )
 
 defs = dg.Definitions(

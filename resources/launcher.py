@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from hkgai_pipelines.training.k8s_watch import WatchLimits
-from hkgai_pipelines.training.pod_spec import GpuPodOptions, multinode_command, training_command, training_pod_spec
+from hkgai_pipelines.training.pod_spec import TRAINING_LABELS, GpuPodOptions, multinode_command, training_command, training_pod_spec
 
 
 class TrainingLauncher(dg.ConfigurableResource):
@@ -98,7 +98,7 @@ class K8sTrainingLauncher(TrainingLauncher):
         else:
             invocation = self.client().run_pod(
                 context=context, image=self.image, command=command, namespace=self.namespace, base_pod_spec=self.pod_spec(),
-                base_pod_meta={"labels": {"app.kubernetes.io/part-of": "hkgai", "hkgai/stage": module.rsplit(".", 1)[-1]}},
+                base_pod_meta={"labels": {**TRAINING_LABELS, "hkgai/stage": module.rsplit(".", 1)[-1]}},
                 limits=self.limits(),
             )
         return invocation.get_materialize_result()

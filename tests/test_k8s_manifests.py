@@ -1,30 +1,108 @@
-"""Every manifest under k8s/ validates against the target Kubernetes schema, and the training
-pod template is exactly what the launcher's code renders."""
+"""Everything under k8s/ validates against the target Kubernetes schema; the overlays build with
+kustomize; the Helm values, the Dockerfile and the training examples agree with the code."""
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from hkgai_pipelines.training.pod_spec import GpuPodOptions, full_pod, training_command
+from hkgai_pipelines.settings import HkgaiSettings
+from hkgai_pipelines.training.pod_spec import example_objects
 
-K8S = Path(__file__).resolve().parent.parent / "k8s"
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "k8s"
 K8S_VERSION = "1.31.0"
 MANIFESTS = sorted(p for p in K8S.rglob("*.yaml") if p.name not in ("values.yaml", "kustomization.yaml"))
 
 
+def validate(document: dict) -> None:
+    """Core objects against the schema; a PyTorchJob (CRD, no schema offline) by its pod templates."""
+    if document["kind"] == "PyTorchJob":
+        assert document["apiVersion"] == "kubeflow.org/v1"
+        for role, replica in document["spec"]["pytorchReplicaSpecs"].items():
+            assert set(replica) == {"replicas", "restartPolicy", "template"}, role
+            template = replica["template"]
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"x-{role.lower()}", **template["metadata"]},
+                   "spec": {**template["spec"], "restartPolicy": replica["restartPolicy"]}}
+            kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    else:
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
 @pytest.mark.parametrize("path", MANIFESTS, ids=[str(p.relative_to(K8S)) for p in MANIFESTS])
 def test_manifest_validates(path):
-    for document in yaml.safe_load_all(path.read_text()):
-        if document:
-            kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert documents
+    for document in documents:
+        validate(document)
 
 
-def test_pod_template_matches_the_launcher_code():
-    rendered = full_pod(
-        GpuPodOptions(image="ghcr.io/hkgai/hkgai-pipelines:0.1.0"),
-        training_command("hkgai_pipelines.training.pretrain", "/mnt/hkgai/lake/models/base_model/current/job.json", 1),
-        name="hkgai-train-base-model",
-    )
-    assert yaml.safe_load((K8S / "training" / "pod-template.yaml").read_text()) == rendered
+@pytest.mark.parametrize("file_name", ["pod-template.yaml", "pytorchjob-2x8.yaml"])
+def test_training_examples_match_the_launcher_code(file_name):
+    """k8s/training/ documents what the launcher creates; `make k8s-render` rewrites it."""
+    assert yaml.safe_load((K8S / "training" / file_name).read_text()) == example_objects()[file_name]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed (Debian: apt install kubectl)")
+@pytest.mark.parametrize("overlay, namespace", [("dev", "hkgai-dev"), ("prod", "hkgai")])
+def test_overlay_builds_and_every_object_validates(overlay, namespace):
+    built = subprocess.run(["kubectl", "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, check=True).stdout
+    documents = [d for d in yaml.safe_load_all(built) if d]
+    kinds = sorted({d["kind"] for d in documents})
+    assert kinds == sorted({"Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "Service", "StatefulSet",
+                            "Deployment", "NetworkPolicy", *(["PodDisruptionBudget"] if overlay == "prod" else [])})
+    for document in documents:
+        validate(document)
+        if document["kind"] == "Namespace":
+            assert document["metadata"]["name"] == namespace
+        else:
+            assert document["metadata"]["namespace"] == namespace
+        spec = document.get("spec", {}).get("template", {}).get("spec")
+        if spec:  # every workload: non-root, no escalation, requests and memory limits
+            assert spec["securityContext"]["runAsNonRoot"] is True
+            for container in spec["containers"]:
+                assert container["securityContext"]["allowPrivilegeEscalation"] is False
+                assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    mlflow = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow")
+    assert mlflow["spec"]["replicas"] == (2 if overlay == "prod" else 1)
+    assert "--app-name=basic-auth" in mlflow["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_dagster_values_run_this_project_with_the_k8s_run_launcher():
+    values = yaml.safe_load((K8S / "dagster" / "values.yaml").read_text())
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["dagsterDaemon"]["enabled"] is True  # schedule and sensors
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    assert deployment["dagsterApiGrpcArgs"] == ["-m", "hkgai_pipelines.definitions"]
+    env = {e["name"]: e["value"] for e in deployment["env"]}
+    assert env["HKGAI_PROFILE"] == "production"
+    # Every HKGAI_ variable the chart sets is a setting the code reads.
+    fields = {f"HKGAI_{name.upper()}" for name in HkgaiSettings.model_fields} | {"HKGAI_TRAINING_IMAGE"}
+    assert {k for k in env if k.startswith("HKGAI_")} <= fields
+    rbac = [d for d in yaml.safe_load_all((K8S / "base" / "rbac.yaml").read_text()) if d]
+    bound = next(d for d in rbac if d["kind"] == "RoleBinding")["subjects"][0]["name"]
+    assert values["global"]["serviceAccountName"] == bound
+    volume = deployment["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert volume == "hkgai-home"
+
+
+def test_weaviate_values_need_a_key_and_a_version_with_aliases():
+    values = yaml.safe_load((K8S / "weaviate" / "values.yaml").read_text())
+    assert values["authentication"]["anonymous_access"]["enabled"] is False
+    assert values["authentication"]["apikey"]["enabled"] is True and values["authentication"]["apikey"]["allowed_keys"] == []
+    major, minor, _ = (int(x) for x in values["image"]["tag"].split("."))
+    assert (major, minor) >= (1, 32)
+
+
+def test_dockerfile_pins_its_base_and_runs_as_non_root():
+    text = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", text, re.M)[1]
+    assert base.startswith("nvidia/cuda:") and re.search(r":\d+\.\d+\.\d+-", base) and "latest" not in base
+    assert re.search(r"^USER 1000$", text, re.M)
+    assert "pip install torch==2.13.0" in text and '".[gpu]"' in text
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r"^gpu = \[", pyproject, re.M)

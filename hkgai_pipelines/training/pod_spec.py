@@ -60,14 +60,15 @@ def training_pod_spec(options: GpuPodOptions) -> dict:
             {"name": "hkgai-home", "mountPath": options.home_mount},
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
     }
     return {
         "serviceAccountName": options.service_account,
         "restartPolicy": "Never",
         "nodeSelector": dict(options.node_selector),
         "tolerations": [dict(t) for t in options.tolerations],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": [
             {"name": "hkgai-home", "persistentVolumeClaim": {"claimName": options.checkpoint_claim}},
@@ -87,8 +88,11 @@ def full_pod(options: GpuPodOptions, command: list[str], name: str = "hkgai-trai
     """The whole Pod object as PipesK8sClient would submit it (for validation and review)."""
     spec = training_pod_spec(options)
     spec["containers"][0] = {**spec["containers"][0], "image": options.image, "command": command}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": options.namespace, "labels": {"app.kubernetes.io/part-of": "hkgai"}}, "spec": spec}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": options.namespace, "labels": dict(TRAINING_LABELS)}, "spec": spec}
 
+
+#: Labels on every training pod; the NetworkPolicies in k8s/base select them.
+TRAINING_LABELS = {"app.kubernetes.io/part-of": "hkgai", "hkgai/role": "training"}
 
 #: The container name the Kubeflow Training Operator requires in PyTorchJob pods.
 PYTORCHJOB_CONTAINER = "pytorch"
@@ -118,7 +122,7 @@ def pytorchjob(options: GpuPodOptions, command: list[str], nodes: int, name: str
         return {
             "replicas": count,
             "restartPolicy": "Never",  # a lost rank fails the job; Dagster's retry resumes it
-            "template": {"metadata": {"labels": {"app.kubernetes.io/part-of": "hkgai"}}, "spec": spec},
+            "template": {"metadata": {"labels": dict(TRAINING_LABELS)}, "spec": spec},
         }
 
     return {
@@ -132,3 +136,42 @@ def pytorchjob(options: GpuPodOptions, command: list[str], nodes: int, name: str
             "pytorchReplicaSpecs": {"Master": replica(1, pipes_env or {}), "Worker": replica(nodes - 1, {})},
         },
     }
+
+
+EXAMPLE_IMAGE = "ghcr.io/hkgai/hkgai-pipelines:0.1.0"
+EXAMPLE_HEADERS = {
+    "pod-template.yaml": (
+        "# The single-node training pod the K8sTrainingLauncher submits through dagster-k8s (1 GPU shown),\n"
+        "# rendered from hkgai_pipelines/training/pod_spec.py by `make k8s-render`; tests keep the two equal\n"
+        "# and validate this file against the Kubernetes 1.31 schema. The launcher adds the Dagster Pipes\n"
+        "# environment; the image, command and GPU count come from its configuration.\n"
+    ),
+    "pytorchjob-2x8.yaml": (
+        "# The multi-node form (2 nodes x 8 GPUs): a Kubeflow Training Operator PyTorchJob, rendered from\n"
+        "# hkgai_pipelines/training/pod_spec.py by `make k8s-render`. Needs the training operator (v1 API)\n"
+        "# installed. The launcher adds the Pipes environment to the Master (rank 0) only.\n"
+    ),
+}
+
+
+def example_objects() -> dict[str, dict]:
+    """The objects behind k8s/training/*.yaml (documentation of what the launcher creates)."""
+    job = "/mnt/hkgai/lake/models/base_model/current/job.json"
+    return {
+        "pod-template.yaml": full_pod(GpuPodOptions(image=EXAMPLE_IMAGE), training_command("hkgai_pipelines.training.pretrain", job, 1),
+                                      name="hkgai-train-base-model"),
+        "pytorchjob-2x8.yaml": pytorchjob(GpuPodOptions(image=EXAMPLE_IMAGE, gpus=8),
+                                          multinode_command("hkgai_pipelines.training.pretrain", job, 2, 8), nodes=2, name="hkgai-train-base-model"),
+    }
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "k8s/training")
+    for file_name, obj in example_objects().items():
+        (folder / file_name).write_text(EXAMPLE_HEADERS[file_name] + yaml.safe_dump(obj, sort_keys=False))
+        print(f"wrote {folder / file_name}")

@@ -1,0 +1,47 @@
+# The project image: Dagster user code, run pods and GPU training pods all run it.
+#   docker build -t ghcr.io/hkgai/hkgai-pipelines:0.1.0 .
+# CUDA runtime base pinned by tag; torch's CUDA wheels bring their own CUDA libraries, the base
+# brings the driver-facing runtime pieces and cuDNN. Nothing is downloaded at run time.
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    DAGSTER_DISABLE_TELEMETRY=1 \
+    HKGAI_PROFILE=production \
+    HKGAI_HOME=/mnt/hkgai
+
+# python3-dev and g++: DeepSpeed compiles its ops just in time; git: DVC.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-dev g++ git ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /opt/hkgai
+COPY pyproject.toml constraints.txt README.md params.yaml ./
+COPY hkgai_pipelines ./hkgai_pipelines
+COPY assets ./assets
+COPY resources ./resources
+COPY configs ./configs
+
+# torch first, the CUDA build this time (the Makefile pins the CPU one for development); then
+# DeepSpeed from its source distribution against it; then the project with its GPU extra,
+# editable so that configs/ and the DeepSpeed configs resolve beside the code.
+# constraints.txt pins everything else to the versions the tests ran with.
+RUN pip install --upgrade pip setuptools wheel \
+ && pip install torch==2.13.0 \
+ && grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
+ && pip install --no-build-isolation -c /tmp/constraints.txt deepspeed \
+ && pip install -c /tmp/constraints.txt -e ".[gpu]" \
+ && python -c "import hkgai_pipelines.definitions"
+
+# Non-root, with the uid the pod securityContexts name.
+RUN useradd --uid 1000 --create-home hkgai && mkdir -p /mnt/hkgai && chown hkgai /mnt/hkgai
+USER 1000
+
+EXPOSE 3030
+CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "3030", "-m", "hkgai_pipelines.definitions"]
