@@ -282,10 +282,13 @@ def matmul_tflops() -> float | None:
 
 
 def print_table(rows: list[dict], results: dict, out: Path, info: dict, peak: float | None, t0: float) -> None:
-    print("\n| variant | tokens/s | MFU (989) | MFU (matmul) | step ms | peak GiB | error |")
-    print("|---|---|---|---|---|---|---|")
+    # The peer: the call's first variant (the eager expert loop, or the compiled one in --phase compile).
+    baseline = next((r["tokens_per_s"] for r in rows if r.get("tokens_per_s")), None)
+    print(f"\n| variant | tokens/s | x {rows[0]['variant'] if rows else ''} | MFU (989) | MFU (matmul) | step ms | peak GiB | error |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r.get('tokens_per_s', '-')} | {r.get('mfu_989', '-')} | {r.get('mfu_matmul', '-')} | "
+        ratio = f"{r['tokens_per_s'] / baseline:.2f}" if baseline and r.get("tokens_per_s") else "-"
+        print(f"| {r['variant']} | {r.get('tokens_per_s', '-')} | {ratio} | {r.get('mfu_989', '-')} | {r.get('mfu_matmul', '-')} | "
               f"{r.get('step_ms', '-')} | {r.get('peak_gib', '-')} | {(r.get('error') or '')[:60]} |")
     model = next((v["model"] for v in results.values() if v.get("model")), None)
     if model:

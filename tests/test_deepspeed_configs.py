@@ -24,14 +24,17 @@ def test_presets_point_at_existing_configs():
         assert path.exists(), path
 
 
-def test_trainer_config_fills_auto_values():
+@pytest.mark.parametrize("name", ["zero2.json", "zero3.json"])
+def test_trainer_config_fills_auto_values(name):
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
     from hkgai_pipelines.training.common import training_arguments
 
     preset = load_preset("gpu-h100")
-    args = training_arguments(preset.training.sft, preset, Path("/tmp/unused"))
-    config = HfTrainerDeepSpeedConfig(str(CONFIGS / "zero2.json"))
+    args = training_arguments(preset.training.sft, preset, Path("/tmp/unused"), deepspeed=None)
+    config = HfTrainerDeepSpeedConfig(str(CONFIGS / name))
     config.trainer_config_process(args)
-    assert config.config["train_micro_batch_size_per_gpu"] == preset.training.sft.batch_size
+    assert config.config["train_micro_batch_size_per_gpu"] == preset.training.sft.batch_size == 16
     assert config.config["gradient_accumulation_steps"] == 1
+    assert config.config["train_batch_size"] == preset.training.sft.batch_size * args.world_size
+    assert config.config["gradient_clipping"] == args.max_grad_norm
