@@ -1,2 +1,3 @@
-"""Evaluation: the model interface (`model`), likelihood scoring of labelled references
-(`likelihood`) and benchmark decontamination of training data (`decontamination`)."""
+"""Evaluation: the model interface (`model`), likelihood labels of an item's references
+(`likelihood`), instruction-attack transforms (`attacks`) and benchmark decontamination of
+training data (`decontamination`)."""
