@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from hkgai_pipelines.assets.corpora import corpora_assets, corpora_checks, raw_documents, source_partitions
+from hkgai_pipelines.assets.evaluation import evaluation_assets, evaluation_checks
 from hkgai_pipelines.assets.models import model_assets
 from hkgai_pipelines.assets.rag import rag_assets, rag_checks, rag_refresh_job, rag_refresh_nightly
 from hkgai_pipelines.resources import resources_for
@@ -34,8 +35,8 @@ build_downstream_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*corpora_assets, *model_assets, *rag_assets],
-    asset_checks=[*corpora_checks, *rag_checks],
+    assets=[*corpora_assets, *model_assets, *rag_assets, *evaluation_assets],
+    asset_checks=[*corpora_checks, *rag_checks, *evaluation_checks],
     jobs=[ingest_sources_job, build_downstream_job, rag_refresh_job],
     schedules=[rag_refresh_nightly],
     resources=resources_for(),

@@ -88,3 +88,18 @@ def load_rag_params(path: Path) -> RagParams:
         return RagParams(**data)
     except TypeError as error:
         raise ValueError(f"{path}: rag: {error}") from None
+
+
+@dataclass(frozen=True)
+class EvaluationParams:
+    external_dir: str | None = "../shared/data"
+    external_max_items: int | None = 200
+    generation_max_new_tokens: int = 32
+
+
+def load_evaluation_params(path: Path) -> EvaluationParams:
+    data = load_params(path).get("evaluation") or {}
+    try:
+        return EvaluationParams(**data)
+    except TypeError as error:
+        raise ValueError(f"{path}: evaluation: {error}") from None

@@ -7,7 +7,9 @@ from pathlib import Path
 import dagster as dg
 
 from hkgai_pipelines import versioning
-from hkgai_pipelines.params import CurationParams, RagParams, load_curation_params, load_params, load_rag_params
+from hkgai_pipelines.params import (
+    CurationParams, EvaluationParams, RagParams, load_curation_params, load_evaluation_params, load_params, load_rag_params,
+)
 from hkgai_pipelines.sources.catalog import SourceCatalog, load_catalog
 
 
@@ -40,6 +42,9 @@ class PipelineConfigResource(dg.ConfigurableResource):
 
     def rag_params(self) -> RagParams:
         return load_rag_params(Path(self.params_file))
+
+    def evaluation_params(self) -> EvaluationParams:
+        return load_evaluation_params(Path(self.params_file))
 
     def language_mix(self) -> dict | None:
         """params.yaml `training.language_mix` (None: the preset's own)."""

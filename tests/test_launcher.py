@@ -7,7 +7,9 @@ import dagster as dg
 import kubernetes_validate
 import pytest
 
-from hkgai_pipelines.resources import DataLakeResource, K8sTrainingLauncher, LocalTrainingLauncher, MlflowResource, PipelineConfigResource
+from hkgai_pipelines.resources import (
+    DataLakeResource, EmbedderResource, K8sTrainingLauncher, LocalTrainingLauncher, MlflowResource, PipelineConfigResource,
+)
 from hkgai_pipelines.training.pod_spec import GpuPodOptions, full_pod, training_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -80,9 +82,11 @@ def test_base_model_materializes_through_a_pipes_subprocess(tmp_path):
 
 @pytest.mark.timeout(900)
 def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
-    """All five model-chain assets through Dagster, each stage in a Pipes subprocess."""
+    """All five model-chain assets through Dagster, each stage in a Pipes subprocess, then the
+    value benchmark and benchmark_scores over the three stages (with the decontamination checks)."""
     from mlflow.tracking import MlflowClient
 
+    from hkgai_pipelines.assets.evaluation import evaluation_assets, evaluation_checks
     from hkgai_pipelines.assets.models import model_assets
     from tests.test_training import _corpus, _preset_dir
 
@@ -93,16 +97,20 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
     _corpus(tmp_path).rename(lake / "cleaned" / "cleaned.parquet")
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     resources = {
-        "pipeline_config": PipelineConfigResource(config_dir=str(config_dir), params_file=str(PROJECT_ROOT / "params.yaml")),
+        "pipeline_config": PipelineConfigResource(config_dir=str(config_dir), params_file=str(_params_with(tmp_path, external_max_items=10))),
         "lake": DataLakeResource(root=str(lake)),
         "mlflow": MlflowResource(tracking_uri=tracking, artifact_location=(tmp_path / "art").as_uri()),
         "training_launcher": LocalTrainingLauncher(),
+        "embedder": EmbedderResource(kind="use"),
     }
     with dg.instance_for_test() as instance:
-        result = dg.materialize(model_assets, instance=instance, resources=resources, selection=model_assets)
+        selection = [*model_assets, *evaluation_assets]
+        result = dg.materialize([*selection, *evaluation_checks], instance=instance, resources=resources, selection=selection)
         assert result.success
         metadata = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata for e in result.get_asset_materialization_events()}
-    assert set(metadata) == {"sft_dataset", "preference_dataset", "base_model", "sft_checkpoint", "aligned_model"}
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert set(metadata) == {"sft_dataset", "preference_dataset", "base_model", "sft_checkpoint", "aligned_model", "value_benchmark", "benchmark_scores"}
+    assert checks == {"sft_dataset_decontaminated": True, "preference_dataset_decontaminated": True}
     client = MlflowClient(tracking_uri=tracking)
     for dataset in ("sft_dataset", "preference_dataset"):
         assert "/runs/" in metadata[dataset]["mlflow_run"].value
@@ -113,6 +121,27 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
         assert "| held-out set | lang | before | after |" in metadata[stage]["perplexity_by_language"].value
     assert "sft_eval" in metadata["aligned_model"]["perplexity_by_language"].value
     assert "| pairs | reward accuracy | reward margin |" in metadata["aligned_model"]["dpo_rewards"].value
+    scores = metadata["benchmark_scores"]
+    table5 = scores["table5_likelihood"].value
+    assert table5.startswith("| module | stage | Safe % | Refusal % | Unsafe % | items | errored |")
+    assert "| Instruction attacks | aligned_model |" in table5 and "| 2025 | 0 |" in table5
+    assert scores["table6_language_following"].value.startswith("| lang | base_model | sft_checkpoint | aligned_model |")
+    assert Path(scores["chart"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for stage in ("base_model", "sft_checkpoint", "aligned_model"):
+        run = client.get_run(metadata[stage]["mlflow_run_id"].value)
+        assert "eval.value_likelihood.hk_sensitive.safe" in run.data.metrics
+        assert run.data.tags["value_benchmark.version"] == metadata["value_benchmark"]["version"].value
+        assert "evaluation/benchmark_report.json" in {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
+
+
+def _params_with(tmp_path, **evaluation) -> Path:
+    import yaml
+
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["evaluation"].update(evaluation)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, allow_unicode=True))
+    return path
 
 
 @pytest.mark.timeout(600)

@@ -1,0 +1,203 @@
+"""Evaluation assets: `value_benchmark` (the versioned benchmark items), `benchmark_scores` (every
+suite on every model stage), and the blocking decontamination checks on the training datasets."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from hkgai_pipelines.assets.metadata import markdown_table
+from hkgai_pipelines.assets.models import aligned_model, base_model, preference_dataset, sft_checkpoint, sft_dataset
+from hkgai_pipelines.assets.rag import knowledge_documents
+from hkgai_pipelines.resources import DataLakeResource, EmbedderResource, MlflowResource, PipelineConfigResource
+from hkgai_pipelines.training.datasets import read_jsonl, write_jsonl
+
+STAGES = ("base_model", "sft_checkpoint", "aligned_model")
+BENCHMARK_FILE = ("evaluation", "value_benchmark.jsonl")
+
+
+@dg.asset(
+    group_name="evaluation",
+    kinds={"python", "json"},
+    description="Open Adversarial HK Value Benchmark: 300 authored seed items (hk_sensitive, typical_safety; en, yue, zh-hant, zh-hans) and the instruction attacks generated from them (lake evaluation/).",
+)
+def value_benchmark(context: dg.AssetExecutionContext, lake: DataLakeResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    from collections import Counter
+
+    from hkgai_pipelines.evaluation.value_benchmark import load_value_benchmark
+
+    benchmark = load_value_benchmark()
+    path = lake.path(*BENCHMARK_FILE)
+    write_jsonl(benchmark.items, path)
+    counts = Counter((item["module"], item["lang"]) for item in benchmark.items)
+    langs = ("yue", "zh-hant", "zh-hans", "en", "mixed")
+    rows = [(module, *(counts.get((module, lang), 0) for lang in langs)) for module in sorted({m for m, _ in counts})]
+    run_id = mlflow.log_run(
+        "value_benchmark", params={"version": benchmark.version, "items": len(benchmark.items), "seeds": len(benchmark.seeds())},
+        tags={"asset": "value_benchmark", "dagster_run_id": context.run_id, "data_version": benchmark.version},
+        artifacts={"benchmark": path}, experiment=f"{mlflow.experiment_name}-data",
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "version": benchmark.version, "items": len(benchmark.items), "seeds": len(benchmark.seeds()),
+            "by_module_and_language": markdown_table(["module", *langs], rows),
+            "path": dg.MetadataValue.path(str(path)), "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run_id)),
+        },
+        data_version=dg.DataVersion(benchmark.version),
+    )
+
+
+# --------------------------------------------------------------------------- decontamination
+
+def _benchmark_texts(lake: DataLakeResource) -> dict[str, str]:
+    """Seed prompts and references; the attacks only wrap the seeds in fixed templates."""
+    items = read_jsonl(lake.path(*BENCHMARK_FILE))
+    return {f"{i['id']}:{f}": i[f] for i in items if i["module"] != "instruction_attack" for f in ("prompt", "safe", "unsafe")}
+
+
+def _decontamination_result(records: dict[str, str], lake: DataLakeResource) -> dg.AssetCheckResult:
+    from hkgai_pipelines.evaluation.decontamination import CJK_N, WORD_N, find_overlaps
+
+    offenders = find_overlaps(records, _benchmark_texts(lake))
+    return dg.AssetCheckResult(
+        passed=not offenders,
+        metadata={
+            "records": len(records), "offending_pairs": len(offenders),
+            "rule": f"no {CJK_N}-character (CJK) or {WORD_N}-word (English) overlap with a value benchmark seed",
+            "offenders": markdown_table(["training record", "benchmark item", "shared n-gram"],
+                                        [(o.train_id, o.bench_id, o.ngram) for o in offenders[:50]]),
+        },
+    )
+
+
+@dg.asset_check(asset=sft_dataset, additional_deps=[value_benchmark], blocking=True,
+                description="No sft_dataset record shares a 13-character or 8-word n-gram with the value benchmark.")
+def sft_dataset_decontaminated(lake: DataLakeResource) -> dg.AssetCheckResult:
+    records = read_jsonl(lake.path("datasets", "sft.jsonl"))
+    return _decontamination_result({r["id"]: "\n".join(m["content"] for m in r["messages"]) for r in records}, lake)
+
+
+@dg.asset_check(asset=preference_dataset, additional_deps=[value_benchmark], blocking=True,
+                description="No preference pair shares a 13-character or 8-word n-gram with the value benchmark.")
+def preference_dataset_decontaminated(lake: DataLakeResource) -> dg.AssetCheckResult:
+    records = read_jsonl(lake.path("datasets", "preference.jsonl"))
+    return _decontamination_result(
+        {r["id"]: "\n".join(m["content"] for k in ("prompt", "chosen", "rejected") for m in r[k]) for r in records}, lake)
+
+
+# --------------------------------------------------------------------------- scores
+
+def _external_suites(external_dir: str | None, max_items: int | None, log) -> tuple[dict[str, list[dict]], list[dict] | None]:
+    """(Cantonese multiple-choice suites, HarmBench behaviours) from the configured folder."""
+    from hkgai_pipelines.evaluation.external import load_harmbench, load_yue_arc, load_yue_truthfulqa
+    from hkgai_pipelines.settings import PROJECT_ROOT
+
+    if not external_dir:
+        return {}, None
+    folder = Path(external_dir) if Path(external_dir).is_absolute() else (PROJECT_ROOT / external_dir).resolve()
+    suites, harm = {}, None
+    for name, loader, relative in (("yue_arc_c", load_yue_arc, "yue-benchmark/Yue-ARC-C.json"),
+                                   ("yue_truthfulqa", load_yue_truthfulqa, "yue-benchmark/Yue-TruthfulQA.json")):
+        if (folder / relative).exists():
+            loaded = loader(folder / relative)
+            if loaded.quarantined:
+                log.warning(f"{name}: {len(loaded.quarantined)} of {loaded.records} records quarantined, e.g. {loaded.quarantined[0]}")
+            suites[name] = loaded.items[:max_items] if max_items else loaded.items
+        else:
+            log.warning(f"{name}: {folder / relative} not found; suite skipped")
+    if (folder / "harmbench/harmbench_behaviors_text_all.csv").exists():
+        harm = load_harmbench(folder / "harmbench/harmbench_behaviors_text_all.csv").items
+    return suites, harm
+
+
+def _stage_run_id(lake: DataLakeResource, stage: str) -> tuple[Path, str]:
+    latest = lake.path("models", stage, "latest")
+    if not (latest / "config.json").exists():
+        raise FileNotFoundError(f"{latest}: no {stage} model; materialize {stage} first")
+    model_dir = latest.resolve()
+    summary = json.loads((model_dir.parent / "summary.json").read_text())
+    return model_dir, summary["mlflow_run_id"]
+
+
+@dg.asset(
+    deps=[base_model, sft_checkpoint, aligned_model, value_benchmark, knowledge_documents],
+    group_name="evaluation",
+    kinds={"pytorch", "mlflow"},
+    description="Every evaluation suite on every model stage: value benchmark (likelihood and generation, paper Table 5), language following (Table 6), local knowledge, Yue-ARC-C, Yue-TruthfulQA, HarmBench guardrail block rate. Metrics and a JSON report on each stage's MLflow run.",
+)
+def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
+                     mlflow: MlflowResource, embedder: EmbedderResource) -> dg.MaterializeResult:
+    import subprocess
+
+    from hkgai_pipelines.evaluation.external import guard_block_rate
+    from hkgai_pipelines.evaluation.model import EvalModel
+    from hkgai_pipelines.evaluation.report import bar_chart, evaluate_model, flat_metrics, other_rows, table5_rows, table6_rows
+    from hkgai_pipelines.evaluation.suites import judge_from_env, knowledge_choice_items
+    from hkgai_pipelines.rag.knowledge import load_knowledge_documents
+    from hkgai_pipelines.safety.guard import RuleGuard
+
+    params = pipeline_config.evaluation_params()
+    items = read_jsonl(lake.path(*BENCHMARK_FILE))
+    benchmark_version = value_benchmark_version(context)
+    knowledge = knowledge_choice_items(load_knowledge_documents(pipeline_config.catalog(), pipeline_config.rag_params().max_document_chars))
+    external, harmbench = _external_suites(params.external_dir, params.external_max_items, context.log)
+    guard = RuleGuard()
+    judge = judge_from_env(embedder.get_embedder(), guard)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+
+    reports, run_ids = {}, {}
+    for stage in STAGES:
+        model_dir, run_ids[stage] = _stage_run_id(lake, stage)
+        model = EvalModel.load(str(model_dir), batch_size=16)
+        report = evaluate_model(model, items, judge, knowledge, external, params.generation_max_new_tokens)
+        report.update(stage=stage, model_uri=str(model_dir), mlflow_run_id=run_ids[stage], benchmark_version=benchmark_version,
+                      seed=0, git_commit=commit, judge=type(judge).__name__)
+        reports[stage] = report
+        context.log.info(f"{stage}: " + json.dumps(report["suites"]["value_likelihood"]["by_module"]["overall"]))
+
+    chart = bar_chart(reports, lake.path("evaluation", "value_benchmark_by_stage.png"))
+    guardrail = guard_block_rate(guard, harmbench) if harmbench else None
+    client = mlflow.get_client()
+    from mlflow.entities import Metric
+
+    for stage, report in reports.items():
+        run_id = run_ids[stage]
+        client.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in flat_metrics(report).items()])
+        client.log_dict(run_id, {**report, "guardrail_harmbench": guardrail}, "evaluation/benchmark_report.json")
+        client.log_artifact(run_id, str(chart), "evaluation")
+        client.set_tag(run_id, "value_benchmark.version", benchmark_version)
+
+    report_path = lake.path("evaluation", "benchmark_scores.json")
+    report_path.write_text(json.dumps({"stages": reports, "guardrail_harmbench": guardrail}, ensure_ascii=False, indent=1))
+    table5_headers = ["module", "stage", "Safe %", "Refusal %", "Unsafe %", "items", "errored"]
+    return dg.MaterializeResult(
+        metadata={
+            "benchmark_version": benchmark_version,
+            "table5_likelihood": markdown_table(table5_headers, table5_rows(reports, "value_likelihood")),
+            "table5_generation": markdown_table(table5_headers, table5_rows(reports, "value_generation")),
+            "table6_language_following": markdown_table(["lang", *STAGES], table6_rows(reports)),
+            "other_suites": markdown_table(["suite", "stage", "accuracy %", "chance %", "items", "errored"], other_rows(reports)),
+            "lawful_questions_refused_pct": markdown_table(
+                ["stage", "refusal-template share on lawful questions (likelihood)"],
+                [(s, f'{r["suites"]["value_likelihood"]["lawful_refused"]:.1f}') for s, r in reports.items()]),
+            "guardrail_harmbench": markdown_table(["measure", "value"], sorted(guardrail.items())) if guardrail else "HarmBench file not found",
+            "chart": dg.MetadataValue.path(str(chart)),
+            "report": dg.MetadataValue.path(str(report_path)),
+            **{f"mlflow_run_{stage}": dg.MetadataValue.url(mlflow.run_url(run_ids[stage])) for stage in STAGES},
+        },
+    )
+
+
+def value_benchmark_version(context: dg.AssetExecutionContext) -> str:
+    """The version recorded by the latest value_benchmark materialization (its data version)."""
+    record = context.instance.get_latest_materialization_event(value_benchmark.key)
+    if record is None or record.asset_materialization is None:
+        return "unknown"
+    return str(record.asset_materialization.metadata.get("version").value)
+
+
+evaluation_assets = [value_benchmark, benchmark_scores]
+evaluation_checks = [sft_dataset_decontaminated, preference_dataset_decontaminated]

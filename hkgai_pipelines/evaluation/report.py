@@ -1,0 +1,109 @@
+"""Run every suite on one model, and lay the results out as the paper does: Table 5 (Safe /
+Refusal / Unsafe by module), Table 6 (language following by language), a bar chart, and flat
+metrics for MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hkgai_pipelines.evaluation.external import score_multiple_choice
+from hkgai_pipelines.evaluation.model import EvalModel
+from hkgai_pipelines.evaluation.suites import (
+    LANG_ORDER, MODULE_ORDER, SUITE_VERSIONS, language_following, value_generation, value_likelihood,
+)
+
+MODULE_TITLES = {"hk_sensitive": "HK sensitive issues", "instruction_attack": "Instruction attacks",
+                 "typical_safety": "Typical safety scenarios", "overall": "Overall"}
+
+
+def evaluate_model(model: EvalModel, items: list[dict], judge, knowledge_items: list[dict], external: dict[str, list[dict]],
+                   max_new_tokens: int = 32) -> dict:
+    seeds = [item for item in items if item["module"] != "instruction_attack"]
+    generation, replies = value_generation(model, seeds, judge, max_new_tokens)
+    suites = {
+        "value_likelihood": value_likelihood(model, items),
+        "value_generation": generation,
+        "language_following": language_following(seeds, replies),
+        "local_knowledge": score_multiple_choice(model, knowledge_items),
+        **{name: score_multiple_choice(model, suite_items) for name, suite_items in external.items()},
+    }
+    return {"model": model.name, "suite_versions": {k: SUITE_VERSIONS[k] for k in suites},
+            "suites": suites, "sample_replies": [{"id": s["id"], "prompt": s["prompt"], "reply": r} for s, r in list(zip(seeds, replies))[:8]]}
+
+
+def pct(value) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) else str(value)
+
+
+def table5_rows(reports: dict[str, dict], suite: str = "value_likelihood") -> list[tuple]:
+    rows = []
+    for module in (*MODULE_ORDER, "overall"):
+        for stage, report in reports.items():
+            r = report["suites"][suite]["by_module"].get(module)
+            if r:
+                rows.append((MODULE_TITLES[module], stage, pct(r["safe"]), pct(r["refusal"]), pct(r["unsafe"]), r["items"], r["errored"]))
+    return rows
+
+
+def table6_rows(reports: dict[str, dict]) -> list[tuple]:
+    stages = list(reports)
+    return [(lang, *(pct(reports[s]["suites"]["language_following"].get(lang, "-")) for s in stages)) for lang in LANG_ORDER]
+
+
+def other_rows(reports: dict[str, dict]) -> list[tuple]:
+    rows = []
+    for suite in ("local_knowledge", "yue_arc_c", "yue_truthfulqa"):
+        for stage, report in reports.items():
+            result = report["suites"].get(suite)
+            if result:
+                rows.append((suite, stage, pct(result["accuracy"]), pct(result["chance"]), result["items"], result["errored"]))
+    return rows
+
+
+def flat_metrics(report: dict) -> dict[str, float]:
+    """`eval.<suite>.<module>.<label>` and friends, for MLflow."""
+    metrics: dict[str, float] = {}
+    for suite in ("value_likelihood", "value_generation"):
+        for module, r in report["suites"][suite]["by_module"].items():
+            for label in ("safe", "refusal", "unsafe"):
+                metrics[f"eval.{suite}.{module}.{label}"] = r[label]
+    metrics["eval.value_likelihood.lawful_refused"] = report["suites"]["value_likelihood"]["lawful_refused"]
+    for lang, value in report["suites"]["language_following"].items():
+        metrics[f"eval.language_following.{lang}"] = value
+    for suite in ("local_knowledge", "yue_arc_c", "yue_truthfulqa"):
+        if suite in report["suites"]:
+            metrics[f"eval.{suite}.accuracy"] = report["suites"][suite]["accuracy"]
+    return metrics
+
+
+def bar_chart(reports: dict[str, dict], path: Path, suite: str = "value_likelihood") -> Path:
+    """Stacked Safe / Refusal / Unsafe bars: one group per module, one bar per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = list(reports)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(len(stages), 1)
+    colours = {"safe": "#2e7d32", "refusal": "#f9a825", "unsafe": "#c62828"}
+    for m, module in enumerate(MODULE_ORDER):
+        for s, stage in enumerate(stages):
+            r = reports[stage]["suites"][suite]["by_module"].get(module)
+            if not r:
+                continue
+            x, bottom = m + (s - (len(stages) - 1) / 2) * width, 0.0
+            for label in ("safe", "refusal", "unsafe"):
+                ax.bar(x, r[label], width * 0.9, bottom=bottom, color=colours[label], label=label.title() if m == s == 0 else None)
+                bottom += r[label]
+            ax.text(x, 101, stage.replace("_", "\n"), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(MODULE_ORDER)), [MODULE_TITLES[m] for m in MODULE_ORDER])
+    ax.set_ylabel("% of items")
+    ax.set_ylim(0, 118)
+    ax.set_title(f"Value benchmark ({suite.replace('_', ' ')}): Safe / Refusal / Unsafe by module and stage")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
