@@ -134,15 +134,16 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
     from hkgai_pipelines.evaluation.report import bar_chart, evaluate_model, flat_metrics, other_rows, table5_rows, table6_rows
     from hkgai_pipelines.evaluation.suites import judge_from_env, knowledge_choice_items
     from hkgai_pipelines.rag.knowledge import load_knowledge_documents
-    from hkgai_pipelines.safety.guard import RuleGuard
+    from hkgai_pipelines.safety.classifier import load_guard
 
     params = pipeline_config.evaluation_params()
     items = read_jsonl(lake.path(*BENCHMARK_FILE))
     benchmark_version = value_benchmark_version(context)
     knowledge = knowledge_choice_items(load_knowledge_documents(pipeline_config.catalog(), pipeline_config.rag_params().max_document_chars))
     external, harmbench = _external_suites(params.external_dir, params.external_max_items, context.log)
-    guard = RuleGuard()
-    judge = judge_from_env(embedder.get_embedder(), guard)
+    sentence_embedder = embedder.get_embedder()
+    guard = load_guard(sentence_embedder, cache_dir=lake.path("cache"))
+    judge = judge_from_env(sentence_embedder, guard)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

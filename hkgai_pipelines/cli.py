@@ -177,15 +177,17 @@ def ingest(
 
 @app.command()
 def guard() -> None:
-    """Prompts on stdin, one a line -> one JSON a line: {"verdict": "allow"|"block", "category"}."""
-    from hkgai_pipelines.safety.guard import GuardInputError, RuleGuard
+    """Prompts on stdin, one a line -> one JSON a line: {"verdict": "allow"|"block", "category"}.
+    Rules, then the learned classifier (safety/classifier.py)."""
+    from hkgai_pipelines.safety.classifier import load_guard
+    from hkgai_pipelines.safety.guard import GuardInputError
 
-    rule_guard = RuleGuard()
+    hybrid = load_guard(cache_dir=_settings().home_dir / "cache")
     for number, line in _stdin_lines():
         try:
             if line is None:
                 raise GuardInputError("invalid UTF-8")
-            payload = rule_guard.check(line).to_json()
+            payload = hybrid.check(line).to_json()
         except GuardInputError as error:
             payload = {"verdict": "block", "category": None, "error": str(error)}
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
@@ -214,9 +216,13 @@ def ask(
 
     store_resource, embedder_resource, params, settings = _rag_runtime()
     generator, generator_note = (None, None) if extractive else resolve_generator(settings)
+    from hkgai_pipelines.safety.classifier import load_guard
+
+    embedder = embedder_resource.get_embedder()
     answerer = Answerer(
-        store=store_resource.get_store(), embedder=embedder_resource.get_embedder(), alias=store_resource.alias,
+        store=store_resource.get_store(), embedder=embedder, alias=store_resource.alias,
         generator=generator, alpha=params.alpha, min_similarity=params.min_answer_similarity,
+        guard=load_guard(embedder=embedder, cache_dir=settings.home_dir / "cache"),
     )
     try:
         result = answerer.ask(question)

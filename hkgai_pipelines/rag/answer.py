@@ -114,6 +114,7 @@ class Answerer:
     store: VectorStore
     embedder: Embedder
     alias: str
+    #: Any guard with `check(text) -> GuardVerdict`: RuleGuard, or the HybridGuard the CLI serves.
     guard: RuleGuard = field(default_factory=RuleGuard)
     generator: Generator | None = None
     k: int = 5

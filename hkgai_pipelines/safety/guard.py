@@ -53,6 +53,10 @@ class RuleGuard:
         ]
         self.categories = list(taxonomy["categories"])
 
+    def allowed(self, text: str) -> bool:
+        """Whether an allow pattern (a benign homonym) occurs in the text."""
+        return any(pattern.search(text) for pattern in self._allow)
+
     def check(self, text: str) -> GuardVerdict:
         if not isinstance(text, str) or not text.strip():
             raise GuardInputError("empty prompt")
