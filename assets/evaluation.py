@@ -161,6 +161,15 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
 
     chart = bar_chart(reports, lake.path("evaluation", "value_benchmark_by_stage.png"))
     guardrail = guard_block_rate(guard, harmbench) if harmbench else None
+    table5_headers = ["module", "stage", "Safe %", "Refusal %", "Unsafe %", "items", "errored"]
+    tables = {
+        "table5_likelihood": markdown_table(table5_headers, table5_rows(reports, "value_likelihood")),
+        "table5_generation": markdown_table(table5_headers, table5_rows(reports, "value_generation")),
+        "table6_language_following": markdown_table(["lang", *STAGES], table6_rows(reports)),
+        "other_suites": markdown_table(["suite", "stage", "accuracy %", "chance %", "items", "errored"], other_rows(reports)),
+    }
+    # The same tables as a Markdown artifact, readable in the MLflow UI beside the metrics.
+    tables_md = "\n\n".join(f"## {name}\n\n{table.value}" for name, table in tables.items())
     client = mlflow.get_client()
     from mlflow.entities import Metric
 
@@ -169,18 +178,15 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
         client.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in flat_metrics(report).items()])
         client.log_dict(run_id, {**report, "guardrail_harmbench": guardrail}, "evaluation/benchmark_report.json")
         client.log_artifact(run_id, str(chart), "evaluation")
+        client.log_text(run_id, tables_md, "evaluation/tables.md")
         client.set_tag(run_id, "value_benchmark.version", benchmark_version)
 
     report_path = lake.path("evaluation", "benchmark_scores.json")
     report_path.write_text(json.dumps({"stages": reports, "guardrail_harmbench": guardrail}, ensure_ascii=False, indent=1))
-    table5_headers = ["module", "stage", "Safe %", "Refusal %", "Unsafe %", "items", "errored"]
     return dg.MaterializeResult(
         metadata={
             "benchmark_version": benchmark_version,
-            "table5_likelihood": markdown_table(table5_headers, table5_rows(reports, "value_likelihood")),
-            "table5_generation": markdown_table(table5_headers, table5_rows(reports, "value_generation")),
-            "table6_language_following": markdown_table(["lang", *STAGES], table6_rows(reports)),
-            "other_suites": markdown_table(["suite", "stage", "accuracy %", "chance %", "items", "errored"], other_rows(reports)),
+            **tables,
             "lawful_questions_refused_pct": markdown_table(
                 ["stage", "refusal-template share on lawful questions (likelihood)"],
                 [(s, f'{r["suites"]["value_likelihood"]["lawful_refused"]:.1f}') for s, r in reports.items()]),

@@ -261,3 +261,24 @@ def test_openai_compatible_judge_against_a_local_endpoint():
         assert seen[0] == ("/v1/chat/completions", "Bearer k", "judge-model")
     finally:
         server.shutdown()
+
+
+def test_a_model_logged_to_mlflow_loads_by_its_runs_uri(taught_model, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path / "model"
+    taught_model.model.save_pretrained(folder)
+    taught_model.tokenizer.save_pretrained(folder)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    client.log_artifacts(run_id, str(folder), artifact_path="checkpoint")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    mlflow.set_tracking_uri(tracking)
+    loaded = EvalModel.load(f"runs:/{run_id}/checkpoint")
+    expected = taught_model.loglikelihood([(ITEMS[0]["prompt"], ITEMS[0]["safe"])])[0].logprob
+    assert loaded.loglikelihood([(ITEMS[0]["prompt"], ITEMS[0]["safe"])])[0].logprob == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ModelLoadError, match="could not be fetched from MLflow"):
+        EvalModel.load("runs:/0123456789abcdef/checkpoint")

@@ -131,7 +131,7 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
         run = client.get_run(metadata[stage]["mlflow_run_id"].value)
         assert "eval.value_likelihood.hk_sensitive.safe" in run.data.metrics
         assert run.data.tags["value_benchmark.version"] == metadata["value_benchmark"]["version"].value
-        assert "evaluation/benchmark_report.json" in {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
+        assert {"evaluation/benchmark_report.json", "evaluation/tables.md"} <= {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
 
 
 def _params_with(tmp_path, **evaluation) -> Path:
