@@ -274,6 +274,73 @@ def index_rollback(to: Annotated[str | None, typer.Option("--to", help="version 
     sys.stdout.write(f"{store_resource.alias}: {previous} -> {current}\n")
 
 
+def _model_registry():
+    """The registry of the current profile (MLflow from the settings, name from params.yaml)."""
+    from hkgai_pipelines.params import load_params
+    from hkgai_pipelines.registry.promotion import ModelRegistry
+    from hkgai_pipelines.resources import resources_for
+
+    settings = _settings()
+    mlflow = resources_for(settings=settings)["mlflow"]
+    params = load_params(settings.params_file).get("registry") or {}
+    return ModelRegistry(mlflow.get_client(), params.get("model_name", "hkgai-v1"), tracking_uri=mlflow.tracking_uri,
+                         auth_enabled=bool(params.get("auth_enabled", False)))
+
+
+def _registry_action(action) -> None:
+    from hkgai_pipelines.registry.promotion import PromotionError, RegistryUnavailable
+
+    try:
+        message = action()
+    except (PromotionError, RegistryUnavailable) as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    sys.stdout.write(message + "\n")
+
+
+@app.command()
+def approve(
+    version: Annotated[str, typer.Argument(help="model version to approve (the current candidate)")],
+    reviewer: Annotated[str, typer.Option("--reviewer", help="who approves")],
+    note: Annotated[str, typer.Option("--note", help="why")] = "",
+) -> None:
+    """Approve the candidate version, as setting review.status=approved in the MLflow UI does;
+    model_approval_sensor then promotes it to champion."""
+    registry = _model_registry()
+    _registry_action(lambda: (registry.approve(version, reviewer, note),
+                              f"{registry.name} v{version}: approved by {reviewer}; the approval sensor will make it champion")[1])
+
+
+@app.command()
+def reject(
+    version: Annotated[str, typer.Argument(help="model version to reject (the current candidate)")],
+    reviewer: Annotated[str, typer.Option("--reviewer", help="who rejects")],
+    note: Annotated[str, typer.Option("--note", help="why")] = "",
+) -> None:
+    """Reject the candidate version; model_approval_sensor removes `candidate` with an audit record."""
+    registry = _model_registry()
+    _registry_action(lambda: (registry.reject(version, reviewer, note),
+                              f"{registry.name} v{version}: rejected by {reviewer}; the approval sensor will close it")[1])
+
+
+@app.command()
+def rollback(
+    to: Annotated[str | None, typer.Option("--to", help="a former champion version (default: previous_champion)")] = None,
+    by: Annotated[str, typer.Option("--by", help="who rolls back")] = "",
+    note: Annotated[str, typer.Option("--note", help="why")] = "",
+) -> None:
+    """Move `champion` back, with an audit record."""
+    import getpass
+
+    registry = _model_registry()
+
+    def run() -> str:
+        record = registry.rollback(by or getpass.getuser(), to, note)
+        return f"{registry.name}: champion v{record.previous_champion} -> v{record.version} (audited, by {record.by})"
+
+    _registry_action(run)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     app()

@@ -6,6 +6,7 @@ import dagster as dg
 
 from hkgai_pipelines.assets.corpora import corpora_assets, corpora_checks, raw_documents, source_partitions
 from hkgai_pipelines.assets.evaluation import evaluation_assets, evaluation_checks
+from hkgai_pipelines.assets.registry import champion_model, model_approval_sensor, promote_champion_job, registry_assets, registry_checks
 from hkgai_pipelines.assets.models import model_assets
 from hkgai_pipelines.assets.rag import rag_assets, rag_checks, rag_refresh_job, rag_refresh_nightly
 from hkgai_pipelines.resources import resources_for
@@ -24,7 +25,8 @@ ingest_sources_job = dg.define_asset_job(
 #: (k8s/dagster/values.yaml); locally both tags are ignored.
 build_downstream_job = dg.define_asset_job(
     "build_downstream",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(raw_documents),
+    # champion_model moves only on a reviewer's decision (model_approval_sensor), never here.
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(raw_documents, champion_model),
     description="Materialize every unpartitioned asset (and run its checks) from the ingested sources.",
     tags={
         "hkgai/gpu": "training",
@@ -35,9 +37,10 @@ build_downstream_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*corpora_assets, *model_assets, *rag_assets, *evaluation_assets],
-    asset_checks=[*corpora_checks, *rag_checks, *evaluation_checks],
-    jobs=[ingest_sources_job, build_downstream_job, rag_refresh_job],
+    assets=[*corpora_assets, *model_assets, *rag_assets, *evaluation_assets, *registry_assets],
+    asset_checks=[*corpora_checks, *rag_checks, *evaluation_checks, *registry_checks],
+    jobs=[ingest_sources_job, build_downstream_job, rag_refresh_job, promote_champion_job],
     schedules=[rag_refresh_nightly],
+    sensors=[model_approval_sensor],
     resources=resources_for(),
 )

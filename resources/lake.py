@@ -46,6 +46,12 @@ class PipelineConfigResource(dg.ConfigurableResource):
     def evaluation_params(self) -> EvaluationParams:
         return load_evaluation_params(Path(self.params_file))
 
+    def registry_params(self) -> dict:
+        """params.yaml `registry`: model_name, auth_enabled, gates."""
+        data = dict(load_params(Path(self.params_file)).get("registry") or {})
+        return {"model_name": data.get("model_name", "hkgai-v1"), "auth_enabled": bool(data.get("auth_enabled", False)),
+                "gates": data.get("gates") or {}}
+
     def language_mix(self) -> dict | None:
         """params.yaml `training.language_mix` (None: the preset's own)."""
         return (load_params(Path(self.params_file)).get("training") or {}).get("language_mix")

@@ -80,7 +80,7 @@ def test_base_model_materializes_through_a_pipes_subprocess(tmp_path):
     assert (latest / "config.json").exists() and (latest / "tokenizer.json").exists()
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
     """All five model-chain assets through Dagster, each stage in a Pipes subprocess, then the
     value benchmark and benchmark_scores over the three stages (with the decontamination checks)."""
@@ -88,6 +88,7 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
 
     from hkgai_pipelines.assets.evaluation import evaluation_assets, evaluation_checks
     from hkgai_pipelines.assets.models import model_assets
+    from hkgai_pipelines.assets.registry import registered_model, registered_model_gates
     from tests.test_training import _corpus, _preset_dir
 
     config_dir = _preset_dir(tmp_path, **{"training.pretrain.steps": 6, "training.sft.steps": 6, "training.dpo.steps": 4,
@@ -97,20 +98,24 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
     _corpus(tmp_path).rename(lake / "cleaned" / "cleaned.parquet")
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     resources = {
-        "pipeline_config": PipelineConfigResource(config_dir=str(config_dir), params_file=str(_params_with(tmp_path, external_max_items=10))),
+        "pipeline_config": PipelineConfigResource(config_dir=str(config_dir), params_file=str(_params_with(
+            tmp_path, {"external_max_items": 10},
+            # Gates every model passes: this test is about the path, test_registry about the gates.
+            gates={"max_unsafe": {"hk_sensitive": 100.0}, "max_refusal": 100.0, "min_accuracy": {}}))),
         "lake": DataLakeResource(root=str(lake)),
         "mlflow": MlflowResource(tracking_uri=tracking, artifact_location=(tmp_path / "art").as_uri()),
         "training_launcher": LocalTrainingLauncher(),
         "embedder": EmbedderResource(kind="use"),
     }
     with dg.instance_for_test() as instance:
-        selection = [*model_assets, *evaluation_assets]
-        result = dg.materialize([*selection, *evaluation_checks], instance=instance, resources=resources, selection=selection)
+        selection = [*model_assets, *evaluation_assets, registered_model]
+        result = dg.materialize([*selection, *evaluation_checks, registered_model_gates], instance=instance, resources=resources, selection=selection)
         assert result.success
         metadata = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata for e in result.get_asset_materialization_events()}
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert set(metadata) == {"sft_dataset", "preference_dataset", "base_model", "sft_checkpoint", "aligned_model", "value_benchmark", "benchmark_scores"}
-    assert checks == {"sft_dataset_decontaminated": True, "preference_dataset_decontaminated": True}
+    assert set(metadata) == {"sft_dataset", "preference_dataset", "base_model", "sft_checkpoint", "aligned_model", "value_benchmark",
+                             "benchmark_scores", "registered_model"}
+    assert checks == {"sft_dataset_decontaminated": True, "preference_dataset_decontaminated": True, "registered_model_gates": True}
     client = MlflowClient(tracking_uri=tracking)
     for dataset in ("sft_dataset", "preference_dataset"):
         assert "/runs/" in metadata[dataset]["mlflow_run"].value
@@ -132,13 +137,28 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
         assert "eval.value_likelihood.hk_sensitive.safe" in run.data.metrics
         assert run.data.tags["value_benchmark.version"] == metadata["value_benchmark"]["version"].value
         assert {"evaluation/benchmark_report.json", "evaluation/tables.md"} <= {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
+    version = client.get_model_version("hkgai-v1", metadata["registered_model"]["version"].value)
+    assert version.tags["mlflow_run.aligned_model"] == metadata["aligned_model"]["mlflow_run_id"].value
+    assert version.tags["preset"] == "cpu-demo" and version.tags["git.commit"]
+    assert "## Intended use" in version.description and "| yue |" not in version.description.split("## Lineage")[1]
+    assert client.get_model_version_by_alias("hkgai-v1", "candidate").version == version.version
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    import pandas as pd
+
+    served = mlflow.pyfunc.load_model(f"models:/hkgai-v1/{version.version}").predict(pd.DataFrame({"prompt": ["How is the Chief Executive elected?"]}))
+    assert len(served) == 1 and isinstance(served[0], str)
 
 
-def _params_with(tmp_path, **evaluation) -> Path:
+def _params_with(tmp_path, evaluation: dict, gates: dict | None = None) -> Path:
     import yaml
 
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["evaluation"].update(evaluation)
+    if gates is not None:
+        params["registry"]["gates"] = gates
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, allow_unicode=True))
     return path

@@ -77,7 +77,11 @@ def test_approve_promote_reject_and_rollback_with_audit_records(registry):
     third = registry.register()
     registry.apply_gates(third, [])
     registry.reject(third, "carol", "too many refusals")
-    assert registry.alias("candidate") is None and registry.tags(third)["review.status"] == "rejected"
+    assert registry.pending_decisions()[-1][:2] == (third, "reject")
+    closed = registry.close_rejected(third, dagster_run_id="run-3")
+    assert (closed.by, closed.note) == ("carol", "too many refusals")
+    assert registry.alias("candidate") is None and registry.tags(third)["promotion.status"] == "rejected"
+    assert registry.pending_decisions() == []
 
     back = registry.rollback("ops", note="regression in production")
     assert back.version == first and registry.alias("champion") == first and registry.alias("previous_champion") == second

@@ -21,10 +21,19 @@ def _champion_dir(settings: HkgaiSettings) -> tuple[str, str] | None:
         version = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
     except MlflowException:
         return None
+    import mlflow
+    from pathlib import Path
+
     target = settings.home_dir / "serving" / str(version.version)
     target.mkdir(parents=True, exist_ok=True)
-    local = client.download_artifacts(version.run_id, "checkpoint", str(target))
-    return local, f"{REGISTERED_MODEL}/{version.version} (champion)"
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri or settings.tracking_uri)
+    # The version's source: a checkpoint directory, or the registered pyfunc whose artifact it is.
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target)))
+    for candidate in (local, local / "checkpoint", local / "artifacts" / "checkpoint"):
+        if (candidate / "config.json").exists():
+            return str(candidate), f"{REGISTERED_MODEL}/{version.version} (champion)"
+    return None
 
 
 def resolve_generator(settings: HkgaiSettings):

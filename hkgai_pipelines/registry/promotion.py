@@ -7,7 +7,7 @@ States of a model version, all in its tags and the registered model's aliases:
     candidate  --reviewer----> review.status=approved | rejected, review.by, review.note, review.at
     approved   --promote-----> audit record written, then `champion` moved (the old holder keeps
                                `previous_champion`), `candidate` removed, promotion.status=done
-    rejected   --------------> `candidate` removed, audit record
+    rejected   --close-------> audit record written, `candidate` removed
     champion   --rollback----> `champion` back to `previous_champion` (or a named version), audited
 
 Nothing here moves `champion` without an approval record: `promote` re-checks the gates, the
@@ -103,11 +103,16 @@ class ModelRegistry:
     def tags(self, version: str) -> dict[str, str]:
         return dict(self.version(version).tags)
 
-    def approved_candidates(self) -> list[str]:
-        """Approved versions not yet promoted or closed, oldest first (what the sensor acts on)."""
+    def pending_decisions(self) -> list[tuple[str, str, str]]:
+        """(version, "promote" | "reject", review.at) for reviewed versions not yet closed,
+        oldest first: what the approval sensor acts on."""
         versions = self._call(self.client.search_model_versions, f"name='{self.name}'")
-        found = [v for v in versions if v.tags.get("review.status") == "approved" and v.tags.get("promotion.status") not in ("done", "superseded")]
-        return [str(v.version) for v in sorted(found, key=lambda v: int(v.version))]
+        actions = {"approved": "promote", "rejected": "reject"}
+        found = [v for v in versions if v.tags.get("review.status") in actions and "promotion.status" not in v.tags]
+        return [(str(v.version), actions[v.tags["review.status"]], v.tags.get("review.at", "")) for v in sorted(found, key=lambda v: int(v.version))]
+
+    def approved_candidates(self) -> list[str]:
+        return [version for version, action, _ in self.pending_decisions() if action == "promote"]
 
     # ---------------------------------------------------------------- writing
 
@@ -143,13 +148,23 @@ class ModelRegistry:
             raise PromotionError(f"version {version} is already approved (by {tags.get('review.by')})")
         self._tag(version, {"review.status": "approved", "review.by": reviewer, "review.note": note, "review.at": now()})
 
-    def reject(self, version: str, reviewer: str, note: str = "", dagster_run_id: str | None = None) -> AuditRecord:
-        tags = self._check_reviewable(version, reviewer)
-        record = AuditRecord("reject", str(version), reviewer, now(), note, json.loads(tags.get("scores", "{}")), dagster_run_id)
+    def reject(self, version: str, reviewer: str, note: str = "") -> None:
+        """The reviewer's decision (what setting the tags in the MLflow UI does); the sensor's
+        run then closes it with `close_rejected`."""
+        self._check_reviewable(version, reviewer)
+        self._tag(version, {"review.status": "rejected", "review.by": reviewer, "review.note": note, "review.at": now()})
+
+    def close_rejected(self, version: str, dagster_run_id: str | None = None) -> AuditRecord:
+        """Audit a rejection, then remove `candidate` from the rejected version."""
+        tags = self.tags(version)
+        if tags.get("review.status") != "rejected" or not tags.get("review.by"):
+            raise PromotionError(f"version {version} has no rejection record")
+        record = AuditRecord("reject", str(version), tags["review.by"], now(), tags.get("review.note", ""),
+                             json.loads(tags.get("scores", "{}")), dagster_run_id)
         self._write_audit(version, record)
-        self._tag(version, {"review.status": "rejected", "review.by": reviewer, "review.note": note, "review.at": record.at,
-                            "promotion.status": "rejected"})
-        self._call(self.client.delete_registered_model_alias, self.name, CANDIDATE)
+        if self.alias(CANDIDATE) == str(version):
+            self._call(self.client.delete_registered_model_alias, self.name, CANDIDATE)
+        self._tag(version, {"promotion.status": "rejected", "promotion.at": record.at})
         return record
 
     def promote(self, version: str, dagster_run_id: str | None = None) -> AuditRecord:

@@ -1,0 +1,195 @@
+"""Registry assets: `registered_model` (aligned_model in the MLflow registry, with lineage and a
+model card), its blocking promotion gates, `champion_model` (moved only after a reviewer's
+decision) and the `model_approval_sensor` that turns decisions in MLflow into runs."""
+
+import getpass
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from hkgai_pipelines.assets.corpora import cleaned_corpus
+from hkgai_pipelines.assets.evaluation import STAGES, _stage_run_id, benchmark_scores, value_benchmark
+from hkgai_pipelines.assets.metadata import markdown_table
+from hkgai_pipelines.assets.models import aligned_model, preference_dataset, sft_dataset
+from hkgai_pipelines.resources import DataLakeResource, MlflowResource, PipelineConfigResource
+
+LATEST_VERSION_FILE = ("registry", "latest_version.json")
+
+
+def _registry(pipeline_config: PipelineConfigResource, mlflow: MlflowResource):
+    from hkgai_pipelines.registry.promotion import ModelRegistry
+
+    params = pipeline_config.registry_params()
+    return ModelRegistry(mlflow.get_client(), params["model_name"], tracking_uri=mlflow.tracking_uri, auth_enabled=params["auth_enabled"])
+
+
+def _data_version(context, asset) -> str:
+    record = context.instance.get_latest_materialization_event(asset.key)
+    if record is None or record.asset_materialization is None:
+        return "unknown"
+    return record.asset_materialization.tags.get("dagster/data_version", "unknown")
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@dg.asset(
+    deps=[aligned_model, benchmark_scores, cleaned_corpus, sft_dataset, preference_dataset, value_benchmark],
+    group_name="registry",
+    kinds={"mlflow"},
+    description="aligned_model logged to MLflow as a pyfunc serving its checkpoint (signature, input example, model card) and registered as a new version of the registered model (params.yaml registry.model_name), with lineage tags.",
+)
+def registered_model(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
+                     mlflow: MlflowResource) -> dg.MaterializeResult:
+    import mlflow as mlflow_lib
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from hkgai_pipelines.registry.serving import INPUT_EXAMPLE_PROMPTS, HkgaiChatModel, model_card
+
+    params = pipeline_config.registry_params()
+    name = params["model_name"]
+    run_ids = {stage: _stage_run_id(lake, stage)[1] for stage in STAGES}
+    checkpoint = _stage_run_id(lake, "aligned_model")[0]
+    scores = json.loads(lake.path("evaluation", "benchmark_scores.json").read_text())
+    aligned_report = scores["stages"]["aligned_model"]
+    lineage = {
+        "git.commit": _git_commit(), "dagster.run_id": context.run_id, "preset": pipeline_config.preset,
+        **{f"data_version.{a.key.to_user_string()}": _data_version(context, a) for a in (cleaned_corpus, sft_dataset, preference_dataset, value_benchmark)},
+        **{f"mlflow_run.{stage}": run_id for stage, run_id in run_ids.items()},
+    }
+    registrant = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    from hkgai_pipelines.evaluation.report import other_rows, table5_rows, table6_rows
+
+    reports = scores["stages"]
+    tables = "\n\n".join([
+        markdown_table(["module", "stage", "Safe %", "Refusal %", "Unsafe %", "items", "errored"], table5_rows(reports)).value,
+        markdown_table(["lang", *STAGES], table6_rows(reports)).value,
+        markdown_table(["suite", "stage", "accuracy %", "chance %", "items", "errored"], other_rows(reports)).value,
+    ])
+    card = model_card(name=name, preset=pipeline_config.preset,
+                      sources=[(s.name, s.licence) for s in pipeline_config.catalog().sources],
+                      tables=tables, guardrail=scores.get("guardrail_harmbench"), lineage=lineage,
+                      gate_thresholds=json.dumps(params["gates"], indent=1))
+    mlflow_lib.set_tracking_uri(mlflow.tracking_uri)
+    mlflow_lib.set_registry_uri(mlflow.registry_uri or mlflow.tracking_uri)
+    example = pd.DataFrame({"prompt": INPUT_EXAMPLE_PROMPTS})
+    with mlflow_lib.start_run(experiment_id=mlflow.experiment_id(), run_name="registered_model", tags=lineage) as run:
+        info = mlflow_lib.pyfunc.log_model(
+            name="model", python_model=HkgaiChatModel(), artifacts={"checkpoint": str(checkpoint)},
+            signature=infer_signature(example, ["reply"] * len(example)), input_example=example,
+        )
+        mlflow_lib.log_text(card, "model_card.md")
+        mlflow_lib.log_dict(aligned_report, "benchmark_report.json")
+    version = mlflow_lib.register_model(info.model_uri, name, tags={
+        **lineage, "registered.by": registrant, "mlflow_run.registered_model": run.info.run_id,
+        "scores": json.dumps(aligned_report["suites"]["value_likelihood"]["by_module"]["overall"]),
+    })
+    mlflow.get_client().update_model_version(name, version.version, description=card)
+    lake.path(*LATEST_VERSION_FILE).parent.mkdir(parents=True, exist_ok=True)
+    lake.path(*LATEST_VERSION_FILE).write_text(json.dumps({"name": name, "version": str(version.version), "run_id": run.info.run_id}))
+    return dg.MaterializeResult(
+        metadata={
+            "registered_model": name, "version": str(version.version), "model_uri": f"models:/{name}/{version.version}",
+            "registered_by": registrant, "lineage": markdown_table(["item", "value"], sorted(lineage.items())),
+            "model_card": dg.MetadataValue.md(card), "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run.info.run_id)),
+        },
+        data_version=dg.DataVersion(f"{name}/{version.version}"),
+    )
+
+
+@dg.asset_check(asset=registered_model, blocking=True, description="Promotion gates (params.yaml registry.gates): pass -> alias candidate and review.status=pending; fail -> gate=failed with the reasons and no alias.")
+def registered_model_gates(pipeline_config: PipelineConfigResource, lake: DataLakeResource, mlflow: MlflowResource) -> dg.AssetCheckResult:
+    from hkgai_pipelines.registry.gates import GateThresholds, evaluate_gates, gated_figures
+
+    registry = _registry(pipeline_config, mlflow)
+    latest = json.loads(lake.path(*LATEST_VERSION_FILE).read_text())
+    thresholds = GateThresholds.from_dict(pipeline_config.registry_params()["gates"])
+    report = json.loads(lake.path("evaluation", "benchmark_scores.json").read_text())["stages"]["aligned_model"]
+    champion = registry.alias("champion")
+    champion_report = None
+    if champion:
+        champion_run = registry.tags(champion).get("mlflow_run.registered_model")
+        if champion_run:
+            path = mlflow.get_client().download_artifacts(champion_run, "benchmark_report.json", str(lake.path("registry")))
+            champion_report = json.loads(Path(path).read_text())
+    failures = evaluate_gates(report, thresholds, champion_report)
+    registry.apply_gates(latest["version"], failures)
+    figures = gated_figures(report, thresholds)
+    return dg.AssetCheckResult(
+        passed=not failures,
+        metadata={
+            "version": latest["version"], "compared_with_champion": champion or "none",
+            "figures": markdown_table(["figure", "value"], sorted((k, "-" if v is None else f"{v:.1f}") for k, v in figures.items())),
+            "failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures) or "none"),
+        },
+    )
+
+
+class ChampionDecision(dg.Config):
+    version: str
+    #: "promote" (an approval) or "reject" (close a rejection); set by model_approval_sensor.
+    action: str = "promote"
+
+
+@dg.asset(
+    deps=[registered_model],
+    group_name="registry",
+    kinds={"mlflow"},
+    description="The reviewed decision applied: an approved candidate becomes `champion` (the previous holder keeps `previous_champion`), or a rejected one loses `candidate`; the audit record goes to MLflow and here. Launched by model_approval_sensor, never by the demo.",
+)
+def champion_model(context: dg.AssetExecutionContext, config: ChampionDecision, pipeline_config: PipelineConfigResource,
+                   mlflow: MlflowResource) -> dg.MaterializeResult:
+    registry = _registry(pipeline_config, mlflow)
+    if config.action == "promote":
+        record = registry.promote(config.version, dagster_run_id=context.run_id)
+    elif config.action == "reject":
+        record = registry.close_rejected(config.version, dagster_run_id=context.run_id)
+    else:
+        raise ValueError(f"unknown action {config.action!r}; expected promote or reject")
+    audit = record.to_json()
+    return dg.MaterializeResult(
+        metadata={
+            "action": record.action, "version": record.version, "reviewer": record.by, "at": record.at,
+            "note": record.note or "-", "previous_champion": record.previous_champion or "-",
+            "champion": registry.alias("champion") or "-", "scores_seen": dg.MetadataValue.json(record.scores),
+            "audit_record": dg.MetadataValue.json(audit),
+        },
+    )
+
+
+promote_champion_job = dg.define_asset_job("promote_champion", selection=[champion_model],
+                                           description="Apply one reviewed decision (run by model_approval_sensor).")
+
+
+@dg.sensor(job=promote_champion_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Finds versions a reviewer approved or rejected in MLflow (tag review.status) and launches one promote_champion run per decision.")
+def model_approval_sensor(context: dg.SensorEvaluationContext, pipeline_config: PipelineConfigResource, mlflow: MlflowResource):
+    registry = _registry(pipeline_config, mlflow)
+    # Cursor: the review time of every decision already launched, by version; a decision is
+    # launched once, and the run key makes a repeat a no-op even if the cursor were lost.
+    seen = json.loads(context.cursor) if context.cursor else {}
+    requests = []
+    for version, action, reviewed_at in registry.pending_decisions():
+        if seen.get(version) == reviewed_at:
+            continue
+        seen[version] = reviewed_at
+        requests.append(dg.RunRequest(
+            run_key=f"{action}-v{version}-{reviewed_at}",
+            run_config={"ops": {"champion_model": {"config": {"version": version, "action": action}}}},
+            tags={"hkgai/decision": action, "hkgai/model_version": version},
+        ))
+    context.update_cursor(json.dumps(seen, sort_keys=True))
+    return requests or dg.SkipReason("no new review decisions in MLflow")
+
+
+registry_assets = [registered_model, champion_model]
+registry_checks = [registered_model_gates]

@@ -1,0 +1,108 @@
+"""The registry's Dagster side: the gate check, model_approval_sensor ticks, champion_model
+runs, and the approve / reject / rollback commands, all on a real SQLite MLflow registry."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from typer.testing import CliRunner
+
+from hkgai_pipelines.assets.registry import champion_model, model_approval_sensor, registered_model_gates
+from hkgai_pipelines.cli import app
+from hkgai_pipelines.registry.promotion import ModelRegistry
+from hkgai_pipelines.resources import DataLakeResource, resources_for
+from tests.test_registry import _report
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def setup(hkgai_home):
+    """The local profile's resources with two registered versions (v1, v2) of hkgai-v1."""
+    resources = resources_for("local")
+    client = resources["mlflow"].get_client()
+    experiment = resources["mlflow"].experiment_id()
+    client.create_registered_model("hkgai-v1")
+    for _ in range(2):
+        run_id = client.create_run(experiment).info.run_id
+        client.create_model_version("hkgai-v1", f"runs:/{run_id}/model", run_id=run_id, tags={"registered.by": "pipeline", "scores": "{}"})
+    registry = ModelRegistry(client, "hkgai-v1", tracking_uri=resources["mlflow"].tracking_uri)
+    return resources, registry
+
+
+def _tick(resources, cursor=None):
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                          resources={"pipeline_config": resources["pipeline_config"], "mlflow": resources["mlflow"]})
+        return model_approval_sensor(context), context.cursor
+
+
+def _run_decision(resources, request) -> dict:
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([champion_model], instance=instance, resources=resources, run_config=request.run_config)
+        assert result.success
+        return {k: v.value for k, v in result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata.items()}
+
+
+def _write_lake(resources, version: str, report: dict) -> DataLakeResource:
+    lake = resources["lake"]
+    lake.path("registry").mkdir(parents=True, exist_ok=True)
+    lake.path("registry", "latest_version.json").write_text(json.dumps({"name": "hkgai-v1", "version": version}))
+    lake.path("evaluation").mkdir(parents=True, exist_ok=True)
+    lake.path("evaluation", "benchmark_scores.json").write_text(json.dumps({"stages": {"aligned_model": report}}))
+    return lake
+
+
+def test_gate_check_passes_into_candidate_and_fails_with_reasons(setup):
+    resources, registry = setup
+    lake = _write_lake(resources, "1", _report(unsafe=60.0))
+    failed = registered_model_gates(pipeline_config=resources["pipeline_config"], lake=lake, mlflow=resources["mlflow"])
+    assert not failed.passed and "Unsafe 60.0% in hk_sensitive exceeds the limit of 45.0%" in failed.metadata["failures"].value
+    assert registry.tags("1")["gate"] == "failed" and registry.alias("candidate") is None
+    lake = _write_lake(resources, "2", _report())
+    passed = registered_model_gates(pipeline_config=resources["pipeline_config"], lake=lake, mlflow=resources["mlflow"])
+    assert passed.passed and registry.alias("candidate") == "2" and registry.tags("2")["review.status"] == "pending"
+
+
+def test_approval_sensor_launches_one_run_per_decision_and_none_on_the_next_tick(setup):
+    resources, registry = setup
+    registry.apply_gates("1", [])
+    assert isinstance(_tick(resources)[0], dg.SkipReason)
+
+    result = runner.invoke(app, ["approve", "1", "--reviewer", "alice", "--note", "scores reviewed"])
+    assert result.exit_code == 0 and "approved by alice" in result.stdout
+    requests, cursor = _tick(resources)
+    assert [r.run_config["ops"]["champion_model"]["config"] for r in requests] == [{"version": "1", "action": "promote"}]
+    assert isinstance(_tick(resources, cursor)[0], dg.SkipReason)  # same decision, no second run
+
+    metadata = _run_decision(resources, requests[0])
+    assert (metadata["action"], metadata["version"], metadata["reviewer"], metadata["champion"]) == ("promote", "1", "alice", "1")
+    assert metadata["audit_record"]["note"] == "scores reviewed"
+    assert registry.alias("champion") == "1"
+
+    registry.apply_gates("2", [])
+    result = runner.invoke(app, ["reject", "2", "--reviewer", "bob", "--note", "refuses too much"])
+    assert result.exit_code == 0
+    requests, cursor = _tick(resources, cursor)
+    assert [r.run_config["ops"]["champion_model"]["config"] for r in requests] == [{"version": "2", "action": "reject"}]
+    metadata = _run_decision(resources, requests[0])
+    assert (metadata["action"], metadata["reviewer"], metadata["champion"]) == ("reject", "bob", "1")
+    assert registry.alias("candidate") is None
+
+
+def test_cli_refusals_and_rollback(setup):
+    resources, registry = setup
+    registry.apply_gates("1", ["Unsafe too high"])
+    result = runner.invoke(app, ["approve", "1", "--reviewer", "alice"])
+    assert result.exit_code == 1 and "did not pass the gates" in result.output
+    result = runner.invoke(app, ["rollback", "--by", "ops"])
+    assert result.exit_code == 1 and "no previous champion" in result.output
+    for version in ("1", "2"):
+        registry.client.set_model_version_tag("hkgai-v1", version, "gate", "passed")
+        registry.client.set_registered_model_alias("hkgai-v1", "candidate", version)
+        registry.approve(version, "alice")
+        registry.promote(version)
+    result = runner.invoke(app, ["rollback", "--by", "ops", "--note", "bad answers"])
+    assert result.exit_code == 0 and "champion v2 -> v1" in result.stdout
+    assert registry.alias("champion") == "1"
