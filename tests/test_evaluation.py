@@ -282,3 +282,13 @@ def test_a_model_logged_to_mlflow_loads_by_its_runs_uri(taught_model, tmp_path, 
     assert loaded.loglikelihood([(ITEMS[0]["prompt"], ITEMS[0]["safe"])])[0].logprob == pytest.approx(expected, abs=1e-4)
     with pytest.raises(ModelLoadError, match="could not be fetched from MLflow"):
         EvalModel.load("runs:/0123456789abcdef/checkpoint")
+
+
+def test_find_model_dir_in_a_pyfunc_layout(tmp_path):
+    from hkgai_pipelines.evaluation.model import find_model_dir
+
+    (tmp_path / "artifacts" / "final").mkdir(parents=True)
+    (tmp_path / "MLmodel").write_text("flavors: {}")
+    assert find_model_dir(tmp_path) is None
+    (tmp_path / "artifacts" / "final" / "config.json").write_text("{}")
+    assert find_model_dir(tmp_path) == tmp_path / "artifacts" / "final"

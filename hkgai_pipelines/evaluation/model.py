@@ -55,6 +55,14 @@ def request_error(text, max_chars: int = MAX_PROMPT_CHARS) -> str | None:
     return None
 
 
+def find_model_dir(local: Path) -> Path | None:
+    """The checkpoint inside a downloaded artifact: the folder itself, its `checkpoint/`, or the
+    artifact directory of a registered pyfunc (`artifacts/<name>/`, named after the source)."""
+    local = Path(local)
+    candidates = [local, local / "checkpoint", *sorted(p for p in (local / "artifacts").glob("*") if p.is_dir())]
+    return next((c for c in candidates if (c / "config.json").exists()), None)
+
+
 def resolve_model_dir(uri: str) -> Path:
     """A checkpoint directory as is; `models:/...` or `runs:/...` downloaded through MLflow (the
     tracking URI from the environment). Raises ModelLoadError naming what is missing."""
@@ -69,10 +77,10 @@ def resolve_model_dir(uri: str) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as error:  # MlflowException, connection errors: one clear message
         raise ModelLoadError(f"{uri}: could not be fetched from MLflow ({mlflow.get_tracking_uri()}): {error}") from error
-    for candidate in (local, local / "checkpoint"):
-        if (candidate / "config.json").exists():
-            return candidate
-    raise ModelLoadError(f"{uri}: downloaded to {local}, but it holds no model directory")
+    found = find_model_dir(local)
+    if found is None:
+        raise ModelLoadError(f"{uri}: downloaded to {local}, but it holds no model directory")
+    return found
 
 
 class EvalModel:

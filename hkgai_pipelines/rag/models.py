@@ -29,11 +29,10 @@ def _champion_dir(settings: HkgaiSettings) -> tuple[str, str] | None:
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri or settings.tracking_uri)
     # The version's source: a checkpoint directory, or the registered pyfunc whose artifact it is.
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target)))
-    for candidate in (local, local / "checkpoint", local / "artifacts" / "checkpoint"):
-        if (candidate / "config.json").exists():
-            return str(candidate), f"{REGISTERED_MODEL}/{version.version} (champion)"
-    return None
+    from hkgai_pipelines.evaluation.model import find_model_dir
+
+    found = find_model_dir(Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target))))
+    return (str(found), f"{REGISTERED_MODEL}/{version.version} (champion)") if found else None
 
 
 def resolve_generator(settings: HkgaiSettings):
