@@ -2,7 +2,6 @@
 runs, and the approve / reject / rollback commands, all on a real SQLite MLflow registry."""
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import pytest
