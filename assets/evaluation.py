@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from hkgai_pipelines.assets.metadata import markdown_table
-from hkgai_pipelines.assets.models import aligned_model, base_model, preference_dataset, sft_checkpoint, sft_dataset
+from hkgai_pipelines.assets.metadata import git_commit, latest_data_version, markdown_table
+from hkgai_pipelines.assets.models import aligned_model, base_model, preference_dataset, published_stage, sft_checkpoint, sft_dataset
 from hkgai_pipelines.assets.rag import knowledge_documents
 from hkgai_pipelines.resources import DataLakeResource, EmbedderResource, MlflowResource, PipelineConfigResource
 from hkgai_pipelines.training.datasets import read_jsonl, write_jsonl
@@ -110,15 +110,6 @@ def _external_suites(external_dir: str | None, max_items: int | None, log) -> tu
     return suites, harm
 
 
-def _stage_run_id(lake: DataLakeResource, stage: str) -> tuple[Path, str]:
-    latest = lake.path("models", stage, "latest")
-    if not (latest / "config.json").exists():
-        raise FileNotFoundError(f"{latest}: no {stage} model; materialize {stage} first")
-    model_dir = latest.resolve()
-    summary = json.loads((model_dir.parent / "summary.json").read_text())
-    return model_dir, summary["mlflow_run_id"]
-
-
 @dg.asset(
     deps=[base_model, sft_checkpoint, aligned_model, value_benchmark, knowledge_documents],
     group_name="evaluation",
@@ -127,8 +118,6 @@ def _stage_run_id(lake: DataLakeResource, stage: str) -> tuple[Path, str]:
 )
 def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
                      mlflow: MlflowResource, embedder: EmbedderResource) -> dg.MaterializeResult:
-    import subprocess
-
     from hkgai_pipelines.evaluation.external import guard_block_rate
     from hkgai_pipelines.evaluation.model import EvalModel
     from hkgai_pipelines.evaluation.report import bar_chart, evaluate_model, flat_metrics, other_rows, table5_rows, table6_rows
@@ -138,20 +127,18 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
 
     params = pipeline_config.evaluation_params()
     items = read_jsonl(lake.path(*BENCHMARK_FILE))
-    benchmark_version = value_benchmark_version(context)
+    # value_benchmark's data version is its content-hash version.
+    benchmark_version = latest_data_version(context, value_benchmark)
     knowledge = knowledge_choice_items(load_knowledge_documents(pipeline_config.catalog(), pipeline_config.rag_params().max_document_chars))
     external, harmbench = _external_suites(params.external_dir, params.external_max_items, context.log)
     sentence_embedder = embedder.get_embedder()
     guard = load_guard(sentence_embedder, cache_dir=lake.path("cache"))
     judge = judge_from_env(sentence_embedder, guard)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
 
     reports, run_ids = {}, {}
     for stage in STAGES:
-        model_dir, run_ids[stage] = _stage_run_id(lake, stage)
+        model_dir, run_ids[stage] = published_stage(lake, stage)
         model = EvalModel.load(str(model_dir), batch_size=16)
         report = evaluate_model(model, items, judge, knowledge, external, params.generation_max_new_tokens)
         report.update(stage=stage, model_uri=str(model_dir), mlflow_run_id=run_ids[stage], benchmark_version=benchmark_version,
@@ -196,14 +183,6 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
             **{f"mlflow_run_{stage}": dg.MetadataValue.url(mlflow.run_url(run_ids[stage])) for stage in STAGES},
         },
     )
-
-
-def value_benchmark_version(context: dg.AssetExecutionContext) -> str:
-    """The version recorded by the latest value_benchmark materialization (its data version)."""
-    record = context.instance.get_latest_materialization_event(value_benchmark.key)
-    if record is None or record.asset_materialization is None:
-        return "unknown"
-    return str(record.asset_materialization.metadata.get("version").value)
 
 
 evaluation_assets = [value_benchmark, benchmark_scores]

@@ -39,6 +39,16 @@ def publish(lake: DataLakeResource, asset: str, folder: Path, run_id: str) -> Pa
     return archive / "final"
 
 
+def published_stage(lake: DataLakeResource, stage: str) -> tuple[Path, str]:
+    """(model directory, MLflow run id) of the newest published run of a training stage."""
+    latest = lake.path("models", stage, "latest")
+    if not (latest / "config.json").exists():
+        raise FileNotFoundError(f"{latest}: no {stage} model; materialize {stage} first")
+    model_dir = latest.resolve()
+    summary = json.loads((model_dir.parent / "summary.json").read_text())
+    return model_dir, summary["mlflow_run_id"]
+
+
 def _dataset_result(context: dg.AssetExecutionContext, mlflow: MlflowResource, records: list[dict], path: Path, extra: dict) -> dg.MaterializeResult:
     """Metadata, and an MLflow run in the data experiment holding the dataset file, so the
     training runs that read it can be traced to exactly this version."""

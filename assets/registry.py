@@ -10,9 +10,9 @@ from pathlib import Path
 import dagster as dg
 
 from hkgai_pipelines.assets.corpora import cleaned_corpus
-from hkgai_pipelines.assets.evaluation import STAGES, _stage_run_id, benchmark_scores, value_benchmark
-from hkgai_pipelines.assets.metadata import markdown_table
-from hkgai_pipelines.assets.models import aligned_model, preference_dataset, sft_dataset
+from hkgai_pipelines.assets.evaluation import STAGES, benchmark_scores, value_benchmark
+from hkgai_pipelines.assets.metadata import git_commit, latest_data_version, markdown_table
+from hkgai_pipelines.assets.models import aligned_model, preference_dataset, published_stage, sft_dataset
 from hkgai_pipelines.resources import DataLakeResource, MlflowResource, PipelineConfigResource
 
 LATEST_VERSION_FILE = ("registry", "latest_version.json")
@@ -22,23 +22,7 @@ def _registry(pipeline_config: PipelineConfigResource, mlflow: MlflowResource):
     from hkgai_pipelines.registry.promotion import ModelRegistry
 
     params = pipeline_config.registry_params()
-    return ModelRegistry(mlflow.get_client(), params["model_name"], tracking_uri=mlflow.tracking_uri, auth_enabled=params["auth_enabled"])
-
-
-def _data_version(context, asset) -> str:
-    record = context.instance.get_latest_materialization_event(asset.key)
-    if record is None or record.asset_materialization is None:
-        return "unknown"
-    return record.asset_materialization.tags.get("dagster/data_version", "unknown")
-
-
-def _git_commit() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return ModelRegistry(mlflow.get_client(), params.model_name, tracking_uri=mlflow.tracking_uri, auth_enabled=params.auth_enabled)
 
 
 @dg.asset(
@@ -56,14 +40,15 @@ def registered_model(context: dg.AssetExecutionContext, pipeline_config: Pipelin
     from hkgai_pipelines.registry.serving import INPUT_EXAMPLE_PROMPTS, HkgaiChatModel, model_card
 
     params = pipeline_config.registry_params()
-    name = params["model_name"]
-    run_ids = {stage: _stage_run_id(lake, stage)[1] for stage in STAGES}
-    checkpoint = _stage_run_id(lake, "aligned_model")[0]
+    name = params.model_name
+    published = {stage: published_stage(lake, stage) for stage in STAGES}
+    run_ids = {stage: run_id for stage, (_, run_id) in published.items()}
+    checkpoint = published["aligned_model"][0]
     scores = json.loads(lake.path("evaluation", "benchmark_scores.json").read_text())
     aligned_report = scores["stages"]["aligned_model"]
     lineage = {
-        "git.commit": _git_commit(), "dagster.run_id": context.run_id, "preset": pipeline_config.preset,
-        **{f"data_version.{a.key.to_user_string()}": _data_version(context, a) for a in (cleaned_corpus, sft_dataset, preference_dataset, value_benchmark)},
+        "git.commit": git_commit(), "dagster.run_id": context.run_id, "preset": pipeline_config.preset,
+        **{f"data_version.{a.key.to_user_string()}": latest_data_version(context, a) for a in (cleaned_corpus, sft_dataset, preference_dataset, value_benchmark)},
         **{f"mlflow_run.{stage}": run_id for stage, run_id in run_ids.items()},
     }
     registrant = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
@@ -78,7 +63,7 @@ def registered_model(context: dg.AssetExecutionContext, pipeline_config: Pipelin
     card = model_card(name=name, preset=pipeline_config.preset,
                       sources=[(s.name, s.licence) for s in pipeline_config.catalog().sources],
                       tables=tables, guardrail=scores.get("guardrail_harmbench"), lineage=lineage,
-                      gate_thresholds=json.dumps(params["gates"], indent=1))
+                      gate_thresholds=json.dumps(params.gates, indent=1))
     mlflow_lib.set_tracking_uri(mlflow.tracking_uri)
     mlflow_lib.set_registry_uri(mlflow.registry_uri or mlflow.tracking_uri)
     example = pd.DataFrame({"prompt": INPUT_EXAMPLE_PROMPTS})
@@ -112,7 +97,7 @@ def registered_model_gates(pipeline_config: PipelineConfigResource, lake: DataLa
 
     registry = _registry(pipeline_config, mlflow)
     latest = json.loads(lake.path(*LATEST_VERSION_FILE).read_text())
-    thresholds = GateThresholds.from_dict(pipeline_config.registry_params()["gates"])
+    thresholds = GateThresholds.from_dict(pipeline_config.registry_params().gates)
     report = json.loads(lake.path("evaluation", "benchmark_scores.json").read_text())["stages"]["aligned_model"]
     champion = registry.alias("champion")
     champion_report = None

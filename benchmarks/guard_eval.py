@@ -20,10 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def benign_questions() -> list[str]:
-    import opencc
+    from hkgai_pipelines.curation.script import to_simplified
 
     data = yaml.safe_load(resources.files("hkgai_pipelines").joinpath("data", "safety", "benign_hk_eval.yaml").read_text(encoding="utf-8"))
-    to_simplified = opencc.OpenCC("t2s").convert
     return data["en"] + data["yue"] + data["zh-hant"] + [to_simplified(q) for q in data["zh-hant"]]
 
 

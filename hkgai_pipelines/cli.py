@@ -276,15 +276,14 @@ def index_rollback(to: Annotated[str | None, typer.Option("--to", help="version 
 
 def _model_registry():
     """The registry of the current profile (MLflow from the settings, name from params.yaml)."""
-    from hkgai_pipelines.params import load_params
+    from hkgai_pipelines.params import load_registry_params
     from hkgai_pipelines.registry.promotion import ModelRegistry
     from hkgai_pipelines.resources import resources_for
 
     settings = _settings()
     mlflow = resources_for(settings=settings)["mlflow"]
-    params = load_params(settings.params_file).get("registry") or {}
-    return ModelRegistry(mlflow.get_client(), params.get("model_name", "hkgai-v1"), tracking_uri=mlflow.tracking_uri,
-                         auth_enabled=bool(params.get("auth_enabled", False)))
+    params = load_registry_params(settings.params_file)
+    return ModelRegistry(mlflow.get_client(), params.model_name, tracking_uri=mlflow.tracking_uri, auth_enabled=params.auth_enabled)
 
 
 def _registry_action(action) -> None:

@@ -82,12 +82,17 @@ class RagParams:
     min_answer_similarity: float = 0.3
 
 
-def load_rag_params(path: Path) -> RagParams:
-    data = load_params(path).get("rag") or {}
+def _load_section(path: Path, section: str, cls):
+    """One params.yaml section as its dataclass; an unknown or missing key names the section."""
+    data = load_params(path).get(section) or {}
     try:
-        return RagParams(**data)
+        return cls(**data)
     except TypeError as error:
-        raise ValueError(f"{path}: rag: {error}") from None
+        raise ValueError(f"{path}: {section}: {error}") from None
+
+
+def load_rag_params(path: Path) -> RagParams:
+    return _load_section(path, "rag", RagParams)
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,16 @@ class EvaluationParams:
 
 
 def load_evaluation_params(path: Path) -> EvaluationParams:
-    data = load_params(path).get("evaluation") or {}
-    try:
-        return EvaluationParams(**data)
-    except TypeError as error:
-        raise ValueError(f"{path}: evaluation: {error}") from None
+    return _load_section(path, "evaluation", EvaluationParams)
+
+
+@dataclass(frozen=True)
+class RegistryParams:
+    model_name: str = "hkgai-v1"
+    auth_enabled: bool = False
+    #: GateThresholds fields (hkgai_pipelines/registry/gates.py); empty: its defaults.
+    gates: dict = field(default_factory=dict)
+
+
+def load_registry_params(path: Path) -> RegistryParams:
+    return _load_section(path, "registry", RegistryParams)

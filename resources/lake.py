@@ -8,7 +8,8 @@ import dagster as dg
 
 from hkgai_pipelines import versioning
 from hkgai_pipelines.params import (
-    CurationParams, EvaluationParams, RagParams, load_curation_params, load_evaluation_params, load_params, load_rag_params,
+    CurationParams, EvaluationParams, RagParams, RegistryParams, load_curation_params, load_evaluation_params, load_params,
+    load_rag_params, load_registry_params,
 )
 from hkgai_pipelines.sources.catalog import SourceCatalog, load_catalog
 
@@ -46,11 +47,8 @@ class PipelineConfigResource(dg.ConfigurableResource):
     def evaluation_params(self) -> EvaluationParams:
         return load_evaluation_params(Path(self.params_file))
 
-    def registry_params(self) -> dict:
-        """params.yaml `registry`: model_name, auth_enabled, gates."""
-        data = dict(load_params(Path(self.params_file)).get("registry") or {})
-        return {"model_name": data.get("model_name", "hkgai-v1"), "auth_enabled": bool(data.get("auth_enabled", False)),
-                "gates": data.get("gates") or {}}
+    def registry_params(self) -> RegistryParams:
+        return load_registry_params(Path(self.params_file))
 
     def language_mix(self) -> dict | None:
         """params.yaml `training.language_mix` (None: the preset's own)."""

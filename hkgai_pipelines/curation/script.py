@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 SCRIPT_ACTIONS = ("keep", "s2hk")
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def to_simplified(text: str) -> str:
+    """Traditional -> Simplified (OpenCC t2s), one converter shared by the whole process."""
+    return _t2s().convert(text)
 
 
 class ScriptConverter:

@@ -2,8 +2,7 @@
 
 Chinese and English are measured in their own units: 13 consecutive CJK characters, or 8
 consecutive English words (the usual choices of contamination studies). Text is normalised
-first: NFKC, lower case, and Traditional folded to Simplified with OpenCC's t2s (when installed),
-so that a Simplified training sentence cannot hide a Traditional benchmark item.
+first: NFKC, lower case, and Traditional folded to Simplified with OpenCC's t2s, so that a Simplified training sentence cannot hide a Traditional benchmark item.
 """
 
 from __future__ import annotations
@@ -25,24 +24,10 @@ class Overlap:
     ngram: str
 
 
-def _fold_script():
-    try:
-        import opencc
-
-        converter = opencc.OpenCC("t2s")
-        return converter.convert
-    except Exception:  # opencc missing: compare as written
-        return lambda text: text
-
-
-_to_one_script = None
-
-
 def normalise(text: str) -> str:
-    global _to_one_script
-    if _to_one_script is None:
-        _to_one_script = _fold_script()
-    return _to_one_script(unicodedata.normalize("NFKC", text).lower())
+    from hkgai_pipelines.curation.script import to_simplified
+
+    return to_simplified(unicodedata.normalize("NFKC", text).lower())
 
 
 def ngrams(text: str) -> set[str]:

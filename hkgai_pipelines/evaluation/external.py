@@ -17,7 +17,6 @@ from pathlib import Path
 
 from hkgai_pipelines.evaluation.model import EvalModel
 
-SUITE_VERSIONS = {"yue_arc_c": "1", "yue_truthfulqa": "1", "harmbench_guard": "1"}
 CHOICES = ("A", "B", "C", "D")
 
 

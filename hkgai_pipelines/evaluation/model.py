@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hkgai_pipelines.training.tokenizer import chat_ids
+
 MAX_PROMPT_CHARS = 20_000
 
 
@@ -114,17 +116,14 @@ class EvalModel:
 
     def _context_ids(self, prompt: str) -> list[int]:
         if self.tokenizer.chat_template:
-            ids = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True)
-            return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+            return chat_ids(self.tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
         return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
 
     def _continuation_ids(self, context: list[int], prompt: str, continuation: str) -> list[int]:
         """The continuation's tokens as the full conversation tokenizes them (so merges across
         the boundary match how the model saw answers in training)."""
         if self.tokenizer.chat_template:
-            full = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}, {"role": "assistant", "content": continuation}], tokenize=True)
-            full = list(full["input_ids"] if hasattr(full, "keys") else full)
+            full = chat_ids(self.tokenizer, [{"role": "user", "content": prompt}, {"role": "assistant", "content": continuation}])
             if full[: len(context)] == context:
                 return full[len(context):]
         return self.tokenizer(continuation, add_special_tokens=False)["input_ids"]

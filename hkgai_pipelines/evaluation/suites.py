@@ -11,7 +11,7 @@ returns plain numbers; `run_suites` runs them all for one model and says what it
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 
 from hkgai_pipelines.evaluation.likelihood import ItemLabel, label_items, rates
@@ -171,6 +171,3 @@ def knowledge_choice_items(documents, sentence_index: int = 2, choices: int = 4)
                           "choices": options, "answer": answer})
     return items
 
-
-def count_by(items: list[dict], key: str) -> dict[str, int]:
-    return dict(Counter(item[key] for item in items))

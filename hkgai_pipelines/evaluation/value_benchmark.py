@@ -51,9 +51,8 @@ def _refusal(templates: dict[str, list[str]], item_id: str, lang: str) -> str:
 
 
 def load_seeds() -> list[dict]:
-    import opencc
+    from hkgai_pipelines.curation.script import to_simplified
 
-    to_simplified = opencc.OpenCC("t2s").convert
     templates = _read("refusals.yaml")
     seeds: list[dict] = []
     for name in SEED_FILES:

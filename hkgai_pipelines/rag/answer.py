@@ -181,7 +181,7 @@ class Answerer:
             sentences = [sentences[i] for i in keep]
         answer = " ".join(sentences) if lang == "en" else "".join(sentences)
         if lang == "zh-hans":
-            import opencc
+            from hkgai_pipelines.curation.script import to_simplified
 
-            answer = opencc.OpenCC("t2s").convert(answer)
+            answer = to_simplified(answer)
         return answer

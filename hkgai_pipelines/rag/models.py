@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from hkgai_pipelines.settings import HkgaiSettings
 
+#: The default of params.yaml registry.model_name (tests name it).
 REGISTERED_MODEL = "hkgai-v1"
 
 
@@ -16,9 +17,13 @@ def _champion_dir(settings: HkgaiSettings) -> tuple[str, str] | None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from hkgai_pipelines.params import load_registry_params
+
+    # The registered model named in params.yaml (registry.model_name), as the registry assets use.
+    name = load_registry_params(settings.params_file).model_name
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
     try:
-        version = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
+        version = client.get_model_version_by_alias(name, "champion")
     except MlflowException:
         return None
     import mlflow
@@ -32,7 +37,7 @@ def _champion_dir(settings: HkgaiSettings) -> tuple[str, str] | None:
     from hkgai_pipelines.evaluation.model import find_model_dir
 
     found = find_model_dir(Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target))))
-    return (str(found), f"{REGISTERED_MODEL}/{version.version} (champion)") if found else None
+    return (str(found), f"{name}/{version.version} (champion)") if found else None
 
 
 def resolve_generator(settings: HkgaiSettings):

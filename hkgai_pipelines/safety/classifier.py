@@ -32,9 +32,8 @@ BENIGN = "benign"
 
 def training_examples() -> list[tuple[str, str]]:
     """(text, label) pairs; Traditional Chinese lines are added again in Simplified (t2s)."""
-    import opencc
+    from hkgai_pipelines.curation.script import to_simplified
 
-    to_simplified = opencc.OpenCC("t2s").convert
     data = yaml.safe_load(resources.files("hkgai_pipelines").joinpath("data", "safety", "classifier_train.yaml").read_text(encoding="utf-8"))
     pairs: list[tuple[str, str]] = []
     for label, texts in data["examples"].items():

@@ -34,11 +34,10 @@ class SftJob:
 
 
 def encode_conversation(tokenizer, messages: list[dict], max_length: int) -> dict:
-    prompt_ids = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)
-    full_ids = tokenizer.apply_chat_template(messages, tokenize=True)
-    # transformers 5 returns a BatchEncoding (a mapping) where 4.x returned a list of ids.
-    prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
-    full_ids = list(full_ids["input_ids"] if hasattr(full_ids, "keys") else full_ids)
+    from hkgai_pipelines.training.tokenizer import chat_ids
+
+    prompt_ids = chat_ids(tokenizer, messages[:-1], add_generation_prompt=True)
+    full_ids = chat_ids(tokenizer, messages)
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
     labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]

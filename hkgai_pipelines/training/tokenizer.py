@@ -95,6 +95,13 @@ def deepseek_tokenizer(out_dir: Path | None = None):
     return fast
 
 
+def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
+    """Token ids of a conversation rendered with the tokenizer's chat template."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    # transformers 5 returns a BatchEncoding (a mapping) where 4.x returned a list of ids.
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
 def check_vocab(tokenizer, model_vocab_size: int) -> None:
     """A tokenizer with more ids than the model's embedding would index out of range."""
     if len(tokenizer) > model_vocab_size:
