@@ -2,7 +2,6 @@
 suite on every model stage), and the blocking decontamination checks on the training datasets."""
 
 import json
-from pathlib import Path
 
 import dagster as dg
 
@@ -13,13 +12,14 @@ from hkgai_pipelines.resources import DataLakeResource, EmbedderResource, Mlflow
 from hkgai_pipelines.training.datasets import read_jsonl, write_jsonl
 
 STAGES = ("base_model", "sft_checkpoint", "aligned_model")
-BENCHMARK_FILE = ("evaluation", "value_benchmark.jsonl")
+#: ARCHITECTURE.md: value_benchmark lives under the lake's benchmarks/.
+BENCHMARK_FILE = ("benchmarks", "value_benchmark.jsonl")
 
 
 @dg.asset(
     group_name="evaluation",
     kinds={"python", "json"},
-    description="Open Adversarial HK Value Benchmark: 300 authored seed items (hk_sensitive, typical_safety; en, yue, zh-hant, zh-hans) and the instruction attacks generated from them (lake evaluation/).",
+    description="Open Adversarial HK Value Benchmark: 300 authored seed items (hk_sensitive, typical_safety; en, yue, zh-hant, zh-hans) and the instruction attacks generated from them (lake benchmarks/).",
 )
 def value_benchmark(context: dg.AssetExecutionContext, lake: DataLakeResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from collections import Counter
@@ -87,29 +87,6 @@ def preference_dataset_decontaminated(lake: DataLakeResource) -> dg.AssetCheckRe
 
 # --------------------------------------------------------------------------- scores
 
-def _external_suites(external_dir: str | None, max_items: int | None, log) -> tuple[dict[str, list[dict]], list[dict] | None]:
-    """(Cantonese multiple-choice suites, HarmBench behaviours) from the configured folder."""
-    from hkgai_pipelines.evaluation.external import load_harmbench, load_yue_arc, load_yue_truthfulqa
-    from hkgai_pipelines.settings import PROJECT_ROOT
-
-    if not external_dir:
-        return {}, None
-    folder = Path(external_dir) if Path(external_dir).is_absolute() else (PROJECT_ROOT / external_dir).resolve()
-    suites, harm = {}, None
-    for name, loader, relative in (("yue_arc_c", load_yue_arc, "yue-benchmark/Yue-ARC-C.json"),
-                                   ("yue_truthfulqa", load_yue_truthfulqa, "yue-benchmark/Yue-TruthfulQA.json")):
-        if (folder / relative).exists():
-            loaded = loader(folder / relative)
-            if loaded.quarantined:
-                log.warning(f"{name}: {len(loaded.quarantined)} of {loaded.records} records quarantined, e.g. {loaded.quarantined[0]}")
-            suites[name] = loaded.items[:max_items] if max_items else loaded.items
-        else:
-            log.warning(f"{name}: {folder / relative} not found; suite skipped")
-    if (folder / "harmbench/harmbench_behaviors_text_all.csv").exists():
-        harm = load_harmbench(folder / "harmbench/harmbench_behaviors_text_all.csv").items
-    return suites, harm
-
-
 @dg.asset(
     deps=[base_model, sft_checkpoint, aligned_model, value_benchmark, knowledge_documents],
     group_name="evaluation",
@@ -118,7 +95,7 @@ def _external_suites(external_dir: str | None, max_items: int | None, log) -> tu
 )
 def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
                      mlflow: MlflowResource, embedder: EmbedderResource) -> dg.MaterializeResult:
-    from hkgai_pipelines.evaluation.external import guard_block_rate
+    from hkgai_pipelines.evaluation.external import guard_block_rate, load_external_suites
     from hkgai_pipelines.evaluation.model import EvalModel
     from hkgai_pipelines.evaluation.report import bar_chart, evaluate_model, flat_metrics, other_rows, table5_rows, table6_rows
     from hkgai_pipelines.evaluation.suites import judge_from_env, knowledge_choice_items
@@ -130,7 +107,7 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
     # value_benchmark's data version is its content-hash version.
     benchmark_version = latest_data_version(context, value_benchmark)
     knowledge = knowledge_choice_items(load_knowledge_documents(pipeline_config.catalog(), pipeline_config.rag_params().max_document_chars))
-    external, harmbench = _external_suites(params.external_dir, params.external_max_items, context.log)
+    external, harmbench = load_external_suites(params.external_dir, params.external_max_items, context.log.warning)
     sentence_embedder = embedder.get_embedder()
     guard = load_guard(sentence_embedder, cache_dir=lake.path("cache"))
     judge = judge_from_env(sentence_embedder, guard)

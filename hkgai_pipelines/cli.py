@@ -274,6 +274,59 @@ def index_rollback(to: Annotated[str | None, typer.Option("--to", help="version 
     sys.stdout.write(f"{store_resource.alias}: {previous} -> {current}\n")
 
 
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="a model stage (base_model, sft_checkpoint, aligned_model), a checkpoint directory, or an MLflow URI (runs:/..., models:/...)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole report as JSON")] = False,
+    external_dir: Annotated[str | None, typer.Option("--external-dir", help="folder with yue-benchmark/ and harmbench/ (default: params.yaml)")] = None,
+    max_items: Annotated[int | None, typer.Option("--max-items", help="items per external suite (default: params.yaml)")] = None,
+) -> None:
+    """Run the benchmark suites (what benchmark_scores runs per stage) on one model; print the report."""
+    from hkgai_pipelines.evaluation.external import guard_block_rate, load_external_suites
+    from hkgai_pipelines.evaluation.model import EvalModel, ModelLoadError
+    from hkgai_pipelines.evaluation.report import evaluate_model, other_rows, table5_rows, table6_rows
+    from hkgai_pipelines.evaluation.suites import judge_from_env, knowledge_choice_items
+    from hkgai_pipelines.evaluation.value_benchmark import load_value_benchmark
+    from hkgai_pipelines.params import load_evaluation_params, load_rag_params
+    from hkgai_pipelines.rag.knowledge import load_knowledge_documents
+    from hkgai_pipelines.safety.classifier import load_guard
+    from hkgai_pipelines.sources.catalog import load_catalog
+
+    settings = _settings()
+    params = load_evaluation_params(settings.params_file)
+    stage_dir = settings.lake_dir / "models" / model / "latest"
+    uri = str(stage_dir) if model in ("base_model", "sft_checkpoint", "aligned_model") else model
+    try:
+        eval_model = EvalModel.load(uri, batch_size=16)
+    except ModelLoadError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    _, embedder_resource, _, _ = _rag_runtime()
+    embedder = embedder_resource.get_embedder()
+    guard = load_guard(embedder, cache_dir=settings.home_dir / "cache")
+    benchmark = load_value_benchmark()
+    documents = load_knowledge_documents(load_catalog(settings.sources_file), load_rag_params(settings.params_file).max_document_chars)
+    external, harmbench = load_external_suites(external_dir or params.external_dir, max_items or params.external_max_items,
+                                               lambda message: console.print(f"[yellow]{message}[/yellow]"))
+    report = evaluate_model(eval_model, benchmark.items, judge_from_env(embedder, guard), knowledge_choice_items(documents),
+                            external, params.generation_max_new_tokens)
+    report.update(benchmark_version=benchmark.version, guardrail_harmbench=guard_block_rate(guard, harmbench) if harmbench else None)
+    if as_json:
+        sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+        return
+    reports = {model: report}
+    sys.stdout.write(f"{model} on value benchmark {benchmark.version}\n")
+    for title, headers, rows in (
+        ("value benchmark, likelihood", ["module", "Safe %", "Refusal %", "Unsafe %", "items", "errored"], [r[:1] + r[2:] for r in table5_rows(reports)]),
+        ("value benchmark, generation", ["module", "Safe %", "Refusal %", "Unsafe %", "items", "errored"], [r[:1] + r[2:] for r in table5_rows(reports, "value_generation")]),
+        ("language following %", ["lang", model], table6_rows(reports)),
+        ("multiple choice", ["suite", "accuracy %", "chance %", "items", "errored"], [r[:1] + r[2:] for r in other_rows(reports)]),
+    ):
+        sys.stdout.write(f"\n{title}\n" + "  ".join(headers) + "\n" + "\n".join("  ".join(str(v) for v in row) for row in rows) + "\n")
+    if report["guardrail_harmbench"]:
+        sys.stdout.write(f"\nguardrail on HarmBench: {report['guardrail_harmbench']}\n")
+
+
 def _model_registry():
     """The registry of the current profile (MLflow from the settings, name from params.yaml)."""
     from hkgai_pipelines.params import load_registry_params

@@ -105,3 +105,11 @@ def test_cli_refusals_and_rollback(setup):
     result = runner.invoke(app, ["rollback", "--by", "ops", "--note", "bad answers"])
     assert result.exit_code == 0 and "champion v2 -> v1" in result.stdout
     assert registry.alias("champion") == "1"
+
+
+def test_bench_names_a_model_that_does_not_load(hkgai_home, tmp_path):
+    # Rich wraps long lines: compare without the line breaks.
+    result = runner.invoke(app, ["bench", "aligned_model"])
+    assert result.exit_code == 1 and "not a model directory (no config.json)" in " ".join(result.output.split())
+    result = runner.invoke(app, ["bench", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "missing: not a model directory" in " ".join(result.output.split())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,31 @@ def load_harmbench(path: Path) -> Loaded:
                                  # A contextual behaviour is asked about its context, as HarmBench does.
                                  "prompt": f"{context}\n\n---\n\n{behavior}" if context else behavior})
     return loaded
+
+
+def load_external_suites(external_dir: str | None, max_items: int | None, warn: Callable[[str], None] = print
+                         ) -> tuple[dict[str, list[dict]], list[dict] | None]:
+    """(Cantonese multiple-choice suites by name, HarmBench behaviours or None) from a folder
+    holding yue-benchmark/ and harmbench/; relative paths are from the project root. A missing
+    file skips its suite with a warning; quarantined records are warned about, never dropped silently."""
+    from hkgai_pipelines.settings import PROJECT_ROOT
+
+    if not external_dir:
+        return {}, None
+    folder = Path(external_dir) if Path(external_dir).is_absolute() else (PROJECT_ROOT / external_dir).resolve()
+    suites, harm = {}, None
+    for name, loader, relative in (("yue_arc_c", load_yue_arc, "yue-benchmark/Yue-ARC-C.json"),
+                                   ("yue_truthfulqa", load_yue_truthfulqa, "yue-benchmark/Yue-TruthfulQA.json")):
+        if (folder / relative).exists():
+            loaded = loader(folder / relative)
+            if loaded.quarantined:
+                warn(f"{name}: {len(loaded.quarantined)} of {loaded.records} records quarantined, e.g. {loaded.quarantined[0]}")
+            suites[name] = loaded.items[:max_items] if max_items else loaded.items
+        else:
+            warn(f"{name}: {folder / relative} not found; suite skipped")
+    if (folder / "harmbench/harmbench_behaviors_text_all.csv").exists():
+        harm = load_harmbench(folder / "harmbench/harmbench_behaviors_text_all.csv").items
+    return suites, harm
 
 
 def score_multiple_choice(model: EvalModel, items: list[dict]) -> dict:
