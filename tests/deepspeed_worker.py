@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, Trainer
 
-from hkgai_pipelines.training.common import latest_checkpoint, training_arguments
+from hkgai_pipelines.training.common import close_process_group, latest_checkpoint, training_arguments
 from hkgai_pipelines.training.deepspeed_resume import config_for_resume, mark_universal_checkpointing
 from hkgai_pipelines.training.presets import load_preset
 from tests.conftest import TINY_DEEPSEEK
@@ -32,4 +32,5 @@ trainer = Trainer(model=model, args=args, train_dataset=rows)
 trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 print(json.dumps({"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]), "step": trainer.state.global_step,
                   "resumed_from": resume.name if resume else None, "load_universal": config.get("checkpoint", {}).get("load_universal", False),
-                  "loss": trainer.state.log_history[-2].get("loss")}))
+                  "loss": trainer.state.log_history[-2].get("loss")}), flush=True)
+close_process_group()

@@ -181,4 +181,20 @@ def run_cli(argv: list[str] | None, job_class, main, description: str, printed: 
     parser.add_argument("--job", required=True, help=f"JSON file with the {job_class.__name__} fields")
     args = parser.parse_args(argv)
     summary = main(job_class(**json.loads(Path(args.job).read_text())))
-    print(json.dumps({key: summary.get(key) for key in printed}))
+    print(json.dumps({key: summary.get(key) for key in printed}), flush=True)
+    close_process_group()
+
+
+def close_process_group() -> None:
+    """Destroy the torch.distributed process group after a successful run.
+
+    Left to interpreter shutdown, Gloo's worker threads can outlive the objects they use and the
+    rank dies with SIGABRT ("terminate called without an active exception", pytorch issue 190489)
+    after its work is done, which torchrun reports as a failed job. Called on success only: after
+    an exception the other ranks may be stuck in a collective and the destroy itself would hang.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
