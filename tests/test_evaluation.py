@@ -292,3 +292,16 @@ def test_find_model_dir_in_a_pyfunc_layout(tmp_path):
     assert find_model_dir(tmp_path) is None
     (tmp_path / "artifacts" / "final" / "config.json").write_text("{}")
     assert find_model_dir(tmp_path) == tmp_path / "artifacts" / "final"
+
+
+def test_rag_serving_answers_through_the_chat_template_the_model_was_taught_with(taught_model, tmp_path):
+    """`hkgai ask` and the benchmark share one generation path: the taught answer comes back only
+    when the prompt is wrapped in the chat template, as in SFT."""
+    from hkgai_pipelines.rag.answer import CausalLMGenerator
+
+    taught_model.model.save_pretrained(tmp_path / "model")
+    taught_model.tokenizer.save_pretrained(tmp_path / "model")
+    generator = CausalLMGenerator(str(tmp_path / "model"), "aligned_model")
+    assert generator.generate(ITEMS[0]["prompt"], max_new_tokens=12).startswith("By an Election Committee")
+    with pytest.raises(ValueError, match="aligned_model: empty"):
+        generator.generate("")

@@ -175,6 +175,9 @@ class EvalModel:
     def generate(self, prompts: list[str], max_new_tokens: int = 96) -> list[Generation]:
         """Greedy replies, batched with left padding."""
         torch = self.torch
+        # The prompt must leave room for the reply inside the model's context; the prompt is
+        # cut from the left so the question at its end survives.
+        max_new_tokens = min(max_new_tokens, max(self.max_length // 4, 16))
         results: list[Generation | None] = [None] * len(prompts)
         valid = []
         for index, prompt in enumerate(prompts):

@@ -59,29 +59,25 @@ class Generator(Protocol):
 
 
 class CausalLMGenerator:
-    """A Hugging Face causal-LM checkpoint directory (any stage of the model chain)."""
+    """A causal-LM checkpoint directory (any stage of the model chain), served through
+    `EvalModel.generate`: the chat template the model was fine-tuned and benchmarked with, and
+    the same greedy decoding settings, so `hkgai ask` answers the way benchmark_scores measured."""
+
+    #: The RAG prompt carries up to three passages; tokens beyond the context are cut from the
+    #: left by EvalModel, so only an absurd prompt is refused outright.
+    MAX_PROMPT_CHARS = 100_000
 
     def __init__(self, model_dir: str, version: str) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from hkgai_pipelines.evaluation.model import EvalModel
 
-        self._torch = torch
-        self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self._model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self._model = EvalModel.load(model_dir, batch_size=1, max_prompt_chars=self.MAX_PROMPT_CHARS)
         self.version = version
 
     def generate(self, prompt: str, max_new_tokens: int = 256) -> str:
-        # The prompt must leave room for the answer inside the model's context; cut from the
-        # left so the question at the end survives.
-        limit = int(getattr(self._model.config, "max_position_embeddings", 4096))
-        max_new_tokens = min(max_new_tokens, max(limit // 4, 16))
-        self._tokenizer.truncation_side = "left"
-        inputs = self._tokenizer(prompt, return_tensors="pt", truncation=True, max_length=limit - max_new_tokens)
-        with self._torch.no_grad():
-            output = self._model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                          repetition_penalty=1.2, no_repeat_ngram_size=3,
-                                          pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id)
-        return self._tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        reply = self._model.generate([prompt], max_new_tokens=max_new_tokens)[0]
+        if reply.error:
+            raise ValueError(f"{self.version}: {reply.error}")
+        return reply.text
 
 
 def build_prompt(question: str, passages: list[SearchHit], lang: str) -> str:
