@@ -161,13 +161,18 @@ class EvalModel:
             input_ids[row, : len(ids)] = torch.tensor(ids)
             mask[row, : len(ids)] = 1
         device = next(self.model.parameters()).device
+        # Position t predicts token t+1, so a row's continuation is scored from position
+        # len(ids) - n_target - 1 on. Only the last `keep` positions reach the LM head: with a
+        # 129,280-token vocabulary, the head over a long prompt is most of the memory.
+        keep = max(width - (len(ids) - n_target - 1) for _, ids, n_target in batch)
         with torch.no_grad():
-            logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep).logits
+        offset = width - logits.shape[1]
         out = []
         for row, (_, ids, n_target) in enumerate(batch):
-            # Position t predicts token t+1: the continuation's tokens are the last n_target.
-            # The softmax runs over those positions only (the vocabulary is 129,280 wide).
-            predicting = logits[row, len(ids) - n_target - 1:len(ids) - 1].float().log_softmax(dim=-1)
+            # The softmax runs over the continuation's positions only.
+            start = len(ids) - n_target - 1 - offset
+            predicting = logits[row, start:start + n_target].float().log_softmax(dim=-1)
             targets = input_ids[row, len(ids) - n_target:len(ids)].to(predicting.device)
             out.append(Likelihood(logprob=float(predicting.gather(1, targets[:, None]).sum()), tokens=n_target))
         return out
