@@ -19,8 +19,10 @@ measured. Printed, in this order:
 FLOPs per token = 6 x active parameters (embedding lookup excluded, lm_head included, routed
 experts counted top-k of n) + attention 6 x layers x seq x heads x (qk_dim + v_dim), PaLM's
 convention (no causal halving). The SFT data are the project's 331 authored conversations,
-packed to 2048 tokens with the DeepSeek tokenizer and cycled: the loss curve shows fitting, not
-generalisation.
+concatenated into 2048-token rows with the DeepSeek tokenizer under the plain causal mask and
+cycled: the loss curve shows fitting, not generalisation. (The SFT stage packs with
+`training/packing.py` instead, whose block-diagonal mask keeps conversations apart; these
+figures were measured before it existed.)
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def flops_per_token(model, seq_len: int) -> tuple[int, int, float]:
 
 
 def packed_sft_rows(tokenizer, seq_len: int, rows: int):
-    """Authored SFT conversations (prompt tokens unlabelled), concatenated into full rows."""
+    """Authored SFT conversations (prompt tokens unlabelled), concatenated into full rows with
+    no segment mask: the layout the published H100 figures were measured on."""
     import torch
 
     from hkgai_pipelines.training.datasets import sft_records

@@ -89,6 +89,22 @@ def test_sft_then_dpo_lower_loss_and_raise_the_margin(tmp_path, base_dir, docume
     assert (Path(aligned["checkpoint_uri"]) / "config.json").exists()
 
 
+@pytest.mark.timeout(600)
+def test_packed_sft_trains_on_fewer_fuller_rows(tmp_path, base_dir, documents):
+    from hkgai_pipelines.training.sft import SftJob
+    from hkgai_pipelines.training.sft import main as sft
+    from tests.test_training import _preset_dir
+
+    write_jsonl(sft_records(documents), tmp_path / "sft.jsonl")
+    config_dir = _preset_dir(tmp_path, **{"training.sft.pack": True})
+    tuned = sft(SftJob(preset="cpu-demo", config_dir=str(config_dir), dataset=str(tmp_path / "sft.jsonl"), base_model=str(base_dir),
+                       output_dir=str(tmp_path / "sft"), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                       artifact_root=(tmp_path / "art").as_uri(), max_steps=10))
+    assert tuned["train_rows"] < tuned["train_conversations"] / 2
+    assert tuned["final_loss"] < tuned["first_loss"]
+    assert all(tuned["perplexity_after"][lang] < tuned["perplexity_before"][lang] for lang in tuned["perplexity_after"])
+
+
 def test_dpo_refuses_a_missing_sft_model(tmp_path):
     from hkgai_pipelines.training.dpo import DpoJob, main
 

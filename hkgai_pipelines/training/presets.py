@@ -33,6 +33,9 @@ class StageConfig:
     save_steps: int = 50
     #: DPO only: the KL-penalty strength (trl's default is 0.1 as well).
     beta: float = 0.1
+    #: SFT only: pack whole conversations into rows of seq_len tokens (training/packing.py)
+    #: instead of padding each batch to its longest conversation; a row then counts as one sequence.
+    pack: bool = False
 
 
 @dataclass(frozen=True)

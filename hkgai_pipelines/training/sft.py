@@ -79,6 +79,7 @@ def main(job: SftJob) -> dict:
         training_arguments,
     )
     from hkgai_pipelines.training.datasets import read_jsonl
+    from hkgai_pipelines.training.packing import PackedCollator, pack_conversations
     from hkgai_pipelines.training.quality import stage_perplexities
     from hkgai_pipelines.training.runs import finish_stage, is_rank_zero, log_params, open_stage_pipes, open_stage_run
 
@@ -103,13 +104,17 @@ def main(job: SftJob) -> dict:
         ppl_before = answer_perplexity_by_language(model, encoded_held, [r["lang"] for r in held], collator)
         quality_before = stage_perplexities(model, tokenizer, seq_len, job.corpus, None)
         resume_from = latest_checkpoint(checkpoints)
-        # Conversations are padded per batch, not to seq_len: count their mean real length.
-        mean_tokens = sum(len(e["input_ids"]) for e in encoded_train) / len(encoded_train)
+        if stage.pack:
+            rows, train_collator = pack_conversations(encoded_train, seq_len), PackedCollator(tokenizer.pad_token_id)
+        else:
+            rows, train_collator = encoded_train, collator
+        # Rows are padded per batch, not to seq_len: count their mean real length.
+        mean_tokens = sum(len(e["input_ids"]) for e in rows) / len(rows)
         callback = MetricsCallback(client, run_id, pipes, tokens_per_step=int(stage.batch_size * mean_tokens))
         prepare_for_training(model, preset)
         trainer = Trainer(
             model=model, args=training_arguments(stage, preset, checkpoints, remove_unused_columns=False),
-            train_dataset=encoded_train, data_collator=collator, callbacks=[callback],
+            train_dataset=rows, data_collator=train_collator, callbacks=[callback],
         )
         trainer.remove_callback(PrinterCallback)
         train_reporting_failure(trainer, checkpoints, pipes, client, run_id, "SFT", resume_from)
@@ -121,7 +126,7 @@ def main(job: SftJob) -> dict:
         summary = {
             "checkpoint_uri": str(final_dir), "mlflow_run_id": run_id, "steps": int(trainer.state.global_step),
             "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
-            "train_conversations": len(train), "eval_conversations": len(held),
+            "train_conversations": len(train), "train_rows": len(rows), "eval_conversations": len(held),
             **history_summary(callback),
             "tokens_seen": int(trainer.state.global_step * stage.batch_size * mean_tokens),
             "perplexity_before": ppl_before, "perplexity_after": ppl_after,
