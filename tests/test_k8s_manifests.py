@@ -11,11 +11,10 @@ import pytest
 import yaml
 
 from hkgai_pipelines.settings import HkgaiSettings
-from hkgai_pipelines.training.pod_spec import example_objects
+from hkgai_pipelines.training.pod_spec import TARGET_KUBERNETES_VERSION, example_objects
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
-K8S_VERSION = "1.31.0"
 MANIFESTS = sorted(p for p in K8S.rglob("*.yaml") if p.name not in ("values.yaml", "kustomization.yaml"))
 
 
@@ -28,9 +27,9 @@ def validate(document: dict) -> None:
             template = replica["template"]
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"x-{role.lower()}", **template["metadata"]},
                    "spec": {**template["spec"], "restartPolicy": replica["restartPolicy"]}}
-            kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+            kubernetes_validate.validate(pod, TARGET_KUBERNETES_VERSION, strict=True)
     else:
-        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(document, TARGET_KUBERNETES_VERSION, strict=True)
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=[str(p.relative_to(K8S)) for p in MANIFESTS])

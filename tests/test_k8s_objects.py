@@ -5,9 +5,7 @@ import pytest
 
 from hkgai_pipelines.resources import K8sTrainingLauncher
 from hkgai_pipelines.training.k8s_watch import TrainingPodError, WatchLimits, pod_verdict, watch_pods
-from hkgai_pipelines.training.pod_spec import GpuPodOptions, multinode_command, pytorchjob
-
-K8S_VERSION = "1.31.0"
+from hkgai_pipelines.training.pod_spec import TARGET_KUBERNETES_VERSION, GpuPodOptions, multinode_command, pytorchjob
 
 
 def _job_2x8() -> dict:
@@ -42,7 +40,7 @@ def test_pytorchjob_pod_templates_validate_as_pods(role):
     template = _job_2x8()["spec"]["pytorchReplicaSpecs"][role]["template"]
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", **template["metadata"]},
            "spec": {**template["spec"], "restartPolicy": "Never"}}
-    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    kubernetes_validate.validate(pod, TARGET_KUBERNETES_VERSION, strict=True)
 
 
 def test_one_node_is_not_a_pytorchjob():

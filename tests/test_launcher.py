@@ -10,11 +10,9 @@ import pytest
 from hkgai_pipelines.resources import (
     DataLakeResource, EmbedderResource, K8sTrainingLauncher, LocalTrainingLauncher, MlflowResource, PipelineConfigResource,
 )
-from hkgai_pipelines.training.pod_spec import GpuPodOptions, full_pod, training_command
+from hkgai_pipelines.training.pod_spec import TARGET_KUBERNETES_VERSION, GpuPodOptions, full_pod, training_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-#: The Kubernetes minor version the manifests target.
-K8S_VERSION = "1.31.0"
 
 
 @pytest.mark.parametrize("gpus", [1, 8])
@@ -22,7 +20,7 @@ def test_training_pod_validates_and_carries_gpu_limits(gpus):
     options = GpuPodOptions(image="registry.example/hkgai:1.0", gpus=gpus)
     command = training_command("hkgai_pipelines.training.sft", "/mnt/hkgai/lake/models/sft_checkpoint/current/job.json", gpus)
     pod = full_pod(options, command)
-    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    kubernetes_validate.validate(pod, TARGET_KUBERNETES_VERSION, strict=True)
     container = pod["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
     assert pod["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -42,14 +40,14 @@ def test_k8s_launcher_pod_spec_is_the_validated_one():
     spec = launcher.pod_spec()
     assert spec["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "4"
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "namespace": "ml"}, "spec": {**spec, "containers": [{**spec["containers"][0], "image": "i"}]}}
-    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    kubernetes_validate.validate(pod, TARGET_KUBERNETES_VERSION, strict=True)
 
 
 def test_invalid_pod_is_caught_by_the_validator():
     pod = full_pod(GpuPodOptions(image="i"), ["python"])
     pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = ["not", "a", "quantity"]
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(pod, TARGET_KUBERNETES_VERSION, strict=True)
 
 
 @pytest.mark.timeout(600)

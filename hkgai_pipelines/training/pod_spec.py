@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: The Kubernetes version every manifest under k8s/ and every generated object is validated
+#: against (kubernetes-validate, in the tests); the README's cluster prerequisites follow it.
+TARGET_KUBERNETES_VERSION = "1.31.0"
+
 
 @dataclass(frozen=True)
 class GpuPodOptions:
@@ -143,7 +147,7 @@ EXAMPLE_HEADERS = {
     "pod-template.yaml": (
         "# The single-node training pod the K8sTrainingLauncher submits through dagster-k8s (1 GPU shown),\n"
         "# rendered from hkgai_pipelines/training/pod_spec.py by `make k8s-render`; tests keep the two equal\n"
-        "# and validate this file against the Kubernetes 1.31 schema. The launcher adds the Dagster Pipes\n"
+        f"# and validate this file against the Kubernetes {TARGET_KUBERNETES_VERSION.rsplit('.', 1)[0]} schema. The launcher adds the Dagster Pipes\n"
         "# environment; the image, command and GPU count come from its configuration.\n"
     ),
     "pytorchjob-2x8.yaml": (
