@@ -43,13 +43,14 @@ def test_other_ranks_wait_for_rank_zero_and_give_up_with_a_clear_error(tmp_path)
 
 def _torchrun(ranks: int, output: Path, steps: int) -> list[dict]:
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    results = output.parent / f"results-{ranks}-ranks-{steps}-steps"
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-         str(PROJECT_ROOT / "tests" / "deepspeed_worker.py"), str(output), str(steps)],
+         str(PROJECT_ROOT / "tests" / "deepspeed_worker.py"), str(output), str(steps), str(results)],
         capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"rank"')), key=lambda r: r["rank"])
+    return [json.loads((results / f"rank{rank}.json").read_text()) for rank in range(ranks)]
 
 
 @pytest.mark.timeout(900)
