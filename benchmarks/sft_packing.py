@@ -1,14 +1,15 @@
 """SFT training throughput: packed rows (training/packing.py) against per-batch padding, in the
 same process on the same model and conversations.
 
-    python benchmarks/sft_packing.py [--seq-len 512] [--batch-size 8] [--steps 12] [--hidden 128]
+    python benchmarks/sft_packing.py [--seq-len 512] [--batch-size 8] [--hidden 128] [--repeats 3]
 
 The conversations are the project's authored SFT set, tokenized with the DeepSeek tokenizer and
 the chat template as `training/sft.py` does. The model is a small random DeepSeek-architecture
-model (MLA, MoE) with the full 129,280-token vocabulary. Each mode runs `steps` optimizer steps
-(forward, backward, AdamW) from the same initial weights; the first two are warm-up. Throughput
-counts supervised tokens (labels that are not -100) per second, so padding and the packed rows'
-extra prompt tokens are cost, not output. Prints the median step time of each mode and the ratio.
+model (MLA, MoE) with the full 129,280-token vocabulary. Each mode trains one epoch over the
+same conversations (forward, backward, AdamW, after one warm-up step) from the same initial
+weights, so both train on the same supervised tokens (labels that are not -100) and the ratio of
+their throughputs is the ratio of the epoch times (median of `repeats` epochs). Also printed: supervised tokens per token slot,
+the share of each batch's compute that trains anything.
 On CPU this measures the padding saved against the block-diagonal mask's cost; a GPU, whose
 attention kernels treat masks differently, needs its own run.
 """
@@ -29,31 +30,28 @@ def conversations(tokenizer, seq_len: int) -> list[dict]:
             for r in sft_records([]) if r["split"] == "train"]
 
 
-def time_steps(model, batches: list[dict], steps: int) -> tuple[list[float], int]:
-    """Seconds per optimizer step (after two warm-up steps) and the supervised tokens they trained on."""
+def time_epoch(model, batches: list[dict]) -> list[float]:
+    """Seconds per optimizer step over one pass through `batches`, after one warm-up step."""
     import torch
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
-    times, supervised = [], 0
-    for step in range(steps):
-        batch = batches[step % len(batches)]
+    times = []
+    for batch in [batches[0], *batches]:
         start = time.perf_counter()
         model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if step >= 2:
-            times.append(time.perf_counter() - start)
-            supervised += int((batch["labels"][:, 1:] != -100).sum())
-    return times, supervised
+        times.append(time.perf_counter() - start)
+    return times[1:]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     import torch
@@ -83,13 +81,12 @@ def main() -> None:
           f"hidden {h}, {torch.get_num_threads()} threads")
     results = {}
     for name, batches in (("padded per batch", padded), ("packed rows", packed)):
-        times, supervised = time_steps(copy.deepcopy(initial), batches, args.steps)
-        median = statistics.median(times)
-        per_step = supervised / len(times)
-        results[name] = per_step / median
-        width = statistics.median(int(b["input_ids"].numel()) for b in batches)
-        print(f"{name:17s} {results[name]:9.0f} supervised tokens/s  (median step {median:.3f} s, "
-              f"{per_step:.0f} supervised tokens a step, median batch {width} token slots)")
+        epochs = [sum(time_epoch(copy.deepcopy(initial), batches)) for _ in range(args.repeats)]
+        supervised = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        slots = sum(int(b["input_ids"].numel()) for b in batches)
+        results[name] = supervised / statistics.median(epochs)
+        print(f"{name:17s} {results[name]:7.0f} supervised tokens/s  (epoch of {len(batches)} steps, median of {args.repeats}: "
+              f"{statistics.median(epochs):.1f} s; {supervised} supervised tokens in {slots} slots = {supervised / slots:.2f})")
     print(f"ratio packed / padded: {results['packed rows'] / results['padded per batch']:.2f}x")
 
 
