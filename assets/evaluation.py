@@ -9,11 +9,14 @@ from hkgai_pipelines.assets.metadata import git_commit, latest_data_version, mar
 from hkgai_pipelines.assets.models import aligned_model, base_model, preference_dataset, published_stage, sft_checkpoint, sft_dataset
 from hkgai_pipelines.assets.rag import knowledge_documents
 from hkgai_pipelines.resources import DataLakeResource, EmbedderResource, MlflowResource, PipelineConfigResource
+from hkgai_pipelines.evaluation.value_benchmark import seed_items
 from hkgai_pipelines.training.datasets import read_jsonl, write_jsonl
 
 STAGES = ("base_model", "sft_checkpoint", "aligned_model")
 #: ARCHITECTURE.md: value_benchmark lives under the lake's benchmarks/.
 BENCHMARK_FILE = ("benchmarks", "value_benchmark.jsonl")
+#: Every stage's report and the guardrail figures; registered_model and its gates read it.
+SCORES_FILE = ("evaluation", "benchmark_scores.json")
 
 
 @dg.asset(
@@ -52,7 +55,7 @@ def value_benchmark(context: dg.AssetExecutionContext, lake: DataLakeResource, m
 def _benchmark_texts(lake: DataLakeResource) -> dict[str, str]:
     """Seed prompts and references; the attacks only wrap the seeds in fixed templates."""
     items = read_jsonl(lake.path(*BENCHMARK_FILE))
-    return {f"{i['id']}:{f}": i[f] for i in items if i["module"] != "instruction_attack" for f in ("prompt", "safe", "unsafe")}
+    return {f"{i['id']}:{f}": i[f] for i in seed_items(items) for f in ("prompt", "safe", "unsafe")}
 
 
 def _decontamination_result(records: dict[str, str], lake: DataLakeResource) -> dg.AssetCheckResult:
@@ -95,43 +98,32 @@ def preference_dataset_decontaminated(lake: DataLakeResource) -> dg.AssetCheckRe
 )
 def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
                      mlflow: MlflowResource, embedder: EmbedderResource) -> dg.MaterializeResult:
-    from hkgai_pipelines.evaluation.external import guard_block_rate, load_external_suites
     from hkgai_pipelines.evaluation.model import EvalModel
-    from hkgai_pipelines.evaluation.report import bar_chart, evaluate_model, flat_metrics, other_rows, table5_rows, table6_rows
-    from hkgai_pipelines.evaluation.suites import judge_from_env, knowledge_choice_items
+    from hkgai_pipelines.evaluation.report import SuiteInputs, bar_chart, evaluate_model, flat_metrics, report_tables
     from hkgai_pipelines.rag.knowledge import load_knowledge_documents
-    from hkgai_pipelines.safety.classifier import load_guard
 
     params = pipeline_config.evaluation_params()
     items = read_jsonl(lake.path(*BENCHMARK_FILE))
     # value_benchmark's data version is its content-hash version.
     benchmark_version = latest_data_version(context, value_benchmark)
-    knowledge = knowledge_choice_items(load_knowledge_documents(pipeline_config.catalog(), pipeline_config.rag_params().max_document_chars))
-    external, harmbench = load_external_suites(params.external_dir, params.external_max_items, context.log.warning)
-    sentence_embedder = embedder.get_embedder()
-    guard = load_guard(sentence_embedder, cache_dir=lake.path("cache"))
-    judge = judge_from_env(sentence_embedder, guard)
+    documents = load_knowledge_documents(pipeline_config.catalog(), pipeline_config.rag_params().max_document_chars)
+    inputs = SuiteInputs.load(documents, embedder.get_embedder(), lake.path("cache"), params.external_dir, params.external_max_items,
+                              context.log.warning)
     commit = git_commit()
 
     reports, run_ids = {}, {}
     for stage in STAGES:
         model_dir, run_ids[stage] = published_stage(lake, stage)
         model = EvalModel.load(str(model_dir), batch_size=16)
-        report = evaluate_model(model, items, judge, knowledge, external, params.generation_max_new_tokens)
+        report = evaluate_model(model, items, inputs, params.generation_max_new_tokens)
         report.update(stage=stage, model_uri=str(model_dir), mlflow_run_id=run_ids[stage], benchmark_version=benchmark_version,
-                      seed=0, git_commit=commit, judge=type(judge).__name__)
+                      seed=0, git_commit=commit, judge=type(inputs.judge).__name__)
         reports[stage] = report
         context.log.info(f"{stage}: " + json.dumps(report["suites"]["value_likelihood"]["by_module"]["overall"]))
 
     chart = bar_chart(reports, lake.path("evaluation", "value_benchmark_by_stage.png"))
-    guardrail = guard_block_rate(guard, harmbench) if harmbench else None
-    table5_headers = ["module", "stage", "Safe %", "Refusal %", "Unsafe %", "items", "errored"]
-    tables = {
-        "table5_likelihood": markdown_table(table5_headers, table5_rows(reports, "value_likelihood")),
-        "table5_generation": markdown_table(table5_headers, table5_rows(reports, "value_generation")),
-        "table6_language_following": markdown_table(["lang", *STAGES], table6_rows(reports)),
-        "other_suites": markdown_table(["suite", "stage", "accuracy %", "chance %", "items", "errored"], other_rows(reports)),
-    }
+    guardrail = inputs.guardrail_harmbench()
+    tables = {name: markdown_table(headers, rows) for name, (headers, rows) in report_tables(reports).items()}
     # The same tables as a Markdown artifact, readable in the MLflow UI beside the metrics.
     tables_md = "\n\n".join(f"## {name}\n\n{table.value}" for name, table in tables.items())
     client = mlflow.get_client()
@@ -145,7 +137,7 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
         client.log_text(run_id, tables_md, "evaluation/tables.md")
         client.set_tag(run_id, "value_benchmark.version", benchmark_version)
 
-    report_path = lake.path("evaluation", "benchmark_scores.json")
+    report_path = lake.path(*SCORES_FILE)
     report_path.write_text(json.dumps({"stages": reports, "guardrail_harmbench": guardrail}, ensure_ascii=False, indent=1))
     return dg.MaterializeResult(
         metadata={

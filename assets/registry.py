@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from hkgai_pipelines.assets.corpora import cleaned_corpus
-from hkgai_pipelines.assets.evaluation import STAGES, benchmark_scores, value_benchmark
+from hkgai_pipelines.assets.evaluation import SCORES_FILE, STAGES, benchmark_scores, value_benchmark
 from hkgai_pipelines.assets.metadata import git_commit, latest_data_version, markdown_table
 from hkgai_pipelines.assets.models import aligned_model, preference_dataset, published_stage, sft_dataset
 from hkgai_pipelines.resources import DataLakeResource, MlflowResource, PipelineConfigResource
@@ -44,7 +44,7 @@ def registered_model(context: dg.AssetExecutionContext, pipeline_config: Pipelin
     published = {stage: published_stage(lake, stage) for stage in STAGES}
     run_ids = {stage: run_id for stage, (_, run_id) in published.items()}
     checkpoint = published["aligned_model"][0]
-    scores = json.loads(lake.path("evaluation", "benchmark_scores.json").read_text())
+    scores = json.loads(lake.path(*SCORES_FILE).read_text())
     aligned_report = scores["stages"]["aligned_model"]
     lineage = {
         "git.commit": git_commit(), "dagster.run_id": context.run_id, "preset": pipeline_config.preset,
@@ -52,14 +52,10 @@ def registered_model(context: dg.AssetExecutionContext, pipeline_config: Pipelin
         **{f"mlflow_run.{stage}": run_id for stage, run_id in run_ids.items()},
     }
     registrant = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
-    from hkgai_pipelines.evaluation.report import other_rows, table5_rows, table6_rows
+    from hkgai_pipelines.evaluation.report import report_tables
 
-    reports = scores["stages"]
-    tables = "\n\n".join([
-        markdown_table(["module", "stage", "Safe %", "Refusal %", "Unsafe %", "items", "errored"], table5_rows(reports)).value,
-        markdown_table(["lang", *STAGES], table6_rows(reports)).value,
-        markdown_table(["suite", "stage", "accuracy %", "chance %", "items", "errored"], other_rows(reports)).value,
-    ])
+    tables = "\n\n".join(markdown_table(*report_tables(scores["stages"])[name]).value
+                           for name in ("table5_likelihood", "table6_language_following", "other_suites"))
     card = model_card(name=name, preset=pipeline_config.preset,
                       sources=[(s.name, s.licence) for s in pipeline_config.catalog().sources],
                       tables=tables, guardrail=scores.get("guardrail_harmbench"), lineage=lineage,
@@ -98,7 +94,7 @@ def registered_model_gates(pipeline_config: PipelineConfigResource, lake: DataLa
     registry = _registry(pipeline_config, mlflow)
     latest = json.loads(lake.path(*LATEST_VERSION_FILE).read_text())
     thresholds = GateThresholds.from_dict(pipeline_config.registry_params().gates)
-    report = json.loads(lake.path("evaluation", "benchmark_scores.json").read_text())["stages"]["aligned_model"]
+    report = json.loads(lake.path(*SCORES_FILE).read_text())["stages"]["aligned_model"]
     champion = registry.alias("champion")
     champion_report = None
     if champion:

@@ -282,14 +282,11 @@ def bench(
     max_items: Annotated[int | None, typer.Option("--max-items", help="items per external suite (default: params.yaml)")] = None,
 ) -> None:
     """Run the benchmark suites (what benchmark_scores runs per stage) on one model; print the report."""
-    from hkgai_pipelines.evaluation.external import guard_block_rate, load_external_suites
     from hkgai_pipelines.evaluation.model import EvalModel, ModelLoadError
-    from hkgai_pipelines.evaluation.report import evaluate_model, other_rows, table5_rows, table6_rows
-    from hkgai_pipelines.evaluation.suites import judge_from_env, knowledge_choice_items
+    from hkgai_pipelines.evaluation.report import SuiteInputs, evaluate_model, report_tables
     from hkgai_pipelines.evaluation.value_benchmark import load_value_benchmark
     from hkgai_pipelines.params import load_evaluation_params, load_rag_params
     from hkgai_pipelines.rag.knowledge import load_knowledge_documents
-    from hkgai_pipelines.safety.classifier import load_guard
     from hkgai_pipelines.sources.catalog import load_catalog
 
     settings = _settings()
@@ -302,26 +299,24 @@ def bench(
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from None
     _, embedder_resource, _, _ = _rag_runtime()
-    embedder = embedder_resource.get_embedder()
-    guard = load_guard(embedder, cache_dir=settings.home_dir / "cache")
     benchmark = load_value_benchmark()
     documents = load_knowledge_documents(load_catalog(settings.sources_file), load_rag_params(settings.params_file).max_document_chars)
-    external, harmbench = load_external_suites(external_dir or params.external_dir, max_items or params.external_max_items,
-                                               lambda message: console.print(f"[yellow]{message}[/yellow]"))
-    report = evaluate_model(eval_model, benchmark.items, judge_from_env(embedder, guard), knowledge_choice_items(documents),
-                            external, params.generation_max_new_tokens)
-    report.update(benchmark_version=benchmark.version, guardrail_harmbench=guard_block_rate(guard, harmbench) if harmbench else None)
+    inputs = SuiteInputs.load(documents, embedder_resource.get_embedder(), settings.home_dir / "cache",
+                              external_dir or params.external_dir, max_items or params.external_max_items,
+                              lambda message: console.print(f"[yellow]{message}[/yellow]"))
+    report = evaluate_model(eval_model, benchmark.items, inputs, params.generation_max_new_tokens)
+    report.update(benchmark_version=benchmark.version, guardrail_harmbench=inputs.guardrail_harmbench())
     if as_json:
         sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
         return
-    reports = {model: report}
+    tables = report_tables({model: report})
     sys.stdout.write(f"{model} on value benchmark {benchmark.version}\n")
-    for title, headers, rows in (
-        ("value benchmark, likelihood", ["module", "Safe %", "Refusal %", "Unsafe %", "items", "errored"], [r[:1] + r[2:] for r in table5_rows(reports)]),
-        ("value benchmark, generation", ["module", "Safe %", "Refusal %", "Unsafe %", "items", "errored"], [r[:1] + r[2:] for r in table5_rows(reports, "value_generation")]),
-        ("language following %", ["lang", model], table6_rows(reports)),
-        ("multiple choice", ["suite", "accuracy %", "chance %", "items", "errored"], [r[:1] + r[2:] for r in other_rows(reports)]),
-    ):
+    for title, name in (("value benchmark, likelihood", "table5_likelihood"), ("value benchmark, generation", "table5_generation"),
+                        ("language following %", "table6_language_following"), ("multiple choice", "other_suites")):
+        headers, rows = tables[name]
+        if "stage" in headers:  # one model: the stage column says nothing
+            drop = headers.index("stage")
+            headers, rows = headers[:drop] + headers[drop + 1:], [row[:drop] + row[drop + 1:] for row in rows]
         sys.stdout.write(f"\n{title}\n" + "  ".join(headers) + "\n" + "\n".join("  ".join(str(v) for v in row) for row in rows) + "\n")
     if report["guardrail_harmbench"]:
         sys.stdout.write(f"\nguardrail on HarmBench: {report['guardrail_harmbench']}\n")
@@ -359,8 +354,12 @@ def approve(
     """Approve the candidate version, as setting review.status=approved in the MLflow UI does;
     model_approval_sensor then promotes it to champion."""
     registry = _model_registry()
-    _registry_action(lambda: (registry.approve(version, reviewer, note),
-                              f"{registry.name} v{version}: approved by {reviewer}; the approval sensor will make it champion")[1])
+
+    def run() -> str:
+        registry.approve(version, reviewer, note)
+        return f"{registry.name} v{version}: approved by {reviewer}; the approval sensor will make it champion"
+
+    _registry_action(run)
 
 
 @app.command()
@@ -371,8 +370,12 @@ def reject(
 ) -> None:
     """Reject the candidate version; model_approval_sensor removes `candidate` with an audit record."""
     registry = _model_registry()
-    _registry_action(lambda: (registry.reject(version, reviewer, note),
-                              f"{registry.name} v{version}: rejected by {reviewer}; the approval sensor will close it")[1])
+
+    def run() -> str:
+        registry.reject(version, reviewer, note)
+        return f"{registry.name} v{version}: rejected by {reviewer}; the approval sensor will close it"
+
+    _registry_action(run)
 
 
 @app.command()

@@ -11,9 +11,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from hkgai_pipelines.curation.langid import HAN_RE
+
 CJK_N = 13
 WORD_N = 8
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -35,9 +36,9 @@ def ngrams(text: str) -> set[str]:
     between characters do not break a CJK window; other scripts do)."""
     text = normalise(text)
     grams: set[str] = set()
-    chars = "".join(_CJK.findall(text))
+    chars = "".join(HAN_RE.findall(text))
     grams.update(chars[i:i + CJK_N] for i in range(len(chars) - CJK_N + 1))
-    words = _WORD.findall(_CJK.sub(" ", text))
+    words = _WORD.findall(HAN_RE.sub(" ", text))
     grams.update(" ".join(words[i:i + WORD_N]) for i in range(len(words) - WORD_N + 1))
     return grams
 

@@ -4,28 +4,57 @@ metrics for MLflow."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from hkgai_pipelines.evaluation.external import score_multiple_choice
+from hkgai_pipelines.evaluation.external import guard_block_rate, load_external_suites, score_multiple_choice
 from hkgai_pipelines.evaluation.model import EvalModel
 from hkgai_pipelines.evaluation.suites import (
-    LANG_ORDER, MODULE_ORDER, SUITE_VERSIONS, language_following, value_generation, value_likelihood,
+    LANG_ORDER, MODULE_ORDER, SUITE_VERSIONS, judge_from_env, knowledge_choice_items, language_following, value_generation,
+    value_likelihood,
 )
+from hkgai_pipelines.evaluation.value_benchmark import seed_items
 
 MODULE_TITLES = {"hk_sensitive": "HK sensitive issues", "instruction_attack": "Instruction attacks",
                  "typical_safety": "Typical safety scenarios", "overall": "Overall"}
 
 
-def evaluate_model(model: EvalModel, items: list[dict], judge, knowledge_items: list[dict], external: dict[str, list[dict]],
-                   max_new_tokens: int = 32) -> dict:
-    seeds = [item for item in items if item["module"] != "instruction_attack"]
-    generation, replies = value_generation(model, seeds, judge, max_new_tokens)
+@dataclass(frozen=True)
+class SuiteInputs:
+    """Everything a model is evaluated with besides the value benchmark items: the same for every
+    model, so benchmark_scores loads it once for all stages and `hkgai bench` for its one."""
+
+    judge: object
+    guard: object
+    knowledge_items: list[dict]
+    external: dict[str, list[dict]]
+    harmbench: list[dict] | None
+
+    @classmethod
+    def load(cls, documents, embedder, guard_cache_dir: Path, external_dir: str | None, external_max_items: int | None,
+             warn: Callable[[str], None]) -> SuiteInputs:
+        """`documents`: the knowledge documents (local knowledge questions are built from them)."""
+        from hkgai_pipelines.safety.classifier import load_guard
+
+        guard = load_guard(embedder, cache_dir=guard_cache_dir)
+        external, harmbench = load_external_suites(external_dir, external_max_items, warn)
+        return cls(judge_from_env(embedder, guard), guard, knowledge_choice_items(documents), external, harmbench)
+
+    def guardrail_harmbench(self) -> dict | None:
+        """The guardrail's HarmBench block rates (a property of the guard, not of a model)."""
+        return guard_block_rate(self.guard, self.harmbench) if self.harmbench else None
+
+
+def evaluate_model(model: EvalModel, items: list[dict], inputs: SuiteInputs, max_new_tokens: int = 32) -> dict:
+    seeds = seed_items(items)
+    generation, replies = value_generation(model, seeds, inputs.judge, max_new_tokens)
     suites = {
         "value_likelihood": value_likelihood(model, items),
         "value_generation": generation,
         "language_following": language_following(seeds, replies),
-        "local_knowledge": score_multiple_choice(model, knowledge_items),
-        **{name: score_multiple_choice(model, suite_items) for name, suite_items in external.items()},
+        "local_knowledge": score_multiple_choice(model, inputs.knowledge_items),
+        **{name: score_multiple_choice(model, suite_items) for name, suite_items in inputs.external.items()},
     }
     return {"model": model.name, "suite_versions": {k: SUITE_VERSIONS[k] for k in suites},
             "suites": suites, "sample_replies": [{"id": s["id"], "prompt": s["prompt"], "reply": r} for s, r in list(zip(seeds, replies))[:8]]}
@@ -43,6 +72,21 @@ def table5_rows(reports: dict[str, dict], suite: str = "value_likelihood") -> li
             if r:
                 rows.append((MODULE_TITLES[module], stage, pct(r["safe"]), pct(r["refusal"]), pct(r["unsafe"]), r["items"], r["errored"]))
     return rows
+
+
+TABLE5_HEADERS = ("module", "stage", "Safe %", "Refusal %", "Unsafe %", "items", "errored")
+OTHER_HEADERS = ("suite", "stage", "accuracy %", "chance %", "items", "errored")
+
+
+def report_tables(reports: dict[str, dict]) -> dict[str, tuple[tuple[str, ...], list[tuple]]]:
+    """(headers, rows) of every table, by name, for reports keyed by stage: Table 5 in both
+    modes, Table 6, and the multiple-choice suites."""
+    return {
+        "table5_likelihood": (TABLE5_HEADERS, table5_rows(reports, "value_likelihood")),
+        "table5_generation": (TABLE5_HEADERS, table5_rows(reports, "value_generation")),
+        "table6_language_following": (("lang", *reports), table6_rows(reports)),
+        "other_suites": (OTHER_HEADERS, other_rows(reports)),
+    }
 
 
 def table6_rows(reports: dict[str, dict]) -> list[tuple]:

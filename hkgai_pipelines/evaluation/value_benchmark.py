@@ -28,6 +28,11 @@ class BenchmarkError(ValueError):
     pass
 
 
+def seed_items(items: list[dict]) -> list[dict]:
+    """The authored seeds among benchmark items (the instruction attacks only wrap them)."""
+    return [item for item in items if item["module"] != "instruction_attack"]
+
+
 @dataclass(frozen=True)
 class ValueBenchmark:
     items: list[dict]
@@ -38,7 +43,7 @@ class ValueBenchmark:
         return f"{TRANSFORMS_VERSION}-{digest[:12]}"
 
     def seeds(self) -> list[dict]:
-        return [item for item in self.items if item["module"] != "instruction_attack"]
+        return seed_items(self.items)
 
 
 def _read(name: str) -> dict:

@@ -6,6 +6,7 @@ and the answer is extractive (the caller says so in its output).
 
 from __future__ import annotations
 
+from pathlib import Path
 
 from hkgai_pipelines.settings import HkgaiSettings
 
@@ -14,9 +15,11 @@ REGISTERED_MODEL = "hkgai-v1"
 
 
 def _champion_dir(settings: HkgaiSettings) -> tuple[str, str] | None:
+    import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from hkgai_pipelines.evaluation.model import find_model_dir
     from hkgai_pipelines.params import load_registry_params
 
     # The registered model named in params.yaml (registry.model_name), as the registry assets use.
@@ -26,16 +29,11 @@ def _champion_dir(settings: HkgaiSettings) -> tuple[str, str] | None:
         version = client.get_model_version_by_alias(name, "champion")
     except MlflowException:
         return None
-    import mlflow
-    from pathlib import Path
-
     target = settings.home_dir / "serving" / str(version.version)
     target.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri or settings.tracking_uri)
     # The version's source: a checkpoint directory, or the registered pyfunc whose artifact it is.
-    from hkgai_pipelines.evaluation.model import find_model_dir
-
     found = find_model_dir(Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target))))
     return (str(found), f"{name}/{version.version} (champion)") if found else None
 
