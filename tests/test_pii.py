@@ -58,7 +58,6 @@ def test_every_pii_type_is_found(redactor, text, expected):
         "Order no. 23456789",
         "編號：34567890",
         "The number 12345678 starts with 1.",
-        "40123456 starts with 4",
         "一九九七年七月一日",
         "2024-01-15 and 15/01/2024",
         "3.14159265358979",
@@ -74,3 +73,55 @@ def test_near_misses_are_left_alone(redactor, text):
 def test_counts_by_type(redactor):
     result = redactor.redact("A123456(3) 9123 4567 x@y.hk 4111111111111111 6123 4567")
     assert dict(result.counts) == {"HKID": 1, "PHONE": 2, "EMAIL": 1, "CREDIT_CARD": 1}
+
+
+# Written forms of PII met in real Hong Kong text (shared/field-cases 06, 07, 08, 15): each is
+# redacted in place, and every character outside the span stays as it was.
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("如有查詢請致電：９１２３ ４５６７。", "如有查詢請致電：<PHONE>。"),
+        ("申請人身份證號碼：Ａ１２３４５６（３）。", "申請人身份證號碼：<HKID>。"),
+        ("電郵 ｃｈａｎ．ｔａｉｍａｎ＠ｅｘａｍｐｌｅ．ｃｏｍ", "電郵 <EMAIL>"),
+        ("電郵 alice@\u200bexample.com", "電郵 <EMAIL>"),
+        ("電話 9123\u00ad4567", "電話 <PHONE>"),
+        ("電郵 alice\u00ad.chan@example.com", "電郵 <EMAIL>"),
+        ("電話 9\u200b1\u200b2\u200b3 4567！", "電話 <PHONE>！"),
+        ("call +852 9123\u20134567 now", "call <PHONE> now"),
+        ("有事打 +852 4123 4567 搵我", "有事打 <PHONE> 搵我"),
+        ("我個新手機號碼係 4123 4567", "我個新手機號碼係 <PHONE>"),
+        ("聯絡：_taiman@example.com", "聯絡：<EMAIL>"),
+        ("mail +tag.x@example.org", "mail <EMAIL>"),
+        ("卡號 ４１１１ １１１１ １１１１ １１１１", "卡號 <CREDIT_CARD>"),
+    ],
+)
+def test_written_forms_are_redacted_in_place(redactor, text, expected):
+    assert redactor.redact(text).text == expected
+
+
+def test_text_around_a_span_is_unchanged_byte_for_byte(redactor):
+    # Full-width punctuation, a zero-width space outside PII and an ideographic space are
+    # not PII: redaction must not normalise them away.
+    text = "通知：\u200b請於　三月一日前致電９１２３\u00ad４５６７，謝謝！"
+    assert redactor.redact(text).text == "通知：\u200b請於　三月一日前致電<PHONE>，謝謝！"
+
+
+def test_normalized_view_maps_offsets():
+    from hkgai_pipelines.curation.pii import normalized_view
+
+    assert normalized_view("9123\u00ad４５６７") == ("91234567", [0, 1, 2, 3, 5, 6, 7, 8])
+    assert normalized_view("abc") == ("abc", None)
+
+
+def test_cli_and_pipeline_agree_on_format_characters():
+    """`hkgai redact` and the pipeline run one redactor: a zero-width space inside a number
+    gives <PHONE> both ways."""
+    from typer.testing import CliRunner
+
+    from hkgai_pipelines.cli import app
+    from hkgai_pipelines.curation.repair import repair_text
+
+    text = "電話 9123\u200b4567"
+    cli = CliRunner().invoke(app, ["redact"], input=text).output
+    assert cli == "電話 <PHONE>"
+    assert PiiRedactor().redact(repair_text(text)).text == cli

@@ -1,5 +1,14 @@
 """PII redaction for Hong Kong and neighbours: HKID, phone numbers, e-mail, credit cards.
 
+PII is written in many forms: full-width digits and letters from Chinese input methods
+(`９１２３ ４５６７`, `Ａ１２３４５６（３）`), invisible format characters inside a number or an
+address (a zero-width space, a soft hyphen from a word processor), typographic dashes. The
+detectors therefore run on a *normalised view* of the text (`normalized_view`: NFKC's
+one-character folds to ASCII, decimal digits of every script to 0-9, Unicode format
+characters removed) and the spans they find are mapped back to the original text, which is
+redacted in place: every character outside a PII span stays byte for byte. `PiiRedactor` is
+the one implementation behind `hkgai redact`, the curation pipeline and the rejected text.
+
 Precision matters as much as recall in a corpus full of years, prices and dates, so every
 detector validates what it matched: HKIDs by their check digit, card numbers by Luhn and
 issuer prefix, Hong Kong numbers by their leading digit, and an unprefixed 8-digit number is
@@ -11,8 +20,10 @@ and a digit ("電話91234567").
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 
 PLACEHOLDERS = {
     "HKID": "<HKID>",
@@ -21,8 +32,11 @@ PLACEHOLDERS = {
     "CREDIT_CARD": "<CREDIT_CARD>",
 }
 
+# RFC 5322 section 3.2.3 `atext`: a local part is dot-separated runs of these, so it may start
+# with "_" or "+" ("_taiman@example.com"); the domain is dot-separated LDH labels.
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
 email_pattern = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@"
+    rf"(?<![{_ATEXT}.])[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}(?![A-Za-z0-9-])"
 )
 # 13-19 digits, optionally grouped by single spaces or hyphens.
@@ -31,12 +45,16 @@ credit_card_pattern = re.compile(r"(?<![0-9A-Za-z.,])\d(?:[ -]?\d){12,18}(?![0-9
 hkid_pattern = re.compile(
     r"(?<![A-Za-z0-9])([A-Z]{1,2})(\d{6}) ?(?:\(([0-9A])\)|（([0-9A])）|([0-9A]))(?![A-Za-z0-9])"
 )
-# +852 / 00852 / (852) / (+852) / "852 " prefixes; 8 digits starting 2,3,5,6,7,8,9 as 4+4.
+# +852 / 00852 / (852) / (+852) / "852 " prefixes; 8 digits as 4+4. The leading digit follows
+# OFCA's numbering plan for Hong Kong (Numbering Plan for Telecommunications Services, as
+# published in 2024): 2 and 3 fixed lines, 4 (opened to mobile services in 2018), 5, 6, 7, 8
+# and 9 mobile and other personal services; 1 is reserved for special services (999, 1823).
+# Not a slice of a run of 4-digit groups ("4111 1111 1111 1112", a card that fails Luhn).
 hk_phone_pattern = re.compile(
-    r"(?<![0-9A-Za-z+])"
+    r"(?<![0-9A-Za-z+])(?<!(?<!\d)\d{4}[ -])"
     r"(?P<prefix>(?:\+|00)852[ -]?|\(\+?852\)[ -]?|852[ -])?"
-    r"(?P<number>[235-9]\d{3}[ -]?\d{4})"
-    r"(?![0-9A-Za-z]|[.,]\d)"
+    r"(?P<number>[2-9]\d{3}[ -]?\d{4})"
+    r"(?![0-9A-Za-z]|[.,]\d|[ -]\d{4}(?!\d))"
 )
 # Mainland mobile: 1[3-9]x xxxx xxxx, optionally +86 / 0086.
 mainland_mobile_pattern = re.compile(
@@ -49,6 +67,56 @@ _UNIT_AFTER = re.compile(
     re.IGNORECASE,
 )
 _COUNT_BEFORE = re.compile(r"(?:人口|population|編號|訂單|order|ref(?:erence)?|no\.|#)\s*[:：]?\s*$", re.IGNORECASE)
+
+# Dashes a word processor or an input method puts between digit groups; read as "-".
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"
+
+
+@cache
+def _fold_table() -> dict[int, str]:
+    """One character to one ASCII character: NFKC's width and compatibility folds (full-width
+    `９` and `Ａ`, mathematical digits), decimal digits of every script, dashes.
+
+    One-to-one on purpose: the view keeps the offsets of the original text, so a span found in
+    the view is the same span of the original. Compatibility characters that NFKC expands to
+    several (`①` is one, `⑩` two) are left as they are.
+    """
+    table: dict[int, str] = {}
+    for code in (*range(0x80, 0x20000), *range(0xE0000, 0xE0080)):
+        char = chr(code)
+        folded = unicodedata.normalize("NFKC", char)
+        if folded != char and len(folded) == 1 and folded.isascii():
+            table[code] = folded
+        elif unicodedata.category(char) == "Nd":
+            table[code] = str(unicodedata.decimal(char))
+    table.update({ord(dash): "-" for dash in _DASHES})
+    return table
+
+
+@cache
+def _format_char_re() -> re.Pattern:
+    """Unicode format characters (category Cf): U+00AD soft hyphen, U+200B zero-width space,
+    U+200C/D joiners, U+2060 word joiner, U+FEFF, bidi controls, tag characters. They render as
+    nothing, so a number or address with one inside reads the same to a person."""
+    codes = [code for code in (*range(0x20000), *range(0xE0000, 0xE0080)) if unicodedata.category(chr(code)) == "Cf"]
+    return re.compile("[" + "".join(re.escape(chr(code)) for code in codes) + "]")
+
+
+def normalized_view(text: str) -> tuple[str, list[int] | None]:
+    """The text as PII detectors read it, and where each of its characters came from.
+
+    Returns `(view, offsets)`: `view` is `text` with `_fold_table`'s one-to-one folds applied
+    and format characters (Cf) removed; `offsets[i]` is the index in `text` of `view[i]`, or
+    `offsets` is None when nothing was removed (then the indices are the same).
+    Example: `"9123\u00ad４５６７"` -> `("91234567", [0, 1, 2, 3, 5, 6, 7, 8])`.
+    """
+    view = text.translate(_fold_table())
+    pattern = _format_char_re()
+    if not pattern.search(view):
+        return view, None
+    offsets = [index for index, char in enumerate(view) if not pattern.match(char)]
+    return "".join(view[index] for index in offsets), offsets
+
 
 _HKID_LETTER_VALUES = {chr(code): code - ord("A") + 10 for code in range(ord("A"), ord("Z") + 1)}
 
@@ -107,6 +175,18 @@ class PiiRedactor:
     """Finds PII spans and replaces them with typed placeholders."""
 
     def find(self, text: str) -> list[PiiSpan]:
+        """PII spans of `text` (indices into `text` itself), sorted by start, not overlapping.
+
+        Detection runs on `normalized_view(text)`; a span of the view maps back to the
+        original characters from its first to its last, format characters inside included.
+        """
+        view, offsets = normalized_view(text)
+        spans = self._find_in_view(view)
+        if offsets is None:
+            return spans
+        return [PiiSpan(offsets[s.start], offsets[s.end - 1] + 1, s.kind) for s in spans]
+
+    def _find_in_view(self, text: str) -> list[PiiSpan]:
         spans: list[PiiSpan] = []
 
         def add(start: int, end: int, kind: str) -> None:
@@ -143,6 +223,8 @@ class PiiRedactor:
         return True
 
     def redact(self, text: str) -> RedactionResult:
+        """`text` with each PII span replaced by its placeholder (`PLACEHOLDERS`); the
+        characters outside the spans are unchanged."""
         spans = self.find(text)
         counts: Counter = Counter()
         pieces: list[str] = []

@@ -1,0 +1,135 @@
+"""An independent PII detector for the blocking residual-PII gate.
+
+A gate that re-runs the redactor passes exactly what the redactor missed. This detector is
+built differently on purpose, so that the two do not share blind spots:
+
+- its own normalisation: NFKC of the whole text, every character of Unicode category Cf
+  (format) or Mn (combining marks) dropped, every separator between digits ignored;
+- phone numbers from Google's libphonenumber (the `phonenumbers` package) with its published
+  numbering-plan metadata for Hong Kong and mainland China, not from our patterns: it knows
+  which prefixes are allocated, and any grouping or punctuation between the digits;
+- payment cards and HKIDs from digit runs regardless of grouping, validated by Luhn and the
+  HKID check digit (these validations are the definitions, not heuristics);
+- e-mail addresses by splitting on "@" and parsing both sides (RFC 5322 dot-atom local part,
+  LDH domain labels), not by one regular expression.
+
+It is tuned for recall, and accepts a few false alarms that the gate's reader can judge
+from the metadata (the offending rows are listed). `audit_text` returns findings;
+`expectations.check_no_residual_pii` turns them into the gate.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+#: The redactor's placeholders are redaction, not PII.
+_PLACEHOLDER_RE = re.compile(r"<(?:HKID|PHONE|EMAIL|CREDIT_CARD)>")
+_DIGIT_RUN_RE = re.compile(r"\d(?:[^\w\n]{0,2}\d)*")
+_HKID_RE = re.compile(r"(?<![A-Za-z])([A-Z]{1,2})[^\w\n]{0,2}((?:\d[^\w\n]{0,1}){6})[^\w\n]{0,2}([0-9A])(?![0-9A-Za-z])")
+_LOCAL_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$")
+_DOMAIN_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+# Around an "@", the characters an address can be made of (CJK and spaces end it).
+_ADDRESS_CHARS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]")
+#: libphonenumber regions whose numbers are personal data in this corpus.
+REGIONS = ("HK", "CN")
+
+
+@dataclass(frozen=True)
+class PiiFinding:
+    kind: str
+    value: str
+
+
+def audit_view(text: str) -> str:
+    """NFKC, then format characters (Cf) and combining marks (Mn) removed."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(char for char in text if unicodedata.category(char) not in ("Cf", "Mn"))
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if index % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def _hkid_valid(letters: str, digits: str, check: str) -> bool:
+    values = [36 if char == " " else ord(char) - ord("A") + 10 for char in letters.rjust(2)]
+    values += [int(d) for d in digits]
+    remainder = (11 - sum(v * w for v, w in zip(values, range(9, 1, -1))) % 11) % 11
+    return check == ("A" if remainder == 10 else str(remainder))
+
+
+def _phones(text: str) -> list[PiiFinding]:
+    """Numbers libphonenumber finds for a region: valid in its plan (an allocated block), or
+    written with an explicit country code (+852, 00852, +86), which makes any number of a
+    possible length a phone number whatever its block."""
+    import phonenumbers
+
+    found: dict[tuple[int, int], PiiFinding] = {}
+    for region in REGIONS:
+        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
+            raw = match.raw_string
+            explicit = raw.lstrip("(").startswith(("+", "00"))
+            if not (explicit or phonenumbers.is_valid_number(match.number)):
+                continue
+            digits = re.sub(r"\D", "", raw)
+            # An eight-digit YYYYMMDD date and a price are numbers, not phones, in any plan.
+            if len(digits) == 8 and digits[:2] in ("19", "20") and "01" <= digits[4:6] <= "12" and "01" <= digits[6:] <= "31":
+                continue
+            if re.search(r"(?:\$|HK\$|港元|元)\s*$", text[max(0, match.start - 4):match.start]):
+                continue
+            found.setdefault((match.start, match.end), PiiFinding("PHONE", raw))
+    return [found[span] for span in sorted(found)]
+
+
+def _cards(text: str) -> list[PiiFinding]:
+    found = []
+    for match in _DIGIT_RUN_RE.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if 13 <= len(digits) <= 19 and digits[0] in "23456" and _luhn(digits):
+            found.append(PiiFinding("CREDIT_CARD", match.group()))
+    return found
+
+
+def _hkids(text: str) -> list[PiiFinding]:
+    found = []
+    for match in _HKID_RE.finditer(text):
+        letters, digits, check = match.group(1), re.sub(r"\D", "", match.group(2)), match.group(3)
+        if _hkid_valid(letters, digits, check):
+            found.append(PiiFinding("HKID", match.group()))
+    return found
+
+
+def _emails(text: str) -> list[PiiFinding]:
+    found = []
+    for at in (index for index, char in enumerate(text) if char == "@"):
+        start, end = at, at + 1
+        while start > 0 and _ADDRESS_CHARS.match(text[start - 1]):
+            start -= 1
+        while end < len(text) and _ADDRESS_CHARS.match(text[end]):
+            end += 1
+        local, _, domain = text[start:end].strip(".-").partition("@")
+        labels = domain.rstrip(".").split(".")
+        if (
+            local
+            and all(_LOCAL_ATOM.match(atom) for atom in local.split("."))
+            and len(labels) >= 2
+            and all(_DOMAIN_LABEL.match(label) for label in labels)
+            and labels[-1].isalpha()
+            and len(labels[-1]) >= 2
+        ):
+            found.append(PiiFinding("EMAIL", text[start:end]))
+    return found
+
+
+def audit_text(text: str) -> list[PiiFinding]:
+    """PII that this detector sees in `text` (placeholders excluded), in detector order.
+
+    Example: `audit_text("WhatsApp 9123.4567")` -> `[PiiFinding("PHONE", "9123.4567")]`.
+    """
+    view = _PLACEHOLDER_RE.sub(" ", audit_view(text))
+    return _emails(view) + _cards(view) + _hkids(view) + _phones(view)
