@@ -26,6 +26,7 @@ class CurationParams:
     allowed_languages: tuple[str, ...] = ("yue", "zh-hant", "zh-hans", "en", "mixed")
     script_policy: dict[str, str] = field(default_factory=lambda: {"zh-hans": "s2hk"})
     max_record_bytes: int = 10 * 1024 * 1024
+    max_replacement_char_share: float = 0.2
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     dedup: DedupParams = field(default_factory=DedupParams)
     min_language_share: dict[str, float] = field(default_factory=dict)
@@ -53,6 +54,7 @@ class CurationParams:
             allowed_languages=allowed,
             script_policy=policy,
             max_record_bytes=int(data.get("max_record_bytes", cls.max_record_bytes)),
+            max_replacement_char_share=float(data.get("max_replacement_char_share", cls.max_replacement_char_share)),
             quality=thresholds,
             dedup=dedup,
             min_language_share={k: float(v) for k, v in (data.get("min_language_share") or {}).items()},

@@ -93,3 +93,39 @@ def test_dedup_keeps_first_and_records_cluster():
     english = dedup.check("f", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October, 1979!")
     assert (english.kind, english.duplicate_of) == ("exact", "e")
     assert dedup.check("g", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October 1979 as planned.").duplicate_of == "e"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # UTF-8 decoded as GBK and saved again (shared/field-cases/12): the round trip is exact.
+        ("鎴戝搵浠婃棩鍘诲挆椋茶尪", ("我哋今日去咗飲茶", "repaired")),
+        # The same with full-width punctuation, whose bytes were lost: mojibake, not repairable.
+        ("浠婂ぉ涓嬪崍鍙戝竷鏂扮殑閫氱煡锛岀郴缁熺淮鎶ら\ufffd氱煡", ("浠婂ぉ涓嬪崍鍙戝竷鏂扮殑閫氱煡锛岀郴缁熺淮鎶ら\ufffd氱煡", "mojibake")),
+        # Genuine Chinese in either script, and Hong Kong characters, are left alone.
+        ("今天天气很好，我们去公园。", ("今天天气很好，我们去公园。", None)),
+        ("立法會共有九十名議員。", ("立法會共有九十名議員。", None)),
+        ("𨋢壞咗，𠵱家行樓梯。", ("𨋢壞咗，𠵱家行樓梯。", None)),
+    ],
+)
+def test_chinese_mojibake(text, expected):
+    from hkgai_pipelines.curation.repair import repair_chinese_mojibake
+
+    assert repair_chinese_mojibake(text) == expected
+
+
+def test_script_policy_follows_the_script_of_cantonese():
+    converter = ScriptConverter({"zh-hans": "s2hk", "yue": "keep", "yue-hans": "s2hk"})
+    assert converter.convert("我哋今日去咗饮茶", "yue", "hans") == "我哋今日去咗飲茶"
+    assert converter.convert("我哋今日去咗飲茶", "yue", "hant") == "我哋今日去咗飲茶"
+
+
+def test_boilerplate_lines_are_removed_not_the_document():
+    from hkgai_pipelines.curation.quality import strip_boilerplate_lines
+
+    page = "首頁\n分享到 Facebook\n天文台預測，明日天氣炎熱。\n版權所有 © 2024 某某新聞\n私隱政策"
+    assert strip_boilerplate_lines(page) == ("首頁\n天文台預測，明日天氣炎熱。", 3)
+    # A sentence that mentions cookies is content.
+    sentence = "Bake the cookies for ten minutes, then let them cool."
+    assert strip_boilerplate_lines(sentence) == (sentence, 0)
+    assert strip_boilerplate_lines("版權所有 © 2026 本網站\n私隱政策 使用條款") == ("", 2)

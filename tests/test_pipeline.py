@@ -68,3 +68,32 @@ def test_content_hash_is_stable(tmp_path, curation_params):
     _, first = run_curation(items, curation_params, tmp_path / "a")
     _, second = run_curation(items, curation_params, tmp_path / "b")
     assert first.content_hash == second.content_hash
+
+
+def test_every_rejection_writes_redacted_text(tmp_path, curation_params):
+    """Rejections before the language step (duplicate id, mojibake, replacement characters)
+    come after redaction: rejected.parquet never holds a phone number."""
+    items = [
+        RawRecord(text="請打 9123 4567 搵陳生，佢今日喺公司。", source="s", licence="x", locator="a", id="same"),
+        RawRecord(text="請打 6123 4567 搵李小姐，佢聽日先返。", source="s", licence="x", locator="b", id="same"),
+        _record("浠婂ぉ涓嬪崍鍙戝竷鏂扮殑閫氱煡锛岀郴缁熺淮鎶ら\ufffd氱煡 9123 4567", 3),
+        _record("\ufffd\ufffd\ufffd\ufffd 電話 5123 4567", 4),
+    ]
+    result, outputs = run_curation(items, curation_params, tmp_path)
+    rejected = pq.read_table(outputs.rejected).to_pylist()
+    assert [(r["step"], r["reason"]) for r in rejected] == [
+        ("repair", "duplicate_id"), ("repair", "mojibake"), ("repair", "replacement_characters"),
+    ]
+    assert [r["text"] for r in rejected] == [
+        "請打 <PHONE> 搵李小姐，佢聽日先返。",
+        "浠婂ぉ涓嬪崍鍙戝竷鏂扮殑閫氱煡锛岀郴缁熺淮鎶ら\ufffd氱煡 <PHONE>",
+        "\ufffd\ufffd\ufffd\ufffd 電話 <PHONE>",
+    ]
+
+
+def test_mojibake_is_repaired_and_simplified_cantonese_converted(tmp_path, curation_params):
+    items = [_record("鎴戝搵浠婃棩鍘诲挆椋茶尪", 1)]
+    result, outputs = run_curation(items, curation_params, tmp_path)
+    (kept,) = pq.read_table(outputs.cleaned).to_pylist()
+    assert (kept["lang"], kept["text"]) == ("yue", "我哋今日去咗飲茶")
+    assert result.stats.steps["repair"]["mojibake_repaired"] == 1

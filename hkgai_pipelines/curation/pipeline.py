@@ -21,8 +21,8 @@ import pyarrow as pa
 from hkgai_pipelines.curation.dedup import Deduplicator
 from hkgai_pipelines.curation.langid import LanguageIdentifier
 from hkgai_pipelines.curation.pii import PiiRedactor
-from hkgai_pipelines.curation.quality import QualityFilter, score_quality
-from hkgai_pipelines.curation.repair import repair_text
+from hkgai_pipelines.curation.quality import QualityFilter, score_quality, strip_boilerplate_lines
+from hkgai_pipelines.curation.repair import repair_chinese_mojibake, repair_text, replacement_char_share
 from hkgai_pipelines.curation.script import ScriptConverter
 from hkgai_pipelines.params import CurationParams
 from hkgai_pipelines.sources.lake import atomic_path, write_quarantine, write_table_atomic
@@ -39,7 +39,8 @@ PII_KINDS = ("HKID", "PHONE", "EMAIL", "CREDIT_CARD")
 CLEANED_SCHEMA = pa.schema(
     [("id", pa.string()), ("text", pa.string()), ("original_text", pa.string()),
      ("lang", pa.string()), ("lang_score", pa.float64()), ("source", pa.string()),
-     ("licence", pa.string()), ("locator", pa.string()), ("title", pa.string())]
+     ("licence", pa.string()), ("locator", pa.string()), ("title", pa.string()),
+     ("encoding", pa.string())]
     + [(f"pii_{kind.lower()}", pa.int32()) for kind in PII_KINDS]
     + [(column, pa.float64()) for column in QUALITY_COLUMNS]
 )
@@ -137,7 +138,8 @@ class CurationPipeline:
                 continue
             stats.by_source[item.source]["input"] += 1
             doc = {"id": item.id, "text": item.text, "source": item.source, "licence": item.licence,
-                   "locator": item.locator, "title": item.title, "original_text": None}
+                   "locator": item.locator, "title": item.title, "original_text": None,
+                   "encoding": getattr(item, "encoding", None)}
             size = len(item.text.encode("utf-8", "surrogatepass"))
             if size > p.max_record_bytes:
                 stats.quarantined += 1
@@ -145,23 +147,33 @@ class CurationPipeline:
                 quarantined.append(QuarantineRecord(item.locator, None, f"record of {size} bytes exceeds the {p.max_record_bytes}-byte limit", item.source))
                 continue
 
-            # repair
+            # repair: text, then Chinese mojibake
             doc["text"] = repair_text(item.text)
+            doc["text"], mojibake = repair_chinese_mojibake(doc["text"])
+            stats.steps["repair"]["mojibake_repaired"] += mojibake == "repaired"
+
+            # pii: before anything is written anywhere, rejected text included, so it runs
+            # before the first rejection.
+            redaction = self.redactor.redact(doc["text"])
+            doc["text"] = redaction.text
+            for kind in PII_KINDS:
+                doc[f"pii_{kind.lower()}"] = redaction.counts.get(kind, 0)
+            stats.pii.update(redaction.counts)
+
             if not doc["text"]:
                 reject(doc, "repair", "empty_after_repair")
+                continue
+            if mojibake == "mojibake":
+                reject(doc, "repair", "mojibake")
+                continue
+            if replacement_char_share(doc["text"]) > p.max_replacement_char_share:
+                reject(doc, "repair", "replacement_characters")
                 continue
             if doc["id"] in seen_ids:
                 reject(doc, "repair", "duplicate_id")
                 continue
             seen_ids.add(doc["id"])
             stats.steps["repair"]["kept"] += 1
-
-            # pii: before anything is written anywhere, rejected text included
-            redaction = self.redactor.redact(doc["text"])
-            doc["text"] = redaction.text
-            for kind in PII_KINDS:
-                doc[f"pii_{kind.lower()}"] = redaction.counts.get(kind, 0)
-            stats.pii.update(redaction.counts)
             stats.steps["pii"]["kept"] += 1
             stats.steps["pii"]["redacted_docs"] += 1 if redaction.counts else 0
 
@@ -173,15 +185,21 @@ class CurationPipeline:
                 continue
             stats.steps["langid"]["kept"] += 1
 
-            # script
-            converted = self.converter.convert(doc["text"], result.lang)
+            # script (the language's script, not the language, decides: Cantonese written in
+            # Simplified characters is converted like Simplified Mandarin)
+            converted = self.converter.convert(doc["text"], result.lang, getattr(result, "script", None))
             if converted != doc["text"]:
                 doc["original_text"], doc["text"] = doc["text"], converted
                 stats.script_converted += 1
                 stats.steps["script"]["converted"] += 1
             stats.steps["script"]["kept"] += 1
 
-            # quality
+            # quality: boilerplate lines go, then the rest is scored
+            doc["text"], boilerplate_lines = strip_boilerplate_lines(doc["text"])
+            if not doc["text"]:
+                reject(doc, "quality", "boilerplate")
+                continue
+            stats.steps["quality"]["boilerplate_lines_removed"] += boilerplate_lines
             scores = score_quality(doc["text"])
             reason = self.quality.decide(scores)
             if reason:

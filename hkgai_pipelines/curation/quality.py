@@ -22,6 +22,33 @@ BOILERPLATE_RE = re.compile(
     r"分享到|訂閱|订阅|上一頁|下一頁|返回頂部|返回主頁)",
     re.IGNORECASE,
 )
+#: A boilerplate line is short and is not a sentence: site furniture ("私隱政策",
+#: "分享到 Facebook", "© 2024 某某新聞 版權所有") has no sentence-final punctuation, while an
+#: article sentence that mentions cookies or logging in ends in one and stays.
+BOILERPLATE_MAX_LINE_CHARS = 60
+_SENTENCE_END_RE = re.compile(r"[。！？.!?」』\"”]\s*$")
+
+
+def is_boilerplate_line(line: str) -> bool:
+    """True for a line of site furniture (menu, share links, footer), by `BOILERPLATE_RE`."""
+    line = line.strip()
+    return (
+        0 < len(line) <= BOILERPLATE_MAX_LINE_CHARS
+        and not _SENTENCE_END_RE.search(line)
+        and bool(BOILERPLATE_RE.search(line))
+    )
+
+
+def strip_boilerplate_lines(text: str) -> tuple[str, int]:
+    """`text` without its boilerplate lines, and how many were removed.
+
+    The filter removes lines, not documents: a news page that kept its footer keeps its
+    article. A text made only of boilerplate comes back empty.
+    """
+    lines = text.split("\n")
+    kept = [line for line in lines if not is_boilerplate_line(line)]
+    removed = len(lines) - len(kept)
+    return ("\n".join(kept).strip() if removed else text), removed
 
 
 @dataclass(frozen=True)
@@ -85,7 +112,7 @@ def score_quality(text: str) -> dict[str, float]:
         "dup_line_fraction": dup_lines / len(lines) if lines else 0.0,
         "dup_line_char_fraction": dup_line_chars / line_chars if line_chars else 0.0,
         "boilerplate_line_fraction": (
-            sum(1 for line in lines if BOILERPLATE_RE.search(line)) / len(lines) if lines else 0.0
+            sum(1 for line in lines if is_boilerplate_line(line)) / len(lines) if lines else 0.0
         ),
     }
     for k in (2, 3, 4):

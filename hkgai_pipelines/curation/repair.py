@@ -33,3 +33,64 @@ def repair_text(text: str) -> str:
     text = "\n".join(line.strip() for line in text.split("\n"))
     text = _BLANK_LINES_RE.sub("\n\n", text)
     return text.strip()
+
+
+# --- Chinese mojibake -------------------------------------------------------------------
+# UTF-8 Chinese takes three bytes a character; read as GBK/GB18030 or Big5 (two bytes a
+# character) and saved again it becomes about 1.5 times as many, mostly rare, Han characters
+# ("今天" -> "浠婂ぉ"). ftfy repairs UTF-8 read as Latin-1/cp1252 but not these. The round
+# trip (encode with the wrong codec, decode as UTF-8) undoes it; genuine Chinese put through
+# the same round trip gives almost no Han characters, since GBK/Big5 byte pairs rarely form
+# the E4-E9 lead byte + two continuation bytes of a UTF-8 Han character.
+MOJIBAKE_CODECS = ("gb18030", "big5hkscs")
+_HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+#: A lossy round trip still proves mojibake when at least this share of its non-ASCII
+#: characters are Han (the rest U+FFFD where bytes were lost, typically full-width
+#: punctuation): genuine text measures near 0 here, the field case 0.79.
+MOJIBAKE_MIN_HAN_SHARE = 0.6
+#: A strict round trip repairs only when it yields at least this many Han characters, so a
+#: one-character coincidence cannot rewrite a text.
+MOJIBAKE_MIN_HAN = 2
+
+
+def _round_trip(text: str, codec: str, errors: str) -> str | None:
+    try:
+        return text.encode(codec, errors=errors).decode("utf-8", errors=errors)
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return None
+
+
+def _han_share(text: str) -> tuple[int, float]:
+    han = len(_HAN_RE.findall(text))
+    non_ascii = sum(1 for char in text if not char.isascii())
+    return han, (han / non_ascii if non_ascii else 0.0)
+
+
+def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
+    """Undo UTF-8 Chinese that was decoded as GB18030/GBK or Big5-HKSCS and saved again.
+
+    Returns `(text, verdict)`: verdict None when the text is not mojibake (returned as is),
+    `"repaired"` with the repaired text when the round trip is exact, `"mojibake"` with the
+    text unchanged when the round trip shows mojibake but lost bytes (a caller rejects it).
+    Example: "鎴戝搵浠婃棩鍘诲挧椋茶尪" -> ("我哋今日去咗飲茶", "repaired").
+    """
+    if text.isascii() or not _HAN_RE.search(text):
+        return text, None
+    for codec in MOJIBAKE_CODECS:
+        repaired = _round_trip(text, codec, "strict")
+        if repaired is not None and repaired != text:
+            han, share = _han_share(repaired)
+            if han >= MOJIBAKE_MIN_HAN and share >= MOJIBAKE_MIN_HAN_SHARE:
+                return repaired, "repaired"
+        lossy = _round_trip(text, codec, "replace")
+        if lossy is not None and lossy != text:
+            han, share = _han_share(lossy)
+            if han >= MOJIBAKE_MIN_HAN and share >= MOJIBAKE_MIN_HAN_SHARE:
+                return text, "mojibake"
+    return text, None
+
+
+def replacement_char_share(text: str) -> float:
+    """Share of U+FFFD (the decoder's "unknown character") among non-space characters."""
+    visible = sum(1 for char in text if not char.isspace())
+    return text.count("\ufffd") / visible if visible else 0.0

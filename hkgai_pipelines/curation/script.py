@@ -29,8 +29,11 @@ class ScriptConverter:
         self.policy = dict(policy)
         self._s2hk = None
 
-    def convert(self, text: str, lang: str) -> str:
-        if self.policy.get(lang, "keep") == "keep":
+    def convert(self, text: str, lang: str, script: str | None = None) -> str:
+        """Apply the policy of `lang`, or of `"{lang}-{script}"` when the policy names it
+        (`yue-hans`: Cantonese written in Simplified characters)."""
+        action = self.policy.get(f"{lang}-{script}") if script else None
+        if (action or self.policy.get(lang, "keep")) == "keep":
             return text
         if self._s2hk is None:
             import opencc
