@@ -118,6 +118,17 @@ def normalized_view(text: str) -> tuple[str, list[int] | None]:
     return "".join(view[index] for index in offsets), offsets
 
 
+# Words that introduce a phone number. An eight-digit number written without a prefix and
+# without the 4+4 grouping of Hong Kong numbers is a phone only after one of these (context
+# words raising a pattern's confidence, as Microsoft Presidio's recognizers do): bare
+# eight-digit runs are as often amounts, volumes and counts ("volume 23456789").
+_PHONE_CUE_BEFORE = re.compile(
+    r"(?:電話|电话|致電|致电|打俾|打畀|打比|打|call|tel|phone|mobile|cell|手機|手机|手提|聯絡|聯繫|联系|联络|"
+    r"contact|whatsapp|wechat|微信|signal|sms|短訊|短讯|熱線|热线|hotline|fax|傳真|传真|號碼|号码|搵|揾|找)"
+    r"[^0-9]{0,12}$",
+    re.IGNORECASE,
+)
+
 _HKID_LETTER_VALUES = {chr(code): code - ord("A") + 10 for code in range(ord("A"), ord("Z") + 1)}
 
 
@@ -218,8 +229,11 @@ class PiiRedactor:
         before, after = text[max(0, match.start() - 12):match.start()], text[match.end():match.end() + 8]
         if _CURRENCY_BEFORE.search(before) or _UNIT_AFTER.match(after) or _COUNT_BEFORE.search(before):
             return False
-        if number == digits and _looks_like_date(digits):
-            return False
+        if number == digits:
+            # Bare: a date is never a phone, and anything else needs a cue before it.
+            if _looks_like_date(digits):
+                return False
+            return bool(_PHONE_CUE_BEFORE.search(text[max(0, match.start() - 24):match.start()]))
         return True
 
     def redact(self, text: str) -> RedactionResult:

@@ -13,8 +13,9 @@ built differently on purpose, so that the two do not share blind spots:
 - e-mail addresses by splitting on "@" and parsing both sides (RFC 5322 dot-atom local part,
   LDH domain labels), not by one regular expression.
 
-It is tuned for recall, and accepts a few false alarms that the gate's reader can judge
-from the metadata (the offending rows are listed). `audit_text` returns findings;
+It is tuned for recall. A bare run of eight digits that Hong Kong's plan allows is reported
+as `certain=False`: amounts and counts look the same, so the gate lists such findings for a
+reader instead of blocking on them. `audit_text` returns findings;
 `expectations.check_no_residual_pii` turns them into the gate.
 """
 
@@ -38,8 +39,13 @@ REGIONS = ("HK", "CN")
 
 @dataclass(frozen=True)
 class PiiFinding:
+    """A piece of PII in the audited text. `certain` is False only for a bare run of digits
+    that a numbering plan allows but nothing marks as a phone (no prefix, no grouping):
+    "23456789" in a budget line is as likely an amount."""
+
     kind: str
     value: str
+    certain: bool = True
 
 
 def audit_view(text: str) -> str:
@@ -64,9 +70,11 @@ def _hkid_valid(letters: str, digits: str, check: str) -> bool:
 
 
 def _phones(text: str) -> list[PiiFinding]:
-    """Numbers libphonenumber finds for a region: valid in its plan (an allocated block), or
-    written with an explicit country code (+852, 00852, +86), which makes any number of a
-    possible length a phone number whatever its block."""
+    """Numbers libphonenumber finds: valid in Hong Kong's plan (an allocated block), a
+    mainland mobile, or written with an explicit country code (+852, 00852, +86), which makes
+    any number of a possible length a phone number whatever its block. Unprefixed mainland
+    fixed lines are not looked for: ten digits with an area code read like any reference
+    number ("Policy no. 2345-6789-01")."""
     import phonenumbers
 
     found: dict[tuple[int, int], PiiFinding] = {}
@@ -74,7 +82,10 @@ def _phones(text: str) -> list[PiiFinding]:
         for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
             raw = match.raw_string
             explicit = raw.lstrip("(").startswith(("+", "00"))
-            if not (explicit or phonenumbers.is_valid_number(match.number)):
+            valid = phonenumbers.is_valid_number(match.number)
+            if region == "CN" and not explicit:
+                valid = valid and phonenumbers.number_type(match.number) == phonenumbers.PhoneNumberType.MOBILE
+            if not (explicit or valid):
                 continue
             digits = re.sub(r"\D", "", raw)
             # An eight-digit YYYYMMDD date and a price are numbers, not phones, in any plan.
@@ -82,7 +93,7 @@ def _phones(text: str) -> list[PiiFinding]:
                 continue
             if re.search(r"(?:\$|HK\$|港元|元)\s*$", text[max(0, match.start - 4):match.start]):
                 continue
-            found.setdefault((match.start, match.end), PiiFinding("PHONE", raw))
+            found.setdefault((match.start, match.end), PiiFinding("PHONE", raw, certain=explicit or not raw.isdigit()))
     return [found[span] for span in sorted(found)]
 
 
