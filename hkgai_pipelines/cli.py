@@ -122,7 +122,7 @@ def redact() -> None:
 
 @app.command()
 def curate(
-    inputs: Annotated[list[Path] | None, typer.Argument(help="files or folders (.jsonl with text, .txt, .parquet, .html)")] = None,
+    inputs: Annotated[list[Path] | None, typer.Argument(help="files or folders (.jsonl with text, .txt, .parquet, .html, .warc(.gz)) in any common encoding")] = None,
     out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("cleaned"),
     lake: Annotated[Path | None, typer.Option("--lake", help="read raw/<source>.parquet of every catalog source, in catalog order (what cleaned_corpus does)")] = None,
     params_file: Annotated[Path | None, typer.Option("--params", help="params.yaml (default: the project's)")] = None,
@@ -334,13 +334,24 @@ def _model_registry():
     return ModelRegistry(mlflow.get_client(), params.model_name, tracking_uri=mlflow.tracking_uri, auth_enabled=params.auth_enabled)
 
 
-def _registry_action(action) -> None:
+def _registry_action(action, model: str, version: str | None) -> None:
+    """Run a registry action; a refusal, an unknown version or an unreachable MLflow is one
+    line on stderr and exit code 1, never a traceback."""
+    from mlflow.exceptions import MlflowException
+
     from hkgai_pipelines.registry.promotion import PromotionError, RegistryUnavailable
 
+    if version is not None and not version.isdigit():
+        console.print(f"[red]{model}: version must be a number such as 3, got {version!r}[/red]")
+        raise typer.Exit(1)
     try:
         message = action()
     except (PromotionError, RegistryUnavailable) as error:
         console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    except MlflowException as error:
+        reason = "no such version" if error.error_code == "RESOURCE_DOES_NOT_EXIST" else str(error.message).splitlines()[0]
+        console.print(f"[red]{model} v{version}: {reason}[/red]" if version else f"[red]{model}: {reason}[/red]")
         raise typer.Exit(1) from None
     sys.stdout.write(message + "\n")
 
@@ -359,7 +370,7 @@ def approve(
         registry.approve(version, reviewer, note)
         return f"{registry.name} v{version}: approved by {reviewer}; the approval sensor will make it champion"
 
-    _registry_action(run)
+    _registry_action(run, registry.name, version)
 
 
 @app.command()
@@ -375,7 +386,7 @@ def reject(
         registry.reject(version, reviewer, note)
         return f"{registry.name} v{version}: rejected by {reviewer}; the approval sensor will close it"
 
-    _registry_action(run)
+    _registry_action(run, registry.name, version)
 
 
 @app.command()
@@ -393,7 +404,7 @@ def rollback(
         record = registry.rollback(by or getpass.getuser(), to, note)
         return f"{registry.name}: champion v{record.previous_champion} -> v{record.version} (audited, by {record.by})"
 
-    _registry_action(run)
+    _registry_action(run, registry.name, to)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -49,3 +49,16 @@ def test_curate_writes_the_four_outputs(tmp_path):
 def test_curate_missing_input_exits_2(tmp_path):
     result = runner.invoke(app, ["curate", str(tmp_path / "absent"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
+
+
+def test_registry_commands_give_one_line_errors(hkgai_home):
+    """An unknown or malformed version is one line naming the model and version, exit 1."""
+    for args, expected in [
+        (["approve", "99", "--reviewer", "x"], "hkgai-v1 v99: no such version"),
+        (["approve", "v1", "--reviewer", "x"], "hkgai-v1: version must be a number such as 3, got 'v1'"),
+        (["rollback", "--to", "99", "--by", "x"], "hkgai-v1 v99: no such version"),
+    ]:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert expected in result.output
+        assert "Traceback" not in result.output
