@@ -64,6 +64,7 @@ def test_every_pii_type_is_found(redactor, text, expected):
         "GDP was 2,867,000,000,000",
         "版本 1.2.3.4",
         "version user@host missing tld",
+        "總部喺杜老誌道6號羣策大廈2302–2303室",  # a room range, dashes folded or not
     ],
 )
 def test_near_misses_are_left_alone(redactor, text):

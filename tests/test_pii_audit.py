@@ -63,3 +63,18 @@ def test_gate_fails_on_a_leak_in_rejected_text():
     outcome = expectations.check_no_residual_pii(cleaned, rejected)
     assert not outcome.passed
     assert outcome.metadata["findings"] == ["PHONE: 9123.4567"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Seen in CTCPC: catalogue codes, stock codes and ranges that a plan happens to allow.
+        "恆星TYC 3541-945-1命名",
+        "聯交所股份編號：00020",
+        "深交所：000861 ）",
+        "每二十萬人就要起一間面積大約12，000-15，000平方呎嘅圖書館",
+        "羣策大廈2302–2303室",
+    ],
+)
+def test_codes_and_ranges_are_not_certain_phones(text):
+    assert not [f for f in audit_text(text) if f.certain]

@@ -63,7 +63,7 @@ mainland_mobile_pattern = re.compile(
 
 _CURRENCY_BEFORE = re.compile(r"(?:HK\$|US\$|NT\$|RMB|HKD|USD|CNY|[$＄¥￥€£]|港幣|港元|人民幣|美元)\s*$", re.IGNORECASE)
 _UNIT_AFTER = re.compile(
-    r"^\s*(?:元|蚊|港元|港幣|人|名|個|位|次|年|日|米|公里|平方|呎|噸|件|份|%|％|km|kg|m\b|people|dollars|HKD|years)",
+    r"^\s*(?:元|蚊|港元|港幣|人|名|個|位|次|年|日|米|公里|平方|呎|噸|件|份|室|樓|楼|號|号|%|％|km|kg|m\b|people|dollars|HKD|years)",
     re.IGNORECASE,
 )
 _COUNT_BEFORE = re.compile(r"(?:人口|population|編號|訂單|order|ref(?:erence)?|no\.|#)\s*[:：]?\s*$", re.IGNORECASE)

@@ -35,6 +35,21 @@ _DOMAIN_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 _ADDRESS_CHARS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]")
 #: libphonenumber regions whose numbers are personal data in this corpus.
 REGIONS = ("HK", "CN")
+# "+852", "00852", "(+86)": a country code written out makes a number a phone number.
+_COUNTRY_CODE_RE = re.compile(r"^(?:\(?(?:\+|00)\s*(?:852|86)(?!\d)|\((?:852|86)\))")
+# A number followed by a unit is a quantity or an address part ("2302-2303室", "12345678 元").
+_UNIT_AFTER_RE = re.compile(r"^\s*(?:室|樓|楼|號|号|元|蚊|人|個|个|平方|呎|%|km|kg|sq)", re.IGNORECASE)
+_PRICE_BEFORE_RE = re.compile(r"(?:\$|HK\$|港元|元)\s*$")
+
+
+def _grouped_as_in_plan(number, raw: str) -> bool:
+    """The digit groups of `raw` are those of the number's national format (libphonenumber)."""
+    import phonenumbers
+
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    groups = [len(g) for g in re.findall(r"\d+", national)]
+    raw = re.sub(r"^\(?(?:852|86)\)?[^\d]+", "", raw)  # "852 6789 0123": the code, then the number
+    return [len(g) for g in re.findall(r"\d+", raw)] == groups
 
 
 @dataclass(frozen=True)
@@ -81,18 +96,22 @@ def _phones(text: str) -> list[PiiFinding]:
     for region in REGIONS:
         for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
             raw = match.raw_string
-            explicit = raw.lstrip("(").startswith(("+", "00"))
-            valid = phonenumbers.is_valid_number(match.number)
-            if region == "CN" and not explicit:
-                valid = valid and phonenumbers.number_type(match.number) == phonenumbers.PhoneNumberType.MOBILE
-            if not (explicit or valid):
-                continue
-            digits = re.sub(r"\D", "", raw)
-            # An eight-digit YYYYMMDD date and a price are numbers, not phones, in any plan.
-            if len(digits) == 8 and digits[:2] in ("19", "20") and "01" <= digits[4:6] <= "12" and "01" <= digits[6:] <= "31":
-                continue
-            if re.search(r"(?:\$|HK\$|港元|元)\s*$", text[max(0, match.start - 4):match.start]):
-                continue
+            explicit = bool(_COUNTRY_CODE_RE.match(raw))
+            if not explicit:
+                if not phonenumbers.is_valid_number(match.number):
+                    continue
+                if region == "CN" and phonenumbers.number_type(match.number) != phonenumbers.PhoneNumberType.MOBILE:
+                    continue
+                # Digits grouped as the plan writes them (9123 4567, 9123.4567), not a
+                # catalogue code such as "TYC 3541-945-1" that happens to be valid.
+                if not raw.isdigit() and not _grouped_as_in_plan(match.number, raw):
+                    continue
+                if _UNIT_AFTER_RE.match(text[match.end:match.end + 6]) or _PRICE_BEFORE_RE.search(text[max(0, match.start - 4):match.start]):
+                    continue
+                digits = re.sub(r"\D", "", raw)
+                # An eight-digit YYYYMMDD date is a date in any plan.
+                if len(digits) == 8 and digits[:2] in ("19", "20") and "01" <= digits[4:6] <= "12" and "01" <= digits[6:] <= "31":
+                    continue
             found.setdefault((match.start, match.end), PiiFinding("PHONE", raw, certain=explicit or not raw.isdigit()))
     return [found[span] for span in sorted(found)]
 
