@@ -1,11 +1,13 @@
 """Every bad-input kind becomes a quarantine record with a precise error."""
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from hkgai_pipelines.sources.files import read_files
-from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord, stable_record_id
 
 
 def _read(path, **kwargs):
@@ -77,6 +79,166 @@ def test_html_keeps_visible_text_and_title(tmp_path):
 def test_unsupported_extension_and_missing_input(tmp_path):
     path = tmp_path / "doc.pdf"
     path.write_bytes(b"%PDF")
-    assert _read(path) == [QuarantineRecord("doc.pdf", None, "unsupported file type '.pdf'; expected .jsonl, .txt, .parquet, .html, .htm", "t")]
+    assert _read(path) == [QuarantineRecord("doc.pdf", None, "unsupported file type '.pdf'; expected .jsonl, .txt, .parquet, .html, .htm, .warc, .warc.gz", "t")]
     with pytest.raises(FileNotFoundError, match="input not found"):
         list(read_files([tmp_path / "absent"], source="t", licence="x"))
+
+
+# --- encodings: one per file, declared or detected, recorded on every record ---------------
+
+NOTICE_PAGE = "<html><head>{meta}<title>屋苑通告</title></head><body><p>各位住戶：由於𨋢要維修，本週六上午九時至下午五時暫停服務，不便之處，敬請原諒。</p></body></html>"
+NOTICE_TEXT = "各位住戶：由於𨋢要維修，本週六上午九時至下午五時暫停服務，不便之處，敬請原諒。"
+
+
+def _records(items):
+    return [(i.locator, i.encoding, i.title, i.text) for i in items]
+
+
+@pytest.mark.parametrize("meta", ['<meta charset="big5-hkscs">', '<meta http-equiv="Content-Type" content="text/html; charset=big5">', ""])
+def test_big5hkscs_page_declared_or_detected(tmp_path, meta):
+    path = tmp_path / "notice.html"
+    path.write_bytes(NOTICE_PAGE.format(meta=meta).encode("big5hkscs"))
+    assert _records(_read(path)) == [("notice.html", "big5hkscs", "屋苑通告", NOTICE_TEXT)]
+
+
+@pytest.mark.parametrize(("encoding", "recorded"), [("utf-16", "utf-16"), ("utf-16-le", "utf-16-le"), ("utf-16-be", "utf-16-be"), ("gb18030", "gb18030")])
+def test_utf16_and_gb18030_text_files(tmp_path, encoding, recorded):
+    path = tmp_path / "notes.txt"
+    path.write_bytes("第一段：電梯維修。\r\n仍然係第一段。\r\n\r\n第二段：𠵱家返屋企。\r\n".encode(encoding))
+    assert _records(_read(path)) == [
+        ("notes.txt:1", recorded, None, "第一段：電梯維修。\n仍然係第一段。"),
+        ("notes.txt:4", recorded, None, "第二段：𠵱家返屋企。"),
+    ]
+
+
+def test_bom_jsonl_with_crlf_line_ends(tmp_path):
+    path = tmp_path / "excel.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + '{"text": "今日天氣好好"}\r\n{"text": "The MTR"}\r\n'.encode())
+    assert _records(_read(path)) == [("excel.jsonl:1", "utf-8-sig", None, "今日天氣好好"), ("excel.jsonl:2", "utf-8-sig", None, "The MTR")]
+
+
+def test_big5_jsonl_line_that_fails_is_quarantined_alone(tmp_path):
+    path = tmp_path / "big5.jsonl"
+    good = '{"text": "各位住戶：由於𨋢要維修，本週六暫停服務。"}\n'.encode("big5hkscs")
+    path.write_bytes(good * 3 + b'{"text": "\xff\xff"}\n' + good)
+    items = _read(path)
+    assert [type(i).__name__ for i in items] == ["RawRecord"] * 3 + ["QuarantineRecord", "RawRecord"]
+    assert items[3] == QuarantineRecord("big5.jsonl", 4, "invalid big5hkscs at byte 10: b'\\xff\\xff\"}'", "t")
+    assert {i.encoding for i in items if isinstance(i, RawRecord)} == {"big5hkscs"}
+
+
+def test_large_file_is_decided_from_its_head_and_streamed(tmp_path):
+    # over 64 KiB: the encoding is decided from the head, a bad line far past it is quarantined
+    lines = [f"第{n}段：電梯維修，𨋢暫停服務。" for n in range(3000)]
+    data = "\n\n".join(lines[:2500]).encode("big5hkscs") + b"\n\n\xff\xfe\n\n" + "\n\n".join(lines[2500:]).encode("big5hkscs")
+    assert len(data) > 64 * 1024
+    path = tmp_path / "big.txt"
+    path.write_bytes(data)
+    items = _read(path)
+    assert len(items) == 3001
+    assert items[2500] == QuarantineRecord("big.txt", 5001, "invalid big5hkscs at byte 0: b'\\xff\\xfe'", "t")
+    assert (items[-1].locator, items[-1].text, items[-1].encoding) == ("big.txt:6001", "第2999段：電梯維修，𨋢暫停服務。", "big5hkscs")
+
+
+def test_undecodable_page_is_quarantined_with_the_encodings_tried(tmp_path):
+    path = tmp_path / "bad.html"
+    path.write_bytes(b"<html><body><p>\xff\xff\xff</p></body></html>")
+    assert _read(path) == [QuarantineRecord("bad.html", None, "undecodable: tried utf-8, big5hkscs, gb18030", "t")]
+
+
+# --- record identity: input ids are scoped to source and file; 0 is an id -------------------
+
+def test_shards_reusing_ids_get_distinct_record_ids(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "shard-00000.jsonl").write_text('{"id": 0, "text": "甲"}\n{"id": 1, "text": "乙"}\n', encoding="utf-8")
+    (folder / "shard-00001.jsonl").write_text('{"id": "0", "text": "丙"}\n{"id": 1, "text": "丁"}\n', encoding="utf-8")
+    items = list(read_files([folder], source="t", licence="x", root=folder))
+    assert [i.locator for i in items] == ["shard-00000.jsonl:1#id=0", "shard-00000.jsonl:2#id=1", "shard-00001.jsonl:1#id=0", "shard-00001.jsonl:2#id=1"]
+    assert len({i.id for i in items}) == 4
+    assert items[0].id == stable_record_id("t", "shard-00000.jsonl#id=0", "")
+    # the id names the record: the same input id in the same file keeps its record id
+    assert items[2].id == stable_record_id("t", "shard-00001.jsonl#id=0", "")
+
+
+def test_null_or_empty_id_is_missing_and_odd_ids_are_quarantined(tmp_path):
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"id": null, "text": "甲"}\n{"id": "", "text": "乙"}\n{"id": [1], "text": "丙"}\n{"id": true, "text": "丁"}\n', encoding="utf-8")
+    first, second, listed, boolean = _read(path)
+    assert (first.locator, first.id) == ("ids.jsonl:1", stable_record_id("t", "ids.jsonl:1", "甲"))
+    assert (second.locator, second.id) == ("ids.jsonl:2", stable_record_id("t", "ids.jsonl:2", "乙"))
+    assert listed == QuarantineRecord("ids.jsonl", 3, "field 'id' is of type list; expected a string or an integer", "t")
+    assert boolean == QuarantineRecord("ids.jsonl", 4, "field 'id' is of type bool; expected a string or an integer", "t")
+
+
+def test_parquet_ids_scoped_for_user_files_kept_for_the_lake(tmp_path):
+    path = tmp_path / "part.parquet"
+    pq.write_table(pa.table({"id": [0, 1], "text": ["甲", "乙"]}), path)
+    scoped = _read(path)
+    assert [(i.locator, i.id) for i in scoped] == [
+        ("part.parquet:1#id=0", stable_record_id("t", "part.parquet#id=0", "")),
+        ("part.parquet:2#id=1", stable_record_id("t", "part.parquet#id=1", "")),
+    ]
+    assert [i.id for i in _read(path, scope_ids=False)] == ["0", "1"]
+
+
+def test_raw_lake_round_trips_encoding_and_ids(tmp_path):
+    from hkgai_pipelines.sources.ingest import iter_raw_lake, raw_paths
+    from hkgai_pipelines.sources.lake import write_quarantine, write_raw_records
+
+    page = tmp_path / "in" / "notice.html"
+    page.parent.mkdir()
+    page.write_bytes(NOTICE_PAGE.format(meta="").encode("big5hkscs"))
+    (record,) = read_files([page], source="web", licence="x", root=page.parent)
+    raw, quarantine = raw_paths(tmp_path / "lake", "web")
+    write_raw_records([record, RawRecord(text="舊", source="web", licence="x", locator="a", id="kept-as-is")], raw)
+    write_quarantine([], quarantine)
+    back = list(iter_raw_lake(tmp_path / "lake", ["web"]))
+    assert [(r.id, r.encoding, r.title, r.text) for r in back] == [
+        (record.id, "big5hkscs", "屋苑通告", NOTICE_TEXT), ("kept-as-is", None, None, "舊")]
+    # a lake written before the encoding column still reads
+    pq.write_table(pa.table({"id": ["x1"], "text": ["舊湖"], "source": ["web"], "licence": ["x"], "locator": ["l"]}), raw)
+    (old,) = list(iter_raw_lake(tmp_path / "lake", ["web"]))
+    assert (old.id, old.encoding, old.text) == ("x1", None, "舊湖")
+
+
+# --- the field cases, read where they live (never copied into the project) -----------------
+
+FIELD_CASES = Path(__file__).resolve().parents[2] / "shared" / "field-cases"
+
+
+def _field_cases():
+    if not FIELD_CASES.is_dir():
+        pytest.skip(f"field cases not present at {FIELD_CASES}")
+    return FIELD_CASES
+
+
+def test_field_case_01_bom_jsonl():
+    items = list(read_files([_field_cases() / "01_bom.jsonl"], source="u", licence="x", root=FIELD_CASES))
+    assert [(i.locator, i.encoding) for i in items] == [("01_bom.jsonl:1", "utf-8-sig"), ("01_bom.jsonl:2", "utf-8-sig")]
+    assert items[0].text == "今日天氣好好，我哋去咗海灘玩咗成日。"
+
+
+def test_field_case_02_shards():
+    items = list(read_files([_field_cases() / "02_shards"], source="u", licence="x", root=FIELD_CASES))
+    assert all(isinstance(i, RawRecord) for i in items)
+    assert [i.locator for i in items] == [
+        "02_shards/shard-00000.jsonl:1#id=0", "02_shards/shard-00000.jsonl:2#id=1",
+        "02_shards/shard-00001.jsonl:1#id=0", "02_shards/shard-00001.jsonl:2#id=1",
+    ]
+    assert len({i.id for i in items}) == 4
+
+
+def test_field_case_03_big5hkscs_notice():
+    (item,) = read_files([_field_cases() / "03_notice_big5hkscs.html"], source="u", licence="x", root=FIELD_CASES)
+    assert (item.encoding, item.title, item.text) == ("big5hkscs", "屋苑通告", NOTICE_TEXT)
+
+
+def test_field_case_13_news_page_main_content():
+    (item,) = read_files([_field_cases() / "13_news_page.html"], source="u", licence="x", root=FIELD_CASES)
+    assert item.title == "港聞"
+    assert item.text == (
+        "天文台：明日天氣炎熱\n"
+        "天文台預測，明日天氣炎熱，最高氣溫約三十四度，市民應避免長時間在戶外活動。\n"
+        "另外，本港紫外線指數會達到甚高水平，天文台提醒市民做好防曬措施。"
+    )

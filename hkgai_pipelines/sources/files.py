@@ -1,9 +1,20 @@
-"""Read user files (.jsonl, .txt, .parquet, .html) into records, quarantining what is unreadable.
+"""Read user files (.jsonl, .txt, .parquet, .html, .warc, .warc.gz) into records, quarantining
+what is unreadable.
 
 Shared by the `local_files` source kind and `hkgai curate`. Every problem becomes a
 `QuarantineRecord(file, line, error)` instead of an exception, so one bad file never stops a
 run and the counts still add up. Only a path that does not exist raises: that is a usage
 error, not bad data.
+
+Text files may be in any encoding Hong Kong input comes in (UTF-8 with or without a BOM,
+UTF-16/32, Big5-HKSCS, GB18030): `decoding` decides one encoding per file from its first
+64 KiB, and lines are then decoded one at a time, so a damaged line is quarantined alone.
+Web pages and crawls go through `web` (main-content extraction, WARC records).
+
+Record identity: an input's own `id` is only unique inside its file (two shards both number
+their records from 0), so it is scoped: the record id hashes (source, file, input id) and
+the locator keeps the input id readable (`shard-00000.jsonl:1#id=0`). Without an input id the
+id hashes (source, locator, text) as for every other source.
 """
 
 from __future__ import annotations
@@ -15,16 +26,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+from hkgai_pipelines.sources.decoding import HEAD_BYTES, Detection, decode_line, detect, iter_encoded_lines
+from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord, stable_record_id
+from hkgai_pipelines.sources.web import html_record, read_warc
 
-SUPPORTED_SUFFIXES = (".jsonl", ".txt", ".parquet", ".html", ".htm")
+#: File name endings read, matched against the whole name so that `.warc.gz` is one kind.
+SUPPORTED_SUFFIXES = (".jsonl", ".txt", ".parquet", ".html", ".htm", ".warc", ".warc.gz")
 
 #: A single record above this size is quarantined: no real document in these corpora is
 #: anywhere near 10 MB, and one such line would dominate a training batch.
 DEFAULT_MAX_RECORD_BYTES = 10 * 1024 * 1024
-
-# Bytes read to decide whether a file is binary (the same heuristic git uses: a NUL byte).
-_BINARY_SNIFF_BYTES = 8192
 
 FileItem = RawRecord | QuarantineRecord
 
@@ -49,9 +60,12 @@ def read_files(
     licence: str,
     root: Path | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    scope_ids: bool = True,
 ) -> Iterator[FileItem]:
     for path in expand_inputs(paths):
-        yield from read_file(path, source=source, licence=licence, root=root, max_record_bytes=max_record_bytes)
+        yield from read_file(
+            path, source=source, licence=licence, root=root, max_record_bytes=max_record_bytes, scope_ids=scope_ids
+        )
 
 
 def read_file(
@@ -61,34 +75,62 @@ def read_file(
     licence: str,
     root: Path | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    scope_ids: bool = True,
 ) -> Iterator[FileItem]:
+    """Records of one file.
+
+    `scope_ids=False` keeps Parquet ids as they are: for the raw lake's own partitions, whose
+    ids are already final and scoped (an input id is scoped when it is first read).
+    """
     name = _display_name(path, root)
 
     def quarantine(line: int | None, error: str) -> QuarantineRecord:
         return QuarantineRecord(file=name, line=line, error=error, source=source)
 
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        yield quarantine(None, f"unsupported file type {suffix or '(none)'!r}; expected {', '.join(SUPPORTED_SUFFIXES)}")
+    kind = file_kind(path)
+    if kind is None:
+        yield quarantine(None, f"unsupported file type {_suffix(path)!r}; expected {', '.join(SUPPORTED_SUFFIXES)}")
         return
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
-            head = handle.read(_BINARY_SNIFF_BYTES)
+            head = handle.read(HEAD_BYTES)
     except OSError as error:
         yield quarantine(None, f"unreadable file: {error.strerror or error}")
         return
     if size == 0:
         yield quarantine(None, "empty file")
         return
-    if suffix == ".parquet":
-        yield from _read_parquet(path, name, source, licence, max_record_bytes)
+    if kind == ".parquet":
+        yield from _read_parquet(path, name, source, licence, max_record_bytes, scope_ids)
         return
-    if b"\x00" in head:
-        yield quarantine(None, "binary file (NUL bytes) where text was expected")
+    if kind in (".warc", ".warc.gz"):
+        yield from read_warc(path, name, source, licence, max_record_bytes)
         return
-    reader = {".jsonl": _read_jsonl, ".txt": _read_txt, ".html": _read_html, ".htm": _read_html}[suffix]
-    yield from reader(path, name, source, licence, max_record_bytes)
+    if kind in (".html", ".htm"):
+        yield from _read_html(path, name, source, licence, max_record_bytes, size)
+        return
+    # One encoding per file, from its head (the whole file when it is small). A file whose
+    # head has NUL bytes and is not UTF-16/32 text is binary.
+    detection = detect(head, final=size <= len(head), line_based=True)
+    if not detection.ok:
+        yield quarantine(None, detection.error or "undecodable")
+        return
+    reader = {".jsonl": _read_jsonl, ".txt": _read_txt}[kind]
+    yield from reader(path, detection, name, source, licence, max_record_bytes)
+
+
+def file_kind(path: Path) -> str | None:
+    """The supported ending the file name has (`.warc.gz` before `.gz`), or None."""
+    lowered = path.name.lower()
+    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if lowered.endswith(suffix):
+            return suffix
+    return None
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower() or "(none)"
 
 
 def _display_name(path: Path, root: Path | None) -> str:
@@ -104,110 +146,118 @@ def _too_large(size: int, limit: int) -> str:
     return f"record of {size} bytes exceeds the {limit}-byte limit"
 
 
-def _decode(raw: bytes) -> tuple[str | None, str | None]:
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as error:
-        return None, f"invalid UTF-8 at byte {error.start}: {raw[error.start:error.start + 4]!r}"
+def input_id(value: object) -> tuple[str | None, str | None]:
+    """(the input's own id as text, or None when it has none; an error for an unusable id).
+
+    0 is an id; null and "" are not. Integers and strings are what id fields hold; a float
+    or an object as an id is a schema error, not something to guess a text form for.
+    """
+    if value is None or value == "":
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None, f"field 'id' is of type {type(value).__name__}; expected a string or an integer"
+    return str(value), None
 
 
-def _read_jsonl(path: Path, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
+def scoped_id(source: str, file: str, value: str) -> str:
+    """The record id for input id `value` of `file`: unique across files and sources."""
+    return stable_record_id(source, f"{file}#id={value}", "")
+
+
+def _read_jsonl(path: Path, detection: Detection, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            complete = raw.endswith(b"\n")
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
+        for line in iter_encoded_lines(handle, detection, limit=limit):
+            if line.raw is None or line.size > limit:
+                yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
                 continue
-            if len(raw) > limit:
-                yield QuarantineRecord(name, number, _too_large(len(raw), limit), source)
-                continue
-            line, error = _decode(raw)
+            text, error = decode_line(line.raw, detection)
             if error:
-                yield QuarantineRecord(name, number, error, source)
+                yield QuarantineRecord(name, line.number, error, source)
+                continue
+            # A byte-order mark inside the file: shards with BOMs concatenated with `cat`.
+            text = text.rstrip("\r").lstrip("\ufeff")
+            if not text.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                kind = "truncated JSON record" if not complete else "invalid JSON"
-                yield QuarantineRecord(name, number, f"{kind}: {exc.msg} at column {exc.colno}", source)
+                kind = "truncated JSON record" if not line.complete else "invalid JSON"
+                yield QuarantineRecord(name, line.number, f"{kind}: {exc.msg} at column {exc.colno}", source)
                 continue
             if not isinstance(obj, dict):
-                yield QuarantineRecord(name, number, f"expected a JSON object, got {type(obj).__name__}", source)
+                yield QuarantineRecord(name, line.number, f"expected a JSON object, got {type(obj).__name__}", source)
                 continue
-            text = obj.get("text")
-            if not isinstance(text, str):
-                found = "missing" if "text" not in obj else f"of type {type(text).__name__}"
-                yield QuarantineRecord(name, number, f"field 'text' is {found}; expected a string", source)
+            body = obj.get("text")
+            if not isinstance(body, str):
+                found = "missing" if "text" not in obj else f"of type {type(body).__name__}"
+                yield QuarantineRecord(name, line.number, f"field 'text' is {found}; expected a string", source)
                 continue
+            own_id, id_error = input_id(obj.get("id"))
+            if id_error:
+                yield QuarantineRecord(name, line.number, id_error, source)
+                continue
+            record_source = str(obj.get("source") or source)
+            locator = f"{name}:{line.number}"
             yield RawRecord(
-                text=text,
-                source=str(obj.get("source") or source),
+                text=body,
+                source=record_source,
                 licence=str(obj.get("licence") or licence),
-                locator=f"{name}:{number}",
+                locator=f"{locator}#id={own_id}" if own_id is not None else locator,
                 title=obj.get("title") if isinstance(obj.get("title"), str) else None,
-                id=str(obj["id"]) if obj.get("id") else "",
+                id=scoped_id(record_source, name, own_id) if own_id is not None else "",
+                encoding=detection.encoding,
             )
 
 
-def _read_txt(path: Path, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
+def _read_txt(path: Path, detection: Detection, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
     """One record per paragraph (blank-line separated); the locator is its first line."""
     paragraph: list[str] = []
     start = 0
+
+    def flush() -> FileItem:
+        return _paragraph_record(paragraph, name, start, source, licence, limit, detection.encoding)
+
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if len(raw) > limit:
-                yield QuarantineRecord(name, number, _too_large(len(raw), limit), source)
+        for line in iter_encoded_lines(handle, detection, limit=limit):
+            if line.raw is None or line.size > limit:
+                yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
                 continue
-            line, error = _decode(raw.rstrip(b"\r\n"))
+            text, error = decode_line(line.raw, detection)
             if error:
-                yield QuarantineRecord(name, number, error, source)
+                yield QuarantineRecord(name, line.number, error, source)
                 continue
-            if line.strip():
+            text = text.rstrip("\r")
+            if text.strip():
                 if not paragraph:
-                    start = number
-                paragraph.append(line)
+                    start = line.number
+                paragraph.append(text)
                 continue
             if paragraph:
-                yield _paragraph_record(paragraph, name, start, source, licence, limit)
+                yield flush()
                 paragraph = []
     if paragraph:
-        yield _paragraph_record(paragraph, name, start, source, licence, limit)
+        yield flush()
 
 
-def _paragraph_record(lines: list[str], name: str, start: int, source: str, licence: str, limit: int) -> FileItem:
+def _paragraph_record(
+    lines: list[str], name: str, start: int, source: str, licence: str, limit: int, encoding: str | None
+) -> FileItem:
     text = "\n".join(lines)
-    size = len(text.encode("utf-8"))
+    size = len(text.encode("utf-8", "surrogatepass"))
     if size > limit:
         return QuarantineRecord(name, start, _too_large(size, limit), source)
-    return RawRecord(text=text, source=source, licence=licence, locator=f"{name}:{start}")
+    return RawRecord(text=text, source=source, licence=licence, locator=f"{name}:{start}", encoding=encoding)
 
 
-def _read_html(path: Path, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
-    from bs4 import BeautifulSoup
-
-    raw = path.read_bytes()
-    if len(raw) > limit:
-        yield QuarantineRecord(name, None, _too_large(len(raw), limit), source)
+def _read_html(path: Path, name: str, source: str, licence: str, limit: int, size: int) -> Iterator[FileItem]:
+    """A page is one document: decoded as a whole (its `<meta charset>` counts), main content only."""
+    if size > limit:
+        yield QuarantineRecord(name, None, _too_large(size, limit), source)
         return
-    markup, error = _decode(raw)
-    if error:
-        yield QuarantineRecord(name, None, error, source)
-        return
-    soup = BeautifulSoup(markup, "html.parser")
-    for element in soup(["script", "style", "noscript", "nav", "footer"]):
-        element.decompose()
-    title = soup.title.get_text(strip=True) if soup.title else None
-    if soup.title:
-        soup.title.decompose()
-    body = soup.body or soup
-    text = "\n".join(line.strip() for line in body.get_text("\n").splitlines() if line.strip())
-    if not text:
-        yield QuarantineRecord(name, None, "HTML has no visible text", source)
-        return
-    yield RawRecord(text=text, source=source, licence=licence, locator=name, title=title)
+    yield html_record(path.read_bytes(), name=name, locator=name, source=source, licence=licence)
 
 
-def _read_parquet(path: Path, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
+def _read_parquet(path: Path, name: str, source: str, licence: str, limit: int, scope_ids: bool) -> Iterator[FileItem]:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as error:
@@ -217,7 +267,7 @@ def _read_parquet(path: Path, name: str, source: str, licence: str, limit: int) 
     if "text" not in columns:
         yield QuarantineRecord(name, None, f"Parquet has no 'text' column (columns: {', '.join(columns)})", source)
         return
-    wanted = [c for c in ("id", "text", "source", "licence", "locator", "title", "ingested_at") if c in columns]
+    wanted = [c for c in ("id", "text", "source", "licence", "locator", "title", "ingested_at", "encoding") if c in columns]
     row_number = 0
     for batch in parquet.iter_batches(columns=wanted, batch_size=4096):
         for row in batch.to_pylist():
@@ -226,17 +276,32 @@ def _read_parquet(path: Path, name: str, source: str, licence: str, limit: int) 
             if not isinstance(text, str):
                 yield QuarantineRecord(name, row_number, "row has no text (null or not a string)", source)
                 continue
-            size = len(text.encode("utf-8"))
+            size = len(text.encode("utf-8", "surrogatepass"))
             if size > limit:
                 yield QuarantineRecord(name, row_number, _too_large(size, limit), source)
                 continue
+            own_id, id_error = input_id(row.get("id"))
+            if id_error:
+                yield QuarantineRecord(name, row_number, id_error, source)
+                continue
+            record_source = row.get("source") or source
+            locator = row.get("locator") or f"{name}:{row_number}"
+            if own_id is not None and scope_ids:
+                record_id = scoped_id(record_source, name, own_id)
+                if not row.get("locator"):
+                    locator = f"{locator}#id={own_id}"
+            else:
+                record_id = own_id or ""
             extra = {"ingested_at": row["ingested_at"]} if row.get("ingested_at") else {}
             yield RawRecord(
                 text=text,
-                source=row.get("source") or source,
+                source=record_source,
                 licence=row.get("licence") or licence,
-                locator=row.get("locator") or f"{name}:{row_number}",
+                locator=locator,
                 title=row.get("title"),
-                id=row.get("id") or "",
+                id=record_id,
+                # Parquet text is Unicode already; an "encoding" column (the raw lake's) says
+                # what the original bytes were.
+                encoding=row.get("encoding"),
                 **extra,
             )

@@ -74,4 +74,5 @@ def iter_raw_lake(lake_dir: Path, sources: list[str]):
         if not path.exists():
             raise FileNotFoundError(f"raw partition {source!r} not materialized: {path} is missing")
         yield from read_quarantine(quarantine_path)
-        yield from read_file(path, source=source, licence="", root=Path(lake_dir))
+        # The lake's ids are final (already scoped to source and file when ingested): keep them.
+        yield from read_file(path, source=source, licence="", root=Path(lake_dir), scope_ids=False)

@@ -23,6 +23,8 @@ RAW_SCHEMA = pa.schema(
         ("locator", pa.string()),
         ("title", pa.string()),
         ("ingested_at", pa.string()),
+        # Added with encoding detection; lakes written before it lack the column and still read.
+        ("encoding", pa.string()),
     ]
 )
 

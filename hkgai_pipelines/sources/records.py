@@ -31,6 +31,9 @@ class RawRecord:
     title: str | None = None
     id: str = ""
     ingested_at: str = field(default_factory=utc_now)
+    #: The text encoding the record was decoded from ("utf-8", "utf-8-sig", "big5hkscs",
+    #: "gb18030", "utf-16", ...); None where the source is not bytes (a packaged corpus).
+    encoding: str | None = None
 
     def __post_init__(self) -> None:
         if not self.id:
