@@ -6,12 +6,32 @@ general-purpose detectors label both "Chinese". The decision therefore combines:
 1. script statistics: counts of Han, kana, Hangul and Latin letters;
 2. Simplified versus Traditional: characters that OpenCC's t2s (or s2t) would change are
    evidence of Traditional (or Simplified) script;
-3. Cantonese versus SWC: cantonesedetect (CanCLID, Lau et al. 2024), whose feature lists of
-   Cantonese-only characters/particles (嘅 咗 喺 哋 …) and SWC-only ones (的 是 在 了 …) were
-   built and evaluated on written Cantonese corpora;
-4. code-switching: English words (not all-caps acronyms such as MTR or HKID) that make up a
-   real share of the letters of a Chinese text mark it `mixed`;
-5. text without Han characters: lingua (offline n-gram models) decides English or other.
+3. Cantonese versus SWC, independent of script: cantonesedetect (CanCLID, Lau et al. 2024),
+   whose feature lists of Cantonese-only characters/particles (嘅 咗 喺 哋 …) and SWC-only
+   ones (的 是 在 了 …) were built and evaluated on written Cantonese corpora, supplemented
+   with standard contrast pairs they lack (係/是, 咩, 幾多/多少, 們/哋, 很/好, 給/畀, 看/睇,
+   不會/唔會, 怎樣/點樣 …; `cantonese_model.feature_counts`), read through OpenCC s2hk when
+   the text is Simplified (the lists are Traditional); when no decisive feature is found
+   (short colloquial turns such as "你食飯未呀", "你去邊"), a naive Bayes model over
+   character n-grams of the script-folded text, trained on CTCPC, HKCanCor, HSK sentences
+   and the jieba lexicon (`cantonese_model.py`), decides;
+4. code-switching: lower-case English words that make up a real share of the letters of a
+   Chinese text mark it `mixed` ("我今日去咗 shopping", "啲fans"). Capitalised words are
+   names (WhatsApp, Instagram, LinkedIn, HKeToll) and all-caps words acronyms (MTR, HKID):
+   neither is switching into English. A run of three or more all-caps words is English
+   written in capitals. Inline code, URLs and e-mail addresses are not counted at all.
+   Known cost: a capitalised English common noun inside Chinese ("Meeting 改咗") is not
+   counted either;
+5. text without Han characters: lingua (offline n-gram models) decides English or other,
+   with a prior that Latin-script text in a Hong Kong corpus is English (English 0.5 against
+   the other 11 candidates together), so one or two words ("Hello!", "Cheers") are English
+   unless another language is more than 11 times as likely.
+
+`yue` is written Cantonese in either script (`LanguageResult.script` says which: "hant" or
+"hans"); `zh-hant` / `zh-hans` are Standard Written Chinese in Traditional / Simplified
+characters. `LanguageIdentifier(use_model=False)` gives the rules-only behaviour of before
+the model (the script decided first, Cantonese features only in Traditional text), kept for
+comparison in benchmarks/langid_accuracy.py.
 """
 
 from __future__ import annotations
@@ -34,6 +54,10 @@ PLACEHOLDER_RE = re.compile(r"<[A-Z_]+>")
 class LanguageResult:
     lang: str
     score: float
+    # "hant" or "hans" for Chinese text (yue, zh-hant, zh-hans): the script the text is
+    # written in, so the script step can convert Simplified Cantonese; None otherwise.
+    # Not part of to_json (the `hkgai langid` contract is {"lang", "score"}).
+    script: str | None = None
 
     def to_json(self) -> dict:
         return {"lang": self.lang, "score": round(self.score, 4)}
@@ -52,6 +76,8 @@ class LanguageIdentifier:
         min_han_share: float = 0.15,
         # Kana above this share of CJK characters means Japanese, which is `other`.
         max_kana_share: float = 0.1,
+        # False: rules only (no learned Cantonese model), the behaviour before issue #13.
+        use_model: bool = True,
     ) -> None:
         import opencc
         from cantonesedetect import CantoneseDetector
@@ -59,8 +85,16 @@ class LanguageIdentifier:
         self.code_switch_min_share = code_switch_min_share
         self.min_han_share = min_han_share
         self.max_kana_share = max_kana_share
+        self.use_model = use_model
+        # The shipped model loads once per process (512 KiB, milliseconds); nothing trains.
+        self._model = None
+        if use_model:
+            from hkgai_pipelines.curation.cantonese_model import load_model
+
+            self._model = load_model()
         self._t2s = opencc.OpenCC("t2s")
         self._s2t = opencc.OpenCC("s2t")
+        self._s2hk = opencc.OpenCC("s2hk")
         self._cantonese = CantoneseDetector()
         self._latin_detector = None
         self._lock = threading.Lock()
@@ -73,9 +107,24 @@ class LanguageIdentifier:
         words = LATIN_WORD_RE.findall(text)
         latin = sum(len(w) for w in words)
         # Acronyms (MTR, HKID, CEO) are used inside any Chinese sentence; only words with a
-        # lower-case letter are evidence of switching into English.
-        english = sum(len(w) for w in words if not w.isupper())
-        other_letters = sum(1 for ch in text if ch.isalpha()) - han - kana - hangul - latin
+        # lower-case letter are evidence of switching into English. Rules-only mode keeps
+        # the old rule; otherwise three or more all-caps words in a row are English in capitals
+        # ("THE MTR WILL RUN EXTRA TRAINS TONIGHT"), which no acronym use produces.
+        if self.use_model:
+            # Code spans, URLs, domains and e-mail addresses are not language: they count
+            # neither as English nor as letters of the text.
+            prose = _NOT_PROSE_RE.sub(" ", text)
+            words = LATIN_WORD_RE.findall(prose)
+            latin = sum(len(w) for w in words)
+            caps_run = {w for run in _CAPS_RUN_RE.finditer(prose) for w in LATIN_WORD_RE.findall(run.group(0))}
+            # Only lower-case words are English switched into: a capitalised word inside a
+            # Chinese sentence is a name (WhatsApp, Instagram, LinkedIn, HKeToll, Python,
+            # Telegram), as an acronym is (MTR, HKID), and names are not code-switching;
+            # "我今日去咗 shopping" and "啲fans" are. A run of capitals is still English.
+            english = sum(len(w) for w in words if w.islower() or w in caps_run)
+        else:
+            english = sum(len(w) for w in words if not w.isupper())
+        other_letters = sum(1 for ch in text if ch.isalpha()) - han - kana - hangul - len("".join(LATIN_WORD_RE.findall(text)))
         letters = han + kana + hangul + latin + max(other_letters, 0)
         if letters == 0:
             return LanguageResult("other", 1.0)
@@ -94,10 +143,40 @@ class LanguageIdentifier:
         return self._chinese_variety(text)
 
     def _chinese_variety(self, text: str) -> LanguageResult:
+        if self.use_model:
+            return self._chinese_variety_with_model(text)
+        return self._chinese_variety_rules(text)
+
+    def _chinese_variety_with_model(self, text: str) -> LanguageResult:
+        from hkgai_pipelines.curation.cantonese_model import judge, script_counts
+
+        traditional, simplified = script_counts(text)
+        script = "hans" if simplified > traditional else "hant"
+        swc_lang = "zh-hans" if script == "hans" else "zh-hant"
+        # The feature lists read Traditional characters: Simplified text through s2hk.
+        view = restore_cantonese_copula(self._s2hk.convert(text)) if script == "hans" else text
+        # cantonesedetect's rule on its lists plus the supplementary contrast pairs
+        # (們/哋, 很/好, 給/畀, 係/是, 咩 ...; see cantonese_model.feature_counts).
+        judgement, canto, swc = judge(view)
+        evidence = canto + swc
+        if judgement in _CANTONESE_JUDGEMENTS and canto:
+            # Strong Cantonese-only features settle it (as before the model).
+            return LanguageResult("yue", canto / evidence, script)
+        if judgement == "swc" and swc:
+            # SWC-only features (的 是 在 了 …) with at most a stray Cantonese one: SWC.
+            return LanguageResult(swc_lang, swc / evidence, script)
+        # No decisive feature ("你食飯未呀", "做咩", "香港特別行政區政府"): the model trained on
+        # CTCPC/HKCanCor/HSK decides, with a threshold chosen on its held-out split.
+        is_yue, probability = self._model.is_cantonese(text)
+        if is_yue:
+            return LanguageResult("yue", probability, script)
+        return LanguageResult(swc_lang, 1.0 - probability, script)
+
+    def _chinese_variety_rules(self, text: str) -> LanguageResult:
         traditional = sum(a != b for a, b in zip(text, self._t2s.convert(text)))
         simplified = sum(a != b for a, b in zip(text, self._s2t.convert(text)))
         if simplified > traditional:
-            return LanguageResult("zh-hans", simplified / (simplified + traditional))
+            return LanguageResult("zh-hans", simplified / (simplified + traditional), "hans")
         from cantonesedetect.Detector import (
             CANTO_EXCLUDE_RE,
             CANTO_FEATURE_RE,
@@ -112,24 +191,45 @@ class LanguageIdentifier:
         if judgement in ("cantonese", "mixed", "cantonese_quotes_in_swc", "mixed_quotes_in_swc") and canto:
             # cantonesedetect's "mixed" is Cantonese and SWC features together: written
             # Cantonese in practice, since SWC never uses 嘅/咗/喺.
-            return LanguageResult("yue", canto / evidence)
+            return LanguageResult("yue", canto / evidence, "hant")
         if evidence == 0:
             # No feature either way ("香港特別行政區政府"): neutral text is SWC by convention.
             script_evidence = traditional / (traditional + simplified) if traditional + simplified else 0.5
-            return LanguageResult("zh-hant", 0.5 * script_evidence + 0.25)
-        return LanguageResult("zh-hant", swc / evidence)
+            return LanguageResult("zh-hant", 0.5 * script_evidence + 0.25, "hant")
+        return LanguageResult("zh-hant", swc / evidence, "hant")
 
     def _latin_language(self, text: str) -> LanguageResult:
+        """English or other for Latin-script text.
+
+        lingua's confidence values are posteriors under a uniform prior over its 12
+        candidates, and its documentation warns they are unreliable for one or two words
+        ("Hello!", "Cheers", "Okay" come out Italian, Dutch, Tagalog). In a Hong Kong corpus
+        Latin-script text is English unless another language is clearly more likely, so the
+        values are re-weighted with a prior fixed a priori (not fitted to any data): English
+        ENGLISH_PRIOR = 0.5, the 11 other candidates 0.5 together (0.045 each). English then
+        loses only when another language's lingua confidence is more than 11 times
+        English's ("Bonjour, comment allez-vous?": French 0.76 against English 0.04). The
+        prior changes nothing for longer text, where the confidences are near 0 or 1.
+        """
         detector = self._get_latin_detector()
         values = detector.compute_language_confidence_values(text)
         if not values:
             return LanguageResult("other", 0.0)
-        best = values[0]
         from lingua import Language
 
-        if best.language == Language.ENGLISH:
-            return LanguageResult("en", best.value)
-        return LanguageResult("other", best.value)
+        if not self.use_model:
+            # Rules-only mode keeps the behaviour of before: lingua's top language.
+            return LanguageResult("en" if values[0].language == Language.ENGLISH else "other", values[0].value)
+        others = max(len(values) - 1, 1)
+        weighted = {v.language: v.value * (ENGLISH_PRIOR if v.language == Language.ENGLISH else (1 - ENGLISH_PRIOR) / others) for v in values}
+        total = sum(weighted.values())
+        if total <= 0:
+            return LanguageResult("other", 0.0)
+        best = max(weighted, key=weighted.get)
+        score = weighted[best] / total
+        if best == Language.ENGLISH:
+            return LanguageResult("en", score)
+        return LanguageResult("other", score)
 
     def _get_latin_detector(self):
         with self._lock:
@@ -144,6 +244,41 @@ class LanguageIdentifier:
                 ]
                 self._latin_detector = LanguageDetectorBuilder.from_languages(*candidates).build()
             return self._latin_detector
+
+
+_CANTONESE_JUDGEMENTS = ("cantonese", "mixed", "cantonese_quotes_in_swc", "mixed_quotes_in_swc")
+# Inline code (`...`), URLs, e-mail addresses and dotted host names such as hketoll-pay.example.
+_NOT_PROSE_RE = re.compile(r"`[^`]*`|\bhttps?://\S+|\S+@\S+\.\w+|\b[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b(?:/\S*)?")
+# Prior probability that Latin-script text is English, against all other candidates together
+# (see _latin_language).
+ENGLISH_PRIOR = 0.5
+# Three or more all-caps words in a row, separated by spaces or punctuation.
+_CAPS_RUN_RE = re.compile(r"(?:\b[A-Z][A-Z'’\-]*\b[\s,.;:!?]*){3,}")
+
+
+
+# Simplified 系 stands for three Traditional characters: 係 (Cantonese "to be"), 系 (system,
+# department) and 繫 (to tie). OpenCC's s2hk resolves it only inside phrases it knows
+# ("你系边度" -> "你係邊度"), so Simplified Cantonese keeps "唔系", "系咪", "就系" as 系 and
+# loses its commonest feature. Mandarin uses 系 only in compounds (listed here, as they read
+# after s2hk) and in the literary copula 確系/實系/乃系; any other 系 is the Cantonese copula.
+_MANDARIN_XI_RE = re.compile(
+    r"系(?=統|列|數|主任|外|於|着|著|上|緊|好|鞋|帶)"
+    r"|(?<=[體派院學星河陽水語直旁世母父譜維確實純乃科文理工商法醫藝])系"
+)
+
+
+def restore_cantonese_copula(view: str) -> str:
+    """In the s2hk view of Simplified text, 系 outside Mandarin compounds becomes 係.
+
+    Example: "唔系，佢系我朋友" -> "唔係，佢係我朋友"; "系统" (s2hk: "系統") is unchanged.
+    """
+    if "系" not in view:
+        return view
+    return "".join(
+        "係" if char == "系" and not _MANDARIN_XI_RE.match(view, index) else char
+        for index, char in enumerate(view)
+    )
 
 
 _default: LanguageIdentifier | None = None

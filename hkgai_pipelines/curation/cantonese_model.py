@@ -1,0 +1,577 @@
+"""Learned written-Cantonese versus Standard Written Chinese (SWC) scorer for `langid`.
+
+Why a model: cantonesedetect's feature lists (嘅 咗 喺 … versus 的 是 在 …) settle most
+sentences, but short colloquial turns often carry none of them ("你食飯未呀", "做咩", "你去邊",
+"我好鍾意食雞蛋仔"), and the lists are written in Traditional characters, so Cantonese written
+in Simplified characters ("你系边") was judged on script alone. This module learns which
+character n-grams separate the two varieties from real, packaged, labelled text.
+
+Model: multinomial naive Bayes over hashed character 1-3-grams of a *script-folded* view of
+the text: OpenCC `t2s` first (so one model judges Traditional and Simplified text alike;
+the script is decided elsewhere by the OpenCC count rule), then only the runs of Han
+characters are kept, each padded as a "word" (`char_wb`), so punctuation, spaces, Latin
+and digits, whose style differs between the corpora (HKCanCor writes ASCII "?" and ".", CTCPC
+puts spaces around "，"), cannot be learnt as language evidence. Naive Bayes because it
+trains in one pass over sparse counts (seconds on 2 cores, deterministic: no random state,
+no iteration) and is the classical strong baseline for dialect/variety identification from
+character n-grams. Classes are given equal total weight (Cantonese text outnumbers
+Mandarin text about 25 to 1 here) and the class prior is uniform; a log-odds threshold then
+decides, chosen on held-out data (below).
+
+Training data (all shipped inside installed packages; nothing is downloaded):
+  - yue: CTCPC, the Cantonese side of the Cantonese-Traditional Chinese Parallel Corpus
+    (121,138 sentences, `pycantonese/data/ctcpc/sents.json`, CC0 1.0). pycantonese 5.0.0
+    ships only the Cantonese side of the pairs; the SWC side is not installed, so it cannot
+    be used.
+  - yue: HKCanCor utterances (`pycantonese.hkcancor()`, CC BY 4.0): short spoken turns, the
+    register that had no cantonesedetect feature.
+  - SWC: HSK example sentences (`hsk_sentences_audio.load_sentences()`, CC BY-SA 4.0),
+    Mandarin, both the Simplified and the Traditional field.
+  - SWC, training split only: jieba's Mandarin lexicon (`jieba/dict.txt`, jieba 0.42, MIT
+    licence; 349k words with corpus frequencies), each word a pseudo-document weighted by its
+    frequency, entries carrying a Cantonese feature dropped (`jieba_lexicon`). HSK alone is
+    4k everyday sentences, so formal and topic vocabulary (法院, 解釋, 負責, 選舉 ...) was
+    attested only on the Cantonese side; the lexicon attests it on the SWC side too.
+Texts are deduplicated on their folded view (HSK's Simplified and Traditional fields of one
+sentence count once), then each goes to the training split or to a 10% held-out split by a
+stable hash (sha1) of its folded view, so the split is the same on every machine.
+
+Two restrictions, fixed a priori (not tuned on the evaluation set): CTCPC items with no
+Cantonese or SWC feature are left out (mostly headwords and idioms, neutral text whose corpus
+label means nothing), and only n-grams attested on the SWC side (HSK or the jieba lexicon),
+or single characters seen in HKCanCor at least ATTESTED_MIN times, carry weight.
+
+Two Cantonese corpora must agree (`_agreed_fit`): CTCPC is written, encyclopaedic text about
+Hong Kong (dates, law, government, places), HKCanCor is conversation. The model is fitted
+twice, CTCPC against the SWC side and HKCanCor against the same SWC side, and an n-gram
+weighs only where both fits point the same way, by the smaller amount; where they disagree
+the difference is register or topic, not variety.
+
+Features: cantonesedetect's lists settle most text before the model is asked; they are
+supplemented (`SUPPLEMENT_CANTO_RE`, `SUPPLEMENT_SWC_RE`) with standard contrast pairs that
+they lack (係/是, 咩/什麼, 唔/不, 幾多/多少, 晒, 攞, 咪, 俾/給, 靚/漂亮, 們/哋, 很/好, 給/畀,
+看/睇, 不會/唔會, 怎樣/點樣, 和/同; Matthews & Yip 2011, Snow 2004), each kept only when the
+training corpora support it (rule beside the lists).
+
+Known limit: featureless formal SWC about Hong Kong ("香港特別行政區政府", "《基本法》由誰負責
+解釋？", "一九九七年。") is still often called yue: 香港, 法院, dates and numerals are more
+frequent in both Cantonese corpora than in any SWC text available offline (HSK, a lexicon),
+so even the agreement rule keeps them as Cantonese evidence. An SWC corpus of Hong Kong
+topics (the SWC side of CTCPC, not shipped in pycantonese 5.0.0) is what would fix it.
+
+Choice of the smoothing `alpha`, the jieba weight, the threshold and the length rule: all
+are chosen on the 10% held-out split of these training corpora, never on the evaluation set
+(`benchmarks/langid_accuracy.py`): for each jieba share in `JIEBA_SHARES` and alpha in
+`ALPHAS`, the model fitted on the training split scores the held-out items that have *no*
+feature (the only texts `langid` gives to the model); with each, a rule "featureless text of
+at least N Han characters is SWC" is tried for N in `MAX_HAN_CANDIDATES` (None: no rule,
+preferred on ties); the combination with the best class-balanced accuracy on them wins. With
+the corpora of this release the length rule did not win (featureless held-out Cantonese
+turns can be long), so `featureless_max_han` is null. The threshold is a log-odds value
+(yue minus SWC), so 0 means "as likely one as the other".
+
+Storage: the fitted model is shipped as package data, `hkgai_pipelines/data/langid/
+cantonese_nb.npz` (one float16 weight per hash bucket, 2**18 buckets: 512 KiB) with a JSON
+manifest of the recipe, library versions, the chosen alpha and threshold and the held-out
+figures. Shipped rather than cached under `$HKGAI_HOME/cache/` because it is small; because
+`hkgai langid`, the curation pipeline, RAG and evaluation then never train (no first-run
+pause, no writes from a stdin filter, no pycantonese/HSK data needed at run time); and
+because a reviewed, versioned artifact is what the curation of a corpus should depend on.
+`python -m hkgai_pipelines.curation.cantonese_model` rebuilds it (about 30-40 s on 2
+cores); `tests/test_langid.py` rebuilds it and checks the result equals the shipped file,
+which also proves training is deterministic. A different OpenCC, scikit-learn, pycantonese,
+jieba or HSK release may change the rebuilt weights: rebuild, review the manifest and commit.
+
+Licences of the training data: CTCPC CC0 1.0; HKCanCor CC BY 4.0; HSK sentences
+CC BY-SA 4.0; jieba dictionary MIT (the shipped weights are n-gram statistics derived from these corpora, which
+the manifest credits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "langid"
+MODEL_FILE = MODEL_DIR / "cantonese_nb.npz"
+MANIFEST_FILE = MODEL_DIR / "cantonese_nb.json"
+
+# Hash buckets: 2**18 keeps collisions rare for the ~0.7M distinct 1-3-grams of the corpora
+# while the float16 weights stay at 512 KiB.
+N_FEATURES = 2**18
+NGRAM_RANGE = (1, 3)
+# Candidate Laplace smoothings; one is picked on the held-out split (see module docstring).
+ALPHAS = (0.3, 1.0, 3.0)
+HELD_OUT_PERCENT = 10
+# An n-gram (hash bucket) counts as evidence only when seen in HSK or this often in HKCanCor.
+ATTESTED_MIN = 2
+# Candidate weights of the jieba lexicon on the SWC side: its total weight as a multiple of
+# the number of HSK training sentences; one is picked on the held-out split with alpha.
+JIEBA_SHARES = (0.5, 1.0, 2.0)
+# Candidate lengths (Han characters) from which featureless text is SWC without asking the
+# naive Bayes scores (None: no such rule); chosen on the held-out split with the threshold.
+MAX_HAN_CANDIDATES = (None, *range(4, 21))
+RECIPE_VERSION = 5
+
+YUE, SWC = 1, 0
+
+_HAN_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
+
+
+@dataclass(frozen=True)
+class CantoneseModel:
+    """Per-bucket log-likelihood ratios log P(ngram | yue) - log P(ngram | SWC).
+
+    `weights` has shape (N_FEATURES,), float32 (loaded from float16); `bias` is the log
+    prior ratio (0: uniform prior); `threshold` the log-odds above which text is yue.
+    """
+
+    weights: np.ndarray
+    bias: float
+    threshold: float
+    alpha: float
+    # Featureless text with at least this many Han characters is SWC (None: no length rule).
+    max_han: int | None = None
+
+    def log_odds(self, texts: list[str]) -> np.ndarray:
+        """Log-odds yue versus SWC of each text, shape (len(texts),), in nats.
+
+        Text without Han characters gets `bias` (no evidence). Raises nothing for any str.
+        """
+        matrix = featurize([fold(text) for text in texts])
+        return np.asarray(matrix @ self.weights.astype(np.float64), dtype=np.float64).ravel() + self.bias
+
+    def is_cantonese(self, text: str) -> tuple[bool, float]:
+        """(yue?, probability of yue in [0, 1]) for one text under the chosen threshold.
+
+        Text with `max_han` or more Han characters is SWC whatever its score (the length
+        rule; the caller only asks about text without a Cantonese or SWC feature).
+        """
+        value = float(self.log_odds([text])[0])
+        # Probability of the (uniform-prior) naive Bayes posterior shifted by the threshold,
+        # so 0.5 is exactly the decision boundary.
+        shifted = float(np.clip(value - self.threshold, -50.0, 50.0))
+        probability = float(1.0 / (1.0 + np.exp(-shifted)))
+        if self.max_han is not None and len(fold(text).replace(" ", "")) >= self.max_han:
+            return False, min(probability, 0.5)
+        return value > self.threshold, probability
+
+
+# --- features ---------------------------------------------------------------------------
+
+_converter_lock = threading.Lock()
+_vectorizer = None
+
+
+def fold(text: str) -> str:
+    """The script-folded view the model reads: OpenCC t2s, then Han runs joined by spaces."""
+    return " ".join(_HAN_RUN_RE.findall(_converter("t2s").convert(text)))
+
+
+def featurize(folded: list[str]):
+    """Sparse (len(folded), N_FEATURES) float64 counts of hashed character 1-3-grams."""
+    global _vectorizer
+    if _vectorizer is None:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        # alternate_sign=False and norm=None: raw counts, as multinomial naive Bayes expects.
+        _vectorizer = HashingVectorizer(
+            analyzer="char_wb", ngram_range=NGRAM_RANGE, n_features=N_FEATURES,
+            alternate_sign=False, norm=None, lowercase=False, dtype=np.float64,
+        )
+    return _vectorizer.transform(folded)
+
+
+# --- training data ----------------------------------------------------------------------
+
+
+def _is_held_out(text: str) -> bool:
+    return int(hashlib.sha1(text.encode("utf-8")).hexdigest()[:8], 16) % 100 < HELD_OUT_PERCENT
+
+
+def training_corpus() -> list[tuple[str, int, str]]:
+    """(text, label YUE|SWC, source) for every usable item, in a fixed order.
+
+    Items without a Han character are dropped; duplicate texts keep their first label.
+    Raises ImportError when pycantonese or hsk_sentences_audio is not installed.
+    """
+    from importlib import resources
+
+    import hsk_sentences_audio
+    import pycantonese
+
+    from hkgai_pipelines.sources.readers import join_tokens
+
+    items: list[tuple[str, int, str]] = []
+    ctcpc = json.loads(resources.files("pycantonese").joinpath("data", "ctcpc", "sents.json").read_text(encoding="utf-8"))
+    items += [(s, YUE, "ctcpc") for s in ctcpc if isinstance(s, str)]
+    for utterance in pycantonese.hkcancor().utterances():
+        items.append((join_tokens([t.word for t in utterance.tokens if t.word]), YUE, "hkcancor"))
+    for sentence in hsk_sentences_audio.load_sentences():
+        for field in ("chinese", "traditional"):
+            if isinstance(sentence.get(field), str):
+                items.append((sentence[field], SWC, "hsk"))
+    # Duplicates are judged on the folded view: HSK's Simplified and Traditional fields of
+    # one sentence fold to the same text, and must not land on both sides of the split.
+    seen: set[str] = set()
+    out = []
+    for text, label, source in items:
+        text = text.strip()
+        folded = fold(text)
+        if not folded or folded in seen:
+            continue
+        seen.add(folded)
+        out.append((text, label, source))
+    return out
+
+
+def jieba_lexicon() -> tuple[list[str], np.ndarray]:
+    """(words, weights): jieba's Mandarin dictionary as SWC pseudo-documents, in file order.
+
+    `jieba/dict.txt` (jieba 0.42, MIT licence) lists 349k Mandarin words with corpus
+    frequencies. Each word with a Han character becomes one pseudo-document weighted by its
+    frequency, so the lexicon stands for the token distribution of the corpus it was counted
+    on. (Damped weights were compared on the held-out split, never on the evaluation set:
+    best featureless balanced accuracy 0.933 with log1p(frequency) and with
+    sqrt(frequency), 0.938 with the frequency itself.) Entries
+    that are themselves Cantonese markers (jieba lists 冇, 啲, 咩, 嚟, 睇 ... with small
+    frequencies) are dropped: a word with a Cantonese feature (`feature_counts` of its
+    Traditional view) is not SWC evidence. Raises ImportError when jieba is not installed.
+    """
+    from importlib import resources
+
+    text = resources.files("jieba").joinpath("dict.txt").read_text(encoding="utf-8")
+    words, freqs = [], []
+    for line in text.splitlines():
+        parts = line.split(" ")
+        if len(parts) >= 2 and _HAN_RUN_RE.search(parts[0]):
+            words.append(parts[0])
+            freqs.append(float(parts[1]))
+    # One OpenCC call over all words (one a line) instead of 349k calls.
+    views = _converter("s2hk").convert("\n".join(words)).split("\n")
+    keep = [i for i, view in enumerate(views) if feature_counts(view)[0] == 0]
+    return [words[i] for i in keep], np.array([freqs[i] for i in keep])
+
+
+# Supplementary contrast features, for words whose Cantonese / Mandarin counterparts are
+# standard contrast pairs (Matthews & Yip, "Cantonese: A Comprehensive Grammar", 2nd ed. 2011;
+# Snow, "Cantonese as Written Language", 2004) but are missing from cantonesedetect's lists.
+# Read on the Traditional view with cantonesedetect's own matches masked, so nothing counts
+# twice. Exclusions are written as look-arounds, the way cantonesedetect's *_EXCLUDE_RE lists
+# the compounds in which the character is neutral (關係, 俾斯麥, 看法, 多多少少 ...).
+# Which candidates were kept was decided on the training corpora only (never the evaluation
+# set): a Cantonese candidate is kept if no HSK sentence contains it; an SWC candidate if the
+# share of HSK sentences containing it is at least 5 times its share of CTCPC sentences
+# (們 22x, 給 20x, 看 14x, 很 137x, 不+verb 7x, 怎 8x, 和 5.7x, 多少 5.5x). Candidates that
+# failed (誰 2.3x, 為何, 如何, 何時, 與, A-不-A 3x) are left to the model, which reads them too.
+SUPPLEMENT_CANTO_RE = re.compile(
+    r"(?<![關維聯派])係(?!數)"  # copula 係 (SWC 是); 關係/維係/聯係/派係/係數 are SWC words
+    r"|咩"  # 咩 "what" / question particle (SWC 什麼 / 嗎)
+    r"|(?<![吱咿])唔"  # negator 唔 (SWC 不), beyond cantonesedetect's 唔+verb list
+    r"|幾[多耐]"  # 幾多 / 幾耐 (SWC 多少 / 多久)
+    r"|晒"  # completive 晒 (SWC 都 / 全); Traditional SWC writes "sun-dry" 曬
+    r"|攞"  # 攞 "take" (SWC 拿)
+    r"|咪(?!咪)"  # 咪 "don't / isn't it" (SWC 別 / 不就)
+    r"|俾(?![使便斯路])"  # 俾 "give / by" (SWC 給 / 被); 俾使, 俾便, 俾斯麥, 俾路支 are SWC
+    r"|靚(?!麗)"  # 靚 "pretty" (SWC 漂亮); 靚麗 is SWC
+    r"|吖"  # sentence-final 吖 (aa1)
+)
+SUPPLEMENT_SWC_RE = re.compile(
+    r"們"  # plural 們 (Cantonese 哋)
+    r"|給"  # 給 "give / for" (Cantonese 畀 / 俾)
+    r"|看(?![法待護守])"  # 看 "look" (Cantonese 睇); 看法, 看待, 看護, 看守 are used in both
+    r"|很"  # 很 "very" (Cantonese 好)
+    r"|不[會要能用想]"  # 不會, 不要, 不能, 不用, 不想 (Cantonese 唔會, 唔好, 唔可以, 唔使, 唔想)
+    r"|怎(?![麼么])"  # 怎樣 / 怎 (Cantonese 點樣); 怎麼 already counts through 麼
+    r"|和"  # conjunction 和 (Cantonese 同 / 同埋)
+    r"|(?<![多或])多少(?!少)"  # 多少 "how many" (Cantonese 幾多); not 多多少少 / 或多或少
+)
+_MASK = "\u25a1"  # a non-Han placeholder for text already counted
+
+
+def feature_counts(view: str) -> tuple[int, int]:
+    """(Cantonese, SWC) feature counts, exclusions subtracted, each >= 0.
+
+    cantonesedetect's lists (CANTO_FEATURE_RE, SWC_FEATURE_RE and their *_EXCLUDE_RE), plus
+    the supplementary contrast pairs above, found in the text left after masking
+    cantonesedetect's matches. The lists are written in Traditional characters: pass
+    `traditional_view(text)`, so text that is mostly Simplified is read through OpenCC
+    `s2hk` ("佢话今日唔会落雨" -> "佢話今日唔會落雨").
+    """
+    from cantonesedetect.Detector import CANTO_EXCLUDE_RE, CANTO_FEATURE_RE, SWC_EXCLUDE_RE, SWC_FEATURE_RE
+
+    text = view
+    canto = max(len(CANTO_FEATURE_RE.findall(text)) - len(CANTO_EXCLUDE_RE.findall(text)), 0)
+    swc = max(len(SWC_FEATURE_RE.findall(text)) - len(SWC_EXCLUDE_RE.findall(text)), 0)
+    masked = CANTO_FEATURE_RE.sub(_MASK, SWC_FEATURE_RE.sub(_MASK, text))
+    canto += len(SUPPLEMENT_CANTO_RE.findall(masked))
+    swc += len(SUPPLEMENT_SWC_RE.findall(masked))
+    return canto, swc
+
+
+def judge(view: str) -> tuple[str, int, int]:
+    """(judgement, Cantonese count, SWC count) of the Traditional view `view`.
+
+    The judgement ("cantonese", "swc", "mixed" or "neutral") is cantonesedetect's
+    single-segment rule (`CantoneseDetector()._judge_single_segment`, its defaults: 1%
+    tolerance, 3% presence, 0.9 preference) applied to the supplemented counts of
+    `feature_counts`; without supplementary matches it equals `CantoneseDetector().judge`.
+    """
+    import math
+
+    from cantonesedetect.Detector import ALL_HAN_RE
+
+    canto, swc = feature_counts(view)
+    length = sum(1 for _ in ALL_HAN_RE.finditer(view))
+    total = canto + swc
+    if length == 0 or total == 0:
+        return "neutral", canto, swc
+    if canto <= math.floor(0.01 * length) and swc <= math.floor(0.01 * length):
+        return "neutral", canto, swc
+    has_canto = canto >= math.ceil(0.03 * length)
+    has_swc = swc >= math.ceil(0.03 * length)
+    if (canto - swc) / total > 0.9 and not has_swc:
+        return "cantonese", canto, swc
+    if (swc - canto) / total > 0.9 and not has_canto:
+        return "swc", canto, swc
+    return "mixed", canto, swc
+
+
+_script_converters: dict = {}
+
+
+def _converter(config: str):
+    with _converter_lock:
+        if config not in _script_converters:
+            import opencc
+
+            _script_converters[config] = opencc.OpenCC(config)
+        return _script_converters[config]
+
+
+def script_counts(text: str) -> tuple[int, int]:
+    """(Traditional, Simplified) evidence: characters OpenCC t2s, respectively s2t, would change."""
+    traditional = sum(a != b for a, b in zip(text, _converter("t2s").convert(text)))
+    simplified = sum(a != b for a, b in zip(text, _converter("s2t").convert(text)))
+    return traditional, simplified
+
+
+def traditional_view(text: str) -> str:
+    """`text` itself, or its OpenCC s2hk conversion when Simplified evidence outweighs Traditional."""
+    traditional, simplified = script_counts(text)
+    return _converter("s2hk").convert(text) if simplified > traditional else text
+
+
+def _has_feature(text: str) -> bool:
+    """Whether cantonesedetect's lists give any evidence (then langid does not ask the model)."""
+    return any(feature_counts(traditional_view(text)))
+
+
+def _fit(matrix, labels: np.ndarray, alpha: float, sample_weights: np.ndarray | None = None, scale: float | None = None) -> np.ndarray:
+    """Log-likelihood ratio per bucket, classes weighted to equal total mass.
+
+    `sample_weights` (default all 1) weight rows within their class before the classes are
+    scaled to equal total weight; `scale` (default: the number of rows) is the total mass
+    both classes together then have, so that `alpha` is relative to it.
+    """
+    if sample_weights is None:
+        sample_weights = np.ones(len(labels))
+    totals = {cls: max(float(sample_weights[labels == cls].sum()), 1e-12) for cls in (YUE, SWC)}
+    weights = sample_weights / np.where(labels == YUE, totals[YUE], totals[SWC])
+    ratios = []
+    for cls in (YUE, SWC):
+        mask = labels == cls
+        counts = np.asarray(matrix[mask].T @ weights[mask]).ravel() * (len(labels) if scale is None else scale)
+        ratios.append(np.log(counts + alpha) - np.log(counts.sum() + alpha * matrix.shape[1]))
+    return ratios[0] - ratios[1]
+
+
+def _agreed_fit(matrix, labels, sources, alpha, sample_weights, scale) -> np.ndarray:
+    """Per-bucket ratio on which both Cantonese corpora agree, against the same SWC side.
+
+    CTCPC (written, encyclopaedic: dates, law, government, Hong Kong places) and HKCanCor
+    (spoken conversation) differ in register and topic from each other as much as from the
+    SWC side. An n-gram is Cantonese (SWC) evidence only when it favours Cantonese (SWC)
+    against the SWC side in *both* fits, and then by the smaller of the two amounts; where
+    the fits disagree it is topic or register, not variety, and weighs 0. This is what
+    keeps 香港, 法院, 年 ... (frequent in CTCPC only because of its topics) from reading as
+    Cantonese in featureless formal SWC.
+    """
+    ratios = []
+    for source in ("ctcpc", "hkcancor"):
+        rows = (labels == SWC) | (sources == source)
+        ratios.append(_fit(matrix[rows], labels[rows], alpha, sample_weights[rows], scale=scale))
+    a, b = ratios
+    agreed = np.sign(a) == np.sign(b)
+    return np.where(agreed, np.sign(a) * np.minimum(np.abs(a), np.abs(b)), 0.0)
+
+
+def _balanced_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    predicted = scores > threshold
+    return 0.5 * (predicted[labels == YUE].mean() + (~predicted[labels == SWC]).mean())
+
+
+def build_model() -> tuple[CantoneseModel, dict]:
+    """Train on the packaged corpora; returns the model and its manifest (a JSON-able dict).
+
+    Deterministic: the same data and library versions give bit-identical weights.
+    """
+    corpus = training_corpus()
+    texts = [text for text, _, _ in corpus]
+    labels = np.array([label for _, label, _ in corpus])
+    held = np.array([_is_held_out(fold(text)) for text in texts])
+    featureless = np.array([not _has_feature(text) for text in texts])
+    sources = np.array([source for _, _, source in corpus])
+    # CTCPC items without any Cantonese/SWC feature are mostly dictionary headwords, idioms
+    # and terms (鶴髮童顏, 接二連三, 特首, 海外留學): neutral text, for which the corpus label
+    # "yue" means nothing. They are left out of training and of the threshold choice; CTCPC
+    # sentences with Cantonese features, all HKCanCor turns and all HSK sentences stay.
+    usable = ~((sources == "ctcpc") & featureless)
+    corpus = [item for item, keep in zip(corpus, usable) if keep]
+    texts = [t for t, k in zip(texts, usable) if k]
+    labels, held, featureless, sources = labels[usable], held[usable], featureless[usable], sources[usable]
+    matrix = featurize([fold(text) for text in texts]).tocsr()
+    train, test = matrix[~held], matrix[held]
+    test_labels = labels[held]
+    test_featureless = featureless[held]
+
+    # The jieba lexicon (see `jieba_lexicon`) joins the SWC side of the training split only:
+    # it is a word list, not sentences, so it has no place in the held-out texts on which
+    # alpha, its weight and the threshold are chosen.
+    lexicon, lexicon_weights = jieba_lexicon()
+    lexicon_folded = _converter("t2s").convert("\n".join(lexicon)).split("\n")
+    lexicon_matrix = featurize([" ".join(_HAN_RUN_RE.findall(word)) for word in lexicon_folded]).tocsr()
+
+    # Evidence only from n-grams attested on the SWC side (HSK sentences or the jieba
+    # lexicon), or single characters used at least ATTESTED_MIN times in HKCanCor's
+    # conversations. A character that Cantonese speech uses and Mandarin never does is a
+    # variety marker (咩 嘢 冇 啲 咗); an n-gram seen only on the Cantonese side is as likely
+    # topic or place as Cantonese.
+    train_sources = sources[~held]
+    hsk_seen = np.asarray(train[train_sources == "hsk"].sum(axis=0)).ravel() > 0
+    lexicon_seen = np.asarray(lexicon_matrix.sum(axis=0)).ravel() > 0
+    unigram = featurize(sorted({ch for text in texts for ch in fold(text).replace(" ", "")}))
+    unigram_buckets = np.asarray(unigram.sum(axis=0)).ravel() > 0
+    hkcancor_seen = np.asarray(train[train_sources == "hkcancor"].sum(axis=0)).ravel() >= ATTESTED_MIN
+    attested = hsk_seen | lexicon_seen | (hkcancor_seen & unigram_buckets)
+
+    import scipy.sparse
+
+    train_all = scipy.sparse.vstack([train, lexicon_matrix]).tocsr()
+    labels_all = np.concatenate([labels[~held], np.full(lexicon_matrix.shape[0], SWC)])
+    sources_all = np.concatenate([train_sources, np.full(lexicon_matrix.shape[0], "jieba")])
+    n_hsk_train = int((train_sources == "hsk").sum())
+    # Han length of each held-out featureless text, for the length rule (MAX_HAN_CANDIDATES).
+    test_han = np.array([len(fold(text).replace(" ", "")) for text, is_held in zip(texts, held) if is_held])
+    sub_han = test_han[test_featureless]
+    grid = np.round(np.arange(-10.0, 10.0001, 0.25), 2)
+    best = None
+    candidates = []
+    for share in JIEBA_SHARES:
+        sample_weights = np.concatenate([np.ones(train.shape[0]), lexicon_weights / lexicon_weights.sum() * share * n_hsk_train])
+        for alpha in ALPHAS:
+            ratio = np.where(attested, _agreed_fit(train_all, labels_all, sources_all, alpha, sample_weights, train.shape[0]), 0.0)
+            scores = np.asarray(test @ ratio).ravel()
+            sub_scores, sub_labels = scores[test_featureless], test_labels[test_featureless]
+            # Candidate thresholds: a grid of 0.25 nats, so the choice does not chase single
+            # items; with each, the length rule's candidates (None, no rule, first: a rule is
+            # adopted only when it is strictly better on the held-out split).
+            for max_han in MAX_HAN_CANDIDATES:
+                short = np.ones(len(sub_han), dtype=bool) if max_han is None else sub_han < max_han
+                accuracy = [_balanced_accuracy(np.where(short, sub_scores, -np.inf), sub_labels, t) for t in grid]
+                index = int(np.argmax(accuracy))
+                candidates.append({"jieba_share": share, "alpha": alpha, "featureless_max_han": max_han, "threshold": float(grid[index]),
+                                   "featureless_balanced_accuracy": round(float(accuracy[index]), 4)})
+                if best is None or accuracy[index] > best[0]:
+                    best = (accuracy[index], alpha, float(grid[index]), ratio, share, max_han)
+    _, alpha, threshold, ratio, jieba_share, max_han = best
+    # Only the winning candidates are kept in the manifest (the full grid is long).
+    candidates = sorted(candidates, key=lambda c: -c["featureless_balanced_accuracy"])[:10]
+    weights = ratio.astype(np.float16)
+    model = CantoneseModel(weights=weights.astype(np.float32), bias=0.0, threshold=threshold, alpha=alpha, max_han=max_han)
+    counts = {source: {"yue" if lab == YUE else "swc": 0 for lab in (YUE, SWC)} for source in ("ctcpc", "hkcancor", "hsk")}
+    for (_, label, source), is_held in zip(corpus, held):
+        counts[source]["yue" if label == YUE else "swc"] += 0 if is_held else 1
+    manifest = {
+        "recipe_version": RECIPE_VERSION,
+        "model": "multinomial naive Bayes, hashed char_wb 1-3-grams of OpenCC t2s-folded Han runs",
+        "n_features": N_FEATURES,
+        "attested_min_hkcancor": ATTESTED_MIN,
+        "attested_buckets": int(attested.sum()),
+        "jieba_share": jieba_share,
+        "jieba_lexicon_words": len(lexicon),
+        "alpha": alpha,
+        "threshold_log_odds": threshold,
+        "featureless_max_han": max_han,
+        "held_out_percent": HELD_OUT_PERCENT,
+        "held_out_items": int(held.sum()),
+        "held_out_featureless_items": int(test_featureless.sum()),
+        "selection": candidates,
+        "training_items": {k: {c: n for c, n in v.items() if n} for k, v in counts.items()},
+        "sources": {
+            "ctcpc": "pycantonese data/ctcpc/sents.json (Cantonese side), CC0 1.0",
+            "hkcancor": "pycantonese.hkcancor() utterances, CC BY 4.0",
+            "hsk": "hsk_sentences_audio.load_sentences() chinese + traditional (one per folded text), CC BY-SA 4.0",
+            "jieba": "jieba/dict.txt Mandarin lexicon, words weighted by frequency, Cantonese-marked entries dropped, training split only, MIT",
+        },
+        "versions": _versions(),
+        "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest(),
+    }
+    return model, manifest
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("pycantonese", "hsk-sentences-audio", "jieba", "OpenCC", "scikit-learn", "cantonesedetect", "numpy")}
+
+
+def save_model(model: CantoneseModel, manifest: dict, directory: Path = MODEL_DIR) -> None:
+    """Write cantonese_nb.npz (float16 weights) and cantonese_nb.json into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # np.savez (not _compressed): float16 noise barely compresses, and the raw file is
+    # byte-identical across rebuilds.
+    np.savez(directory / MODEL_FILE.name, weights=model.weights.astype(np.float16))
+    (directory / MANIFEST_FILE.name).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+_loaded: CantoneseModel | None = None
+_load_lock = threading.Lock()
+
+
+def load_model(directory: Path = MODEL_DIR) -> CantoneseModel:
+    """The shipped model (cached per process). Raises FileNotFoundError when it is missing."""
+    global _loaded
+    with _load_lock:
+        if _loaded is None or directory != MODEL_DIR:
+            manifest = json.loads((directory / MANIFEST_FILE.name).read_text(encoding="utf-8"))
+            with np.load(directory / MODEL_FILE.name) as data:
+                weights = data["weights"].astype(np.float32)
+            max_han = manifest.get("featureless_max_han")
+            model = CantoneseModel(weights=weights, bias=0.0, threshold=float(manifest["threshold_log_odds"]), alpha=float(manifest["alpha"]),
+                                   max_han=None if max_han is None else int(max_han))
+            if directory != MODEL_DIR:
+                return model
+            _loaded = model
+        return _loaded
+
+
+def main() -> None:
+    """Rebuild the shipped model and print its manifest."""
+    import time
+
+    start = time.perf_counter()
+    model, manifest = build_model()
+    save_model(model, manifest)
+    print(json.dumps(manifest, indent=2, ensure_ascii=False))
+    print(f"trained in {time.perf_counter() - start:.1f} s -> {MODEL_FILE}")
+
+
+if __name__ == "__main__":
+    main()
