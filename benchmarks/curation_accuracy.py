@@ -12,6 +12,11 @@ changed; the negatives (lines without PII) must come back unchanged. The residua
 independent detector (pii_audit) is scored on the same positives, and the lines that only it
 catches are printed: that is the gate seeing what the redactor misses.
 
+Language ID is scored twice: on the 110 lines of benchmarks/data/langid_labelled.tsv, and
+by benchmarks/langid_accuracy.py on 3,621 lines of the project's authored data (per class,
+Simplified-script Cantonese and lines of 6 characters or fewer apart) against the
+rules-only identifier in the same process.
+
     python benchmarks/curation_accuracy.py
 """
 
@@ -157,7 +162,69 @@ def pii_written_forms() -> dict:
     return report
 
 
+def field_cases(folder: Path) -> int:
+    """Each field case of this issue class (README in `folder`) through the library call its
+    command makes, against its right result; returns how many are right."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from hkgai_pipelines.curation.pipeline import run_curation
+    from hkgai_pipelines.params import load_curation_params
+    from hkgai_pipelines.settings import PROJECT_ROOT
+    from hkgai_pipelines.sources.files import read_files
+
+    params = load_curation_params(PROJECT_ROOT / "params.yaml")
+    identifier, redactor = LanguageIdentifier(), PiiRedactor()
+
+    def curate(name):
+        with tempfile.TemporaryDirectory() as out:
+            result, outputs = run_curation(read_files([folder / name], source="local_files", licence="unknown"), params, Path(out))
+            return result.stats, pq.read_table(outputs.cleaned).to_pylist(), pq.read_table(outputs.rejected).to_pylist()
+
+    def lines(name):
+        return [line for line in (folder / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def redacted(name, *placeholders):
+        out = [line for line in redactor.redact((folder / name).read_text(encoding="utf-8")).text.splitlines() if line.strip()]
+        return all(p in line for p, line in zip(placeholders, out)) and not any(c.isdigit() for line in out for c in line)
+
+    checks = {
+        "01_bom.jsonl: 2 kept, 0 quarantined": lambda: (lambda st: (st.kept, st.quarantined) == (2, 0))(curate("01_bom.jsonl")[0]),
+        "02_shards: 4 kept, 4 ids": lambda: (lambda r: r[0].kept == 4 and len({x["id"] for x in r[1]}) == 4)(curate("02_shards")),
+        "03 Big5-HKSCS page: 1 kept with 𨋢": lambda: (lambda r: r[0].kept == 1 and "𨋢" in r[1][0]["text"])(curate("03_notice_big5hkscs.html")),
+        "04 short Cantonese: all yue": lambda: all(identifier.identify(t).lang == "yue" for t in lines("04_short_cantonese.txt")),
+        "05 Simplified Cantonese: all yue": lambda: all(identifier.identify(t).lang == "yue" for t in lines("05_simplified_cantonese.txt")),
+        "06 full-width PII": lambda: redacted("06_pii_fullwidth.txt", "<PHONE>", "<HKID>", "<EMAIL>"),
+        "07 invisible characters in PII": lambda: redacted("07_pii_invisible.txt", "<EMAIL>", "<PHONE>", "<EMAIL>"),
+        "08 4-prefix mobiles": lambda: redacted("08_pii_hk_prefix4.txt", "<PHONE>", "<PHONE>"),
+        "15 e-mail starting with _": lambda: redactor.redact(lines("15_pii_email_underscore.txt")[0]).text == "聯絡：<EMAIL>",
+        "12 GBK mojibake: repaired or rejected": lambda: (lambda r: [x["text"] for x in r[1]] == ["我哋今日去咗飲茶"]
+                                                           and [x["reason"] for x in r[2]] == ["mojibake"])(curate("12_gbk_mojibake.jsonl")),
+        "13 news page: headline + 2 paragraphs": lambda: (lambda r: r[0].kept == 1 and len(r[1][0]["text"].splitlines()) == 3
+                                                           and "分享" not in r[1][0]["text"])(curate("13_news_page.html")),
+    }
+    right = 0
+    print(f"field cases in {folder}:")
+    for name, check in checks.items():
+        ok = bool(check())
+        right += ok
+        print(f"  {'right' if ok else 'WRONG'}  {name}")
+    print(f"  {right}/{len(checks)} right")
+    return right
+
+
 if __name__ == "__main__":
+    import langid_accuracy  # beside this script: the 3,621-line set, per class and short lines
+
     language_id()
+    print()
+    langid_accuracy.main()
+    print()
     pii()
+    print()
     pii_written_forms()
+    cases = Path(__file__).resolve().parents[2] / "shared" / "field-cases"
+    if cases.is_dir():
+        print()
+        field_cases(cases)
