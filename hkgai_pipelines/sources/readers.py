@@ -121,7 +121,7 @@ def read_hk_knowledge(spec: SourceSpec) -> Iterator[FileItem]:
 
 
 def read_local_files(spec: SourceSpec) -> Iterator[FileItem]:
-    """A user folder of .jsonl/.txt/.parquet/.html files."""
+    """A user folder of .jsonl/.txt/.parquet/.html/.warc(.gz) files (sources/files.py)."""
     folder = spec.options.get("path")
     if not folder:
         raise ValueError(f"source {spec.name}: local_files needs options.path")
