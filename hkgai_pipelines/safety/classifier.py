@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hkgai_pipelines.safety.guard import GuardVerdict, RuleGuard
+from hkgai_pipelines.safety.guard import GuardVerdict, RuleGuard, normalise_for_judging
 
 BENIGN = "benign"
 
@@ -86,7 +86,8 @@ class GuardClassifier:
 
     @classmethod
     def train(cls, embedder, cache_dir: Path | None = None, threshold: float = 0.7) -> GuardClassifier:
-        pairs = training_examples()
+        # Trained on the form it judges (guard.normalise_for_judging).
+        pairs = [(normalise_for_judging(text), label) for text, label in training_examples()]
         # The embedder is part of the model: a cache trained on other vectors must not be reused.
         digest = hashlib.sha256(repr((type(embedder).__name__, getattr(embedder, "name", ""), pairs)).encode()).hexdigest()[:16]
         cached = Path(cache_dir) / f"guard_classifier-{digest}.npz" if cache_dir else None
@@ -122,10 +123,12 @@ class HybridGuard:
 
     def check_many(self, texts: list[str]) -> list[GuardVerdict]:
         verdicts = [self.rules.check(text) for text in texts]
-        # An allow pattern (a benign homonym such as "kill a Python process") settles the text.
-        pending = [i for i, (text, v) in enumerate(zip(texts, verdicts)) if not v.blocked and not self.rules.allowed(text)]
+        # The classifier reads what the rules read: normalised, with only the spans of allow
+        # patterns ("kill a Python process") removed; what remains is still judged.
+        judged = [self.rules.to_judge(text) for text in texts]
+        pending = [i for i, v in enumerate(verdicts) if not v.blocked and judged[i].strip(" ?？.。!！,，")]
         if pending:
-            for i, (label, probability) in zip(pending, self.classifier.classify([texts[i] for i in pending])):
+            for i, (label, probability) in zip(pending, self.classifier.classify([judged[i] for i in pending])):
                 if probability >= self.classifier.threshold:
                     verdicts[i] = GuardVerdict("block", label, f"classifier p(harmful)={probability:.2f}")
         return verdicts
