@@ -151,7 +151,7 @@ def pii_written_forms() -> dict:
           f"gate detector quiet on {gate_quiet}/{len(negatives)} = {gate_quiet / len(negatives):.1%}")
     # Forms outside the redactor's patterns, planted to show the gate does not share its
     # blind spots (tests/test_pii_audit.py asserts the same lines).
-    planted = ["WhatsApp 9123.4567", "Call +852 91 234 567", "身份證 A 123456 3", "卡號 4111.1111.1111.1111"]
+    planted = ["WhatsApp 9123.4567", "Call +852 91 234 567", "身份證 A-123456-3", "卡號 4111.1111.1111.1111"]
     for text in planted:
         if redactor.redact(text).text == text and any(f.certain for f in audit_text(text)):
             gate_only.append(text)

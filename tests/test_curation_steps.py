@@ -106,6 +106,13 @@ def test_dedup_keeps_first_and_records_cluster():
         ("今天天气很好，我们去公园。", ("今天天气很好，我们去公园。", None)),
         ("立法會共有九十名議員。", ("立法會共有九十名議員。", None)),
         ("𨋢壞咗，𠵱家行樓梯。", ("𨋢壞咗，𠵱家行樓梯。", None)),
+        # Genuine text whose GBK bytes happen to form UTF-8 ("靚仔靚女" -> "谥J谤k") is not mojibake.
+        ("靚仔靚女", ("靚仔靚女", None)),
+        ("靚唔靚呀？", ("靚唔靚呀？", None)),
+        # Mojibake pasted into correct text is repaired in place, or rejected when bytes were lost.
+        ("今日新聞：浠婂ぉ涓嬪崍鍙戝竷鏂扮殑閫氱煡。請留意。", ("今日新聞：今天下午发布新的通知。請留意。", "repaired")),
+        ("今日新聞：浠婂ぉ涓嬪崍鍙戝竷鏂扮殑閫氱煡锛岀郴缁熺淮鎶\ufffd。請留意。",
+         ("今日新聞：浠婂ぉ涓嬪崍鍙戝竷鏂扮殑閫氱煡锛岀郴缁熺淮鎶\ufffd。請留意。", "mojibake")),
     ],
 )
 def test_chinese_mojibake(text, expected):

@@ -65,6 +65,9 @@ def test_every_pii_type_is_found(redactor, text, expected):
         "版本 1.2.3.4",
         "version user@host missing tld",
         "總部喺杜老誌道6號羣策大廈2302–2303室",  # a room range, dashes folded or not
+        "成交額 2345 6789 億",
+        "樓價 3456 7890 萬",
+        "code x1234567 is lower case without brackets",
     ],
 )
 def test_near_misses_are_left_alone(redactor, text):
@@ -94,6 +97,9 @@ def test_counts_by_type(redactor):
         ("聯絡：_taiman@example.com", "聯絡：<EMAIL>"),
         ("mail +tag.x@example.org", "mail <EMAIL>"),
         ("卡號 ４１１１ １１１１ １１１１ １１１１", "卡號 <CREDIT_CARD>"),
+        ("HKID: c668668(9)", "HKID: <HKID>"),
+        ("身份證號碼 ab987654(3)", "身份證號碼 <HKID>"),
+        ("身份證 A 123456 (3)", "身份證 <HKID>"),
     ],
 )
 def test_written_forms_are_redacted_in_place(redactor, text, expected):

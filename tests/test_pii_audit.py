@@ -13,7 +13,7 @@ from hkgai_pipelines.curation.pii_audit import PiiFinding, audit_text
 PLANTED_LEAKS = [
     ("WhatsApp 9123.4567", PiiFinding("PHONE", "9123.4567")),
     ("Call +852 91 234 567", PiiFinding("PHONE", "+852 91 234 567")),
-    ("身份證 A 123456 3", PiiFinding("HKID", "A 123456 3")),
+    ("身份證 A-123456-3", PiiFinding("HKID", "A-123456-3")),
     ("卡號 4111.1111.1111.1111", PiiFinding("CREDIT_CARD", "4111.1111.1111.1111")),
 ]
 
@@ -34,6 +34,7 @@ def test_planted_leak_missed_by_the_redactor_is_caught(text, finding):
         ("有事打 +852 4123 4567 搵我", ["PHONE"]),
         ("聯絡：_taiman@example.com", ["EMAIL"]),
         ("大陸手機 +86 138 0013 8000", ["PHONE"]),
+        ("HKID: c668668(9)", ["HKID"]),
     ],
 )
 def test_field_case_forms_are_found(text, kinds):
@@ -78,3 +79,10 @@ def test_gate_fails_on_a_leak_in_rejected_text():
 )
 def test_codes_and_ranges_are_not_certain_phones(text):
     assert not [f for f in audit_text(text) if f.certain]
+
+
+def test_gate_reads_titles_and_locators():
+    cleaned = pd.DataFrame({"id": ["a"], "text": ["佢哋聽日去旺角。"], "title": ["WhatsApp 9123.4567"], "locator": ["x.html"]})
+    outcome = expectations.check_no_residual_pii(cleaned)
+    assert not outcome.passed
+    assert outcome.metadata["findings"] == ["PHONE: 9123.4567"]

@@ -97,3 +97,19 @@ def test_mojibake_is_repaired_and_simplified_cantonese_converted(tmp_path, curat
     (kept,) = pq.read_table(outputs.cleaned).to_pylist()
     assert (kept["lang"], kept["text"]) == ("yue", "我哋今日去咗飲茶")
     assert result.stats.steps["repair"]["mojibake_repaired"] == 1
+
+
+def test_titles_locators_and_quarantine_names_are_redacted(tmp_path, curation_params):
+    items = [
+        RawRecord(text="佢哋聽日會去旺角食飯，你嚟唔嚟呀？", source="s", licence="x",
+                  locator="https://forum.example.hk/profile?email=chan.taiman@example.com&tel=91234567",
+                  title="陳大文 9123 4567 chan@example.com A123456(3)"),
+        QuarantineRecord("https://forum.example.hk/u?tel=+852 9123 4567", None, "HTTP 404 for https://forum.example.hk/u?tel=+852 9123 4567", "s"),
+    ]
+    result, outputs = run_curation(items, curation_params, tmp_path)
+    (kept,) = pq.read_table(outputs.cleaned).to_pylist()
+    assert kept["title"] == "陳大文 <PHONE> <EMAIL> <HKID>"
+    assert kept["locator"] == "https://forum.example.hk/profile?email=<EMAIL>&tel=<PHONE>"
+    (quarantined,) = [json.loads(line) for line in outputs.quarantine.read_text().splitlines()]
+    assert quarantined["file"] == "https://forum.example.hk/u?tel=<PHONE>"
+    assert quarantined["error"] == "HTTP 404 for https://forum.example.hk/u?tel=<PHONE>"

@@ -95,8 +95,14 @@ def check_lang_allowed(cleaned: pd.DataFrame, allowed: list[str]) -> GateOutcome
     return _outcome(success, summaries, f"every lang in {sorted(allowed)}", "unexpected language labels")
 
 
+#: Every free-text column a curation output writes: PII in a page title or a crawled URI is
+#: as much a leak as PII in the text.
+WRITTEN_TEXT_COLUMNS = ("text", "original_text", "title", "locator")
+
+
 def check_no_residual_pii(cleaned: pd.DataFrame, rejected: pd.DataFrame | None = None) -> GateOutcome:
-    """No PII left in the kept text nor in the rejected text (both are written to the lake).
+    """No PII left in the kept nor the rejected records (both are written to the lake), in
+    any of their `WRITTEN_TEXT_COLUMNS`.
 
     The detector is `pii_audit.audit_text`, built independently of the redactor, so a form
     the redactor misses is not missed here for the same reason. The offending findings (kind
@@ -104,9 +110,9 @@ def check_no_residual_pii(cleaned: pd.DataFrame, rejected: pd.DataFrame | None =
     """
     import great_expectations.expectations as gxe
 
-    texts = list(cleaned["text"].fillna(""))
+    texts = [value for column in WRITTEN_TEXT_COLUMNS if column in cleaned for value in cleaned[column].fillna("")]
     if rejected is not None:
-        texts += list(rejected["text"].fillna(""))
+        texts += [value for column in WRITTEN_TEXT_COLUMNS if column in rejected for value in rejected[column].fillna("")]
     findings = [audit_text(text) for text in texts]
     frame = pd.DataFrame({"residual_pii": [sum(f.certain for f in found) for found in findings]})
     success, summaries = validate_frame(frame, [gxe.ExpectColumnValuesToBeBetween(column="residual_pii", min_value=0, max_value=0)])
@@ -167,10 +173,10 @@ def check_counts_add_up(stats: dict, cleaned_rows: int, rejected_rows: int, quar
 
 
 def load_rejected_text(out_dir: Path) -> pd.DataFrame:
-    """The `text` column of a curation output's rejected.parquet (a file or a folder of parts)."""
+    """The `text` and `locator` columns of a curation output's rejected.parquet."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(Path(out_dir) / "rejected.parquet", columns=["text"]).to_pandas()
+    return pq.read_table(Path(out_dir) / "rejected.parquet", columns=["text", "locator"]).to_pandas()
 
 
 def load_outputs(out_dir: Path) -> tuple[pd.DataFrame, dict, int, int]:

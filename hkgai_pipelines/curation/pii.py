@@ -33,8 +33,9 @@ PLACEHOLDERS = {
 }
 
 # RFC 5322 section 3.2.3 `atext`: a local part is dot-separated runs of these, so it may start
-# with "_" or "+" ("_taiman@example.com"); the domain is dot-separated LDH labels.
-_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
+# with "_" or "+" ("_taiman@example.com"). Less the URL delimiters / ? = & #, which in running
+# text and in crawled URIs ("profile?email=chan@example.com") end an address, not belong to it.
+_ATEXT = r"A-Za-z0-9!$%'*+^_`{|}~\-"
 email_pattern = re.compile(
     rf"(?<![{_ATEXT}.])[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}(?![A-Za-z0-9-])"
@@ -42,8 +43,12 @@ email_pattern = re.compile(
 # 13-19 digits, optionally grouped by single spaces or hyphens.
 credit_card_pattern = re.compile(r"(?<![0-9A-Za-z.,])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z]|[.,]\d)")
 # One or two letters, six digits, a check digit 0-9 or A, usually in (half- or full-width) brackets.
+# Typed by hand an HKID is also written in lower case ("c668668(9)") or with spaces
+# ("A 123456 (3)"); lower case is taken only with the check digit in brackets, since a bare
+# letter and seven digits is common in codes.
 hkid_pattern = re.compile(
-    r"(?<![A-Za-z0-9])([A-Z]{1,2})(\d{6}) ?(?:\(([0-9A])\)|（([0-9A])）|([0-9A]))(?![A-Za-z0-9])"
+    r"(?<![A-Za-z0-9])(?:([A-Z]{1,2}) ?(\d{6}) ?(?:\(([0-9A])\)|（([0-9A])）|([0-9A]))"
+    r"|([a-z]{1,2}) ?(\d{6}) ?(?:\(([0-9aA])\)|（([0-9aA])）))(?![A-Za-z0-9])"
 )
 # +852 / 00852 / (852) / (+852) / "852 " prefixes; 8 digits as 4+4. The leading digit follows
 # OFCA's numbering plan for Hong Kong (Numbering Plan for Telecommunications Services, as
@@ -63,7 +68,7 @@ mainland_mobile_pattern = re.compile(
 
 _CURRENCY_BEFORE = re.compile(r"(?:HK\$|US\$|NT\$|RMB|HKD|USD|CNY|[$＄¥￥€£]|港幣|港元|人民幣|美元)\s*$", re.IGNORECASE)
 _UNIT_AFTER = re.compile(
-    r"^\s*(?:元|蚊|港元|港幣|人|名|個|位|次|年|日|米|公里|平方|呎|噸|件|份|室|樓|楼|號|号|%|％|km|kg|m\b|people|dollars|HKD|years)",
+    r"^\s*(?:元|蚊|港元|港幣|億|亿|萬|万|千|百|人|名|個|位|次|年|日|米|公里|平方|呎|噸|件|份|室|樓|楼|號|号|%|％|km|kg|m\b|people|dollars|HKD|years|million|billion)",
     re.IGNORECASE,
 )
 _COUNT_BEFORE = re.compile(r"(?:人口|population|編號|訂單|order|ref(?:erence)?|no\.|#)\s*[:：]?\s*$", re.IGNORECASE)
@@ -211,8 +216,9 @@ class PiiRedactor:
             if is_credit_card(match.group()):
                 add(match.start(), match.end(), "CREDIT_CARD")
         for match in hkid_pattern.finditer(text):
-            letters, digits = match.group(1), match.group(2)
-            check = match.group(3) or match.group(4) or match.group(5)
+            letters = (match.group(1) or match.group(6)).upper()
+            digits = match.group(2) or match.group(7)
+            check = (match.group(3) or match.group(4) or match.group(5) or match.group(8) or match.group(9)).upper()
             if hkid_check_digit(letters, digits) == check:
                 add(match.start(), match.end(), "HKID")
         for match in mainland_mobile_pattern.finditer(text):

@@ -28,17 +28,18 @@ from dataclasses import dataclass
 #: The redactor's placeholders are redaction, not PII.
 _PLACEHOLDER_RE = re.compile(r"<(?:HKID|PHONE|EMAIL|CREDIT_CARD)>")
 _DIGIT_RUN_RE = re.compile(r"\d(?:[^\w\n]{0,2}\d)*")
-_HKID_RE = re.compile(r"(?<![A-Za-z])([A-Z]{1,2})[^\w\n]{0,2}((?:\d[^\w\n]{0,1}){6})[^\w\n]{0,2}([0-9A])(?![0-9A-Za-z])")
-_LOCAL_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$")
+_HKID_RE = re.compile(r"(?<![A-Za-z])([A-Za-z]{1,2})[^\w\n]{0,2}((?:\d[^\w\n]{0,1}){6})[^\w\n]{0,2}([0-9Aa])(?![0-9A-Za-z])")
+_LOCAL_ATOM = re.compile(r"^[A-Za-z0-9!$%'*+^_`{|}~-]+$")
 _DOMAIN_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
-# Around an "@", the characters an address can be made of (CJK and spaces end it).
-_ADDRESS_CHARS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]")
+# Around an "@", the characters an address can be made of (CJK, spaces and the URL delimiters
+# / ? = & # end it).
+_ADDRESS_CHARS = re.compile(r"[A-Za-z0-9!$%'*+^_`{|}~.@-]")
 #: libphonenumber regions whose numbers are personal data in this corpus.
 REGIONS = ("HK", "CN")
 # "+852", "00852", "(+86)": a country code written out makes a number a phone number.
 _COUNTRY_CODE_RE = re.compile(r"^(?:\(?(?:\+|00)\s*(?:852|86)(?!\d)|\((?:852|86)\))")
 # A number followed by a unit is a quantity or an address part ("2302-2303室", "12345678 元").
-_UNIT_AFTER_RE = re.compile(r"^\s*(?:室|樓|楼|號|号|元|蚊|人|個|个|平方|呎|%|km|kg|sq)", re.IGNORECASE)
+_UNIT_AFTER_RE = re.compile(r"^\s*(?:室|樓|楼|號|号|元|蚊|億|亿|萬|万|千|百|人|個|个|平方|呎|%|km|kg|sq|million|billion)", re.IGNORECASE)
 _PRICE_BEFORE_RE = re.compile(r"(?:\$|HK\$|港元|元)\s*$")
 
 
@@ -128,7 +129,7 @@ def _cards(text: str) -> list[PiiFinding]:
 def _hkids(text: str) -> list[PiiFinding]:
     found = []
     for match in _HKID_RE.finditer(text):
-        letters, digits, check = match.group(1), re.sub(r"\D", "", match.group(2)), match.group(3)
+        letters, digits, check = match.group(1).upper(), re.sub(r"\D", "", match.group(2)), match.group(3).upper()
         if _hkid_valid(letters, digits, check):
             found.append(PiiFinding("HKID", match.group()))
     return found

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -46,7 +46,7 @@ CLEANED_SCHEMA = pa.schema(
 )
 REJECTED_SCHEMA = pa.schema(
     [("id", pa.string()), ("text", pa.string()), ("lang", pa.string()), ("source", pa.string()),
-     ("licence", pa.string()), ("locator", pa.string()), ("step", pa.string()),
+     ("licence", pa.string()), ("locator", pa.string()), ("encoding", pa.string()), ("step", pa.string()),
      ("reason", pa.string()), ("cluster_id", pa.string()), ("similarity", pa.float64())]
 )
 
@@ -108,6 +108,9 @@ class CurationPipeline:
         self.converter = ScriptConverter(params.script_policy)
         self.quality = QualityFilter(params.quality)
 
+    def _redact(self, value: str | None) -> str | None:
+        return self.redactor.redact(value).text if value else value
+
     def run(self, items: Iterable[RawRecord | QuarantineRecord]) -> CurationResult:
         p = self.params
         stats = CurationStats()
@@ -124,7 +127,7 @@ class CurationPipeline:
             stats.steps[step]["dropped"] += 1
             rejected.append({
                 "id": doc["id"], "text": doc["text"], "lang": doc.get("lang"), "source": doc["source"],
-                "licence": doc["licence"], "locator": doc["locator"], "step": step, "reason": reason,
+                "licence": doc["licence"], "locator": doc["locator"], "encoding": doc.get("encoding"), "step": step, "reason": reason,
                 "cluster_id": cluster_id, "similarity": similarity,
             })
 
@@ -134,17 +137,20 @@ class CurationPipeline:
                 stats.quarantined += 1
                 stats.by_source[item.source or "(unknown)"]["input"] += 1
                 stats.by_source[item.source or "(unknown)"]["quarantined"] += 1
-                quarantined.append(item)
+                # A file name or a crawled URI can carry PII (?email=...&tel=...).
+                quarantined.append(replace(item, file=self._redact(item.file), error=self._redact(item.error)))
                 continue
             stats.by_source[item.source]["input"] += 1
+            # Every string that is written is redacted: the title of a web page and the URI
+            # that locates it ("/profile?tel=91234567") as much as the text.
             doc = {"id": item.id, "text": item.text, "source": item.source, "licence": item.licence,
-                   "locator": item.locator, "title": item.title, "original_text": None,
+                   "locator": self._redact(item.locator), "title": self._redact(item.title), "original_text": None,
                    "encoding": getattr(item, "encoding", None)}
             size = len(item.text.encode("utf-8", "surrogatepass"))
             if size > p.max_record_bytes:
                 stats.quarantined += 1
                 stats.by_source[item.source]["quarantined"] += 1
-                quarantined.append(QuarantineRecord(item.locator, None, f"record of {size} bytes exceeds the {p.max_record_bytes}-byte limit", item.source))
+                quarantined.append(QuarantineRecord(doc["locator"], None, f"record of {size} bytes exceeds the {p.max_record_bytes}-byte limit", item.source))
                 continue
 
             # repair: text, then Chinese mojibake

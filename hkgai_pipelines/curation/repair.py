@@ -48,8 +48,11 @@ _HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003
 #: characters are Han (the rest U+FFFD where bytes were lost, typically full-width
 #: punctuation): genuine text measures near 0 here, the field case 0.79.
 MOJIBAKE_MIN_HAN_SHARE = 0.6
-#: A strict round trip repairs only when it yields at least this many Han characters, so a
-#: one-character coincidence cannot rewrite a text.
+#: An exact round trip repairs only when nearly all of what it yields is Han (the rest
+#: full-width punctuation or kana of the original text).
+MOJIBAKE_STRICT_HAN_SHARE = 0.9
+#: A round trip repairs or rejects only when it yields at least this many Han characters, so
+#: a one-character coincidence cannot rewrite a text.
 MOJIBAKE_MIN_HAN = 2
 
 
@@ -66,28 +69,76 @@ def _han_share(text: str) -> tuple[int, float]:
     return han, (han / non_ascii if non_ascii else 0.0)
 
 
+_ASCII_ALNUM_RE = re.compile(r"[A-Za-z0-9]")
+
+
+def _plausible(original: str, candidate: str, share_needed: float) -> bool:
+    """Whether `candidate` reads as the Chinese text `original` was mojibake of: Han text
+    (at least `share_needed` of its non-ASCII characters), fewer Han characters than the
+    mojibake (three UTF-8 bytes became two-byte GBK/Big5 characters), and no letter or digit
+    that the original did not have (genuine Chinese put through the round trip yields ASCII
+    and Latin characters: "靚仔靚女" -> "谥J谤k")."""
+    han, share = _han_share(candidate)
+    return (
+        han >= MOJIBAKE_MIN_HAN
+        and share >= share_needed
+        and han < len(_HAN_RE.findall(original))
+        and len(_ASCII_ALNUM_RE.findall(candidate)) <= len(_ASCII_ALNUM_RE.findall(original))
+    )
+
+
+def _judge_round_trip(text: str) -> tuple[str, str | None]:
+    for codec in MOJIBAKE_CODECS:
+        repaired = _round_trip(text, codec, "strict")
+        if repaired is not None and repaired != text and _plausible(text, repaired, MOJIBAKE_STRICT_HAN_SHARE):
+            return repaired, "repaired"
+        # U+FFFD marks bytes already lost; encoded, it would add bytes of its own.
+        lossy = _round_trip(text.replace("\ufffd", ""), codec, "replace")
+        if lossy is not None and lossy != text and _plausible(text, lossy, MOJIBAKE_MIN_HAN_SHARE):
+            return text, "mojibake"
+    return text, None
+
+
+# Mojibake pasted into correct text ("今日新聞：浠婂ぉ涓嬪崍。請留意。") is judged piece by piece:
+# runs between spaces, ASCII and CJK punctuation, which mojibake of Chinese text never
+# produces itself (its full-width punctuation turns into Han characters such as 锛).
+_SEGMENT_SPLIT_RE = re.compile(r"[\s\x00-\x7f，。！？：；、「」『』（）《》〈〉【】…—～·]+")
+#: A segment shorter than this is not judged alone: a few characters can round-trip by chance.
+MOJIBAKE_MIN_SEGMENT = 4
+
+
 def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
     """Undo UTF-8 Chinese that was decoded as GB18030/GBK or Big5-HKSCS and saved again.
 
     Returns `(text, verdict)`: verdict None when the text is not mojibake (returned as is),
     `"repaired"` with the repaired text when the round trip is exact, `"mojibake"` with the
     text unchanged when the round trip shows mojibake but lost bytes (a caller rejects it).
-    Example: "鎴戝搵浠婃棩鍘诲挧椋茶尪" -> ("我哋今日去咗飲茶", "repaired").
+    The whole text is judged first, then each run between punctuation, so mojibake pasted
+    into correct text is repaired in place.
+    Example: "鎴戝搵浠婃棩鍘诲挆椋茶尪" -> ("我哋今日去咗飲茶", "repaired").
     """
     if text.isascii() or not _HAN_RE.search(text):
         return text, None
-    for codec in MOJIBAKE_CODECS:
-        repaired = _round_trip(text, codec, "strict")
-        if repaired is not None and repaired != text:
-            han, share = _han_share(repaired)
-            if han >= MOJIBAKE_MIN_HAN and share >= MOJIBAKE_MIN_HAN_SHARE:
-                return repaired, "repaired"
-        lossy = _round_trip(text, codec, "replace")
-        if lossy is not None and lossy != text:
-            han, share = _han_share(lossy)
-            if han >= MOJIBAKE_MIN_HAN and share >= MOJIBAKE_MIN_HAN_SHARE:
+    whole, verdict = _judge_round_trip(text)
+    if verdict:
+        return whole, verdict
+    pieces: list[str] = []
+    cursor, verdict = 0, None
+    padded = text + "\n"
+    for separator in _SEGMENT_SPLIT_RE.finditer(padded):
+        segment = padded[cursor:separator.start()]
+        if len(segment) >= MOJIBAKE_MIN_SEGMENT:
+            repaired, segment_verdict = _judge_round_trip(segment)
+            if segment_verdict == "mojibake":
                 return text, "mojibake"
-    return text, None
+            if segment_verdict == "repaired":
+                segment, verdict = repaired, "repaired"
+        pieces.append(segment)
+        pieces.append(padded[separator.start():separator.end()])
+        cursor = separator.end()
+    if verdict is None:
+        return text, None
+    return "".join(pieces)[:-1], verdict  # without the "\n" added to close the last segment
 
 
 def replacement_char_share(text: str) -> float:
