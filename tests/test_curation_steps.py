@@ -136,3 +136,7 @@ def test_boilerplate_lines_are_removed_not_the_document():
     sentence = "Bake the cookies for ten minutes, then let them cool."
     assert strip_boilerplate_lines(sentence) == (sentence, 0)
     assert strip_boilerplate_lines("版權所有 © 2026 本網站\n私隱政策 使用條款") == ("", 2)
+    # A forum thread: the reply bar under every post goes, the posts stay.
+    thread = "樓主：今晚邊度食飯好？\n回覆 引用 讚好\n去旺角啦，多嘢揀。\n回覆 引用 讚好\nReply · Quote · Like"
+    assert strip_boilerplate_lines(thread) == ("樓主：今晚邊度食飯好？\n去旺角啦，多嘢揀。", 3)
+    assert strip_boilerplate_lines("I like it") == ("I like it", 0)

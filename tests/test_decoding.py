@@ -110,7 +110,7 @@ def test_utf8_with_one_bad_byte_stays_utf8_and_is_not_read_as_gb18030():
     data = good + b"\xe4\xbb bad\n" + good
     detection = detect(data, final=True, line_based=True)
     assert detection.encoding == "utf-8"
-    assert decode_line(b"\xe4\xbb bad", detection) == (None, "invalid UTF-8 at byte 0: b'\\xe4\\xbb b'")
+    assert decode_line(b"\xe4\xbb bad", detection) == (None, "invalid UTF-8 at byte 0: b'\\xe4\\xbb b'", None)
     # a whole document must decode entirely: quarantined with the byte named
     _, whole = decode_document(data)
     assert whole.error == "invalid UTF-8 at byte 230: b'\\xe4\\xbb b'"

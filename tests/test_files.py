@@ -242,3 +242,37 @@ def test_field_case_13_news_page_main_content():
         "天文台預測，明日天氣炎熱，最高氣溫約三十四度，市民應避免長時間在戶外活動。\n"
         "另外，本港紫外線指數會達到甚高水平，天文台提醒市民做好防曬措施。"
     )
+
+
+def test_whole_float_ids_are_ids_and_nan_is_missing(tmp_path):
+    """pandas writes a nullable integer id column as floats."""
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"id": [2.0, float("nan"), 1.5], "text": ["甲", "乙", "丙"]}), path)
+    items = _read(path)
+    assert [item.locator for item in items] == ["t.parquet:1#id=2", "t.parquet:2", "t.parquet:3#id=1.5"]
+
+
+def test_a_file_is_named_the_same_however_its_path_is_typed(tmp_path, monkeypatch):
+    shard = tmp_path / "s2" / "shard-00000.jsonl"
+    shard.parent.mkdir()
+    shard.write_text('{"id": 0, "text": "佢哋聽日去旺角。"}\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    by_folder = list(read_files([Path("s2")], source="t", licence="x"))
+    by_file = list(read_files([shard.resolve()], source="t", licence="x"))
+    both = list(read_files([Path("s2"), shard.resolve(), Path("s2/shard-00000.jsonl")], source="t", licence="x"))
+    assert [r.locator for r in by_folder] == [r.locator for r in by_file] == ["s2/shard-00000.jsonl:1#id=0"]
+    assert by_folder[0].id == by_file[0].id
+    assert len(both) == 1  # the same file given three ways is read once
+
+
+def test_utf8_lines_in_a_big5_file_are_read_as_utf8(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(
+        '{"text": "第一行係UTF-8嘅"}\n'.encode("utf-8")
+        + '{"text": "第二行係Big5嘅𨋢"}\n'.encode("big5hkscs")
+        + '{"text": "第三行又係UTF-8"}\n'.encode("utf-8")
+    )
+    items = _read(path)
+    assert [(item.text, item.encoding) for item in items] == [
+        ("第一行係UTF-8嘅", "utf-8"), ("第二行係Big5嘅𨋢", "big5hkscs"), ("第三行又係UTF-8", "utf-8"),
+    ]

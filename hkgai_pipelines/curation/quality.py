@@ -19,7 +19,10 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9']+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U
 BOILERPLATE_RE = re.compile(
     r"(all rights reserved|cookie|privacy policy|terms of use|subscribe|sign in|log in|"
     r"click here|share on|read more|版權所有|私隱政策|私隐政策|使用條款|登入|登錄|按此|點擊|点击|"
-    r"分享到|訂閱|订阅|上一頁|下一頁|返回頂部|返回主頁)",
+    r"分享到|訂閱|订阅|上一頁|下一頁|返回頂部|返回主頁|"
+    # Forum and comment furniture, repeated under every post of a thread.
+    r"回覆|回复|引用|讚好|赞好|檢舉|舉報|举报|"
+    r"^(?:reply|quote|like|share|report)(?:\s*[|·/]?\s*(?:reply|quote|like|share|report))*$)",
     re.IGNORECASE,
 )
 #: A boilerplate line is short and is not a sentence: site furniture ("私隱政策",

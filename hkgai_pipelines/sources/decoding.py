@@ -329,14 +329,26 @@ def _undecodable(trial: _Trial, error: str | None = None) -> Detection:
     return Detection(None, None, 0, tuple(trial.tried), error=error or f"undecodable: tried {', '.join(trial.tried)}")
 
 
-def decode_line(raw: bytes, detection: Detection) -> tuple[str | None, str | None]:
-    """One line's bytes (without its newline) as text, or the error that names the bytes."""
+def decode_line(raw: bytes, detection: Detection) -> tuple[str | None, str | None, str | None]:
+    """One line's bytes (without its newline) as `(text, error, encoding)`: the text and the
+    encoding it was read in, or the error that names the bytes.
+
+    A line that is not in the file's legacy encoding but is valid multi-byte UTF-8 is read as
+    UTF-8: files concatenated from a Big5 export and a UTF-8 one are common, and Big5/GB bytes
+    almost never form valid UTF-8, so the fallback cannot mis-read a legacy line.
+    """
     codec = detection.codec or "utf-8"
     try:
-        return raw.decode(codec), None
+        return raw.decode(codec), None, detection.encoding
     except UnicodeDecodeError as error:
-        label = "UTF-8" if codecs.lookup(codec).name == "utf-8" else display_name(codec)
-        return None, f"invalid {label} at byte {error.start}: {raw[error.start:error.start + 4]!r}"
+        is_utf8 = codecs.lookup(codec).name == "utf-8"
+        if not is_utf8 and detection.unit == 1 and not raw.isascii():
+            try:
+                return raw.decode("utf-8"), None, "utf-8"
+            except UnicodeDecodeError:
+                pass
+        label = "UTF-8" if is_utf8 else display_name(codec)
+        return None, f"invalid {label} at byte {error.start}: {raw[error.start:error.start + 4]!r}", None
 
 
 def decode_document(

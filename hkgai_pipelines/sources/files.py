@@ -20,6 +20,7 @@ id hashes (source, locator, text) as for every other source.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -62,10 +63,34 @@ def read_files(
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     scope_ids: bool = True,
 ) -> Iterator[FileItem]:
-    for path in expand_inputs(paths):
+    for path, name in named_inputs(paths, root):
         yield from read_file(
-            path, source=source, licence=licence, root=root, max_record_bytes=max_record_bytes, scope_ids=scope_ids
+            path, source=source, licence=licence, root=root, max_record_bytes=max_record_bytes, scope_ids=scope_ids,
+            name=name,
         )
+
+
+def named_inputs(paths: Iterable[Path], root: Path | None = None) -> list[tuple[Path, str]]:
+    """Each file under the given files/folders once (the same file given twice, or a folder
+    and a file inside it, is read once), with the name its records are located and scoped by.
+
+    The name is the path relative to `root` when one is given; otherwise a folder's files are
+    `<folder name>/<path inside it>` and a file is `<its folder's name>/<file name>`, so a
+    record gets the same id however its path was typed (`curate s2`, `curate /data/s2/a.jsonl`)
+    and on any machine. Raises FileNotFoundError for a path that does not exist.
+    """
+    named: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    for given in map(Path, paths):
+        # What names are relative to: the root, or the folder above the given folder or file's folder.
+        base = root if root is not None else given.resolve().parent if given.is_dir() else given.resolve().parent.parent
+        for path in expand_inputs([given]):
+            resolved = path.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            named.append((path, _display_name(path, base)))
+    return named
 
 
 def read_file(
@@ -76,13 +101,14 @@ def read_file(
     root: Path | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     scope_ids: bool = True,
+    name: str | None = None,
 ) -> Iterator[FileItem]:
     """Records of one file.
 
     `scope_ids=False` keeps Parquet ids as they are: for the raw lake's own partitions, whose
     ids are already final and scoped (an input id is scoped when it is first read).
     """
-    name = _display_name(path, root)
+    name = name or _display_name(path, root)
 
     def quarantine(line: int | None, error: str) -> QuarantineRecord:
         return QuarantineRecord(file=name, line=line, error=error, source=source)
@@ -149,11 +175,16 @@ def _too_large(size: int, limit: int) -> str:
 def input_id(value: object) -> tuple[str | None, str | None]:
     """(the input's own id as text, or None when it has none; an error for an unusable id).
 
-    0 is an id; null and "" are not. Integers and strings are what id fields hold; a float
-    or an object as an id is a schema error, not something to guess a text form for.
+    0 is an id; null, "" and NaN are not. Integers and strings are what id fields hold; a
+    float is one too when it is whole, since pandas writes a nullable integer column as
+    floats (2.0 is the id "2", NaN a missing one), and any other finite float keeps its text
+    ("1.5"). A boolean or an object as an id is a schema error, not something to guess a
+    text form for.
     """
-    if value is None or value == "":
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return None, None
+    if isinstance(value, float) and math.isfinite(value):
+        return (str(int(value)) if value.is_integer() else repr(value)), None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         return None, f"field 'id' is of type {type(value).__name__}; expected a string or an integer"
     return str(value), None
@@ -170,7 +201,7 @@ def _read_jsonl(path: Path, detection: Detection, name: str, source: str, licenc
             if line.raw is None or line.size > limit:
                 yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
                 continue
-            text, error = decode_line(line.raw, detection)
+            text, error, encoding = decode_line(line.raw, detection)
             if error:
                 yield QuarantineRecord(name, line.number, error, source)
                 continue
@@ -205,24 +236,26 @@ def _read_jsonl(path: Path, detection: Detection, name: str, source: str, licenc
                 locator=f"{locator}#id={own_id}" if own_id is not None else locator,
                 title=obj.get("title") if isinstance(obj.get("title"), str) else None,
                 id=scoped_id(record_source, name, own_id) if own_id is not None else "",
-                encoding=detection.encoding,
+                encoding=encoding,
             )
 
 
 def _read_txt(path: Path, detection: Detection, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
     """One record per paragraph (blank-line separated); the locator is its first line."""
     paragraph: list[str] = []
+    encodings: set[str] = set()
     start = 0
 
     def flush() -> FileItem:
-        return _paragraph_record(paragraph, name, start, source, licence, limit, detection.encoding)
+        # A paragraph whose lines came in two encodings says so ("big5hkscs+utf-8").
+        return _paragraph_record(paragraph, name, start, source, licence, limit, "+".join(sorted(encodings)))
 
     with path.open("rb") as handle:
         for line in iter_encoded_lines(handle, detection, limit=limit):
             if line.raw is None or line.size > limit:
                 yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
                 continue
-            text, error = decode_line(line.raw, detection)
+            text, error, encoding = decode_line(line.raw, detection)
             if error:
                 yield QuarantineRecord(name, line.number, error, source)
                 continue
@@ -231,10 +264,11 @@ def _read_txt(path: Path, detection: Detection, name: str, source: str, licence:
                 if not paragraph:
                     start = line.number
                 paragraph.append(text)
+                encodings.add(encoding)
                 continue
             if paragraph:
                 yield flush()
-                paragraph = []
+                paragraph, encodings = [], set()
     if paragraph:
         yield flush()
 
