@@ -248,3 +248,11 @@ def test_simplified_xi_is_the_cantonese_copula_outside_mandarin_compounds():
     assert restore_cantonese_copula("系統同體系，中文系") == "系統同體系，中文系"
     identifier = LanguageIdentifier()
     assert identifier.identify("薪俸税系用累进税率计").lang == "yue"
+
+
+def test_the_one_text_path_scores_like_the_sparse_matrix():
+    from hkgai_pipelines.curation.cantonese_model import load_model
+
+    model = load_model()
+    texts = ["你食飯未呀", "香港特別行政區政府", "你系边度", "立法會每屆任期四年。", "", "abc"]
+    assert [round(model.log_odds_one(t), 9) for t in texts] == [round(float(v), 9) for v in model.log_odds(texts)]

@@ -128,7 +128,7 @@ _HAN_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U
 class CantoneseModel:
     """Per-bucket log-likelihood ratios log P(ngram | yue) - log P(ngram | SWC).
 
-    `weights` has shape (N_FEATURES,), float32 (loaded from float16); `bias` is the log
+    `weights` has shape (N_FEATURES,), float64 when loaded (stored as float16); `bias` is the log
     prior ratio (0: uniform prior); `threshold` the log-odds above which text is yue.
     """
 
@@ -145,7 +145,22 @@ class CantoneseModel:
         Text without Han characters gets `bias` (no evidence). Raises nothing for any str.
         """
         matrix = featurize([fold(text) for text in texts])
-        return np.asarray(matrix @ self.weights.astype(np.float64), dtype=np.float64).ravel() + self.bias
+        return np.asarray(matrix @ self.weights.astype(np.float64, copy=False), dtype=np.float64).ravel() + self.bias
+
+    def log_odds_one(self, text: str) -> float:
+        """`log_odds([text])[0]` for the one text a pipeline step asks about, without a sparse
+        matrix: the same hashed n-grams (`ngram_index`), their weights memoised per n-gram,
+        summed in Python (tests/test_langid.py checks the two agree)."""
+        weights, memo = self.weights, _NGRAM_WEIGHTS.setdefault(id(self.weights), {})
+        if len(memo) > 2_000_000:  # bounded: a corpus has far fewer distinct 1-3-grams
+            memo.clear()
+        total = 0.0
+        for ngram in _char_wb_analyzer()(fold(text)):
+            weight = memo.get(ngram)
+            if weight is None:
+                weight = memo[ngram] = float(weights[ngram_index(ngram)])
+            total += weight
+        return total + self.bias
 
     def is_cantonese(self, text: str) -> tuple[bool, float]:
         """(yue?, probability of yue in [0, 1]) for one text under the chosen threshold.
@@ -153,7 +168,7 @@ class CantoneseModel:
         Text with `max_han` or more Han characters is SWC whatever its score (the length
         rule; the caller only asks about text without a Cantonese or SWC feature).
         """
-        value = float(self.log_odds([text])[0])
+        value = self.log_odds_one(text)
         # Probability of the (uniform-prior) naive Bayes posterior shifted by the threshold,
         # so 0.5 is exactly the decision boundary.
         shifted = float(np.clip(value - self.threshold, -50.0, 50.0))
@@ -172,6 +187,28 @@ _vectorizer = None
 def fold(text: str) -> str:
     """The script-folded view the model reads: OpenCC t2s, then Han runs joined by spaces."""
     return " ".join(_HAN_RUN_RE.findall(_converter("t2s").convert(text)))
+
+
+_NGRAM_WEIGHTS: dict[int, dict[str, float]] = {}
+_analyzer = None
+
+
+def _char_wb_analyzer():
+    """scikit-learn's char_wb n-gram analyzer of `featurize`'s vectorizer."""
+    global _analyzer
+    if _analyzer is None:
+        featurize([""])
+        _analyzer = _vectorizer.build_analyzer()
+    return _analyzer
+
+
+def ngram_index(ngram: str) -> int:
+    """The hash bucket `featurize` puts `ngram` in: MurmurHash3 (signed 32-bit, seed 0) of its
+    UTF-8 bytes, |hash| mod N_FEATURES (scikit-learn's FeatureHasher, its -2**31 case too)."""
+    from sklearn.utils import murmurhash3_32
+
+    value = murmurhash3_32(ngram, seed=0)
+    return (2147483647 - (N_FEATURES - 1)) % N_FEATURES if value == -2147483648 else abs(value) % N_FEATURES
 
 
 def featurize(folded: list[str]):
@@ -357,8 +394,8 @@ def _converter(config: str):
 
 def script_counts(text: str) -> tuple[int, int]:
     """(Traditional, Simplified) evidence: characters OpenCC t2s, respectively s2t, would change."""
-    traditional = sum(a != b for a, b in zip(text, _converter("t2s").convert(text)))
-    simplified = sum(a != b for a, b in zip(text, _converter("s2t").convert(text)))
+    traditional = sum(map(str.__ne__, text, _converter("t2s").convert(text)))
+    simplified = sum(map(str.__ne__, text, _converter("s2t").convert(text)))
     return traditional, simplified
 
 
@@ -552,7 +589,8 @@ def load_model(directory: Path = MODEL_DIR) -> CantoneseModel:
         if _loaded is None or directory != MODEL_DIR:
             manifest = json.loads((directory / MANIFEST_FILE.name).read_text(encoding="utf-8"))
             with np.load(directory / MODEL_FILE.name) as data:
-                weights = data["weights"].astype(np.float32)
+                # float64 once here, not a 2 MiB copy on every call of log_odds.
+                weights = data["weights"].astype(np.float64)
             max_han = manifest.get("featureless_max_han")
             model = CantoneseModel(weights=weights, bias=0.0, threshold=float(manifest["threshold_log_odds"]), alpha=float(manifest["alpha"]),
                                    max_han=None if max_han is None else int(max_han))

@@ -65,11 +65,12 @@ def _round_trip(text: str, codec: str, errors: str) -> str | None:
 
 def _han_share(text: str) -> tuple[int, float]:
     han = len(_HAN_RE.findall(text))
-    non_ascii = sum(1 for char in text if not char.isascii())
+    non_ascii = len(_NON_ASCII_RE.findall(text))
     return han, (han / non_ascii if non_ascii else 0.0)
 
 
 _ASCII_ALNUM_RE = re.compile(r"[A-Za-z0-9]")
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 
 
 def _plausible(original: str, candidate: str, share_needed: float) -> bool:
@@ -118,6 +119,14 @@ def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
     Example: "鎴戝搵浠婃棩鍘诲挆椋茶尪" -> ("我哋今日去咗飲茶", "repaired").
     """
     if text.isascii() or not _HAN_RE.search(text):
+        return text, None
+    # Mojibake anywhere in the text leaves Han characters in the whole text's lossy round
+    # trip; genuine text almost never does, so most text stops here.
+    stripped = text.replace("\ufffd", "")
+    if not any(
+        len(_HAN_RE.findall(_round_trip(stripped, codec, "replace") or "")) >= MOJIBAKE_MIN_HAN
+        for codec in MOJIBAKE_CODECS
+    ):
         return text, None
     whole, verdict = _judge_round_trip(text)
     if verdict:
