@@ -51,9 +51,9 @@ hkid_pattern = re.compile(
     r"|([a-z]{1,2}) ?(\d{6}) ?(?:\(([0-9aA])\)|（([0-9aA])）))(?![A-Za-z0-9])"
 )
 # +852 / 00852 / (852) / (+852) / "852 " prefixes; 8 digits as 4+4. The leading digit follows
-# OFCA's numbering plan for Hong Kong (Numbering Plan for Telecommunications Services, as
-# published in 2024): 2 and 3 fixed lines, 4 (opened to mobile services in 2018), 5, 6, 7, 8
-# and 9 mobile and other personal services; 1 is reserved for special services (999, 1823).
+# OFCA's numbering plan for Hong Kong (Numbering Plan for Telecommunications Services):
+# 2 and 3 fixed lines; 4 (opened to mobile services in 2018), 5, 6, 7, 8 and 9 mobile and
+# other personal services; 1 is reserved for special services (999, 1823).
 # Not a slice of a run of 4-digit groups ("4111 1111 1111 1112", a card that fails Luhn).
 hk_phone_pattern = re.compile(
     r"(?<![0-9A-Za-z+])(?<!(?<!\d)\d{4}[ -])"
