@@ -93,10 +93,12 @@ import hashlib
 import json
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from hkgai_pipelines.curation.langid import HAN_RE
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "langid"
 MODEL_FILE = MODEL_DIR / "cantonese_nb.npz"
@@ -121,7 +123,7 @@ RECIPE_VERSION = 5
 
 YUE, SWC = 1, 0
 
-_HAN_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
+_HAN_RUN_RE = re.compile(HAN_RE.pattern + "+")
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ class CantoneseModel:
     alpha: float
     # Featureless text with at least this many Han characters is SWC (None: no length rule).
     max_han: int | None = None
+    # log_odds_one's memo: weight per n-gram string (a cache, not part of the model's value).
+    _ngram_weights: dict = field(default_factory=dict, compare=False, repr=False)
 
     def log_odds(self, texts: list[str]) -> np.ndarray:
         """Log-odds yue versus SWC of each text, shape (len(texts),), in nats.
@@ -151,7 +155,7 @@ class CantoneseModel:
         """`log_odds([text])[0]` for the one text a pipeline step asks about, without a sparse
         matrix: the same hashed n-grams (`ngram_index`), their weights memoised per n-gram,
         summed in Python (tests/test_langid.py checks the two agree)."""
-        weights, memo = self.weights, _NGRAM_WEIGHTS.setdefault(id(self.weights), {})
+        weights, memo = self.weights, self._ngram_weights
         if len(memo) > 2_000_000:  # bounded: a corpus has far fewer distinct 1-3-grams
             memo.clear()
         total = 0.0
@@ -189,7 +193,6 @@ def fold(text: str) -> str:
     return " ".join(_HAN_RUN_RE.findall(_converter("t2s").convert(text)))
 
 
-_NGRAM_WEIGHTS: dict[int, dict[str, float]] = {}
 _analyzer = None
 
 

@@ -173,10 +173,12 @@ def check_counts_add_up(stats: dict, cleaned_rows: int, rejected_rows: int, quar
 
 
 def load_rejected_text(out_dir: Path) -> pd.DataFrame:
-    """The `text` and `locator` columns of a curation output's rejected.parquet."""
+    """The `WRITTEN_TEXT_COLUMNS` a curation output's rejected.parquet has."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(Path(out_dir) / "rejected.parquet", columns=["text", "locator"]).to_pandas()
+    path = Path(out_dir) / "rejected.parquet"
+    columns = [c for c in WRITTEN_TEXT_COLUMNS if c in pq.read_schema(path).names]
+    return pq.read_table(path, columns=columns).to_pandas()
 
 
 def load_outputs(out_dir: Path) -> tuple[pd.DataFrame, dict, int, int]:

@@ -9,7 +9,8 @@ built differently on purpose, so that the two do not share blind spots:
   numbering-plan metadata for Hong Kong and mainland China, not from our patterns: it knows
   which prefixes are allocated, and any grouping or punctuation between the digits;
 - payment cards and HKIDs from digit runs regardless of grouping, validated by Luhn and the
-  HKID check digit (these validations are the definitions, not heuristics);
+  HKID check digit (the redactor's `luhn_valid`/`hkid_check_digit`: definitions, not
+  heuristics);
 - e-mail addresses by splitting on "@" and parsing both sides (RFC 5322 dot-atom local part,
   LDH domain labels), not by one regular expression.
 
@@ -24,6 +25,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+
+# The check-digit rules are shared with the redactor: they are the definitions of a valid
+# card number and HKID, not a way of finding them, so sharing them shares no blind spot.
+from hkgai_pipelines.curation.pii import hkid_check_digit, luhn_valid
 
 #: The redactor's placeholders are redaction, not PII.
 _PLACEHOLDER_RE = re.compile(r"<(?:HKID|PHONE|EMAIL|CREDIT_CARD)>")
@@ -70,21 +75,6 @@ def audit_view(text: str) -> str:
     return "".join(char for char in text if unicodedata.category(char) not in ("Cf", "Mn"))
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char) * (2 if index % 2 else 1)
-        total += value - 9 if value > 9 else value
-    return total % 10 == 0
-
-
-def _hkid_valid(letters: str, digits: str, check: str) -> bool:
-    values = [36 if char == " " else ord(char) - ord("A") + 10 for char in letters.rjust(2)]
-    values += [int(d) for d in digits]
-    remainder = (11 - sum(v * w for v, w in zip(values, range(9, 1, -1))) % 11) % 11
-    return check == ("A" if remainder == 10 else str(remainder))
-
-
 def _phones(text: str) -> list[PiiFinding]:
     """Numbers libphonenumber finds: valid in Hong Kong's plan (an allocated block), a
     mainland mobile, or written with an explicit country code (+852, 00852, +86), which makes
@@ -121,7 +111,7 @@ def _cards(text: str) -> list[PiiFinding]:
     found = []
     for match in _DIGIT_RUN_RE.finditer(text):
         digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and digits[0] in "23456" and _luhn(digits):
+        if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_valid(digits):
             found.append(PiiFinding("CREDIT_CARD", match.group()))
     return found
 
@@ -130,7 +120,7 @@ def _hkids(text: str) -> list[PiiFinding]:
     found = []
     for match in _HKID_RE.finditer(text):
         letters, digits, check = match.group(1).upper(), re.sub(r"\D", "", match.group(2)), match.group(3).upper()
-        if _hkid_valid(letters, digits, check):
+        if hkid_check_digit(letters, digits) == check:
             found.append(PiiFinding("HKID", match.group()))
     return found
 

@@ -11,6 +11,8 @@ import unicodedata
 
 import ftfy
 
+from hkgai_pipelines.curation.langid import HAN_RE
+
 # C0/C1 controls except tab and newline, plus zero-width and bidi controls that only hide text.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _INLINE_SPACE_RE = re.compile(r"[ \t\u00a0\u3000]+")
@@ -43,7 +45,6 @@ def repair_text(text: str) -> str:
 # the same round trip gives almost no Han characters, since GBK/Big5 byte pairs rarely form
 # the E4-E9 lead byte + two continuation bytes of a UTF-8 Han character.
 MOJIBAKE_CODECS = ("gb18030", "big5hkscs")
-_HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 #: A lossy round trip still proves mojibake when at least this share of its non-ASCII
 #: characters are Han (the rest U+FFFD where bytes were lost, typically full-width
 #: punctuation): genuine text measures near 0 here, the field case 0.79.
@@ -64,7 +65,7 @@ def _round_trip(text: str, codec: str, errors: str) -> str | None:
 
 
 def _han_share(text: str) -> tuple[int, float]:
-    han = len(_HAN_RE.findall(text))
+    han = len(HAN_RE.findall(text))
     non_ascii = len(_NON_ASCII_RE.findall(text))
     return han, (han / non_ascii if non_ascii else 0.0)
 
@@ -83,7 +84,7 @@ def _plausible(original: str, candidate: str, share_needed: float) -> bool:
     return (
         han >= MOJIBAKE_MIN_HAN
         and share >= share_needed
-        and han < len(_HAN_RE.findall(original))
+        and han < len(HAN_RE.findall(original))
         and len(_ASCII_ALNUM_RE.findall(candidate)) <= len(_ASCII_ALNUM_RE.findall(original))
     )
 
@@ -118,13 +119,13 @@ def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
     into correct text is repaired in place.
     Example: "鎴戝搵浠婃棩鍘诲挆椋茶尪" -> ("我哋今日去咗飲茶", "repaired").
     """
-    if text.isascii() or not _HAN_RE.search(text):
+    if text.isascii() or not HAN_RE.search(text):
         return text, None
     # Mojibake anywhere in the text leaves Han characters in the whole text's lossy round
     # trip; genuine text almost never does, so most text stops here.
     stripped = text.replace("\ufffd", "")
     if not any(
-        len(_HAN_RE.findall(_round_trip(stripped, codec, "replace") or "")) >= MOJIBAKE_MIN_HAN
+        len(HAN_RE.findall(_round_trip(stripped, codec, "replace") or "")) >= MOJIBAKE_MIN_HAN
         for codec in MOJIBAKE_CODECS
     ):
         return text, None

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hkgai_pipelines.sources.decoding import HEAD_BYTES, Detection, decode_line, detect, iter_encoded_lines
-from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord, stable_record_id
+from hkgai_pipelines.sources.records import FileItem, QuarantineRecord, RawRecord, stable_record_id
 from hkgai_pipelines.sources.web import html_record, read_warc
 
 #: File name endings read, matched against the whole name so that `.warc.gz` is one kind.
@@ -38,7 +38,6 @@ SUPPORTED_SUFFIXES = (".jsonl", ".txt", ".parquet", ".html", ".htm", ".warc", ".
 #: anywhere near 10 MB, and one such line would dominate a training batch.
 DEFAULT_MAX_RECORD_BYTES = 10 * 1024 * 1024
 
-FileItem = RawRecord | QuarantineRecord
 
 
 def expand_inputs(paths: Iterable[Path]) -> list[Path]:

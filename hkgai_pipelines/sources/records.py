@@ -54,3 +54,7 @@ class QuarantineRecord:
 
     def to_row(self) -> dict:
         return asdict(self)
+
+
+#: What a reader yields for each input it meets: a record, or a quarantine record saying why not.
+FileItem = RawRecord | QuarantineRecord

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hkgai_pipelines.sources.decoding import decode_document, header_charset
-from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+from hkgai_pipelines.sources.records import FileItem, QuarantineRecord, RawRecord
 
-FileItem = RawRecord | QuarantineRecord
 
 #: Below this many extracted characters trafilatura tries harder (wild-text recovery and, out
 #: of precision mode, a baseline rescue that brings menus back). Its default of 250 was set on
