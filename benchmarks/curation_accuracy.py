@@ -225,6 +225,8 @@ if __name__ == "__main__":
     print()
     pii_written_forms()
     cases = Path(__file__).resolve().parents[2] / "shared" / "field-cases"
+    print()
     if cases.is_dir():
-        print()
         field_cases(cases)
+    else:
+        print(f"field cases: {cases} not found (shared/ is not beside this checkout); skipped")

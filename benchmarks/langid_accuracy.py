@@ -191,6 +191,8 @@ def _is_simplified(text: str) -> bool:
 def main() -> None:
     shared = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data"
     report = langid_report(shared if shared.exists() else None)
+    if not shared.exists():
+        print(f"(Yue-TruthfulQA row skipped: {shared} not found)")
     order = ["yue", "yue, Traditional script", "yue, Simplified script", "zh-hant", "zh-hans", "en", "en, all capitals", "mixed", "other",
              "overall", "short (<=6 chars)"] + [f"short {c}" for c in CLASSES]
     print(f"language ID on {report['lines']} labelled lines (model = rules + Cantonese model; rules = before issue #13)")

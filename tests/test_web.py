@@ -119,3 +119,19 @@ def test_not_a_warc_is_quarantined(tmp_path):
     path.write_bytes(b"\x1f\x8b\x08\x00junk that is not gzip data")
     (item,) = _read(path)
     assert isinstance(item, QuarantineRecord) and item.error.startswith("corrupt WARC data (")
+
+
+def test_the_same_page_in_two_crawls_is_two_records_then_an_exact_duplicate(tmp_path, curation_params):
+    """A re-crawl of a page: ids are scoped to the crawl file, so the copy reaches dedup
+    (exact_duplicate) instead of colliding as one id twice."""
+    from hkgai_pipelines.curation.pipeline import run_curation
+    from hkgai_pipelines.sources.files import read_files
+
+    for month in ("01", "02"):
+        (tmp_path / f"crawl-2026-{month}.warc.gz").write_bytes(_crawl(True))
+    items = list(read_files([tmp_path], source="t", licence="x"))
+    notices = [item for item in items if isinstance(item, RawRecord) and item.locator == "https://example.hk/notice"]
+    assert len(notices) == 2 and notices[0].id != notices[1].id
+    result, _ = run_curation(items, curation_params, tmp_path / "out")
+    assert "repair:duplicate_id" not in result.stats.by_reason
+    assert result.stats.by_reason["dedup:exact_duplicate"] == 2

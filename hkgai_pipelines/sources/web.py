@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hkgai_pipelines.sources.decoding import decode_document, header_charset
-from hkgai_pipelines.sources.records import FileItem, QuarantineRecord, RawRecord
+from hkgai_pipelines.sources.records import FileItem, QuarantineRecord, RawRecord, stable_record_id
 
 
 #: Below this many extracted characters trafilatura tries harder (wild-text recovery and, out
@@ -150,7 +150,15 @@ def html_record(
         return QuarantineRecord(name, None, _where(url, f"HTML extraction failed ({type(error).__name__}: {error})"), source)
     if not text:
         return QuarantineRecord(name, None, _where(url, "HTML has no main content"), source)
-    return RawRecord(text=text, source=source, licence=licence, locator=locator, title=title, encoding=detection.encoding)
+    return _record(text, name=name, locator=locator, source=source, licence=licence, title=title, encoding=detection.encoding)
+
+
+def _record(text: str, *, name: str, locator: str, source: str, licence: str, title: str | None = None, encoding: str | None) -> RawRecord:
+    """A record whose id is scoped to its file: a crawl's locator is the page URI, and the same
+    page in two crawl files is two records (then an exact duplicate), not one id twice."""
+    scope = locator if locator == name else f"{name}#{locator}"
+    return RawRecord(text=text, source=source, licence=licence, locator=locator, title=title, encoding=encoding,
+                     id=stable_record_id(source, scope, text))
 
 
 def _where(url: str | None, error: str) -> str:
@@ -165,7 +173,7 @@ def _plain_text_record(data: bytes, *, name: str, url: str, source: str, licence
     text = "\n".join(lines).strip()
     if not text:
         return QuarantineRecord(name, None, _where(url, "empty text response"), source)
-    return RawRecord(text=text, source=source, licence=licence, locator=url, encoding=detection.encoding)
+    return _record(text, name=name, locator=url, source=source, licence=licence, encoding=detection.encoding)
 
 
 def read_warc(path: Path, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
