@@ -96,7 +96,7 @@ def test_packaged_knowledge_documents_cover_three_languages():
 def test_local_files_counts_on_literal_fixtures(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"text": "第一句"}\n{"text": "第二句"}\n{"nope": 1}\n', encoding="utf-8")
     (tmp_path / "b.txt").write_text("para one\nline two\n\npara two\n", encoding="utf-8")
-    items = list(read_source(SourceSpec("mine", "local_files", "CC0-1.0", {"path": str(tmp_path)})))
+    items = list(read_source(SourceSpec("mine", "local_files", "CC0-1.0", {"path": str(tmp_path)}, allowed_roots=(tmp_path.resolve(),))))
     records = [i for i in items if isinstance(i, RawRecord)]
     assert [(r.locator, r.text) for r in records] == [
         ("a.jsonl:1", "第一句"), ("a.jsonl:2", "第二句"), ("b.txt:1", "para one\nline two"), ("b.txt:4", "para two"),
@@ -108,7 +108,7 @@ def test_local_files_counts_on_literal_fixtures(tmp_path):
 
 def test_local_files_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="source mine: folder not found"):
-        list(read_source(SourceSpec("mine", "local_files", "x", {"path": str(tmp_path / "absent")})))
+        list(read_source(SourceSpec("mine", "local_files", "x", {"path": str(tmp_path / "absent")}, allowed_roots=(tmp_path.resolve(),))))
 
 
 def test_ingest_writes_partition_and_ids_are_stable(tmp_path):

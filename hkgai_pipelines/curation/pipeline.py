@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -35,6 +38,11 @@ QUALITY_COLUMNS = (
     "top_3gram_fraction", "top_4gram_fraction",
 )
 PII_KINDS = ("HKID", "PHONE", "EMAIL", "CREDIT_CARD")
+#: The four outputs of a run, in the order they are written and moved into place.
+OUTPUT_NAMES = ("cleaned.parquet", "rejected.parquet", "quarantine.jsonl", "stats.json")
+#: Prefix of the folder inside the output folder where a run's outputs are written before
+#: they replace the previous ones; a leftover one is from a process that was killed.
+STAGING_PREFIX = ".curate-staging-"
 
 CLEANED_SCHEMA = pa.schema(
     [("id", pa.string()), ("text", pa.string()), ("original_text", pa.string()),
@@ -132,14 +140,17 @@ class CurationPipeline:
             })
 
         for item in items:
-            stats.input_records += 1
             if isinstance(item, QuarantineRecord):
-                stats.quarantined += 1
-                stats.by_source[item.source or "(unknown)"]["input"] += 1
-                stats.by_source[item.source or "(unknown)"]["quarantined"] += 1
+                # One record may stand for many inputs (a file's summary of the quarantine
+                # past its cap, a Parquet file of the wrong schema): count them all.
+                stats.input_records += item.count
+                stats.quarantined += item.count
+                stats.by_source[item.source or "(unknown)"]["input"] += item.count
+                stats.by_source[item.source or "(unknown)"]["quarantined"] += item.count
                 # A file name or a crawled URI can carry PII (?email=...&tel=...).
                 quarantined.append(replace(item, file=self._redact(item.file), error=self._redact(item.error)))
                 continue
+            stats.input_records += 1
             stats.by_source[item.source]["input"] += 1
             # Every string that is written is redacted: the title of a web page and the URI
             # that locates it ("/profile?tel=91234567") as much as the text.
@@ -241,15 +252,29 @@ class CurationOutputs:
 
 
 def write_outputs(result: CurationResult, out_dir: Path) -> CurationOutputs:
-    """Write the four outputs, each atomically; the content hash covers kept ids and texts."""
+    """Write the four outputs; the content hash covers kept ids and texts.
+
+    All four are written to a staging folder inside `out_dir` first and moved into place
+    only when every one is complete, so a failure while writing (a full disk, a value a
+    writer refuses) leaves the previous run's four outputs as they were. The staging folder
+    is removed either way. Raises what the writers raise (OSError, pyarrow.ArrowException, ...).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / name for name in ("cleaned.parquet", "rejected.parquet", "quarantine.jsonl", "stats.json")}
-    write_table_atomic(result.cleaned_table(), paths["cleaned.parquet"])
-    write_table_atomic(result.rejected_table(), paths["rejected.parquet"])
-    write_quarantine(result.quarantined, paths["quarantine.jsonl"])
-    with atomic_path(paths["stats.json"]) as temp:
-        temp.write_text(json.dumps(result.stats.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+    paths = {name: out_dir / name for name in OUTPUT_NAMES}
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    try:
+        staged = {name: staging / name for name in OUTPUT_NAMES}
+        write_table_atomic(result.cleaned_table(), staged["cleaned.parquet"])
+        write_table_atomic(result.rejected_table(), staged["rejected.parquet"])
+        write_quarantine(result.quarantined, staged["quarantine.jsonl"])
+        with atomic_path(staged["stats.json"]) as temp:
+            temp.write_text(json.dumps(result.stats.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+        # Renames within one folder: each is atomic, and nothing can fail half-way through a file.
+        for name in OUTPUT_NAMES:
+            os.replace(staged[name], paths[name])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     digest = hashlib.sha256()
     for doc in result.kept:
         digest.update(doc["id"].encode())

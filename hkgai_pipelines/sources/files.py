@@ -6,6 +6,26 @@ Shared by the `local_files` source kind and `hkgai curate`. Every problem become
 run and the counts still add up. Only a path that does not exist raises: that is a usage
 error, not bad data.
 
+Input folders may hold anything, so they are walked without trusting them:
+
+* Only regular files are opened. A FIFO, socket or device would block `open()` forever (or
+  stream without end), so it is never opened: it becomes a quarantine record naming it and
+  its kind, as does a file that turns into one between the check and the open.
+* A symlink inside a given folder is followed only when its target lies inside that folder
+  (the input root), and then once: a file or folder reached twice is read once. A link that
+  leaves the root, a dangling link, a symlink loop and a folder that cannot be listed each
+  become a quarantine record by name. Names starting with "." (`.git`, `.DS_Store`) are not
+  inputs and are skipped.
+* A name that is not valid UTF-8 (bytes from another system's file name encoding) is read
+  all the same and shown with its bad bytes escaped (`bad\\xff.jsonl`), so no output ever
+  carries a lone surrogate; neither does a record: a JSON string with a lone `\\ud800` escape
+  is quarantined.
+* A JSON line nested deeper than Python's recursion limit is quarantined alone.
+* A Parquet column of a type that cannot be taken (an `id` that is not a string or a number,
+  a `title` that is not a string) quarantines the file, with one record counting its rows.
+* At most `MAX_QUARANTINE_PER_FILE` quarantine records are listed for one file; one summary
+  record carries the count of the rest, so a file of garbage cannot flood the quarantine.
+
 Text files may be in any encoding Hong Kong input comes in (UTF-8 with or without a BOM,
 UTF-16/32, Big5-HKSCS, GB18030): `decoding` decides one encoding per file from its first
 64 KiB, and lines are then decoded one at a time, so a damaged line is quarantined alone.
@@ -19,10 +39,15 @@ id hashes (source, locator, text) as for every other source.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import stat
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,19 +63,37 @@ SUPPORTED_SUFFIXES = (".jsonl", ".txt", ".parquet", ".html", ".htm", ".warc", ".
 #: anywhere near 10 MB, and one such line would dominate a training batch.
 DEFAULT_MAX_RECORD_BYTES = 10 * 1024 * 1024
 
+#: Quarantine records listed one by one for a single file; the rest are counted in one
+#: summary record. A 1 GiB file of garbage once produced 4.2 million quarantine lines
+#: (634 MB): nobody reads past the first screenful, and the file's problem is clear from
+#: the first hundred.
+MAX_QUARANTINE_PER_FILE = 100
+
+#: Columns read from a Parquet input: `id` (a string or a number) and these strings.
+_TEXT_COLUMNS = ("text", "source", "licence", "locator", "title", "ingested_at", "encoding")
+_READ_COLUMNS = ("id",) + _TEXT_COLUMNS
+
+#: Open flags for an input: O_NONBLOCK so that a file swapped for a FIFO after it was checked
+#: does not block the open (it is then refused by the fstat that follows); O_NOCTTY so that a
+#: terminal device never becomes the controlling terminal.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass(frozen=True)
+class InputEntry:
+    """A file to read (`problem` None), or a path met while expanding the inputs that is not
+    read, with why (`problem`). `name` is what records and quarantine records call it."""
+
+    path: Path
+    name: str
+    problem: str | None = None
 
 
 def expand_inputs(paths: Iterable[Path]) -> list[Path]:
-    """Files under the given files/folders, in sorted (stable) order."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise FileNotFoundError(f"input not found: {path}")
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
-        else:
-            files.append(path)
-    return files
+    """Regular files under the given files/folders, in sorted (stable) order; what is not read
+    (special files, links leaving a folder, ...) is left out here and quarantined by
+    `read_files`. Raises FileNotFoundError for a path that does not exist."""
+    return [entry.path for entry in collect_inputs(paths) if entry.problem is None]
 
 
 def read_files(
@@ -62,34 +105,155 @@ def read_files(
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     scope_ids: bool = True,
 ) -> Iterator[FileItem]:
-    for path, name in named_inputs(paths, root):
+    """Records and quarantine records of every file under the given files/folders.
+
+    Raises FileNotFoundError for a given path that does not exist (before anything is read);
+    every other problem is a quarantine record.
+    """
+    for entry in collect_inputs(paths, root):
+        if entry.problem is not None:
+            yield QuarantineRecord(entry.name, None, entry.problem, source)
+            continue
         yield from read_file(
-            path, source=source, licence=licence, root=root, max_record_bytes=max_record_bytes, scope_ids=scope_ids,
-            name=name,
+            entry.path, source=source, licence=licence, root=root, max_record_bytes=max_record_bytes,
+            scope_ids=scope_ids, name=entry.name,
         )
 
 
 def named_inputs(paths: Iterable[Path], root: Path | None = None) -> list[tuple[Path, str]]:
+    """(path, name) of each regular file under the given files/folders; see `collect_inputs`,
+    which also says what is not read. Raises FileNotFoundError for a path that does not exist."""
+    return [(entry.path, entry.name) for entry in collect_inputs(paths, root) if entry.problem is None]
+
+
+def collect_inputs(paths: Iterable[Path], root: Path | None = None) -> list[InputEntry]:
     """Each file under the given files/folders once (the same file given twice, or a folder
-    and a file inside it, is read once), with the name its records are located and scoped by.
+    and a file inside it, is read once), with the name its records are located and scoped by,
+    and an entry with a `problem` for each path met that is not read.
 
     The name is the path relative to `root` when one is given; otherwise a folder's files are
     `<folder name>/<path inside it>` and a file is `<its folder's name>/<file name>`, so a
     record gets the same id however its path was typed (`curate s2`, `curate /data/s2/a.jsonl`)
-    and on any machine. Raises FileNotFoundError for a path that does not exist.
+    and on any machine. Bytes of a name that are not UTF-8 are shown escaped.
+
+    A given folder is the input root of its walk: symlinks inside it are followed only to
+    targets inside it. A given path is the caller's own choice and is followed wherever it
+    points. Nothing is opened here.
+
+    Raises FileNotFoundError for a given path that does not exist (a dangling or looping
+    symlink given by name exists, and is a quarantine record).
     """
-    named: list[tuple[Path, str]] = []
-    seen: set[Path] = set()
-    for given in map(Path, paths):
+    given_paths = [Path(p) for p in paths]
+    for given in given_paths:  # usage errors first, before any walking
+        if not os.path.lexists(given):
+            raise FileNotFoundError(f"input not found: {given}")
+    entries: list[InputEntry] = []
+    seen_files: set[Path] = set()
+    walked: set[Path] = set()
+    for given in given_paths:
+        try:
+            st = os.stat(given)
+        except OSError as error:
+            entries.append(InputEntry(given, _printable(str(given)), _unresolvable(error)))
+            continue
+        real = Path(os.path.realpath(given))
         # What names are relative to: the root, or the folder above the given folder or file's folder.
-        base = root if root is not None else given.resolve().parent if given.is_dir() else given.resolve().parent.parent
-        for path in expand_inputs([given]):
-            resolved = path.resolve()
-            if resolved in seen:
+        base = Path(root).resolve() if root is not None else real.parent if stat.S_ISDIR(st.st_mode) else real.parent.parent
+        if stat.S_ISDIR(st.st_mode):
+            found = _walk(real, base, walked)
+        elif stat.S_ISREG(st.st_mode):
+            found = [InputEntry(real, _display_name(given, base))]
+        else:
+            found = [InputEntry(given, _display_name(given, base), _not_regular(st.st_mode))]
+        for entry in found:
+            if entry.problem is None:
+                if entry.path in seen_files:
+                    continue
+                seen_files.add(entry.path)
+            entries.append(entry)
+    return entries
+
+
+def _walk(top: Path, base: Path, walked: set[Path]) -> list[InputEntry]:
+    """Entries under the real folder `top` (its input root), sorted by path as `rglob` was.
+
+    An explicit stack, not recursion: a hostile tree can be deeper than the recursion limit.
+    `walked` holds the real folders already listed (by this or an earlier given folder), so a
+    folder reached again through a link is not listed twice; a link to a folder above it is
+    a loop and is quarantined by name.
+    """
+    found: list[InputEntry] = []
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        if folder in walked:
+            continue
+        walked.add(folder)
+        try:
+            with os.scandir(folder) as listing:
+                names = sorted(item.name for item in listing)
+        except OSError as error:
+            found.append(InputEntry(folder, _walk_name(folder, base), f"unreadable folder: {error.strerror or error}"))
+            continue
+        for item_name in names:
+            if item_name.startswith("."):
                 continue
-            seen.add(resolved)
-            named.append((path, _display_name(path, base)))
-    return named
+            path = folder / item_name
+            try:
+                st = os.lstat(path)
+            except OSError as error:  # removed while we looked
+                found.append(InputEntry(path, _walk_name(path, base), f"unreadable entry: {error.strerror or error}"))
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    st = os.stat(path)
+                except OSError as error:
+                    found.append(InputEntry(path, _walk_name(path, base), _unresolvable(error)))
+                    continue
+                target = Path(os.path.realpath(path))
+                if not target.is_relative_to(top):
+                    found.append(InputEntry(path, _walk_name(path, base), "symlink leaves the input root"))
+                    continue
+                if stat.S_ISDIR(st.st_mode) and folder.is_relative_to(target):
+                    # A link to a folder that contains it would be walked forever.
+                    found.append(InputEntry(path, _walk_name(path, base), "symlink loop (points to a folder above it)"))
+                    continue
+                path = target
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(path)
+            elif stat.S_ISREG(st.st_mode):
+                found.append(InputEntry(path, _walk_name(path, base)))
+            else:
+                found.append(InputEntry(path, _walk_name(path, base), _not_regular(st.st_mode)))
+    found.sort(key=lambda entry: entry.path)
+    return found
+
+
+def _walk_name(path: Path, base: Path) -> str:
+    """The name of a path met in a walk: relative to `base` as it stands (both are real
+    folders, and a link is named by where it sits, not by where it points)."""
+    try:
+        relative = path.relative_to(base)
+    except ValueError:
+        return _printable(str(path))
+    return _printable(str(relative) if relative.parts else str(path))
+
+
+def _unresolvable(error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "symlink loop"
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "dangling symlink (its target does not exist)"
+    return f"unresolvable symlink: {error.strerror or error}"
+
+
+def _not_regular(mode: int) -> str:
+    kinds = [
+        (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"),
+    ]
+    kind = next((label for test, label in kinds if test(mode)), "a special file")
+    return f"not a regular file ({kind}); not opened"
 
 
 def read_file(
@@ -102,47 +266,142 @@ def read_file(
     scope_ids: bool = True,
     name: str | None = None,
 ) -> Iterator[FileItem]:
-    """Records of one file.
+    """Records of one file; never raises for what the file holds or is (a missing, unreadable
+    or special file is a quarantine record).
 
     `scope_ids=False` keeps Parquet ids as they are: for the raw lake's own partitions, whose
     ids are already final and scoped (an input id is scoped when it is first read).
     """
-    name = name or _display_name(path, root)
+    name = _printable(name or _display_name(path, root))
+    yield from _guarded(_read_file(Path(path), name, source, licence, max_record_bytes, scope_ids), name, source)
 
+
+def _read_file(path: Path, name: str, source: str, licence: str, max_record_bytes: int, scope_ids: bool) -> Iterator[FileItem]:
     def quarantine(line: int | None, error: str) -> QuarantineRecord:
         return QuarantineRecord(file=name, line=line, error=error, source=source)
 
     kind = file_kind(path)
     if kind is None:
-        yield quarantine(None, f"unsupported file type {_suffix(path)!r}; expected {', '.join(SUPPORTED_SUFFIXES)}")
+        yield quarantine(None, f"unsupported file type {_printable(_suffix(path))!r}; expected {', '.join(SUPPORTED_SUFFIXES)}")
         return
     try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            head = handle.read(HEAD_BYTES)
+        handle, size = _open_regular(path)
+    except _NotRegular as problem:
+        yield quarantine(None, str(problem))
+        return
     except OSError as error:
         yield quarantine(None, f"unreadable file: {error.strerror or error}")
         return
+    with handle:
+        try:
+            yield from _read_open_file(handle, path, kind, size, name, source, licence, max_record_bytes, scope_ids)
+        except OSError as error:
+            # A disk error half-way (EIO) or a file truncated under us: what was read stands.
+            yield quarantine(None, f"unreadable file: {error.strerror or error}")
+
+
+def _read_open_file(
+    handle: BinaryIO, path: Path, kind: str, size: int, name: str, source: str, licence: str, max_record_bytes: int, scope_ids: bool
+) -> Iterator[FileItem]:
+    head = handle.read(HEAD_BYTES)
     if size == 0:
-        yield quarantine(None, "empty file")
+        yield QuarantineRecord(name, None, "empty file", source)
         return
     if kind == ".parquet":
-        yield from _read_parquet(path, name, source, licence, max_record_bytes, scope_ids)
+        yield from _read_parquet(handle, name, source, licence, max_record_bytes, scope_ids)
         return
     if kind in (".warc", ".warc.gz"):
+        # warcio reads by path; the path was just checked to be a regular file.
         yield from read_warc(path, name, source, licence, max_record_bytes)
         return
     if kind in (".html", ".htm"):
-        yield from _read_html(path, name, source, licence, max_record_bytes, size)
+        yield from _read_html(handle, name, source, licence, max_record_bytes, size)
         return
     # One encoding per file, from its head (the whole file when it is small). A file whose
     # head has NUL bytes and is not UTF-16/32 text is binary.
     detection = detect(head, final=size <= len(head), line_based=True)
     if not detection.ok:
-        yield quarantine(None, detection.error or "undecodable")
+        yield QuarantineRecord(name, None, detection.error or "undecodable", source)
         return
     reader = {".jsonl": _read_jsonl, ".txt": _read_txt}[kind]
-    yield from reader(path, detection, name, source, licence, max_record_bytes)
+    yield from reader(handle, detection, name, source, licence, max_record_bytes)
+
+
+class _NotRegular(Exception):
+    """The path is not a regular file; the message says what it is."""
+
+
+def _open_regular(path: Path) -> tuple[BinaryIO, int]:
+    """A binary handle on `path` and its size, opened only if it is a regular file: checked
+    before the open (a FIFO blocks in open(), a device may stream forever) and again on the
+    open descriptor (the path may have been swapped in between). Raises _NotRegular or OSError."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _NotRegular(_not_regular(st.st_mode))
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular(_not_regular(st.st_mode))
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _guarded(items: Iterator[FileItem], name: str, source: str) -> Iterator[FileItem]:
+    """The file's items with at most MAX_QUARANTINE_PER_FILE quarantine records listed, then
+    one record counting the rest; and no lone surrogate in any string (the Parquet and JSON
+    writers cannot encode one): a record with one is quarantined, an error message escaped."""
+    listed = 0
+    unlisted = 0
+    for item in items:
+        if isinstance(item, RawRecord):
+            field_name = _field_with_surrogate(item)
+            if field_name is None:
+                yield item
+                continue
+            item = QuarantineRecord(name, None, f"{_printable(item.locator)}: field {field_name!r} is not valid Unicode (lone surrogate)", source)
+        elif _field_with_surrogate(item) is not None:
+            item = replace(item, **{f.name: _printable(getattr(item, f.name)) for f in fields(item) if isinstance(getattr(item, f.name), str)})
+        if listed < MAX_QUARANTINE_PER_FILE:
+            listed += 1
+            yield item
+        else:
+            unlisted += item.count
+    if unlisted:
+        yield QuarantineRecord(
+            name, None, f"... and {unlisted} more quarantined in this file (only the first {MAX_QUARANTINE_PER_FILE} are listed)",
+            source, count=unlisted,
+        )
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _field_with_surrogate(item: FileItem) -> str | None:
+    for f in fields(item):
+        value = getattr(item, f.name)
+        if isinstance(value, str) and _has_surrogate(value):
+            return f.name
+    return None
+
+
+def _printable(text: str) -> str:
+    """`text` with what cannot be written as UTF-8 escaped: a file name's undecodable bytes
+    (surrogate-escaped by os.fsdecode) as `\\xff`, any other lone surrogate as `\\udc80`."""
+    if not _has_surrogate(text):
+        return text
+    try:
+        raw = os.fsencode(text)  # the name's original bytes
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def file_kind(path: Path) -> str | None:
@@ -161,10 +420,10 @@ def _suffix(path: Path) -> str:
 def _display_name(path: Path, root: Path | None) -> str:
     if root is not None:
         try:
-            return str(path.resolve().relative_to(Path(root).resolve()))
+            return _printable(str(Path(os.path.realpath(path)).relative_to(Path(root).resolve())))
         except ValueError:
             pass
-    return str(path)
+    return _printable(str(path))
 
 
 def _too_large(size: int, limit: int) -> str:
@@ -194,52 +453,75 @@ def scoped_id(source: str, file: str, value: str) -> str:
     return stable_record_id(source, f"{file}#id={value}", "")
 
 
-def _read_jsonl(path: Path, detection: Detection, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
-    with path.open("rb") as handle:
-        for line in iter_encoded_lines(handle, detection, limit=limit):
-            if line.raw is None or line.size > limit:
-                yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
-                continue
-            text, error, encoding = decode_line(line.raw, detection)
-            if error:
-                yield QuarantineRecord(name, line.number, error, source)
-                continue
-            # A byte-order mark inside the file: shards with BOMs concatenated with `cat`.
-            text = text.rstrip("\r").lstrip("\ufeff")
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                kind = "truncated JSON record" if not line.complete else "invalid JSON"
-                yield QuarantineRecord(name, line.number, f"{kind}: {exc.msg} at column {exc.colno}", source)
-                continue
-            if not isinstance(obj, dict):
-                yield QuarantineRecord(name, line.number, f"expected a JSON object, got {type(obj).__name__}", source)
-                continue
-            body = obj.get("text")
-            if not isinstance(body, str):
-                found = "missing" if "text" not in obj else f"of type {type(body).__name__}"
-                yield QuarantineRecord(name, line.number, f"field 'text' is {found}; expected a string", source)
-                continue
-            own_id, id_error = input_id(obj.get("id"))
-            if id_error:
-                yield QuarantineRecord(name, line.number, id_error, source)
-                continue
-            record_source = str(obj.get("source") or source)
-            locator = f"{name}:{line.number}"
-            yield RawRecord(
-                text=body,
-                source=record_source,
-                licence=str(obj.get("licence") or licence),
-                locator=f"{locator}#id={own_id}" if own_id is not None else locator,
-                title=obj.get("title") if isinstance(obj.get("title"), str) else None,
-                id=scoped_id(record_source, name, own_id) if own_id is not None else "",
-                encoding=encoding,
-            )
+def _json_text_field(obj: dict, key: str, default: str | None) -> tuple[str | None, str | None]:
+    """(the value of a metadata field as text, or `default` when absent/empty; an error)."""
+    value = obj.get(key)
+    if value is None or value == "":
+        return default, None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None, f"field {key!r} is of type {type(value).__name__}; expected a string"
+    return str(value), None
 
 
-def _read_txt(path: Path, detection: Detection, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
+def _read_jsonl(handle: BinaryIO, detection: Detection, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
+    for line in iter_encoded_lines(handle, detection, limit=limit):
+        if line.raw is None or line.size > limit:
+            yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
+            continue
+        text, error, encoding = decode_line(line.raw, detection)
+        if error:
+            yield QuarantineRecord(name, line.number, error, source)
+            continue
+        # A byte-order mark inside the file: shards with BOMs concatenated with `cat`.
+        text = text.rstrip("\r").lstrip("\ufeff")
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            kind = "truncated JSON record" if not line.complete else "invalid JSON"
+            yield QuarantineRecord(name, line.number, f"{kind}: {exc.msg} at column {exc.colno}", source)
+            continue
+        except RecursionError:
+            # The parser recurses once per level; the rest of the file is still read.
+            yield QuarantineRecord(name, line.number, "JSON nested too deep (beyond Python's recursion limit)", source)
+            continue
+        if not isinstance(obj, dict):
+            yield QuarantineRecord(name, line.number, f"expected a JSON object, got {type(obj).__name__}", source)
+            continue
+        body = obj.get("text")
+        if not isinstance(body, str):
+            found = "missing" if "text" not in obj else f"of type {type(body).__name__}"
+            yield QuarantineRecord(name, line.number, f"field 'text' is {found}; expected a string", source)
+            continue
+        own_id, id_error = input_id(obj.get("id"))
+        record_source, source_error = _json_text_field(obj, "source", source)
+        record_licence, licence_error = _json_text_field(obj, "licence", licence)
+        field_error = id_error or source_error or licence_error
+        if field_error:
+            yield QuarantineRecord(name, line.number, field_error, source)
+            continue
+        title = obj.get("title") if isinstance(obj.get("title"), str) else None
+        # "\ud800" is valid JSON but not valid Unicode: no writer can store it.
+        bad = next((key for key, value in (("text", body), ("id", own_id), ("source", record_source),
+                                          ("licence", record_licence), ("title", title))
+                    if value is not None and _has_surrogate(value)), None)
+        if bad:
+            yield QuarantineRecord(name, line.number, f"field {bad!r} has a lone surrogate escape (not valid Unicode)", source)
+            continue
+        locator = f"{name}:{line.number}"
+        yield RawRecord(
+            text=body,
+            source=record_source,
+            licence=record_licence,
+            locator=f"{locator}#id={own_id}" if own_id is not None else locator,
+            title=title,
+            id=scoped_id(record_source, name, own_id) if own_id is not None else "",
+            encoding=encoding,
+        )
+
+
+def _read_txt(handle: BinaryIO, detection: Detection, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
     """One record per paragraph (blank-line separated); the locator is its first line."""
     paragraph: list[str] = []
     encodings: set[str] = set()
@@ -249,25 +531,24 @@ def _read_txt(path: Path, detection: Detection, name: str, source: str, licence:
         # A paragraph whose lines came in two encodings says so ("big5hkscs+utf-8").
         return _paragraph_record(paragraph, name, start, source, licence, limit, "+".join(sorted(encodings)))
 
-    with path.open("rb") as handle:
-        for line in iter_encoded_lines(handle, detection, limit=limit):
-            if line.raw is None or line.size > limit:
-                yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
-                continue
-            text, error, encoding = decode_line(line.raw, detection)
-            if error:
-                yield QuarantineRecord(name, line.number, error, source)
-                continue
-            text = text.rstrip("\r")
-            if text.strip():
-                if not paragraph:
-                    start = line.number
-                paragraph.append(text)
-                encodings.add(encoding)
-                continue
-            if paragraph:
-                yield flush()
-                paragraph, encodings = [], set()
+    for line in iter_encoded_lines(handle, detection, limit=limit):
+        if line.raw is None or line.size > limit:
+            yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
+            continue
+        text, error, encoding = decode_line(line.raw, detection)
+        if error:
+            yield QuarantineRecord(name, line.number, error, source)
+            continue
+        text = text.rstrip("\r")
+        if text.strip():
+            if not paragraph:
+                start = line.number
+            paragraph.append(text)
+            encodings.add(encoding)
+            continue
+        if paragraph:
+            yield flush()
+            paragraph, encodings = [], set()
     if paragraph:
         yield flush()
 
@@ -282,59 +563,90 @@ def _paragraph_record(
     return RawRecord(text=text, source=source, licence=licence, locator=f"{name}:{start}", encoding=encoding)
 
 
-def _read_html(path: Path, name: str, source: str, licence: str, limit: int, size: int) -> Iterator[FileItem]:
+def _read_html(handle: BinaryIO, name: str, source: str, licence: str, limit: int, size: int) -> Iterator[FileItem]:
     """A page is one document: decoded as a whole (its `<meta charset>` counts), main content only."""
     if size > limit:
         yield QuarantineRecord(name, None, _too_large(size, limit), source)
         return
-    yield html_record(path.read_bytes(), name=name, locator=name, source=source, licence=licence)
+    handle.seek(0)
+    yield html_record(handle.read(limit + 1), name=name, locator=name, source=source, licence=licence)
 
 
-def _read_parquet(path: Path, name: str, source: str, licence: str, limit: int, scope_ids: bool) -> Iterator[FileItem]:
+def _column_type_error(name: str, column_type: pa.DataType) -> str | None:
+    """Why a Parquet column of this type cannot be read, or None when it can."""
+    if pa.types.is_dictionary(column_type):
+        column_type = column_type.value_type
+    string_view = getattr(pa.types, "is_string_view", lambda _: False)  # pyarrow >= 16
+    if any(test(column_type) for test in (pa.types.is_null, pa.types.is_string, pa.types.is_large_string, string_view)):
+        return None
+    if name == "id" and (pa.types.is_integer(column_type) or pa.types.is_floating(column_type)):
+        return None
+    expected = "a string or a number" if name == "id" else "a string"
+    return f"'{name}' is {column_type}, expected {expected}"
+
+
+def _read_parquet(handle: BinaryIO, name: str, source: str, licence: str, limit: int, scope_ids: bool) -> Iterator[FileItem]:
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(handle)
+        schema = parquet.schema_arrow
+        total_rows = parquet.metadata.num_rows
     except (pa.ArrowException, OSError) as error:
         yield QuarantineRecord(name, None, f"not a readable Parquet file: {error}", source)
         return
-    columns = parquet.schema_arrow.names
+    columns = schema.names
     if "text" not in columns:
         yield QuarantineRecord(name, None, f"Parquet has no 'text' column (columns: {', '.join(columns)})", source)
         return
-    wanted = [c for c in ("id", "text", "source", "licence", "locator", "title", "ingested_at", "encoding") if c in columns]
+    wanted = [c for c in _READ_COLUMNS if c in columns]
+    # A column of the wrong type would put an int into a string field (or a struct into a
+    # title) for every row alike: one record for the file, counting its rows.
+    type_errors = [e for e in (_column_type_error(c, schema.field(c).type) for c in wanted) if e]
+    if type_errors:
+        yield QuarantineRecord(name, None, f"Parquet column types not usable: {'; '.join(type_errors)}", source, count=max(total_rows, 1))
+        return
     row_number = 0
-    for batch in parquet.iter_batches(columns=wanted, batch_size=4096):
-        for row in batch.to_pylist():
-            row_number += 1
-            text = row.get("text")
-            if not isinstance(text, str):
-                yield QuarantineRecord(name, row_number, "row has no text (null or not a string)", source)
-                continue
-            size = len(text.encode("utf-8", "surrogatepass"))
-            if size > limit:
-                yield QuarantineRecord(name, row_number, _too_large(size, limit), source)
-                continue
-            own_id, id_error = input_id(row.get("id"))
-            if id_error:
-                yield QuarantineRecord(name, row_number, id_error, source)
-                continue
-            record_source = row.get("source") or source
-            locator = row.get("locator") or f"{name}:{row_number}"
-            if own_id is not None and scope_ids:
-                record_id = scoped_id(record_source, name, own_id)
-                if not row.get("locator"):
-                    locator = f"{locator}#id={own_id}"
-            else:
-                record_id = own_id or ""
-            extra = {"ingested_at": row["ingested_at"]} if row.get("ingested_at") else {}
-            yield RawRecord(
-                text=text,
-                source=record_source,
-                licence=row.get("licence") or licence,
-                locator=locator,
-                title=row.get("title"),
-                id=record_id,
-                # Parquet text is Unicode already; an "encoding" column (the raw lake's) says
-                # what the original bytes were.
-                encoding=row.get("encoding"),
-                **extra,
-            )
+    try:
+        for batch in parquet.iter_batches(columns=wanted, batch_size=4096):
+            for row in batch.to_pylist():
+                row_number += 1
+                yield from _parquet_row(row, row_number, name, source, licence, limit, scope_ids)
+    except (pa.ArrowException, OSError) as error:
+        # A corrupt page: the rows not read are counted, so the totals still add up.
+        yield QuarantineRecord(name, row_number + 1, f"Parquet data unreadable from row {row_number + 1} on: {error}", source,
+                               count=max(total_rows - row_number, 1))
+
+
+def _parquet_row(row: dict, row_number: int, name: str, source: str, licence: str, limit: int, scope_ids: bool) -> Iterator[FileItem]:
+    text = row.get("text")
+    if not isinstance(text, str):
+        yield QuarantineRecord(name, row_number, "row has no text (null or not a string)", source)
+        return
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        yield QuarantineRecord(name, row_number, _too_large(size, limit), source)
+        return
+    own_id, id_error = input_id(row.get("id"))
+    if id_error:
+        yield QuarantineRecord(name, row_number, id_error, source)
+        return
+    record_source = row.get("source") or source
+    locator = row.get("locator") or f"{name}:{row_number}"
+    if own_id is not None and scope_ids:
+        record_id = scoped_id(record_source, name, own_id)
+        if not row.get("locator"):
+            locator = f"{locator}#id={own_id}"
+    else:
+        record_id = own_id or ""
+    extra = {"ingested_at": row["ingested_at"]} if row.get("ingested_at") else {}
+    yield RawRecord(
+        text=text,
+        source=record_source,
+        licence=row.get("licence") or licence,
+        locator=locator,
+        title=row.get("title"),
+        id=record_id,
+        # Parquet text is Unicode already; an "encoding" column (the raw lake's) says
+        # what the original bytes were.
+        encoding=row.get("encoding"),
+        **extra,
+    )

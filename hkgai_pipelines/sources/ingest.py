@@ -59,7 +59,8 @@ def ingest_source(spec: SourceSpec, lake_dir: Path) -> IngestResult:
         path=path,
         quarantine_path=quarantine_path,
         table=table,
-        quarantined=len(quarantined),
+        # A summary record stands for the rest of a file's quarantine: count what it stands for.
+        quarantined=sum(record.count for record in quarantined),
         content_hash=content_hash(table.column("id").to_pylist()),
     )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from hkgai_pipelines.settings import PROJECT_ROOT
-from hkgai_pipelines.sources.catalog import SourceSpec
+from hkgai_pipelines.sources.catalog import SourceSpec, local_files_root
 from hkgai_pipelines.sources.files import FileItem, read_files
 from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
 
@@ -121,13 +121,13 @@ def read_hk_knowledge(spec: SourceSpec) -> Iterator[FileItem]:
 
 
 def read_local_files(spec: SourceSpec) -> Iterator[FileItem]:
-    """A user folder of .jsonl/.txt/.parquet/.html/.warc(.gz) files (sources/files.py)."""
-    folder = spec.options.get("path")
-    if not folder:
-        raise ValueError(f"source {spec.name}: local_files needs options.path")
-    folder = Path(folder)
-    if not folder.is_absolute():
-        folder = PROJECT_ROOT / folder
+    """A user folder of .jsonl/.txt/.parquet/.html/.warc(.gz) files (sources/files.py).
+
+    Raises CatalogError without options.path, RootNotAllowedError for a folder outside the
+    project and the catalog's allowed_roots (catalog.local_files_root), FileNotFoundError for
+    a folder that does not exist.
+    """
+    folder = local_files_root(spec)
     if not folder.exists():
         raise FileNotFoundError(f"source {spec.name}: folder not found: {folder}")
     yield from read_files([folder], source=spec.name, licence=spec.licence, root=folder)

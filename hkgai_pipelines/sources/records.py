@@ -51,9 +51,18 @@ class QuarantineRecord:
     line: int | None
     error: str
     source: str = ""
+    #: How many input records this record stands for: 1, except for a record that sums up
+    #: the rest of a file's quarantine (files.MAX_QUARANTINE_PER_FILE) or quarantines a whole
+    #: Parquet file by its row count, so that input = kept + rejected + quarantined still holds.
+    count: int = 1
 
     def to_row(self) -> dict:
-        return asdict(self)
+        """The quarantine.jsonl row; `count` is written only when it is not 1, so ordinary
+        rows stay (file, line, error, source) and rows written before it existed read back."""
+        row = asdict(self)
+        if self.count == 1:
+            del row["count"]
+        return row
 
 
 #: What a reader yields for each input it meets: a record, or a quarantine record saying why not.
