@@ -16,28 +16,31 @@ from hkgai_pipelines.assets.models import aligned_model, preference_dataset, pub
 from hkgai_pipelines.resources import DataLakeResource, MlflowResource, PipelineConfigResource
 
 LATEST_VERSION_FILE = ("registry", "latest_version.json")
+#: The promotion audit log (the source of truth for gates and champions; promotion.py).
+AUDIT_DIR = ("registry", "audit")
 
 
-def _registry(pipeline_config: PipelineConfigResource, mlflow: MlflowResource):
+def _registry(pipeline_config: PipelineConfigResource, mlflow: MlflowResource, lake: DataLakeResource | None = None):
+    """The promotion workflow; with `lake`, its audit log is `lake/registry/audit/` (the sensor
+    only reads tags and needs none)."""
     from hkgai_pipelines.registry.promotion import ModelRegistry
 
     params = pipeline_config.registry_params()
-    return ModelRegistry(mlflow.get_client(), params.model_name, tracking_uri=mlflow.tracking_uri, auth_enabled=params.auth_enabled)
+    return ModelRegistry(mlflow.get_client(), params.model_name, tracking_uri=mlflow.tracking_uri, auth_enabled=params.auth_enabled,
+                         audit_dir=lake.path(*AUDIT_DIR) if lake is not None else None)
 
 
 @dg.asset(
     deps=[aligned_model, benchmark_scores, cleaned_corpus, sft_dataset, preference_dataset, value_benchmark],
     group_name="registry",
     kinds={"mlflow"},
-    description="aligned_model logged to MLflow as a pyfunc serving its checkpoint (signature, input example, model card) and registered as a new version of the registered model (params.yaml registry.model_name), with lineage tags.",
+    description="aligned_model logged to MLflow as a models-from-code pyfunc (no pickle) serving its checkpoint (signature, input example, model card) and registered as a new version of the registered model (params.yaml registry.model_name), with lineage tags.",
 )
 def registered_model(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
                      mlflow: MlflowResource) -> dg.MaterializeResult:
     import mlflow as mlflow_lib
-    import pandas as pd
-    from mlflow.models import infer_signature
 
-    from hkgai_pipelines.registry.serving import INPUT_EXAMPLE_PROMPTS, HkgaiChatModel, model_card
+    from hkgai_pipelines.registry.serving import log_chat_model, model_card
 
     params = pipeline_config.registry_params()
     name = params.model_name
@@ -62,12 +65,8 @@ def registered_model(context: dg.AssetExecutionContext, pipeline_config: Pipelin
                       gate_thresholds=json.dumps(params.gates, indent=1))
     mlflow_lib.set_tracking_uri(mlflow.tracking_uri)
     mlflow_lib.set_registry_uri(mlflow.registry_uri or mlflow.tracking_uri)
-    example = pd.DataFrame({"prompt": INPUT_EXAMPLE_PROMPTS})
     with mlflow_lib.start_run(experiment_id=mlflow.experiment_id(), run_name="registered_model", tags=lineage) as run:
-        info = mlflow_lib.pyfunc.log_model(
-            name="model", python_model=HkgaiChatModel(), artifacts={"checkpoint": str(checkpoint)},
-            signature=infer_signature(example, ["reply"] * len(example)), input_example=example,
-        )
+        info = log_chat_model(checkpoint)
         mlflow_lib.log_text(card, "model_card.md")
         mlflow_lib.log_dict(aligned_report, "benchmark_report.json")
     version = mlflow_lib.register_model(info.model_uri, name, tags={
@@ -90,19 +89,26 @@ def registered_model(context: dg.AssetExecutionContext, pipeline_config: Pipelin
 @dg.asset_check(asset=registered_model, blocking=True, description="Promotion gates (params.yaml registry.gates): pass -> alias candidate and review.status=pending; fail -> gate=failed with the reasons and no alias.")
 def registered_model_gates(pipeline_config: PipelineConfigResource, lake: DataLakeResource, mlflow: MlflowResource) -> dg.AssetCheckResult:
     from hkgai_pipelines.registry.gates import GateThresholds, evaluate_gates, gated_figures
+    from hkgai_pipelines.registry.promotion import PromotionError
 
-    registry = _registry(pipeline_config, mlflow)
+    registry = _registry(pipeline_config, mlflow, lake)
     latest = json.loads(lake.path(*LATEST_VERSION_FILE).read_text())
     thresholds = GateThresholds.from_dict(pipeline_config.registry_params().gates)
     report = json.loads(lake.path(*SCORES_FILE).read_text())["stages"]["aligned_model"]
     champion = registry.alias("champion")
-    champion_report = None
+    champion_report, untrusted = None, None
     if champion:
-        champion_run = registry.tags(champion).get("mlflow_run.registered_model")
-        if champion_run:
+        # Compare with the champion's own report: its version's source run (not a settable tag),
+        # and only when the audit log shows it was promoted through review.
+        try:
+            registry.audited_champion(champion)
+        except PromotionError as error:
+            untrusted = f"no-regression check impossible: `champion` points at version {champion}, not an audited champion ({error})"
+        else:
+            champion_run = registry.version(champion).run_id
             path = mlflow.get_client().download_artifacts(champion_run, "benchmark_report.json", str(lake.path("registry")))
             champion_report = json.loads(Path(path).read_text())
-    failures = evaluate_gates(report, thresholds, champion_report)
+    failures = evaluate_gates(report, thresholds, champion_report) + ([untrusted] if untrusted else [])
     registry.apply_gates(latest["version"], failures)
     figures = gated_figures(report, thresholds)
     return dg.AssetCheckResult(
@@ -125,11 +131,11 @@ class ChampionDecision(dg.Config):
     deps=[registered_model],
     group_name="registry",
     kinds={"mlflow"},
-    description="The reviewed decision applied: an approved candidate becomes `champion` (the previous holder keeps `previous_champion`), or a rejected one loses `candidate`; the audit record goes to MLflow and here. Launched by model_approval_sensor, never by the demo.",
+    description="The reviewed decision applied: an approved candidate becomes `champion` (the previous holder keeps `previous_champion`), or a rejected one loses `candidate`; the audit record goes to the audit log (lake/registry/audit), to MLflow and here. Launched by model_approval_sensor, never by the demo.",
 )
 def champion_model(context: dg.AssetExecutionContext, config: ChampionDecision, pipeline_config: PipelineConfigResource,
-                   mlflow: MlflowResource) -> dg.MaterializeResult:
-    registry = _registry(pipeline_config, mlflow)
+                   mlflow: MlflowResource, lake: DataLakeResource) -> dg.MaterializeResult:
+    registry = _registry(pipeline_config, mlflow, lake)
     if config.action == "promote":
         record = registry.promote(config.version, dagster_run_id=context.run_id)
     elif config.action == "reject":

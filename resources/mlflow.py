@@ -31,6 +31,10 @@ class MlflowResource(dg.ConfigurableResource):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            from hkgai_pipelines.registry.promotion import bound_mlflow_waits
+
+            # Before the first request: MLflow's own retries would wait ~4 min on a dead server.
+            bound_mlflow_waits()
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri or self.tracking_uri)
         return self._client
 

@@ -41,7 +41,7 @@ def registry(tmp_path):
                                               tags={"registered.by": registered_by, "scores": json.dumps({"safe": 50.0})})
         return str(version.version)
 
-    reg = ModelRegistry(client, "hkgai-v1", tracking_uri=tracking, sleep=lambda s: None)
+    reg = ModelRegistry(client, "hkgai-v1", tracking_uri=tracking, sleep=lambda s: None, audit_dir=tmp_path / "audit")
     reg.register = register
     return reg
 
@@ -65,8 +65,9 @@ def test_approve_promote_reject_and_rollback_with_audit_records(registry):
     assert (record.by, record.previous_champion, record.dagster_run_id) == ("alice", None, "run-1")
     assert registry.alias("champion") == first and registry.alias("candidate") is None
     assert registry.approved_candidates() == []
-    artifacts = registry.client.list_artifacts(registry.version(first).run_id, "audit")
-    assert len(artifacts) == 1 and artifacts[0].path.startswith("audit/promote-v1-")
+    artifacts = [a.path for a in registry.client.list_artifacts(registry.version(first).run_id, "audit")]
+    assert [a.split("-")[0] for a in sorted(artifacts)] == ["audit/gate", "audit/promote"]
+    assert [(r.action, r.version) for r in registry.audit_log.records()] == [("gate", first), ("promote", first)]
 
     second = registry.register()
     registry.apply_gates(second, [])
@@ -101,7 +102,7 @@ def test_refusals_each_say_why(registry, tmp_path):
         registry.approve(old, "alice")
     with pytest.raises(PromotionError, match="has no approval record"):
         registry.promote(new)
-    strict = ModelRegistry(registry.client, "hkgai-v1", registry.tracking_uri, auth_enabled=True)
+    strict = ModelRegistry(registry.client, "hkgai-v1", registry.tracking_uri, auth_enabled=True, audit_dir=tmp_path / "audit")
     mine = registry.register(registered_by="dave")
     strict.apply_gates(mine, [])
     with pytest.raises(PromotionError, match="dave registered version .* and may not also approve it"):

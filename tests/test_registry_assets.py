@@ -64,6 +64,31 @@ def test_gate_check_passes_into_candidate_and_fails_with_reasons(setup):
     assert passed.passed and registry.alias("candidate") == "2" and registry.tags("2")["review.status"] == "pending"
 
 
+def test_no_regression_check_compares_with_the_audited_champions_own_run(setup):
+    resources, registry = setup
+    client = resources["mlflow"].get_client()
+    # v1 is an audited champion whose source run holds its report; a tag pointing elsewhere is ignored.
+    client.log_dict(registry.version("1").run_id, _report(), "benchmark_report.json")
+    registry.apply_gates("1", [])
+    registry.approve("1", "alice")
+    registry.promote("1")
+    client.set_model_version_tag("hkgai-v1", "1", "mlflow_run.registered_model", "no-such-run")
+    lake = _write_lake(resources, "2", _report())
+    result = registered_model_gates(pipeline_config=resources["pipeline_config"], lake=lake, mlflow=resources["mlflow"])
+    assert result.passed and result.metadata["compared_with_champion"].value == "1"
+
+
+def test_a_hand_set_champion_alias_is_not_a_baseline(setup):
+    resources, registry = setup
+    # Someone moved `champion` to v1 with the alias pencil: no promote record exists for it.
+    resources["mlflow"].get_client().set_registered_model_alias("hkgai-v1", "champion", "1")
+    lake = _write_lake(resources, "2", _report())
+    result = registered_model_gates(pipeline_config=resources["pipeline_config"], lake=lake, mlflow=resources["mlflow"])
+    assert not result.passed
+    assert "`champion` points at version 1, not an audited champion" in result.metadata["failures"].value
+    assert registry.alias("candidate") is None
+
+
 def test_approval_sensor_launches_one_run_per_decision_and_none_on_the_next_tick(setup):
     resources, registry = setup
     registry.apply_gates("1", [])
@@ -98,8 +123,7 @@ def test_cli_refusals_and_rollback(setup):
     result = runner.invoke(app, ["rollback", "--by", "ops"])
     assert result.exit_code == 1 and "no previous champion" in result.output
     for version in ("1", "2"):
-        registry.client.set_model_version_tag("hkgai-v1", version, "gate", "passed")
-        registry.client.set_registered_model_alias("hkgai-v1", "candidate", version)
+        registry.apply_gates(version, [])  # a passing gate record: a `gate` tag alone no longer counts
         registry.approve(version, "alice")
         registry.promote(version)
     result = runner.invoke(app, ["rollback", "--by", "ops", "--note", "bad answers"])

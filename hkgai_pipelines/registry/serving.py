@@ -4,13 +4,24 @@ model card written beside it.
 The pyfunc takes a DataFrame with a `prompt` column (or a list of prompts) and returns one reply
 per prompt, generated greedily with the checkpoint's own chat template; the checkpoint travels
 as the model's artifact, so `models:/hkgai-v1@champion` is self-contained.
+
+It is logged as MLflow *models from code* (`log_chat_model`): the model's artifacts hold the
+source of `chat_model.py` (three lines that import `HkgaiChatModel` from this installed package
+and call `mlflow.models.set_model`) instead of a cloudpickled object, so loading a version never
+unpickles anything; a `python_model.pkl` planted beside it is ignored. What loading still runs
+is that logged source file: write access to the artifact store remains code execution for
+whoever loads the model, as it is for every MLflow flavour.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow.pyfunc
 
 INPUT_EXAMPLE_PROMPTS = ["點樣續領香港身份證？", "How is the Chief Executive elected?"]
+#: The models-from-code entry point logged with every version.
+CHAT_MODEL_CODE = Path(__file__).with_name("chat_model.py")
 
 
 class HkgaiChatModel(mlflow.pyfunc.PythonModel):
@@ -23,6 +34,19 @@ class HkgaiChatModel(mlflow.pyfunc.PythonModel):
         prompts = list(model_input["prompt"]) if hasattr(model_input, "columns") else list(model_input)
         max_new_tokens = int((params or {}).get("max_new_tokens", 64))
         return [g.text if not g.error else f"[error: {g.error}]" for g in self.model.generate(prompts, max_new_tokens=max_new_tokens)]
+
+
+def log_chat_model(checkpoint: Path, name: str = "model"):
+    """Log the checkpoint as the chat pyfunc, from code (no pickle), with a signature and input
+    example, in the active MLflow run; returns MLflow's ModelInfo. MLflow errors propagate."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"prompt": INPUT_EXAMPLE_PROMPTS})
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=str(CHAT_MODEL_CODE), artifacts={"checkpoint": str(checkpoint)},
+        signature=infer_signature(example, ["reply"] * len(example)), input_example=example,
+    )
 
 
 def model_card(*, name: str, preset: str, sources: list[tuple[str, str]], tables: str, guardrail: dict | None,
