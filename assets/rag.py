@@ -1,5 +1,8 @@
-"""RAG: `knowledge_documents` (chunked HK knowledge) and `vector_index` (blue-green refresh),
-the retrieval-quality check, and the nightly refresh schedule."""
+"""RAG: `knowledge_documents` (chunked HK knowledge, markup stripped, injection-screened) and
+`vector_index` (blue-green refresh; unchanged chunks keep the live version), the
+retrieval-quality check, and the nightly refresh schedule."""
+
+import html
 
 import dagster as dg
 import pyarrow as pa
@@ -18,11 +21,16 @@ CHUNKS_PATH = ("rag", "chunks.parquet")
 @dg.asset(
     group_name="rag",
     kinds={"python", "parquet"},
-    description="Chunked Hong Kong knowledge documents (every source with rag: true), stable chunk ids (lake rag/).",
+    description=(
+        "Chunked Hong Kong knowledge documents (every source with rag: true), stable chunk ids (lake rag/); markup "
+        "stripped, and documents carrying prompt-injection text quarantined with their reason."
+    ),
 )
 def knowledge_documents(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource) -> dg.MaterializeResult:
     params = pipeline_config.rag_params()
     documents = load_knowledge_documents(pipeline_config.catalog(), params.max_document_chars)
+    for item in documents.quarantined:
+        context.log.warning(f"quarantined {item.doc_id} ({item.locator}): {item.reason}")
     chunks = chunk_documents(documents, params.chunk_target_chars, params.chunk_overlap_chars)
     rows = [chunk.to_row() for chunk in chunks]
     path = lake.path(*CHUNKS_PATH)
@@ -31,13 +39,21 @@ def knowledge_documents(context: dg.AssetExecutionContext, pipeline_config: Pipe
     for doc in documents:
         by_lang[doc.lang] = by_lang.get(doc.lang, 0) + 1
     digest = content_hash([c.id for c in chunks])
-    context.log.info(f"{len(documents)} documents -> {len(chunks)} chunks")
+    context.log.info(f"{len(documents)} documents -> {len(chunks)} chunks; {len(documents.quarantined)} quarantined")
     return dg.MaterializeResult(
         metadata={
             "documents": len(documents),
             "chunks": len(chunks),
+            "quarantined": len(documents.quarantined),
+            "quarantined_documents": markdown_table(
+                ["doc_id", "file", "reason"], [(q.doc_id, q.locator, html.escape(q.reason)) for q in documents.quarantined]
+            ),
+            "markup_stripped": len(documents.markup_stripped),
             "documents_by_language": markdown_table(["lang", "documents"], sorted(by_lang.items())),
-            "preview": markdown_table(["doc_id", "title", "text"], [(c.doc_id, c.title, c.text[:60]) for c in chunks[:5]]),
+            # Escaped: the UI renders this as Markdown, where raw HTML would be live markup.
+            "preview": markdown_table(
+                ["doc_id", "title", "text"], [(c.doc_id, html.escape(c.title), html.escape(c.text[:60])) for c in chunks[:5]]
+            ),
             "path": dg.MetadataValue.path(str(path)),
         },
         data_version=dg.DataVersion(digest),
@@ -58,7 +74,8 @@ def _refresher(pipeline_config: PipelineConfigResource, embedder: EmbedderResour
     kinds={"python", "lancedb", "weaviate"},
     description=(
         "Embeddings of knowledge_documents in the vector store, refreshed incrementally into a new version and "
-        "swapped in behind the alias only after the retrieval check passes (blue-green)."
+        "swapped in behind the alias only after the retrieval check passes (blue-green); when no chunk changed "
+        "the live version is kept (changed: false) and no version is created."
     ),
 )
 def vector_index(
@@ -77,12 +94,21 @@ def vector_index(
     chunks = [Chunk(**{k: row[k] for k in fields}) for row in table.to_pylist()]
     refresher = _refresher(pipeline_config, embedder, vector_store)
     result = refresher.refresh(chunks, load_questions())
-    context.log.info(
-        f"{result.version}: {result.embedded} embedded, {result.carried} carried, {result.removed} removed; "
-        f"recall@5 {result.report.recall_at_k:.3f}, MRR {result.report.mrr:.3f}; alias {vector_store.alias} swapped from {result.previous}"
-    )
+    if result.abandoned_versions:
+        context.log.warning(f"dropped versions left building by a killed refresh: {', '.join(result.abandoned_versions)}")
+    if result.changed:
+        context.log.info(
+            f"{result.version}: {result.embedded} embedded, {result.carried} carried, {result.removed} removed; "
+            f"recall@5 {result.report.recall_at_k:.3f}, MRR {result.report.mrr:.3f}; alias {vector_store.alias} swapped from {result.previous}"
+        )
+    else:
+        context.log.info(
+            f"no chunk changed: {result.version} stays live, no new version; "
+            f"recall@5 {result.report.recall_at_k:.3f}, MRR {result.report.mrr:.3f}"
+        )
     return dg.MaterializeResult(
         metadata={
+            "changed": result.changed,
             "version": result.version,
             "previous_version": result.previous or "(none)",
             "alias": vector_store.alias,
@@ -96,6 +122,7 @@ def vector_index(
             "embedder": refresher.embedder.name,
             "dim": refresher.embedder.dim,
             "dropped_versions": ", ".join(result.dropped_versions) or "(none)",
+            "abandoned_versions_dropped": ", ".join(result.abandoned_versions) or "(none)",
         },
         data_version=dg.DataVersion(result.version),
     )

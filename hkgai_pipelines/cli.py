@@ -209,13 +209,26 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON contract")] = False,
     extractive: Annotated[bool, typer.Option("--extractive", help="answer with passage sentences, not a model")] = False,
 ) -> None:
-    """Answer a question from the knowledge index, with citations and guardrail verdicts."""
+    """Answer a question from the knowledge index, with citations and guardrail verdicts. The
+    MLflow champion answers; the newest aligned_model only when the registry has no champion. An
+    unreachable registry is one line and exit 1 (`{"error"}` on stdout with --json)."""
+    from mlflow.exceptions import MlflowException
+
     from hkgai_pipelines.rag.answer import Answerer
     from hkgai_pipelines.rag.models import resolve_generator
     from hkgai_pipelines.safety.guard import GuardInputError
 
     store_resource, embedder_resource, params, settings = _rag_runtime()
-    generator, generator_note = (None, None) if extractive else resolve_generator(settings)
+    try:
+        generator, generator_note = (None, None) if extractive else resolve_generator(settings)
+    except (RuntimeError, MlflowException) as error:
+        # RegistryUnavailable, ChampionNotServable, MLflow refusing: answering with another model
+        # would hide that the approved one is not serving.
+        message = f"cannot reach the champion model: {error}; not answering with another model (--extractive answers from the passages)"
+        if as_json:
+            sys.stdout.write(json.dumps({"error": message}, ensure_ascii=False) + "\n")
+        console.print(message, style="red", soft_wrap=True, markup=False)
+        raise typer.Exit(1) from None
     from hkgai_pipelines.safety.classifier import load_guard
 
     embedder = embedder_resource.get_embedder()
@@ -250,26 +263,34 @@ app.add_typer(index_app, name="index")
 
 @index_app.command("list")
 def index_list() -> None:
-    """Index versions, oldest first; the live one is marked."""
+    """Index versions, oldest first, with their state; the live one is marked. A `building`
+    version is a refresh still running or one that was killed: it is never served or rolled
+    back to, and the next refresh drops it."""
     store_resource, _, _, _ = _rag_runtime()
     store = store_resource.get_store()
     live = store.get_alias(store_resource.alias)
     for info in store.list_versions():
         marker = "*" if info.name == live else " "
-        sys.stdout.write(f"{marker} {info.name}  {info.chunks} chunks  {info.embedder} ({info.dim}-d)  {info.created_at}\n")
+        sys.stdout.write(f"{marker} {info.name}  {info.state}  {info.chunks} chunks  {info.embedder} ({info.dim}-d)  {info.created_at}\n")
 
 
 @index_app.command("rollback")
 def index_rollback(to: Annotated[str | None, typer.Option("--to", help="version to point the alias at")] = None) -> None:
-    """Point the alias back at the previous version (or --to VERSION)."""
+    """Point the alias back at the previous complete version (or --to VERSION), after the
+    target passes the retrieval check again (the thresholds of params.yaml)."""
     from hkgai_pipelines.rag.index import IndexRefresher
+    from hkgai_pipelines.rag.retrieval_eval import load_questions
 
     store_resource, embedder_resource, params, _ = _rag_runtime()
-    refresher = IndexRefresher(store_resource.get_store(), embedder_resource.get_embedder(), alias=store_resource.alias, keep_versions=params.keep_versions)
+    refresher = IndexRefresher(
+        store_resource.get_store(), embedder_resource.get_embedder(), alias=store_resource.alias, keep_versions=params.keep_versions,
+        min_recall_at_5=params.min_recall_at_5, min_mrr=params.min_mrr, alpha=params.alpha,
+    )
     try:
-        previous, current = refresher.rollback(to)
+        previous, current = refresher.rollback(to, questions=load_questions())
     except Exception as error:
-        console.print(f"[red]{error}[/red]")
+        # The text as is: a failed check lists the missed questions in brackets, not markup.
+        console.print(str(error), style="red", soft_wrap=True, markup=False)
         raise typer.Exit(1) from None
     sys.stdout.write(f"{store_resource.alias}: {previous} -> {current}\n")
 
@@ -331,7 +352,9 @@ def _model_registry():
     settings = _settings()
     mlflow = resources_for(settings=settings)["mlflow"]
     params = load_registry_params(settings.params_file)
-    return ModelRegistry(mlflow.get_client(), params.model_name, tracking_uri=mlflow.tracking_uri, auth_enabled=params.auth_enabled)
+    # The audit log the registry assets keep (lake/registry/audit): the source of truth.
+    return ModelRegistry(mlflow.get_client(), params.model_name, tracking_uri=mlflow.tracking_uri, auth_enabled=params.auth_enabled,
+                         audit_dir=settings.lake_dir / "registry" / "audit")
 
 
 def _registry_action(action, model: str, version: str | None) -> None:
@@ -347,11 +370,12 @@ def _registry_action(action, model: str, version: str | None) -> None:
     try:
         message = action()
     except (PromotionError, RegistryUnavailable) as error:
-        console.print(f"[red]{error}[/red]")
+        # One line however wide the terminal, and the text as is (MLflow's errors hold brackets).
+        console.print(str(error), style="red", soft_wrap=True, markup=False)
         raise typer.Exit(1) from None
     except MlflowException as error:
         reason = "no such version" if error.error_code == "RESOURCE_DOES_NOT_EXIST" else str(error.message).splitlines()[0]
-        console.print(f"[red]{model} v{version}: {reason}[/red]" if version else f"[red]{model}: {reason}[/red]")
+        console.print(f"{model} v{version}: {reason}" if version else f"{model}: {reason}", style="red", soft_wrap=True, markup=False)
         raise typer.Exit(1) from None
     sys.stdout.write(message + "\n")
 
@@ -395,7 +419,8 @@ def rollback(
     by: Annotated[str, typer.Option("--by", help="who rolls back")] = "",
     note: Annotated[str, typer.Option("--note", help="why")] = "",
 ) -> None:
-    """Move `champion` back, with an audit record."""
+    """Move `champion` back to a former champion, with an audit record. Only a version with a
+    promote record in the pipeline's audit log qualifies; tags such as promotion.status do not."""
     import getpass
 
     registry = _model_registry()

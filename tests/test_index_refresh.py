@@ -34,6 +34,11 @@ def store(tmp_path):
     return EmbeddedVectorStore(tmp_path / "vectors")
 
 
+def _edited(n):
+    """DOCS with one MTR sentence edited: a real change, so a refresh makes a new version."""
+    return {**DOCS, "kb/mtr": ("The MTR", f"The MTR opened in October 1979. It now has ten heavy rail lines. Edit {n}.")}
+
+
 def _refresher(store, embedder, **kwargs):
     defaults = {"min_recall_at_5": 1.0, "min_mrr": 0.9, "keep_versions": 2}
     return IndexRefresher(store, embedder, **{**defaults, **kwargs})
@@ -83,23 +88,25 @@ def test_store_refusing_writes_leaves_alias(store, use_embedder, monkeypatch):
 
     monkeypatch.setattr(store, "upsert", refuse)
     with pytest.raises(VectorStoreError, match="read-only"):
-        _refresher(store, use_embedder).refresh(_chunks(DOCS), QUESTIONS)
+        _refresher(store, use_embedder).refresh(_chunks(_edited(1)), QUESTIONS)
     assert store.get_alias("HkKnowledge") == good.version
+    assert [v.name for v in store.list_versions()] == [good.version]
 
 
 def test_failing_retrieval_gate_does_not_swap(store, use_embedder):
     good = _refresher(store, use_embedder).refresh(_chunks(DOCS), QUESTIONS)
     impossible = [*QUESTIONS, Question("完全無關嘅問題", ("kb/absent",))]
     with pytest.raises(RetrievalGateError, match="alias not moved"):
-        _refresher(store, use_embedder).refresh(_chunks(DOCS), impossible)
+        _refresher(store, use_embedder).refresh(_chunks(_edited(1)), impossible)
     assert store.get_alias("HkKnowledge") == good.version
+    assert [v.name for v in store.list_versions()] == [good.version]
 
 
 def test_keeps_last_versions_and_rolls_back(store, use_embedder):
     refresher = _refresher(store, use_embedder, keep_versions=2)
-    versions = [refresher.refresh(_chunks(DOCS), QUESTIONS).version for _ in range(3)]
+    versions = [refresher.refresh(_chunks(_edited(n)), QUESTIONS).version for n in range(3)]
     assert [v.name for v in store.list_versions()] == versions[1:]
-    previous, current = refresher.rollback()
+    previous, current = refresher.rollback(questions=QUESTIONS)
     assert (previous, current) == (versions[2], versions[1])
     assert store.get_alias("HkKnowledge") == versions[1]
 

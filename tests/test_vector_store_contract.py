@@ -55,7 +55,7 @@ def _query(store, version, embedder, text, **kwargs):
 def test_versions_upsert_fetch_and_metadata(store, names, use_embedder):
     a, _, _ = names
     info = store.create_version(a, use_embedder.name, use_embedder.dim)
-    assert (info.name, info.embedder, info.dim) == (a, "use-multilingual-v3", 512)
+    assert (info.name, info.embedder, info.dim, info.state) == (a, "use-multilingual-v3", 512, "building")
     rows, vectors = _rows(use_embedder)
     store.upsert(a, rows, vectors)
     store.upsert(a, rows[:2], vectors[:2])  # upsert of existing ids does not duplicate
@@ -98,6 +98,7 @@ def test_alias_swap_and_drop(store, names, use_embedder):
     a, b, alias = names
     for version in (a, b):
         store.create_version(version, use_embedder.name, use_embedder.dim)
+        store.mark_complete(version)
     assert store.get_alias(alias) is None
     assert store.swap_alias(alias, a) is None
     assert store.get_alias(alias) == a
@@ -117,3 +118,24 @@ def test_embedder_mismatch_is_an_error(store, names, use_embedder):
     store.create_version(a, use_embedder.name, use_embedder.dim)
     with pytest.raises(EmbedderMismatchError, match="was built with use-multilingual-v3 \\(512-d\\)"):
         check_embedder(store.version_info(a), "st:bge-m3", 1024)
+
+
+def test_versions_are_building_until_marked_complete_and_never_served_before(store, names, use_embedder):
+    a, b, alias = names
+    store.create_version(a, use_embedder.name, use_embedder.dim)
+    store.create_version(b, use_embedder.name, use_embedder.dim)
+    rows, vectors = _rows(use_embedder)
+    store.upsert(b, rows[:1], vectors[:1])
+    states = {v.name: (v.state, v.complete) for v in store.list_versions()}
+    assert states[a] == states[b] == ("building", False)  # listed, with their state
+    with pytest.raises(VectorStoreError, match="still building"):
+        store.swap_alias(alias, b)
+    assert store.get_alias(alias) is None
+    info = store.mark_complete(b)
+    assert (info.state, info.complete, info.chunks, info.embedder) == ("complete", True, 1, use_embedder.name)
+    assert store.version_info(b).state == "complete"
+    assert {v.name: v.state for v in store.list_versions()}[b] == "complete"
+    assert store.swap_alias(alias, b) is None and store.get_alias(alias) == b
+    store.drop_version(a)  # a building version can be dropped
+    with pytest.raises(VectorStoreError):
+        store.mark_complete(a)

@@ -3,8 +3,10 @@
 One table per index version; an IVF-SQ ANN index once a version is large enough for one
 to pay off (below that LanceDB's exact scan is faster than building it), and a native
 full-text index over character 2-3-grams so Chinese, which has no spaces between words,
-is searchable by BM25. Version metadata and aliases are small JSON files replaced
-atomically (write, fsync, rename), so a reader sees either the old alias or the new one.
+is searchable by BM25. Version metadata (embedder, dimension, creation time and state,
+`building` or `complete`) and aliases are small JSON files replaced atomically (write, fsync,
+rename), so a reader sees either the old alias or the new one, and a version's state is
+either the old one or the new one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from hkgai_pipelines.rag.store import CHUNK_FIELDS, SearchHit, VectorStoreError, VersionInfo
+from hkgai_pipelines.rag.store import BUILDING, CHUNK_FIELDS, COMPLETE, SearchHit, VectorStoreError, VersionInfo
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -62,18 +64,37 @@ class EmbeddedVectorStore:
     def create_version(self, name: str, embedder: str, dim: int) -> VersionInfo:
         if not _NAME_RE.match(name):
             raise VectorStoreError(f"invalid version name {name!r}")
-        if name in self._db.table_names():
+        if name in self._db.table_names() or self._meta_path(name).exists():
             raise VectorStoreError(f"version {name} already exists")
-        self._db.create_table(name, schema=self._schema(dim))
-        info = VersionInfo(name, embedder, dim, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        # The metadata first: a process killed right after it leaves a `building` version that
+        # the next refresh finds and drops, never a table that no listing knows about.
+        info = VersionInfo(name, embedder, dim, datetime.now(timezone.utc).isoformat(timespec="seconds"), 0, BUILDING)
         _atomic_write_json(self._meta_path(name), info.__dict__)
+        try:
+            self._db.create_table(name, schema=self._schema(dim))
+        except BaseException:
+            self._meta_path(name).unlink(missing_ok=True)
+            raise
         return info
 
-    def version_info(self, version: str) -> VersionInfo:
+    def _read_meta(self, version: str) -> dict:
         path = self._meta_path(version)
         if not path.exists():
             raise VectorStoreError(f"unknown index version {version!r}")
         data = json.loads(path.read_text(encoding="utf-8"))
+        data.setdefault("state", COMPLETE)  # written before states were recorded (store.py)
+        return data
+
+    def mark_complete(self, version: str) -> VersionInfo:
+        data = self._read_meta(version)
+        if version not in self._db.table_names():
+            raise VectorStoreError(f"index version {version!r} has metadata but no table")
+        data["state"] = COMPLETE
+        _atomic_write_json(self._meta_path(version), data)
+        return self.version_info(version)
+
+    def version_info(self, version: str) -> VersionInfo:
+        data = self._read_meta(version)
         data["chunks"] = self._db.open_table(version).count_rows() if version in self._db.table_names() else 0
         return VersionInfo(**data)
 
@@ -171,7 +192,8 @@ class EmbeddedVectorStore:
         return self._aliases().get(alias)
 
     def swap_alias(self, alias: str, version: str) -> str | None:
-        self.version_info(version)  # raises for an unknown version
+        if not self.version_info(version).complete:  # raises for an unknown version
+            raise VectorStoreError(f"version {version} is still building (or was abandoned); only a complete version can be served")
         aliases = self._aliases()
         previous = aliases.get(alias)
         aliases[alias] = version

@@ -5,7 +5,10 @@ deterministic UUIDs (uuid5 of the chunk id), so re-importing a chunk overwrites 
 duplicating; the searchable `content` uses trigram tokenization, which works for Chinese
 without a word segmenter; the live version sits behind a collection alias (Weaviate >= 1.32)
 and `swap_alias` is a single alias update, so queries never see a half-built collection.
-The embedder name and dimension are stored in the collection description as JSON.
+The embedder name, dimension, creation time and state (`building` until the refresh marks the
+version `complete` after its retrieval check) are stored in the collection description as
+JSON; `mark_complete` rewrites that description (a collection-config update, which merges with
+the existing schema), and `swap_alias` refuses a collection that is not complete.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from hkgai_pipelines.rag.store import CHUNK_FIELDS, SearchHit, VectorStoreError, VersionInfo
+from hkgai_pipelines.rag.store import BUILDING, CHUNK_FIELDS, COMPLETE, SearchHit, VectorStoreError, VersionInfo
 
 #: Weaviate reserves `id`; the chunk id is stored as `chunk_id`.
 _PROPERTY = {name: ("chunk_id" if name == "id" else name) for name in CHUNK_FIELDS}
@@ -90,10 +93,10 @@ class WeaviateVectorStore:
 
         if self._client.collections.exists(name):
             raise VectorStoreError(f"version {name} already exists")
-        info = VersionInfo(name, embedder, dim, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        info = VersionInfo(name, embedder, dim, datetime.now(timezone.utc).isoformat(timespec="seconds"), 0, BUILDING)
         self._client.collections.create(
             name=name,
-            description=json.dumps({"embedder": embedder, "dim": dim, "created_at": info.created_at}),
+            description=json.dumps({"embedder": embedder, "dim": dim, "created_at": info.created_at, "state": BUILDING}),
             vector_config=Configure.Vectors.self_provided(
                 vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
             ),
@@ -101,13 +104,23 @@ class WeaviateVectorStore:
         )
         return info
 
-    def version_info(self, version: str) -> VersionInfo:
-        collection = self._collection(version)
-        meta = json.loads(collection.config.get().description or "{}")
+    def _meta(self, version: str) -> dict:
+        meta = json.loads(self._collection(version).config.get().description or "{}")
         if "embedder" not in meta:
             raise VectorStoreError(f"collection {version} was not created by this store (no embedder metadata)")
-        count = collection.aggregate.over_all(total_count=True).total_count or 0
-        return VersionInfo(version, meta["embedder"], int(meta["dim"]), meta["created_at"], count)
+        return meta
+
+    def mark_complete(self, version: str) -> VersionInfo:
+        meta = self._meta(version)
+        meta["state"] = COMPLETE
+        self._collection(version).config.update(description=json.dumps(meta))
+        return self.version_info(version)
+
+    def version_info(self, version: str) -> VersionInfo:
+        meta = self._meta(version)
+        count = self._collection(version).aggregate.over_all(total_count=True).total_count or 0
+        # No state: a collection written before states were recorded (store.py).
+        return VersionInfo(version, meta["embedder"], int(meta["dim"]), meta["created_at"], count, meta.get("state", COMPLETE))
 
     def list_versions(self) -> list[VersionInfo]:
         infos = []
@@ -187,7 +200,8 @@ class WeaviateVectorStore:
         return found.collection if found else None
 
     def swap_alias(self, alias: str, version: str) -> str | None:
-        self._collection(version)
+        if self._meta(version).get("state", COMPLETE) != COMPLETE:  # raises for an unknown version
+            raise VectorStoreError(f"version {version} is still building (or was abandoned); only a complete version can be served")
         previous = self.get_alias(alias)
         if previous is None:
             self._client.alias.create(alias_name=alias, target_collection=version)
