@@ -5,6 +5,7 @@ decision) and the `model_approval_sensor` that turns decisions in MLflow into ru
 import getpass
 import json
 import os
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -153,29 +154,40 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionDecision, 
     )
 
 
+def _clock() -> float:
+    """Wall-clock seconds for the sensor's settling wait (a function so tests can move time)."""
+    return time.time()
+
+
 promote_champion_job = dg.define_asset_job("promote_champion", selection=[champion_model],
                                            description="Apply one reviewed decision (run by model_approval_sensor).")
 
 
 @dg.sensor(job=promote_champion_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Finds versions a reviewer approved or rejected in MLflow (tag review.status) and launches one promote_champion run per decision.")
+           description="Finds versions a reviewer approved or rejected in MLflow (tags review.status, review.by, review.at, review.note) and launches one promote_champion run per decision once it is whole and its tags have stayed unchanged for registry.decision_settle_s.")
 def model_approval_sensor(context: dg.SensorEvaluationContext, pipeline_config: PipelineConfigResource, mlflow: MlflowResource):
+    from hkgai_pipelines.registry.review import settled_decisions
+
     registry = _registry(pipeline_config, mlflow)
-    # Cursor: the review time of every decision already launched, by version; a decision is
-    # launched once, and the run key makes a repeat a no-op even if the cursor were lost.
-    seen = json.loads(context.cursor) if context.cursor else {}
-    requests = []
-    for version, action, reviewed_at in registry.pending_decisions():
-        if seen.get(version) == reviewed_at:
-            continue
-        seen[version] = reviewed_at
-        requests.append(dg.RunRequest(
-            run_key=f"{action}-v{version}-{reviewed_at}",
-            run_config={"ops": {"champion_model": {"config": {"version": version, "action": action}}}},
-            tags={"hkgai/decision": action, "hkgai/model_version": version},
-        ))
-    context.update_cursor(json.dumps(seen, sort_keys=True))
-    return requests or dg.SkipReason("no new review decisions in MLflow")
+    # Cursor: per version, the review tags' fingerprint, when it was first seen and which one was
+    # launched (registry/review.py). Entries of the older cursor format (a string) are dropped:
+    # the run key below still makes a repeated launch a no-op.
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    state = {version: entry for version, entry in cursor.items() if isinstance(entry, dict)}
+    ready, state, waiting = settled_decisions(registry.open_reviews(), state, _clock(),
+                                              pipeline_config.registry_params().decision_settle_s)
+    context.update_cursor(json.dumps(state, sort_keys=True))
+    requests = [
+        dg.RunRequest(
+            run_key=f"{decision.action}-v{decision.review.version}-{decision.fingerprint}",
+            run_config={"ops": {"champion_model": {"config": {"version": decision.review.version, "action": decision.action}}}},
+            tags={"hkgai/decision": decision.action, "hkgai/model_version": decision.review.version, "hkgai/reviewer": decision.review.by},
+        )
+        for decision in ready
+    ]
+    if requests:
+        return requests
+    return dg.SkipReason("; ".join(f"v{version}: {why}" for version, why in waiting.items()) or "no review decisions in MLflow")
 
 
 registry_assets = [registered_model, champion_model]

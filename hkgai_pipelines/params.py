@@ -112,6 +112,9 @@ def load_evaluation_params(path: Path) -> EvaluationParams:
 class RegistryParams:
     model_name: str = "hkgai-v1"
     auth_enabled: bool = False
+    #: Seconds a review decision's tags must stay unchanged before the approval sensor acts
+    #: (registry/review.py).
+    decision_settle_s: float = 60.0
     #: GateThresholds fields (hkgai_pipelines/registry/gates.py); empty: its defaults.
     gates: dict = field(default_factory=dict)
 

@@ -1,6 +1,7 @@
 """The registry's Dagster side: the gate check, model_approval_sensor ticks, champion_model
 runs, and the approve / reject / rollback commands, all on a real SQLite MLflow registry."""
 
+import itertools
 import json
 
 import dagster as dg
@@ -28,6 +29,14 @@ def setup(hkgai_home):
         client.create_model_version("hkgai-v1", f"runs:/{run_id}/model", run_id=run_id, tags={"registered.by": "pipeline", "scores": "{}"})
     registry = ModelRegistry(client, "hkgai-v1", tracking_uri=resources["mlflow"].tracking_uri)
     return resources, registry
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The sensor's wall clock, moved by hand: `clock[0] += 61` is a minute later."""
+    now = [1_000_000.0]
+    monkeypatch.setattr("hkgai_pipelines.assets.registry._clock", lambda: now[0])
+    return now
 
 
 def _tick(resources, cursor=None):
@@ -89,14 +98,17 @@ def test_a_hand_set_champion_alias_is_not_a_baseline(setup):
     assert registry.alias("candidate") is None
 
 
-def test_approval_sensor_launches_one_run_per_decision_and_none_on_the_next_tick(setup):
+def test_approval_sensor_launches_one_run_per_decision_and_none_on_the_next_tick(setup, clock):
     resources, registry = setup
     registry.apply_gates("1", [])
     assert isinstance(_tick(resources)[0], dg.SkipReason)
 
     result = runner.invoke(app, ["approve", "1", "--reviewer", "alice", "--note", "scores reviewed"])
     assert result.exit_code == 0 and "approved by alice" in result.stdout
-    requests, cursor = _tick(resources)
+    skip, cursor = _tick(resources)
+    assert "v1: settling" in skip.skip_message  # whole, but not yet unchanged for a minute
+    clock[0] += 61
+    requests, cursor = _tick(resources, cursor)
     assert [r.run_config["ops"]["champion_model"]["config"] for r in requests] == [{"version": "1", "action": "promote"}]
     assert isinstance(_tick(resources, cursor)[0], dg.SkipReason)  # same decision, no second run
 
@@ -108,6 +120,8 @@ def test_approval_sensor_launches_one_run_per_decision_and_none_on_the_next_tick
     registry.apply_gates("2", [])
     result = runner.invoke(app, ["reject", "2", "--reviewer", "bob", "--note", "refuses too much"])
     assert result.exit_code == 0
+    _, cursor = _tick(resources, cursor)
+    clock[0] += 61
     requests, cursor = _tick(resources, cursor)
     assert [r.run_config["ops"]["champion_model"]["config"] for r in requests] == [{"version": "2", "action": "reject"}]
     metadata = _run_decision(resources, requests[0])
@@ -137,3 +151,54 @@ def test_bench_names_a_model_that_does_not_load(hkgai_home, tmp_path):
     assert result.exit_code == 1 and "not a model directory (no config.json)" in " ".join(result.output.split())
     result = runner.invoke(app, ["bench", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "missing: not a model directory" in " ".join(result.output.split())
+
+
+REVIEW_TAGS = {"review.status": "approved", "review.by": "alice", "review.note": "scores reviewed", "review.at": "2026-11-30T10:00Z"}
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(REVIEW_TAGS)), ids=lambda order: "-".join(k[7:] for k in order))
+def test_tags_set_one_by_one_at_human_pace_launch_one_whole_decision(setup, clock, order):
+    """A reviewer in the MLflow UI: one tag every 14 s, in any order, the sensor ticking every
+    30 s in between. Exactly one run, launched only when the decision is whole and settled, and
+    it records the tags as they stand when it acts."""
+    resources, registry = setup
+    registry.apply_gates("1", [])
+    client = resources["mlflow"].get_client()
+    launched, cursor, start = [], None, clock[0]
+    plan = sorted([(14.0 * i, "set", key) for i, key in enumerate(order)] + [(7.0 + 30 * i, "tick", None) for i in range(6)])
+    with dg.instance_for_test() as instance:
+        for at, what, key in plan:
+            clock[0] = start + at
+            if what == "set":
+                client.set_model_version_tag("hkgai-v1", "1", key, REVIEW_TAGS[key])
+                continue
+            context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                              resources={"pipeline_config": resources["pipeline_config"], "mlflow": resources["mlflow"]})
+            result = model_approval_sensor(context)
+            cursor = context.cursor
+            if not isinstance(result, dg.SkipReason):
+                launched += [(clock[0] - start, r) for r in result]
+    assert len(launched) == 1
+    when, request = launched[0]
+    assert when >= 42 + 60  # the last tag went on at 42 s; a minute unchanged after that
+    assert request.run_config["ops"]["champion_model"]["config"] == {"version": "1", "action": "promote"}
+    metadata = _run_decision(resources, request)
+    assert (metadata["reviewer"], metadata["audit_record"]["note"]) == ("alice", "scores reviewed")
+
+
+def test_a_decision_changed_while_settling_launches_only_its_final_form(setup, clock):
+    resources, registry = setup
+    registry.apply_gates("1", [])
+    client = resources["mlflow"].get_client()
+    for key, value in REVIEW_TAGS.items():
+        client.set_model_version_tag("hkgai-v1", "1", key, value)
+    _, cursor = _tick(resources)
+    clock[0] += 45
+    client.set_model_version_tag("hkgai-v1", "1", "review.status", "rejected")  # changed her mind
+    skip, cursor = _tick(resources, cursor)
+    assert "settling: unchanged for 0 of 60 s" in skip.skip_message
+    clock[0] += 61
+    requests, cursor = _tick(resources, cursor)
+    assert [r.run_config["ops"]["champion_model"]["config"]["action"] for r in requests] == ["reject"]
+    clock[0] += 61
+    assert isinstance(_tick(resources, cursor)[0], dg.SkipReason)

@@ -309,6 +309,15 @@ class ModelRegistry:
         found = [v for v in versions if v.tags.get("review.status") in actions and "promotion.status" not in v.tags]
         return [(str(v.version), actions[v.tags["review.status"]], v.tags.get("review.at", "")) for v in sorted(found, key=lambda v: int(v.version))]
 
+    def open_reviews(self) -> list:
+        """The review tags (registry.review.Review) of every version not yet closed (no
+        `promotion.status`), oldest first: what the approval sensor settles before acting."""
+        from hkgai_pipelines.registry.review import Review
+
+        versions = self._call(self.client.search_model_versions, f"name='{self.name}'")
+        open_versions = sorted((v for v in versions if "promotion.status" not in v.tags), key=lambda v: int(v.version))
+        return [Review.from_tags(str(v.version), v.tags) for v in open_versions]
+
     def approved_candidates(self) -> list[str]:
         return [version for version, action, _ in self.pending_decisions() if action == "promote"]
 
