@@ -22,7 +22,7 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /opt/hkgai
-COPY pyproject.toml constraints.txt README.md params.yaml ./
+COPY pyproject.toml constraints.txt constraints-dvc.txt README.md params.yaml ./
 COPY hkgai_pipelines ./hkgai_pipelines
 COPY assets ./assets
 COPY resources ./resources
@@ -32,12 +32,21 @@ COPY configs ./configs
 # DeepSpeed from its source distribution against it; then the project with its GPU extra,
 # editable so that configs/ and the DeepSpeed configs resolve beside the code.
 # constraints.txt pins everything else to the versions the tests ran with.
+# DVC goes into a tool environment of its own, as with `make venv` (its antlr4 4.9 would break
+# Dagster's asset selection), with the S3 remote support production pushes through; the link
+# puts `dvc` on the PATH, and hkgai_pipelines/versioning.py finds /opt/venv/tools/dvc itself.
+# The import check runs on the local profile: production's settings need the servers' addresses,
+# which only the cluster gives.
 RUN pip install --upgrade pip setuptools wheel \
  && pip install torch==2.13.0 \
  && grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
  && pip install --no-build-isolation -c /tmp/constraints.txt deepspeed \
  && pip install -c /tmp/constraints.txt -e ".[gpu]" \
- && python -c "import hkgai_pipelines.definitions"
+ && python -m venv /opt/venv/tools/dvc \
+ && /opt/venv/tools/dvc/bin/pip install -c constraints-dvc.txt "dvc[s3]" \
+ && ln -s ../tools/dvc/bin/dvc /opt/venv/bin/dvc \
+ && dvc version \
+ && HKGAI_PROFILE=local python -c "import hkgai_pipelines.definitions"
 
 # Non-root, with the uid the pod securityContexts name.
 RUN useradd --uid 1000 --create-home hkgai && mkdir -p /mnt/hkgai && chown hkgai /mnt/hkgai

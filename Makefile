@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# DVC's own environment: its hydra-core/omegaconf pin antlr4-python3-runtime 4.9, Dagster's
+# asset-selection parser needs 4.13, so the two cannot share one (constraints-dvc.txt).
+DVC_ENV := $(VENV)/tools/dvc
 # Nothing may download models or data at run time.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -9,17 +12,28 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 
 .PHONY: venv demo test test-all ui clean k8s-render k8s-build
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(DVC_ENV)/.installed
 
 # torch goes first, pinned to the CPU build, so that no later requirement pulls a CUDA
 # build; deepspeed is a source distribution whose setup imports torch, so it is built
-# without build isolation once torch is present.
+# without build isolation once torch is present. An environment made when DVC was still a
+# dependency loses it (and its antlr4 4.9 users) before the project is installed.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --no-build-isolation -c constraints.txt deepspeed
+	if $(BIN)/pip show --quiet dvc 2>/dev/null; then $(BIN)/pip uninstall --quiet --yes dvc hydra-core omegaconf; fi
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+# DVC is a program here, never imported: hkgai_pipelines/versioning.py runs this binary, and the
+# link in $(BIN) puts `dvc repro` / `dvc push` on the PATH of the activated environment.
+$(DVC_ENV)/.installed: constraints-dvc.txt | $(VENV)/.installed
+	test -x $(DVC_ENV)/bin/python || $(PYTHON) -m venv $(DVC_ENV)
+	$(DVC_ENV)/bin/pip install --quiet --upgrade pip
+	$(DVC_ENV)/bin/pip install --quiet -c constraints-dvc.txt dvc
+	ln -sfn ../tools/dvc/bin/dvc $(BIN)/dvc
 	touch $@
 
 demo: venv

@@ -10,6 +10,7 @@ import dagster as dg
 
 from hkgai_pipelines.assets.corpora import CLEANED_DIR, cleaned_corpus
 from hkgai_pipelines.assets.metadata import markdown_table
+from hkgai_pipelines.platform import relative_link
 from hkgai_pipelines.rag.knowledge import load_knowledge_documents
 from hkgai_pipelines.training.datasets import preference_records, sft_records, write_jsonl
 from hkgai_pipelines.resources import DataLakeResource, MlflowResource, PipelineConfigResource
@@ -32,10 +33,8 @@ def publish(lake: DataLakeResource, asset: str, folder: Path, run_id: str) -> Pa
     if archive.exists():
         shutil.rmtree(archive)
     folder.rename(archive)
-    latest = lake.path("models", asset, "latest")
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(archive / "final", target_is_directory=True)
+    # Relative (`runs/<run_id>/final`), so that a moved or copied home reads its own model.
+    relative_link(lake.path("models", asset, "latest"), archive / "final")
     return archive / "final"
 
 

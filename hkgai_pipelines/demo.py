@@ -2,7 +2,9 @@
 
 The graph runs the way an operator would run it from the UI: one run per source partition
 of `raw_documents` (a backfill), then one run of every downstream asset with its checks.
-Each run is recorded in `$HKGAI_HOME/dagster`, so `hkgai ui` shows them afterwards.
+Each run is recorded in `$HKGAI_HOME/dagster`, so `hkgai ui` shows them afterwards. The runs
+execute in this process and carry its pid (`hkgai/pid`), so that a later `hkgai demo` or
+`hkgai ui` marks them failed if this process is killed before they finish.
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ class DemoSummary:
 def run_demo(settings: HkgaiSettings, on_progress: Callable[[str], None] = print) -> DemoSummary:
     import dagster as dg
 
-    from hkgai_pipelines.platform import get_instance
+    from hkgai_pipelines.platform import fail_dead_runs, get_instance, process_tags
 
     instance = get_instance(settings)
+    # A demo killed mid-way left its run STARTED; only `hkgai ui`'s daemon would have noticed.
+    for run_id in fail_dead_runs(instance):
+        on_progress(f"run {run_id[:8]} of an earlier process that is gone: marked failed")
     from hkgai_pipelines.definitions import defs, source_partitions
 
     summary = DemoSummary()
@@ -53,7 +58,8 @@ def run_demo(settings: HkgaiSettings, on_progress: Callable[[str], None] = print
         started = time.monotonic()
         on_progress(f"{job_name}" + (f" [{partition}]" if partition else "") + " ...")
         result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, partition_key=partition, raise_on_error=False, run_config=QUIET_LOGS
+            instance=instance, partition_key=partition, raise_on_error=False, run_config=QUIET_LOGS,
+            tags=process_tags(),
         )
         run = DemoRun(job_name, partition, result.run_id, result.success, time.monotonic() - started)
         summary.runs.append(run)

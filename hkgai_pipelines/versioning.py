@@ -1,19 +1,29 @@
 """Data versioning with DVC: track an output folder, record its hash, push to the remote.
 
-DVC runs as a subprocess of this interpreter (`python -m dvc`), the same way `dvc repro`
-runs outside Dagster, so both paths produce identical `.dvc` files. The repository is the
-lake folder itself (`dvc init --no-scm`): the lake is not a git repository, and the hash in
-`<folder>.dvc` is what the asset metadata and MLflow record.
+DVC is a program here, never imported: its hydra-core/omegaconf pin antlr4-python3-runtime
+4.9, which breaks Dagster's asset-selection parser, so it lives in a tool environment of its
+own (`<venv>/tools/dvc`, built by `make venv` from constraints-dvc.txt) and `dvc_command()`
+finds it; `HKGAI_DVC` overrides. The asset and `dvc repro` run the same binary, so both paths
+produce identical `.dvc` files. The repository is the lake folder itself
+(`dvc init --no-scm`): the lake is not a git repository, and the hash in `<folder>.dvc` is
+what the asset metadata and MLflow record.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+#: Environment variable naming the DVC command (a path, or a command line such as
+#: `/opt/dvc/bin/python -m dvc`); unset, `dvc_command()` looks for the tool environment.
+DVC_ENV_VAR = "HKGAI_DVC"
 
 
 class DvcError(RuntimeError):
@@ -29,30 +39,77 @@ class TrackedData:
     remote: str
 
 
+def tool_env_dvc() -> Path:
+    """Where `make venv` (and the image) put the DVC binary: `<this venv>/tools/dvc/bin/dvc`."""
+    return Path(sys.prefix) / "tools" / "dvc" / "bin" / "dvc"
+
+
+def dvc_command() -> list[str]:
+    """The command that runs DVC: `$HKGAI_DVC` if set, else the tool environment's binary,
+    else `dvc` on the PATH.
+
+    Raises DvcError if none of them exists, naming how to install it.
+    """
+    configured = os.environ.get(DVC_ENV_VAR, "").strip()
+    if configured:
+        return shlex.split(configured)
+    if tool_env_dvc().is_file():
+        return [str(tool_env_dvc())]
+    on_path = shutil.which("dvc")
+    if on_path:
+        return [on_path]
+    raise DvcError(
+        f"DVC not found: no {tool_env_dvc()} and no `dvc` on PATH. Run `make venv` (it builds the DVC "
+        f"tool environment from constraints-dvc.txt), or set {DVC_ENV_VAR} to a DVC executable."
+    )
+
+
 def _dvc(repo_dir: Path, *args: str) -> str:
     completed = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
+        [*dvc_command(), *args],
         cwd=repo_dir, capture_output=True, text=True,
-        env=None,
     )
     if completed.returncode != 0:
         raise DvcError(f"dvc {' '.join(args)} failed in {repo_dir} (exit {completed.returncode}): {completed.stderr.strip() or completed.stdout.strip()}")
     return completed.stdout
 
 
+REMOTE_SCHEMES = ("s3://", "gs://", "azure://", "http://", "https://", "ssh://")
+
+
+def remote_config_url(repo_dir: Path, remote_url: str) -> str:
+    """The remote as `.dvc/config` should record it: a local remote inside the folder that holds
+    the repository (HKGAI_HOME holds `lake/` and `dvc-remote/`) relative to the repository, so a
+    moved or copied home pushes to its own remote and never to the original's; anything else
+    as given."""
+    if remote_url.startswith(REMOTE_SCHEMES):
+        return remote_url
+    repo_dir, remote = Path(repo_dir).resolve(), Path(remote_url).resolve()
+    if remote.is_relative_to(repo_dir.parent):
+        return os.path.relpath(remote, repo_dir)
+    return str(remote)
+
+
 def ensure_repo(repo_dir: Path, remote_url: str, remote_name: str = "lake") -> None:
+    """A DVC repository in `repo_dir` whose default remote is `remote_url`, set on every call
+    (so the config follows HKGAI_DVC_REMOTE). Raises DvcError if a DVC command fails."""
     repo_dir = Path(repo_dir)
     repo_dir.mkdir(parents=True, exist_ok=True)
     if not (repo_dir / ".dvc").is_dir():
         _dvc(repo_dir, "init", "--no-scm", "--quiet")
         _dvc(repo_dir, "config", "core.analytics", "false")
-    if not remote_url.startswith(("s3://", "gs://", "azure://", "http://", "https://", "ssh://")):
+    if not remote_url.startswith(REMOTE_SCHEMES):
         Path(remote_url).mkdir(parents=True, exist_ok=True)
-    _dvc(repo_dir, "remote", "add", "--force", "--default", remote_name, remote_url)
+    # DVC reads a relative path against its working directory (repo_dir) and stores it relative
+    # to .dvc/config (`../../dvc-remote`).
+    _dvc(repo_dir, "remote", "add", "--force", "--default", remote_name, remote_config_url(repo_dir, remote_url))
 
 
 def track_and_push(repo_dir: Path, target: str, remote_url: str) -> TrackedData:
-    """`dvc add` the target (a folder relative to repo_dir), then `dvc push` it."""
+    """`dvc add` the target (a folder relative to repo_dir), then `dvc push` it.
+
+    Raises DvcError if DVC is missing or one of its commands fails (a missing target included).
+    """
     repo_dir = Path(repo_dir)
     ensure_repo(repo_dir, remote_url)
     _dvc(repo_dir, "add", "--quiet", target)

@@ -1,7 +1,8 @@
 """Dagster resources, and `resources_for(profile)` that wires them for `local` or `production`.
 
 Each resource is a typed `ConfigurableResource`; the local profile points them at files under
-`HKGAI_HOME`, the production profile at servers whose addresses and credentials come from
+`HKGAI_HOME` (after `platform.open_home` made a moved home's stored locations its own), the
+production profile at servers whose addresses and credentials come from
 environment variables through `dg.EnvVar` (never from code).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from hkgai_pipelines.platform import open_home
 from hkgai_pipelines.resources.launcher import K8sTrainingLauncher, LocalTrainingLauncher, TrainingLauncher
 from hkgai_pipelines.resources.lake import DataLakeResource, DvcResource, PipelineConfigResource
 from hkgai_pipelines.resources.mlflow import MlflowResource
@@ -42,6 +44,10 @@ def resources_for(profile: str | None = None, settings: HkgaiSettings | None = N
     config = PipelineConfigResource(config_dir=str(settings.config_dir), params_file=str(settings.params_file), preset=settings.preset)
     lake = DataLakeResource(root=str(settings.lake_dir))
     if profile == "local":
+        # Every process that loads the definitions (webserver, daemon, run worker, the dagster
+        # CLI) opens the home first: a moved or copied home gets its stored locations rewritten
+        # before anything writes through them.
+        open_home(settings)
         return {
             "pipeline_config": config,
             "lake": lake,

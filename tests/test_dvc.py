@@ -35,6 +35,46 @@ def test_track_and_push_records_hash_and_fills_remote(tmp_path):
     assert versioning.track_and_push(repo, "cleaned", str(tmp_path / "remote")).md5 == tracked.md5
 
 
+def test_local_remote_inside_the_home_is_recorded_relative(tmp_path):
+    """A copied or moved home pushes to its own remote, not to the original's."""
+    home = tmp_path / "home"
+    (home / "lake" / "cleaned").mkdir(parents=True)
+    (home / "lake" / "cleaned" / "a.txt").write_text("a")
+    versioning.track_and_push(home / "lake", "cleaned", str(home / "dvc-remote"))
+    assert "url = ../../dvc-remote" in (home / "lake" / ".dvc" / "config").read_text()
+    copy = tmp_path / "copy"
+    shutil.copytree(home, copy)
+    before = sorted(p.relative_to(home) for p in (home / "dvc-remote").rglob("*"))
+    (copy / "lake" / "cleaned" / "b.txt").write_text("b")
+    # `dvc add` + `dvc push` by hand in the copy, before any asset ran there and set the remote.
+    subprocess.run([*versioning.dvc_command(), "add", "--quiet", "cleaned"], cwd=copy / "lake", check=True)
+    subprocess.run([*versioning.dvc_command(), "push", "--quiet"], cwd=copy / "lake", check=True)
+    assert sorted(p.relative_to(home) for p in (home / "dvc-remote").rglob("*")) == before
+    assert len(list((copy / "dvc-remote").rglob("*.dir"))) == 2
+
+
+def test_a_remote_outside_the_home_or_on_s3_is_kept_as_given(tmp_path):
+    assert versioning.remote_config_url(tmp_path / "home" / "lake", "s3://hkgai-data/dvc") == "s3://hkgai-data/dvc"
+    assert versioning.remote_config_url(tmp_path / "home" / "lake", str(tmp_path / "shared")) == str(tmp_path / "shared")
+
+
+def test_dvc_is_a_program_of_its_own_environment(monkeypatch, tmp_path):
+    """DVC's antlr4 4.9 (hydra-core, omegaconf) must not share Dagster's interpreter."""
+    command = versioning.dvc_command()
+    assert not Path(command[0]).resolve().is_relative_to(Path(sys.prefix, "lib").resolve())
+    completed = subprocess.run([*command, "version"], cwd=tmp_path, capture_output=True, text=True)
+    assert completed.returncode == 0 and "DVC version: 3." in completed.stdout, completed.stderr
+    # HKGAI_DVC overrides the lookup, as a command line.
+    monkeypatch.setenv("HKGAI_DVC", f"{command[0]} --quiet")
+    assert versioning.dvc_command() == [command[0], "--quiet"]
+    # No DVC anywhere: a clear error saying how to get it.
+    monkeypatch.delenv("HKGAI_DVC")
+    monkeypatch.setattr(versioning, "tool_env_dvc", lambda: tmp_path / "missing" / "dvc")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(versioning.DvcError, match="make venv"):
+        versioning.dvc_command()
+
+
 def test_dvc_failure_is_a_clear_error(tmp_path):
     (tmp_path / "lake").mkdir()
     with pytest.raises(versioning.DvcError, match="dvc add"):
@@ -56,7 +96,7 @@ def test_dvc_repro_reproduces_the_curation(tmp_path):
     shutil.copytree(PROJECT_ROOT, work, ignore=ignore)
     subprocess.run(["git", "init", "-q"], cwd=work, check=True)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", HKGAI_CONFIG_DIR=str(work / "configs"))
-    completed = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=work, env=env, capture_output=True, text=True)
+    completed = subprocess.run([*versioning.dvc_command(), "repro"], cwd=work, env=env, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     stats = yaml.safe_load((work / "data" / "cleaned" / "stats.json").read_text())
     assert stats["input_records"] == stats["kept"] + stats["rejected"] + stats["quarantined"]

@@ -89,6 +89,40 @@ def test_dagster_values_run_this_project_with_the_k8s_run_launcher():
     assert volume == "hkgai-home"
 
 
+def test_dagster_instance_is_postgres_and_kept_off_the_lake_volume():
+    values = yaml.safe_load((K8S / "dagster" / "values.yaml").read_text())
+    postgres = values["postgresql"]
+    assert postgres["enabled"] is True or postgres.get("postgresqlHost")
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    lake_mounts = [m["mountPath"] for m in deployment["volumeMounts"] if m["name"] == "hkgai-home"]
+    assert lake_mounts == ["/mnt/hkgai"]
+    # The lake volume is mounted only where assets run (code location, run pods); no Dagster
+    # storage path (DAGSTER_HOME, compute logs, artifact storage) names a folder on it.
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        assert "hkgai-home" not in str(values[component].get("volumes", []))
+
+    def strings(node, path=""):
+        """(dotted key path, value) of every string in the values; list items keep the path."""
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from strings(value, f"{path}.{key}" if path else key)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value, path)
+        elif isinstance(node, str):
+            yield path, node
+
+    on_lake = {path for path, value in strings(values) if value.startswith("/mnt/hkgai")}
+    # The mount itself and HKGAI_HOME's value, nothing else.
+    assert on_lake == {"dagster-user-deployments.deployments.volumeMounts.mountPath", "dagster-user-deployments.deployments.env.value"}
+    assert {e["name"] for e in deployment["env"] if e["value"].startswith("/mnt/hkgai")} == {"HKGAI_HOME"}
+    assert "DAGSTER_HOME" not in {e["name"] for e in deployment["env"]}  # the chart's own
+    assert "computeLogManager" not in values or "/mnt/hkgai" not in str(values["computeLogManager"])
+    assert "DAGSTER_HOME" not in (ROOT / "Dockerfile").read_text()
+    # Run monitoring fails a run whose run pod died instead of leaving it STARTED.
+    assert values["dagsterDaemon"]["runMonitoring"]["enabled"] is True
+
+
 def test_weaviate_values_need_a_key_and_a_version_with_aliases():
     values = yaml.safe_load((K8S / "weaviate" / "values.yaml").read_text())
     assert values["authentication"]["anonymous_access"]["enabled"] is False
