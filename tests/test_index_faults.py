@@ -13,35 +13,17 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import PROJECT_ROOT
-from hkgai_pipelines.rag.chunking import chunk_document
 from hkgai_pipelines.rag.index import IndexRefresher, RetrievalGateError, RollbackError, new_version_name
 from hkgai_pipelines.rag.lancedb_store import EmbeddedVectorStore
 from hkgai_pipelines.rag.retrieval_eval import Question
 from hkgai_pipelines.rag.store import VectorStoreError
+from tests.test_index_refresh import DOCS, QUESTIONS, _chunks
 
 ALIAS = "HkKnowledge"
-DOCS = {
-    "kb/hkid": ("補領身份證", "身份證唔見咗要去人事登記處補領。記得要網上預約。新證大約十個工作天可以攞。"),
-    "kb/mtr": ("The MTR", "The MTR opened in October 1979. It now has ten heavy rail lines. Fares depend on distance."),
-    "kb/mpf": ("強積金", "強積金於二零零零年十二月實施。僱主和僱員各供款百分之五。供款上限為每月一千五百元。"),
-}
-QUESTIONS = [
-    Question("點樣補領身份證？", ("kb/hkid",)),
-    Question("When did the MTR open?", ("kb/mtr",)),
-    Question("強積金供款比率是多少？", ("kb/mpf",)),
-]
 
 
 class Killed(BaseException):
     """Stands in for SIGKILL: not an Exception, and (with drop_version disabled) no cleanup."""
-
-
-def _chunks(docs, updated_at="t"):
-    return [
-        c
-        for doc_id, (title, body) in docs.items()
-        for c in chunk_document(doc_id, title, body, source="kb", lang="x", licence="x", updated_at=updated_at, target_chars=40, overlap_chars=0)
-    ]
 
 
 def _edited(n):

@@ -21,11 +21,11 @@ QUESTIONS = [
 ]
 
 
-def _chunks(docs):
+def _chunks(docs, updated_at="t"):
     return [
         c
         for doc_id, (title, body) in docs.items()
-        for c in chunk_document(doc_id, title, body, source="kb", lang="x", licence="x", updated_at="t", target_chars=40, overlap_chars=0)
+        for c in chunk_document(doc_id, title, body, source="kb", lang="x", licence="x", updated_at=updated_at, target_chars=40, overlap_chars=0)
     ]
 
 

@@ -463,7 +463,9 @@ def _json_text_field(obj: dict, key: str, default: str | None) -> tuple[str | No
     return str(value), None
 
 
-def _read_jsonl(handle: BinaryIO, detection: Detection, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
+def _decoded_lines(handle: BinaryIO, detection: Detection, name: str, source: str, limit: int):
+    """Each line as (line, text, encoding), or a QuarantineRecord for a line over the size
+    limit or one that does not decode (the text and JSONL readers share this)."""
     for line in iter_encoded_lines(handle, detection, limit=limit):
         if line.raw is None or line.size > limit:
             yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
@@ -472,6 +474,15 @@ def _read_jsonl(handle: BinaryIO, detection: Detection, name: str, source: str, 
         if error:
             yield QuarantineRecord(name, line.number, error, source)
             continue
+        yield line, text, encoding
+
+
+def _read_jsonl(handle: BinaryIO, detection: Detection, name: str, source: str, licence: str, limit: int) -> Iterator[FileItem]:
+    for item in _decoded_lines(handle, detection, name, source, limit):
+        if isinstance(item, QuarantineRecord):
+            yield item
+            continue
+        line, text, encoding = item
         # A byte-order mark inside the file: shards with BOMs concatenated with `cat`.
         text = text.rstrip("\r").lstrip("\ufeff")
         if not text.strip():
@@ -531,14 +542,11 @@ def _read_txt(handle: BinaryIO, detection: Detection, name: str, source: str, li
         # A paragraph whose lines came in two encodings says so ("big5hkscs+utf-8").
         return _paragraph_record(paragraph, name, start, source, licence, limit, "+".join(sorted(encodings)))
 
-    for line in iter_encoded_lines(handle, detection, limit=limit):
-        if line.raw is None or line.size > limit:
-            yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
+    for item in _decoded_lines(handle, detection, name, source, limit):
+        if isinstance(item, QuarantineRecord):
+            yield item
             continue
-        text, error, encoding = decode_line(line.raw, detection)
-        if error:
-            yield QuarantineRecord(name, line.number, error, source)
-            continue
+        line, text, encoding = item
         text = text.rstrip("\r")
         if text.strip():
             if not paragraph:
