@@ -177,13 +177,15 @@ def test_tags_set_one_by_one_at_human_pace_launch_one_whole_decision(setup, cloc
             result = model_approval_sensor(context)
             cursor = context.cursor
             if not isinstance(result, dg.SkipReason):
-                launched += [(clock[0] - start, r) for r in result]
+                launched += [(clock[0] - start, r, registry.tags("1")) for r in result]
     assert len(launched) == 1
-    when, request = launched[0]
+    when, request, tags_at_launch = launched[0]
     assert when >= 42 + 60  # the last tag went on at 42 s; a minute unchanged after that
     assert request.run_config["ops"]["champion_model"]["config"] == {"version": "1", "action": "promote"}
-    metadata = _run_decision(resources, request)
-    assert (metadata["reviewer"], metadata["audit_record"]["note"]) == ("alice", "scores reviewed")
+    assert {key: tags_at_launch.get(key) for key in REVIEW_TAGS} == REVIEW_TAGS
+    if order == tuple(REVIEW_TAGS):  # what the run then records (the same for every order)
+        metadata = _run_decision(resources, request)
+        assert (metadata["reviewer"], metadata["audit_record"]["note"]) == ("alice", "scores reviewed")
 
 
 def test_a_decision_changed_while_settling_launches_only_its_final_form(setup, clock):
