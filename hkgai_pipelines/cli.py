@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="Hong Kong LLM pipeline: curate, train, align, evaluate, register, serve.", no_args_is_help=True)
@@ -134,7 +135,7 @@ def curate(
     from hkgai_pipelines.params import load_curation_params
     from hkgai_pipelines.sources.files import expand_inputs, read_files
 
-    from hkgai_pipelines.sources.catalog import load_catalog
+    from hkgai_pipelines.sources.catalog import CatalogError, load_catalog
     from hkgai_pipelines.sources.ingest import iter_raw_lake
 
     settings = _settings()
@@ -146,18 +147,36 @@ def curate(
         if lake:
             items = iter_raw_lake(lake, load_catalog(settings.sources_file).names)
         else:
-            expand_inputs(inputs)
-            items = read_files(inputs, source=source, licence=licence, max_record_bytes=params.max_record_bytes)
+            # The output folder inside an input folder is not input: a second run would read
+            # its own outputs and reject the real input as their duplicates.
+            exclude = _output_folder_inside(out, inputs)
+            expand_inputs(inputs, exclude=exclude)
+            if exclude and out.is_dir():
+                console.print(f"skipping the output folder {escape(str(out))} inside the input", soft_wrap=True)
+            items = read_files(inputs, source=source, licence=licence, max_record_bytes=params.max_record_bytes, exclude=exclude)
         with console.status("curating ..."):
             result, outputs = run_curation(items, params, out)
     except FileNotFoundError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
+    except CatalogError as error:
+        console.print(f"[red]source catalog error:[/red] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(1) from None
     stats = result.stats
     console.print(
         f"input {stats.input_records} = kept {stats.kept} + rejected {stats.rejected} + quarantined {stats.quarantined}; "
         f"outputs in {outputs.out_dir}"
     )
+
+
+def _output_folder_inside(out: Path, inputs: list[Path]) -> list[Path]:
+    """[out] when it lies strictly inside one of the input folders (symlinks followed), else []."""
+    real_out = Path(os.path.realpath(out))
+    for given in inputs:
+        real = Path(os.path.realpath(given))
+        if real_out != real and real_out.is_relative_to(real) and real.is_dir():
+            return [out]
+    return []
 
 
 @app.command()
@@ -166,13 +185,19 @@ def ingest(
     sources: Annotated[list[str] | None, typer.Option("--source", help="only these sources")] = None,
 ) -> None:
     """Ingest the sources of configs/sources.yaml into a lake folder (the DVC `ingest` stage)."""
-    from hkgai_pipelines.sources.catalog import load_catalog
+    from hkgai_pipelines.sources.catalog import CatalogError, load_catalog
     from hkgai_pipelines.sources.ingest import ingest_source
 
-    catalog = load_catalog(_settings().sources_file)
-    for name in sources or catalog.names:
-        result = ingest_source(catalog.get(name), out)
-        console.print(f"{name}: {result.records} records, {result.quarantined} quarantined -> {result.path}")
+    try:
+        # A malformed catalog or a folder outside the allowed roots (RootNotAllowedError, at
+        # load or, for a folder that became a link since, at read) is one line, not a traceback.
+        catalog = load_catalog(_settings().sources_file)
+        for name in sources or catalog.names:
+            result = ingest_source(catalog.get(name), out)
+            console.print(f"{name}: {result.records} records, {result.quarantined} quarantined -> {result.path}")
+    except CatalogError as error:
+        console.print(f"[red]source catalog error:[/red] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -123,6 +123,19 @@ def test_audit_log_is_a_chain_that_a_deleted_line_breaks(tmp_path):
         log.records()
 
 
+def test_removing_the_newest_audit_records_is_noticed(three_versions):
+    """The chain cannot show a deleted last line; the registry's `audit.head` tag can. The
+    tester removed the newest record (a rollback) and rolled back again unnoticed."""
+    registry = three_versions
+    assert runner.invoke(app, ["rollback", "--to", "1", "--by", "ops"]).exit_code == 0
+    lines = registry.audit_log.path.read_text().splitlines()
+    registry.audit_log.path.write_text("\n".join(lines[:-1]) + "\n")  # sed -i '$d'
+    result = runner.invoke(app, ["rollback", "--to", "2", "--by", "eve"])
+    assert result.exit_code == 1
+    assert f"ends at record {len(lines) - 1}, but record {len(lines)} was written: records were removed" in _one_line(result.output)
+    assert registry.alias("champion") == "1"
+
+
 # ------------------------------------------------------------------ 2. pickled code in the registry
 
 
@@ -266,3 +279,61 @@ def test_ask_with_mlflow_down_refuses_instead_of_serving_another_model(hkgai_hom
     monkeypatch.setenv("HKGAI_MLFLOW_TRACKING_URI", f"sqlite:///{hkgai_home / 'mlflow.db'}")
     generator, note = resolve_generator(HkgaiSettings())
     assert generator.version == "aligned_model (no champion yet)" and "no champion" in note
+
+
+@pytest.fixture
+def trickling_server_uri():
+    """An HTTP server that answers `200 OK` and then one header line every 2 s, forever: each
+    read arrives within any socket timeout, so only a wall-clock bound ends the request."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=trickle, args=(connection,), daemon=True).start()
+
+    def trickle(connection) -> None:
+        try:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(2):
+                connection.sendall(b"X-Slow: 1\r\n")
+        except OSError:
+            pass
+        finally:
+            connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+
+
+def test_a_server_that_trickles_headers_is_cut_off_at_the_deadline(hkgai_home, monkeypatch, trickling_server_uri):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv(promotion.DEADLINE_ENV, "6")
+    registry = ModelRegistry(MlflowClient(tracking_uri=trickling_server_uri), "hkgai-v1", tracking_uri=trickling_server_uri)
+    started = time.monotonic()
+    with pytest.raises(RegistryUnavailable, match=f"MLflow at {trickling_server_uri} is unreachable after 1 attempt .*timed out"):
+        registry.alias("champion")
+    assert time.monotonic() - started < 10
+
+
+def test_call_within_returns_raises_or_times_out():
+    assert promotion.call_within(lambda: 42, 1) == 42
+    with pytest.raises(KeyError):
+        promotion.call_within(lambda: {}["missing"], 1)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="no complete answer within 1s"):
+        promotion.call_within(lambda: time.sleep(30), 1)
+    assert time.monotonic() - started < 2

@@ -396,3 +396,130 @@ def test_curate_paths_are_not_subject_to_the_allow_list(tmp_path):
     (tmp_path / "a.jsonl").write_text(GOOD_LINE, encoding="utf-8")
     stats, _ = _curate(tmp_path / "out", tmp_path / "a.jsonl")
     assert stats["kept"] == 1
+
+
+# --- 9. hk_knowledge folders obey the same root rule and the same safe walk ------------------
+
+KNOWLEDGE_DOC = "---\ntitle: MTR\nsource: test\nlang: en\n---\nThe MTR opened in 1979.\n"
+
+
+def _knowledge_catalog(tmp_path: Path, path: str, allowed_roots: list | None) -> Path:
+    document = {"sources": [{"name": "kb", "kind": "hk_knowledge", "licence": "x", "options": {"path": path}}]}
+    if allowed_roots is not None:
+        document["allowed_roots"] = allowed_roots
+    catalog_file = tmp_path / "sources.yaml"
+    catalog_file.write_text(yaml.safe_dump(document))
+    return catalog_file
+
+
+def test_hk_knowledge_outside_the_project_is_refused_at_load_and_at_read(tmp_path):
+    folder = tmp_path / "x"
+    folder.mkdir()
+    (folder / "a.md").write_text(KNOWLEDGE_DOC, encoding="utf-8")
+    with pytest.raises(RootNotAllowedError, match=r"sources.yaml: source kb: hk_knowledge path '.*' resolves to .*allowed_roots:"):
+        load_catalog(_knowledge_catalog(tmp_path, str(folder), []))
+    with pytest.raises(RootNotAllowedError):
+        list(read_source(SourceSpec("kb", "hk_knowledge", "x", {"path": str(folder)})))
+    spec = load_catalog(_knowledge_catalog(tmp_path, str(folder), [str(tmp_path)])).get("kb")
+    assert [i.locator for i in read_source(spec)] == ["a.md"]
+
+
+def test_hk_knowledge_quarantines_passwd_links_fifos_loops_and_dangling_links(tmp_path):
+    folder = tmp_path / "x"
+    folder.mkdir()
+    (folder / "a.md").write_text(KNOWLEDGE_DOC, encoding="utf-8")
+    (folder / "passwd.md").symlink_to("/etc/passwd")
+    os.mkfifo(folder / "fifo.md")
+    (folder / "loop.md").symlink_to(folder / "loop.md")
+    (folder / "gone.md").symlink_to(folder / "nowhere.md")
+    (folder / "inside.md").symlink_to(folder / "a.md")
+    spec = SourceSpec("kb", "hk_knowledge", "x", {"path": str(folder)}, allowed_roots=(tmp_path.resolve(),))
+    items = list(read_source(spec))  # the FIFO is never opened: no hang (no_hang fixture)
+    records = [i for i in items if isinstance(i, RawRecord)]
+    assert [r.locator for r in records] == ["a.md"]  # inside.md is the same file, read once
+    problems = {q.file: q.error for q in items if isinstance(q, QuarantineRecord)}
+    assert problems == {
+        "passwd.md": "symlink leaves the input root",
+        "fifo.md": "not a regular file (a FIFO); not opened",
+        "loop.md": "symlink loop",
+        "gone.md": "dangling symlink (its target does not exist)",
+    }
+    assert all("root:" not in r.text for r in records)
+
+
+def test_hk_knowledge_fifo_does_not_hang_ingest(tmp_path, monkeypatch):
+    folder = tmp_path / "x"
+    folder.mkdir()
+    (folder / "a.md").write_text(KNOWLEDGE_DOC, encoding="utf-8")
+    os.mkfifo(folder / "fifo.md")
+    configs = _config_dir(tmp_path, {"sources": [{"name": "kb", "kind": "hk_knowledge", "licence": "x", "options": {"path": str(folder)}}],
+                                     "allowed_roots": [str(tmp_path)]})
+    monkeypatch.setenv("HKGAI_CONFIG_DIR", str(configs))
+    result = runner.invoke(app, ["ingest", "--out", str(tmp_path / "lake")])
+    assert result.exit_code == 0, result.output
+    assert "kb: 1 records, 1 quarantined" in result.output
+
+
+def test_the_packaged_knowledge_folder_still_reads():
+    spec = load_catalog(PROJECT_ROOT / "configs" / "sources.yaml").get("hk_knowledge")
+    items = list(read_source(spec))
+    assert len(items) >= 40 and all(isinstance(i, RawRecord) for i in items)
+
+
+# --- 10. curate with --out inside its input ---------------------------------------------------
+
+def test_curate_twice_with_the_output_inside_the_input_gives_the_same_result(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jsonl").write_text(GOOD_LINE + '{"text": "港鐵於一九七九年通車，第一段是觀塘線。"}\nnot json\n', encoding="utf-8")
+    out = data / "out"
+    first = runner.invoke(app, ["curate", str(data), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    stats1 = json.loads((out / "stats.json").read_text())
+    cleaned1 = pq.read_table(out / "cleaned.parquet")
+    second = runner.invoke(app, ["curate", str(data), "--out", str(out)])
+    assert second.exit_code == 0, second.output
+    stats2 = json.loads((out / "stats.json").read_text())
+    assert (stats2["input_records"], stats2["kept"], stats2["rejected"], stats2["quarantined"]) == \
+        (stats1["input_records"], stats1["kept"], stats1["rejected"], stats1["quarantined"]) == (3, 2, 0, 1)
+    assert pq.read_table(out / "cleaned.parquet").equals(cleaned1)
+    assert second.output.count(f"skipping the output folder {out} inside the input") == 1
+    quarantine = (out / "quarantine.jsonl").read_text(encoding="utf-8")
+    assert "out/" not in quarantine
+
+
+# --- 11. outputs get the normal mode for new files --------------------------------------------
+
+def test_curate_outputs_get_the_umask_mode_not_0600(tmp_path, curation_params):
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "a.jsonl").write_text(GOOD_LINE, encoding="utf-8")
+        run_curation(read_files([tmp_path / "a.jsonl"], source="s", licence="x"), curation_params, tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert {name: stat.S_IMODE(os.stat(tmp_path / "out" / name).st_mode) for name in OUTPUTS} == {name: 0o644 for name in OUTPUTS}
+
+
+# --- 12. a refused catalog is one red line, exit 1 --------------------------------------------
+
+def _config_dir(tmp_path: Path, document: dict | None = None) -> Path:
+    import shutil
+
+    configs = tmp_path / "configs"
+    shutil.copytree(PROJECT_ROOT / "configs", configs)
+    if document is None:
+        document = yaml.safe_load((configs / "sources.yaml").read_text(encoding="utf-8"))
+        document["sources"][-1]["options"]["path"] = str(tmp_path)
+        document["allowed_roots"] = []
+    (configs / "sources.yaml").write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    return configs
+
+
+def test_ingest_with_an_outside_path_is_one_line_and_exit_1(tmp_path, monkeypatch):
+    monkeypatch.setenv("HKGAI_CONFIG_DIR", str(_config_dir(tmp_path)))
+    result = runner.invoke(app, ["ingest", "--out", str(tmp_path / "lake")])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and not isinstance(result.exception, RootNotAllowedError)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("source catalog error:")
+    assert "local_files path" in lines[0] and "outside the project directory" in lines[0]

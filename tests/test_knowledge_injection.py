@@ -102,7 +102,7 @@ def test_knowledge_documents_asset_counts_the_quarantined_document(tmp_path):
         f"---\ntitle: \"HKID renewal {SCRIPT}\"\nsource: test\nlang: en\n---\n{HOSTILE_BODY}\n", encoding="utf-8"
     )
     (tmp_path / "sources.yaml").write_text(
-        f"sources:\n  - name: kb\n    kind: hk_knowledge\n    licence: CC-BY-4.0\n    rag: true\n    options:\n      path: {folder}\n", encoding="utf-8"
+        f"allowed_roots: [{tmp_path}]\nsources:\n  - name: kb\n    kind: hk_knowledge\n    licence: CC-BY-4.0\n    rag: true\n    options:\n      path: {folder}\n", encoding="utf-8"
     )
     resources = {
         "pipeline_config": PipelineConfigResource(config_dir=str(tmp_path), params_file=str(PROJECT_ROOT / "params.yaml")),

@@ -79,7 +79,8 @@ def test_hk_knowledge_reads_front_matter_and_quarantines_bad_docs(tmp_path):
     _knowledge(tmp_path, "a.md", "title: 港鐵\nsource: MTR\nlang: zh-hant\n", "港鐵於一九七九年通車。")
     _knowledge(tmp_path, "b.md", "title: MPF\nsource: MPFA\nlang: en\n", "MPF started in 2000.")
     (tmp_path / "c.md").write_text("no front matter", encoding="utf-8")
-    items = list(read_source(SourceSpec("kb", "hk_knowledge", "CC-BY-4.0", {"path": str(tmp_path)})))
+    # tmp_path is outside the project: it must be an allowed root (catalog.source_root).
+    items = list(read_source(SourceSpec("kb", "hk_knowledge", "CC-BY-4.0", {"path": str(tmp_path)}, allowed_roots=(tmp_path.resolve(),))))
     records = [i for i in items if isinstance(i, RawRecord)]
     assert [(r.title, r.text) for r in records] == [("港鐵", "港鐵\n\n港鐵於一九七九年通車。"), ("MPF", "MPF\n\nMPF started in 2000.")]
     assert items[2] == QuarantineRecord("c.md", None, "c.md: missing YAML front matter", "kb")

@@ -48,7 +48,8 @@ def _champion_dir(settings: HkgaiSettings) -> tuple[str, str] | None:
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri or settings.tracking_uri)
     # The version's source: a checkpoint directory, or the registered pyfunc whose artifact it is.
-    local = with_retries(lambda: mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target)), settings.tracking_uri)
+    local = with_retries(lambda: mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target)), settings.tracking_uri,
+                         bounded=False)  # a checkpoint download may rightly take longer than the deadline
     found = find_model_dir(Path(local))
     if found is None:
         raise ChampionNotServable(f"the champion {name}/{version.version} ({version.source}) holds no model directory")

@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,19 +140,49 @@ def _short_reason(error: Exception) -> str:
     return first[:200]
 
 
+def call_within(call: Callable, timeout_s: float):
+    """`call()` with a wall-clock bound: its result, or its exception, or TimeoutError when it has
+    not returned after `timeout_s` seconds. The call runs in a daemon thread that is abandoned on
+    timeout (a thread cannot be stopped; a daemon one does not hold the process open). Needed
+    because HTTP timeouts bound each read, not the request: a server that trickles one header
+    line every few seconds never times out otherwise."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # handed to the caller below
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="mlflow-call", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise TimeoutError(f"no complete answer within {timeout_s:.0f}s (timed out)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def with_retries(call: Callable, tracking_uri: str, attempts: int = 4, backoff_s: float = 0.5, sleep=time.sleep,
-                 deadline_s: float | None = None, clock=time.monotonic):
+                 deadline_s: float | None = None, clock=time.monotonic, bounded: bool = True):
     """Run `call()`; on connection-type failures retry with doubling waits, but start a retry
     only when it can still fail within `deadline_s` (default `registry_deadline_s()`) given the
     longest one MLflow call can take; then raise RegistryUnavailable naming the tracking URI.
-    MLflow's own errors (not found, invalid) are raised as they are, without retrying."""
+    With `bounded` (the default) and an HTTP(S) tracking URI, each call is also cut off when the
+    deadline passes (`call_within`); artifact downloads, whose length depends on their size,
+    pass bounded=False. MLflow's own errors (not found, invalid) are raised as they are,
+    without retrying."""
     deadline = registry_deadline_s() if deadline_s is None else deadline_s
     worst_call = mlflow_call_worst_case_s()
+    over_network = bounded and str(tracking_uri).startswith(("http://", "https://"))
     started = clock()
     tried = 0
     for attempt in range(attempts):
         tried += 1
         try:
+            if over_network:
+                return call_within(call, max(1.0, deadline - (clock() - started)))
             return call()
         except Exception as error:
             if not _is_connection_failure(error):
@@ -224,6 +255,16 @@ class AuditLog:
             previous = line
         return lines
 
+    @staticmethod
+    def line(record: AuditRecord) -> str:
+        """The record as its line in the log (without the newline)."""
+        return json.dumps(record.to_json(), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def head(cls, record: AuditRecord) -> str:
+        """`seq:sha256` of a record's line: what the registry keeps to notice a truncated log."""
+        return f"{record.seq}:{hashlib.sha256(cls.line(record).encode()).hexdigest()}"
+
     def records(self) -> list[AuditRecord]:
         """Every record, oldest first. Raises PromotionError when the chain is broken."""
         if not self.path.exists():
@@ -241,7 +282,7 @@ class AuditLog:
             lines = self._read(handle)
             previous = hashlib.sha256(lines[-1][0].encode()).hexdigest() if lines else ""
             stored = AuditRecord.from_json({**record.to_json(), "seq": len(lines) + 1, "prev": previous})
-            handle.write(json.dumps(stored.to_json(), ensure_ascii=False, sort_keys=True) + "\n")
+            handle.write(self.line(stored) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         return stored
@@ -321,8 +362,27 @@ class ModelRegistry:
     def approved_candidates(self) -> list[str]:
         return [version for version, action, _ in self.pending_decisions() if action == "promote"]
 
+    #: Registered-model tag holding the newest audit record's `seq:sha256`: the chain shows an
+    #: edited or removed line only when a later line follows it, so deleting the newest lines
+    #: is caught by comparing the log's end with this second place.
+    HEAD_TAG = "audit.head"
+
+    def _checked_records(self) -> list[AuditRecord]:
+        """The audit log's records, refused (PromotionError) when its chain is broken or it ends
+        before the newest record the registry saw written."""
+        records = self.audit_log.records()
+        head = dict(self._call(self.client.get_registered_model, self.name).tags).get(self.HEAD_TAG, "")
+        if head:
+            seq = int(head.split(":", 1)[0])
+            if seq > len(records):
+                raise PromotionError(f"audit log {self.audit_log.path} ends at record {len(records)}, but record {seq} was written: "
+                                     "records were removed")
+            if AuditLog.head(records[seq - 1]) != head:
+                raise PromotionError(f"audit log {self.audit_log.path} was altered: record {seq} is not the one written")
+        return records
+
     def _records(self, version: str, action: str, run_id: str) -> list[AuditRecord]:
-        return [r for r in self.audit_log.records() if (r.model, r.version, r.action, r.run_id) == (self.name, str(version), action, run_id)]
+        return [r for r in self._checked_records() if (r.model, r.version, r.action, r.run_id) == (self.name, str(version), action, run_id)]
 
     def gate_result(self, version: str) -> tuple[bool, str]:
         """(passed, why not) from the newest gate record of this version and source run.
@@ -491,7 +551,9 @@ class ModelRegistry:
     def _write_audit(self, version: str, record: AuditRecord) -> AuditRecord:
         """Append the record to the audit log (the source of truth), then mirror it as a JSON
         artifact of the version's run and as `audit.*` tags (what the MLflow UI shows)."""
+        self._checked_records()  # never extend a log that was cut short or altered
         record = self.audit_log.append(record)
+        self._call(self.client.set_registered_model_tag, self.name, self.HEAD_TAG, AuditLog.head(record))
         if record.run_id:
             self._call(self.client.log_dict, record.run_id, record.to_json(), self._mirror_path(record))
         self._tag(version, {f"audit.{record.action}.by": record.by, f"audit.{record.action}.at": record.at})

@@ -1,6 +1,7 @@
 """The source catalog (configs/sources.yaml): which sources exist, their kind and licence.
 
-A `local_files` source reads a folder. Its `options.path` is relative to the project
+A `local_files` source reads a folder, and so does any source whose options carry a `path`
+(`hk_knowledge`). Its `options.path` is relative to the project
 directory (or absolute), and it must resolve (symlinks followed) inside the project or inside
 one of the folders the catalog lists under a top-level `allowed_roots:` key: a catalog is
 configuration that travels with the repository, and a path such as `../..` or `/home` in it
@@ -33,7 +34,7 @@ class CatalogError(ValueError):
 
 
 class RootNotAllowedError(CatalogError):
-    """A `local_files` folder lies outside the project and outside every allowed root."""
+    """A source's folder (`options.path`) lies outside the project and outside every allowed root."""
 
 
 @dataclass(frozen=True)
@@ -66,26 +67,35 @@ class SourceCatalog:
         raise KeyError(f"source {name!r} is not in {self.path} (known: {', '.join(self.names)})")
 
 
-def local_files_root(spec: SourceSpec) -> Path:
-    """The folder a `local_files` source reads: `options.path`, relative to the project
-    directory unless absolute, resolved (symlinks followed), so that a link cannot lead out.
+def source_root(spec: SourceSpec, default: Path | None = None) -> Path:
+    """The folder a source reads from its `options.path` (any kind that has one:
+    `local_files`, `hk_knowledge`), relative to the project directory unless absolute,
+    resolved (symlinks followed), so that a link cannot lead out. `default` is used when
+    the options carry no path (hk_knowledge's packaged folder); it is checked the same way.
 
-    Raises CatalogError when `options.path` is missing, and RootNotAllowedError when the
-    folder is neither inside the project directory nor inside one of `spec.allowed_roots`.
-    Whether the folder exists is the reader's concern.
+    Raises CatalogError when there is neither a path nor a default, and RootNotAllowedError
+    when the folder is neither inside the project directory nor inside one of
+    `spec.allowed_roots`. Whether the folder exists is the reader's concern.
     """
     raw = spec.options.get("path")
+    if raw in (None, "") and default is not None:
+        raw = str(default)
     if not raw or not isinstance(raw, str):
-        raise CatalogError(f"source {spec.name}: local_files needs options.path (a folder)")
+        raise CatalogError(f"source {spec.name}: {spec.kind} needs options.path (a folder)")
     resolved = _resolve(raw)
     allowed = (_resolve(str(PROJECT_ROOT)), *spec.allowed_roots)
     if not any(resolved.is_relative_to(root) for root in allowed):
         raise RootNotAllowedError(
-            f"source {spec.name}: local_files path {raw!r} resolves to {resolved}, outside the project "
+            f"source {spec.name}: {spec.kind} path {raw!r} resolves to {resolved}, outside the project "
             f"directory {PROJECT_ROOT}; to read it, list it (or a folder above it) under "
             f"'{ALLOWED_ROOTS_KEY}:' in the source catalog"
         )
     return resolved
+
+
+def local_files_root(spec: SourceSpec) -> Path:
+    """The folder a `local_files` source reads (`source_root` without a default)."""
+    return source_root(spec)
 
 
 def _allowed_roots(path: Path, document: dict) -> tuple[Path, ...]:
@@ -107,8 +117,8 @@ def _resolve(entry: str) -> Path:
 
 def load_catalog(path: Path) -> SourceCatalog:
     """The catalog in `path`. Raises CatalogError (naming the file and the entry) for a
-    missing or malformed file, and RootNotAllowedError for a `local_files` source whose
-    folder is outside the project and outside every `allowed_roots` entry."""
+    missing or malformed file, and RootNotAllowedError for a source (`local_files`, or any
+    with an `options.path`) whose folder is outside the project and outside every `allowed_roots` entry."""
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -143,9 +153,9 @@ def load_catalog(path: Path) -> SourceCatalog:
             rag=bool(entry.get("rag", False)),
             allowed_roots=allowed_roots,
         )
-        if spec.kind == "local_files":
+        if spec.kind == "local_files" or spec.options.get("path") not in (None, ""):
             try:
-                local_files_root(spec)
+                source_root(spec)
             except CatalogError as error:
                 raise type(error)(f"{path}: {error}") from None
         specs.append(spec)

@@ -89,11 +89,11 @@ class InputEntry:
     problem: str | None = None
 
 
-def expand_inputs(paths: Iterable[Path]) -> list[Path]:
+def expand_inputs(paths: Iterable[Path], exclude: Iterable[Path] = ()) -> list[Path]:
     """Regular files under the given files/folders, in sorted (stable) order; what is not read
     (special files, links leaving a folder, ...) is left out here and quarantined by
     `read_files`. Raises FileNotFoundError for a path that does not exist."""
-    return [entry.path for entry in collect_inputs(paths) if entry.problem is None]
+    return [entry.path for entry in collect_inputs(paths, exclude=exclude) if entry.problem is None]
 
 
 def read_files(
@@ -104,13 +104,15 @@ def read_files(
     root: Path | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     scope_ids: bool = True,
+    exclude: Iterable[Path] = (),
 ) -> Iterator[FileItem]:
-    """Records and quarantine records of every file under the given files/folders.
+    """Records and quarantine records of every file under the given files/folders, less the
+    folders in `exclude` (see `collect_inputs`).
 
     Raises FileNotFoundError for a given path that does not exist (before anything is read);
     every other problem is a quarantine record.
     """
-    for entry in collect_inputs(paths, root):
+    for entry in collect_inputs(paths, root, exclude=exclude):
         if entry.problem is not None:
             yield QuarantineRecord(entry.name, None, entry.problem, source)
             continue
@@ -120,13 +122,13 @@ def read_files(
         )
 
 
-def named_inputs(paths: Iterable[Path], root: Path | None = None) -> list[tuple[Path, str]]:
+def named_inputs(paths: Iterable[Path], root: Path | None = None, exclude: Iterable[Path] = ()) -> list[tuple[Path, str]]:
     """(path, name) of each regular file under the given files/folders; see `collect_inputs`,
     which also says what is not read. Raises FileNotFoundError for a path that does not exist."""
-    return [(entry.path, entry.name) for entry in collect_inputs(paths, root) if entry.problem is None]
+    return [(entry.path, entry.name) for entry in collect_inputs(paths, root, exclude) if entry.problem is None]
 
 
-def collect_inputs(paths: Iterable[Path], root: Path | None = None) -> list[InputEntry]:
+def collect_inputs(paths: Iterable[Path], root: Path | None = None, exclude: Iterable[Path] = ()) -> list[InputEntry]:
     """Each file under the given files/folders once (the same file given twice, or a folder
     and a file inside it, is read once), with the name its records are located and scoped by,
     and an entry with a `problem` for each path met that is not read.
@@ -140,6 +142,9 @@ def collect_inputs(paths: Iterable[Path], root: Path | None = None) -> list[Inpu
     targets inside it. A given path is the caller's own choice and is followed wherever it
     points. Nothing is opened here.
 
+    `exclude`: folders met in a walk that are not input at all (`hkgai curate`'s own output
+    folder inside its input): neither listed nor quarantined, nor entered through a link.
+
     Raises FileNotFoundError for a given path that does not exist (a dangling or looping
     symlink given by name exists, and is a quarantine record).
     """
@@ -149,7 +154,8 @@ def collect_inputs(paths: Iterable[Path], root: Path | None = None) -> list[Inpu
             raise FileNotFoundError(f"input not found: {given}")
     entries: list[InputEntry] = []
     seen_files: set[Path] = set()
-    walked: set[Path] = set()
+    # A folder already "walked" is skipped silently, which is what an excluded folder needs.
+    walked: set[Path] = {Path(os.path.realpath(folder)) for folder in exclude}
     for given in given_paths:
         try:
             st = os.stat(given)

@@ -29,15 +29,25 @@ RAW_SCHEMA = pa.schema(
 )
 
 
+def new_file_mode() -> int:
+    """The mode a newly created file gets (0o666 less the umask): mkstemp's files are 0600,
+    which other users of a shared volume cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(final: Path):
-    """Yield a temporary path beside `final`; it replaces `final` only if the block succeeds."""
+    """Yield a temporary path beside `final`; it replaces `final` only if the block succeeds.
+    The file gets the normal mode for a new file (`new_file_mode`), not mkstemp's 0600."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     try:
         yield Path(temp)
+        os.chmod(temp, new_file_mode())
         os.replace(temp, final)
     finally:
         if os.path.exists(temp):

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from hkgai_pipelines.settings import PROJECT_ROOT
-from hkgai_pipelines.sources.catalog import SourceSpec, local_files_root
-from hkgai_pipelines.sources.files import FileItem, read_files
+from hkgai_pipelines.sources.catalog import SourceSpec, local_files_root, source_root
+from hkgai_pipelines.sources.files import FileItem, _NotRegular, _open_regular, collect_inputs, read_files
 from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
 
 KNOWLEDGE_DIR = Path(__file__).resolve().parent.parent / "data" / "knowledge"
@@ -87,35 +86,60 @@ def read_hsk_sentences(spec: SourceSpec) -> Iterator[FileItem]:
 
 def parse_knowledge_document(path: Path) -> tuple[dict, str]:
     """A knowledge document is Markdown with YAML front matter (title, source, lang, updated)."""
-    text = path.read_text(encoding="utf-8")
+    return parse_knowledge_text(path.read_text(encoding="utf-8"), path.name)
+
+
+def parse_knowledge_text(text: str, name: str) -> tuple[dict, str]:
+    """(front matter, body) of a knowledge document's text; ValueError names `name`."""
     if not text.startswith("---\n"):
-        raise ValueError(f"{path.name}: missing YAML front matter")
+        raise ValueError(f"{name}: missing YAML front matter")
     _, front, body = text.split("---\n", 2)
     meta = yaml.safe_load(front) or {}
     for key in ("title", "source", "lang"):
         if not meta.get(key):
-            raise ValueError(f"{path.name}: front matter lacks {key!r}")
+            raise ValueError(f"{name}: front matter lacks {key!r}")
     return meta, body.strip()
 
 
 def read_hk_knowledge(spec: SourceSpec) -> Iterator[FileItem]:
-    """Project-authored Markdown about Hong Kong; the title leads the text."""
-    folder = Path(spec.options.get("path") or KNOWLEDGE_DIR)
-    if not folder.is_absolute():
-        folder = PROJECT_ROOT / folder
+    """Project-authored Markdown about Hong Kong (the `*.md` files directly in the folder);
+    the title leads the text.
+
+    The folder (`options.path`, default the packaged `data/knowledge/`) obeys the catalog's
+    root rule (catalog.source_root: inside the project or an `allowed_roots` entry, else
+    RootNotAllowedError), and it is listed by the same walk as `local_files`: only regular
+    files are opened, symlinks only to targets inside the folder; a FIFO, a dangling or
+    looping link or a link leading out is a quarantine record by name. Raises
+    FileNotFoundError for a folder that does not exist.
+    """
+    folder = source_root(spec, KNOWLEDGE_DIR)
     if not folder.is_dir():
         raise FileNotFoundError(f"source {spec.name}: knowledge folder not found: {folder}")
-    for path in sorted(folder.glob("*.md")):
+    for entry in collect_inputs([folder], root=folder):
+        if "/" in entry.name or not entry.name.endswith(".md"):
+            continue  # only the folder's own .md files, as the glob("*.md") before
+        if entry.problem is not None:
+            yield QuarantineRecord(entry.name, None, entry.problem, spec.name)
+            continue
         try:
-            meta, body = parse_knowledge_document(path)
+            handle, _ = _open_regular(entry.path)
+            with handle:
+                text = handle.read().decode("utf-8")
+            meta, body = parse_knowledge_text(text, entry.name)
+        except _NotRegular as problem:  # swapped for a FIFO since it was listed
+            yield QuarantineRecord(entry.name, None, str(problem), spec.name)
+            continue
+        except OSError as error:
+            yield QuarantineRecord(entry.name, None, f"unreadable file: {error.strerror or error}", spec.name)
+            continue
         except (ValueError, UnicodeDecodeError, yaml.YAMLError) as error:
-            yield QuarantineRecord(path.name, None, str(error), spec.name)
+            yield QuarantineRecord(entry.name, None, str(error), spec.name)
             continue
         yield RawRecord(
             text=f"{meta['title']}\n\n{body}",
             source=spec.name,
             licence=spec.licence,
-            locator=path.name,
+            locator=entry.name,
             title=meta["title"],
         )
 
