@@ -322,7 +322,9 @@ def test_a_server_that_trickles_headers_is_cut_off_at_the_deadline(hkgai_home, m
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv(promotion.DEADLINE_ENV, "6")
-    registry = ModelRegistry(MlflowClient(tracking_uri=trickling_server_uri), "hkgai-v1", tracking_uri=trickling_server_uri)
+    # The registry URI named too: MLflow otherwise takes a process-wide one an earlier test set.
+    client = MlflowClient(tracking_uri=trickling_server_uri, registry_uri=trickling_server_uri)
+    registry = ModelRegistry(client, "hkgai-v1", tracking_uri=trickling_server_uri)
     started = time.monotonic()
     with pytest.raises(RegistryUnavailable, match=f"MLflow at {trickling_server_uri} is unreachable after 1 attempt .*timed out"):
         registry.alias("champion")
