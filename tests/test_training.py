@@ -229,3 +229,11 @@ def test_preset_speed_settings_are_applied(tiny_deepseek):
     assert model.config._experts_implementation == "batched_mm"
     assert model(input_ids=torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).logits is None  # fused loss
 
+
+
+def test_reported_figures_are_rounded_for_reading():
+    from hkgai_pipelines.training.quality import perplexity_rows
+    from hkgai_pipelines.training.runs import significant
+
+    assert [significant(v) for v in (8.230752563476562, 4505.97640565686, 0.8888888888888888, 150, "x", None)] == [8.231, 4506.0, 0.8889, 150, "x", None]
+    assert perplexity_rows({"corpus": {"yue": 1234.56789}}, {"corpus": {"yue": 987.654321}}) == [("corpus", "yue", 1235.0, 987.7)]

@@ -39,9 +39,12 @@ def stage_perplexities(model, tokenizer, seq_len: int, corpus: str | None, sft_d
 
 
 def perplexity_rows(before: dict, after: dict) -> list[tuple]:
-    """Rows (measure, lang, before, after) for a Markdown table."""
+    """Rows (measure, lang, before, after) for a Markdown table, perplexities to 4 significant
+    digits."""
+    from hkgai_pipelines.training.runs import significant
+
     return [
-        (measure, lang, before[measure][lang], after.get(measure, {}).get(lang))
+        (measure, lang, significant(before[measure][lang]), significant(after.get(measure, {}).get(lang)))
         for measure in sorted(before)
         for lang in sorted(before[measure])
     ]

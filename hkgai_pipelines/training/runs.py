@@ -91,6 +91,17 @@ def finish_stage(pipes, client, run_id: str, output_dir: Path, final_dir: Path, 
     client.log_artifact(run_id, str(Path(output_dir) / "summary.json"))
     client.log_artifacts(run_id, str(final_dir), artifact_path="checkpoint")
     client.set_terminated(run_id, "FINISHED")
-    scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and v is not None}
-    tables = {k: {"raw_value": v, "type": "json"} for k, v in summary.items() if isinstance(v, dict)}
+    # Figures as a reader takes them in (8.231, not 8.230752563476562); summary.json and MLflow
+    # keep full precision. Perplexities are left to the asset's own table (said once).
+    scalars = {k: significant(v) for k, v in summary.items() if isinstance(v, (int, float, str)) and v is not None}
+    tables = {k: {"raw_value": v, "type": "json"} for k, v in summary.items()
+              if isinstance(v, dict) and k not in ("quality_before", "quality_after")}
     pipes.report_asset_materialization(metadata={**scalars, **tables}, data_version=run_id)
+
+
+def significant(value, digits: int = 4):
+    """A float rounded to `digits` significant digits (8.230752563476562 -> 8.231,
+    4505.97640565686 -> 4506.0); ints, bools and strings unchanged."""
+    if isinstance(value, float) and not isinstance(value, bool) and value == value and abs(value) != float("inf"):
+        return float(f"{value:.{digits}g}")
+    return value
