@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -67,32 +66,47 @@ def demo() -> None:
 
 @app.command()
 def ui(
-    dagster_port: Annotated[int, typer.Option(help="Dagster UI port")] = 3000,
-    mlflow_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
+    dagster_port: Annotated[int, typer.Option(help="Dagster UI port", envvar="HKGAI_DAGSTER_PORT", min=1, max=65535)] = 3000,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow UI port; run links in asset metadata follow it unless HKGAI_MLFLOW_UI_URL is set", envvar="HKGAI_MLFLOW_PORT", min=1, max=65535)] = 5000,
 ) -> None:
-    """Start the Dagster UI (with its daemon) and the MLflow UI on localhost."""
-    from hkgai_pipelines.platform import free_port, start_ui
+    """Start the Dagster UI (with its daemon) and the MLflow UI on localhost. A busy port is
+    refused (exit 1) before anything starts. Ctrl-C, SIGTERM or SIGHUP stops both with every
+    process they started (SIGKILL after 10 s) and exits 0; if one server exits by itself the
+    other is stopped and the exit code is 1."""
+    import contextlib
+
+    from hkgai_pipelines.platform import port_in_use
+
+    if dagster_port == mlflow_port:
+        console.print(f"hkgai ui: --dagster-port and --mlflow-port are both {dagster_port}; choose two ports", style="red", soft_wrap=True, markup=False)
+        raise typer.Exit(1)
+    for port, what, option, variable in ((dagster_port, "Dagster UI", "--dagster-port", "HKGAI_DAGSTER_PORT"),
+                                         (mlflow_port, "MLflow UI", "--mlflow-port", "HKGAI_MLFLOW_PORT")):
+        if port_in_use(port):
+            console.print(f"hkgai ui: port {port} (the {what}) is in use on 127.0.0.1; stop what holds it, or choose another port "
+                          f"with {option} PORT or {variable}=PORT", style="red", soft_wrap=True, markup=False)
+            raise typer.Exit(1)
+    from hkgai_pipelines.platform import mlflow_ui_url, run_ui
 
     settings = _settings()
-    dagster_port, mlflow_port = free_port(dagster_port), free_port(mlflow_port)
-    processes = start_ui(settings, dagster_port, mlflow_port)
-    console.print(f"Dagster UI: http://127.0.0.1:{dagster_port}")
-    console.print(f"MLflow UI:  http://127.0.0.1:{mlflow_port}")
-    console.print("Ctrl-C stops both.")
+
+    def started(_processes) -> None:
+        links = os.environ.get("HKGAI_MLFLOW_UI_URL") or mlflow_ui_url(mlflow_port)
+        console.print(f"Dagster UI: http://127.0.0.1:{dagster_port}")
+        console.print(f"MLflow UI:  {mlflow_ui_url(mlflow_port)}", soft_wrap=True)
+        if links.rstrip("/") != mlflow_ui_url(mlflow_port):
+            console.print(f"run links in asset metadata: {links} (HKGAI_MLFLOW_UI_URL)", soft_wrap=True, markup=False)
+        console.print("Ctrl-C stops both.")
+
+    def say(message: str) -> None:
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            console.print(f"hkgai ui: {message}", soft_wrap=True, markup=False)
+
     try:
-        while all(p.poll() is None for p in processes):
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except Exception:
-                process.kill()
+        code = run_ui(settings, dagster_port, mlflow_port, say=say, on_started=started)
+    except KeyboardInterrupt:  # Ctrl-C before the servers started: nothing to stop
+        code = 130
+    raise typer.Exit(code)
 
 
 @app.command()

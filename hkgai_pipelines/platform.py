@@ -19,10 +19,12 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -373,15 +375,46 @@ class LocalRunLauncher(DefaultRunLauncher):
 
 # --- the UI servers -------------------------------------------------------------------------
 
+#: Seconds the UI servers get to stop after SIGTERM before whatever is left of their process
+#: trees is killed with SIGKILL.
+UI_STOP_TIMEOUT = 10.0
+#: Signals on which `hkgai ui` stops its servers and exits 0. SIGHUP too: the servers run in
+#: their own sessions, so closing the terminal reaches only `hkgai ui`.
+UI_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-def free_port(preferred: int) -> int:
-    """`preferred` if nothing listens there, else any free port."""
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether `port` on `host` is taken: something answers there, or a socket is bound to it
+    (or to the wildcard address), so a server could not bind it."""
     with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", preferred)) != 0:
-            return preferred
+        probe.settimeout(1.0)
+        if probe.connect_ex((host, port)) == 0:
+            return True
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        # As the servers bind: connections of a stopped server (TIME_WAIT) do not make it busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def mlflow_ui_url(port: int) -> str:
+    """The MLflow UI `hkgai ui` starts on `port`, as run links in asset metadata name it."""
+    return f"http://127.0.0.1:{port}"
+
+
+def ui_environment(settings: HkgaiSettings, dagster_home: Path, mlflow_port: int, environ=None) -> dict[str, str]:
+    """The environment of the UI servers: this one, with the instance and home, and with
+    HKGAI_MLFLOW_UI_URL naming the MLflow UI started on `mlflow_port` (so the run links the
+    Dagster code server and its run workers put in asset metadata open it), unless the user
+    set HKGAI_MLFLOW_UI_URL (any case, as the settings read it) to keep their own."""
+    environ = dict(os.environ if environ is None else environ)
+    env = dict(environ, DAGSTER_HOME=str(dagster_home), HKGAI_HOME=str(settings.home_dir))
+    if not any(name.upper() == "HKGAI_MLFLOW_UI_URL" for name in environ):
+        env["HKGAI_MLFLOW_UI_URL"] = mlflow_ui_url(mlflow_port)
+    return env
 
 
 def dagster_ui_command(port: int) -> list[str]:
@@ -398,13 +431,165 @@ def mlflow_ui_command(settings: HkgaiSettings, port: int) -> list[str]:
     ]
 
 
-def start_ui(settings: HkgaiSettings, dagster_port: int, mlflow_port: int) -> list[subprocess.Popen]:
-    """Start the Dagster UI (with its daemon) and the MLflow UI, after failing the runs whose
-    process died while nothing watched them."""
-    for run_id in fail_dead_runs(get_instance(settings)):
+def run_ui(settings: HkgaiSettings, dagster_port: int, mlflow_port: int, say=print, on_started=None) -> int:
+    """Run the Dagster UI (with its daemon) and the MLflow UI until a stop signal or until one
+    of them exits, after failing the runs whose process died while nothing watched them;
+    returns the exit code (`supervise`). The ports are the caller's to check first."""
+    dagster_home = prepare_home(settings)
+    for run_id in fail_dead_runs(dg.DagsterInstance.get()):
         log.warning("run %s: its process is gone; marked failed", run_id)
-    env = dict(os.environ, DAGSTER_HOME=str(settings.dagster_home), HKGAI_HOME=str(settings.home_dir))
-    return [
-        subprocess.Popen(dagster_ui_command(dagster_port), env=env),
-        subprocess.Popen(mlflow_ui_command(settings, mlflow_port), env=env),
-    ]
+    servers = {
+        "the Dagster UI (dagster dev)": dagster_ui_command(dagster_port),
+        "the MLflow UI (mlflow server)": mlflow_ui_command(settings, mlflow_port),
+    }
+    return supervise(servers, ui_environment(settings, dagster_home, mlflow_port), say=say, on_started=on_started)
+
+
+def supervise(servers: dict[str, list[str]], env: dict[str, str] | None = None, say=print,
+              stop_timeout: float = UI_STOP_TIMEOUT, on_started=None) -> int:
+    """Start each command of `servers` (name -> argv) in its own session and wait.
+
+    On SIGTERM, SIGINT or SIGHUP every server is stopped with all it started (`stop_trees`)
+    and 0 is returned; a second signal while they stop kills them at once. When a server exits
+    by itself, the others are stopped the same way and 1 is returned, after a message naming
+    it. Must run in the main thread (it sets signal handlers, restored on return).
+    """
+    received: list[int] = []
+
+    def on_signal(signum, _frame) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in UI_STOP_SIGNALS}
+    processes: dict[str, subprocess.Popen] = {}
+    code = 0
+    try:
+        for name, command in servers.items():
+            if received:
+                break
+            processes[name] = subprocess.Popen(command, env=env, start_new_session=True)
+        if on_started is not None and not received:
+            on_started(processes)
+        while not received:
+            ended = next(((name, p) for name, p in processes.items() if p.poll() is not None), None)
+            if ended is not None:
+                name, process = ended
+                others = [other for other in processes if other != name]
+                say(f"{name} exited with code {process.returncode}; stopping {' and '.join(others) or 'nothing else'}")
+                code = 1
+                break
+            time.sleep(0.2)
+        else:
+            say(f"{signal.Signals(received[0]).name}: stopping {' and '.join(processes) or 'nothing (nothing started yet)'}")
+    finally:
+        # First, whatever went wrong above: a server must never outlive `hkgai ui`.
+        count = len(received)
+        left = stop_trees(list(processes.values()), stop_timeout, hurry=lambda: len(received) > count)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if left:
+        say(f"could not stop processes {', '.join(str(pid) for pid in left)}")
+        code = 1
+    return code
+
+
+def _tree(roots: list[psutil.Process]) -> list[psutil.Process]:
+    found = {}
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            found[root.pid] = root
+            for child in root.children(recursive=True):
+                found.setdefault(child.pid, child)
+    return list(found.values())
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _group_members(groups: set[int]) -> list[psutil.Process]:
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(process.pid) in groups and process.pid != os.getpid() and _running(process):
+                members.append(process)
+    return members
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def stop_trees(processes: list[subprocess.Popen], timeout: float = UI_STOP_TIMEOUT, hurry=lambda: False) -> list[int]:
+    """Stop `processes` (each started with start_new_session=True, so it leads its own process
+    group) with everything they started; returns the pids still running after all (none).
+
+    The descendants are listed first: a grandchild whose parent exits is reparented and drops
+    out of the tree. Each process group gets SIGTERM (`dagster dev` takes it as Ctrl-C and
+    stops its webserver, daemon and code server; uvicorn under `mlflow server` shuts down
+    gracefully), and so does every descendant in another group (one that started a session of
+    its own, as MLflow's job runners do) and every descendant started while they stop; what
+    still runs after half of `timeout` gets SIGTERM once more. Whatever still runs after
+    `timeout` seconds, or as soon as `hurry()` is true, is killed with SIGKILL: the processes
+    of the trees and every member left in the groups.
+    """
+    # A server that exited may have left processes in its group (a group outlives its leader).
+    groups = {process.pid for process in processes}
+    roots = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            roots.append(psutil.Process(process.pid))
+    tree = _tree(roots)
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    signalled: set[int] = set()
+
+    def terminate_outsiders() -> None:
+        for member in tree:
+            if member.pid in signalled:
+                continue
+            signalled.add(member.pid)
+            with contextlib.suppress(OSError, psutil.Error):
+                if os.getpgid(member.pid) not in groups:
+                    member.terminate()
+
+    terminate_outsiders()
+    started = time.monotonic()
+    reminded = False
+    while time.monotonic() < started + timeout and not hurry():
+        if not reminded and time.monotonic() > started + timeout / 2:
+            # Half the time gone: a second SIGTERM cuts a slow clean-up short (Dagster's code
+            # server waits on its gRPC server), which still beats SIGKILL.
+            reminded = True
+            for pgid in groups:
+                _signal_group(pgid, signal.SIGTERM)
+            signalled.clear()
+        for process in processes:
+            process.poll()  # reap our children, so they do not linger as zombies
+        alive = [p for p in tree if _running(p)]
+        if not alive:
+            break
+        # A server may still start processes while it stops.
+        known = {p.pid for p in tree}
+        tree += [p for p in _tree(alive) if p.pid not in known]
+        terminate_outsiders()
+        time.sleep(0.1)
+    leftovers = {p.pid: p for p in _tree([p for p in tree if _running(p)]) + _group_members(groups) if _running(p)}
+    if leftovers:
+        log.warning("killing %d processes that did not stop in %.0fs: %s", len(leftovers), time.monotonic() - started,
+                    ", ".join(str(pid) for pid in leftovers))
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGKILL)
+        for process in leftovers.values():
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    deadline = time.monotonic() + 5.0
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    while any(_running(p) for p in leftovers.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the killed ones' parents (or init) reap them
+    return [pid for pid, p in leftovers.items() if _running(p)]
