@@ -41,13 +41,16 @@ def _stdin_lines():
 @app.command()
 def demo() -> None:
     """Materialize the whole asset graph on the current profile, into the persistent instance."""
+    from rich.markup import escape
+
     from hkgai_pipelines.demo import run_demo
 
     settings = _settings()
     started = time.monotonic()
     console.print(f"[bold]hkgai demo[/bold]: profile={settings.profile} home={settings.home_dir}")
     with console.status("materializing ...") as status:
-        summary = run_demo(settings, on_progress=lambda message: (status.update(message), console.print(message)))
+        # Plain text: a partition name in brackets ([hk_knowledge]) is not Rich markup.
+        summary = run_demo(settings, on_progress=lambda message: (status.update(escape(message)), console.print(message, markup=False)))
     table = Table(title="materialized assets")
     table.add_column("asset")
     table.add_column("highlights")
