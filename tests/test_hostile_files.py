@@ -334,8 +334,8 @@ def test_ingest_counts_what_the_summary_stands_for_and_the_lake_keeps_it(tmp_pat
 
 # --- 8. local_files roots outside the project need an explicit allow-list ---------------------
 
-def _catalog(tmp_path: Path, path: str, allowed_roots: list | None = None) -> Path:
-    document = {"sources": [{"name": "mine", "kind": "local_files", "licence": "x", "options": {"path": path}}]}
+def _catalog(tmp_path: Path, path: str, allowed_roots: list | None = None, name: str = "mine", kind: str = "local_files") -> Path:
+    document = {"sources": [{"name": name, "kind": kind, "licence": "x", "options": {"path": path}}]}
     if allowed_roots is not None:
         document["allowed_roots"] = allowed_roots
     catalog_file = tmp_path / "sources.yaml"
@@ -404,12 +404,7 @@ KNOWLEDGE_DOC = "---\ntitle: MTR\nsource: test\nlang: en\n---\nThe MTR opened in
 
 
 def _knowledge_catalog(tmp_path: Path, path: str, allowed_roots: list | None) -> Path:
-    document = {"sources": [{"name": "kb", "kind": "hk_knowledge", "licence": "x", "options": {"path": path}}]}
-    if allowed_roots is not None:
-        document["allowed_roots"] = allowed_roots
-    catalog_file = tmp_path / "sources.yaml"
-    catalog_file.write_text(yaml.safe_dump(document))
-    return catalog_file
+    return _catalog(tmp_path, path, allowed_roots, name="kb", kind="hk_knowledge")
 
 
 def test_hk_knowledge_outside_the_project_is_refused_at_load_and_at_read(tmp_path):
