@@ -123,8 +123,10 @@ def registered_model_gates(pipeline_config: PipelineConfigResource, lake: DataLa
 
 
 class ChampionDecision(dg.Config):
+    #: The version decided on; for "restore", the version `champion` was found on ("" for none).
     version: str
-    #: "promote" (an approval) or "reject" (close a rejection); set by model_approval_sensor.
+    #: "promote" (an approval) or "reject" (close a rejection), set by model_approval_sensor;
+    #: "restore" (undo a champion drift), set by champion_drift_sensor.
     action: str = "promote"
 
 
@@ -141,9 +143,21 @@ def champion_model(context: dg.AssetExecutionContext, config: ChampionDecision, 
         record = registry.promote(config.version, dagster_run_id=context.run_id)
     elif config.action == "reject":
         record = registry.close_rejected(config.version, dagster_run_id=context.run_id)
+    elif config.action == "restore":
+        record = registry.restore_champion(by="champion_drift_sensor", dagster_run_id=context.run_id)
+        if record is None:  # put right by hand between the sensor's tick and this run
+            return dg.MaterializeResult(metadata={"action": "restore", "incident": "none: `champion` agrees with the audit log again",
+                                                  "champion": registry.alias("champion") or "-"})
+        context.log.warning(f"champion drift: {record.note}")
     else:
-        raise ValueError(f"unknown action {config.action!r}; expected promote or reject")
+        raise ValueError(f"unknown action {config.action!r}; expected promote, reject or restore")
     audit = record.to_json()
+    if record.action == "restore":
+        return dg.MaterializeResult(metadata={
+            "action": "restore", "incident": record.note, "found_on": record.previous_champion or "-",
+            "restored_to": record.version or "- (no champion)", "champion": registry.alias("champion") or "-", "at": record.at,
+            "audit_record": dg.MetadataValue.json(audit),
+        })
     return dg.MaterializeResult(
         metadata={
             "action": record.action, "version": record.version, "reviewer": record.by, "at": record.at,
@@ -188,6 +202,35 @@ def model_approval_sensor(context: dg.SensorEvaluationContext, pipeline_config: 
     if requests:
         return requests
     return dg.SkipReason("; ".join(f"v{version}: {why}" for version, why in waiting.items()) or "no review decisions in MLflow")
+
+
+@dg.sensor(job=promote_champion_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Compares the `champion` alias with the audit log (lake/registry/audit); when the alias was moved, set or removed outside the pipeline (e.g. with the alias pencil in MLflow) and stays so for registry.drift_settle_s, launches a promote_champion run that restores the audited champion and records the incident.")
+def champion_drift_sensor(context: dg.SensorEvaluationContext, pipeline_config: PipelineConfigResource, mlflow: MlflowResource,
+                          lake: DataLakeResource):
+    registry = _registry(pipeline_config, mlflow, lake)
+    # A broken audit log raises here: the tick fails in red in the UI, which is what it deserves.
+    expected, seq = registry.expected_champion()
+    found = registry.alias("champion")
+    if found == expected:
+        context.update_cursor(None)
+        return dg.SkipReason(f"`champion` ({found or 'none'}) agrees with the audit log")
+    # Cursor: the drift's fingerprint and when it was first seen; a drift must persist (the
+    # moment inside a promotion between its audit record and its alias move is not one).
+    fingerprint = f"{found or 'none'}->{expected or 'none'}@{seq}"
+    seen = json.loads(context.cursor) if context.cursor else {}
+    if seen.get("fingerprint") != fingerprint:
+        seen = {"fingerprint": fingerprint, "since": _clock()}
+        context.update_cursor(json.dumps(seen))
+    waited, settle = _clock() - seen["since"], pipeline_config.registry_params().drift_settle_s
+    what = f"`champion` on {found or 'no version'}, audit log says {expected or 'none'}"
+    if waited < settle:
+        return dg.SkipReason(f"{what}: restoring unless put right within {settle - waited:.0f} s")
+    return dg.RunRequest(
+        run_key=f"restore-{fingerprint}",
+        run_config={"ops": {"champion_model": {"config": {"version": found or "", "action": "restore"}}}},
+        tags={"hkgai/decision": "restore", "hkgai/model_version": found or "none"},
+    )
 
 
 registry_assets = [registered_model, champion_model]

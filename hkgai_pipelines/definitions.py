@@ -6,7 +6,7 @@ import dagster as dg
 
 from hkgai_pipelines.assets.corpora import corpora_assets, corpora_checks, raw_documents, source_partitions
 from hkgai_pipelines.assets.evaluation import evaluation_assets, evaluation_checks
-from hkgai_pipelines.assets.registry import champion_model, model_approval_sensor, promote_champion_job, registry_assets, registry_checks
+from hkgai_pipelines.assets.registry import champion_drift_sensor, champion_model, model_approval_sensor, promote_champion_job, registry_assets, registry_checks
 from hkgai_pipelines.assets.models import model_assets
 from hkgai_pipelines.assets.rag import rag_assets, rag_checks, rag_refresh_job, rag_refresh_nightly
 from hkgai_pipelines.resources import resources_for
@@ -41,6 +41,6 @@ defs = dg.Definitions(
     asset_checks=[*corpora_checks, *rag_checks, *evaluation_checks, *registry_checks],
     jobs=[ingest_sources_job, build_downstream_job, rag_refresh_job, promote_champion_job],
     schedules=[rag_refresh_nightly],
-    sensors=[model_approval_sensor],
+    sensors=[model_approval_sensor, champion_drift_sensor],
     resources=resources_for(),
 )

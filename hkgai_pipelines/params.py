@@ -115,6 +115,10 @@ class RegistryParams:
     #: Seconds a review decision's tags must stay unchanged before the approval sensor acts
     #: (registry/review.py).
     decision_settle_s: float = 60.0
+    #: Seconds a champion drift (alias not where the audit log says) must persist before
+    #: champion_drift_sensor restores it, so the moment inside a promotion between its audit
+    #: record and its alias move is never taken for drift.
+    drift_settle_s: float = 60.0
     #: GateThresholds fields (hkgai_pipelines/registry/gates.py); empty: its defaults.
     gates: dict = field(default_factory=dict)
 

@@ -9,6 +9,9 @@ States of a model version, shown in its tags and the registered model's aliases:
                                keeps `previous_champion`), `candidate` removed, promotion.status=done
     rejected   --close-------> reject audit record written, `candidate` removed
     champion   --rollback----> `champion` back to `previous_champion` (or a named version), audited
+    champion   --drift-------> `champion` moved outside the pipeline (the alias pencil): a restore
+                               record (an incident) is written and `champion` goes back to the
+                               version the audit log last made champion (or is removed)
 
 **Trust rule.** Tags and aliases are what the MLflow UI shows, and anyone allowed to edit the
 registered model can set them, so no decision here rests on one. The facts the pipeline
@@ -475,7 +478,8 @@ class ModelRegistry:
         if self.alias(CANDIDATE) != str(version):
             self._tag(version, {"promotion.status": "superseded", "promotion.at": now()})
             raise PromotionError(f"version {version} is no longer the candidate (candidate is {self.alias(CANDIDATE)}): recorded as superseded")
-        previous = self.alias(CHAMPION)
+        # The audited champion, not the alias: a hand-moved alias must not become previous_champion.
+        previous, _ = self.expected_champion()
         record = self._record("promote", version, tags["review.by"], tags.get("review.note", ""), tags, dagster_run_id=dagster_run_id,
                               previous_champion=previous, gate="passed", review=self._review(tags))
         record = self._write_audit(version, record)
@@ -533,6 +537,57 @@ class ModelRegistry:
             self._call(self.client.set_registered_model_alias, self.name, PREVIOUS, current)
         return record
 
+    #: Audit actions after which `champion` holds the record's version ("" in a restore record:
+    #: no champion).
+    CHAMPION_MOVES = ("promote", "rollback", "restore")
+
+    def expected_champion(self) -> tuple[str | None, int]:
+        """(the version `champion` holds according to the audit log or None, the `seq` of the
+        record that put it there or 0). Raises PromotionError when the log is broken."""
+        expected, seq = None, 0
+        for record in self._checked_records():
+            if record.model == self.name and record.action in self.CHAMPION_MOVES:
+                expected, seq = record.version or None, record.seq
+        return expected, seq
+
+    def champion_drift(self) -> tuple[str | None, str | None] | None:
+        """(version `champion` is on, version the audit log says) when the two differ, i.e. the
+        alias was moved, set or removed outside the pipeline; None when they agree. Raises
+        PromotionError when the audit log is broken."""
+        expected, _ = self.expected_champion()
+        found = self.alias(CHAMPION)
+        return None if found == expected else (found, expected)
+
+    def restore_champion(self, by: str, dagster_run_id: str | None = None) -> AuditRecord | None:
+        """Undo a champion drift: write a `restore` record (the incident: which version the alias
+        was found on, `previous_champion`, and which it goes back to, `version`), tag the version
+        found and the registered model with the incident, then move `champion` back to the
+        audited champion, or remove it when the log has none. Returns None when there is no
+        drift. Raises PromotionError when the audit log is broken or the audited champion no
+        longer passes `audited_champion` (nothing is moved then)."""
+        drift = self.champion_drift()
+        if drift is None:
+            return None
+        found, expected = drift
+        if expected is not None:
+            self.audited_champion(expected)
+        note = (f"`champion` was on {f'version {found}' if found else 'no version'} without an audit record from the pipeline; "
+                f"restored to {f'version {expected}' if expected else 'no champion (the audit log has none)'}")
+        scores = json.loads(self.tags(expected).get("scores", "{}")) if expected else {}
+        record = AuditRecord("restore", expected or "", by, now(), note, scores, dagster_run_id=dagster_run_id,
+                             previous_champion=found, model=self.name, run_id=(self.version(expected).run_id or "") if expected else "")
+        record = self._write_audit(expected or "", record)
+        incident = json.dumps({"seq": record.seq, "at": record.at, "found": found, "restored_to": expected, "by": by}, sort_keys=True)
+        self._call(self.client.set_registered_model_tag, self.name, "incident.champion_drift", incident)
+        if found:
+            self._tag(found, {"incident.champion_drift": incident})
+        # The alias last, as in promote: an interrupted restore is found again on the next tick.
+        if expected:
+            self._call(self.client.set_registered_model_alias, self.name, CHAMPION, expected)
+        else:
+            self._call(self.client.delete_registered_model_alias, self.name, CHAMPION)
+        return record
+
     @staticmethod
     def _mirror_path(record: AuditRecord) -> str:
         return f"audit/{record.action}-v{record.version}-{record.at.replace(':', '')}-{record.seq}.json"
@@ -556,5 +611,6 @@ class ModelRegistry:
         self._call(self.client.set_registered_model_tag, self.name, self.HEAD_TAG, AuditLog.head(record))
         if record.run_id:
             self._call(self.client.log_dict, record.run_id, record.to_json(), self._mirror_path(record))
-        self._tag(version, {f"audit.{record.action}.by": record.by, f"audit.{record.action}.at": record.at})
+        if version:  # a restore to "no champion" has no version to tag
+            self._tag(version, {f"audit.{record.action}.by": record.by, f"audit.{record.action}.at": record.at})
         return record
