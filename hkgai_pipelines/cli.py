@@ -97,6 +97,14 @@ def ui(
         links = os.environ.get("HKGAI_MLFLOW_UI_URL") or mlflow_ui_url(mlflow_port)
         console.print(f"Dagster UI: http://127.0.0.1:{dagster_port}")
         console.print(f"MLflow UI:  {mlflow_ui_url(mlflow_port)}", soft_wrap=True)
+        # MLflow 3 opens in its GenAI workspace, whose sidebar has no model registry: print the
+        # registry's own address, which opens in any workspace (README, "A reviewer approves").
+        from hkgai_pipelines.params import load_registry_params
+
+        model = load_registry_params(settings.params_file).model_name
+        console.print(f"review models: {mlflow_ui_url(mlflow_port)}/#/models/{model} (sidebar: 'Model training', then "
+                      "'Model registry'; the 'Promote model' button copies a version to another model and is not the approval)",
+                      soft_wrap=True, markup=False)
         if links.rstrip("/") != mlflow_ui_url(mlflow_port):
             console.print(f"run links in asset metadata: {links} (HKGAI_MLFLOW_UI_URL)", soft_wrap=True, markup=False)
         console.print("Ctrl-C stops both.")

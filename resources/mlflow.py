@@ -15,6 +15,9 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+#: MLflow UI query parameter selecting the Model training workspace (MLflow 3's `workflowType`).
+MODEL_TRAINING_WORKSPACE = "workflowType=machine_learning"
+
 
 class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str
@@ -47,8 +50,11 @@ class MlflowResource(dg.ConfigurableResource):
         return client.create_experiment(name, artifact_location=self.artifact_location and f"{self.artifact_location}/{name}")
 
     def run_url(self, run_id: str) -> str:
+        """The run's page in the MLflow UI, opened in its Model training workspace: MLflow 3 opens
+        in GenAI, whose sidebar has no model registry and lists training runs as evaluation runs
+        (the UI reads the workspace from this query parameter, then from the browser's storage)."""
         run = self.get_client().get_run(run_id)
-        return f"{self.ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}?{MODEL_TRAINING_WORKSPACE}"
 
     def log_run(
         self,

@@ -32,7 +32,7 @@ def test_log_run_and_read_it_back(tmp_path):
     assert sorted(a.path for a in client.list_artifacts(run_id)) == ["curation", "report.json"]
     downloaded = client.download_artifacts(run_id, "report.json", str(tmp_path / "dl"))
     assert json.loads(open(downloaded).read()) == {"ok": True}
-    assert resource.run_url(run_id) == f"http://127.0.0.1:5999/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    assert resource.run_url(run_id) == f"http://127.0.0.1:5999/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
     # A second resource on the same store finds the same experiment rather than creating one.
     again = MlflowResource(tracking_uri=resource.tracking_uri, experiment_name="test-exp")
     assert again.experiment_id() == run.info.experiment_id

@@ -246,6 +246,8 @@ def test_hkgai_ui_stop_signal_stops_dagster_and_mlflow(signum, hkgai_home, tmp_p
         # The links the Dagster side puts in asset metadata name this MLflow port.
         dagster_dev = next(p for p in descendants if "dagster" in p.cmdline() and "dev" in p.cmdline())
         assert dagster_dev.environ()["HKGAI_MLFLOW_UI_URL"] == f"http://127.0.0.1:{mlflow_port}"
+        # The registry's own address: it opens whatever MLflow workspace the browser is in.
+        assert f"review models: http://127.0.0.1:{mlflow_port}/#/models/hkgai-v1 " in log.read_text()
 
         signalled = time.monotonic()
         ui.send_signal(signum)
