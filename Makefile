@@ -49,9 +49,9 @@ test-all: venv
 ui: venv
 	$(BIN)/hkgai ui
 
-# k8s/training/*.yaml are rendered from the launcher's code (tests keep them equal).
+# k8s/training/*.yaml and k8s/cluster/training-runtime.yaml are rendered from the launcher's code (tests keep them equal).
 k8s-render: venv
-	$(BIN)/python -m hkgai_pipelines.training.pod_spec k8s/training
+	$(BIN)/python -m hkgai_pipelines.training.pod_spec k8s
 
 # What `kubectl apply -k` would send, for review (needs only kubectl, no cluster).
 k8s-build:

@@ -41,7 +41,12 @@ class HkgaiSettings(BaseSettings):
     local_gpus: int = Field(0, description="GPUs for local training (0 = CPU; >1 uses torchrun).")
     k8s_namespace: str = Field("hkgai", description="Namespace of the training pods (production).")
     k8s_gpus: int = Field(1, description="GPUs per training pod (production).")
-    k8s_nodes: int = Field(1, description="Training nodes; above 1 a Kubeflow PyTorchJob of that many pods (production).")
+    k8s_nodes: int = Field(1, description="Training nodes; above 1 a multi-node job of that many pods (production).")
+    k8s_multinode_api: Literal["trainjob", "pytorchjob"] = Field(
+        "trainjob", description="Multi-node jobs as Kubeflow Trainer v2 TrainJobs, or (legacy, training-operator v1) PyTorchJobs."
+    )
+    k8s_trainjob_runtime: str = Field("hkgai-torch-distributed", description="ClusterTrainingRuntime of TrainJobs (k8s/cluster).")
+    k8s_queue: str = Field("hkgai-training", description="Kueue LocalQueue of training workloads; empty for no Kueue label.")
     weaviate_url: str | None = Field(None, description="Weaviate endpoint (production vector store).")
     embedder_kind: str = Field("use", description="`use` (packaged multilingual USE v3) or `sentence_transformers`.")
     embedder_model_dir: str | None = Field(None, description="sentence-transformers model directory.")

@@ -78,6 +78,7 @@ def resources_for(profile: str | None = None, settings: HkgaiSettings | None = N
             ),
             "training_launcher": K8sTrainingLauncher(
                 image=dg.EnvVar("HKGAI_TRAINING_IMAGE"), namespace=settings.k8s_namespace, gpus=settings.k8s_gpus, nodes=settings.k8s_nodes,
+                multinode_api=settings.k8s_multinode_api, trainjob_runtime=settings.k8s_trainjob_runtime, queue=settings.k8s_queue,
                 home_mount=str(settings.home_dir),
             ),
             # A sentence-transformers directory baked into the image or on the shared volume.

@@ -3,8 +3,9 @@
 Both implementations take the same (module, job) and return the entry point's reported
 materialization: `LocalTrainingLauncher` runs it as a subprocess of this machine (CPU, or a
 local GPU through torchrun), `K8sTrainingLauncher` runs the same command in a GPU pod (or a
-multi-node PyTorchJob) through `k8s_pipes.TrainingPipesK8sClient`, dagster-k8s's PipesK8sClient
-with a wait that cannot hang on a lost pod.
+multi-node Kubeflow Trainer v2 TrainJob; legacy: a PyTorchJob) through
+`k8s_pipes.TrainingPipesK8sClient`, dagster-k8s's PipesK8sClient with a wait that cannot hang on
+a lost pod.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 
 from hkgai_pipelines.training.k8s_watch import WatchLimits
-from hkgai_pipelines.training.pod_spec import TRAINING_LABELS, GpuPodOptions, multinode_command, training_command, training_pod_spec
+from hkgai_pipelines.training.pod_spec import (
+    LOCAL_QUEUE, RUNTIME_NAME, TRAINING_LABELS, GpuPodOptions, multinode_command, queue_labels, training_command, training_pod_spec,
+)
 
 
 class TrainingLauncher(dg.ConfigurableResource):
@@ -48,16 +52,25 @@ class LocalTrainingLauncher(TrainingLauncher):
 
 class K8sTrainingLauncher(TrainingLauncher):
     """Runs the same entry point on Kubernetes: one pod with `gpus` GPUs (`torchrun
-    --nproc_per_node`), or with `nodes` > 1 a Kubeflow PyTorchJob of `nodes` such pods.
-    A pod that is deleted, evicted or fails ends the step within `poll_s` (see k8s_pipes)."""
+    --nproc_per_node`), or with `nodes` > 1 a Kubeflow Trainer v2 TrainJob of `nodes` such
+    nodes (`multinode_api="pytorchjob"`: a training-operator v1 PyTorchJob, for clusters not yet
+    on Trainer v2). A pod that is deleted, evicted or fails ends the step within `poll_s` (see
+    k8s_pipes). Every training workload carries the Kueue label of `queue` ("" for none)."""
 
     image: str
     namespace: str = "hkgai"
     gpus: int = 1
     nodes: int = 1
+    multinode_api: Literal["trainjob", "pytorchjob"] = "trainjob"
+    #: The ClusterTrainingRuntime of TrainJobs (k8s/cluster/training-runtime.yaml).
+    trainjob_runtime: str = RUNTIME_NAME
+    #: The Kueue LocalQueue (k8s/base/kueue.yaml).
+    queue: str = LOCAL_QUEUE
     checkpoint_claim: str = "hkgai-home"
     home_mount: str = "/mnt/hkgai"
     node_selector: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+    #: Secrets as env of single pods and PyTorchJobs; a TrainJob's come from its runtime (the
+    #: TrainJob API has no envFrom).
     env_from_secrets: list[str] = ["hkgai-mlflow", "hkgai-s3"]
     poll_s: float = 10.0
     pending_timeout_s: float = 1800.0
@@ -93,12 +106,16 @@ class K8sTrainingLauncher(TrainingLauncher):
     def launch(self, context: dg.AssetExecutionContext, module: str, job: dict, job_path: Path) -> dg.MaterializeResult:
         _write_job(job, job_path)  # job_path is on the shared volume every pod mounts
         command = self.command(module, job_path)
-        if self.nodes > 1:
-            invocation = self.client().run_pytorchjob(context=context, options=self.options(), command=command, nodes=self.nodes, limits=self.limits())
+        if self.nodes > 1 and self.multinode_api == "trainjob":
+            invocation = self.client().run_trainjob(context=context, options=self.options(), command=command, nodes=self.nodes,
+                                                    limits=self.limits(), runtime=self.trainjob_runtime, queue=self.queue)
+        elif self.nodes > 1:
+            invocation = self.client().run_pytorchjob(context=context, options=self.options(), command=command, nodes=self.nodes,
+                                                      limits=self.limits(), queue=self.queue)
         else:
             invocation = self.client().run_pod(
                 context=context, image=self.image, command=command, namespace=self.namespace, base_pod_spec=self.pod_spec(),
-                base_pod_meta={"labels": {**TRAINING_LABELS, "hkgai/stage": module.rsplit(".", 1)[-1]}},
+                base_pod_meta={"labels": {**TRAINING_LABELS, **queue_labels(self.queue), "hkgai/stage": module.rsplit(".", 1)[-1]}},
                 limits=self.limits(),
             )
         return invocation.get_materialize_result()

@@ -1,17 +1,25 @@
 """A small fake Kubernetes API server for the launcher tests.
 
-It answers the calls the real kubernetes client makes for pods and Kubeflow PyTorchJobs, and
-plays kubelet and training operator: a created pod's container command really runs here as a
-subprocess with the pod's env (so Dagster Pipes messages are genuine), its stdout becomes the
-pod log, and its exit sets the phase. Tests reach in to delete or evict a pod mid-run, and
-`hang_logs` keeps log streams open after their pod is gone, as a lost node's stream does.
+It answers the calls the real kubernetes client makes for pods, Kubeflow Trainer v2 TrainJobs and
+(legacy) PyTorchJobs, and plays kubelet, training operator, Trainer with JobSet, and Kueue: a
+created pod's container command really runs here as a subprocess with the pod's env (so Dagster
+Pipes messages are genuine), its stdout becomes the pod log, and its exit sets the phase. Tests
+reach in to delete or evict a pod mid-run, `hang_logs` keeps log streams open after their pod is
+gone, as a lost node's stream does, and `hold_admission` keeps TrainJobs suspended (queued by
+Kueue) until `admit`.
+
+`trainjob_pods` is the Trainer's part in brief: the pods a TrainJob becomes on its runtime, named
+and labelled as JobSet v0.12 and the Job controller name and label them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import random
 import re
+import string
 import subprocess
 import threading
 import time
@@ -25,13 +33,86 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _merge(base: dict, patch: dict) -> None:
+    """Strategic merge, as far as the launcher's runtime patch needs it: maps merge, lists of named
+    objects merge by name (volume mounts by mountPath, their patch merge key), other lists replace."""
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value) and isinstance(base.get(key), list):
+            merge_key = "mountPath" if key == "volumeMounts" else "name"
+            by_key = {item.get(merge_key): item for item in base[key]}
+            for item in value:
+                if item.get(merge_key) in by_key and merge_key in item:
+                    _merge(by_key[item[merge_key]], item)
+                else:
+                    base[key].append(copy.deepcopy(item))
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def _upsert_env(env: list[dict], extra: list[dict]) -> list[dict]:
+    merged = {e["name"]: e for e in env}
+    merged.update({e["name"]: e for e in extra})
+    return list(merged.values())
+
+
+def trainjob_pods(runtime: dict, job: dict) -> list[dict]:
+    """The pods of `job` on `runtime` (one replicated job `node`): the runtime patches merged into
+    the pod template, the trainer's image, command, env and resources on container `node`, the
+    Torch plugin's PET_* variables (node rank from the completion index annotation), and JobSet's
+    and the Job controller's names and labels."""
+    name, namespace, trainer = job["metadata"]["name"], job["metadata"]["namespace"], job["spec"]["trainer"]
+    rjob = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]
+    template = copy.deepcopy(rjob["template"]["spec"]["template"])
+    for patch in job["spec"].get("runtimePatches", []):
+        for rpatch in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+            if rpatch["name"] == rjob["name"]:
+                _merge(template, rpatch["template"]["spec"]["template"])
+    nodes = trainer.get("numNodes", runtime["spec"]["mlPolicy"].get("numNodes", 1))
+    container = next(c for c in template["spec"]["containers"] if c["name"] == "node")
+    container.update(image=trainer["image"], command=list(trainer["command"]))
+    _merge(container.setdefault("resources", {}), trainer.get("resourcesPerNode", {}))
+    container["env"] = _upsert_env(container.get("env", []), trainer.get("env", []) + [
+        {"name": "PET_NNODES", "value": str(nodes)}, {"name": "PET_NPROC_PER_NODE", "value": str(trainer.get("numProcPerNode", "auto"))},
+        {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        {"name": "PET_MASTER_ADDR", "value": f"{name}-node-0-0.{name}"}, {"name": "PET_MASTER_PORT", "value": "29500"},
+    ])
+    container["ports"] = [{"containerPort": 29500}]
+    pods = []
+    for index in range(nodes):
+        labels = {**template.get("metadata", {}).get("labels", {}), "jobset.sigs.k8s.io/jobset-name": name,
+                  "jobset.sigs.k8s.io/replicatedjob-name": rjob["name"], "jobset.sigs.k8s.io/job-index": "0",
+                  "batch.kubernetes.io/job-completion-index": str(index), "job-name": f"{name}-{rjob['name']}-0"}
+        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+        pods.append({"apiVersion": "v1", "kind": "Pod",
+                     "metadata": {"name": f"{name}-{rjob['name']}-0-{index}-{suffix}", "namespace": namespace, "labels": labels,
+                                  "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+                     "spec": {**copy.deepcopy(template["spec"]), "hostname": f"{name}-{rjob['name']}-0-{index}", "subdomain": name}})
+    return pods
+
+
+def _env_value(pod: dict, entry: dict) -> str:
+    """An env entry's value as the kubelet resolves it (field references to annotations only)."""
+    if "value" in entry:
+        return entry["value"]
+    path = ((entry.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")
+    match = re.fullmatch(r"metadata\.annotations\['(.+)'\]", path)
+    return (pod["metadata"].get("annotations") or {}).get(match[1], "") if match else ""
+
+
 class FakeCluster:
     def __init__(self) -> None:
         self.pods: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
+        self.trainjobs: dict[str, dict] = {}
+        self.runtimes: dict[str, dict] = {}
+        self.failed_trainjobs: set[str] = set()
+        self.hold_admission = False
         self.logs: dict[str, list[str]] = {}
         self.processes: dict[str, subprocess.Popen] = {}
         self.deleted: list[str] = []
+        self.followed: set[str] = set()  # pods whose log someone has asked for
         self.hang_logs = False
         self.run_containers = True
         self.lock = threading.Lock()
@@ -74,7 +155,7 @@ class FakeCluster:
     def _run(self, name: str) -> None:
         pod = self.pods[name]
         container = pod["spec"]["containers"][0]
-        env = {**os.environ, **{e["name"]: e.get("value", "") for e in container.get("env") or []}}
+        env = {**os.environ, **{e["name"]: _env_value(pod, e) for e in container.get("env") or []}}
         self._set_status(name, "Running", {"running": {"startedAt": _now()}}, ready=True)
         process = subprocess.Popen(container["command"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.processes[name] = process
@@ -96,10 +177,14 @@ class FakeCluster:
                     "ready": ready, "state": state}]}
 
     def delete_pod(self, name: str) -> None:
-        """What `kubectl delete pod` or a lost node's garbage collection does."""
+        """What `kubectl delete pod` or a lost node's garbage collection does. A TrainJob that
+        loses a pod fails (backoffLimit 0: its Job fails, so its JobSet and the TrainJob do)."""
         with self.lock:
-            self.pods.pop(name, None)
+            pod = self.pods.pop(name, None)
             self.deleted.append(name)
+            trainjob = ((pod or {}).get("metadata", {}).get("labels") or {}).get("jobset.sigs.k8s.io/jobset-name")
+            if trainjob in self.trainjobs:
+                self.failed_trainjobs.add(trainjob)
         process = self.processes.get(name)
         if process and process.poll() is None:
             process.kill()
@@ -130,6 +215,38 @@ class FakeCluster:
                 self.add_pod({"metadata": {"name": f"{name}-{role.lower()}-{index}", "labels": {"training.kubeflow.org/job-name": name}},
                               "spec": template["spec"]})
                 rank += 1
+
+    def add_trainjob(self, job: dict) -> None:
+        """Kueue and Trainer: suspended while `hold_admission`, else its pods are created."""
+        self.trainjobs[job["metadata"]["name"]] = job
+        if self.hold_admission:
+            job["spec"]["suspend"] = True
+        else:
+            self.admit(job["metadata"]["name"])
+
+    def admit(self, name: str) -> None:
+        job = self.trainjobs[name]
+        job["spec"]["suspend"] = False
+        for pod in trainjob_pods(self.runtimes[job["spec"]["runtimeRef"]["name"]], job):
+            self.add_pod(pod)
+
+    def trainjob_status(self, name: str) -> dict:
+        """The Trainer copies its JobSet's Failed condition; a JobSet fails with its first failed Job."""
+        phases = [p["status"]["phase"] for p in list(self.pods.values())
+                  if p["metadata"].get("labels", {}).get("jobset.sigs.k8s.io/jobset-name") == name]
+        if name in self.failed_trainjobs or "Failed" in phases:
+            return {"conditions": [{"type": "Failed", "status": "True", "reason": "FailedJobs",
+                                    "message": "jobset failed due to one or more job failures"}]}
+        if self.trainjobs[name]["spec"].get("suspend"):
+            return {"conditions": [{"type": "Suspended", "status": "True", "reason": "Suspended", "message": "TrainJob is suspended"}]}
+        return {}
+
+    def delete_trainjob(self, name: str) -> None:
+        """Deleting a TrainJob deletes its JobSet, Jobs and pods (owner references)."""
+        self.trainjobs.pop(name, None)
+        self.deleted.append(name)
+        for pod in [p for p, body in list(self.pods.items()) if body["metadata"].get("labels", {}).get("jobset.sigs.k8s.io/jobset-name") == name]:
+            self.delete_pod(pod)
 
     # ------------------------------------------------------------ HTTP
 
@@ -165,6 +282,10 @@ class FakeCluster:
                 if re.fullmatch(r"/apis/kubeflow.org/v1/namespaces/[^/]+/pytorchjobs", path):
                     cluster.add_job(body)
                     return self._send(201, body)
+                if re.fullmatch(r"/apis/trainer.kubeflow.org/v1alpha1/namespaces/[^/]+/trainjobs", path):
+                    created = json.loads(json.dumps(body))
+                    cluster.add_trainjob(body)
+                    return self._send(201, created)
                 self._send(404, {"message": f"no route {path}"})
 
             def do_DELETE(self):
@@ -181,6 +302,11 @@ class FakeCluster:
                     for pod in [p for p, body in cluster.pods.items() if body["metadata"].get("labels", {}).get("training.kubeflow.org/job-name") == match[1]]:
                         cluster.delete_pod(pod)  # cleanPodPolicy: All
                     return self._send(200, {"kind": "Status", "status": "Success"})
+                if match := re.fullmatch(r"/apis/trainer.kubeflow.org/v1alpha1/namespaces/[^/]+/trainjobs/([^/]+)", path):
+                    if match[1] not in cluster.trainjobs:
+                        return self._missing("trainjobs", match[1])
+                    cluster.delete_trainjob(match[1])
+                    return self._send(200, {"kind": "Status", "status": "Success"})
                 self._send(404, {"message": f"no route {path}"})
 
             def do_GET(self):
@@ -193,8 +319,13 @@ class FakeCluster:
                     return self._send(200, pod) if pod else self._missing("pods", match[1])
                 if re.fullmatch(r"/api/v1/namespaces/[^/]+/pods", url.path):
                     wanted = query.get("fieldSelector", [""])[0].removeprefix("metadata.name=")
-                    items = [p for n, p in cluster.pods.items() if not wanted or n == wanted]
+                    selector = dict(term.split("=", 1) for term in query.get("labelSelector", [""])[0].split(",") if term)
+                    items = [p for n, p in list(cluster.pods.items()) if (not wanted or n == wanted)
+                             and selector.items() <= (p["metadata"].get("labels") or {}).items()]
                     return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+                if match := re.fullmatch(r"/apis/trainer.kubeflow.org/v1alpha1/namespaces/[^/]+/trainjobs/([^/]+)", url.path):
+                    job = cluster.trainjobs.get(match[1])
+                    return self._send(200, {**job, "status": cluster.trainjob_status(match[1])}) if job else self._missing("trainjobs", match[1])
                 if match := re.fullmatch(r"/apis/kubeflow.org/v1/namespaces/[^/]+/pytorchjobs/([^/]+)", url.path):
                     job = cluster.jobs.get(match[1])
                     return self._send(200, job) if job else self._missing("pytorchjobs", match[1])
@@ -203,6 +334,7 @@ class FakeCluster:
             def _stream_log(self, name: str, follow: bool) -> None:
                 if name not in cluster.logs:
                     return self._missing("pods", name)
+                cluster.followed.add(name)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
                 self.end_headers()

@@ -86,6 +86,39 @@ def creation_tracker(created: tuple[str, ...] = ()) -> Callable[[str, dict | Non
     return observe
 
 
+#: The labels JobSet (v0.12, under Kubeflow Trainer v2) and the Job controller put on a TrainJob's
+#: pods. A TrainJob's JobSet has its name; node i of the `node` replicated job is completion index
+#: i of the Job `<name>-node-0`, in a pod named `<name>-node-0-<i>-<random suffix>`.
+JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
+REPLICATED_JOB = "jobset.sigs.k8s.io/replicatedjob-name"
+JOB_INDEX = "jobset.sigs.k8s.io/job-index"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def jobset_pods(listed: list[dict], seen: set[str], name: str, nodes: int, replicated_job: str = "node") -> tuple[dict[str, dict | None], str | None]:
+    """The pods of TrainJob `name` for `watch_pods`, and node 0's pod name (None until it exists).
+
+    `listed` is the pod list by JobSet label; `seen` (updated here) the pod names seen so far, so a
+    pod that disappears is reported gone (None) even when a controller has replaced it since. A
+    node without a pod yet is pending under its hostname `<name>-node-0-<i>`."""
+    pods: dict[str, dict | None] = {}
+    node0, covered = None, set()
+    for pod in listed:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if labels.get(REPLICATED_JOB) != replicated_job:
+            continue
+        pod_name = pod["metadata"]["name"]
+        pods[pod_name] = pod
+        seen.add(pod_name)
+        index = labels.get(COMPLETION_INDEX)
+        covered.add(index)
+        if index == "0" and labels.get(JOB_INDEX, "0") == "0" and node0 is None:
+            node0 = pod_name
+    pods.update({gone: None for gone in seen - pods.keys()})
+    pods.update({f"{name}-{replicated_job}-0-{i}": {"status": {"phase": "Pending"}} for i in range(nodes) if str(i) not in covered})
+    return pods, node0
+
+
 @dataclass(frozen=True)
 class WatchLimits:
     poll_s: float = 10.0
