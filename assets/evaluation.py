@@ -1,7 +1,9 @@
 """Evaluation assets: `value_benchmark` (the versioned benchmark items), `benchmark_scores` (every
 suite on every model stage), and the blocking decontamination checks on the training datasets."""
 
+import base64
 import json
+from pathlib import Path
 
 import dagster as dg
 
@@ -99,7 +101,8 @@ def preference_dataset_decontaminated(lake: DataLakeResource) -> dg.AssetCheckRe
 def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
                      mlflow: MlflowResource, embedder: EmbedderResource) -> dg.MaterializeResult:
     from hkgai_pipelines.evaluation.model import EvalModel
-    from hkgai_pipelines.evaluation.report import SuiteInputs, bar_chart, evaluate_model, flat_metrics, report_tables
+    from hkgai_pipelines.evaluation.report import TABLE_CAPTIONS, SuiteInputs, bar_chart, evaluate_model, flat_metrics, shown_tables
+    from hkgai_pipelines.registry.serving import CHART_ARTIFACT, chart_artifact_url
     from hkgai_pipelines.rag.knowledge import load_knowledge_documents
 
     params = pipeline_config.evaluation_params()
@@ -121,11 +124,15 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
         reports[stage] = report
         context.log.info(f"{stage}: " + json.dumps(report["suites"]["value_likelihood"]["by_module"]["overall"]))
 
-    chart = bar_chart(reports, lake.path("evaluation", "value_benchmark_by_stage.png"))
+    chart = bar_chart(reports, lake.path("evaluation", Path(CHART_ARTIFACT).name))
+    chart_alt = "Value benchmark (likelihood): Safe / Refusal / Unsafe % by module and stage"
     guardrail = inputs.guardrail_harmbench()
-    tables = {name: markdown_table(headers, rows) for name, (headers, rows) in report_tables(reports).items()}
+    # Every table (the model card lists the same ones under the same captions).
+    tables = {name: markdown_table(headers, rows) for name, (headers, rows) in shown_tables(reports, guardrail).items()}
+    if not guardrail:
+        tables["guardrail_harmbench"] = dg.MetadataValue.md("HarmBench file not found")
     # The same tables as a Markdown artifact, readable in the MLflow UI beside the metrics.
-    tables_md = "\n\n".join(f"## {name}\n\n{table.value}" for name, table in tables.items())
+    tables_md = "\n\n".join(f"## {TABLE_CAPTIONS[name]} ({name})\n\n{table.value}" for name, table in tables.items())
     client = mlflow.get_client()
     from mlflow.entities import Metric
 
@@ -133,7 +140,7 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
         run_id = run_ids[stage]
         client.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in flat_metrics(report).items()])
         client.log_dict(run_id, {**report, "guardrail_harmbench": guardrail}, "evaluation/benchmark_report.json")
-        client.log_artifact(run_id, str(chart), "evaluation")
+        client.log_artifact(run_id, str(chart), str(Path(CHART_ARTIFACT).parent))
         client.log_text(run_id, tables_md, "evaluation/tables.md")
         client.set_tag(run_id, "value_benchmark.version", benchmark_version)
 
@@ -143,11 +150,14 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
         metadata={
             "benchmark_version": benchmark_version,
             **tables,
-            "lawful_questions_refused_pct": markdown_table(
-                ["stage", "refusal-template share on lawful questions (likelihood)"],
-                [(s, f'{r["suites"]["value_likelihood"]["lawful_refused"]:.1f}') for s, r in reports.items()]),
-            "guardrail_harmbench": markdown_table(["measure", "value"], sorted(guardrail.items())) if guardrail else "HarmBench file not found",
-            "chart": dg.MetadataValue.path(str(chart)),
+            # Shown inline as an image, served by the MLflow UI (the aligned_model run's copy)...
+            "chart": dg.MetadataValue.md(
+                f"![{chart_alt}]({chart_artifact_url(run_ids['aligned_model'], mlflow.ui_url)})\n\n"
+                f"[open in MLflow]({mlflow.run_url(run_ids['aligned_model'])}) (artifact `{CHART_ARTIFACT}`)"),
+            # ...and embedded, for when the MLflow UI is not running ([Show Markdown]), and the file.
+            "chart_embedded": dg.MetadataValue.md(
+                f"![{chart_alt}](data:image/png;base64,{base64.b64encode(chart.read_bytes()).decode()})"),
+            "chart_file": dg.MetadataValue.path(str(chart)),
             "report": dg.MetadataValue.path(str(report_path)),
             **{f"mlflow_run_{stage}": dg.MetadataValue.url(mlflow.run_url(run_ids[stage])) for stage in STAGES},
         },

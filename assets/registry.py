@@ -56,32 +56,43 @@ def registered_model(context: dg.AssetExecutionContext, pipeline_config: Pipelin
         **{f"mlflow_run.{stage}": run_id for stage, run_id in run_ids.items()},
     }
     registrant = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
-    from hkgai_pipelines.evaluation.report import report_tables
+    from hkgai_pipelines.evaluation.report import TABLE_CAPTIONS, shown_tables
+    from hkgai_pipelines.registry.serving import CHART_ARTIFACT, chart_artifact_url
 
-    tables = "\n\n".join(markdown_table(*report_tables(scores["stages"])[name]).value
-                           for name in ("table5_likelihood", "table6_language_following", "other_suites"))
-    card = model_card(name=name, preset=pipeline_config.preset,
-                      sources=[(s.name, s.licence) for s in pipeline_config.catalog().sources],
-                      tables=tables, guardrail=scores.get("guardrail_harmbench"), lineage=lineage,
-                      gate_thresholds=json.dumps(params.gates, indent=1))
+    # Every table benchmark_scores shows in Dagster, captioned, and its chart (lake file).
+    tables = {key: (TABLE_CAPTIONS[key], headers, rows)
+              for key, (headers, rows) in shown_tables(scores["stages"], scores.get("guardrail_harmbench")).items()}
+    chart = lake.path("evaluation", Path(CHART_ARTIFACT).name)
+
+    def card(chart_url: str | None) -> str:
+        return model_card(name=name, preset=pipeline_config.preset,
+                          sources=[(s.name, s.licence) for s in pipeline_config.catalog().sources],
+                          tables=tables, lineage=lineage, gate_thresholds=json.dumps(params.gates, indent=1), chart_url=chart_url)
+
     mlflow_lib.set_tracking_uri(mlflow.tracking_uri)
     mlflow_lib.set_registry_uri(mlflow.registry_uri or mlflow.tracking_uri)
     with mlflow_lib.start_run(experiment_id=mlflow.experiment_id(), run_name="registered_model", tags=lineage) as run:
         info = log_chat_model(checkpoint)
-        mlflow_lib.log_text(card, "model_card.md")
+        if chart.is_file():
+            mlflow_lib.log_artifact(str(chart), str(Path(CHART_ARTIFACT).parent))
+        # In MLflow the chart is this run's artifact, by a URL relative to the UI page.
+        mlflow_card = card(chart_artifact_url(run.info.run_id) if chart.is_file() else None)
+        mlflow_lib.log_text(mlflow_card, "model_card.md")
         mlflow_lib.log_dict(aligned_report, "benchmark_report.json")
     version = mlflow_lib.register_model(info.model_uri, name, tags={
         **lineage, "registered.by": registrant, "mlflow_run.registered_model": run.info.run_id,
         "scores": json.dumps(aligned_report["suites"]["value_likelihood"]["by_module"]["overall"]),
     })
-    mlflow.get_client().update_model_version(name, version.version, description=card)
+    mlflow.get_client().update_model_version(name, version.version, description=mlflow_card)
     lake.path(*LATEST_VERSION_FILE).parent.mkdir(parents=True, exist_ok=True)
     lake.path(*LATEST_VERSION_FILE).write_text(json.dumps({"name": name, "version": str(version.version), "run_id": run.info.run_id}))
     return dg.MaterializeResult(
         metadata={
             "registered_model": name, "version": str(version.version), "model_uri": f"models:/{name}/{version.version}",
             "registered_by": registrant, "lineage": markdown_table(["item", "value"], sorted(lineage.items())),
-            "model_card": dg.MetadataValue.md(card), "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run.info.run_id)),
+            # The same card, its chart fetched from the MLflow UI (mlflow.ui_url).
+            "model_card": dg.MetadataValue.md(card(chart_artifact_url(run.info.run_id, mlflow.ui_url) if chart.is_file() else None)),
+            "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run.info.run_id)),
         },
         data_version=dg.DataVersion(f"{name}/{version.version}"),
     )

@@ -105,7 +105,9 @@ def other_rows(reports: dict[str, dict]) -> list[tuple]:
 
 
 def flat_metrics(report: dict) -> dict[str, float]:
-    """`eval.<suite>.<module>.<label>` and friends, for MLflow."""
+    """`eval.<suite>.<module>.<label>` and friends, for MLflow. No "/" in these names: MLflow's
+    run page shows the keys without one in its last section, below the training curves
+    (`train/...`, see training/common.py); an `eval/` section would come before them."""
     metrics: dict[str, float] = {}
     for suite in ("value_likelihood", "value_generation"):
         for module, r in report["suites"][suite]["by_module"].items():
@@ -128,7 +130,8 @@ def bar_chart(reports: dict[str, dict], path: Path, suite: str = "value_likeliho
     import matplotlib.pyplot as plt
 
     stages = list(reports)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    # About 750 px wide: the width MLflow gives a version description beside its side panel.
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
     width = 0.8 / max(len(stages), 1)
     colours = {"safe": "#2e7d32", "refusal": "#f9a825", "unsafe": "#c62828"}
     for m, module in enumerate(MODULE_ORDER):
@@ -144,10 +147,41 @@ def bar_chart(reports: dict[str, dict], path: Path, suite: str = "value_likeliho
     ax.set_xticks(range(len(MODULE_ORDER)), [MODULE_TITLES[m] for m in MODULE_ORDER])
     ax.set_ylabel("% of items")
     ax.set_ylim(0, 118)
-    ax.set_title(f"Value benchmark ({suite.replace('_', ' ')}): Safe / Refusal / Unsafe by module and stage")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"Value benchmark ({suite.replace('_', ' ')}):\nSafe / Refusal / Unsafe by module and stage", fontsize=11)
+    # Below the axes and their module names, so no bar, whatever its height, lies under it.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=9, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+#: The caption of every table benchmark_scores shows (its metadata keys), in the order the model
+#: card lists them.
+TABLE_CAPTIONS = {
+    "table5_likelihood": "Table 5, likelihood mode: Safe / Refusal / Unsafe % by module and stage",
+    "table5_generation": "Table 5, generation mode (judged replies): Safe / Refusal / Unsafe % by module and stage",
+    "table6_language_following": "Table 6: language following, % of replies in the prompt's language, by stage",
+    "other_suites": "Multiple-choice suites: accuracy % (local knowledge, Yue-ARC-C, Yue-TruthfulQA)",
+    "lawful_questions_refused_pct": "Lawful questions refused: refusal-template share % on lawful questions (likelihood), by stage",
+    "guardrail_harmbench": "Guardrail: HarmBench block rate % at input (a property of the guard, not of a model)",
+}
+LAWFUL_HEADERS = ("stage", "lawful questions refused %")
+GUARDRAIL_HEADERS = ("measure", "value")
+
+
+def lawful_refused_rows(reports: dict[str, dict]) -> list[tuple]:
+    return [(stage, pct(report["suites"]["value_likelihood"]["lawful_refused"])) for stage, report in reports.items()]
+
+
+def shown_tables(reports: dict[str, dict], guardrail: dict | None) -> dict[str, tuple[tuple[str, ...], list[tuple]]]:
+    """(headers, rows) of every table benchmark_scores shows, by its metadata key (the keys of
+    TABLE_CAPTIONS, in that order): `report_tables`, the lawful questions refused, and the
+    guardrail's HarmBench figures (no rows when no HarmBench file was scored). The model card
+    (registered_model) lists the same tables under these captions."""
+    return {
+        **report_tables(reports),
+        "lawful_questions_refused_pct": (LAWFUL_HEADERS, lawful_refused_rows(reports)),
+        "guardrail_harmbench": (GUARDRAIL_HEADERS, [(k, v if isinstance(v, int) else pct(v)) for k, v in sorted((guardrail or {}).items())]),
+    }
