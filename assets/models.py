@@ -143,12 +143,25 @@ def _stage_result(summary: dict, model_dir: Path, reported: dg.MaterializeResult
                 ["held-out set", "lang", "before", "after"], perplexity_rows(summary["quality_before"], summary["quality_after"])
             ),
             **tables,
+            "training_figures": _training_figures(summary),
             "mlflow_run": dg.MetadataValue.url(mlflow.run_url(summary["mlflow_run_id"])),
             "checkpoint_uri": str(model_dir),
             "path": dg.MetadataValue.path(str(model_dir)),
         },
         data_version=dg.DataVersion(summary["mlflow_run_id"]),
     )
+
+
+def _training_figures(summary: dict) -> dg.MetadataValue:
+    """Which MLflow metric holds each training figure above, and the MLflow figure that looks
+    like one of them but is not (Hugging Face's `train_loss`, the mean over all steps)."""
+    from hkgai_pipelines.training.common import SUMMARY_METRICS
+
+    meaning = {"first_loss": "loss of the first logged step", "final_loss": "loss of the last logged step",
+               "tokens_per_second": "median of the rates measured between log lines"}
+    rows = [(key, SUMMARY_METRICS[key], text) for key, text in meaning.items() if summary.get(key) is not None]
+    rows.append(("-", "train_summary/mean_loss_all_steps", "mean loss over all steps (Hugging Face's train_loss)"))
+    return markdown_table(["Dagster", "MLflow metric", "figure"], rows)
 
 
 def _train_stage(

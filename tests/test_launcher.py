@@ -87,6 +87,7 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
     from hkgai_pipelines.assets.evaluation import evaluation_assets, evaluation_checks
     from hkgai_pipelines.assets.models import model_assets
     from hkgai_pipelines.assets.registry import registered_model, registered_model_gates
+    from hkgai_pipelines.training.runs import significant
     from tests.test_training import _corpus, _preset_dir
 
     config_dir = _preset_dir(tmp_path, **{"training.pretrain.steps": 6, "training.sft.steps": 6, "training.dpo.steps": 4,
@@ -119,7 +120,7 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
         assert "/runs/" in metadata[dataset]["mlflow_run"].value
     for stage in ("base_model", "sft_checkpoint", "aligned_model"):
         run_id = metadata[stage]["mlflow_run_id"].value
-        assert metadata[stage]["mlflow_run"].value.endswith(run_id)
+        assert metadata[stage]["mlflow_run"].value.endswith(f"/runs/{run_id}?workflowType=machine_learning")
         assert client.get_run(run_id).info.run_name == stage
         assert "| held-out set | lang | before | after |" in metadata[stage]["perplexity_by_language"].value
     assert "sft_eval" in metadata["aligned_model"]["perplexity_by_language"].value
@@ -129,16 +130,34 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
     assert table5.startswith("| module | stage | Safe % | Refusal % | Unsafe % | items | errored |")
     assert "| Instruction attacks | aligned_model |" in table5 and "| 2025 | 0 |" in table5
     assert scores["table6_language_following"].value.startswith("| lang | base_model | sft_checkpoint | aligned_model |")
-    assert Path(scores["chart"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(scores["chart_file"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    aligned_run = metadata["aligned_model"]["mlflow_run_id"].value
+    # Dagster shows the chart as an image: served by the MLflow UI, and embedded.
+    assert f"/get-artifact?path=evaluation%2Fvalue_benchmark_by_stage.png&run_uuid={aligned_run})" in scores["chart"].value
+    assert "](data:image/png;base64,iVBORw0KGgo" in scores["chart_embedded"].value
+    assert {"lawful_questions_refused_pct", "guardrail_harmbench", "table5_generation", "other_suites"} <= set(scores)
     for stage in ("base_model", "sft_checkpoint", "aligned_model"):
         run = client.get_run(metadata[stage]["mlflow_run_id"].value)
         assert "eval.value_likelihood.hk_sensitive.safe" in run.data.metrics
+        # Dagster's loss figures (4 significant digits) are MLflow's train_summary/ ones.
+        for key in ("first_loss", "final_loss"):
+            assert metadata[stage][key].value == significant(run.data.metrics[f"train_summary/{key}"])
+        assert "train_summary/mean_loss_all_steps" in metadata[stage]["training_figures"].value
+        # DPO counts no tokens/s (a pair's length varies), in MLflow as in Dagster.
+        assert ("train_summary/tokens_per_second_median" in run.data.metrics) == ("tokens_per_second" in metadata[stage])
         assert run.data.tags["value_benchmark.version"] == metadata["value_benchmark"]["version"].value
         assert {"evaluation/benchmark_report.json", "evaluation/tables.md"} <= {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
     version = client.get_model_version("hkgai-v1", metadata["registered_model"]["version"].value)
     assert version.tags["mlflow_run.aligned_model"] == metadata["aligned_model"]["mlflow_run_id"].value
     assert version.tags["preset"] == "cpu-demo" and version.tags["git.commit"]
     assert "## Intended use" in version.description and "| yue |" not in version.description.split("## Lineage")[1]
+    # The card lists every table Dagster shows, and the chart, logged on the registered model's run too.
+    from hkgai_pipelines.evaluation.report import TABLE_CAPTIONS
+
+    assert all(f"### {caption} (`{key}`)" in version.description for key, caption in TABLE_CAPTIONS.items())
+    registered_run = version.tags["mlflow_run.registered_model"]
+    assert "evaluation/value_benchmark_by_stage.png" in {f.path for f in client.list_artifacts(registered_run, "evaluation")}
+    assert f"](get-artifact?path=evaluation%2Fvalue_benchmark_by_stage.png&run_uuid={registered_run})" in version.description
     assert client.get_model_version_by_alias("hkgai-v1", "candidate").version == version.version
     import mlflow.pyfunc
 

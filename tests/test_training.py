@@ -138,7 +138,21 @@ def test_pretraining_lowers_the_loss_and_logs_to_mlflow(tmp_path, corpus):
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["preset"] == "cpu-demo" and run.data.params["model.n_routed_experts"] == "4"
-    assert "loss" in run.data.metrics and "tokens_per_second" in run.data.metrics
+    # The names the MLflow run page sections by (training/common.py): loss and learning rate first.
+    assert set(run.data.metrics) == {
+        "train/loss", "train/learning_rate", "train/details/grad_norm", "train/details/epoch", "train/details/tokens_per_second",
+        "train_summary/first_loss", "train_summary/final_loss", "train_summary/tokens_per_second_median",
+        "train_summary/mean_loss_all_steps", "train_summary/runtime_seconds", "train_summary/samples_per_second",
+        "train_summary/steps_per_second", "train_summary/total_flos", "train_summary/epoch",
+        *(f"heldout_ppl_{lang}" for lang in summary["perplexity_after"]),
+    }
+    # What Dagster shows is what MLflow shows under train_summary/; HF's mean loss is named as such.
+    figures = {k: run.data.metrics[f"train_summary/{name}"] for k, name in
+               (("first_loss", "first_loss"), ("final_loss", "final_loss"), ("tokens_per_second", "tokens_per_second_median"))}
+    assert figures == {k: summary[k] for k in figures}
+    assert run.data.metrics["train_summary/final_loss"] == run.data.metrics["train/loss"]
+    curve = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(run.info.run_id, "train/loss")
+    assert sorted(m.step for m in curve) == list(range(3, 31, 3))  # logged every third step
     assert (Path(summary["checkpoint_uri"]) / "config.json").exists()
 
 

@@ -85,6 +85,16 @@ def resolve_model_dir(uri: str) -> Path:
     return found
 
 
+def left_padding_is_exact(model) -> bool:
+    """Whether a left-padded batch generates what each prompt would alone. Not for DeepSeek-V4
+    with compressed attention: its compressors pool fixed windows of row positions, the padding
+    included, so `generate` runs such a model one prompt at a time. (Scoring pads on the right,
+    after the scored tokens, and stays batched.)"""
+    from hkgai_pipelines.training.architectures import has_compressed_attention
+
+    return not has_compressed_attention(model.config)
+
+
 class EvalModel:
     def __init__(self, model, tokenizer, name: str, batch_size: int = 8, max_prompt_chars: int = MAX_PROMPT_CHARS) -> None:
         import torch
@@ -178,7 +188,8 @@ class EvalModel:
         return out
 
     def generate(self, prompts: list[str], max_new_tokens: int = 96) -> list[Generation]:
-        """Greedy replies, batched with left padding."""
+        """Greedy replies, batched with left padding (one prompt at a time where padding would change
+        them: `left_padding_is_exact`)."""
         torch = self.torch
         # The prompt must leave room for the reply inside the model's context; the prompt is
         # cut from the left so the question at its end survives.
@@ -193,8 +204,9 @@ class EvalModel:
                 valid.append((index, self._context_ids(prompt)[-(self.max_length - max_new_tokens):]))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         device = next(self.model.parameters()).device
-        for start in range(0, len(valid), self.batch_size):
-            batch = valid[start:start + self.batch_size]
+        batch_size = self.batch_size if left_padding_is_exact(self.model) else 1
+        for start in range(0, len(valid), batch_size):
+            batch = valid[start:start + batch_size]
             width = max(len(ids) for _, ids in batch)
             input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)

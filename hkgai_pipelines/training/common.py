@@ -16,8 +16,9 @@ from hkgai_pipelines.training.presets import ModelPreset, StageConfig
 
 def build_model(preset: ModelPreset, tokenizer, init_from: str | None = None):
     """`init_from` (a checkpoint directory) wins; else the preset's config (init) or checkpoint."""
-    from transformers import AutoModelForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM
+    from transformers import AutoModelForCausalLM
 
+    from hkgai_pipelines.training.architectures import init_model, isolate_packed_sequences
     from hkgai_pipelines.training.tokenizer import check_vocab
 
     source = init_from or (preset.checkpoint if preset.mode == "pretrained" else None)
@@ -26,12 +27,10 @@ def build_model(preset: ModelPreset, tokenizer, init_from: str | None = None):
             raise FileNotFoundError(f"checkpoint not found: {source}")
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32 if not torch.cuda.is_available() else "auto")
     else:
-        torch.manual_seed(preset.training.seed)
-        config = DeepseekV3Config(
-            **preset.model,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        )
-        model = DeepseekV3ForCausalLM(config)
+        # The preset's model.architecture (DeepSeek-V3 by default, or V4), seeded.
+        model = init_model(preset, tokenizer)
+    # DeepSeek-V4's compressed attention kept within each packed SFT conversation; others unchanged.
+    isolate_packed_sequences(model)
     check_vocab(tokenizer, model.config.vocab_size)
     # So that DeepSpeed can convert this run's checkpoints when the GPU count changes.
     mark_universal_checkpointing(model)
@@ -101,11 +100,37 @@ def training_arguments(stage: StageConfig, preset: ModelPreset, checkpoints_dir:
     return TrainingArguments(**{**settings, **extra})
 
 
-class MetricsCallback(TrainerCallback):
-    """Logs every Trainer log line to MLflow (same run across resumes) and to Dagster Pipes,
-    with tokens/s measured between log lines."""
+# Metric names on the stage's MLflow run. MLflow's run page ("Model metrics" tab, 3.x) files a
+# metric under the section named by its key up to the last "/", shows the named sections first in
+# alphabetical order and the keys without a "/" last, and orders charts by key within a section.
+# So `train/` holds only the loss and learning-rate curves (the first row of charts),
+# `train/details/` the rest of each step's log line, `train_summary/` the end-of-training figures,
+# and the evaluation metrics (no "/", evaluation/report.py `flat_metrics`) come last.
+# One-value figures are logged at step 0: MLflow draws a metric whose latest step is 0 as a bar
+# labelled with its value (as the evaluation metrics), one at a later step as a one-point line.
+HEADLINE_CURVES = ("loss", "learning_rate")
+# Hugging Face's end-of-training line, renamed so that no figure passes for Dagster's:
+# its `train_loss` is the mean loss over all steps, not the final loss.
+HF_SUMMARY_NAMES = {"train_loss": "mean_loss_all_steps", "train_runtime": "runtime_seconds"}
+# Dagster's figures (`history_summary`) under the names they have in MLflow.
+SUMMARY_METRICS = {"first_loss": "train_summary/first_loss", "final_loss": "train_summary/final_loss",
+                   "tokens_per_second": "train_summary/tokens_per_second_median"}
 
-    def __init__(self, client, run_id: str, pipes, tokens_per_step: int) -> None:
+
+def mlflow_metric_key(key: str, summary_line: bool = False) -> str:
+    """The MLflow name of a Trainer log key (`summary_line`: the line `train()` ends with)."""
+    if summary_line:
+        return "train_summary/" + HF_SUMMARY_NAMES.get(key, key.removeprefix("train_"))
+    return f"train/{key}" if key in HEADLINE_CURVES else f"train/details/{key}"
+
+
+class MetricsCallback(TrainerCallback):
+    """Logs every Trainer log line to MLflow (same run across resumes, names from
+    `mlflow_metric_key`) and to Dagster Pipes, with tokens/s measured between log lines
+    (`tokens_per_step=None`: not measured); at the end of training, Dagster's figures
+    (`history_summary`) under `train_summary/`."""
+
+    def __init__(self, client, run_id: str, pipes, tokens_per_step: int | None) -> None:
         self.client = client
         self.run_id = run_id
         self.pipes = pipes
@@ -118,22 +143,34 @@ class MetricsCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
+        # Totals over the whole train() call: no tokens/s from it (its interval holds the last
+        # checkpoint save) and its own section in MLflow.
+        summary_line = "train_runtime" in logs
         now, step = time.perf_counter(), state.global_step
         last_time, last_step = self._last
-        if step > last_step and now > last_time:
+        if self.tokens_per_step and not summary_line and step > last_step and now > last_time:
             logs["tokens_per_second"] = (step - last_step) * self.tokens_per_step / (now - last_time)
         self._last = (now, step)
         metrics = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
         if metrics:
-            from mlflow.entities import Metric
-
-            stamp = int(time.time() * 1000)
-            self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in metrics.items()])
+            self._log_mlflow({mlflow_metric_key(k, summary_line): v for k, v in metrics.items()}, 0 if summary_line else step)
             self.history.append({"step": step, **metrics})
             self.pipes.log.info(f"step {step}: " + json.dumps({k: round(v, 4) for k, v in metrics.items()}))
 
+    def on_train_end(self, args, state, control, **kwargs):
+        # The figures Dagster reports, computed once, so that both UIs show the same numbers.
+        figures = {SUMMARY_METRICS[k]: v for k, v in history_summary(self).items() if v is not None}
+        if figures:
+            self._log_mlflow(figures, 0)
+
     def on_save(self, args, state, control, **kwargs):
         self.pipes.log.info(f"checkpoint saved at step {state.global_step}")
+
+    def _log_mlflow(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in metrics.items()])
 
 
 def load_stage(job, stage_name: str):
@@ -163,7 +200,8 @@ def train_reporting_failure(trainer, checkpoints: Path, pipes, client, run_id: s
 
 
 def history_summary(callback: "MetricsCallback") -> dict:
-    """First and last logged loss and the median tokens/s of a run."""
+    """Dagster's figures: the loss of the first and of the last logged step and the median of
+    the tokens/s intervals (MLflow: `SUMMARY_METRICS`)."""
     losses = [h["loss"] for h in callback.history if "loss" in h]
     speeds = sorted(h["tokens_per_second"] for h in callback.history if "tokens_per_second" in h)
     return {

@@ -83,7 +83,9 @@ def main(job: DpoJob) -> dict:
         )
         client, run_id, _ = open_stage_run(job.tracking_uri, job.experiment, job.run_name, output, job.artifact_root)
         log_params(client, run_id, {**preset.flat_params(), "stage": "dpo", "dpo.steps": stage.steps, "dpo.beta": stage.beta, "dataset": job.dataset, "sft_model": job.sft_model})
-        callback = MetricsCallback(client, run_id, pipes, tokens_per_step=stage.batch_size * preset.training.seq_len)
+        # No tokens/s: a pair is a chosen and a rejected sequence of varying length, so batch x seq_len
+        # would be a made-up rate (trl counts the real tokens as `num_tokens`).
+        callback = MetricsCallback(client, run_id, pipes, tokens_per_step=None)
         trainer = DPOTrainer(
             model=model, args=config, train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(held),
             processing_class=tokenizer, callbacks=[callback],

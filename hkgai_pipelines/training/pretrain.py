@@ -100,24 +100,22 @@ def main(job: PretrainJob) -> dict:
         # printer would print each a second time.
         trainer.remove_callback(PrinterCallback)
         if stage.steps > 0:
-            result = train_reporting_failure(trainer, checkpoints, pipes, client, run_id, "pretraining", resume_from)
+            train_reporting_failure(trainer, checkpoints, pipes, client, run_id, "pretraining", resume_from)
         else:
             # `pretrained` mode with no continued pretraining: the checkpoint is the base model.
             pipes.log.info("pretrain.steps is 0: the loaded checkpoint is used as base_model as is")
-            result = None
         trainer.save_model(str(final_dir))
         if is_rank_zero():  # every rank holds the same tokenizer; one writes it
             tokenizer.save_pretrained(final_dir)
         quality_after = stage_perplexities(model, tokenizer, seq_len, job.corpus, job.sft_dataset)
-        history = history_summary(callback)
         summary = {
             "checkpoint_uri": str(final_dir),
             "mlflow_run_id": run_id,
             "steps": int(trainer.state.global_step),
             "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
             "tokens_seen": int(trainer.state.global_step * stage.batch_size * seq_len),
-            **history,
-            "final_loss": history["final_loss"] if history["final_loss"] is not None else (float(result.training_loss) if result else None),
+            # The loss of the last logged step, never Hugging Face's `training_loss` (the mean over all steps).
+            **history_summary(callback),
             "perplexity_before": quality_before["corpus"],
             "perplexity_after": quality_after["corpus"],
             "tokens_by_lang": corpus.tokens_by_lang,
