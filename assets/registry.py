@@ -58,6 +58,8 @@ def registered_model(context: dg.AssetExecutionContext, pipeline_config: Pipelin
     registrant = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
     from hkgai_pipelines.evaluation.report import TABLE_CAPTIONS, shown_tables
     from hkgai_pipelines.registry.serving import CHART_ARTIFACT, chart_artifact_url
+    from hkgai_pipelines.training.architectures import architecture_of
+    from hkgai_pipelines.training.presets import load_preset
 
     # Every table benchmark_scores shows in Dagster, captioned, and its chart (lake file).
     tables = {key: (TABLE_CAPTIONS[key], headers, rows)
@@ -67,7 +69,8 @@ def registered_model(context: dg.AssetExecutionContext, pipeline_config: Pipelin
     def card(chart_url: str | None) -> str:
         return model_card(name=name, preset=pipeline_config.preset,
                           sources=[(s.name, s.licence) for s in pipeline_config.catalog().sources],
-                          tables=tables, lineage=lineage, gate_thresholds=json.dumps(params.gates, indent=1), chart_url=chart_url)
+                          tables=tables, lineage=lineage, gate_thresholds=json.dumps(params.gates, indent=1), chart_url=chart_url,
+                          architecture=architecture_of(load_preset(pipeline_config.preset, Path(pipeline_config.config_dir)).model))
 
     mlflow_lib.set_tracking_uri(mlflow.tracking_uri)
     mlflow_lib.set_registry_uri(mlflow.registry_uri or mlflow.tracking_uri)

@@ -32,7 +32,7 @@ class PipelineConfigResource(dg.ConfigurableResource):
 
     config_dir: str
     params_file: str
-    #: Model preset in configs/presets/ (cpu-demo, gpu-h100, production).
+    #: Model preset in configs/presets/ (cpu-demo, gpu-h100, production; the -v4 ones: DeepSeek-V4).
     preset: str = "cpu-demo"
 
     def catalog(self) -> SourceCatalog:

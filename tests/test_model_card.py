@@ -184,3 +184,10 @@ def test_bar_chart_legend_lies_outside_the_bars(tmp_path, monkeypatch):
 def test_every_dagster_table_key_is_in_the_card(guardrail):
     card = _card(guardrail=guardrail)
     assert all(f"(`{key}`)" in card for key in shown_tables(REPORTS, guardrail))
+
+
+def test_the_card_names_the_presets_architecture():
+    tables = {key: (TABLE_CAPTIONS[key], headers, rows) for key, (headers, rows) in shown_tables(REPORTS, GUARDRAIL).items()}
+    common = dict(name="hkgai-v1", sources=[], tables=tables, lineage={}, gate_thresholds="{}")
+    assert "DeepSeek-V3 architecture, preset `cpu-demo`:" in model_card(preset="cpu-demo", **common)
+    assert "DeepSeek-V4 architecture, preset `cpu-demo-v4`:" in model_card(preset="cpu-demo-v4", architecture="deepseek_v4", **common)

@@ -103,9 +103,13 @@ def card_section(title: str, headers, rows, empty: str = "Nothing recorded.") ->
     return f"### {title}\n\n{body}"
 
 
+#: The preset's `model.architecture` as the card names it.
+ARCHITECTURE_NAMES = {"deepseek_v3": "DeepSeek-V3", "deepseek_v4": "DeepSeek-V4"}
+
+
 def model_card(*, name: str, preset: str, sources: list[tuple[str, str]],
                tables: dict[str, tuple[str, tuple[str, ...], list[tuple]]], lineage: dict[str, str], gate_thresholds: str,
-               chart_url: str | None = None) -> str:
+               chart_url: str | None = None, architecture: str = "deepseek_v3") -> str:
     """The Markdown model card. `tables`: every table benchmark_scores shows, by its metadata key,
     as (caption, headers, rows); each becomes a captioned section (heading, blank line, table),
     in a fixed-width code block so MLflow's description renderer keeps the columns apart.
@@ -132,7 +136,7 @@ Cantonese (yue), Traditional Chinese (zh-hant), Simplified Chinese (zh-hans), En
 
 ## Model
 
-DeepSeek-V3 architecture, preset `{preset}`: continued pretraining on the curated corpus,
+{ARCHITECTURE_NAMES.get(architecture, architecture)} architecture, preset `{preset}`: continued pretraining on the curated corpus,
 full-parameter SFT, DPO alignment to the project's value principles.
 
 ## Data sources and licences
