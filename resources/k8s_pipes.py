@@ -132,16 +132,20 @@ class TrainingPipesK8sClient(PipesK8sClient):
                             name, namespace, limits, teardown)
         return PipesClientCompletedInvocation(session)
 
+    def _clients(self):
+        """(the dagster-k8s client, a CustomObjectsApi on its connection) for a multi-node job."""
+        import kubernetes
+
+        self._load_k8s_config()
+        client = DagsterKubernetesClient.production_client()
+        return client, kubernetes.client.CustomObjectsApi(client.core_api.api_client)
+
     def run_trainjob(self, *, context: OpExecutionContext | AssetExecutionContext, options: GpuPodOptions, command: Sequence[str],
                      nodes: int, limits: WatchLimits, runtime: str = RUNTIME_NAME, queue: str | None = LOCAL_QUEUE) -> PipesClientCompletedInvocation:
         """N nodes as a Kubeflow Trainer v2 TrainJob on the ClusterTrainingRuntime `runtime`; node 0
         speaks Pipes. Raises TrainingPodError when the TrainJob or one of its pods is deleted, evicted
         or fails, or a WatchLimits bound passes (time queued by Kueue counts as pending)."""
-        import kubernetes
-
-        self._load_k8s_config()
-        client = DagsterKubernetesClient.production_client()
-        custom = kubernetes.client.CustomObjectsApi(client.core_api.api_client)
+        client, custom = self._clients()
         namespace = options.namespace
         with open_pipes_session(context=context, context_injector=self.context_injector, message_reader=self.message_reader) as session:
             name = trainjob_name(context.run_id, context.op.name)
@@ -187,11 +191,7 @@ class TrainingPipesK8sClient(PipesK8sClient):
     def run_pytorchjob(self, *, context: OpExecutionContext | AssetExecutionContext, options: GpuPodOptions, command: Sequence[str],
                        nodes: int, limits: WatchLimits, queue: str | None = LOCAL_QUEUE) -> PipesClientCompletedInvocation:
         """Legacy (training-operator v1): N pods as a PyTorchJob; rank 0 (the Master) speaks Pipes."""
-        import kubernetes
-
-        self._load_k8s_config()
-        client = DagsterKubernetesClient.production_client()
-        custom = kubernetes.client.CustomObjectsApi(client.core_api.api_client)
+        client, custom = self._clients()
         namespace = options.namespace
         with open_pipes_session(context=context, context_injector=self.context_injector, message_reader=self.message_reader) as session:
             name = get_pod_name(context.run_id, context.op.name)

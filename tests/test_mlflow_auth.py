@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.server.auth.client import AuthServiceClient
 from mlflow.tracking import MlflowClient
 
-from tests.test_servers import _free_port, _wait_for
+from tests.test_servers import _free_port, _wait_for, stop_server
 
 ADMIN = ("admin", "admin-password-1234")
 PIPELINE = ("pipeline", "pipeline-password-1234")
@@ -38,11 +38,7 @@ def auth_server(tmp_path, monkeypatch):
         _wait_for(f"http://127.0.0.1:{port}/health", 180, process)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
 
 
 def _as(monkeypatch, user: tuple[str, str]) -> None:

@@ -32,6 +32,15 @@ def _wait_for(url: str, timeout: float, process: subprocess.Popen) -> None:
     raise AssertionError(f"{url} did not answer in {timeout}s")
 
 
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def _post_json(url: str, payload: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:

@@ -16,7 +16,7 @@ from hkgai_pipelines.platform import mlflow_ui_command, prepare_home
 from hkgai_pipelines.registry.serving import CHART_ARTIFACT, chart_artifact_url, model_card
 from hkgai_pipelines.settings import HkgaiSettings
 from tests.test_model_card import GUARDRAIL, REPORTS
-from tests.test_servers import _free_port, _wait_for
+from tests.test_servers import _free_port, _wait_for, stop_server
 
 CHROMIUM = shutil.which("chromium")
 
@@ -65,8 +65,4 @@ def test_mlflow_renders_the_model_card_readably(hkgai_home, tmp_path):
             assert response.read(8) == b"\x89PNG\r\n\x1a\n"
         assert CHART_ARTIFACT in text
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
