@@ -249,3 +249,25 @@ def test_a_failed_worker_fails_the_job_and_stops_every_rank(cluster, tmp_path):
     assert not result.success
     assert "worker-0 failed: container pytorch exited 137 (OOMKilled)" in failures[0]
     assert elapsed < 15 and cluster.jobs == {} and cluster.pods == {}
+
+
+def test_a_cancelled_trainjob_run_tears_every_node_down(cluster, tmp_path, monkeypatch):
+    """Cancelling from the UI: Dagster raises DagsterExecutionInterruptedError in the step at its
+    next interrupt point, here the launcher's poll once both nodes' pods exist."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    import hkgai_pipelines.resources.k8s_pipes as k8s_pipes
+
+    listed = k8s_pipes.jobset_pods
+
+    def interrupted_once_running(items, *args, **kwargs):
+        pods = listed(items, *args, **kwargs)
+        if len(items) == 2:  # both nodes' pods exist
+            raise DagsterExecutionInterruptedError()
+        return pods
+
+    monkeypatch.setattr(k8s_pipes, "jobset_pods", interrupted_once_running)
+    result, elapsed, _, _ = _materialize(cluster, tmp_path, nodes=2, sleep=30, api="trainjob")
+    assert not result.success
+    assert elapsed < 15 and cluster.trainjobs == {} and cluster.pods == {}
+    assert any(name.startswith("dagster-") for name in cluster.deleted)
