@@ -5,6 +5,7 @@ incident; on a real SQLite MLflow registry, through the sensor and a real champi
 import json
 
 import dagster as dg
+import pytest
 
 from hkgai_pipelines.assets.registry import champion_drift_sensor
 from tests.test_registry import registry  # noqa: F401  (fixture)
@@ -27,7 +28,7 @@ def test_a_hand_moved_champion_is_restored_with_an_incident_record(registry):
 
     record = registry.restore_champion(by="champion_drift_sensor", dagster_run_id="run-9")
     assert (record.action, record.version, record.previous_champion, record.by) == ("restore", second, rogue, "champion_drift_sensor")
-    assert record.note == (f"`champion` was on version {rogue} without an audit record from the pipeline; "
+    assert record.note == (f"`champion` was set on version {rogue} without an audit record from the pipeline; "
                            f"restored to version {second}")
     assert registry.alias("champion") == second and registry.champion_drift() is None
     assert registry.restore_champion(by="champion_drift_sensor") is None  # nothing left to restore
@@ -47,7 +48,7 @@ def test_a_removed_champion_is_put_back_and_a_champion_never_audited_is_removed(
     assert registry.champion_drift() == (only, None)
     record = registry.restore_champion(by="champion_drift_sensor")
     assert (record.version, record.previous_champion) == ("", only) and registry.alias("champion") is None
-    assert record.note.endswith("restored to no champion (the audit log has none)")
+    assert record.note == f"`champion` was set on version {only} without an audit record from the pipeline; restored to no champion (the audit log has none)"
 
     _promote(registry, only)
     registry.client.delete_registered_model_alias("hkgai-v1", "champion")
@@ -110,3 +111,29 @@ def test_a_drift_put_right_before_it_settles_launches_nothing(setup, clock):
     client.set_registered_model_alias("hkgai-v1", "champion", "2")  # again: the wait starts over
     skip, _ = _drift_tick(resources, cursor)
     assert "within 60 s" in skip.skip_message
+
+
+def test_a_rejection_reopened_on_the_champion_is_refused_not_audited(registry):
+    """A reviewer deleting `promotion.status` and setting `review.status=rejected` on the serving
+    champion: closing it is refused (a champion is replaced by a rollback), nothing is written."""
+    from hkgai_pipelines.registry.promotion import PromotionError
+
+    only = registry.register()
+    _promote(registry, only)
+    registry.client.delete_model_version_tag("hkgai-v1", only, "promotion.status")
+    registry.client.set_model_version_tag("hkgai-v1", only, "review.status", "rejected")
+    before = len(registry.audit_log.records())
+    with pytest.raises(PromotionError, match=f"version {only} is the champion; use `hkgai rollback` to replace it"):
+        registry.close_rejected(only)
+    assert len(registry.audit_log.records()) == before and registry.alias("champion") == only
+
+
+def test_an_approval_whose_candidate_alias_was_removed_says_so(registry):
+    from hkgai_pipelines.registry.promotion import PromotionError
+
+    version = registry.register()
+    registry.apply_gates(version, [])
+    registry.approve(version, "alice")
+    registry.client.delete_registered_model_alias("hkgai-v1", "candidate")
+    with pytest.raises(PromotionError, match=r"no longer the candidate \(no version is \(the alias was removed\)\)"):
+        registry.promote(version)

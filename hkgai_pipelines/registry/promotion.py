@@ -456,6 +456,10 @@ class ModelRegistry:
         tags = self.tags(version)
         if tags.get("review.status") != "rejected" or not tags.get("review.by"):
             raise PromotionError(f"version {version} has no rejection record")
+        if self.alias(CANDIDATE) != str(version):
+            # A rejection closes a candidate; taking back a champion is a rollback, audited as one.
+            where = "is the champion; use `hkgai rollback` to replace it" if self.alias(CHAMPION) == str(version) else "is not the candidate"
+            raise PromotionError(f"version {version} {where}: a rejection only closes the current candidate")
         record = self._record("reject", version, tags["review.by"], tags.get("review.note", ""), tags,
                               dagster_run_id=dagster_run_id, review=self._review(tags))
         record = self._write_audit(version, record)
@@ -475,9 +479,12 @@ class ModelRegistry:
         passed, reasons = self.gate_result(version)
         if not passed:
             raise PromotionError(f"version {version} did not pass the gates: {reasons}")
-        if self.alias(CANDIDATE) != str(version):
+        candidate = self.alias(CANDIDATE)
+        if candidate != str(version):
             self._tag(version, {"promotion.status": "superseded", "promotion.at": now()})
-            raise PromotionError(f"version {version} is no longer the candidate (candidate is {self.alias(CANDIDATE)}): recorded as superseded")
+            now_holder = f"version {candidate} is" if candidate else "no version is (the alias was removed)"
+            raise PromotionError(f"version {version} is no longer the candidate ({now_holder}): recorded as superseded; "
+                                 "register and gate it again to review it")
         # The audited champion, not the alias: a hand-moved alias must not become previous_champion.
         previous, _ = self.expected_champion()
         record = self._record("promote", version, tags["review.by"], tags.get("review.note", ""), tags, dagster_run_id=dagster_run_id,
@@ -571,7 +578,7 @@ class ModelRegistry:
         found, expected = drift
         if expected is not None:
             self.audited_champion(expected)
-        note = (f"`champion` was on {f'version {found}' if found else 'no version'} without an audit record from the pipeline; "
+        note = (f"`champion` {f'was set on version {found}' if found else 'was removed'} without an audit record from the pipeline; "
                 f"restored to {f'version {expected}' if expected else 'no champion (the audit log has none)'}")
         scores = json.loads(self.tags(expected).get("scores", "{}")) if expected else {}
         record = AuditRecord("restore", expected or "", by, now(), note, scores, dagster_run_id=dagster_run_id,
