@@ -340,7 +340,9 @@ class FakeCluster:
                 self.end_headers()
                 sent = 0
                 while True:
-                    lines = cluster.logs.get(name, [])
+                    # A copy: the pod's thread appends while we write, and a line appended
+                    # between the write and the count would be skipped.
+                    lines = list(cluster.logs.get(name, []))
                     for line in lines[sent:]:
                         self.wfile.write((line + "\n").encode())
                         self.wfile.flush()
