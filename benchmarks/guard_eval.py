@@ -34,9 +34,11 @@ def main() -> None:
     from hkgai_pipelines.evaluation.external import guard_block_rate, load_harmbench
     from hkgai_pipelines.safety.classifier import load_guard
     from hkgai_pipelines.safety.guard import RuleGuard
+    from hkgai_pipelines.settings import get_settings
 
     started = time.perf_counter()
-    hybrid = load_guard()
+    # HKGAI_GUARD_MODEL_DIR, when set, puts that guard model in place of the logistic classifier.
+    hybrid = load_guard(model_dir=get_settings().guard_model_dir)
     print(f"classifier trained in {time.perf_counter() - started:.1f} s")
     harm = load_harmbench(Path(args.harmbench))
     benign = benign_questions()

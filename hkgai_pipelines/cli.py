@@ -228,11 +228,18 @@ def ingest(
 @app.command()
 def guard() -> None:
     """Prompts on stdin, one a line -> one JSON a line: {"verdict": "allow"|"block", "category"}.
-    Rules, then the learned classifier (safety/classifier.py)."""
+    Rules, then the learned classifier (safety/classifier.py), or the Hugging Face guard model in
+    HKGAI_GUARD_MODEL_DIR (safety/guard_models.py)."""
     from hkgai_pipelines.safety.classifier import load_guard
     from hkgai_pipelines.safety.guard import GuardInputError
+    from hkgai_pipelines.safety.guard_models import GuardModelError
 
-    hybrid = load_guard(cache_dir=_settings().home_dir / "cache")
+    settings = _settings()
+    try:
+        hybrid = load_guard(cache_dir=settings.home_dir / "cache", model_dir=settings.guard_model_dir)
+    except GuardModelError as error:
+        console.print(f"[red]guard model error:[/red] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     for number, line in _stdin_lines():
         try:
             if line is None:
@@ -285,7 +292,7 @@ def ask(
     answerer = Answerer(
         store=store_resource.get_store(), embedder=embedder, alias=store_resource.alias,
         generator=generator, alpha=params.alpha, min_similarity=params.min_answer_similarity,
-        guard=load_guard(embedder=embedder, cache_dir=settings.home_dir / "cache"),
+        guard=load_guard(embedder=embedder, cache_dir=settings.home_dir / "cache", model_dir=settings.guard_model_dir),
     )
     try:
         result = answerer.ask(question)

@@ -50,6 +50,10 @@ class HkgaiSettings(BaseSettings):
     weaviate_url: str | None = Field(None, description="Weaviate endpoint (production vector store).")
     embedder_kind: str = Field("use", description="`use` (packaged multilingual USE v3) or `sentence_transformers`.")
     embedder_model_dir: str | None = Field(None, description="sentence-transformers model directory.")
+    guard_model_dir: str | None = Field(
+        None, description="Hugging Face guard model directory (sequence classifier or Qwen3Guard-Gen) the guardrail uses "
+        "after its rules; unset: the packaged logistic classifier."
+    )
     dvc_remote: str | None = Field(
         None, description="DVC remote URL; local default $HKGAI_HOME/dvc-remote, s3://... in production."
     )

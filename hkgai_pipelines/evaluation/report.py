@@ -37,7 +37,10 @@ class SuiteInputs:
         """`documents`: the knowledge documents (local knowledge questions are built from them)."""
         from hkgai_pipelines.safety.classifier import load_guard
 
-        guard = load_guard(embedder, cache_dir=guard_cache_dir)
+        from hkgai_pipelines.settings import get_settings
+
+        # The guard the deployment serves: HKGAI_GUARD_MODEL_DIR's model when one is set.
+        guard = load_guard(embedder, cache_dir=guard_cache_dir, model_dir=get_settings().guard_model_dir)
         external, harmbench = load_external_suites(external_dir, external_max_items, warn)
         return cls(judge_from_env(embedder, guard), guard, knowledge_choice_items(documents), external, harmbench)
 

@@ -134,8 +134,14 @@ class HybridGuard:
         return verdicts
 
 
-def load_guard(embedder=None, cache_dir: Path | None = None) -> HybridGuard:
-    """The served guardrail: rules plus the classifier on the packaged USE embedder."""
+def load_guard(embedder=None, cache_dir: Path | None = None, model_dir: str | Path | None = None) -> HybridGuard:
+    """The served guardrail: rules plus the classifier on the packaged USE embedder, or, with
+    `model_dir` (settings' HKGAI_GUARD_MODEL_DIR), rules plus that Hugging Face guard model
+    (safety/guard_models.py; GuardModelError when it cannot be loaded)."""
+    if model_dir:
+        from hkgai_pipelines.safety.guard_models import load_guard_model
+
+        return HybridGuard(RuleGuard(), load_guard_model(model_dir))
     if embedder is None:
         from hkgai_pipelines.rag.embedders import UniversalSentenceEncoder
 
