@@ -1,5 +1,5 @@
-"""Custom resources (Kubeflow Trainer v2, Kueue) validated offline against the CRD schemas kept
-in k8s/crds (openAPIV3Schema of each CRD's storage version, from the releases named in its
+"""Custom resources (Kubeflow Trainer v2, Kueue, KubeRay) validated offline against the CRD schemas
+kept in k8s/crds (openAPIV3Schema of each CRD's storage version, from the releases named in its
 README).
 
 The API server prunes fields a structural schema does not name and `kubectl apply` rejects them
@@ -45,7 +45,7 @@ def validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
 
 
 def is_custom(document: dict) -> bool:
-    return document.get("apiVersion", "").split("/")[0] in ("trainer.kubeflow.org", "kueue.x-k8s.io")
+    return document.get("apiVersion", "").split("/")[0] in ("trainer.kubeflow.org", "kueue.x-k8s.io", "ray.io")
 
 
 def validate_custom(document: dict) -> None:

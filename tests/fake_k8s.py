@@ -10,6 +10,13 @@ Kueue) until `admit`.
 
 `trainjob_pods` is the Trainer's part in brief: the pods a TrainJob becomes on its runtime, named
 and labelled as JobSet v0.12 and the Job controller name and label them.
+
+KubeRay (v1.7.0) RayJobs: the fake operator validates a created RayJob as KubeRay does (the rules
+in `kuberay_refusal`), holds it Suspended while `hold_admission` (Kueue), and otherwise brings it
+to Running and creates its submitter pod (`rayjob_submitter_pod`), whose process is the Ray
+job's driver; when it exits the RayJob becomes Complete/SUCCEEDED or Failed/FAILED with Ray's
+message, `rayjob_status_lag_s` after the pod has finished (KubeRay notices on a later reconcile).
+`fail_rayjob` plays a failure KubeRay reports on its own (a deadline passed, the submission failed).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+import yaml
 
 
 def _now() -> str:
@@ -101,6 +110,88 @@ def _env_value(pod: dict, entry: dict) -> str:
     return (pod["metadata"].get("annotations") or {}).get(match[1], "") if match else ""
 
 
+#: KubeRay's labels on a RayJob's submitter pod (v1.7.0, rayjob_controller.go getSubmitterTemplate);
+#: the Job controller adds batch.kubernetes.io/job-name (the submitter Job is named after the RayJob).
+RAYJOB_NAME_LABEL = "ray.io/originated-from-cr-name"
+RAYJOB_CRD_LABEL = "ray.io/originated-from-crd"
+#: Ray's message for a failed driver (ray 2.60, dashboard/modules/job/job_supervisor.py).
+RAY_FAILED_MESSAGE = "Job entrypoint command failed with exit code {code}, last available logs (truncated to 20,000 chars):\n{tail}"
+
+
+def kuberay_refusal(job: dict) -> str | None:
+    """Why KubeRay v1.7.0 would set a RayJob ValidationFailed (ray-operator/controllers/ray/utils/
+    validation.go, the rules a launcher could break), or None when it accepts it."""
+    name, spec = job["metadata"]["name"], job["spec"]
+    if len(name) > 47:
+        return "The RayJob metadata is invalid: RayJob name should be no more than 47 characters"
+    if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name):
+        return "The RayJob metadata is invalid: RayJob name should be a valid DNS1035 label"
+    if spec.get("suspend") and not spec.get("shutdownAfterJobFinishes"):
+        return "The RayJob spec is invalid: a RayJob with shutdownAfterJobFinishes set to false is not allowed to be suspended"
+    if not spec.get("shutdownAfterJobFinishes") and spec.get("ttlSecondsAfterFinished", 0) > 0:
+        return "The RayJob spec is invalid: a RayJob with shutdownAfterJobFinishes set to false cannot have TTLSecondsAfterFinished"
+    cluster = spec.get("rayClusterSpec")
+    if not cluster:
+        return "The RayJob spec is invalid: one of RayClusterSpec or ClusterSelector must be set"
+    if not cluster["headGroupSpec"]["template"]["spec"].get("containers"):
+        return "The RayJob spec is invalid: headGroupSpec should have at least one container"
+    for group in cluster.get("workerGroupSpecs") or []:
+        low, high = group.get("minReplicas"), group.get("maxReplicas")
+        if not cluster.get("enableInTreeAutoscaling") and (low is None or high is None):
+            return f"The RayJob spec is invalid: worker group {group['groupName']} must set both minReplicas and maxReplicas when autoscaling is disabled"
+        if low is not None and high is not None and low > high:
+            return f"The RayJob spec is invalid: worker group {group['groupName']} has minReplicas {low} greater than maxReplicas {high}"
+    try:
+        runtime_env = yaml.safe_load(spec.get("runtimeEnvYAML") or "{}")
+    except yaml.YAMLError as error:
+        return f"failed to unmarshal RuntimeEnvYAML: {error}"
+    if not isinstance(runtime_env, dict):
+        return "failed to unmarshal RuntimeEnvYAML: not a mapping"
+    if spec.get("activeDeadlineSeconds", 1) <= 0:
+        return "The RayJob spec is invalid: activeDeadlineSeconds must be a positive integer"
+    return None
+
+
+def kueue_refusal(job: dict) -> str | None:
+    """Why Kueue v0.19.2's RayJob webhook would deny creating a RayJob labelled for a queue
+    (pkg/controller/jobs/rayjob/rayjob_webhook.go, raycluster/common.go), or None."""
+    if not (job["metadata"].get("labels") or {}).get("kueue.x-k8s.io/queue-name"):
+        return None
+    spec = job["spec"]
+    if not spec.get("shutdownAfterJobFinishes"):
+        return "spec.shutdownAfterJobFinishes: Invalid value: false: a kueue managed job should delete the cluster after finishing"
+    cluster = spec["rayClusterSpec"]
+    if cluster.get("enableInTreeAutoscaling") and (job["metadata"].get("annotations") or {}).get("kueue.x-k8s.io/elastic-job") != "true":
+        return "spec.rayClusterSpec.enableInTreeAutoscaling: Invalid value: true: a kueue managed job should only use autoscaling when workload slicing is enabled"
+    if any(group["groupName"] == "head" for group in cluster.get("workerGroupSpecs") or []):
+        return 'spec.rayClusterSpec.workerGroupSpecs: Forbidden: "head" is reserved for the head group'
+    return None
+
+
+def rayjob_submitter_pod(job: dict) -> dict:
+    """The submitter pod KubeRay makes of `job` (its submitterPodTemplate, KubeRay's and the Job
+    controller's labels), as this fake runs it. On a cluster the pod runs `ray job submit --no-wait
+    -- <entrypoint>; ray job logs --follow`: the entrypoint runs as the driver on the Ray head, with
+    the head container's environment, RAY_ADDRESS and the job's runtime env_vars, and the pod's
+    log is the driver's output. Here the pod runs the entrypoint (through a shell, as Ray does)
+    with that environment itself, so its log is that same output; nothing else of the submitter
+    template reaches the driver."""
+    name, spec = job["metadata"]["name"], job["spec"]
+    template = copy.deepcopy(spec.get("submitterPodTemplate") or {"spec": {"restartPolicy": "Never", "containers": [{"name": "ray-job-submitter"}]}})
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    runtime_env = yaml.safe_load(spec.get("runtimeEnvYAML") or "{}") or {}
+    container = template["spec"]["containers"][0]
+    container.setdefault("image", head.get("image", ""))
+    container["command"] = ["/bin/sh", "-c", spec["entrypoint"]]
+    container["env"] = [e for e in head.get("env") or [] if "value" in e] + [{"name": "RAY_ADDRESS", "value": "127.0.0.1:6379"}] + [
+        {"name": key, "value": str(value)} for key, value in (runtime_env.get("env_vars") or {}).items()]
+    labels = {**(template.get("metadata") or {}).get("labels", {}), RAYJOB_NAME_LABEL: name, RAYJOB_CRD_LABEL: "RayJob",
+              "app.kubernetes.io/created-by": "kuberay-operator", "batch.kubernetes.io/job-name": name, "job-name": name}
+    suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-{suffix}", "namespace": job["metadata"]["namespace"], "labels": labels},
+            "spec": template["spec"]}
+
+
 class FakeCluster:
     def __init__(self) -> None:
         self.pods: dict[str, dict] = {}
@@ -115,6 +206,11 @@ class FakeCluster:
         self.followed: set[str] = set()  # pods whose log someone has asked for
         self.hang_logs = False
         self.run_containers = True
+        self.rayjobs: dict[str, dict] = {}
+        self.rayjob_status: dict[str, dict] = {}
+        self.rayjobs_created: list[dict] = []  # every RayJob as it was posted
+        self.rayjob_status_lag_s = 0.3
+        self.exit_hooks: dict[str, object] = {}  # pod name -> called with the exit code instead of setting the phase
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -142,8 +238,10 @@ class FakeCluster:
 
     # ------------------------------------------------------------ kubelet and operator
 
-    def add_pod(self, pod: dict) -> None:
+    def add_pod(self, pod: dict, on_exit=None) -> None:
         name = pod["metadata"]["name"]
+        if on_exit is not None:
+            self.exit_hooks[name] = on_exit
         pod["metadata"].setdefault("creationTimestamp", _now())
         pod["status"] = {"phase": "Pending"}
         with self.lock:
@@ -164,6 +262,8 @@ class FakeCluster:
                 if name in self.logs:
                     self.logs[name].append(f"{_now()} {line.rstrip()}")
         code = process.wait()
+        if name in self.exit_hooks:
+            return self.exit_hooks[name](code)
         if name in self.pods and self.pods[name]["status"].get("reason") != "Evicted":
             self._set_status(name, "Succeeded" if code == 0 else "Failed",
                              {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}})
@@ -248,6 +348,67 @@ class FakeCluster:
         for pod in [p for p, body in list(self.pods.items()) if body["metadata"].get("labels", {}).get("jobset.sigs.k8s.io/jobset-name") == name]:
             self.delete_pod(pod)
 
+    def add_rayjob(self, job: dict) -> None:
+        """KubeRay (and Kueue): refuse an invalid RayJob, hold one while `hold_admission`, else run it."""
+        name = job["metadata"]["name"]
+        self.rayjobs_created.append(copy.deepcopy(job))
+        self.rayjobs[name] = job
+        refusal = kuberay_refusal(job)
+        if refusal:
+            self.rayjob_status[name] = {"jobDeploymentStatus": "ValidationFailed", "reason": "ValidationFailed", "message": refusal}
+        elif self.hold_admission:
+            job["spec"]["suspend"] = True
+            self.rayjob_status[name] = {"jobDeploymentStatus": "Suspended", "jobStatus": ""}
+        else:
+            self.admit_rayjob(name)
+
+    def admit_rayjob(self, name: str) -> None:
+        """The cluster is up at once: the job is submitted and its submitter pod created."""
+        job = self.rayjobs[name]
+        job["spec"]["suspend"] = False
+        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+        cluster = f"{name}-{suffix}"
+        self.rayjob_status[name] = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "jobId": f"{name}-{suffix[::-1]}",
+                                    "rayClusterName": cluster, "dashboardURL": f"{cluster}-head-svc.{job['metadata']['namespace']}.svc.cluster.local:8265",
+                                    "startTime": _now()}
+        pod = rayjob_submitter_pod(job)
+        self.add_pod(pod, on_exit=lambda code: self._rayjob_driver_exited(name, pod["metadata"]["name"], code))
+
+    def _rayjob_driver_exited(self, name: str, pod_name: str, code: int) -> None:
+        # `ray job logs --follow` ends with the job, 0 whatever the job's outcome: the pod succeeds.
+        self._set_status(pod_name, "Succeeded", {"terminated": {"exitCode": 0, "reason": "Completed"}})
+        tail = [line.split(" ", 1)[-1] for line in self.logs.get(pod_name, [])[-10:]]
+
+        def report() -> None:
+            with self.lock:
+                status = self.rayjob_status.get(name)
+                if status is None or status.get("jobDeploymentStatus") in ("Complete", "Failed"):
+                    return
+                if code == 0:
+                    status.update(jobStatus="SUCCEEDED", jobDeploymentStatus="Complete", message="Job finished successfully.")
+                else:
+                    status.update(jobStatus="FAILED", jobDeploymentStatus="Failed", reason="AppFailed",
+                                  message=RAY_FAILED_MESSAGE.format(code=code, tail="\n".join(tail)))
+                status["endTime"] = _now()
+
+        timer = threading.Timer(self.rayjob_status_lag_s, report)
+        timer.daemon = True
+        timer.start()
+
+    def fail_rayjob(self, name: str, reason: str, message: str) -> None:
+        """A failure KubeRay reports itself (DeadlineExceeded, SubmissionFailed, ...); Ray's own
+        jobStatus stays what it was, as on a cluster."""
+        with self.lock:
+            self.rayjob_status[name].update(jobDeploymentStatus="Failed", reason=reason, message=message, endTime=_now())
+
+    def delete_rayjob(self, name: str) -> None:
+        """Deleting a RayJob deletes its RayCluster and submitter Job, so their pods (owner references)."""
+        self.rayjobs.pop(name, None)
+        self.rayjob_status.pop(name, None)
+        self.deleted.append(name)
+        for pod in [p for p, body in list(self.pods.items()) if body["metadata"].get("labels", {}).get(RAYJOB_NAME_LABEL) == name]:
+            self.delete_pod(pod)
+
     # ------------------------------------------------------------ HTTP
 
     def _handler(self):
@@ -286,6 +447,13 @@ class FakeCluster:
                     created = json.loads(json.dumps(body))
                     cluster.add_trainjob(body)
                     return self._send(201, created)
+                if re.fullmatch(r"/apis/ray.io/v1/namespaces/[^/]+/rayjobs", path):
+                    if refusal := kueue_refusal(body):  # Kueue's validating webhook
+                        return self._send(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                                                "message": f'admission webhook "vrayjob.kb.io" denied the request: {refusal}'})
+                    created = json.loads(json.dumps(body))
+                    cluster.add_rayjob(body)
+                    return self._send(201, created)
                 self._send(404, {"message": f"no route {path}"})
 
             def do_DELETE(self):
@@ -307,6 +475,11 @@ class FakeCluster:
                         return self._missing("trainjobs", match[1])
                     cluster.delete_trainjob(match[1])
                     return self._send(200, {"kind": "Status", "status": "Success"})
+                if match := re.fullmatch(r"/apis/ray.io/v1/namespaces/[^/]+/rayjobs/([^/]+)", path):
+                    if match[1] not in cluster.rayjobs:
+                        return self._missing("rayjobs.ray.io", match[1])
+                    cluster.delete_rayjob(match[1])
+                    return self._send(200, {"kind": "Status", "status": "Success"})
                 self._send(404, {"message": f"no route {path}"})
 
             def do_GET(self):
@@ -326,6 +499,13 @@ class FakeCluster:
                 if match := re.fullmatch(r"/apis/trainer.kubeflow.org/v1alpha1/namespaces/[^/]+/trainjobs/([^/]+)", url.path):
                     job = cluster.trainjobs.get(match[1])
                     return self._send(200, {**job, "status": cluster.trainjob_status(match[1])}) if job else self._missing("trainjobs", match[1])
+                if match := re.fullmatch(r"/apis/ray.io/v1/namespaces/[^/]+/rayjobs/([^/]+)", url.path):
+                    job = cluster.rayjobs.get(match[1])
+                    if not job:
+                        return self._missing("rayjobs.ray.io", match[1])
+                    with cluster.lock:
+                        status = dict(cluster.rayjob_status.get(match[1], {}))
+                    return self._send(200, {**job, "status": status})
                 if match := re.fullmatch(r"/apis/kubeflow.org/v1/namespaces/[^/]+/pytorchjobs/([^/]+)", url.path):
                     job = cluster.jobs.get(match[1])
                     return self._send(200, job) if job else self._missing("pytorchjobs", match[1])
