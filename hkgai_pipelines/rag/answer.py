@@ -1,12 +1,23 @@
-"""`hkgai ask`: input guardrail -> hybrid retrieval -> answer -> output guardrail -> citations.
+"""`hkgai ask`: input guardrail -> hybrid retrieval -> answer -> output moderation -> citations.
+
+Retrieval is `QuestionSearch` (rag/search.py): the question in its own script and folded to
+Hong Kong Traditional, keyword and vector evidence scored the same way for every question,
+passages in other languages reached through the multilingual embedder, documents ranked by
+relevance with the question's language preferred only among comparably relevant ones. A
+question counts as answered when the best document's hybrid evidence is strong enough
+(`SearchResult.found`); otherwise the answer says nothing was found, never an invented one,
+and the note gives the figures.
 
 The answer comes from a causal LM prompted with the retrieved passages when one is available
 (the MLflow `champion`, else the newest aligned model; `model_version` says which). With no
-model yet, the answer is extractive: the passage sentences most similar to the question,
-taken from a passage in the question's language (Simplified Chinese questions get
-Traditional passages converted with OpenCC t2s), and `model_version` is null with a note
-saying so. A question with no relevant passage gets an answer that says nothing was found,
-never an invented one.
+model yet, the answer is extractive: the sentences of the best document's retrieved passages
+most similar to the question (Simplified Chinese questions get Traditional passages converted
+with OpenCC t2s), and `model_version` is null with a note saying so.
+
+The output guardrail judges the answer in context (safety/output_moderation.py): what the
+answer quotes from the screened passages it was built from is not judged again on its own,
+the rest is judged together with the question. Citations are one per document, in descending
+`score` (the relevance plus the small language preference of rag/search.py).
 
 Retrieved passages are data, not instructions. Each one is screened by the guard's
 prompt-injection detector (safety/guard.py `InjectionDetector`) before it is used: a passage
@@ -28,17 +39,11 @@ import numpy as np
 from hkgai_pipelines.curation.langid import identify_language
 from hkgai_pipelines.rag.chunking import split_sentences
 from hkgai_pipelines.rag.embedders import Embedder
+# ANSWER_LANGUAGES lived here before rag/search.py; importing it from here still works.
+from hkgai_pipelines.rag.search import ANSWER_LANGUAGES, QuestionSearch, SearchResult  # noqa: F401
 from hkgai_pipelines.rag.store import SearchHit, VectorStore, check_embedder
-from hkgai_pipelines.safety.guard import GuardVerdict, InjectionDetector, RuleGuard
-
-#: Passage languages that can answer a question in each language, best first.
-ANSWER_LANGUAGES = {
-    "yue": ("yue", "zh-hant", "mixed"),
-    "mixed": ("yue", "mixed", "zh-hant"),
-    "zh-hant": ("zh-hant", "yue"),
-    "zh-hans": ("zh-hant", "yue"),
-    "en": ("en",),
-}
+from hkgai_pipelines.safety.guard import InjectionDetector, RuleGuard
+from hkgai_pipelines.safety.output_moderation import OutputModerator
 
 MESSAGES = {
     "no_hits": {
@@ -54,6 +59,16 @@ MESSAGES = {
         "zh-hans": "我无法协助这个要求。如你或他人有危险，请立即致电九九九。",
     },
 }
+
+
+def question_language(question: str) -> str:
+    """The language the reply is written in: the question's, as curation.langid names it, or
+    English for a language the messages do not cover."""
+    return _reply_language(identify_language(question).lang)
+
+
+def _reply_language(lang: str) -> str:
+    return lang if lang in MESSAGES["no_hits"] or lang == "mixed" else "en"
 
 
 def message(kind: str, lang: str) -> str:
@@ -129,7 +144,9 @@ def build_prompt(question: str, passages: list[SearchHit], lang: str) -> str:
 @dataclass
 class AskResult:
     answer: str
+    #: One per document, by descending score: [{"doc_id", "title", "source", "score"}].
     citations: list[dict]
+    #: {"input": verdict, "output": verdict or None}, each {"verdict", "category"}.
     guard: dict
     model_version: str | None
     lang: str
@@ -148,60 +165,79 @@ class Answerer:
     store: VectorStore
     embedder: Embedder
     alias: str
-    #: Any guard with `check(text) -> GuardVerdict`: RuleGuard, or the HybridGuard the CLI serves.
+    #: Any guard with `check(text) -> GuardVerdict` (and, for batches, `check_many`): RuleGuard,
+    #: or the HybridGuard the CLI serves. Judges the question, and the answer in context
+    #: (safety/output_moderation.py).
     guard: RuleGuard = field(default_factory=RuleGuard)
     #: Screens retrieved passages (the guard's prompt-injection category, on its own: passages
     #: are reference data, judged for attempts to instruct the model, not for their topic).
     injection: InjectionDetector = field(default_factory=InjectionDetector)
     generator: Generator | None = None
+    #: Documents cited at most.
     k: int = 5
+    #: Hybrid weight of the relevance: 1 = vector only, 0 = keyword only (params.yaml rag.alpha).
     alpha: float = 0.5
-    #: Cosine similarity below which the best passage is not about the question.
+    #: The least relevance of the best document for the question to count as answered
+    #: (rag/search.py MIN_RELEVANCE, where the value comes from). The name is that of the
+    #: cosine gate it replaces, params.yaml rag.min_answer_similarity, whose 0.3 it keeps.
     min_similarity: float = 0.3
 
-    def ask(self, question: str) -> AskResult:
-        lang = identify_language(question).lang
-        lang = lang if lang in MESSAGES["no_hits"] or lang == "mixed" else "en"
-        verdict = self.guard.check(question)
-        if verdict.blocked:
-            return AskResult(message("refusal", lang), [], {"input": verdict.to_json(), "output": None}, None, lang, "blocked by the input guardrail")
+    def __post_init__(self) -> None:
+        self.search = QuestionSearch(self.store, self.embedder, alpha=self.alpha, min_relevance=self.min_similarity, screen=self._screen)
+        self.moderator = OutputModerator(self.guard)
+
+    def retrieve(self, question: str, lang: str | None = None) -> tuple[str, SearchResult]:
+        """(live index version, search result) for `question` (in `lang`, detected when not
+        given), without the guardrails: what `ask` answers from and cites. Raises RuntimeError
+        when no index is live, EmbedderMismatchError when the live version was built with
+        another embedder."""
+        lang = lang or question_language(question)
         version = self.store.get_alias(self.alias)
         if version is None:
             raise RuntimeError(f"no live index behind alias {self.alias}; materialize vector_index first")
         check_embedder(self.store.version_info(version), self.embedder.name, self.embedder.dim)
-        vector = self.embedder.embed([question])[0]
-        hits, excluded = self._screen(self.store.query(version, vector, question, k=self.k, alpha=self.alpha))
-        # The relevance gate reads the nearest passage that may be used: an excluded passage
-        # must not vouch for the others.
-        nearest, _ = self._screen(self.store.query(version, vector, question, k=self.k, alpha=1.0))
-        similarity = self._similarity(vector, nearest[:1])
+        return version, self.search.search(version, question, lang, k=self.k)
+
+    def ask(self, question: str) -> AskResult:
+        """Raises GuardInputError for an empty or over-long question, RuntimeError when no
+        index is live."""
+        detected = identify_language(question)
+        lang = _reply_language(detected.lang)
+        verdict = self.guard.check(question)
+        if verdict.blocked:
+            return AskResult(message("refusal", lang), [], {"input": verdict.to_json(), "output": None}, None, lang, "blocked by the input guardrail")
+        version, found = self.retrieve(question, lang)
+        excluded = found.excluded
         model_version = self.generator.version if self.generator else None
-        if not hits or similarity < self.min_similarity:
-            note = f"no passage above similarity {self.min_similarity} (best {similarity:.2f})"
+        if not found.found:
+            note = f"nothing relevant enough in the knowledge base: {found.reason}"
             if excluded:
                 note += f"; {len(excluded)} retrieved passage(s) excluded by the injection check"
             return AskResult(message("no_hits", lang), [], {"input": verdict.to_json(), "output": None}, model_version, lang,
                              note, version, excluded)
-        ranked = self._prefer_language(hits, lang)
+        passages = found.passages()
         if self.generator:
-            answer = self.generator.generate(build_prompt(question, ranked[:3], lang))
+            used = passages[:3]
+            answer = self.generator.generate(build_prompt(question, used, lang))
             note = None
         else:
-            answer = self._extractive_answer(question, vector, ranked, lang)
-            note = "no registered model yet (no champion or aligned_model): extractive answer from the top passage"
-        out_verdict = self.guard.check(answer) if answer.strip() else GuardVerdict("allow")
-        if out_verdict.blocked:
+            used = [p for p in passages if p.doc_id == passages[0].doc_id]
+            answer = self._extractive_answer(question, used, lang, simplified=detected.script == "hans")
+            note = "no registered model yet (no champion or aligned_model): extractive answer from the best document"
+        moderation = self.moderator.judge(question, answer, [f"{p.title}\n{p.text}" for p in used])
+        if moderation.verdict.blocked:
             answer = message("refusal", lang)
         from hkgai_pipelines.rag.knowledge import strip_markup
 
         citations = []
-        for hit in ranked:
-            if all(c["doc_id"] != hit.doc_id for c in citations):
-                # Plain text whatever the index holds: versions built before ingestion stripped
-                # markup, or written by another tool, may still carry it.
-                title = " ".join(strip_markup(hit.title).split())
-                citations.append({"doc_id": hit.doc_id, "title": title, "source": hit.source, "score": round(hit.score, 4)})
-        return AskResult(answer, citations, {"input": verdict.to_json(), "output": out_verdict.to_json()}, model_version, lang, note, version, excluded)
+        for document in found.documents:
+            hit = document.chunks[0].hit
+            # Plain text whatever the index holds: versions built before ingestion stripped
+            # markup, or written by another tool, may still carry it.
+            title = " ".join(strip_markup(hit.title).split())
+            citations.append({"doc_id": document.doc_id, "title": title, "source": hit.source, "score": round(document.score, 4)})
+        return AskResult(answer, citations, {"input": verdict.to_json(), "output": moderation.verdict.to_json()}, model_version, lang,
+                         note, version, excluded)
 
     def _screen(self, hits: list[SearchHit]) -> tuple[list[SearchHit], list[dict]]:
         """The hits that pass the injection check, and a record of each one that does not."""
@@ -214,31 +250,20 @@ class Answerer:
                 kept.append(hit)
         return kept, excluded
 
-    def _similarity(self, vector: np.ndarray, nearest: list[SearchHit]) -> float:
-        if not nearest:
-            return 0.0
-        content = self.embedder.embed([f"{nearest[0].title}\n{nearest[0].text}"])[0]
-        return float(np.dot(vector, content))
-
-    @staticmethod
-    def _prefer_language(hits: list[SearchHit], lang: str) -> list[SearchHit]:
-        order = ANSWER_LANGUAGES.get(lang, (lang,))
-        return sorted(hits, key=lambda h: (order.index(h.lang) if h.lang in order else len(order)))
-
-    def _extractive_answer(self, question: str, vector: np.ndarray, hits: list[SearchHit], lang: str) -> str:
-        """The two sentences most similar to the question, from the best document's passages
-        in the question's language, in their original order."""
-        best_doc = hits[0].doc_id
+    def _extractive_answer(self, question: str, passages: list[SearchHit], lang: str, simplified: bool = False) -> str:
+        """The two sentences of `passages` (one document's retrieved chunks) most similar to
+        the question, in their original order; in Simplified characters (OpenCC t2s) when the
+        question is written in them (`simplified`: Simplified Chinese, or Cantonese typed in
+        Simplified characters)."""
         sentences: list[str] = []
-        for hit in hits:
-            if hit.doc_id == best_doc:
-                sentences.extend(s for s in split_sentences(hit.text) if s not in sentences)
+        for hit in passages:
+            sentences.extend(s for s in split_sentences(hit.text) if s not in sentences)
         if len(sentences) > 2:
-            scores = self.embedder.embed(sentences) @ vector
+            scores = self.embedder.embed(sentences) @ self.embedder.embed([question])[0]
             keep = sorted(np.argsort(-scores)[:2])
             sentences = [sentences[i] for i in keep]
         answer = " ".join(sentences) if lang == "en" else "".join(sentences)
-        if lang == "zh-hans":
+        if simplified or lang == "zh-hans":
             from hkgai_pipelines.curation.script import to_simplified
 
             answer = to_simplified(answer)

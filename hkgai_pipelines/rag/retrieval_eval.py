@@ -2,13 +2,19 @@
 
 A question is answered at rank r when any of its acceptable documents is the r-th distinct
 document among the hits; recall@k counts questions answered within k, MRR averages 1/r.
+
+Two question sets use this: `hkgai_pipelines/data/rag_questions.yaml`, the gate of every index
+refresh (`load_questions`, `evaluate`), and the retrieval benchmark
+`benchmarks/data/retrieval_questions.yaml` (`load_benchmark`, `score_citations`), which scores
+what `hkgai ask` cites, per question language, unanswerable questions included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
@@ -55,3 +61,94 @@ def evaluate(search: Callable[[int, str, int], list[SearchHit]], questions: list
             misses.append(question.text)
     n = max(len(questions), 1)
     return RetrievalReport(len(questions), found / n, reciprocal / n, k, misses)
+
+
+# -- the retrieval benchmark (benchmarks/retrieval_eval.py) ---------------------------------
+
+
+@dataclass(frozen=True)
+class BenchmarkQuestion:
+    text: str
+    #: The question's language as written in the set: en, yue, zh-hant or zh-hans.
+    lang: str
+    #: Documents that answer it (full ids, "hk_knowledge/en-mtr"); empty when unanswerable.
+    doc_ids: tuple[str, ...]
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.doc_ids)
+
+    def answered_only_across(self) -> bool:
+        """True when every answering document is in the other writing system: an English
+        question answered only by Chinese documents, or a Chinese question only by English
+        ones (the embedder alone bridges these)."""
+        english = [doc.rsplit("/", 1)[-1].startswith("en-") for doc in self.doc_ids]
+        return bool(english) and (not any(english) if self.lang == "en" else all(english))
+
+
+@dataclass(frozen=True)
+class BenchmarkSet:
+    version: int
+    questions: list[BenchmarkQuestion]
+    #: Off-topic questions kept apart for setting thresholds (never scored).
+    calibration_unanswerable: list[str]
+
+
+def load_benchmark(path: str | Path, source: str = "hk_knowledge") -> BenchmarkSet:
+    """The question set at `path` (benchmarks/data/retrieval_questions.yaml). Raises KeyError
+    for a file without `version` or `questions`."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    questions = [
+        BenchmarkQuestion(item["q"], lang, tuple(f"{source}/{doc}" for doc in item["docs"]))
+        for lang, items in data["questions"].items()
+        for item in items
+    ]
+    questions += [BenchmarkQuestion(text, lang, ()) for lang, texts in data.get("unanswerable", {}).items() for text in texts]
+    return BenchmarkSet(int(data["version"]), questions, list(data.get("calibration_unanswerable", [])))
+
+
+def citation_rank(cited: Sequence[str], answers: Sequence[str], k: int = 5) -> int | None:
+    """The 1-based rank of the first answering document among the first `k` distinct cited
+    documents, or None."""
+    distinct = list(dict.fromkeys(cited))[:k]
+    return next((i + 1 for i, doc in enumerate(distinct) if doc in answers), None)
+
+
+@dataclass
+class CitationScores:
+    """Scores of the citations served for a group of questions."""
+
+    answerable: int = 0
+    #: Answerable questions with an answering document among the first k citations.
+    recalled: int = 0
+    reciprocal_rank: float = 0.0
+    #: Answerable questions that got an answer at all (not "not found").
+    answered: int = 0
+    unanswerable: int = 0
+    #: Unanswerable questions answered "not found" (no citations).
+    declined: int = 0
+
+    def add(self, question: BenchmarkQuestion, cited: Sequence[str], k: int = 5) -> None:
+        """Count one question; `cited` is empty when the answer was "not found"."""
+        if not question.answerable:
+            self.unanswerable += 1
+            self.declined += not cited
+            return
+        self.answerable += 1
+        self.answered += bool(cited)
+        rank = citation_rank(cited, question.doc_ids, k)
+        if rank:
+            self.recalled += 1
+            self.reciprocal_rank += 1.0 / rank
+
+    @property
+    def recall(self) -> float:
+        return self.recalled / self.answerable if self.answerable else 0.0
+
+    @property
+    def mrr(self) -> float:
+        return self.reciprocal_rank / self.answerable if self.answerable else 0.0
+
+    @property
+    def declined_share(self) -> float:
+        return self.declined / self.unanswerable if self.unanswerable else 0.0
