@@ -34,6 +34,9 @@ def auth_server(tmp_path, monkeypatch):
          "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # This test is about permissions, not deadlines: on a loaded machine the server's first
+    # writes (its SQLite schema, the auth tables) took longer than the 10 s default.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     try:
         _wait_for(f"http://127.0.0.1:{port}/health", 180, process)
         yield f"http://127.0.0.1:{port}"
