@@ -1,4 +1,5 @@
-"""`hkgai`: the command-line contract of ARCHITECTURE.md (demo, ui, curate, langid, redact, ingest)."""
+"""`hkgai`: the command-line contract of ARCHITECTURE.md (demo, ui, curate, langid, redact, ingest, ask,
+serve, ...)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -260,6 +261,42 @@ def _rag_runtime():
     return resources["vector_store"], resources["embedder"], load_rag_params(settings.params_file), settings
 
 
+def _answer_service(model):
+    """An AnswerService with everything `hkgai ask` loads, answering with `model` (a
+    CurrentModel; None: extractive answers, the registry is not asked)."""
+    from hkgai_pipelines.rag.answer import Answerer
+    from hkgai_pipelines.rag.server import AnswerService
+    from hkgai_pipelines.safety.classifier import load_guard
+
+    store_resource, embedder_resource, params, settings = _rag_runtime()
+    generator = None  # chosen per question by the AnswerService
+    embedder = embedder_resource.get_embedder()
+    answerer = Answerer(
+        store=store_resource.get_store(), embedder=embedder, alias=store_resource.alias,
+        generator=generator, alpha=params.alpha, min_similarity=params.min_answer_similarity,
+        guard=load_guard(embedder=embedder, cache_dir=settings.home_dir / "cache", model_dir=settings.guard_model_dir),
+    )
+    return AnswerService(answerer, model)
+
+
+def _loaded_model(settings):
+    """The CurrentModel of `settings` with its model loaded, before anything else is: a registry
+    that does not answer is reported in seconds, not after the index and the guard have loaded.
+    Raises ModelUnavailable."""
+    from hkgai_pipelines.rag.models import CurrentModel
+    from hkgai_pipelines.rag.server import current_model
+
+    model = CurrentModel(settings)
+    current_model(model)
+    return model
+
+
+def _served_model_name(settings) -> str:
+    from hkgai_pipelines.params import load_registry_params
+
+    return load_registry_params(settings.params_file).model_name
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="the question, in Cantonese, Chinese or English")],
@@ -268,50 +305,96 @@ def ask(
 ) -> None:
     """Answer a question from the knowledge index, with citations and guardrail verdicts. The
     MLflow champion answers; the newest aligned_model only when the registry has no champion. An
-    unreachable registry is one line and exit 1 (`{"error"}` on stdout with --json)."""
-    from mlflow.exceptions import MlflowException
+    unreachable registry is one line and exit 1 (`{"error"}` on stdout with --json). With
+    HKGAI_SERVE_URL set, the running `hkgai serve` there answers (same JSON) and nothing is
+    loaded here."""
 
-    from hkgai_pipelines.rag.answer import Answerer
-    from hkgai_pipelines.rag.models import resolve_generator
-    from hkgai_pipelines.safety.guard import GuardInputError
-
-    store_resource, embedder_resource, params, settings = _rag_runtime()
-    try:
-        generator, generator_note = (None, None) if extractive else resolve_generator(settings)
-    except (RuntimeError, MlflowException) as error:
-        # RegistryUnavailable, ChampionNotServable, MLflow refusing: answering with another model
-        # would hide that the approved one is not serving.
-        message = f"cannot reach the champion model: {error}; not answering with another model (--extractive answers from the passages)"
-        if as_json:
+    def fail(message: str, code: int, json_error: bool = False) -> NoReturn:
+        if as_json and json_error:
             sys.stdout.write(json.dumps({"error": message}, ensure_ascii=False) + "\n")
         console.print(message, style="red", soft_wrap=True, markup=False)
-        raise typer.Exit(1) from None
-    from hkgai_pipelines.safety.classifier import load_guard
+        raise typer.Exit(code)
 
-    embedder = embedder_resource.get_embedder()
-    answerer = Answerer(
-        store=store_resource.get_store(), embedder=embedder, alias=store_resource.alias,
-        generator=generator, alpha=params.alpha, min_similarity=params.min_answer_similarity,
-        guard=load_guard(embedder=embedder, cache_dir=settings.home_dir / "cache", model_dir=settings.guard_model_dir),
-    )
-    try:
-        result = answerer.ask(question)
-    except GuardInputError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
-    except RuntimeError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(1) from None
-    if generator_note and not result.note:
-        result.note = generator_note
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+    settings = _settings()
+    if settings.serve_url:
+        # Nothing heavy is imported on this path: the server has it all loaded.
+        from hkgai_pipelines.rag.server import Endpoint, EndpointError
+
+        try:
+            payload = Endpoint(settings.serve_url, settings.serve_timeout_s).ask(question, extractive=extractive)
+        except EndpointError as error:
+            # 400 is the question itself (what GuardInputError exits with locally); anything else
+            # is the service, and answering here instead would hide that it is down.
+            fail(str(error), 2 if error.status == 400 else 1, json_error=error.status != 400)
+        _print_answer(payload, as_json)
         return
-    sys.stdout.write(result.answer + "\n")
-    for number, citation in enumerate(result.citations, start=1):
+    from hkgai_pipelines.rag.server import ModelUnavailable
+    from hkgai_pipelines.safety.guard import GuardInputError
+
+    try:
+        service = _answer_service(None if extractive else _loaded_model(settings))
+        result = service.ask(question, extractive=extractive)
+    except ModelUnavailable as error:
+        fail(str(error), 1, json_error=True)
+    except GuardInputError as error:
+        fail(str(error), 2)
+    except RuntimeError as error:
+        fail(str(error), 1)
+    _print_answer(result.to_json(), as_json)
+
+
+def _print_answer(payload: dict, as_json: bool) -> None:
+    """The `hkgai ask` output of one answer (AskResult's JSON object)."""
+    if as_json:
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        return
+    sys.stdout.write(payload["answer"] + "\n")
+    for number, citation in enumerate(payload["citations"], start=1):
         sys.stdout.write(f"  [{number}] {citation['title']} ({citation['doc_id']}, score {citation['score']})\n")
-    if result.note:
-        console.print(f"[dim]{result.note}[/dim]")
+    if payload.get("note"):
+        console.print(payload["note"], style="dim", soft_wrap=True, markup=False)
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="port to listen on", envvar="HKGAI_SERVE_PORT", min=1, max=65535)] = 8000,
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)", envvar="HKGAI_SERVE_HOST")] = "127.0.0.1",
+) -> None:
+    """Serve `hkgai ask` (guardrails, retrieval, the champion) as an OpenAI-compatible API,
+    loaded once: POST /v1/chat/completions and /v1/completions, GET /v1/models and /health.
+    The registry is asked which model answers before every question, so a new champion or a
+    rollback is served from the next question on. A busy port, or a champion that cannot be
+    loaded at start, is one line and exit 1. Point `hkgai ask` at it with HKGAI_SERVE_URL."""
+    from hkgai_pipelines.platform import port_in_use
+
+    if port_in_use(port, host if host not in ("0.0.0.0", "::") else "127.0.0.1"):
+        console.print(f"hkgai serve: port {port} is in use on {host}; stop what holds it, or choose another port with --port "
+                      "PORT or HKGAI_SERVE_PORT=PORT", style="red", soft_wrap=True, markup=False)
+        raise typer.Exit(1)
+    import uvicorn
+
+    from hkgai_pipelines.rag.server import create_app
+
+    from hkgai_pipelines.rag.server import ModelUnavailable
+
+    started = time.monotonic()
+    settings = _settings()
+    try:
+        model = _loaded_model(settings)  # now: the first question should not wait for it
+    except ModelUnavailable as error:
+        console.print(f"hkgai serve: {error}", style="red", soft_wrap=True, markup=False)
+        raise typer.Exit(1) from None
+    service = _answer_service(model)
+    # The embedder and the guard pay for their first call once, here.
+    service.answerer.guard.check("warm up")
+    if service.index_version() is None:
+        console.print(f"hkgai serve: no live index behind {service.answerer.alias} yet; questions get HTTP 503 until "
+                      "vector_index is materialized", style="yellow", soft_wrap=True, markup=False)
+    name = _served_model_name(settings)
+    console.print(f"hkgai serve: {service.model_version() or 'no model yet (extractive answers)'} loaded in "
+                  f"{time.monotonic() - started:.1f}s; OpenAI-compatible API on http://{host}:{port}/v1 (model '{name}'); "
+                  f"`HKGAI_SERVE_URL=http://{host}:{port} hkgai ask ...` uses it. Ctrl-C stops it.", soft_wrap=True, markup=False)
+    uvicorn.run(create_app(service, name), host=host, port=port, log_level="info")
 
 
 index_app = typer.Typer(help="The vector index: list versions, roll the alias back.")

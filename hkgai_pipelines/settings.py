@@ -57,6 +57,15 @@ class HkgaiSettings(BaseSettings):
     dvc_remote: str | None = Field(
         None, description="DVC remote URL; local default $HKGAI_HOME/dvc-remote, s3://... in production."
     )
+    serve_url: str | None = Field(
+        None, description="A running `hkgai serve` (e.g. http://127.0.0.1:8000) that `hkgai ask` sends questions to; "
+                          "unset: `hkgai ask` loads the model itself."
+    )
+    serve_timeout_s: float = Field(120.0, gt=0, description="The longest `hkgai ask` waits for the served answer.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads torch answers with in `hkgai ask` and `hkgai serve`; unset: torch's default "
+                                "(one per core). 1 suits a small model or a busy machine, where threads wait on each other."
+    )
 
     @model_validator(mode="after")
     def _production_needs_servers(self) -> "HkgaiSettings":
