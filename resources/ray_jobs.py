@@ -1,7 +1,11 @@
 """Curation on a Ray cluster: a KubeRay RayJob (ray.io/v1), launched and watched from Dagster.
 
-In the production profile `cleaned_corpus` runs `hkgai curate --lake LAKE --out OUT --workers N`
-on a Ray cluster of its own: KubeRay creates the cluster from the RayJob's `rayClusterSpec` (a
+Status: built and tested against a fake KubeRay (tests/test_kuberay.py), but not yet called by
+`cleaned_corpus`, which still curates in the Dagster run's process: the RayJob's entry point,
+`hkgai curate --lake LAKE --out OUT --workers N`, needs the Ray curation engine, and the project
+image needs `ray[default]`, neither of which is in this version yet.
+
+The design: `cleaned_corpus` runs that entry point on a Ray cluster of its own: KubeRay creates the cluster from the RayJob's `rayClusterSpec` (a
 head and an autoscaling group of CPU workers, every pod mounting the lake's volume where the
 training pods mount it), submits the entry point through a submitter pod once the cluster is up
 (the driver runs on the head with RAY_ADDRESS set, so Ray Data spreads the work over the
@@ -16,7 +20,7 @@ workers), and deletes the cluster when the job ends.
   the submitter pod), the messages are read from the submitter pod's log (KubeRay's submitter
   runs `ray job logs --follow`, which prints the driver's output), and the RayJob is deleted
   whatever happens;
-- `RayCurationLauncher` is the Dagster resource the asset calls.
+- `RayCurationLauncher` is the Dagster resource the asset is to call.
 
 Why not dagster-ray's `PipesKubeRayJobClient` (dagster-ray 0.4.8, checked against its source):
 it reads the Pipes messages over the Ray dashboard's job-log websocket, so the Dagster run pod
