@@ -256,3 +256,23 @@ def test_the_one_text_path_scores_like_the_sparse_matrix():
     model = load_model()
     texts = ["你食飯未呀", "香港特別行政區政府", "你系边度", "立法會每屆任期四年。", "", "abc"]
     assert [round(model.log_odds_one(t), 9) for t in texts] == [round(float(v), 9) for v in model.log_odds(texts)]
+
+
+def test_scores_keep_six_decimals():
+    """A score is rounded where it is made: lingua's confidences differ in the last bits from
+    process to process, which changed the DVC hash of an identical corpus on every run."""
+    from hkgai_pipelines.curation.langid import LanguageResult
+
+    assert LanguageResult("en", 0.9009684369621707).score == LanguageResult("en", 0.9009684369621704).score == 0.900968
+
+
+def test_the_same_text_scores_the_same_in_two_processes():
+    import subprocess
+    import sys
+
+    code = ("from hkgai_pipelines.curation.langid import LanguageIdentifier; i = LanguageIdentifier(); "
+            "print([repr(i.identify(t).score) for t in ('The quick brown fox jumps over the lazy dog.', "
+            "'MTR services resume after typhoon signal lowered', '佢哋聽日會去旺角食飯。')])")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+            for _ in range(2)]
+    assert runs[0] == runs[1] and runs[0].count("'") == 6

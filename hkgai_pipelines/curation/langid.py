@@ -41,6 +41,9 @@ import threading
 from dataclasses import dataclass
 
 LANGUAGES = ("yue", "zh-hant", "zh-hans", "en", "mixed", "other")
+#: Decimals a language score keeps (`LanguageResult`): enough for every threshold, few enough
+#: that a score is the same in every process.
+SCORE_DECIMALS = 6
 
 HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 KANA_RE = re.compile(r"[\u3040-\u30ff]")
@@ -58,6 +61,13 @@ class LanguageResult:
     # written in, so the script step can convert Simplified Cantonese; None otherwise.
     # Not part of to_json (the `hkgai langid` contract is {"lang", "score"}).
     script: str | None = None
+
+    def __post_init__(self) -> None:
+        # lingua's confidence for the same text differs in the last bits from one process to
+        # the next (0.9009684369621704 / ...707, measured), so `lang_score` in cleaned.parquet
+        # changed on every run and an identical corpus got a new DVC hash each time. Six
+        # decimals are stable and finer than any threshold reads.
+        object.__setattr__(self, "score", round(float(self.score), SCORE_DECIMALS))
 
     def to_json(self) -> dict:
         return {"lang": self.lang, "score": round(self.score, 4)}
