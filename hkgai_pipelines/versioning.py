@@ -90,14 +90,28 @@ def remote_config_url(repo_dir: Path, remote_url: str) -> str:
     return str(remote)
 
 
+#: What a tracked folder may hold that is not data: the temporary files `atomic_path` writes
+#: beside an output before renaming it (`.cleaned.parquet.k2j3.tmp`), which a run killed
+#: between writing and renaming leaves behind, and a curation run's staging folder. DVC must
+#: never hash or push them: the corpus's hash would then depend on how the last run ended.
+DVC_IGNORE = """# Written by hkgai_pipelines.versioning: temporary files and staging folders are not data.
+.*.tmp
+.curate-staging-*/
+"""
+
+
 def ensure_repo(repo_dir: Path, remote_url: str, remote_name: str = "lake") -> None:
     """A DVC repository in `repo_dir` whose default remote is `remote_url`, set on every call
-    (so the config follows HKGAI_DVC_REMOTE). Raises DvcError if a DVC command fails."""
+    (so the config follows HKGAI_DVC_REMOTE), ignoring `DVC_IGNORE`. Raises DvcError if a DVC
+    command fails."""
     repo_dir = Path(repo_dir)
     repo_dir.mkdir(parents=True, exist_ok=True)
     if not (repo_dir / ".dvc").is_dir():
         _dvc(repo_dir, "init", "--no-scm", "--quiet")
         _dvc(repo_dir, "config", "core.analytics", "false")
+    ignore = repo_dir / ".dvcignore"
+    if not ignore.exists() or ignore.read_text(encoding="utf-8") != DVC_IGNORE:
+        ignore.write_text(DVC_IGNORE, encoding="utf-8")
     if not remote_url.startswith(REMOTE_SCHEMES):
         Path(remote_url).mkdir(parents=True, exist_ok=True)
     # DVC reads a relative path against its working directory (repo_dir) and stores it relative

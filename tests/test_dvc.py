@@ -35,6 +35,20 @@ def test_track_and_push_records_hash_and_fills_remote(tmp_path):
     assert versioning.track_and_push(repo, "cleaned", str(tmp_path / "remote")).md5 == tracked.md5
 
 
+def test_temporary_files_left_by_a_killed_run_are_not_tracked(tmp_path):
+    """A run killed between writing and renaming leaves `.<name>.<random>.tmp` (atomic_path)
+    or a staging folder in the output: the hash and the remote are those of the data alone."""
+    repo = tmp_path / "lake"
+    (repo / "cleaned").mkdir(parents=True)
+    (repo / "cleaned" / "stats.json").write_text('{"kept": 1}')
+    clean = versioning.track_and_push(repo, "cleaned", str(tmp_path / "remote"))
+    (repo / "cleaned" / ".cleaned.parquet.k2j3x9.tmp").write_bytes(b"half a parquet file")
+    (repo / "cleaned" / ".curate-staging-123").mkdir()
+    (repo / "cleaned" / ".curate-staging-123" / "stats.json").write_text('{"kept": 2}')
+    dirty = versioning.track_and_push(repo, "cleaned", str(tmp_path / "remote"))
+    assert (dirty.md5, dirty.files, dirty.size) == (clean.md5, 1, 11)
+
+
 def test_local_remote_inside_the_home_is_recorded_relative(tmp_path):
     """A copied or moved home pushes to its own remote, not to the original's."""
     home = tmp_path / "home"
