@@ -16,6 +16,11 @@ from hkgai_pipelines.sources.ingest import ingest_source, iter_raw_lake
 source_partitions = dg.StaticPartitionsDefinition(load_catalog(get_settings().sources_file).names)
 
 CLEANED_DIR = "cleaned"
+#: The concurrency pool of `cleaned_corpus`, limited to one step at a time by the instance
+#: (`concurrency.pools.default_limit: 1` in the local dagster.yaml and the Helm values): two
+#: materializations would otherwise curate into the same folder and record one DVC hash for
+#: different data.
+CURATION_POOL = "cleaned_corpus"
 
 
 @dg.asset(
@@ -45,6 +50,7 @@ def raw_documents(context: dg.AssetExecutionContext, pipeline_config: PipelineCo
 
 @dg.asset(
     deps=[raw_documents],
+    pool=CURATION_POOL,
     group_name="corpora",
     kinds={"python", "parquet", "dvc"},
     description=(

@@ -62,6 +62,13 @@ run_monitoring:
   cancel_timeout_seconds: 180
   max_resume_run_attempts: 0
   poll_interval_seconds: 30
+# Concurrency pools: one step of a pool at a time across all runs unless a limit is set for it
+# (`dagster instance concurrency set POOL N`). `cleaned_corpus` is in pool `cleaned_corpus`: a
+# second materialization waits ("blocked by limit for pool") instead of curating into the same
+# folder at once.
+concurrency:
+  pools:
+    default_limit: 1
 """
 
 #: In the home: the absolute path the home had when it was last opened.
