@@ -184,6 +184,30 @@ def test_bad_requests_get_openai_errors(served, body, status, param, code):
     assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
 
 
+def test_a_body_that_is_not_json_a_wrong_method_and_an_unknown_path_get_openai_errors(served):
+    _, url, _ = served
+    broken = httpx.post(f"{url}/v1/chat/completions", content=b'{"messages": [{', headers={"content-type": "application/json"}, timeout=60)
+    assert broken.status_code == 400
+    error = broken.json()["error"]
+    assert error["param"] is None and error["message"].startswith("the request body is not valid JSON")
+    for response, status in ((httpx.get(f"{url}/v1/chat/completions"), 405), (httpx.get(f"{url}/v1/nope"), 404)):
+        assert response.status_code == status
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_health_is_503_while_no_index_stands_behind_the_alias(tmp_path, use_embedder):
+    """A readiness probe on /health keeps traffic away from a server whose every question would
+    get 503."""
+    from fastapi.testclient import TestClient
+
+    answerer = Answerer(store=EmbeddedVectorStore(tmp_path / "vectors"), embedder=use_embedder, alias="HkKnowledge", guard=RuleGuard())
+    client = TestClient(create_app(AnswerService(answerer), REGISTERED_MODEL))
+    health = client.get("/health")
+    assert health.status_code == 503 and health.json()["status"] == "no_index" and health.json()["index_version"] is None
+    asked = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": QUESTION}]})
+    assert asked.status_code == 503 and asked.json()["error"]["code"] == "index_unavailable"
+
+
 def test_extractive_request_says_so_and_asks_no_model(served):
     _, url, _ = served
     body = httpx.post(f"{url}/v1/chat/completions", timeout=60,

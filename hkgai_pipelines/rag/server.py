@@ -16,7 +16,7 @@ Routes (FastAPI on uvicorn, one process, one question at a time):
   the question.
 * `GET /v1/models`: the one served model id, the registered model's name (`hkgai-v1`).
 * `GET /health`: `{"status": "ok", "model", "model_version", "index_version"}` without asking
-  the registry.
+  the registry; 503 with `"status": "no_index"` while no live index stands behind the alias.
 
 Every completion carries the `hkgai ask --json` object under the extra key `hkgai` (citations,
 guard verdicts, `model_version`, notes; for `/v1/completions` a list, one per prompt); OpenAI
@@ -24,7 +24,8 @@ clients ignore unknown keys. `finish_reason`
 is `content_filter` when a guardrail answered instead of the model. A request field
 `extractive: true` (not OpenAI's) answers with passage sentences, as `hkgai ask --extractive`.
 Errors use OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 for a bad
-request, 404 for another model id, 503 when the champion or the index cannot be reached.
+request (a body that is not JSON included), 404 for another model id or an unknown path, 405
+for a wrong method, 503 when the champion or the index cannot be reached.
 
 Which model answers is asked of the registry before every question (one alias lookup, see
 rag/models.py `CurrentModel`): a new champion, or a rollback, answers from the next question
@@ -171,6 +172,7 @@ def create_app(service: AnswerService, model_name: str):
 
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from hkgai_pipelines.safety.guard import GuardInputError
 
@@ -186,9 +188,18 @@ def create_app(service: AnswerService, model_name: str):
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError):
         first = error.errors()[0] if error.errors() else {}
+        if first.get("type") == "json_invalid":
+            # Its `loc` is the byte offset of the JSON error, not a parameter.
+            return _openai_error(400, f"the request body is not valid JSON: {first.get('msg', 'malformed body')} at byte "
+                                      f"{first.get('loc', ('', '?'))[-1]}", "invalid_request_error")
         param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         return _openai_error(400, f"invalid request: {first.get('msg', 'malformed body')}" + (f" ({param})" if param else ""),
                              "invalid_request_error", param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException):
+        # An unknown path (404) or a wrong method (405): OpenAI's shape, as for every other error.
+        return _openai_error(error.status_code, str(error.detail), "invalid_request_error")
 
     @app.exception_handler(Exception)
     async def failed(_request: Request, error: Exception):
@@ -220,8 +231,17 @@ def create_app(service: AnswerService, model_name: str):
         return result.to_json(), "content_filter" if filtered else "stop"
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "model": model_name, "model_version": service.model_version(), "index_version": service.index_version()}
+    def health():
+        """200 `{"status": "ok", ...}` when questions can be answered; 503 with status
+        `no_index` while no live index stands behind the alias (every question would get 503),
+        so a readiness probe keeps traffic away until `vector_index` is materialized. The
+        registry is not asked: a champion that cannot be loaded shows on the next question."""
+        from fastapi.responses import JSONResponse
+
+        index_version = service.index_version()
+        body = {"status": "ok" if index_version else "no_index", "model": model_name, "model_version": service.model_version(),
+                "index_version": index_version}
+        return JSONResponse(status_code=200 if index_version else 503, content=body)
 
     @app.get("/v1/models")
     def models() -> dict:
