@@ -91,3 +91,16 @@ def test_guard_cli_contract():
     assert lines[0] == {"verdict": "allow", "category": None}
     assert lines[1] == {"verdict": "block", "category": "violence_weapons"}
     assert lines[2]["error"] == "empty prompt"
+
+
+def test_a_refusal_points_to_help_by_category_in_the_reply_language():
+    """Self-harm gets the 24-hour suicide-prevention lines, fraud the Anti-Scam Helpline,
+    violence 999; other categories a plain refusal, never the 999 line."""
+    from hkgai_pipelines.rag.answer import refusal
+
+    assert "2896 0000" in refusal("self_harm", "en") and "2389 2222" in refusal("self_harm", "zh-hans")
+    assert "撒瑪利亞會" in refusal("self_harm", "yue") and "撒玛利亚会" in refusal("self_harm", "zh-hans")
+    assert refusal("crime_fraud", "zh-hant") == "我無法協助這個要求。如懷疑遇上騙案，可致電警方防騙易熱線18222。"
+    assert refusal("violence_weapons", "en") == "I can't help with that request. If you or someone else is in danger, call 999."
+    assert refusal("privacy_doxxing", "en") == refusal(None, "en") == "I can't help with that request."
+    assert refusal("hate_discrimination", "mixed") == "呢個要求我幫唔到手。"

@@ -142,4 +142,4 @@ def test_extractive_answers_to_questions_about_each_document_pass_the_output_gua
     for question in ("How do I renew my HKID card?", "How many public holidays are there in Hong Kong?"):
         result = answerer.ask(question)
         assert result.guard["output"] == {"verdict": "allow", "category": None}
-        assert result.answer != message("refusal", "en")
+        assert not result.answer.startswith("I can't help")

@@ -52,13 +52,52 @@ MESSAGES = {
         "zh-hant": "知識庫中找不到與此問題相關的資料。",
         "zh-hans": "知识库中找不到与此问题相关的资料。",
     },
+    # A refusal for a category without a line of its own below (privacy, hate, sexual content
+    # involving minors, incitement, prompt injection).
     "refusal": {
-        "en": "I can't help with that request. If you or someone else is in danger, call 999.",
-        "yue": "呢個要求我幫唔到手。如果你或者其他人有危險，請即刻打九九九。",
-        "zh-hant": "我無法協助這個要求。如你或他人有危險，請立即致電九九九。",
-        "zh-hans": "我无法协助这个要求。如你或他人有危险，请立即致电九九九。",
+        "en": "I can't help with that request.",
+        "yue": "呢個要求我幫唔到手。",
+        "zh-hant": "我無法協助這個要求。",
+        "zh-hans": "我无法协助这个要求。",
     },
 }
+
+#: Refusals that point to where help is, by guard category. Numbers: 999 (emergency); The
+#: Samaritans 2896 0000 (24 hours, multilingual) and The Samaritan Befrienders Hong Kong 2389
+#: 2222 (24 hours, Cantonese and English), as HKU's Centre for Suicide Research and Prevention
+#: lists them; the Police Anti-Deception Coordination Centre's Anti-Scam Helpline 18222.
+REFUSALS = {
+    "violence_weapons": {
+        "en": "I can't help with that request. If you or someone else is in danger, call 999.",
+        "yue": "呢個要求我幫唔到手。如果你或者其他人有危險，請即刻打999。",
+        "zh-hant": "我無法協助這個要求。如你或他人有危險，請立即致電999。",
+        "zh-hans": "我无法协助这个要求。如你或他人有危险，请立即致电999。",
+    },
+    "self_harm": {
+        "en": "I can't help with that. If you are thinking of hurting yourself, you are not alone: The Samaritans (2896 0000) "
+              "and The Samaritan Befrienders Hong Kong (2389 2222) listen 24 hours a day. In an emergency, call 999.",
+        "yue": "呢個要求我幫唔到手。如果你有傷害自己嘅念頭，你唔係一個人：撒瑪利亞會（2896 0000）同香港撒瑪利亞防止自殺會"
+               "（2389 2222）24小時都有人聽你講。緊急情況請打999。",
+        "zh-hant": "我無法協助這個要求。如你有傷害自己的念頭，你並不孤單：撒瑪利亞會（2896 0000）及香港撒瑪利亞防止自殺會"
+                   "（2389 2222）24小時提供情緒支援。緊急情況請致電999。",
+        "zh-hans": "我无法协助这个要求。如你有伤害自己的念头，你并不孤单：撒玛利亚会（2896 0000）及香港撒玛利亚防止自杀会"
+                   "（2389 2222）24小时提供情绪支援。紧急情况请致电999。",
+    },
+    "crime_fraud": {
+        "en": "I can't help with that request. If you think you have met a scam, call the Police Anti-Scam Helpline 18222.",
+        "yue": "呢個要求我幫唔到手。如果你懷疑遇到騙案，可以打警方防騙易熱線18222。",
+        "zh-hant": "我無法協助這個要求。如懷疑遇上騙案，可致電警方防騙易熱線18222。",
+        "zh-hans": "我无法协助这个要求。如怀疑遇上骗案，可致电警方防骗易热线18222。",
+    },
+}
+
+
+def refusal(category: str | None, lang: str) -> str:
+    """The refusal `hkgai ask` answers with when a guardrail blocks, in the reply language
+    `lang`, pointing to help where the guard's `category` has a line in REFUSALS (999 for
+    violence, suicide-prevention hotlines for self-harm, the Anti-Scam Helpline for fraud)."""
+    table = REFUSALS.get(category or "", MESSAGES["refusal"])
+    return table.get(lang) or table.get("yue" if lang == "mixed" else "en")
 
 
 def question_language(question: str) -> str:
@@ -205,7 +244,8 @@ class Answerer:
         lang = _reply_language(detected.lang)
         verdict = self.guard.check(question)
         if verdict.blocked:
-            return AskResult(message("refusal", lang), [], {"input": verdict.to_json(), "output": None}, None, lang, "blocked by the input guardrail")
+            return AskResult(refusal(verdict.category, lang), [], {"input": verdict.to_json(), "output": None}, None, lang,
+                             "blocked by the input guardrail")
         version, found = self.retrieve(question, lang)
         excluded = found.excluded
         model_version = self.generator.version if self.generator else None
@@ -226,7 +266,7 @@ class Answerer:
             note = "no registered model yet (no champion or aligned_model): extractive answer from the best document"
         moderation = self.moderator.judge(question, answer, [f"{p.title}\n{p.text}" for p in used])
         if moderation.verdict.blocked:
-            answer = message("refusal", lang)
+            answer = refusal(moderation.verdict.category, lang)
         from hkgai_pipelines.rag.knowledge import strip_markup
 
         citations = []
