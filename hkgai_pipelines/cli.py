@@ -328,6 +328,7 @@ def ask(
             fail(str(error), 2 if error.status == 400 else 1, json_error=error.status != 400)
         _print_answer(payload, as_json)
         return
+    from hkgai_pipelines.rag.answer import NoLiveIndex
     from hkgai_pipelines.rag.server import ModelUnavailable
     from hkgai_pipelines.safety.guard import GuardInputError
 
@@ -338,6 +339,10 @@ def ask(
         fail(str(error), 1, json_error=True)
     except GuardInputError as error:
         fail(str(error), 2)
+    except NoLiveIndex as error:
+        where = f"the Weaviate at {settings.weaviate_url}" if settings.weaviate_url else (
+            f"the home {settings.home_dir} (HKGAI_HOME; unset, .hkgai in the working directory)")
+        fail(f"{error}, in {where}", 1)
     except RuntimeError as error:
         fail(str(error), 1)
     _print_answer(result.to_json(), as_json)

@@ -74,6 +74,8 @@ def test_no_index_is_a_clear_error(tmp_path, monkeypatch):
     result = runner.invoke(app, ["ask", "點樣續領香港身份證？"])
     assert result.exit_code == 1
     assert "materialize vector_index first" in result.output
+    # Which home was looked in: HKGAI_HOME defaults to .hkgai in the working directory.
+    assert str(tmp_path) in result.output.replace("\n", "") and "HKGAI_HOME" in result.output
 
 
 def test_index_list_and_rollback_cli(home, monkeypatch, use_embedder):

@@ -100,6 +100,11 @@ def refusal(category: str | None, lang: str) -> str:
     return table.get(lang) or table.get("yue" if lang == "mixed" else "en")
 
 
+class NoLiveIndex(RuntimeError):
+    """No index version stands behind the alias yet: `vector_index` has not been materialized
+    in this home (or this Weaviate)."""
+
+
 def question_language(question: str) -> str:
     """The language the reply is written in: the question's, as curation.langid names it, or
     English for a language the messages do not cover."""
@@ -233,7 +238,7 @@ class Answerer:
         lang = lang or question_language(question)
         version = self.store.get_alias(self.alias)
         if version is None:
-            raise RuntimeError(f"no live index behind alias {self.alias}; materialize vector_index first")
+            raise NoLiveIndex(f"no live index behind alias {self.alias}; materialize vector_index first")
         check_embedder(self.store.version_info(version), self.embedder.name, self.embedder.dim)
         return version, self.search.search(version, question, lang, k=self.k)
 
