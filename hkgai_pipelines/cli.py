@@ -291,12 +291,6 @@ def _loaded_model(settings):
     return model
 
 
-def _served_model_name(settings) -> str:
-    from hkgai_pipelines.params import load_registry_params
-
-    return load_registry_params(settings.params_file).model_name
-
-
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="the question, in Cantonese, Chinese or English")],
@@ -378,9 +372,7 @@ def serve(
         raise typer.Exit(1)
     import uvicorn
 
-    from hkgai_pipelines.rag.server import create_app
-
-    from hkgai_pipelines.rag.server import ModelUnavailable
+    from hkgai_pipelines.rag.server import ModelUnavailable, create_app
 
     started = time.monotonic()
     settings = _settings()
@@ -395,7 +387,9 @@ def serve(
     if service.index_version() is None:
         console.print(f"hkgai serve: no live index behind {service.answerer.alias} yet; questions get HTTP 503 until "
                       "vector_index is materialized", style="yellow", soft_wrap=True, markup=False)
-    name = _served_model_name(settings)
+    from hkgai_pipelines.rag.models import registered_model_name
+
+    name = registered_model_name(settings)
     console.print(f"hkgai serve: {service.model_version() or 'no model yet (extractive answers)'} loaded in "
                   f"{time.monotonic() - started:.1f}s; OpenAI-compatible API on http://{host}:{port}/v1 (model '{name}'); "
                   f"`HKGAI_SERVE_URL=http://{host}:{port} hkgai ask ...` uses it. Ctrl-C stops it.", soft_wrap=True, markup=False)

@@ -75,7 +75,8 @@ def _registry_client(settings: HkgaiSettings):
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
 
-def _model_name(settings: HkgaiSettings) -> str:
+def registered_model_name(settings: HkgaiSettings) -> str:
+    """The registered model `hkgai ask` and `hkgai serve` answer with."""
     from hkgai_pipelines.params import load_registry_params
 
     # The registered model named in params.yaml (registry.model_name), as the registry assets use.
@@ -92,7 +93,7 @@ def champion_version(settings: HkgaiSettings):
     from hkgai_pipelines.registry.promotion import NOT_FOUND_CODES, with_retries
 
     client = _registry_client(settings)
-    name = _model_name(settings)
+    name = registered_model_name(settings)
     try:
         return with_retries(lambda: client.get_model_version_by_alias(name, "champion"), settings.registry_uri)
     except MlflowException as error:
