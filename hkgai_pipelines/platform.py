@@ -278,8 +278,18 @@ def relative_link(link: Path, target: Path) -> None:
 
 
 def get_instance(settings: HkgaiSettings) -> dg.DagsterInstance:
-    prepare_home(settings)
-    return dg.DagsterInstance.get()
+    """The Dagster instance of this home (`prepare_home` first).
+
+    On the local profile the instance is opened under a lock file in DAGSTER_HOME: Dagster
+    creates the SQLite tables of a new instance on open, checking first and creating after, so
+    two processes opening a fresh home at once (`hkgai demo` and `dagster asset materialize`,
+    two test workers) both tried CREATE TABLE and one failed with "table ... already exists".
+    """
+    dagster_home = prepare_home(settings)
+    if settings.profile == "production":
+        return dg.DagsterInstance.get()
+    with _locked(dagster_home / ".instance.lock"):
+        return dg.DagsterInstance.get()
 
 
 # --- run monitoring -------------------------------------------------------------------------
@@ -443,7 +453,7 @@ def run_ui(settings: HkgaiSettings, dagster_port: int, mlflow_port: int, say=pri
     of them exits, after failing the runs whose process died while nothing watched them;
     returns the exit code (`supervise`). The ports are the caller's to check first."""
     dagster_home = prepare_home(settings)
-    for run_id in fail_dead_runs(dg.DagsterInstance.get()):
+    for run_id in fail_dead_runs(get_instance(settings)):
         log.warning("run %s: its process is gone; marked failed", run_id)
     servers = {
         "the Dagster UI (dagster dev)": dagster_ui_command(dagster_port),

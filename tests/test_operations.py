@@ -117,7 +117,7 @@ def test_a_killed_run_is_marked_failed(instance_home, tmp_path):
     env = dict(os.environ, DAGSTER_HOME=str(instance_home.dagster_home), HKGAI_HOME=str(instance_home.home_dir))
     processes = {mode: subprocess.Popen([sys.executable, str(script), mode], env=env) for mode in ("demo", "cli")}
     try:
-        instance = dg.DagsterInstance.get()
+        instance = platform.get_instance(instance_home)  # at once with both processes: see below
         records = {mode: _wait_for_step(instance, mode, process) for mode, process in processes.items()}
 
         # Alive: nothing is touched, and the launcher tells the daemon so.
@@ -156,7 +156,7 @@ def test_the_daemons_run_monitoring_fails_a_run_whose_worker_was_killed(instance
     env = dict(os.environ, DAGSTER_HOME=str(instance_home.dagster_home), HKGAI_HOME=str(instance_home.home_dir))
     process = subprocess.Popen([sys.executable, str(script), "cli"], env=env)
     try:
-        instance = dg.DagsterInstance.get()
+        instance = platform.get_instance(instance_home)
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 0
         record = _wait_for_step(instance, "cli", process)
         monitor_started_run(instance, None, record, logging.getLogger("test"))
@@ -201,3 +201,32 @@ def test_production_never_puts_the_dagster_instance_on_the_lake_volume(hkgai_hom
     monkeypatch.setenv("DAGSTER_HOME", str(chart_home))
     assert platform.prepare_home(HkgaiSettings()) == chart_home
     assert not (hkgai_home / "dagster").exists()
+
+
+OPEN_INSTANCE = textwrap.dedent(
+    """
+    import sys, time
+    from hkgai_pipelines.platform import get_instance
+    from hkgai_pipelines.settings import HkgaiSettings
+
+    start = float(sys.argv[1])
+    time.sleep(max(0.0, start - time.time()))
+    get_instance(HkgaiSettings()).dispose()
+    """
+)
+
+
+@pytest.mark.timeout(300)
+def test_processes_opening_a_fresh_home_at_once_all_get_the_instance(hkgai_home, tmp_path):
+    """CI failure: `table asset_daemon_asset_evaluations already exists` when two processes
+    created a new home's SQLite instance together. Four processes open it at the same instant."""
+    script = tmp_path / "open_instance.py"
+    script.write_text(OPEN_INSTANCE)
+    env = dict(os.environ, HKGAI_HOME=str(hkgai_home), DAGSTER_HOME=str(hkgai_home / "dagster"))
+    start = time.time() + 8  # after every interpreter has imported Dagster
+    processes = [
+        subprocess.Popen([sys.executable, str(script), str(start)], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [process.communicate(timeout=240)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0, 0], "\n".join(e[-2000:] for e in errors)
