@@ -37,11 +37,15 @@ COPY configs ./configs
 # puts `dvc` on the PATH, and hkgai_pipelines/versioning.py finds /opt/venv/tools/dvc itself.
 # The import check runs on the local profile: production's settings need the servers' addresses,
 # which only the cluster gives.
+# Ray with its `default` extra: the curation RayJob (resources/ray_jobs.py) runs this image as
+# the Ray head, whose dashboard serves the job API KubeRay submits to and polls, and as the
+# submitter pod, which runs `ray job submit`; both need it (the project itself needs only
+# ray[data], and embedded Ray runs without a job server). Same version as the project's pin.
 RUN pip install --upgrade pip setuptools wheel \
  && pip install torch==2.13.0 \
  && grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
  && pip install --no-build-isolation -c /tmp/constraints.txt deepspeed \
- && pip install -c /tmp/constraints.txt -e ".[gpu]" \
+ && pip install -c /tmp/constraints.txt -e ".[gpu]" "ray[default]==2.60.0" \
  && python -m venv /opt/venv/tools/dvc \
  && /opt/venv/tools/dvc/bin/pip install -c constraints-dvc.txt "dvc[s3]" \
  && ln -s ../tools/dvc/bin/dvc /opt/venv/bin/dvc \

@@ -6,11 +6,11 @@ import dagster as dg
 
 from hkgai_pipelines.assets.metadata import markdown_table
 from hkgai_pipelines.curation import expectations
-from hkgai_pipelines.curation.pipeline import run_curation
+from hkgai_pipelines.curation.engine import curate_lake
 from hkgai_pipelines.resources import DataLakeResource, DvcResource, MlflowResource, PipelineConfigResource
 from hkgai_pipelines.settings import get_settings
 from hkgai_pipelines.sources.catalog import load_catalog
-from hkgai_pipelines.sources.ingest import ingest_source, iter_raw_lake
+from hkgai_pipelines.sources.ingest import ingest_source
 
 # Partitions are the sources declared in configs/sources.yaml, read when the code location loads.
 source_partitions = dg.StaticPartitionsDefinition(load_catalog(get_settings().sources_file).names)
@@ -67,12 +67,14 @@ def cleaned_corpus(
 ) -> dg.MaterializeResult:
     catalog = pipeline_config.catalog()
     params = pipeline_config.curation_params()
-    result, outputs = run_curation(iter_raw_lake(lake.root_path, catalog.names), params, lake.path(CLEANED_DIR))
-    stats = result.stats
+    # The curation engine: in this process, or on Ray when RAY_ADDRESS names a cluster.
+    run = curate_lake(lake.root_path, catalog.names, params, lake.path(CLEANED_DIR))
+    stats, outputs = run.stats, run.outputs
     tracked = dvc.track_and_push(CLEANED_DIR)
     run_id = mlflow.log_run(
         "cleaned_corpus",
-        params={"dedup_threshold": params.dedup.threshold, "allowed_languages": ",".join(params.allowed_languages)},
+        params={"dedup_threshold": params.dedup.threshold, "allowed_languages": ",".join(params.allowed_languages),
+                "executor": run.executor, "workers": run.workers},
         metrics={"input_records": stats.input_records, "kept": stats.kept, "rejected": stats.rejected, "quarantined": stats.quarantined},
         tags={"asset": "cleaned_corpus", "dagster_run_id": context.run_id, "dvc_md5": tracked.md5, "data_version": outputs.content_hash},
         artifacts={"curation": outputs.stats},
@@ -80,7 +82,7 @@ def cleaned_corpus(
     )
     dedup_dropped = stats.steps["dedup"].get("dropped", 0)
     deduped_input = stats.steps["dedup"].get("kept", 0) + dedup_dropped
-    context.log.info(f"kept {stats.kept} of {stats.input_records}; DVC md5 {tracked.md5}")
+    context.log.info(f"kept {stats.kept} of {stats.input_records} on {run.cluster} with {run.workers} workers; DVC md5 {tracked.md5}")
     return dg.MaterializeResult(
         metadata={
             "input_records": stats.input_records,
@@ -100,6 +102,9 @@ def cleaned_corpus(
             "by_reason": markdown_table(["step:reason", "documents"], sorted(stats.by_reason.items())),
             "steps": markdown_table(["step", "kept", "dropped"], [(s, c.get("kept", 0), c.get("dropped", 0)) for s, c in stats.steps.items()]),
             "pii_redacted": markdown_table(["type", "count"], sorted(stats.pii.items())),
+            "engine": f"Ray Data, {run.workers} workers ({run.cluster})" if run.executor == "ray" else "local executor (this process)",
+            "engine_seconds": markdown_table(["phase", "seconds"], [(phase, round(s, 1)) for phase, s in run.seconds.items()]),
+            "dedup": markdown_table(["measure", "records or pairs"], sorted(run.dedup.items())),
             "path": dg.MetadataValue.path(str(outputs.out_dir)),
             "dvc_md5": tracked.md5,
             "dvc_remote": tracked.remote,

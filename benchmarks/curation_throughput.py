@@ -6,12 +6,14 @@ replicas are near-duplicates, not exact copies (exact copies would let a hash-ba
 skip MinHash altogether). Then, in the same process, on the same file:
 
 * ours: the full `run_curation` pipeline (repair, PII, language ID, script, quality, MinHash
-  LSH dedup with rensa) reading the JSONL file;
+  LSH dedup with rensa) reading the JSONL file, in one process (benchmarks/curation_scale.py
+  measures the curation engine, local and on Ray);
 * datatrove: JsonlReader -> GopherRepetitionFilter -> GopherQualityFilter -> the four MinHash
   dedup stages (signature, buckets, cluster, filter) -> JsonlWriter, one task, one worker;
 
 and prints MB/s and documents/s per core (both run single-threaded) and the ratio. Then it
-times near-duplicate detection alone, rensa (ours) against datasketch's MinHashLSH with the
+times near-duplicate detection alone, ours (rensa signatures, corpus-wide clusters) against
+datasketch's MinHashLSH queried record by record (the greedy check ours had before) with the
 same permutations, bands, threshold and shingles, `--repeats` times, and prints medians.
 
     python benchmarks/curation_throughput.py --mb 200
@@ -24,6 +26,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from hkgai_pipelines.params import load_curation_params
@@ -40,20 +43,30 @@ SOURCES = [
 ]
 
 
-def build_input(path: Path, megabytes: float) -> tuple[int, int]:
+def replica_lines(megabytes: float) -> Iterator[tuple[int, str]]:
+    """(replica, JSONL line) of the packaged corpora replicated to `megabytes` MiB; every
+    replica numbered, so replicas are near-duplicates, not exact copies."""
     texts = [item.text for spec in SOURCES for item in read_source(spec) if isinstance(item, RawRecord)]
     target = int(megabytes * 1024 * 1024)
-    written = documents = replica = 0
+    written = replica = 0
+    while written < target:
+        for index, text in enumerate(texts):
+            line = json.dumps({"id": f"r{replica}-{index}", "text": f"{text} ({replica})"}, ensure_ascii=False) + "\n"
+            yield replica, line
+            written += len(line.encode("utf-8"))
+            if written >= target:
+                return
+        replica += 1
+
+
+def build_input(path: Path, megabytes: float) -> tuple[int, int]:
+    """One JSONL file of `replica_lines`; (documents, bytes)."""
+    documents = written = 0
     with path.open("w", encoding="utf-8") as handle:
-        while written < target:
-            for index, text in enumerate(texts):
-                line = json.dumps({"id": f"r{replica}-{index}", "text": f"{text} ({replica})"}, ensure_ascii=False) + "\n"
-                handle.write(line)
-                written += len(line.encode("utf-8"))
-                documents += 1
-                if written >= target:
-                    break
-            replica += 1
+        for _, line in replica_lines(megabytes):
+            handle.write(line)
+            written += len(line.encode("utf-8"))
+            documents += 1
     return documents, written
 
 
@@ -117,7 +130,7 @@ def run_datatrove(path: Path, work: Path) -> float:
 def near_dup_timings(path: Path, limit: int, repeats: int) -> None:
     from datasketch import MinHash, MinHashLSH
 
-    from hkgai_pipelines.curation.dedup import Deduplicator, shingles
+    from hkgai_pipelines.curation.dedup import MinHasher, find_duplicates, shingles
 
     params = load_curation_params(PROJECT_ROOT / "params.yaml").dedup
     docs = []
@@ -129,8 +142,9 @@ def near_dup_timings(path: Path, limit: int, repeats: int) -> None:
                 break
 
     def ours() -> int:
-        dedup = Deduplicator(params.threshold, params.num_perm, params.num_bands, params.ngram, params.seed)
-        return sum(1 for doc_id, text in docs if dedup.check(doc_id, text))
+        # The corpus-wide decision (exact keys, LSH buckets, verified anchor pairs, connected
+        # components) that both curation paths take, here on records in memory.
+        return len(find_duplicates(docs, params.threshold, MinHasher.from_params(params)))
 
     def peer() -> int:
         rows = params.num_perm // params.num_bands

@@ -155,14 +155,17 @@ def curate(
     params_file: Annotated[Path | None, typer.Option("--params", help="params.yaml (default: the project's)")] = None,
     source: Annotated[str, typer.Option(help="source name for records that carry none")] = "local_files",
     licence: Annotated[str, typer.Option(help="licence for records that carry none")] = "unknown",
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="tasks run at once; above 1 runs on Ray (default: 1 in this process; on the RAY_ADDRESS cluster, its CPUs)")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="records per task (default 1000); memory per task grows with it")] = None,
+    executor: Annotated[str | None, typer.Option("--executor", help="local (this process) or ray (default: ray with --workers above 1 or RAY_ADDRESS, else local)")] = None,
 ) -> None:
-    """Run the curation pipeline on files: cleaned.parquet, rejected.parquet, quarantine.jsonl, stats.json."""
-    from hkgai_pipelines.curation.pipeline import run_curation
+    """Run the curation pipeline on files: cleaned.parquet/ and rejected.parquet/ (folders of
+    Parquet part files), quarantine.jsonl, stats.json. Memory stays bounded by the batch size;
+    --workers N (N > 1) runs on Ray started in this process, RAY_ADDRESS on that cluster."""
+    from hkgai_pipelines.curation import engine
+    from hkgai_pipelines.curation.inputs import file_units, lake_units
     from hkgai_pipelines.params import load_curation_params
-    from hkgai_pipelines.sources.files import expand_inputs, read_files
-
     from hkgai_pipelines.sources.catalog import CatalogError, load_catalog
-    from hkgai_pipelines.sources.ingest import iter_raw_lake
 
     settings = _settings()
     params = load_curation_params(params_file or settings.params_file)
@@ -170,28 +173,34 @@ def curate(
         console.print("[red]give input files/folders or --lake, not both[/red]")
         raise typer.Exit(2)
     try:
+        engine.choose_executor(workers, executor)
+    except ValueError as error:
+        console.print(f"[red]{escape(str(error))}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        # Missing inputs are found here, before Ray starts.
         if lake:
-            items = iter_raw_lake(lake, load_catalog(settings.sources_file).names)
+            units = lake_units(lake, load_catalog(settings.sources_file).names)
         else:
             # The output folder inside an input folder is not input: a second run would read
             # its own outputs and reject the real input as their duplicates.
             exclude = _output_folder_inside(out, inputs)
-            expand_inputs(inputs, exclude=exclude)
+            units = file_units(inputs, source=source, licence=licence, max_record_bytes=params.max_record_bytes, exclude=exclude)
             if exclude and out.is_dir():
                 console.print(f"skipping the output folder {escape(str(out))} inside the input", soft_wrap=True)
-            items = read_files(inputs, source=source, licence=licence, max_record_bytes=params.max_record_bytes, exclude=exclude)
         with console.status("curating ..."):
-            result, outputs = run_curation(items, params, out)
+            run = engine.curate(units, params, out, workers=workers, batch_size=batch_size or engine.DEFAULT_BATCH_SIZE, executor=executor)
     except FileNotFoundError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     except CatalogError as error:
         console.print(f"[red]source catalog error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    stats = result.stats
+    stats = run.stats
     console.print(
         f"input {stats.input_records} = kept {stats.kept} + rejected {stats.rejected} + quarantined {stats.quarantined}; "
-        f"outputs in {outputs.out_dir}"
+        f"outputs in {run.outputs.out_dir} ({run.cluster}" + (f", {run.workers} workers)" if run.workers > 1 else ")"),
+        soft_wrap=True, markup=False,
     )
 
 

@@ -29,6 +29,19 @@ def curation_params():
     return load_curation_params(PROJECT_ROOT / "params.yaml")
 
 
+@pytest.fixture(scope="module")
+def ray_session():
+    """One embedded Ray for a test module: starting Ray takes seconds, and the curation engine
+    (`hkgai curate`, `cleaned_corpus`) uses a running session instead of starting its own.
+    Three CPUs, so that runs with 1, 2 and 3 workers all get theirs."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def use_embedder():
     from hkgai_pipelines.rag.embedders import UniversalSentenceEncoder

@@ -84,6 +84,8 @@ def _ingest_all(instance, resources):
 
 @pytest.mark.timeout(600)
 def test_materialize_cleaned_corpus_with_green_gates_and_dvc(small_project):
+    """As `make demo` runs it: no Ray session and no RAY_ADDRESS, so the curation engine runs
+    in this process (the Ray path of the asset: the next test)."""
     resources = small_project["resources"]
     with dg.instance_for_test() as instance:
         _ingest_all(instance, resources)
@@ -96,6 +98,7 @@ def test_materialize_cleaned_corpus_with_green_gates_and_dvc(small_project):
         assert metadata["quarantined"].value == 2  # the planted bad lines in local_samples/feedback.jsonl
         assert metadata["dvc_md5"].value.endswith(".dir")
         assert metadata["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")
+        assert metadata["engine"].value == "local executor (this process)"
     lake = small_project["home"] / "lake"
     assert (lake / "cleaned.dvc").exists()
     remote_files = [p for p in (small_project["home"] / "dvc-remote").rglob("*") if p.is_file()]
@@ -103,6 +106,7 @@ def test_materialize_cleaned_corpus_with_green_gates_and_dvc(small_project):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.usefixtures("ray_session")  # a running Ray session: cleaned_corpus curates on it
 def test_failing_gate_is_reported_as_a_blocking_error(small_project):
     params = small_project["params"]
     params["curation"]["min_language_share"] = {"zh-hans": 0.99}

@@ -1,8 +1,9 @@
 """Exact outputs of the repair, script, quality and dedup steps on short literal inputs."""
 
+import numpy as np
 import pytest
 
-from hkgai_pipelines.curation.dedup import Deduplicator, exact_key, shingles
+from hkgai_pipelines.curation.dedup import MinHasher, exact_key, find_duplicates, lsh_anchor_pairs, pair_similarities, shingles
 from hkgai_pipelines.curation.quality import QualityFilter, QualityThresholds, score_quality
 from hkgai_pipelines.curation.repair import repair_text
 from hkgai_pipelines.curation.script import ScriptConverter
@@ -81,18 +82,49 @@ def test_shingles_use_characters_for_chinese_and_words_for_english():
 
 
 def test_dedup_keeps_first_and_records_cluster():
-    dedup = Deduplicator(threshold=0.8)
-    assert dedup.check("a", "香港特別行政區的行政長官由選舉委員會選出，任期五年。") is None
-    near = dedup.check("b", "香港特別行政區的行政長官由選舉委員會選出，任期為五年。")
-    assert (near.kind, near.duplicate_of) == ("near", "a")
-    assert near.similarity >= 0.8
-    exact = dedup.check("c", "香港特別行政區的行政長官由選舉委員會選出 任期五年")
-    assert (exact.kind, exact.duplicate_of) == ("exact", "a")
-    assert dedup.check("d", "立法會每屆任期四年，主席由議員互選產生。") is None
-    assert dedup.check("e", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October 1979.") is None
-    english = dedup.check("f", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October, 1979!")
-    assert (english.kind, english.duplicate_of) == ("exact", "e")
-    assert dedup.check("g", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October 1979 as planned.").duplicate_of == "e"
+    verdicts = find_duplicates([
+        ("a", "香港特別行政區的行政長官由選舉委員會選出，任期五年。"),
+        ("b", "香港特別行政區的行政長官由選舉委員會選出，任期為五年。"),
+        ("c", "香港特別行政區的行政長官由選舉委員會選出 任期五年"),
+        ("d", "立法會每屆任期四年，主席由議員互選產生。"),
+        ("e", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October 1979."),
+        ("f", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October, 1979!"),
+        ("g", "The MTR opened its first line between Shek Kip Mei and Kwun Tong in October 1979 as planned."),
+    ])
+    assert sorted(verdicts) == ["b", "c", "f", "g"]
+    assert (verdicts["b"].kind, verdicts["b"].duplicate_of) == ("near", "a") and verdicts["b"].similarity >= 0.8
+    assert (verdicts["c"].kind, verdicts["c"].duplicate_of, verdicts["c"].similarity) == ("exact", "a", 1.0)
+    assert (verdicts["f"].kind, verdicts["f"].duplicate_of) == ("exact", "e")
+    assert (verdicts["g"].kind, verdicts["g"].duplicate_of) == ("near", "e")
+
+
+def test_dedup_clusters_are_connected_components_kept_by_order():
+    """A chain a ~ b ~ c with a and c below the threshold (0.73) is one cluster: a is kept and
+    c goes too. The greedy check of before compared c with kept records only and kept it."""
+    a = "立法會由九十名議員組成每屆任期四年主席由議員互選產生負責制定法律審核公共開支及批准稅收"
+    b = a[:-2] + "政府"
+    c = "香港特別" + b[4:]
+    hasher = MinHasher()
+    signatures = hasher.signatures([a, b, c])
+    assert pair_similarities(signatures[0], signatures[1:]).tolist() == [0.890625, 0.734375]  # a~b, a~c
+    assert pair_similarities(signatures[1], signatures[2:]).tolist() == [0.8359375]  # b~c
+    verdicts = find_duplicates([("a", a), ("b", b), ("c", c)], threshold=0.8)
+    assert {k: (v.kind, v.duplicate_of, v.similarity) for k, v in verdicts.items()} == {
+        "b": ("near", "a", 0.890625), "c": ("near", "a", 0.8359375),
+    }
+
+
+def test_lsh_anchor_pairs_pair_each_bucket_member_with_the_first():
+    bands = np.array([[1, 7], [2, 9], [1, 8], [1, 9]], dtype=np.uint64)
+    anchor, member = lsh_anchor_pairs(bands)
+    assert sorted(zip(anchor.tolist(), member.tolist())) == [(0, 2), (0, 3), (1, 3)]
+
+
+def test_band_hashes_depend_on_every_row_of_the_band():
+    hasher = MinHasher(num_perm=8, num_bands=2)
+    signatures = np.array([[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 9]], dtype=np.uint32)
+    hashes = hasher.band_hashes(signatures)
+    assert hashes[0, 0] == hashes[1, 0] and hashes[0, 1] != hashes[1, 1]
 
 
 @pytest.mark.parametrize(

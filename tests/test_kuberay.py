@@ -161,6 +161,15 @@ def test_ray_version_is_the_installed_ray_and_new_enough_for_http_probes():
     assert tuple(int(x) for x in RAY_VERSION.split(".")[:2]) >= (2, 53)
 
 
+def test_the_image_has_the_ray_job_server_and_cli_a_rayjob_needs():
+    """The head serves Ray's job API (KubeRay submits to it and polls it) and the submitter runs
+    `ray job submit`: both come with ray[default] only, at the Ray the RayJob names."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f'"ray[default]=={RAY_VERSION}"' in dockerfile
+    assert example_rayjob()["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["image"] == \
+        example_rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+
+
 def test_ray_pods_load_the_production_settings(monkeypatch):
     """The image sets HKGAI_PROFILE=production; `hkgai curate` loads the settings, which need the
     servers' addresses: the pods have them (HKGAI_DVC_REMOTE comes from the hkgai-s3 secret)."""

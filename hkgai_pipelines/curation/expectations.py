@@ -172,12 +172,20 @@ def check_counts_add_up(stats: dict, cleaned_rows: int, rejected_rows: int, quar
     return _outcome(success, summaries, "input = kept + rejected + quarantined, and the files agree", "counts do not add up")
 
 
+def parquet_output(path: Path):
+    """A curation Parquet output as a `pyarrow.dataset.Dataset`: a single file (from
+    `run_curation`) or a folder of part files (from the engine) reads the same way."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(Path(path), format="parquet")
+
+
 def load_rejected_text(out_dir: Path) -> pd.DataFrame:
     """The `WRITTEN_TEXT_COLUMNS` a curation output's rejected.parquet has."""
     import pyarrow.parquet as pq
 
     path = Path(out_dir) / "rejected.parquet"
-    columns = [c for c in WRITTEN_TEXT_COLUMNS if c in pq.read_schema(path).names]
+    columns = [c for c in WRITTEN_TEXT_COLUMNS if c in parquet_output(path).schema.names]
     return pq.read_table(path, columns=columns).to_pandas()
 
 
@@ -188,7 +196,7 @@ def load_outputs(out_dir: Path) -> tuple[pd.DataFrame, dict, int, int]:
     out_dir = Path(out_dir)
     cleaned = pq.read_table(out_dir / "cleaned.parquet").to_pandas()
     stats = json.loads((out_dir / "stats.json").read_text(encoding="utf-8"))
-    rejected_rows = pq.ParquetFile(out_dir / "rejected.parquet").metadata.num_rows
+    rejected_rows = parquet_output(out_dir / "rejected.parquet").count_rows()
     with open(out_dir / "quarantine.jsonl", encoding="utf-8") as handle:
         quarantine_rows = sum(1 for line in handle if line.strip())
     return cleaned, stats, rejected_rows, quarantine_rows

@@ -1,10 +1,25 @@
 """The curation pipeline: repair -> PII redaction -> language ID -> script policy -> quality
 -> deduplication, with per-step counters, and the four output files.
 
-`run_curation` is the single implementation behind the `cleaned_corpus` asset, `hkgai curate`
-and the DVC `curate` stage. Every input item ends in exactly one of kept, rejected
-(with step and reason) or quarantined (with file, line and error): input = kept + rejected +
-quarantined, and `CurationStats.check_counts` asserts it.
+Every input item ends in exactly one of kept, rejected (with step and reason) or quarantined
+(with file, line and error): input = kept + rejected + quarantined, and
+`CurationStats.check_counts` asserts it.
+
+A run has three phases, and both ways of running it share them:
+
+1. `CurationPipeline.process` takes one item through the per-record steps and returns a
+   *processed row* (a plain dict, `PROCESSED_SCHEMA`) with what the record became and, for a
+   record that passed the quality step, its deduplication keys.
+2. `dedup.decide_duplicates` takes the corpus-wide decisions (duplicate ids, exact and near
+   duplicates) from small per-record keys.
+3. `settle_rows` applies those decisions to processed rows: kept, rejected or quarantined
+   rows, counted into `CurationStats`.
+
+`run_curation` runs the three phases in this process, holding every record in memory (tests,
+small inputs, the benchmark's baseline). `curation/engine.py` runs them in batch-sized tasks
+with memory bounded by the batch size, in this process or on Ray Data; the `cleaned_corpus`
+asset, `hkgai curate` and the DVC `curate` stage use it. The same input gives the same kept
+ids and counts on all of them.
 """
 
 from __future__ import annotations
@@ -15,13 +30,22 @@ import os
 import shutil
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
-from hkgai_pipelines.curation.dedup import Deduplicator
+from hkgai_pipelines.curation.dedup import (
+    EXACT_KEY_BYTES,
+    DuplicateDecisions,
+    KeyCollector,
+    MinHasher,
+    decide_duplicates,
+    exact_digest,
+    in_memory_verifier,
+)
 from hkgai_pipelines.curation.langid import LanguageIdentifier
 from hkgai_pipelines.curation.pii import PiiRedactor
 from hkgai_pipelines.curation.quality import QualityFilter, score_quality, strip_boilerplate_lines
@@ -57,6 +81,22 @@ REJECTED_SCHEMA = pa.schema(
      ("licence", pa.string()), ("locator", pa.string()), ("encoding", pa.string()), ("step", pa.string()),
      ("reason", pa.string()), ("cluster_id", pa.string()), ("similarity", pa.float64())]
 )
+#: A processed row: a record after the per-record steps (`kind` "record") or a quarantine
+#: record (`kind` "quarantine", with the q_* fields), before the corpus-wide decisions.
+#: `step`/`reason`: the rejection the steps decided, if any; `id_check`: the record passed
+#: repair and takes part in the duplicate-id decision; `candidate`: it passed quality and
+#: takes part in deduplication. The flags after it feed the per-step counters.
+PROCESSED_SCHEMA = pa.schema(
+    [("order", pa.int64()), ("kind", pa.string())]
+    + list(CLEANED_SCHEMA)
+    + [("step", pa.string()), ("reason", pa.string()), ("id_check", pa.bool_()), ("candidate", pa.bool_()),
+       ("mojibake_repaired", pa.bool_()), ("redacted", pa.bool_()), ("converted", pa.bool_()),
+       ("boilerplate_lines", pa.int32()),
+       ("q_file", pa.string()), ("q_line", pa.int64()), ("q_error", pa.string()), ("q_count", pa.int64())]
+)
+#: Keys of a processed row that are not stored with it: the candidate's exact key (bytes) and
+#: LSH band hashes (uint64 array), which go to the corpus-wide decision.
+DEDUP_KEY_FIELDS = ("exact", "bands")
 
 
 @dataclass
@@ -79,7 +119,23 @@ class CurationStats:
                 f"rejected {self.rejected} + quarantined {self.quarantined}"
             )
 
+    def merge(self, other: "CurationStats") -> None:
+        """Add `other`'s counts to these (the counts of another part of the same run).
+        Counter.update, not +, so that counters at 0 stay listed."""
+        for name in ("input_records", "kept", "rejected", "quarantined", "script_converted"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.by_reason.update(other.by_reason)
+        self.by_lang.update(other.by_lang)
+        self.pii.update(other.pii)
+        for source, counts in other.by_source.items():
+            self.by_source[source].update(counts)
+        for step, counts in other.steps.items():
+            self.steps.setdefault(step, Counter()).update(counts)
+
     def to_dict(self) -> dict:
+        """stats.json; every mapping in a fixed order, so that the same counts give the same
+        file however the run was split into parts."""
+        source_keys = ("input", "kept", "rejected", "quarantined")
         return {
             "input_records": self.input_records,
             "kept": self.kept,
@@ -87,11 +143,45 @@ class CurationStats:
             "quarantined": self.quarantined,
             "by_reason": dict(sorted(self.by_reason.items())),
             "by_lang": dict(sorted(self.by_lang.items())),
-            "by_source": {s: dict(c) for s, c in sorted(self.by_source.items())},
-            "steps": {s: dict(c) for s, c in self.steps.items()},
+            "by_source": {s: {k: c[k] for k in source_keys if k in c} for s, c in sorted(self.by_source.items())},
+            "steps": {s: dict(sorted(c.items())) for s, c in self.steps.items()},
             "pii": dict(sorted(self.pii.items())),
             "script_converted": self.script_converted,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "CurationStats":
+        """The inverse of `to_dict`."""
+        stats = cls(data["input_records"], data["kept"], data["rejected"], data["quarantined"],
+                    Counter(data["by_reason"]), Counter(data["by_lang"]), script_converted=data["script_converted"])
+        for source, counts in data["by_source"].items():
+            stats.by_source[source].update(counts)
+        for step, counts in data["steps"].items():
+            stats.steps.setdefault(step, Counter()).update(counts)
+        stats.pii.update(data["pii"])
+        return stats
+
+
+class KeptDigest:
+    """Fingerprint of the kept records (ids and texts), the asset's data version.
+
+    The sum modulo 2**256 of each record's SHA-256: the same records give the same digest
+    whichever worker kept them and in which part, and ids are unique, so no two records
+    cancel out.
+    """
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+    def add(self, doc_id: str, text: str) -> None:
+        digest = hashlib.sha256(doc_id.encode() + b"\x00" + text.encode("utf-8", "surrogatepass")).digest()
+        self.value = (self.value + int.from_bytes(digest, "big")) % (1 << 256)
+
+    def merge(self, other: "KeptDigest") -> None:
+        self.value = (self.value + other.value) % (1 << 256)
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256(self.value.to_bytes(32, "big")).hexdigest()[:16]
 
 
 @dataclass
@@ -100,6 +190,7 @@ class CurationResult:
     rejected: list[dict]
     quarantined: list[QuarantineRecord]
     stats: CurationStats
+    digest: KeptDigest = field(default_factory=KeptDigest)
 
     def cleaned_table(self) -> pa.Table:
         return pa.Table.from_pylist(self.kept, schema=CLEANED_SCHEMA)
@@ -109,136 +200,197 @@ class CurationResult:
 
 
 class CurationPipeline:
+    """The per-record steps (`process`) and the single-process run (`run`)."""
+
     def __init__(self, params: CurationParams) -> None:
         self.params = params
         self.redactor = PiiRedactor()
         self.identifier = LanguageIdentifier()
         self.converter = ScriptConverter(params.script_policy)
         self.quality = QualityFilter(params.quality)
+        self.hasher = MinHasher.from_params(params.dedup)
 
     def _redact(self, value: str | None) -> str | None:
         return self.redactor.redact(value).text if value else value
 
-    def run(self, items: Iterable[RawRecord | QuarantineRecord]) -> CurationResult:
+    def process(self, item: RawRecord | QuarantineRecord, order: int) -> dict:
+        """One item through repair, PII, language ID, script and quality: a processed row
+        (`PROCESSED_SCHEMA`, plus `DEDUP_KEY_FIELDS` for a dedup candidate). No decision
+        that needs other records is taken here."""
+        if isinstance(item, QuarantineRecord):
+            # A file name or a crawled URI can carry PII (?email=...&tel=...).
+            return _quarantine_row(order, self._redact(item.file), item.line, self._redact(item.error), item.source, item.count)
         p = self.params
-        stats = CurationStats()
-        kept: list[dict] = []
-        rejected: list[dict] = []
-        quarantined: list[QuarantineRecord] = []
-        dedup = Deduplicator(p.dedup.threshold, p.dedup.num_perm, p.dedup.num_bands, p.dedup.ngram, p.dedup.seed)
-        seen_ids: set[str] = set()
+        # Every string that is written is redacted: the title of a web page and the URI
+        # that locates it ("/profile?tel=91234567") as much as the text.
+        row = {"order": order, "kind": "record", "id": item.id, "text": item.text, "source": item.source,
+               "licence": item.licence, "locator": self._redact(item.locator), "title": self._redact(item.title),
+               "original_text": None, "lang": None, "lang_score": None, "encoding": getattr(item, "encoding", None),
+               "step": None, "reason": None, "id_check": False, "candidate": False, "mojibake_repaired": False,
+               "redacted": False, "converted": False, "boilerplate_lines": 0}
+        size = len(item.text.encode("utf-8", "surrogatepass"))
+        if size > p.max_record_bytes:
+            return _quarantine_row(order, row["locator"], None, f"record of {size} bytes exceeds the {p.max_record_bytes}-byte limit", item.source, 1)
 
-        def reject(doc: dict, step: str, reason: str, cluster_id: str | None = None, similarity: float | None = None) -> None:
-            stats.rejected += 1
-            stats.by_reason[f"{step}:{reason}"] += 1
-            stats.by_source[doc["source"]]["rejected"] += 1
-            stats.steps[step]["dropped"] += 1
-            rejected.append({
-                "id": doc["id"], "text": doc["text"], "lang": doc.get("lang"), "source": doc["source"],
-                "licence": doc["licence"], "locator": doc["locator"], "encoding": doc.get("encoding"), "step": step, "reason": reason,
-                "cluster_id": cluster_id, "similarity": similarity,
-            })
+        # repair: text, then Chinese mojibake
+        text = repair_text(item.text)
+        text, mojibake = repair_chinese_mojibake(text)
+        row["mojibake_repaired"] = mojibake == "repaired"
 
-        for item in items:
-            if isinstance(item, QuarantineRecord):
-                # One record may stand for many inputs (a file's summary of the quarantine
-                # past its cap, a Parquet file of the wrong schema): count them all.
-                stats.input_records += item.count
-                stats.quarantined += item.count
-                stats.by_source[item.source or "(unknown)"]["input"] += item.count
-                stats.by_source[item.source or "(unknown)"]["quarantined"] += item.count
-                # A file name or a crawled URI can carry PII (?email=...&tel=...).
-                quarantined.append(replace(item, file=self._redact(item.file), error=self._redact(item.error)))
-                continue
-            stats.input_records += 1
-            stats.by_source[item.source]["input"] += 1
-            # Every string that is written is redacted: the title of a web page and the URI
-            # that locates it ("/profile?tel=91234567") as much as the text.
-            doc = {"id": item.id, "text": item.text, "source": item.source, "licence": item.licence,
-                   "locator": self._redact(item.locator), "title": self._redact(item.title), "original_text": None,
-                   "encoding": getattr(item, "encoding", None)}
-            size = len(item.text.encode("utf-8", "surrogatepass"))
-            if size > p.max_record_bytes:
-                stats.quarantined += 1
-                stats.by_source[item.source]["quarantined"] += 1
-                quarantined.append(QuarantineRecord(doc["locator"], None, f"record of {size} bytes exceeds the {p.max_record_bytes}-byte limit", item.source))
-                continue
+        # pii: before anything is written anywhere, rejected text included, so it runs
+        # before the first rejection.
+        redaction = self.redactor.redact(text)
+        row["text"] = redaction.text
+        for kind in PII_KINDS:
+            row[f"pii_{kind.lower()}"] = redaction.counts.get(kind, 0)
+        row["redacted"] = bool(redaction.counts)
 
-            # repair: text, then Chinese mojibake
-            doc["text"] = repair_text(item.text)
-            doc["text"], mojibake = repair_chinese_mojibake(doc["text"])
-            stats.steps["repair"]["mojibake_repaired"] += mojibake == "repaired"
+        if not row["text"]:
+            return _rejected(row, "repair", "empty_after_repair")
+        if mojibake == "mojibake":
+            return _rejected(row, "repair", "mojibake")
+        if replacement_char_share(row["text"]) > p.max_replacement_char_share:
+            return _rejected(row, "repair", "replacement_characters")
+        # Whether an earlier record has this id is decided over the whole corpus
+        # (`settle_rows`); a repeat is rejected as repair:duplicate_id before the steps below count.
+        row["id_check"] = True
 
-            # pii: before anything is written anywhere, rejected text included, so it runs
-            # before the first rejection.
-            redaction = self.redactor.redact(doc["text"])
-            doc["text"] = redaction.text
-            for kind in PII_KINDS:
-                doc[f"pii_{kind.lower()}"] = redaction.counts.get(kind, 0)
-            stats.pii.update(redaction.counts)
+        # langid
+        result = self.identifier.identify(row["text"])
+        row["lang"], row["lang_score"] = result.lang, result.score
+        if result.lang not in p.allowed_languages:
+            return _rejected(row, "langid", f"language_{result.lang}")
 
-            if not doc["text"]:
-                reject(doc, "repair", "empty_after_repair")
-                continue
-            if mojibake == "mojibake":
-                reject(doc, "repair", "mojibake")
-                continue
-            if replacement_char_share(doc["text"]) > p.max_replacement_char_share:
-                reject(doc, "repair", "replacement_characters")
-                continue
-            if doc["id"] in seen_ids:
-                reject(doc, "repair", "duplicate_id")
-                continue
-            seen_ids.add(doc["id"])
-            stats.steps["repair"]["kept"] += 1
-            stats.steps["pii"]["kept"] += 1
-            stats.steps["pii"]["redacted_docs"] += 1 if redaction.counts else 0
+        # script (the language's script, not the language, decides: Cantonese written in
+        # Simplified characters is converted like Simplified Mandarin)
+        converted = self.converter.convert(row["text"], result.lang, getattr(result, "script", None))
+        if converted != row["text"]:
+            row["original_text"], row["text"] = row["text"], converted
+            row["converted"] = True
 
-            # langid
-            result = self.identifier.identify(doc["text"])
-            doc["lang"], doc["lang_score"] = result.lang, result.score
-            if result.lang not in p.allowed_languages:
-                reject(doc, "langid", f"language_{result.lang}")
-                continue
-            stats.steps["langid"]["kept"] += 1
+        # quality: boilerplate lines go, then the rest is scored
+        row["text"], boilerplate_lines = strip_boilerplate_lines(row["text"])
+        if not row["text"]:
+            return _rejected(row, "quality", "boilerplate")
+        row["boilerplate_lines"] = boilerplate_lines
+        scores = score_quality(row["text"])
+        reason = self.quality.decide(scores)
+        if reason:
+            return _rejected(row, "quality", reason)
+        row.update({column: scores[column] for column in QUALITY_COLUMNS})
 
-            # script (the language's script, not the language, decides: Cantonese written in
-            # Simplified characters is converted like Simplified Mandarin)
-            converted = self.converter.convert(doc["text"], result.lang, getattr(result, "script", None))
-            if converted != doc["text"]:
-                doc["original_text"], doc["text"] = doc["text"], converted
-                stats.script_converted += 1
-                stats.steps["script"]["converted"] += 1
-            stats.steps["script"]["kept"] += 1
+        # dedup keys; the decision is corpus-wide (dedup.decide_duplicates)
+        row["candidate"] = True
+        row["exact"] = exact_digest(row["text"])
+        row["bands"] = self.hasher.band_hashes(self.hasher.signature(row["text"])[None, :])[0]
+        return row
 
-            # quality: boilerplate lines go, then the rest is scored
-            doc["text"], boilerplate_lines = strip_boilerplate_lines(doc["text"])
-            if not doc["text"]:
-                reject(doc, "quality", "boilerplate")
-                continue
-            stats.steps["quality"]["boilerplate_lines_removed"] += boilerplate_lines
-            scores = score_quality(doc["text"])
-            reason = self.quality.decide(scores)
-            if reason:
-                reject(doc, "quality", reason)
-                continue
-            doc.update({column: scores[column] for column in QUALITY_COLUMNS})
-            stats.steps["quality"]["kept"] += 1
+    def run(self, items: Iterable[RawRecord | QuarantineRecord]) -> CurationResult:
+        """Every item in this process, in memory; order keys are the input positions."""
+        rows = [self.process(item, order) for order, item in enumerate(items)]
+        keys = KeyCollector(self.hasher.num_bands)
+        collect_keys(rows, keys)
+        texts = {row["order"]: row["text"] for row in rows if row.get("candidate")}
+        decisions = decide_duplicates(keys.finish(), self.params.dedup.threshold, in_memory_verifier(texts, self.hasher))
+        result = settle_rows(rows, decisions)
+        result.stats.check_counts()
+        return result
 
-            # dedup (input order is the stable order: the first of a cluster is kept)
-            verdict = dedup.check(doc["id"], doc["text"])
-            if verdict:
-                reject(doc, "dedup", f"{verdict.kind}_duplicate", cluster_id=verdict.duplicate_of, similarity=verdict.similarity)
-                continue
-            stats.steps["dedup"]["kept"] += 1
 
-            stats.kept += 1
-            stats.by_lang[doc["lang"]] += 1
-            stats.by_source[doc["source"]]["kept"] += 1
-            kept.append(doc)
+def _quarantine_row(order: int, file: str, line: int | None, error: str, source: str, count: int) -> dict:
+    return {"order": order, "kind": "quarantine", "q_file": file, "q_line": line, "q_error": error, "source": source, "q_count": count}
 
-        stats.check_counts()
-        return CurationResult(kept, rejected, quarantined, stats)
+
+def _rejected(row: dict, step: str, reason: str) -> dict:
+    row["step"], row["reason"] = step, reason
+    return row
+
+
+def collect_keys(rows: Iterable[dict], keys: KeyCollector) -> None:
+    """Add the corpus-wide decision's keys of processed rows to `keys`."""
+    rows = [row for row in rows if row.get("id_check")]
+    keys.add_ids(np.array([row["order"] for row in rows], dtype=np.int64), [row["id"] for row in rows])
+    candidates = [row for row in rows if row["candidate"]]
+    if candidates:
+        keys.add_candidates(
+            np.array([row["order"] for row in candidates], dtype=np.int64),
+            np.array([row["exact"] for row in candidates], dtype=f"S{EXACT_KEY_BYTES}"),
+            np.stack([row["bands"] for row in candidates]),
+        )
+
+
+def settle_rows(rows: Iterable[dict], decisions: DuplicateDecisions) -> CurationResult:
+    """Apply the corpus-wide decisions to processed rows (in order): the kept, rejected and
+    quarantined rows, their counts and the kept records' digest."""
+    rows = list(rows)
+    orders = np.array([row["order"] for row in rows], dtype=np.int64)
+    repeated_id = decisions.duplicate_id_mask(orders)
+    verdicts = decisions.verdicts_for(orders)
+    stats = CurationStats()
+    result = CurationResult([], [], [], stats)
+
+    def reject(row: dict, step: str, reason: str, cluster_id: str | None = None, similarity: float | None = None) -> None:
+        stats.rejected += 1
+        stats.by_reason[f"{step}:{reason}"] += 1
+        stats.by_source[row["source"]]["rejected"] += 1
+        stats.steps[step]["dropped"] += 1
+        result.rejected.append({
+            "id": row["id"], "text": row["text"], "lang": row["lang"], "source": row["source"],
+            "licence": row["licence"], "locator": row["locator"], "encoding": row["encoding"], "step": step, "reason": reason,
+            "cluster_id": cluster_id, "similarity": similarity,
+        })
+
+    for row, repeat in zip(rows, repeated_id):
+        if row["kind"] == "quarantine":
+            # One record may stand for many inputs (a file's summary of the quarantine past
+            # its cap, a Parquet file of the wrong schema): count them all.
+            count, source = row["q_count"], row["source"] or "(unknown)"
+            stats.input_records += count
+            stats.quarantined += count
+            stats.by_source[source]["input"] += count
+            stats.by_source[source]["quarantined"] += count
+            result.quarantined.append(QuarantineRecord(row["q_file"], row["q_line"], row["q_error"], row["source"], count))
+            continue
+        stats.input_records += 1
+        stats.by_source[row["source"]]["input"] += 1
+        stats.steps["repair"]["mojibake_repaired"] += row["mojibake_repaired"]
+        stats.pii.update({kind: row[f"pii_{kind.lower()}"] for kind in PII_KINDS if row[f"pii_{kind.lower()}"]})
+        if not row["id_check"]:
+            reject(row, row["step"], row["reason"])
+            continue
+        if repeat:
+            reject(row, "repair", "duplicate_id")
+            continue
+        stats.steps["repair"]["kept"] += 1
+        stats.steps["pii"]["kept"] += 1
+        stats.steps["pii"]["redacted_docs"] += 1 if row["redacted"] else 0
+        if row["step"] == "langid":
+            reject(row, "langid", row["reason"])
+            continue
+        stats.steps["langid"]["kept"] += 1
+        if row["converted"]:
+            stats.script_converted += 1
+            stats.steps["script"]["converted"] += 1
+        stats.steps["script"]["kept"] += 1
+        if row["reason"] == "boilerplate":
+            reject(row, "quality", "boilerplate")
+            continue
+        stats.steps["quality"]["boilerplate_lines_removed"] += row["boilerplate_lines"]
+        if row["step"] == "quality":
+            reject(row, "quality", row["reason"])
+            continue
+        stats.steps["quality"]["kept"] += 1
+        verdict = verdicts.get(row["order"])
+        if verdict:
+            reject(row, "dedup", f"{verdict.kind}_duplicate", cluster_id=verdict.duplicate_of, similarity=verdict.similarity)
+            continue
+        stats.steps["dedup"]["kept"] += 1
+        stats.kept += 1
+        stats.by_lang[row["lang"]] += 1
+        stats.by_source[row["source"]]["kept"] += 1
+        result.kept.append({name: row.get(name) for name in CLEANED_SCHEMA.names})
+        result.digest.add(row["id"], row["text"])
+    return result
 
 
 @dataclass(frozen=True)
@@ -251,38 +403,62 @@ class CurationOutputs:
     content_hash: str
 
 
+def staging_folder(out_dir: Path) -> Path:
+    """A new private folder inside `out_dir` for a run's outputs (see `replace_outputs`)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+
+
+def replace_outputs(staging: Path, out_dir: Path) -> dict[str, Path]:
+    """Move the four outputs written in `staging` into `out_dir`, replacing the previous
+    ones; returns their paths.
+
+    A file replaces a file with one atomic rename. A folder of part files (the engine's
+    Parquet outputs) cannot be renamed over an existing path, so the previous output is first
+    renamed into the staging folder (removed afterwards by the caller): renames within one
+    file system, which do not fail half-way through a file.
+    """
+    paths = {}
+    for name in OUTPUT_NAMES:
+        staged, final = Path(staging) / name, Path(out_dir) / name
+        if staged.is_dir() or final.is_dir():
+            if os.path.lexists(final):
+                os.replace(final, Path(staging) / f".previous-{name}")
+        os.replace(staged, final)
+        paths[name] = final
+    return paths
+
+
 def write_outputs(result: CurationResult, out_dir: Path) -> CurationOutputs:
-    """Write the four outputs; the content hash covers kept ids and texts.
+    """Write the four outputs as single files; the content hash covers kept ids and texts.
 
     All four are written to a staging folder inside `out_dir` first and moved into place
     only when every one is complete, so a failure while writing (a full disk, a value a
     writer refuses) leaves the previous run's four outputs as they were. The staging folder
     is removed either way. Raises what the writers raise (OSError, pyarrow.ArrowException, ...).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / name for name in OUTPUT_NAMES}
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    staging = staging_folder(out_dir)
     try:
         staged = {name: staging / name for name in OUTPUT_NAMES}
         write_table_atomic(result.cleaned_table(), staged["cleaned.parquet"])
         write_table_atomic(result.rejected_table(), staged["rejected.parquet"])
         write_quarantine(result.quarantined, staged["quarantine.jsonl"])
-        with atomic_path(staged["stats.json"]) as temp:
-            temp.write_text(json.dumps(result.stats.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
-        # Renames within one folder: each is atomic, and nothing can fail half-way through a file.
-        for name in OUTPUT_NAMES:
-            os.replace(staged[name], paths[name])
+        write_stats(result.stats, staged["stats.json"])
+        paths = replace_outputs(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    digest = hashlib.sha256()
-    for doc in result.kept:
-        digest.update(doc["id"].encode())
-        digest.update(doc["text"].encode("utf-8", "surrogatepass"))
-    return CurationOutputs(out_dir, paths["cleaned.parquet"], paths["rejected.parquet"],
-                           paths["quarantine.jsonl"], paths["stats.json"], digest.hexdigest()[:16])
+    return CurationOutputs(Path(out_dir), paths["cleaned.parquet"], paths["rejected.parquet"],
+                           paths["quarantine.jsonl"], paths["stats.json"], result.digest.hexdigest())
+
+
+def write_stats(stats: CurationStats, path: Path) -> None:
+    with atomic_path(path) as temp:
+        temp.write_text(json.dumps(stats.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def run_curation(items: Iterable[RawRecord | QuarantineRecord], params: CurationParams, out_dir: Path) -> tuple[CurationResult, CurationOutputs]:
+    """The whole pipeline in this process (every record in memory), outputs as single files.
+    For corpora larger than memory, and to use several cores, see `curation/engine.py`."""
     result = CurationPipeline(params).run(items)
     return result, write_outputs(result, out_dir)

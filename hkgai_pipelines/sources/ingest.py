@@ -66,14 +66,9 @@ def ingest_source(spec: SourceSpec, lake_dir: Path) -> IngestResult:
 
 
 def iter_raw_lake(lake_dir: Path, sources: list[str]):
-    """Every raw record and raw quarantine record of the given sources, in catalog order."""
-    from hkgai_pipelines.sources.files import read_file
-    from hkgai_pipelines.sources.lake import read_quarantine
+    """Every raw record and raw quarantine record of the given sources, in catalog order (each
+    partition's quarantine first): the units of `curation.inputs.lake_units`, one after the
+    other. Raises FileNotFoundError for a partition that is not materialized."""
+    from hkgai_pipelines.curation.inputs import iter_units, lake_units
 
-    for source in sources:
-        path, quarantine_path = raw_paths(lake_dir, source)
-        if not path.exists():
-            raise FileNotFoundError(f"raw partition {source!r} not materialized: {path} is missing")
-        yield from read_quarantine(quarantine_path)
-        # The lake's ids are final (already scoped to source and file when ingested): keep them.
-        yield from read_file(path, source=source, licence="", root=Path(lake_dir), scope_ids=False)
+    yield from iter_units(lake_units(lake_dir, sources))

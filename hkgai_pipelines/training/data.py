@@ -19,6 +19,15 @@ import torch
 LANGUAGES = ("yue", "zh-hant", "zh-hans", "en", "mixed")
 
 
+def load_corpus_documents(corpus) -> list[dict]:
+    """Rows {id, text, lang} of cleaned_corpus's `cleaned.parquet`: a single Parquet file or a
+    folder of part files (the curation engine writes one per batch; read in file-name order,
+    which is input order)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(corpus, columns=["id", "text", "lang"]).to_pylist()
+
+
 def is_held_out(doc_id: str, share: float = 0.02) -> bool:
     bucket = int(hashlib.sha256(doc_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return bucket < share

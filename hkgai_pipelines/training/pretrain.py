@@ -20,7 +20,7 @@ import torch
 @dataclass
 class PretrainJob:
     preset: str
-    corpus: str
+    corpus: str  # cleaned_corpus: a Parquet file or a folder of part files
     output_dir: str
     tracking_uri: str
     experiment: str = "hkgai-v1"
@@ -36,7 +36,6 @@ class PretrainJob:
 
 
 def main(job: PretrainJob) -> dict:
-    import pyarrow.parquet as pq
     from transformers import PrinterCallback, Trainer
     from transformers.utils import logging as hf_logging
 
@@ -44,7 +43,7 @@ def main(job: PretrainJob) -> dict:
         MetricsCallback, build_model, history_summary, latest_checkpoint, load_stage, prepare_for_training, train_reporting_failure,
         training_arguments,
     )
-    from hkgai_pipelines.training.data import BlockDataset, pack_corpus
+    from hkgai_pipelines.training.data import BlockDataset, load_corpus_documents, pack_corpus
     from hkgai_pipelines.training.quality import stage_perplexities
     from hkgai_pipelines.training.runs import finish_stage, is_rank_zero, log_params, open_stage_pipes, open_stage_run
     from hkgai_pipelines.training.tokenizer import deepseek_tokenizer, train_bpe_tokenizer
@@ -52,7 +51,7 @@ def main(job: PretrainJob) -> dict:
     hf_logging.disable_progress_bar()
     with open_stage_pipes() as pipes:
         preset, stage, output, final_dir, checkpoints = load_stage(job, "pretrain")
-        docs = pq.read_table(job.corpus, columns=["id", "text", "lang"]).to_pylist()
+        docs = load_corpus_documents(job.corpus)
         if len(docs) < 10:
             raise ValueError(f"{job.corpus}: {len(docs)} documents is too small a corpus to pretrain on")
         torch.manual_seed(preset.training.seed)

@@ -9,11 +9,9 @@ from pathlib import Path
 
 
 def corpus_heldout_blocks(corpus: str | Path, tokenizer, seq_len: int, blocks_per_lang: int = 8) -> dict:
-    import pyarrow.parquet as pq
+    from hkgai_pipelines.training.data import _blocks, is_held_out, load_corpus_documents
 
-    from hkgai_pipelines.training.data import _blocks, is_held_out
-
-    docs = [d for d in pq.read_table(corpus, columns=["id", "text", "lang"]).to_pylist() if is_held_out(d["id"])]
+    docs = [d for d in load_corpus_documents(corpus) if is_held_out(d["id"])]
     streams: dict[str, list[int]] = {}
     encoded = tokenizer([d["text"] for d in docs], add_special_tokens=False)["input_ids"] if docs else []
     for doc, ids in zip(docs, encoded):

@@ -1,0 +1,647 @@
+"""The curation engine: the pipeline of `pipeline.py` in batch-sized tasks, run by one of two
+executors (the split datatrove makes between its local and Ray executors):
+
+- **local**: the tasks one after another in this process, no Ray. The default on one
+  machine: on 2 cores Ray's worker processes (each loading the language models) and
+  shuffles cost more than the second core gives (benchmarks/curation_scale.py).
+- **ray**: the tasks on Ray Data, `workers` at a time, on Ray embedded in this process or on
+  the cluster RAY_ADDRESS names (KubeRay in production). Chosen by `--workers N` above 1,
+  `RAY_ADDRESS`, or a Ray session this process already runs (`choose_executor`).
+
+Both write the same part files, take the same decisions and give the same outputs.
+
+Memory is bounded by the batch size, not by the corpus: no task holds more than one batch of
+records, and the driver gathers only small per-record keys (`dedup.DedupKeys`, about 180 bytes
+a record; the decision's working arrays take about twice that again while it runs), plus, for
+verification, the MinHash signatures of the records in a candidate pair (512 bytes each).
+Three phases, with the corpus-wide decisions on the driver between them (on Ray, three Ray
+Data jobs):
+
+1. **read + steps**: the input units (`inputs.py`: one per file, in the stable input order)
+   are read by tasks that yield batches of records; each batch goes through
+   `CurationPipeline.process` (repair, PII, language ID, script, quality) in another task,
+   which writes its processed rows to a Parquet part file in the staging folder and returns
+   the batch's deduplication keys to the driver.
+2. **decide** (driver): `dedup.decide_duplicates` finds duplicate ids, exact duplicates and the
+   LSH candidate pairs. Verifying the pairs needs MinHash signatures, which are not kept:
+   they are recomputed from the part files for the records in a pair and grouped by a hash
+   of the pair's anchor, so each anchor and its members meet in one group (on Ray a job with
+   `groupby(...).map_groups`, the signatures staying with the workers; only (anchor, member,
+   similarity) comes back).
+3. **settle**: one task per part file applies the decisions (`pipeline.settle_rows`) and
+   writes the part's kept, rejected and quarantined rows; the driver adds up the per-part
+   counts and concatenates the quarantine in order.
+
+Outputs: `cleaned.parquet/` and `rejected.parquet/` are folders of part files named by the
+order key of their first record (`part-<20 digits>.parquet`), so reading a folder
+(`pyarrow.parquet.read_table`) gives the rows in input order; `quarantine.jsonl` and
+`stats.json` are single files, as from `run_curation`. Everything is written to a staging
+folder first and moved into place only when complete, so a failed run leaves the previous
+outputs as they were.
+
+Where Ray runs (the ray executor): a Ray session already started in this process is used as
+it is (a test module's session, a Dagster run that started one). Otherwise, with `RAY_ADDRESS` set the
+engine connects to that cluster (production: KubeRay; inputs and the output folder must then
+be on storage every node reads); without it Ray is started inside this process with
+`workers` CPUs and stopped at the end. Nothing has to be started by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hkgai_pipelines.curation.dedup import (
+    EXACT_KEY_BYTES,
+    DuplicateDecisions,
+    KeyCollector,
+    MinHasher,
+    decide_duplicates,
+    pair_similarities,
+)
+from hkgai_pipelines.curation.inputs import InputUnit, file_units, lake_units, order_key
+from hkgai_pipelines.curation.pipeline import (
+    CLEANED_SCHEMA,
+    DEDUP_KEY_FIELDS,
+    PROCESSED_SCHEMA,
+    REJECTED_SCHEMA,
+    CurationOutputs,
+    CurationPipeline,
+    CurationStats,
+    KeptDigest,
+    replace_outputs,
+    settle_rows,
+    staging_folder,
+    write_stats,
+)
+from hkgai_pipelines.params import CurationParams
+from hkgai_pipelines.sources.lake import atomic_path, write_quarantine
+from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+
+#: Records per task. Memory per task is about this many records (a few KB each in these
+#: corpora; records above `max_record_bytes` are quarantined); each task costs Ray a few
+#: milliseconds of scheduling, small against ~1 ms of steps per record.
+DEFAULT_BATCH_SIZE = 1000
+
+#: A read item between the reading and the steps tasks: a record or a quarantine record.
+ITEM_SCHEMA = pa.schema([
+    ("order", pa.int64()), ("kind", pa.string()), ("id", pa.string()), ("text", pa.string()),
+    ("source", pa.string()), ("licence", pa.string()), ("locator", pa.string()), ("title", pa.string()),
+    ("encoding", pa.string()), ("q_file", pa.string()), ("q_line", pa.int64()), ("q_error", pa.string()),
+    ("q_count", pa.int64()),
+])
+
+
+def keys_schema(num_bands: int) -> pa.Schema:
+    """What a steps task returns to the driver: per record, its id when it takes part in the
+    duplicate-id decision; for a dedup candidate its exact key and band hashes (zeros for the
+    others). Fixed-size columns, so the driver reads them as arrays without a Python object
+    per record."""
+    return pa.schema([("order", pa.int64()), ("id", pa.string()), ("candidate", pa.bool_()),
+                      ("exact", pa.binary(EXACT_KEY_BYTES)), ("bands", pa.list_(pa.uint64(), num_bands))])
+
+
+#: A record of a candidate pair under the pair's anchor, with its MinHash signature and the
+#: anchor's bucket (the group it is verified in: `_verify_pairs`).
+PAIR_ROW_SCHEMA = pa.schema([("bucket", pa.int64()), ("anchor", pa.int64()), ("order", pa.int64()), ("signature", pa.binary())])
+SIMILARITY_SCHEMA = pa.schema([("anchor", pa.int64()), ("member", pa.int64()), ("similarity", pa.float64())])
+SETTLED_SCHEMA = pa.schema([("stats", pa.string()), ("digest", pa.string())])
+#: Up to this many pair rows, the verification's groupby uses Ray Data's sort shuffle (tasks
+#: only); above it the hash shuffle. Measured on 2 cores with 150,000 rows of 530 bytes (20 MB
+#: of the benchmark corpus): sort 88 s, and 500 MB pulled into the driver; hash 33 s with the
+#: driver flat. But the hash shuffle starts aggregator actors, 5 to 30 s per job however
+#: small, which a corpus with a few pairs should not pay. At this bound the sort shuffle
+#: holds about 70 MB in the driver.
+SORT_SHUFFLE_MAX_ROWS = 20_000
+#: `local`: the three phases in this process, one batch at a time (no Ray). `ray`: on Ray Data.
+EXECUTORS = ("local", "ray")
+#: Folder inside the staging folder for the processed part files and quarantine fragments.
+WORK_DIR = ".work"
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """What a run did: its counts, outputs, where it ran, phase times (s) and dedup summary."""
+
+    stats: CurationStats
+    outputs: CurationOutputs
+    executor: str
+    workers: int
+    cluster: str
+    seconds: dict = field(default_factory=dict)
+    dedup: dict = field(default_factory=dict)
+
+
+def default_workers() -> int:
+    """This machine's cores (those this process may run on)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def ray_session(workers: int | None = None) -> Iterator[tuple[int, str]]:
+    """Yield (workers, where): Ray as the module docstring says, and how many tasks of each
+    kind run at once (`workers`, or the cluster's CPUs when it is not given)."""
+    import ray
+
+    # Ray reports usage statistics by default; nothing leaves this machine.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        yield workers or _cluster_cpus(), "running Ray session"
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        where, workers = f"Ray cluster {address}", workers or _cluster_cpus()
+    else:
+        workers = workers or default_workers()
+        # Worker output is not forwarded: errors still come back as exceptions with their
+        # traceback, and the CLI's output stays readable.
+        with _quiet_token_auth_notice():
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        where = "embedded Ray"
+    try:
+        yield workers, where
+    finally:
+        ray.shutdown()
+
+
+@contextmanager
+def _quiet_token_auth_notice():
+    """Ray (2.60, the pinned version) turns token authentication on for every new local
+    cluster, and says so on stderr at each start unless RAY_AUTH_MODE is set. Setting the variable here would come too
+    late (Ray reads it when first imported), so the notice is held back instead: the cluster
+    keeps token authentication, the CLI's output keeps one line."""
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    saved = notice.level
+    notice.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        notice.setLevel(saved)
+
+
+def _cluster_cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+@contextmanager
+def _data_context():
+    """Ray Data settings of a run, restored afterwards: rows in input order (batches are then
+    runs of consecutive order keys, and part files sort in input order); no progress bars or
+    per-job INFO lines in the CLI's output.
+
+    """
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    saved = (context.execution_options.preserve_order, context.enable_progress_bars)
+    ray_data_logger = logging.getLogger("ray.data")
+    saved_level = ray_data_logger.level
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    ray_data_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            # A small input has fewer files or parts than workers: Ray Data says so every job.
+            warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
+            yield
+    finally:
+        context.execution_options.preserve_order, context.enable_progress_bars = saved
+        ray_data_logger.setLevel(saved_level)
+
+
+def curate_files(paths: Iterable[Path], params: CurationParams, out_dir: Path, *, source: str = "local_files", licence: str = "unknown",
+                 exclude: Iterable[Path] = (), workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 executor: str | None = None) -> EngineRun:
+    """`hkgai curate IN...`: files and folders as `read_files` reads them. Raises
+    FileNotFoundError for a given path that does not exist, before Ray starts."""
+    units = file_units(paths, source=source, licence=licence, max_record_bytes=params.max_record_bytes, exclude=exclude)
+    return curate(units, params, out_dir, workers=workers, batch_size=batch_size, executor=executor)
+
+
+def curate_lake(lake_dir: Path, sources: list[str], params: CurationParams, out_dir: Path, *,
+                workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, executor: str | None = None) -> EngineRun:
+    """`cleaned_corpus` and `hkgai curate --lake`: the raw partitions of `sources`, in catalog
+    order. Raises FileNotFoundError for a partition that is not materialized."""
+    return curate(lake_units(lake_dir, sources), params, out_dir, workers=workers, batch_size=batch_size, executor=executor)
+
+
+def choose_executor(workers: int | None = None, executor: str | None = None) -> str:
+    """Which executor runs a curation: `executor` when given ("local" or "ray"); else Ray when
+    `workers` is above 1, when RAY_ADDRESS names a cluster or when this process already has
+    a Ray session; else "local". Raises ValueError for an unknown executor, or for "local"
+    with more than one worker."""
+    if executor is not None:
+        if executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {executor!r}: one of {', '.join(EXECUTORS)}")
+        if executor == "local" and (workers or 1) > 1:
+            raise ValueError(f"the local executor runs one worker (this process), not {workers}: use the ray executor")
+        return executor
+    ray = sys.modules.get("ray")  # a session started in this process (a test, a Dagster run)
+    if (workers or 1) > 1 or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+        return "ray"
+    return "local"
+
+
+def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, workers: int | None = None,
+           batch_size: int = DEFAULT_BATCH_SIZE, executor: str | None = None) -> EngineRun:
+    """Run the pipeline on `units` and write the four outputs into `out_dir`.
+
+    `executor`, `workers`: see `choose_executor`; on Ray, `workers` is how many read, steps
+    and settle tasks run at once (default: the machine's cores, or the cluster's CPUs).
+    `batch_size`: records per task. On Ray a task that fails raises
+    ray.exceptions.RayTaskError here, its message carrying the task's traceback (the original
+    exception type does not survive Ray Data's wrapping); the local executor raises the
+    step's own exception. Writing the outputs raises OSError. Either way the previous outputs
+    are left as they were. Raises ValueError for a batch size below 1 or a bad executor.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    executor = choose_executor(workers, executor)
+    out_dir = Path(os.path.abspath(out_dir))
+    staging = staging_folder(out_dir)
+    try:
+        work = _work_folders(staging)
+        if executor == "ray":
+            with ray_session(workers) as (workers, where), _data_context():
+                stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size)
+        else:
+            workers, where = 1, "this process"
+            stats, digest, seconds, summary = _run_locally(units, params, work, batch_size)
+        _finish_outputs(staging, work)
+        stats.check_counts()
+        write_stats(stats, staging / "stats.json")
+        shutil.rmtree(staging / WORK_DIR)
+        paths = replace_outputs(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    outputs = CurationOutputs(out_dir, paths["cleaned.parquet"], paths["rejected.parquet"], paths["quarantine.jsonl"],
+                              paths["stats.json"], digest.hexdigest())
+    return EngineRun(stats, outputs, executor, workers, where, seconds, summary)
+
+
+@dataclass(frozen=True)
+class _WorkFolders:
+    staging: Path
+    steps: Path  # processed part files (`PROCESSED_SCHEMA`)
+    quarantine: Path  # quarantine fragments, one per part
+
+    def parts(self) -> list[str]:
+        return sorted(str(path) for path in self.steps.iterdir())
+
+
+def _work_folders(staging: Path) -> _WorkFolders:
+    work = _WorkFolders(staging, staging / WORK_DIR / "steps", staging / WORK_DIR / "quarantine")
+    for folder in (work.steps, work.quarantine, staging / "cleaned.parquet", staging / "rejected.parquet"):
+        folder.mkdir(parents=True)
+    return work
+
+
+def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFolders, batch_size: int):
+    """The three phases in this process, one batch at a time: the same task functions as on
+    Ray, so the same part files, decisions and outputs."""
+    seconds = {}
+    started = time.perf_counter()
+    keys = KeyCollector(params.dedup.num_bands)
+    params_blob = pickle.dumps(params)
+    for batch in _batches(units, batch_size):
+        _collect(_process_batch(batch, params_blob, str(work.steps)), keys)
+    parts = work.parts()
+    seconds["read_and_steps"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+
+    def verify(anchor: np.ndarray, member: np.ndarray):
+        return _verify_pairs_locally(parts, anchor, member, params, batch_size)
+
+    decisions = decide_duplicates(keys.finish(), params.dedup.threshold, verify)
+    seconds["dedup"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    stats, digest = CurationStats(), KeptDigest()
+    for part in parts:
+        part_stats, part_digest = settle_part(part, decisions, str(work.staging), str(work.quarantine))
+        stats.merge(part_stats)
+        digest.merge(part_digest)
+    seconds["settle"] = time.perf_counter() - started
+    return stats, digest, seconds, decisions.summary
+
+
+def _batches(units: list[InputUnit], batch_size: int) -> Iterator[pa.Table]:
+    """The units' items in batches of `batch_size`, across file boundaries (as Ray Data's
+    map_batches does): ten thousand small files make ten parts, not ten thousand."""
+    pending: list[pa.Table] = []
+    rows = 0
+    for unit in units:
+        for table in _read_units(pa.table({"unit": [json.dumps(unit.to_row())]}), batch_size):
+            pending.append(table)
+            rows += table.num_rows
+            while rows >= batch_size:
+                combined = pa.concat_tables(pending)
+                yield combined.slice(0, batch_size)
+                rest = combined.slice(batch_size)
+                pending, rows = [rest], rest.num_rows
+    if rows:
+        yield pa.concat_tables(pending)
+
+
+def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolders, workers: int, batch_size: int):
+    import ray
+    import ray.data
+
+    pool = ray.data.TaskPoolStrategy(size=workers)
+    seconds = {}
+
+    # 1. read + steps. Reading is light (decoding, JSON) next to the steps, and takes no CPU
+    # slot of its own, so that `workers` steps tasks always run; a bounded number of reading
+    # tasks keeps what waits in the object store bounded.
+    started = time.perf_counter()
+    keys = KeyCollector(params.dedup.num_bands)
+    if units:
+        units_ds = ray.data.from_items([{"unit": json.dumps(unit.to_row())} for unit in units], override_num_blocks=len(units))
+        processed = (
+            units_ds.map_batches(_read_units, batch_size=1, batch_format="pyarrow", fn_kwargs={"batch_size": batch_size},
+                                 compute=pool, num_cpus=0)
+            .map_batches(_process_batch, batch_size=batch_size, batch_format="pyarrow",
+                         fn_kwargs={"params_blob": pickle.dumps(params), "steps_dir": str(work.steps)}, compute=pool)
+        )
+        for batch in processed.iter_batches(batch_size=None, batch_format="pyarrow"):
+            _collect(batch, keys)
+    parts = work.parts()
+    seconds["read_and_steps"] = time.perf_counter() - started
+
+    # 2. corpus-wide decisions, verifying candidate pairs where the texts are.
+    started = time.perf_counter()
+
+    def verify(anchor: np.ndarray, member: np.ndarray):
+        return _verify_pairs(parts, anchor, member, params, workers, batch_size)
+
+    decisions = decide_duplicates(keys.finish(), params.dedup.threshold, verify)
+    seconds["dedup"] = time.perf_counter() - started
+
+    # 3. settle each part with the decisions.
+    started = time.perf_counter()
+    stats, digest = CurationStats(), KeptDigest()
+    if parts:
+        decisions_ref = ray.put(decisions)
+        settled = ray.data.from_items([{"part": part} for part in parts], override_num_blocks=len(parts)).map_batches(
+            _settle_part, batch_size=1, batch_format="pyarrow", compute=pool,
+            fn_kwargs={"decisions_ref": decisions_ref, "out_dir": str(work.staging), "quarantine_dir": str(work.quarantine)},
+        )
+        for batch in settled.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for part_stats, part_digest in zip(batch.column("stats").to_pylist(), batch.column("digest").to_pylist()):
+                stats.merge(CurationStats.from_dict(json.loads(part_stats)))
+                digest.merge(KeptDigest(int(part_digest, 16)))
+    seconds["settle"] = time.perf_counter() - started
+    return stats, digest, seconds, decisions.summary
+
+
+def _finish_outputs(staging: Path, work: _WorkFolders) -> None:
+    """An empty part file where no part had rows (readers need a schema even with none), and
+    the quarantine fragments concatenated in input order."""
+    for name, schema in (("cleaned.parquet", CLEANED_SCHEMA), ("rejected.parquet", REJECTED_SCHEMA)):
+        if not any((staging / name).iterdir()):
+            pq.write_table(schema.empty_table(), staging / name / f"part-{0:020d}.parquet", compression="zstd")
+    with atomic_path(staging / "quarantine.jsonl") as temp, open(temp, "wb") as combined:
+        for fragment in sorted(work.quarantine.iterdir()):
+            with open(fragment, "rb") as handle:
+                shutil.copyfileobj(handle, combined)
+
+
+# --- tasks (run on Ray workers; plain functions of Arrow tables) ----------------------------
+
+@lru_cache(maxsize=2)
+def _pipeline(params_blob: bytes) -> CurationPipeline:
+    """One pipeline (language models, OpenCC, redactor) per worker process and parameters:
+    worker processes are reused from task to task."""
+    return CurationPipeline(pickle.loads(params_blob))
+
+
+def _read_units(batch: pa.Table, batch_size: int) -> Iterator[pa.Table]:
+    """Read the unit(s) of `batch`, yielding tables of at most `batch_size` items."""
+    for encoded in batch.column("unit").to_pylist():
+        unit = InputUnit(**json.loads(encoded))
+        rows = []
+        for position, item in enumerate(unit.items()):
+            rows.append(_item_row(item, order_key(unit.index, position)))
+            if len(rows) >= batch_size:
+                yield pa.Table.from_pylist(rows, schema=ITEM_SCHEMA)
+                rows = []
+        if rows:
+            yield pa.Table.from_pylist(rows, schema=ITEM_SCHEMA)
+
+
+def _item_row(item: RawRecord | QuarantineRecord, order: int) -> dict:
+    if isinstance(item, QuarantineRecord):
+        return {"order": order, "kind": "quarantine", "q_file": item.file, "q_line": item.line, "q_error": item.error,
+                "source": item.source, "q_count": item.count}
+    return {"order": order, "kind": "record", "id": item.id, "text": item.text, "source": item.source, "licence": item.licence,
+            "locator": item.locator, "title": item.title, "encoding": item.encoding}
+
+
+def _item(row: dict) -> RawRecord | QuarantineRecord:
+    if row["kind"] == "quarantine":
+        return QuarantineRecord(row["q_file"], row["q_line"], row["q_error"], row["source"], row["q_count"])
+    return RawRecord(text=row["text"], source=row["source"], licence=row["licence"], locator=row["locator"],
+                     title=row["title"], id=row["id"], encoding=row["encoding"])
+
+
+def _process_batch(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Table:
+    """The per-record steps of one batch: its processed rows go to a part file named by its
+    first order key, its dedup keys back to the driver (`keys_schema`)."""
+    pipeline = _pipeline(params_blob)
+    num_bands = pipeline.hasher.num_bands
+    rows = [pipeline.process(_item(row), row["order"]) for row in batch.to_pylist()]
+    exact = np.zeros(len(rows), dtype=f"S{EXACT_KEY_BYTES}")
+    bands = np.zeros((len(rows), num_bands), dtype=np.uint64)
+    for index, row in enumerate(rows):
+        if row.get("candidate"):
+            exact[index], bands[index] = row["exact"], row["bands"]
+        for name in DEDUP_KEY_FIELDS:
+            row.pop(name, None)
+    if rows:
+        pq.write_table(pa.Table.from_pylist(rows, schema=PROCESSED_SCHEMA), Path(steps_dir) / f"part-{rows[0]['order']:020d}.parquet")
+    return pa.table({
+        "order": pa.array([row["order"] for row in rows], pa.int64()),
+        "id": pa.array([row["id"] if row.get("id_check") else None for row in rows], pa.string()),
+        "candidate": pa.array([bool(row.get("candidate")) for row in rows], pa.bool_()),
+        # From the buffer: a numpy bytes scalar would drop a digest's trailing zero bytes.
+        "exact": pa.FixedSizeBinaryArray.from_buffers(pa.binary(EXACT_KEY_BYTES), len(rows), [None, pa.py_buffer(exact.tobytes())]),
+        "bands": pa.FixedSizeListArray.from_arrays(pa.array(bands.ravel(), pa.uint64()), num_bands),
+    }, schema=keys_schema(num_bands))
+
+
+def _collect(batch: pa.Table, keys: KeyCollector) -> None:
+    """Add one steps task's keys to the driver's collection (arrays, no object per record)."""
+    orders = batch.column("order").to_numpy()
+    ids = batch.column("id").combine_chunks()
+    has_id = ids.is_valid()
+    keys.add_ids(orders[has_id.to_numpy(zero_copy_only=False)], ids.filter(has_id))
+    candidate = batch.column("candidate").to_numpy()
+    if candidate.any():
+        exact = batch.column("exact").combine_chunks()
+        exact = np.frombuffer(exact.buffers()[1], dtype=f"S{EXACT_KEY_BYTES}", count=len(exact), offset=exact.offset * EXACT_KEY_BYTES)
+        bands = batch.column("bands").combine_chunks().flatten().to_numpy().reshape(len(orders), -1)
+        keys.add_candidates(orders[candidate], exact[candidate], bands[candidate])
+
+
+def _verify_pairs(parts: list[str], anchor: np.ndarray, member: np.ndarray, params: CurationParams, workers: int, batch_size: int):
+    """Similarities of candidate pairs (anchor and member order keys): signatures are
+    recomputed from the part files and brought together by anchor on the workers.
+
+    Rows are grouped by a *bucket* (a hash of the anchor, so an anchor and all its members
+    share one), not by the anchor itself: Ray Data calls the group function once per group,
+    and tens of thousands of one-anchor groups cost more in calls than the comparisons. The
+    number of buckets keeps a group near `batch_size` rows."""
+    import ray
+    import ray.data
+    from ray.data.context import ShuffleStrategy
+
+    pairs = _pairs_by_member(anchor, member, workers, batch_size)
+    pairs_ref = ray.put(pairs)
+    pool = ray.data.TaskPoolStrategy(size=workers)
+    strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED if len(anchor) + len(pairs["anchors"]) <= SORT_SHUFFLE_MAX_ROWS else ShuffleStrategy.HASH_SHUFFLE
+    context = ray.data.DataContext.get_current()
+    saved = (context.shuffle_strategy, context.hash_shuffle_operator_actor_num_cpus_override)
+    context.shuffle_strategy = strategy
+    # The hash shuffle's aggregator actors only hold rows until every map task has run, but
+    # by default reserve up to a quarter of the CPUs: with one CPU, the map tasks feeding them
+    # could then never start (the benchmark's 1-worker run waited forever).
+    context.hash_shuffle_operator_actor_num_cpus_override = 0
+    try:
+        rows = ray.data.from_items([{"part": part} for part in parts], override_num_blocks=len(parts)).map_batches(
+            _pair_rows, batch_size=1, batch_format="pyarrow", compute=pool,
+            fn_kwargs={"pairs_ref": pairs_ref, "params_blob": pickle.dumps(params)},
+        )
+        similarities = rows.groupby("bucket", num_partitions=max(1, workers)).map_groups(_verify_bucket, batch_format="pyarrow")
+        got = [batch for batch in similarities.iter_batches(batch_size=None, batch_format="pyarrow") if batch.num_rows]
+    finally:
+        context.shuffle_strategy, context.hash_shuffle_operator_actor_num_cpus_override = saved
+    table = pa.concat_tables(got) if got else SIMILARITY_SCHEMA.empty_table()
+    return table.column("anchor").to_numpy(), table.column("member").to_numpy(), table.column("similarity").to_numpy()
+
+
+def _pairs_by_member(anchor: np.ndarray, member: np.ndarray, workers: int, batch_size: int) -> dict:
+    """The candidate pairs sorted by member (for `part_pair_rows`' binary search), the
+    distinct anchors, and how many buckets to verify them in: enough for `workers` groups
+    at once, and for a group to stay near `batch_size` rows."""
+    by_member = np.lexsort((anchor, member))
+    anchors = np.unique(anchor)
+    buckets = max(workers, -(-(len(anchor) + len(anchors)) // batch_size))
+    return {"member": member[by_member], "anchor": anchor[by_member], "anchors": anchors, "buckets": buckets}
+
+
+def _verify_pairs_locally(parts: list[str], anchor: np.ndarray, member: np.ndarray, params: CurationParams, batch_size: int):
+    """`_verify_pairs` in this process: the pair rows of every part (signatures of the
+    records in a pair only), then one bucket at a time."""
+    pairs = _pairs_by_member(anchor, member, 1, batch_size)
+    hasher = MinHasher.from_params(params.dedup)
+    rows = pa.concat_tables([PAIR_ROW_SCHEMA.empty_table()] + [part_pair_rows(part, pairs, hasher) for part in parts])
+    rows = rows.sort_by("bucket")
+    buckets = rows.column("bucket").to_numpy()
+    bounds = np.flatnonzero(np.diff(buckets)) + 1
+    got = [_verify_bucket(rows.slice(start, stop - start))
+           for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(buckets)]) if stop > start]
+    table = pa.concat_tables([SIMILARITY_SCHEMA.empty_table()] + got)
+    return table.column("anchor").to_numpy(), table.column("member").to_numpy(), table.column("similarity").to_numpy()
+
+
+def _bucket_of(anchor: np.ndarray, buckets: int) -> np.ndarray:
+    """A bucket number for each anchor order key: Fibonacci hashing spreads the structured
+    keys (unit << 40 | position) evenly."""
+    with np.errstate(over="ignore"):
+        return ((anchor.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) % np.uint64(buckets)
+
+
+def _pair_rows(batch: pa.Table, pairs_ref, params_blob: bytes) -> pa.Table:
+    """Ray task: `part_pair_rows` of the part file(s) of `batch`."""
+    import ray
+
+    pairs = ray.get(pairs_ref)
+    hasher = MinHasher.from_params(pickle.loads(params_blob).dedup)
+    return pa.concat_tables([part_pair_rows(part, pairs, hasher) for part in batch.column("part").to_pylist()])
+
+
+def part_pair_rows(part: str, pairs: dict, hasher: MinHasher) -> pa.Table:
+    """The part's records that are in a candidate pair, once for each anchor they belong to
+    (an anchor also under its own key), with their MinHash signature and bucket
+    (`PAIR_ROW_SCHEMA`). `pairs`: the candidate pairs sorted by member (`_pairs_by_member`)."""
+    out_anchor, out_order, out_signature = [], [], []
+    table = pq.read_table(part, columns=["order", "text", "candidate"])
+    table = table.filter(table.column("candidate"))
+    orders = table.column("order").to_numpy()
+    starts = np.searchsorted(pairs["member"], orders, side="left")
+    ends = np.searchsorted(pairs["member"], orders, side="right")
+    is_anchor = np.isin(orders, pairs["anchors"])
+    for order, text, start, end, anchor_itself in zip(orders, table.column("text").to_pylist(), starts, ends, is_anchor):
+        if start == end and not anchor_itself:
+            continue
+        signature = hasher.signature(text).tobytes()
+        for anchor in ([order] if anchor_itself else []) + list(pairs["anchor"][start:end]):
+            out_anchor.append(int(anchor))
+            out_order.append(int(order))
+            out_signature.append(signature)
+    anchors = np.array(out_anchor, dtype=np.int64)
+    return pa.table({"bucket": _bucket_of(anchors, pairs["buckets"]).astype(np.int64), "anchor": anchors, "order": out_order,
+                     "signature": out_signature}, schema=PAIR_ROW_SCHEMA)
+
+
+def _verify_bucket(group: pa.Table) -> pa.Table:
+    """One bucket of anchors and their members: the estimated Jaccard similarity of each pair."""
+    anchor = group.column("anchor").to_numpy()
+    order = group.column("order").to_numpy()
+    signatures = np.frombuffer(b"".join(group.column("signature").to_pylist()), dtype=np.uint32).reshape(len(order), -1)
+    itself = anchor == order
+    anchor_rows = np.flatnonzero(itself)
+    by_key = np.argsort(order[anchor_rows])
+    members = np.flatnonzero(~itself)
+    # The row holding each member's anchor signature.
+    own_row = anchor_rows[by_key[np.searchsorted(order[anchor_rows][by_key], anchor[members])]]
+    similarity = pair_similarities(signatures[own_row], signatures[members])
+    return pa.table({"anchor": anchor[members], "member": order[members], "similarity": similarity}, schema=SIMILARITY_SCHEMA)
+
+
+def _settle_part(batch: pa.Table, decisions_ref, out_dir: str, quarantine_dir: str) -> pa.Table:
+    """Ray task: `settle_part` of the part file(s) of `batch`, their counts and digests as rows."""
+    import ray
+
+    decisions: DuplicateDecisions = ray.get(decisions_ref)
+    settled = []
+    for part in batch.column("part").to_pylist():
+        stats, digest = settle_part(part, decisions, out_dir, quarantine_dir)
+        settled.append({"stats": json.dumps(stats.to_dict()), "digest": f"{digest.value:064x}"})
+    return pa.Table.from_pylist(settled, schema=SETTLED_SCHEMA)
+
+
+def settle_part(part: str, decisions: DuplicateDecisions, out_dir: str, quarantine_dir: str) -> tuple[CurationStats, KeptDigest]:
+    """Apply the decisions to one processed part file: write its kept and rejected rows (part
+    files of the same name) and its quarantine fragment; return its counts and digest."""
+    name = Path(part).name
+    result = settle_rows(pq.read_table(part).to_pylist(), decisions)
+    if result.kept:
+        pq.write_table(result.cleaned_table(), Path(out_dir) / "cleaned.parquet" / name, compression="zstd")
+    if result.rejected:
+        pq.write_table(result.rejected_table(), Path(out_dir) / "rejected.parquet" / name, compression="zstd")
+    if result.quarantined:
+        write_quarantine(result.quarantined, Path(quarantine_dir) / f"{Path(name).stem}.jsonl")
+    return result.stats, result.digest

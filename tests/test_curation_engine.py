@@ -1,0 +1,160 @@
+"""The curation engine on Ray Data (curation/engine.py): the same kept ids for 1, 2 and 3
+workers and for the single-process path, global duplicate decisions across shards and
+batches, counts that add up, outputs every reader takes, and `hkgai curate --workers`.
+
+One Ray session serves the whole module (`ray_session`); batches of two records spread the
+small corpus over many tasks, so every cross-batch decision is exercised."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+from typer.testing import CliRunner
+
+from hkgai_pipelines.cli import app
+from hkgai_pipelines.curation import engine, expectations
+from hkgai_pipelines.curation.pipeline import OUTPUT_NAMES, run_curation
+from hkgai_pipelines.sources.files import read_files
+from hkgai_pipelines.sources.lake import RAW_SCHEMA
+from hkgai_pipelines.training.data import load_corpus_documents
+from tests.curation_corpus import FOOD, KEPT, LEGCO, LEGCO_NEAR, MTR, OPENING, REJECTED, WEATHER, read_outputs, summary, write_corpus
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("shards") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def single_process(corpus, curation_params, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "out"
+    run_curation(read_files([corpus], source="local_files", licence="x"), curation_params, out)
+    return out
+
+
+def test_single_process_path_keeps_the_first_of_each_global_cluster(single_process):
+    kept, rejected, quarantine, stats = read_outputs(single_process)
+    assert summary(kept, rejected) == (KEPT, REJECTED)
+    assert [json.loads(line)["line"] for line in quarantine] == [4]
+    assert (stats["input_records"], stats["kept"], stats["rejected"], stats["quarantined"]) == (13, 5, 7, 1)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_engine_keeps_the_same_ids_for_any_number_of_workers(corpus, curation_params, single_process, tmp_path, workers):
+    out = tmp_path / "out"
+    run = engine.curate_files([corpus], curation_params, out, licence="x", workers=workers, batch_size=2)
+    kept, rejected, quarantine, stats = read_outputs(out)
+    assert summary(kept, rejected) == (KEPT, REJECTED)
+    single_kept, single_rejected, single_quarantine, single_stats = read_outputs(single_process)
+    # Not only the same ids: the same rows, quarantine and counts as the single-process path.
+    assert (kept, rejected, quarantine, stats) == (single_kept, single_rejected, single_quarantine, single_stats)
+    assert run.stats.to_dict() == stats and run.workers == workers
+    assert {k: run.dedup[k] for k in ("duplicate_ids", "candidates", "exact_duplicates", "near_duplicates")} == {
+        "duplicate_ids": 1, "candidates": 9, "exact_duplicates": 1, "near_duplicates": 3}
+    # Part files, one per batch that kept something, sorted by the order key of their first row.
+    parts = sorted(os.listdir(out / "cleaned.parquet"))
+    assert len(parts) > 1 and all(name.startswith("part-") for name in parts)
+    assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
+
+
+@pytest.mark.slow  # the hash shuffle starts aggregator actors: 10 to 40 s on 2 shared cores
+def test_the_hash_shuffle_verifies_the_same_pairs_as_the_sort_shuffle(corpus, curation_params, tmp_path, monkeypatch):
+    """Larger corpora verify their pairs through Ray Data's hash shuffle (SORT_SHUFFLE_MAX_ROWS)."""
+    monkeypatch.setattr(engine, "SORT_SHUFFLE_MAX_ROWS", 0)
+    engine.curate_files([corpus], curation_params, tmp_path / "out", licence="x", workers=2, batch_size=2)
+    assert summary(*read_outputs(tmp_path / "out")[:2]) == (KEPT, REJECTED)
+
+
+def test_outputs_are_read_by_the_pretraining_loader_and_the_gx_gates(corpus, curation_params, tmp_path):
+    out = tmp_path / "out"
+    run = engine.curate_files([corpus], curation_params, out, licence="x", workers=2, batch_size=2)
+    documents = load_corpus_documents(out / "cleaned.parquet")
+    assert [d["id"] for d in documents] == pq.read_table(out / "cleaned.parquet").column("id").to_pylist()
+    assert len(documents) == 5 and all(d["text"] and d["lang"] for d in documents)
+    cleaned, stats, rejected_rows, quarantine_rows = expectations.load_outputs(out)
+    assert (len(cleaned), rejected_rows, quarantine_rows) == (5, 7, 1)
+    for outcome in (
+        expectations.check_ids_unique(cleaned),
+        expectations.check_text_non_empty(cleaned),
+        expectations.check_counts_add_up(stats, len(cleaned), rejected_rows, quarantine_rows),
+        expectations.check_no_residual_pii(cleaned, expectations.load_rejected_text(out)),
+    ):
+        assert outcome.passed, outcome.description
+    assert run.outputs.content_hash == run_curation(read_files([corpus], source="local_files", licence="x"), curation_params,
+                                                     tmp_path / "single")[1].content_hash
+
+
+def test_duplicate_ids_across_lake_partitions_are_decided_over_the_whole_corpus(curation_params, tmp_path):
+    """The lake keeps ids as ingested: the same id in two sources' partitions is one record
+    repeated, and the later source's copy is rejected, whichever batch either is in."""
+    lake = tmp_path / "lake"
+    (lake / "raw").mkdir(parents=True)
+    rows = {"s1": [("x1", LEGCO), ("shared", WEATHER), ("x2", MTR)], "s2": [("y1", OPENING), ("shared", FOOD), ("y2", LEGCO_NEAR)]}
+    for source, records in rows.items():
+        table = pa.Table.from_pylist([{"id": i, "text": t, "source": source, "licence": "x", "locator": f"{source}:{n}"}
+                                      for n, (i, t) in enumerate(records)], schema=RAW_SCHEMA)
+        pq.write_table(table, lake / "raw" / f"{source}.parquet")
+    run = engine.curate_lake(lake, ["s1", "s2"], curation_params, tmp_path / "out", workers=2, batch_size=1)
+    kept, rejected, _, _ = read_outputs(tmp_path / "out")
+    assert [row["id"] for row in kept] == ["x1", "shared", "x2", "y1"]
+    assert [(row["id"], row["text"], row["reason"], row["cluster_id"]) for row in rejected] == [
+        ("shared", FOOD, "duplicate_id", None), ("y2", LEGCO_NEAR, "near_duplicate", "x1"),
+    ]
+    assert run.stats.kept == 4
+    with pytest.raises(FileNotFoundError, match="raw partition 's3' not materialized"):
+        engine.curate_lake(lake, ["s1", "s3"], curation_params, tmp_path / "out2")
+
+
+def test_a_failed_run_leaves_the_previous_outputs_untouched(corpus, curation_params, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    engine.curate_files([corpus], curation_params, out, licence="x", workers=2, batch_size=4)
+    before = {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+    # A task fails on a worker: a script action the converter refuses.
+    broken = replace(curation_params, script_policy={"zh-hans": "to-klingon"})
+    with pytest.raises(ray.exceptions.RayTaskError, match="unknown script actions"):
+        engine.curate_files([corpus], broken, out, licence="x", workers=2, batch_size=4)
+    # The driver fails after every task finished, while writing stats.json.
+    monkeypatch.setattr(engine, "write_stats", lambda *_: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match="No space left on device"):
+        engine.curate_files([corpus], curation_params, out, licence="x", workers=2, batch_size=4)
+    after = {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+    assert after == before
+    assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)  # no staging folder left behind
+
+
+def test_a_single_file_output_is_replaced_by_a_folder_and_back(corpus, curation_params, tmp_path):
+    out = tmp_path / "out"
+    run_curation(read_files([corpus], source="local_files", licence="x"), curation_params, out)
+    assert (out / "cleaned.parquet").is_file()
+    engine.curate_files([corpus], curation_params, out, licence="x", workers=1, batch_size=3)
+    assert (out / "cleaned.parquet").is_dir() and sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
+    run_curation(read_files([corpus], source="local_files", licence="x"), curation_params, out)
+    assert (out / "cleaned.parquet").is_file() and sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
+
+
+def test_hkgai_curate_with_two_workers_end_to_end(corpus, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(out), "--licence", "x", "--workers", "2", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "input 13 = kept 5 + rejected 7 + quarantined 1" in result.output
+    assert "2 workers" in result.output
+    kept, rejected, _, _ = read_outputs(out)
+    assert summary(kept, rejected) == (KEPT, REJECTED)
+
+
+def test_no_input_records_still_writes_readable_outputs(curation_params, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = engine.curate_files([empty], curation_params, tmp_path / "out", workers=1)
+    kept, rejected, quarantine, stats = read_outputs(tmp_path / "out")
+    assert (kept, rejected, quarantine, stats["input_records"]) == ([], [], [], 0)
+    assert pq.read_schema(next((tmp_path / "out" / "cleaned.parquet").iterdir())).names[0] == "id"
+    assert run.stats.input_records == 0 and ray.is_initialized()  # the module's session stays up

@@ -1,0 +1,104 @@
+"""The curation engine's local executor (curation/engine.py, no Ray): the same outputs as the
+single-process path and as Ray, batch after batch in this process; which executor a run gets;
+`hkgai curate` without options."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+
+import pytest
+from typer.testing import CliRunner
+
+from hkgai_pipelines.cli import app
+from hkgai_pipelines.curation import engine
+from hkgai_pipelines.curation.pipeline import OUTPUT_NAMES, run_curation
+from hkgai_pipelines.sources.files import read_files
+from tests.curation_corpus import KEPT, REJECTED, read_outputs, summary, write_corpus
+
+
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch):
+    """These runs must not touch Ray: no session, no cluster address."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("shards") / "corpus")
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+def test_local_executor_gives_the_single_process_outputs(corpus, curation_params, tmp_path, batch_size):
+    out = tmp_path / "out"
+    run = engine.curate_files([corpus], curation_params, out, licence="x", batch_size=batch_size)
+    assert (run.workers, run.cluster) == (1, "this process")
+    kept, rejected, quarantine, stats = read_outputs(out)
+    assert summary(kept, rejected) == (KEPT, REJECTED)
+    single = tmp_path / "single"
+    _, outputs = run_curation(read_files([corpus], source="local_files", licence="x"), curation_params, single)
+    assert (kept, rejected, quarantine, stats) == read_outputs(single)
+    assert run.outputs.content_hash == outputs.content_hash
+    assert (stats["input_records"], stats["kept"], stats["rejected"], stats["quarantined"]) == (13, 5, 7, 1)
+    assert {k: run.dedup[k] for k in ("duplicate_ids", "exact_duplicates", "near_duplicates")} == {
+        "duplicate_ids": 1, "exact_duplicates": 1, "near_duplicates": 3}
+    assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+def test_a_failing_step_raises_its_own_error_and_keeps_the_previous_outputs(corpus, curation_params, tmp_path):
+    out = tmp_path / "out"
+    engine.curate_files([corpus], curation_params, out, licence="x", batch_size=4)
+    before = {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+    broken = replace(curation_params, script_policy={"zh-hans": "to-klingon"})
+    with pytest.raises(ValueError, match="unknown script actions"):
+        engine.curate_files([corpus], broken, out, licence="x", batch_size=4)
+    after = {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+    assert after == before and sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("workers", "executor", "address", "chosen"),
+    [(None, None, None, "local"), (1, None, None, "local"), (2, None, None, "ray"), (None, None, "ray://head:10001", "ray"),
+     (1, "ray", None, "ray"), (None, "local", "ray://head:10001", "local")],
+)
+def test_which_executor_a_run_gets(monkeypatch, workers, executor, address, chosen):
+    if address:
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    assert engine.choose_executor(workers, executor) == chosen
+
+
+def test_bad_executor_choices_are_refused():
+    with pytest.raises(ValueError, match="unknown executor 'spark': one of local, ray"):
+        engine.choose_executor(None, "spark")
+    with pytest.raises(ValueError, match="the local executor runs one worker"):
+        engine.choose_executor(2, "local")
+
+
+def test_hkgai_curate_runs_in_this_process_by_default(corpus, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(out), "--licence", "x"])
+    assert result.exit_code == 0, result.output
+    assert "input 13 = kept 5 + rejected 7 + quarantined 1" in result.output
+    assert "(this process)" in result.output
+    assert summary(*read_outputs(out)[:2]) == (KEPT, REJECTED)
+    refused = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(out), "--executor", "local", "--workers", "2"])
+    assert refused.exit_code == 2 and "the local executor runs one worker" in refused.output
+
+
+def test_small_files_are_batched_together(curation_params, tmp_path):
+    """One part per batch of records, not one per file."""
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    for n in range(25):
+        (folder / f"page-{n:02d}.txt").write_text(f"第{n}號告示：港鐵今日宣布新線於明年通車，詳情請參閱網站公布的時間表及票價安排。", encoding="utf-8")
+    run = engine.curate_files([folder], curation_params, tmp_path / "out", licence="x", batch_size=10)
+    assert run.stats.input_records == 25
+    parts = set(os.listdir(tmp_path / "out" / "cleaned.parquet")) | set(os.listdir(tmp_path / "out" / "rejected.parquet"))
+    assert len(parts) == 3  # batches of 10, 10 and 5 records
+    single = tmp_path / "single"
+    run_curation(read_files([folder], source="local_files", licence="x"), curation_params, single)
+    assert read_outputs(tmp_path / "out") == read_outputs(single)
