@@ -183,7 +183,7 @@ def _process_name(process) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, nargs="+", default=[20.0, 100.0], help="input sizes in MiB")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts to run")
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="Ray worker counts to run (none: no Ray runs)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=1000)

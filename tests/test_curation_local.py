@@ -102,3 +102,12 @@ def test_small_files_are_batched_together(curation_params, tmp_path):
     single = tmp_path / "single"
     run_curation(read_files([folder], source="local_files", licence="x"), curation_params, single)
     assert read_outputs(tmp_path / "out") == read_outputs(single)
+
+
+def test_pair_verification_in_many_passes_decides_the_same(corpus, curation_params, tmp_path, monkeypatch):
+    """A signature budget of one record a pass (512 bytes): every pair still verified once."""
+    one = engine.curate_files([corpus], curation_params, tmp_path / "one", licence="x", batch_size=2)
+    monkeypatch.setattr(engine, "VERIFY_MEMORY_BYTES", 512)
+    many = engine.curate_files([corpus], curation_params, tmp_path / "many", licence="x", batch_size=2)
+    assert read_outputs(tmp_path / "many") == read_outputs(tmp_path / "one")
+    assert many.dedup == one.dedup and many.dedup["candidate_pairs"] > 1

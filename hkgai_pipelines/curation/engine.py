@@ -24,9 +24,10 @@ Data jobs):
    the batch's deduplication keys to the driver.
 2. **decide** (driver): `dedup.decide_duplicates` finds duplicate ids, exact duplicates and the
    LSH candidate pairs. Verifying the pairs needs MinHash signatures, which are not kept:
-   they are recomputed from the part files for the records in a pair and grouped by a hash
-   of the pair's anchor, so each anchor and its members meet in one group (on Ray a job with
-   `groupby(...).map_groups`, the signatures staying with the workers; only (anchor, member,
+   they are recomputed from the part files for the records in a pair, split by a hash of the
+   pair's anchor so each anchor and its members meet in one group: locally in as many passes
+   as keep the signatures under VERIFY_MEMORY_BYTES, on Ray in a job with
+   `groupby(...).map_groups`, the signatures staying with the workers (only (anchor, member,
    similarity) comes back).
 3. **settle**: one task per part file applies the decisions (`pipeline.settle_rows`) and
    writes the part's kept, rejected and quarantined rows; the driver adds up the per-part
@@ -130,6 +131,13 @@ SETTLED_SCHEMA = pa.schema([("stats", pa.string()), ("digest", pa.string())])
 SORT_SHUFFLE_MAX_ROWS = 20_000
 #: `local`: the three phases in this process, one batch at a time (no Ray). `ray`: on Ray Data.
 EXECUTORS = ("local", "ray")
+#: The local executor's pair verification holds at most this many bytes of MinHash
+#: signatures at once (512 bytes a record at 128 permutations: about 500,000 records), and
+#: makes more passes over the part files for more. Chosen so that, on the 2-core machine's
+#: 24 GiB, verification stays well under the steps' own footprint (language models, a batch).
+VERIFY_MEMORY_BYTES = 256 * 1024 * 1024
+#: Pairs compared at once: two (slice, num_perm) uint32 gathers, 32 MiB each at 128 permutations.
+VERIFY_SLICE_PAIRS = 65_536
 #: Folder inside the staging folder for the processed part files and quarantine fragments.
 WORK_DIR = ".work"
 
@@ -332,7 +340,7 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     started = time.perf_counter()
 
     def verify(anchor: np.ndarray, member: np.ndarray):
-        return _verify_pairs_locally(parts, anchor, member, params, batch_size)
+        return _verify_pairs_locally(parts, anchor, member, params)
 
     decisions = decide_duplicates(keys.finish(), params.dedup.threshold, verify)
     seconds["dedup"] = time.perf_counter() - started
@@ -542,7 +550,7 @@ def _verify_pairs(parts: list[str], anchor: np.ndarray, member: np.ndarray, para
 
 
 def _pairs_by_member(anchor: np.ndarray, member: np.ndarray, workers: int, batch_size: int) -> dict:
-    """The candidate pairs sorted by member (for `part_pair_rows`' binary search), the
+    """The candidate pairs sorted by member (for `_part_pair_rows`' binary search), the
     distinct anchors, and how many buckets to verify them in: enough for `workers` groups
     at once, and for a group to stay near `batch_size` rows."""
     by_member = np.lexsort((anchor, member))
@@ -551,19 +559,46 @@ def _pairs_by_member(anchor: np.ndarray, member: np.ndarray, workers: int, batch
     return {"member": member[by_member], "anchor": anchor[by_member], "anchors": anchors, "buckets": buckets}
 
 
-def _verify_pairs_locally(parts: list[str], anchor: np.ndarray, member: np.ndarray, params: CurationParams, batch_size: int):
-    """`_verify_pairs` in this process: the pair rows of every part (signatures of the
-    records in a pair only), then one bucket at a time."""
-    pairs = _pairs_by_member(anchor, member, 1, batch_size)
+def _verify_pairs_locally(parts: list[str], anchor: np.ndarray, member: np.ndarray, params: CurationParams,
+                          memory_bytes: int | None = None):
+    """`_verify_pairs` in this process, in as many passes over the part files as it takes to
+    keep the signatures held at once under `memory_bytes` (default VERIFY_MEMORY_BYTES).
+
+    Pairs are split by a hash of their anchor; a pass recomputes the signature of each record
+    in its pairs once (a record under several anchors once per pass it appears in) and
+    compares the pairs in slices. Only the text column of the rows a pass needs is decoded.
+    """
     hasher = MinHasher.from_params(params.dedup)
-    rows = pa.concat_tables([PAIR_ROW_SCHEMA.empty_table()] + [part_pair_rows(part, pairs, hasher) for part in parts])
-    rows = rows.sort_by("bucket")
-    buckets = rows.column("bucket").to_numpy()
-    bounds = np.flatnonzero(np.diff(buckets)) + 1
-    got = [_verify_bucket(rows.slice(start, stop - start))
-           for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(buckets)]) if stop > start]
-    table = pa.concat_tables([SIMILARITY_SCHEMA.empty_table()] + got)
-    return table.column("anchor").to_numpy(), table.column("member").to_numpy(), table.column("similarity").to_numpy()
+    budget = VERIFY_MEMORY_BYTES if memory_bytes is None else memory_bytes
+    records = len(np.unique(np.concatenate([anchor, member]))) if len(anchor) else 0
+    passes = max(1, -(-records * hasher.num_perm * 4 // max(1, budget)))
+    bucket = _bucket_of(anchor, passes).astype(np.int64)
+    got_anchor, got_member, got_similarity = [], [], []
+    for current in range(passes):
+        chosen = bucket == current
+        pass_anchor, pass_member = anchor[chosen], member[chosen]
+        if not len(pass_anchor):
+            continue
+        wanted = np.unique(np.concatenate([pass_anchor, pass_member]))
+        signatures = np.zeros((len(wanted), hasher.num_perm), dtype=np.uint32)
+        for part in parts:
+            orders = pq.read_table(part, columns=["order"]).column("order").to_numpy()
+            position = np.minimum(np.searchsorted(wanted, orders), len(wanted) - 1)
+            hit = wanted[position] == orders
+            if not hit.any():
+                continue
+            texts = pq.read_table(part, columns=["text"]).column("text").filter(pa.array(hit)).to_pylist()
+            signatures[position[hit]] = hasher.signatures(texts)
+        a_rows, m_rows = np.searchsorted(wanted, pass_anchor), np.searchsorted(wanted, pass_member)
+        for start in range(0, len(a_rows), VERIFY_SLICE_PAIRS):
+            piece = slice(start, start + VERIFY_SLICE_PAIRS)
+            got_similarity.append(pair_similarities(signatures[a_rows[piece]], signatures[m_rows[piece]]))
+        got_anchor.append(pass_anchor)
+        got_member.append(pass_member)
+    if not got_anchor:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    return np.concatenate(got_anchor), np.concatenate(got_member), np.concatenate(got_similarity)
 
 
 def _bucket_of(anchor: np.ndarray, buckets: int) -> np.ndarray:
@@ -574,15 +609,15 @@ def _bucket_of(anchor: np.ndarray, buckets: int) -> np.ndarray:
 
 
 def _pair_rows(batch: pa.Table, pairs_ref, params_blob: bytes) -> pa.Table:
-    """Ray task: `part_pair_rows` of the part file(s) of `batch`."""
+    """Ray task: `_part_pair_rows` of the part file(s) of `batch`."""
     import ray
 
     pairs = ray.get(pairs_ref)
     hasher = MinHasher.from_params(pickle.loads(params_blob).dedup)
-    return pa.concat_tables([part_pair_rows(part, pairs, hasher) for part in batch.column("part").to_pylist()])
+    return pa.concat_tables([_part_pair_rows(part, pairs, hasher) for part in batch.column("part").to_pylist()])
 
 
-def part_pair_rows(part: str, pairs: dict, hasher: MinHasher) -> pa.Table:
+def _part_pair_rows(part: str, pairs: dict, hasher: MinHasher) -> pa.Table:
     """The part's records that are in a candidate pair, once for each anchor they belong to
     (an anchor also under its own key), with their MinHash signature and bucket
     (`PAIR_ROW_SCHEMA`). `pairs`: the candidate pairs sorted by member (`_pairs_by_member`)."""
