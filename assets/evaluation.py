@@ -101,7 +101,7 @@ def preference_dataset_decontaminated(lake: DataLakeResource) -> dg.AssetCheckRe
 def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: PipelineConfigResource, lake: DataLakeResource,
                      mlflow: MlflowResource, embedder: EmbedderResource) -> dg.MaterializeResult:
     from hkgai_pipelines.evaluation.model import EvalModel
-    from hkgai_pipelines.evaluation.report import TABLE_CAPTIONS, SuiteInputs, bar_chart, evaluate_model, flat_metrics, shown_tables
+    from hkgai_pipelines.evaluation.report import TABLE_CAPTIONS, SuiteInputs, bar_chart, evaluate_model, flat_metrics, pct, shown_tables
     from hkgai_pipelines.registry.serving import CHART_ARTIFACT, chart_artifact_url
     from hkgai_pipelines.rag.knowledge import load_knowledge_documents
 
@@ -149,6 +149,9 @@ def benchmark_scores(context: dg.AssetExecutionContext, pipeline_config: Pipelin
     return dg.MaterializeResult(
         metadata={
             "benchmark_version": benchmark_version,
+            # The headline `hkgai demo` prints: the value benchmark's safe share by stage.
+            "safe_pct_overall": ", ".join(
+                f"{stage} {pct(report['suites']['value_likelihood']['by_module']['overall']['safe'])}" for stage, report in reports.items()),
             **tables,
             # Shown inline as an image, served by the MLflow UI (the aligned_model run's copy)...
             "chart": dg.MetadataValue.md(

@@ -56,7 +56,7 @@ def demo() -> None:
     table.add_column("asset")
     table.add_column("highlights")
     for key, metadata in summary.materialized.items():
-        highlights = ", ".join(f"{k}={v}" for k, v in metadata.items() if not str(v).startswith("|") and k in ("records", "quarantined", "input_records", "kept", "rejected", "dedup_rate", "dvc_md5", "documents", "chunks", "embedded", "carried_over", "recall_at_5", "mrr", "version", "steps", "first_loss", "final_loss", "tokens_per_second"))
+        highlights = ", ".join(f"{k}={v}" for k, v in metadata.items() if not str(v).startswith("|") and k in ("records", "quarantined", "input_records", "kept", "rejected", "dedup_rate", "dvc_md5", "documents", "chunks", "embedded", "carried_over", "recall_at_5", "mrr", "version", "steps", "first_loss", "final_loss", "tokens_per_second", "benchmark_version", "safe_pct_overall"))
         table.add_row(key, highlights)
     console.print(table)
     if summary.checks:
@@ -237,9 +237,11 @@ def ingest(
 
 @app.command()
 def guard() -> None:
-    """Prompts on stdin, one a line -> one JSON a line: {"verdict": "allow"|"block", "category"}.
-    Rules, then the learned classifier (safety/classifier.py), or the Hugging Face guard model in
-    HKGAI_GUARD_MODEL_DIR (safety/guard_models.py)."""
+    """Prompts on stdin, one a line -> one JSON a line: {"verdict": "allow"|"block", "category"};
+    a line that cannot be checked (blank, not UTF-8) is blocked with an "error" saying why,
+    so output line N always answers input line N. Rules, then the learned classifier
+    (safety/classifier.py), or the Hugging Face guard model in HKGAI_GUARD_MODEL_DIR
+    (safety/guard_models.py)."""
     from hkgai_pipelines.safety.classifier import load_guard
     from hkgai_pipelines.safety.guard import GuardInputError
     from hkgai_pipelines.safety.guard_models import GuardModelError

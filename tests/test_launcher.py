@@ -1,6 +1,7 @@
 """The training launchers: the GPU pod spec (validated against the Kubernetes schema) and a real
 Pipes subprocess launch of the pretraining entry point behind base_model."""
 
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -126,6 +127,8 @@ def test_the_model_chain_materializes_with_mlflow_runs_linked(tmp_path):
     assert "sft_eval" in metadata["aligned_model"]["perplexity_by_language"].value
     assert "| pairs | reward accuracy | reward margin |" in metadata["aligned_model"]["dpo_rewards"].value
     scores = metadata["benchmark_scores"]
+    # `hkgai demo`'s summary line for the asset: the safe share by stage, not an empty cell.
+    assert re.fullmatch(r"base_model \d+\.\d, sft_checkpoint \d+\.\d, aligned_model \d+\.\d", scores["safe_pct_overall"].value)
     table5 = scores["table5_likelihood"].value
     assert table5.startswith("| module | stage | Safe % | Refusal % | Unsafe % | items | errored |")
     assert "| Instruction attacks | aligned_model |" in table5 and "| 2025 | 0 |" in table5
