@@ -197,6 +197,8 @@ def curate(
         console.print(f"[red]source catalog error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
     stats = run.stats
+    if run.resumed_records:
+        console.print(f"resumed a stopped run: {run.resumed_records} records already through the steps")
     console.print(
         f"input {stats.input_records} = kept {stats.kept} + rejected {stats.rejected} + quarantined {stats.quarantined}; "
         f"outputs in {run.outputs.out_dir} ({run.cluster}" + (f", {run.workers} workers)" if run.workers > 1 else ")"),

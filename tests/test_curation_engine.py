@@ -126,8 +126,12 @@ def test_a_failed_run_leaves_the_previous_outputs_untouched(corpus, curation_par
     with pytest.raises(OSError, match="No space left on device"):
         engine.curate_files([corpus], curation_params, out, licence="x", workers=2, batch_size=4)
     after = {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
-    assert after == before
-    assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)  # no staging folder left behind
+    assert {path: data for path, data in after.items() if path.parts[0] in OUTPUT_NAMES} == before
+    # Besides the outputs, only the failed run's part files, kept for a rerun on the same
+    # input: no staging folder, no half-written output.
+    (left,) = set(os.listdir(out)) - set(OUTPUT_NAMES)
+    assert left.startswith(engine.RESUME_PREFIX)
+    assert {path.name for path in (out / left).iterdir()} <= {".lock"} | {p.name for p in (out / left).glob("part-*.parquet")}
 
 
 def test_a_single_file_output_is_replaced_by_a_folder_and_back(corpus, curation_params, tmp_path):
@@ -158,3 +162,19 @@ def test_no_input_records_still_writes_readable_outputs(curation_params, tmp_pat
     assert (kept, rejected, quarantine, stats["input_records"]) == ([], [], [], 0)
     assert pq.read_schema(next((tmp_path / "out" / "cleaned.parquet").iterdir())).names[0] == "id"
     assert run.stats.input_records == 0 and ray.is_initialized()  # the module's session stays up
+
+
+def test_a_stopped_local_run_resumes_on_ray(corpus, curation_params, tmp_path, monkeypatch):
+    """The part files are the same whichever executor wrote them: a run stopped on one machine
+    resumes on Ray. Parts Ray cuts differently are done again, never counted twice."""
+    from tests.test_curation_local import _StopAfter
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(engine, "_process_batch", _StopAfter(engine._process_batch, 3))
+    with pytest.raises(KeyboardInterrupt):
+        engine.curate_files([corpus], curation_params, out, licence="x", batch_size=2, executor="local")
+    monkeypatch.undo()
+    run = engine.curate_files([corpus], curation_params, out, licence="x", workers=2, batch_size=2)
+    assert run.executor == "ray" and run.resumed_records == 6
+    assert summary(*read_outputs(out)[:2]) == (KEPT, REJECTED)
+    assert run.stats.input_records == 13 and sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)

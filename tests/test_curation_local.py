@@ -4,8 +4,10 @@ single-process path and as Ray, batch after batch in this process; which executo
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -49,15 +51,88 @@ def test_local_executor_gives_the_single_process_outputs(corpus, curation_params
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
 
 
+def _output_files(out):
+    return {path.relative_to(out): path.read_bytes() for name in OUTPUT_NAMES
+            for path in sorted([out / name, *(out / name).rglob("*")]) if path.is_file()}
+
+
 def test_a_failing_step_raises_its_own_error_and_keeps_the_previous_outputs(corpus, curation_params, tmp_path):
     out = tmp_path / "out"
     engine.curate_files([corpus], curation_params, out, licence="x", batch_size=4)
-    before = {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+    assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)  # a finished run leaves nothing else
+    before = _output_files(out)
     broken = replace(curation_params, script_policy={"zh-hans": "to-klingon"})
     with pytest.raises(ValueError, match="unknown script actions"):
         engine.curate_files([corpus], broken, out, licence="x", batch_size=4)
-    after = {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
-    assert after == before and sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
+    assert _output_files(out) == before
+    # What the failed run did is kept for a rerun on the same input (here: nothing yet).
+    (left,) = set(os.listdir(out)) - set(OUTPUT_NAMES)
+    assert left.startswith(engine.RESUME_PREFIX)
+    # The next run on other input removes it.
+    engine.curate_files([corpus], curation_params, out, licence="x", batch_size=4)
+    assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES) and _output_files(out) == before
+
+
+class _StopAfter:
+    """Stands for a kill: the steps fail on the n-th batch of a run."""
+
+    def __init__(self, process_batch, batches: int):
+        self.process_batch, self.left = process_batch, batches
+
+    def __call__(self, batch, params_blob, steps_dir):
+        if self.left == 0:
+            raise KeyboardInterrupt("stopped")
+        self.left -= 1
+        return self.process_batch(batch, params_blob, steps_dir)
+
+
+def test_a_stopped_run_resumes_without_redoing_finished_batches(corpus, curation_params, tmp_path, monkeypatch):
+    reference = engine.curate_files([corpus], curation_params, tmp_path / "reference", licence="x", batch_size=2)
+    out = tmp_path / "out"
+    monkeypatch.setattr(engine, "_process_batch", _StopAfter(engine._process_batch, 3))
+    with pytest.raises(KeyboardInterrupt):
+        engine.curate_files([corpus], curation_params, out, licence="x", batch_size=2)
+    monkeypatch.undo()
+    (left,) = os.listdir(out)
+    parts = sorted((out / left).glob("part-*.parquet"))
+    assert len(parts) == 3
+    # A part no batch of this run has (a batch Ray cut elsewhere): never read, removed.
+    stray = out / left / engine.part_name(1)
+    stray.write_bytes(parts[0].read_bytes())
+
+    steps_run = []
+    monkeypatch.setattr(engine.CurationPipeline, "process", _counting(engine.CurationPipeline.process, steps_run))
+    run = engine.curate_files([corpus], curation_params, out, licence="x", batch_size=2)
+    assert run.resumed_records == 6  # three batches of two
+    assert len(steps_run) == 13 - 6  # every other item went through the steps once
+    assert read_outputs(out) == read_outputs(tmp_path / "reference")
+    assert run.outputs.content_hash == reference.outputs.content_hash
+    assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
+
+
+def _counting(process, calls: list):
+    def counted(self, item, order):
+        calls.append(order)
+        return process(self, item, order)
+    return counted
+
+
+def test_a_changed_input_is_not_resumed(corpus, curation_params, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    write_corpus(data)
+    out = tmp_path / "out"
+    monkeypatch.setattr(engine, "_process_batch", _StopAfter(engine._process_batch, 2))
+    with pytest.raises(KeyboardInterrupt):
+        engine.curate_files([data], curation_params, out, licence="x", batch_size=2)
+    monkeypatch.undo()
+    shard = data / "a" / "part-0.jsonl"
+    shard.write_text(shard.read_text(encoding="utf-8").replace("立法會", "區議會"), encoding="utf-8")
+    run = engine.curate_files([data], curation_params, out, licence="x", batch_size=2)
+    assert run.resumed_records == 0
+    assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)  # the stopped run's parts removed
+    reference = tmp_path / "reference"
+    run_curation(read_files([data], source="local_files", licence="x"), curation_params, reference)
+    assert read_outputs(out) == read_outputs(reference)
 
 
 @pytest.mark.parametrize(
@@ -111,3 +186,49 @@ def test_pair_verification_in_many_passes_decides_the_same(corpus, curation_para
     many = engine.curate_files([corpus], curation_params, tmp_path / "many", licence="x", batch_size=2)
     assert read_outputs(tmp_path / "many") == read_outputs(tmp_path / "one")
     assert many.dedup == one.dedup and many.dedup["candidate_pairs"] > 1
+
+
+@pytest.mark.timeout(300)
+def test_hkgai_curate_killed_with_sigkill_resumes_where_it_stopped(curation_params, tmp_path):
+    """kill -9 in the middle of `hkgai curate`: the previous outputs stay whole, and the next
+    run reuses the part files the killed one finished."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.curation_corpus import FOOD, LEGCO, MTR, OPENING, WEATHER
+
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = [LEGCO, MTR, FOOD, WEATHER, OPENING]
+    lines = [json.dumps({"id": n, "text": f"第{n}則：{texts[n % 5]}（{n * 7919 % 10007}）"}, ensure_ascii=False) for n in range(4000)]
+    (data / "big.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    (tmp_path / "small").mkdir()
+    (tmp_path / "small" / "one.txt").write_text(WEATHER, encoding="utf-8")
+    engine.curate_files([tmp_path / "small"], curation_params, out, licence="unknown")  # the previous outputs
+    before = read_outputs(out)
+
+    hkgai = str(Path(sys.executable).with_name("hkgai"))
+    process = subprocess.Popen([hkgai, "curate", str(data), "--out", str(out), "--batch-size", "100"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while len(list(out.glob(f"{engine.RESUME_PREFIX}*/part-*.parquet"))) < 5:
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no part files within 240 s"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert read_outputs(out) == before  # nothing of the killed run reached the outputs
+    done = len(list(out.glob(f"{engine.RESUME_PREFIX}*/part-*.parquet")))
+    assert 5 <= done < 40
+
+    run = engine.curate_files([data], curation_params, out, licence="unknown", batch_size=100)
+    assert run.resumed_records == done * 100  # part files are renamed into place whole
+    reference = engine.curate_files([data], curation_params, tmp_path / "reference", licence="unknown", batch_size=100)
+    assert reference.resumed_records == 0
+    assert read_outputs(out) == read_outputs(tmp_path / "reference")
+    assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)  # the killed run's staging went too

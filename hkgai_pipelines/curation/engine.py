@@ -20,8 +20,9 @@ Data jobs):
 1. **read + steps**: the input units (`inputs.py`: one per file, in the stable input order)
    are read by tasks that yield batches of records; each batch goes through
    `CurationPipeline.process` (repair, PII, language ID, script, quality) in another task,
-   which writes its processed rows to a Parquet part file in the staging folder and returns
-   the batch's deduplication keys to the driver.
+   which writes its processed rows and their deduplication keys to a Parquet part file in
+   the run's resume folder (`RESUME_PREFIX`: a stopped run's finished part files are read
+   back instead of processed again) and returns the keys to the driver.
 2. **decide** (driver): `dedup.decide_duplicates` finds duplicate ids, exact duplicates and the
    LSH candidate pairs. Verifying the pairs needs MinHash signatures, which are not kept:
    they are recomputed from the part files for the records in a pair, split by a hash of the
@@ -49,17 +50,20 @@ be on storage every node reads); without it Ray is started inside this process w
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import pickle
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,13 +85,13 @@ from hkgai_pipelines.curation.pipeline import (
     DEDUP_KEY_FIELDS,
     PROCESSED_SCHEMA,
     REJECTED_SCHEMA,
+    STAGING_PREFIX,
     CurationOutputs,
     CurationPipeline,
     CurationStats,
     KeptDigest,
     replace_outputs,
     settle_rows,
-    staging_folder,
     write_stats,
 )
 from hkgai_pipelines.params import CurationParams
@@ -111,10 +115,12 @@ ITEM_SCHEMA = pa.schema([
 def keys_schema(num_bands: int) -> pa.Schema:
     """What a steps task returns to the driver: per record, its id when it takes part in the
     duplicate-id decision; for a dedup candidate its exact key and band hashes (zeros for the
-    others). Fixed-size columns, so the driver reads them as arrays without a Python object
-    per record."""
+    others); whether it is the first row of its part file, and whether that part file was a
+    stopped run's (`reused`). Fixed-size columns, so the driver reads them as arrays without a
+    Python object per record."""
     return pa.schema([("order", pa.int64()), ("id", pa.string()), ("candidate", pa.bool_()),
-                      ("exact", pa.binary(EXACT_KEY_BYTES)), ("bands", pa.list_(pa.uint64(), num_bands))])
+                      ("exact", pa.binary(EXACT_KEY_BYTES)), ("bands", pa.list_(pa.uint64(), num_bands)),
+                      ("first", pa.bool_()), ("reused", pa.bool_())])
 
 
 #: A record of a candidate pair under the pair's anchor, with its MinHash signature and the
@@ -138,13 +144,20 @@ EXECUTORS = ("local", "ray")
 VERIFY_MEMORY_BYTES = 256 * 1024 * 1024
 #: Pairs compared at once: two (slice, num_perm) uint32 gathers, 32 MiB each at 128 permutations.
 VERIFY_SLICE_PAIRS = 65_536
-#: Folder inside the staging folder for the processed part files and quarantine fragments.
+#: A run's part files live in `<out>/.curate-staging-resume-<run_fingerprint>/` until the run
+#: finishes: a run stopped by a kill, an OOM or an error leaves them, and the next run on the
+#: same input reuses every complete one. The prefix is a staging folder's, which DVC ignores.
+RESUME_PREFIX = f"{STAGING_PREFIX}resume-"
+#: Version of what a part file holds; part files of another version are never reused.
+PART_FORMAT = 1
+#: Folder inside the staging folder for the quarantine fragments.
 WORK_DIR = ".work"
 
 
 @dataclass(frozen=True)
 class EngineRun:
-    """What a run did: its counts, outputs, where it ran, phase times (s) and dedup summary."""
+    """What a run did: its counts, outputs, where it ran, phase times (s), dedup summary and
+    how much of it a stopped run had done."""
 
     stats: CurationStats
     outputs: CurationOutputs
@@ -153,6 +166,8 @@ class EngineRun:
     cluster: str
     seconds: dict = field(default_factory=dict)
     dedup: dict = field(default_factory=dict)
+    #: Records whose steps a stopped run had already done (read back from its part files).
+    resumed_records: int = 0
 
 
 def default_workers() -> int:
@@ -287,40 +302,108 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     executor = choose_executor(workers, executor)
     out_dir = Path(os.path.abspath(out_dir))
-    staging = staging_folder(out_dir)
-    try:
-        work = _work_folders(staging)
-        if executor == "ray":
-            with ray_session(workers) as (workers, where), _data_context():
-                stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size)
-        else:
-            workers, where = 1, "this process"
-            stats, digest, seconds, summary = _run_locally(units, params, work, batch_size)
-        _finish_outputs(staging, work)
-        stats.check_counts()
-        write_stats(stats, staging / "stats.json")
-        shutil.rmtree(staging / WORK_DIR)
-        paths = replace_outputs(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps_dir = out_dir / f"{RESUME_PREFIX}{run_fingerprint(units, params, batch_size)}"
+    with _claimed(steps_dir):
+        # Inside the claimed folder, so that a killed run's staging goes with it.
+        staging = Path(tempfile.mkdtemp(prefix="staging-", dir=steps_dir))
+        try:
+            work = _work_folders(staging, steps_dir)
+            if executor == "ray":
+                with ray_session(workers) as (workers, where), _data_context():
+                    stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size)
+            else:
+                workers, where = 1, "this process"
+                stats, digest, seconds, summary = _run_locally(units, params, work, batch_size)
+            _finish_outputs(staging, work)
+            stats.check_counts()
+            write_stats(stats, staging / "stats.json")
+            shutil.rmtree(staging / WORK_DIR)
+            paths = replace_outputs(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        # Only a finished run gives its part files up; a failed or killed one leaves them
+        # for the next run on the same input.
+        shutil.rmtree(steps_dir, ignore_errors=True)
     outputs = CurationOutputs(out_dir, paths["cleaned.parquet"], paths["rejected.parquet"], paths["quarantine.jsonl"],
                               paths["stats.json"], digest.hexdigest())
-    return EngineRun(stats, outputs, executor, workers, where, seconds, summary)
+    resumed = summary.pop("resumed_records")
+    return EngineRun(stats, outputs, executor, workers, where, seconds, summary, resumed)
+
+
+def run_fingerprint(units: list[InputUnit], params: CurationParams, batch_size: int) -> str:
+    """What a run's part files depend on, as 16 hex digits: the units, each file's size and
+    modification time, the parameters, the batch size and the part files' format. A run
+    resumes only the part files of a run with the same fingerprint."""
+    from hkgai_pipelines import __version__
+
+    digest = hashlib.sha256(json.dumps(
+        {"format": PART_FORMAT, "version": __version__, "batch_size": batch_size, "params": asdict(params)},
+        sort_keys=True, default=str).encode())
+    for unit in units:
+        try:
+            status = os.stat(unit.path)
+            stamp = [status.st_size, status.st_mtime_ns]
+        except OSError:
+            stamp = None
+        digest.update(json.dumps([unit.to_row(), stamp], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+@contextmanager
+def _claimed(steps_dir: Path) -> Iterator[None]:
+    """Hold `steps_dir` (created if missing) for this run, and remove the part-file folders
+    other runs into the same output folder left and no run holds: their input differs from
+    this run's, so nothing will resume them. Raises RuntimeError when another run on the
+    same input into the same folder holds it now."""
+    steps_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(steps_dir / ".lock", "a")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another curation of the same input into {steps_dir.parent} is running") from None
+        for other in steps_dir.parent.glob(f"{RESUME_PREFIX}*"):
+            if other != steps_dir and _unclaimed(other):
+                shutil.rmtree(other, ignore_errors=True)
+        for killed in steps_dir.glob("staging-*"):  # a killed run's half-written outputs
+            shutil.rmtree(killed, ignore_errors=True)
+        yield
+    finally:
+        handle.close()
+
+
+def _unclaimed(steps_dir: Path) -> bool:
+    try:
+        with open(steps_dir / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+    except BlockingIOError:
+        return False
+    except OSError:  # no lock file: a folder this code did not make
+        return False
 
 
 @dataclass(frozen=True)
 class _WorkFolders:
     staging: Path
-    steps: Path  # processed part files (`PROCESSED_SCHEMA`)
+    steps: Path  # processed part files (`part_schema`), kept until the run finishes
     quarantine: Path  # quarantine fragments, one per part
 
     def parts(self) -> list[str]:
-        return sorted(str(path) for path in self.steps.iterdir())
+        return sorted(str(path) for path in self.steps.glob("part-*.parquet"))
+
+    def keep_only(self, names: set[str]) -> None:
+        """Remove part files this run did not make or reuse: a stopped run's parts cut
+        into other batches (Ray Data's batch boundaries can differ from run to run)."""
+        for path in self.steps.glob("part-*.parquet"):
+            if path.name not in names:
+                path.unlink()
 
 
-def _work_folders(staging: Path) -> _WorkFolders:
-    work = _WorkFolders(staging, staging / WORK_DIR / "steps", staging / WORK_DIR / "quarantine")
-    for folder in (work.steps, work.quarantine, staging / "cleaned.parquet", staging / "rejected.parquet"):
+def _work_folders(staging: Path, steps_dir: Path) -> _WorkFolders:
+    work = _WorkFolders(staging, steps_dir, staging / WORK_DIR / "quarantine")
+    for folder in (work.quarantine, staging / "cleaned.parquet", staging / "rejected.parquet"):
         folder.mkdir(parents=True)
     return work
 
@@ -330,10 +413,11 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     Ray, so the same part files, decisions and outputs."""
     seconds = {}
     started = time.perf_counter()
-    keys = KeyCollector(params.dedup.num_bands)
+    keys, progress = KeyCollector(params.dedup.num_bands), _Progress()
     params_blob = pickle.dumps(params)
     for batch in _batches(units, batch_size):
-        _collect(_process_batch(batch, params_blob, str(work.steps)), keys)
+        _collect(_process_batch(batch, params_blob, str(work.steps)), keys, progress)
+    work.keep_only(progress.part_names)
     parts = work.parts()
     seconds["read_and_steps"] = time.perf_counter() - started
 
@@ -352,7 +436,7 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
         stats.merge(part_stats)
         digest.merge(part_digest)
     seconds["settle"] = time.perf_counter() - started
-    return stats, digest, seconds, decisions.summary
+    return stats, digest, seconds, {**decisions.summary, "resumed_records": progress.reused_records}
 
 
 def _batches(units: list[InputUnit], batch_size: int) -> Iterator[pa.Table]:
@@ -384,7 +468,7 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     # slot of its own, so that `workers` steps tasks always run; a bounded number of reading
     # tasks keeps what waits in the object store bounded.
     started = time.perf_counter()
-    keys = KeyCollector(params.dedup.num_bands)
+    keys, progress = KeyCollector(params.dedup.num_bands), _Progress()
     if units:
         units_ds = ray.data.from_items([{"unit": json.dumps(unit.to_row())} for unit in units], override_num_blocks=len(units))
         processed = (
@@ -394,7 +478,8 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
                          fn_kwargs={"params_blob": pickle.dumps(params), "steps_dir": str(work.steps)}, compute=pool)
         )
         for batch in processed.iter_batches(batch_size=None, batch_format="pyarrow"):
-            _collect(batch, keys)
+            _collect(batch, keys, progress)
+    work.keep_only(progress.part_names)
     parts = work.parts()
     seconds["read_and_steps"] = time.perf_counter() - started
 
@@ -421,7 +506,7 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
                 stats.merge(CurationStats.from_dict(json.loads(part_stats)))
                 digest.merge(KeptDigest(int(part_digest, 16)))
     seconds["settle"] = time.perf_counter() - started
-    return stats, digest, seconds, decisions.summary
+    return stats, digest, seconds, {**decisions.summary, "resumed_records": progress.reused_records}
 
 
 def _finish_outputs(staging: Path, work: _WorkFolders) -> None:
@@ -474,11 +559,33 @@ def _item(row: dict) -> RawRecord | QuarantineRecord:
                      title=row["title"], id=row["id"], encoding=row["encoding"])
 
 
+def part_name(first_order: int) -> str:
+    """The part file of the batch whose first order key is `first_order`."""
+    return f"part-{first_order:020d}.parquet"
+
+
+def part_schema(num_bands: int) -> pa.Schema:
+    """A part file: processed rows (`PROCESSED_SCHEMA`) with their dedup keys (`keys_schema`:
+    zeros for the records that are not candidates), so a resumed run reads the keys back
+    instead of running the steps again."""
+    keys = keys_schema(num_bands)
+    return pa.schema(list(PROCESSED_SCHEMA) + [keys.field("exact"), keys.field("bands")])
+
+
 def _process_batch(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Table:
-    """The per-record steps of one batch: its processed rows go to a part file named by its
-    first order key, its dedup keys back to the driver (`keys_schema`)."""
+    """The per-record steps of one batch: its processed rows and dedup keys go to a part file
+    named by its first order key, its keys back to the driver (`keys_schema`). A complete
+    part file of the same records from a stopped run is read instead (`reused` true)."""
     pipeline = _pipeline(params_blob)
     num_bands = pipeline.hasher.num_bands
+    orders = batch.column("order").to_numpy()
+    if not len(orders):
+        return _keys_of(part_schema(num_bands).empty_table(), num_bands, reused=False)
+    path = Path(steps_dir) / part_name(int(orders[0]))
+    if path.exists():  # written whole or not at all (rename below)
+        done = pq.read_table(path, columns=["order", "id", "id_check", "candidate", "exact", "bands"])
+        if np.array_equal(done.column("order").to_numpy(), orders):
+            return _keys_of(done, num_bands, reused=True)
     rows = [pipeline.process(_item(row), row["order"]) for row in batch.to_pylist()]
     exact = np.zeros(len(rows), dtype=f"S{EXACT_KEY_BYTES}")
     bands = np.zeros((len(rows), num_bands), dtype=np.uint64)
@@ -487,21 +594,43 @@ def _process_batch(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Ta
             exact[index], bands[index] = row["exact"], row["bands"]
         for name in DEDUP_KEY_FIELDS:
             row.pop(name, None)
-    if rows:
-        pq.write_table(pa.Table.from_pylist(rows, schema=PROCESSED_SCHEMA), Path(steps_dir) / f"part-{rows[0]['order']:020d}.parquet")
+    table = pa.Table.from_pylist(rows, schema=PROCESSED_SCHEMA)
+    # From the buffer: a numpy bytes scalar would drop a digest's trailing zero bytes.
+    table = table.append_column("exact", pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(EXACT_KEY_BYTES), len(rows), [None, pa.py_buffer(exact.tobytes())]))
+    table = table.append_column("bands", pa.FixedSizeListArray.from_arrays(pa.array(bands.ravel(), pa.uint64()), num_bands))
+    with atomic_path(path) as temp:
+        pq.write_table(table.cast(part_schema(num_bands)), temp)
+    return _keys_of(table, num_bands, reused=False)
+
+
+def _keys_of(table: pa.Table, num_bands: int, reused: bool) -> pa.Table:
+    """The driver's keys of a part's rows: the id only where it takes part in the duplicate-id
+    decision, `candidate` false for quarantine rows."""
+    import pyarrow.compute as pc
+
+    ids = pc.if_else(pc.fill_null(table.column("id_check"), False), table.column("id"), pa.scalar(None, pa.string()))
     return pa.table({
-        "order": pa.array([row["order"] for row in rows], pa.int64()),
-        "id": pa.array([row["id"] if row.get("id_check") else None for row in rows], pa.string()),
-        "candidate": pa.array([bool(row.get("candidate")) for row in rows], pa.bool_()),
-        # From the buffer: a numpy bytes scalar would drop a digest's trailing zero bytes.
-        "exact": pa.FixedSizeBinaryArray.from_buffers(pa.binary(EXACT_KEY_BYTES), len(rows), [None, pa.py_buffer(exact.tobytes())]),
-        "bands": pa.FixedSizeListArray.from_arrays(pa.array(bands.ravel(), pa.uint64()), num_bands),
+        "order": table.column("order"), "id": ids, "candidate": pc.fill_null(table.column("candidate"), False),
+        "exact": table.column("exact"), "bands": table.column("bands"),
+        "first": pa.array(np.arange(table.num_rows) == 0), "reused": pa.array(np.full(table.num_rows, reused)),
     }, schema=keys_schema(num_bands))
 
 
-def _collect(batch: pa.Table, keys: KeyCollector) -> None:
+@dataclass
+class _Progress:
+    """What phase 1 saw besides the keys: the part files of this run (by first order key)
+    and how many records came from a stopped run's part files."""
+
+    part_names: set[str] = field(default_factory=set)
+    reused_records: int = 0
+
+
+def _collect(batch: pa.Table, keys: KeyCollector, progress: _Progress) -> None:
     """Add one steps task's keys to the driver's collection (arrays, no object per record)."""
     orders = batch.column("order").to_numpy()
+    progress.part_names.update(part_name(int(order)) for order in orders[batch.column("first").to_numpy()])
+    progress.reused_records += int(batch.column("reused").to_numpy().sum())
     ids = batch.column("id").combine_chunks()
     has_id = ids.is_valid()
     keys.add_ids(orders[has_id.to_numpy(zero_copy_only=False)], ids.filter(has_id))
@@ -672,7 +801,7 @@ def settle_part(part: str, decisions: DuplicateDecisions, out_dir: str, quaranti
     """Apply the decisions to one processed part file: write its kept and rejected rows (part
     files of the same name) and its quarantine fragment; return its counts and digest."""
     name = Path(part).name
-    result = settle_rows(pq.read_table(part).to_pylist(), decisions)
+    result = settle_rows(pq.read_table(part, columns=PROCESSED_SCHEMA.names).to_pylist(), decisions)
     if result.kept:
         pq.write_table(result.cleaned_table(), Path(out_dir) / "cleaned.parquet" / name, compression="zstd")
     if result.rejected:
