@@ -178,3 +178,53 @@ def test_a_stopped_local_run_resumes_on_ray(corpus, curation_params, tmp_path, m
     assert run.executor == "ray" and run.resumed_records == 6
     assert summary(*read_outputs(out)[:2]) == (KEPT, REJECTED)
     assert run.stats.input_records == 13 and sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
+
+
+@pytest.mark.timeout(300)
+def test_a_ray_worker_killed_mid_run_is_retried_and_nothing_counted_twice(curation_params, tmp_path):
+    """kill -9 of the worker process running a steps task: Ray runs the task again (its part
+    file is renamed into place whole, so a second write replaces, never adds), and the run
+    gives what an undisturbed run gives."""
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    from tests.curation_corpus import FOOD, LEGCO, MTR, OPENING, WEATHER
+
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = [LEGCO, MTR, FOOD, WEATHER, OPENING]
+    lines = [json.dumps({"id": n, "text": f"第{n}則：{texts[n % 5]}（{n * 7919 % 10007}）"}, ensure_ascii=False) for n in range(3000)]
+    (data / "big.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outcome = {}
+
+    def curate():
+        try:
+            outcome["run"] = engine.curate_files([data], curation_params, tmp_path / "out", licence="x", workers=2, batch_size=50)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=curate)
+    thread.start()
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        if list((tmp_path / "out").glob(f"{engine.RESUME_PREFIX}*/part-*.parquet")):
+            for process in psutil.Process().children(recursive=True):
+                try:
+                    if "_process_batch" in " ".join(process.cmdline()):
+                        process.send_signal(signal.SIGKILL)
+                        killed = process.pid
+                        break
+                except psutil.Error:
+                    continue
+        time.sleep(0.05)
+    thread.join(240)
+    assert killed is not None, "no worker was running a steps task"
+    assert "error" not in outcome, outcome.get("error")
+    run = outcome["run"]
+    reference = engine.curate_files([data], curation_params, tmp_path / "reference", licence="x", batch_size=50, executor="local")
+    assert read_outputs(tmp_path / "out") == read_outputs(tmp_path / "reference")
+    assert run.stats.to_dict() == reference.stats.to_dict() and run.stats.input_records == 3000
