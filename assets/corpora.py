@@ -123,23 +123,24 @@ def _gate(outcome: expectations.GateOutcome) -> dg.AssetCheckResult:
     )
 
 
-def _cleaned(lake: DataLakeResource):
-    return expectations.load_outputs(lake.path(CLEANED_DIR))
+def _output(lake: DataLakeResource) -> expectations.OutputReader:
+    # The gates read the corpus in batches or one column at a time, never whole.
+    return expectations.OutputReader(lake.path(CLEANED_DIR))
 
 
 @dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: ids are unique and present.")
 def cleaned_corpus_ids_unique(lake: DataLakeResource) -> dg.AssetCheckResult:
-    return _gate(expectations.check_ids_unique(_cleaned(lake)[0]))
+    return _gate(expectations.check_ids_unique(_output(lake).column("id")))
 
 
 @dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: no null or blank text.")
 def cleaned_corpus_text_non_empty(lake: DataLakeResource) -> dg.AssetCheckResult:
-    return _gate(expectations.check_text_non_empty(_cleaned(lake)[0]))
+    return _gate(expectations.check_text_non_empty(_output(lake).frames(["text"])))
 
 
 @dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: every lang is an allowed label.")
 def cleaned_corpus_lang_allowed(lake: DataLakeResource, pipeline_config: PipelineConfigResource) -> dg.AssetCheckResult:
-    return _gate(expectations.check_lang_allowed(_cleaned(lake)[0], list(pipeline_config.curation_params().allowed_languages)))
+    return _gate(expectations.check_lang_allowed(_output(lake).frames(["lang"]), list(pipeline_config.curation_params().allowed_languages)))
 
 
 @dg.asset_check(
@@ -148,25 +149,27 @@ def cleaned_corpus_lang_allowed(lake: DataLakeResource, pipeline_config: Pipelin
     description="GX: no e-mail, phone, HKID or card number left in kept or rejected text, by a detector independent of the redactor.",
 )
 def cleaned_corpus_no_residual_pii(lake: DataLakeResource) -> dg.AssetCheckResult:
-    rejected = expectations.load_rejected_text(lake.path(CLEANED_DIR))
-    return _gate(expectations.check_no_residual_pii(_cleaned(lake)[0], rejected))
+    output = _output(lake)
+    columns = expectations.WRITTEN_TEXT_COLUMNS
+    return _gate(expectations.check_no_residual_pii(output.frames(columns), output.frames(columns, "rejected.parquet")))
 
 
 @dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: text length within the quality bounds.")
 def cleaned_corpus_length_bounds(lake: DataLakeResource, pipeline_config: PipelineConfigResource) -> dg.AssetCheckResult:
     q = pipeline_config.curation_params().quality
-    return _gate(expectations.check_length_bounds(_cleaned(lake)[0], q.min_chars, q.max_chars))
+    return _gate(expectations.check_length_bounds(_output(lake).frames(["text"]), q.min_chars, q.max_chars))
 
 
 @dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: each language at or above its minimum share.")
 def cleaned_corpus_language_mix(lake: DataLakeResource, pipeline_config: PipelineConfigResource) -> dg.AssetCheckResult:
-    return _gate(expectations.check_language_mix(_cleaned(lake)[0], pipeline_config.curation_params().min_language_share))
+    return _gate(expectations.check_language_mix(_output(lake).column("lang"), pipeline_config.curation_params().min_language_share))
 
 
 @dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: input = kept + rejected + quarantined; files agree with stats.json.")
 def cleaned_corpus_counts_add_up(lake: DataLakeResource) -> dg.AssetCheckResult:
-    cleaned, stats, rejected_rows, quarantine_rows = _cleaned(lake)
-    return _gate(expectations.check_counts_add_up(stats, len(cleaned), rejected_rows, quarantine_rows))
+    output = _output(lake)
+    return _gate(expectations.check_counts_add_up(
+        output.stats(), output.rows("cleaned.parquet"), output.rows("rejected.parquet"), output.quarantine_rows()))
 
 
 corpora_assets = [raw_documents, cleaned_corpus]

@@ -79,13 +79,15 @@ def test_outputs_are_read_by_the_pretraining_loader_and_the_gx_gates(corpus, cur
     documents = load_corpus_documents(out / "cleaned.parquet")
     assert [d["id"] for d in documents] == pq.read_table(out / "cleaned.parquet").column("id").to_pylist()
     assert len(documents) == 5 and all(d["text"] and d["lang"] for d in documents)
-    cleaned, stats, rejected_rows, quarantine_rows = expectations.load_outputs(out)
-    assert (len(cleaned), rejected_rows, quarantine_rows) == (5, 7, 1)
+    output = expectations.OutputReader(out, batch_rows=2)
+    counts = (output.rows("cleaned.parquet"), output.rows("rejected.parquet"), output.quarantine_rows())
+    assert counts == (5, 7, 1)
+    columns = expectations.WRITTEN_TEXT_COLUMNS
     for outcome in (
-        expectations.check_ids_unique(cleaned),
-        expectations.check_text_non_empty(cleaned),
-        expectations.check_counts_add_up(stats, len(cleaned), rejected_rows, quarantine_rows),
-        expectations.check_no_residual_pii(cleaned, expectations.load_rejected_text(out)),
+        expectations.check_ids_unique(output.column("id")),
+        expectations.check_text_non_empty(output.frames(["text"])),
+        expectations.check_counts_add_up(output.stats(), *counts),
+        expectations.check_no_residual_pii(output.frames(columns), output.frames(columns, "rejected.parquet")),
     ):
         assert outcome.passed, outcome.description
     assert run.outputs.content_hash == run_curation(read_files([corpus], source="local_files", licence="x"), curation_params,
