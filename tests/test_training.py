@@ -91,6 +91,51 @@ def test_packing_respects_mix_and_holds_out_stably():
     assert 0 < len(held) < 40
 
 
+def _in_memory_packing(docs, tokenizer, seq_len, target_tokens, language_mix, seed=42):
+    """The packing before it streamed (every document and the stream in lists): the reference
+    the streaming packer must equal block for block."""
+    import random
+
+    from hkgai_pipelines.training.data import is_held_out
+
+    train = {}
+    kept = [d for d in docs if not is_held_out(d["id"])]
+    for doc, ids in zip(kept, tokenizer([d["text"] for d in kept], add_special_tokens=False)["input_ids"]):
+        train.setdefault(doc["lang"], []).append(ids + [tokenizer.eos_token_id])
+    weights = {lang: w for lang, w in language_mix.items() if train.get(lang)}
+    rng, stream = random.Random(seed), []
+    for lang, weight in sorted(weights.items()):
+        budget, taken = int(target_tokens * weight / sum(weights.values())), 0
+        while taken < budget:
+            ids = train[lang][rng.randrange(len(train[lang]))]
+            stream.extend(ids)
+            taken += len(ids)
+    n = len(stream) // seq_len
+    blocks = torch.tensor(stream[: n * seq_len]).view(n, seq_len)
+    return blocks[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+
+
+def test_streamed_packing_gives_the_in_memory_packing_block_for_block(tmp_path, monkeypatch):
+    """Documents in read batches of 7, tokens in files: the same blocks in the same order as
+    packing everything in memory."""
+    from hkgai_pipelines.training import data
+    from hkgai_pipelines.training.tokenizer import train_bpe_tokenizer
+
+    docs = [{"id": f"d{i}", "text": f"佢哋第{i}日去旺角食飯。" * (1 + i % 3), "lang": "yue"} for i in range(120)]
+    docs += [{"id": f"e{i}", "text": f"Day {i}: the MTR was busy.", "lang": "en"} for i in range(120)]
+    docs += [{"id": f"j{i}", "text": "こんにちは", "lang": "other"} for i in range(5)]  # not in the mix: never read
+    docs = [docs[i] for i in range(0, len(docs), 2)] + [docs[i] for i in range(1, len(docs), 2)]
+    tokenizer = train_bpe_tokenizer([d["text"] for d in docs], vocab_size=300)
+    monkeypatch.setattr(data, "READ_BATCH_ROWS", 7)
+    mix = {"yue": 0.6, "en": 0.4, "zh-hans": 0.2}
+    packed = data.pack_corpus(iter(docs), tokenizer, seq_len=16, target_tokens=3000, language_mix=mix, work_dir=tmp_path / "packed")
+    reference = _in_memory_packing(docs, tokenizer, 16, 3000, mix)
+    dataset = data.BlockDataset(packed.train_blocks, packed.order)
+    assert torch.equal(torch.stack([dataset[i]["input_ids"] for i in range(len(dataset))]), reference)
+    assert dataset[0]["input_ids"].dtype == torch.long
+    assert sorted(path.name for path in (tmp_path / "packed").iterdir()) == ["blocks.bin", "tokens-0.bin", "tokens-1.bin"]
+
+
 def _corpus(tmp_path) -> Path:
     """A cleaned_corpus-shaped parquet from the packaged corpora (1,200 documents)."""
     import pyarrow as pa

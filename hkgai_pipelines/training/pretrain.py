@@ -11,8 +11,12 @@ final model directory, run id, steps, tokens and losses come back as materializa
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -43,17 +47,17 @@ def main(job: PretrainJob) -> dict:
         MetricsCallback, build_model, history_summary, latest_checkpoint, load_stage, prepare_for_training, train_reporting_failure,
         training_arguments,
     )
-    from hkgai_pipelines.training.data import BlockDataset, load_corpus_documents, pack_corpus
+    from hkgai_pipelines.training.data import BlockDataset, count_corpus_documents, iter_corpus_documents, pack_corpus
     from hkgai_pipelines.training.quality import stage_perplexities
     from hkgai_pipelines.training.runs import finish_stage, is_rank_zero, log_params, open_stage_pipes, open_stage_run
     from hkgai_pipelines.training.tokenizer import deepseek_tokenizer, train_bpe_tokenizer
 
     hf_logging.disable_progress_bar()
-    with open_stage_pipes() as pipes:
+    with open_stage_pipes() as pipes, contextlib.ExitStack() as stack:
         preset, stage, output, final_dir, checkpoints = load_stage(job, "pretrain")
-        docs = load_corpus_documents(job.corpus)
-        if len(docs) < 10:
-            raise ValueError(f"{job.corpus}: {len(docs)} documents is too small a corpus to pretrain on")
+        documents = count_corpus_documents(job.corpus)
+        if documents < 10:
+            raise ValueError(f"{job.corpus}: {documents} documents is too small a corpus to pretrain on")
         torch.manual_seed(preset.training.seed)
 
         kind = preset.tokenizer["kind"]
@@ -66,7 +70,7 @@ def main(job: PretrainJob) -> dict:
 
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)  # resume: the same vocabulary
         elif kind == "train_bpe":
-            tokenizer = train_bpe_tokenizer((d["text"] for d in docs), preset.tokenizer["vocab_size"], save_dir)
+            tokenizer = train_bpe_tokenizer((d["text"] for d in iter_corpus_documents(job.corpus)), preset.tokenizer["vocab_size"], save_dir)
         elif kind == "deepseek":
             tokenizer = deepseek_tokenizer(save_dir)
         else:
@@ -81,7 +85,11 @@ def main(job: PretrainJob) -> dict:
         seq_len = preset.training.seq_len
         target = max(stage.steps, 1) * stage.batch_size * seq_len
         mix = job.language_mix or preset.training.language_mix
-        corpus = pack_corpus(docs, tokenizer, seq_len, target, mix, preset.training.seed)
+        # Streamed from the part files; the packed tokens are memory-mapped from a folder of
+        # this process (every rank packs the same blocks), removed when the stage ends.
+        packed_dir = Path(tempfile.mkdtemp(prefix="hkgai-packed-"))
+        stack.callback(shutil.rmtree, packed_dir, ignore_errors=True)
+        corpus = pack_corpus(iter_corpus_documents(job.corpus), tokenizer, seq_len, target, mix, preset.training.seed, work_dir=packed_dir)
         client, run_id, resumed = open_stage_run(job.tracking_uri, job.experiment, job.run_name, output, job.artifact_root)
         log_params(client, run_id, {**preset.flat_params(), "stage": "pretrain", "pretrain.steps": stage.steps, "corpus": job.corpus,
                                     **{f"language_mix.{k}": v for k, v in mix.items()}})
@@ -92,7 +100,7 @@ def main(job: PretrainJob) -> dict:
         trainer = Trainer(
             model=model,
             args=training_arguments(stage, preset, checkpoints),
-            train_dataset=BlockDataset(corpus.train_blocks),
+            train_dataset=BlockDataset(corpus.train_blocks, corpus.order),
             callbacks=[callback],
         )
         # MetricsCallback reports every log line (to MLflow and Pipes); the Trainer's own

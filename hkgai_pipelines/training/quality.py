@@ -9,12 +9,17 @@ from pathlib import Path
 
 
 def corpus_heldout_blocks(corpus: str | Path, tokenizer, seq_len: int, blocks_per_lang: int = 8) -> dict:
-    from hkgai_pipelines.training.data import _blocks, is_held_out, load_corpus_documents
+    """{lang: (n, seq_len) blocks}: the first `blocks_per_lang` blocks of each language's
+    held-out documents, in corpus order. The corpus streams past; a language stops growing
+    once its blocks are full."""
+    from hkgai_pipelines.training.data import _blocks, is_held_out, iter_corpus_documents
 
-    docs = [d for d in load_corpus_documents(corpus) if is_held_out(d["id"])]
+    wanted = blocks_per_lang * seq_len
     streams: dict[str, list[int]] = {}
-    encoded = tokenizer([d["text"] for d in docs], add_special_tokens=False)["input_ids"] if docs else []
-    for doc, ids in zip(docs, encoded):
+    for doc in iter_corpus_documents(corpus):
+        if not is_held_out(doc["id"]) or len(streams.get(doc["lang"], ())) >= wanted:
+            continue
+        ids = tokenizer(doc["text"], add_special_tokens=False)["input_ids"]
         streams.setdefault(doc["lang"], []).extend(ids + [tokenizer.eos_token_id])
     return {lang: b for lang, ids in streams.items() if len(b := _blocks(ids, seq_len)[:blocks_per_lang])}
 
