@@ -99,6 +99,24 @@ def test_binary_bytes_are_not_utf16_text():
     assert (detection.encoding, detection.error) == (None, "binary file (NUL bytes) where text was expected")
 
 
+def test_a_stray_nul_in_utf8_text_does_not_make_it_utf16():
+    """A fresh-user trial: an even-length English line with one NUL byte was read as UTF-16-BE
+    and kept as CJK-looking garbage ("剥獩摥湴猠潦...")."""
+    line = "Residents of Sha Tin say the new cycling track along the river is crowded at weekends and x\x00 and more text.\n"
+    assert len(line.encode()) % 2 == 0
+    assert detect(line.encode(), final=True, line_based=True).encoding == "utf-8"
+    chinese = ("佢哋聽日會去旺角食飯，你嚟唔嚟呀？\x00天文台預測明日天氣炎熱。\n" * 3).encode()
+    assert detect(chinese, final=True, line_based=True).encoding == "utf-8"
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_bom_is_still_utf16(codec):
+    """Chinese UTF-16 has a NUL only at each ASCII character, fewer than the stray-NUL share
+    allows, but without its NULs it is not UTF-8."""
+    assert detect(NOTICE.encode(codec), final=True, line_based=True).encoding == codec
+    assert detect("The MTR opened in 1979.\n".encode(codec), final=True, line_based=True).encoding == codec
+
+
 def test_undecodable_names_the_encodings_tried():
     text, detection = decode_document(b"<html><body><p>\xff\xff\xff</p></body></html>", markup=True)
     assert text is None

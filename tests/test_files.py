@@ -47,7 +47,7 @@ def test_jsonl_wrong_schema_and_truncated_record(tmp_path):
         QuarantineRecord("bad.jsonl", 1, "field 'text' is missing; expected a string", "t"),
         QuarantineRecord("bad.jsonl", 2, "field 'text' is of type int; expected a string", "t"),
         QuarantineRecord("bad.jsonl", 3, "expected a JSON object, got list", "t"),
-        QuarantineRecord("bad.jsonl", 4, "truncated JSON record: Unterminated string starting at at column 10", "t"),
+        QuarantineRecord("bad.jsonl", 4, "truncated JSON record: Unterminated string starting at column 10", "t"),
     ]
 
 

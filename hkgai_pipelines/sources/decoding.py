@@ -262,7 +262,7 @@ def detect(
             if _decodes(head, codec, final):
                 return Detection(display_name(codec), codec, 0, tuple(trial.tried))
 
-    if b"\x00" in head:
+    if b"\x00" in head and not _utf8_with_stray_nuls(head, final):
         # Line by line, a file cut inside its last character loses that line, not the file.
         return _detect_wide(head, final and not line_based, trial)
     if not final and b"\n" in head:
@@ -287,6 +287,21 @@ def detect(
     if line_based:
         return _detect_damaged_lines(head, trial)
     return _undecodable(trial)
+
+
+#: At most this share of NUL bytes is "stray" in UTF-8 text (a byte a broken export or a
+#: copy from a binary field left). UTF-16/32 text of ASCII characters has a NUL in every other
+#: (every fourth) byte; of CJK characters, one for each space, digit or newline, but its bytes
+#: do not form UTF-8 once the NULs are taken out (the test below).
+STRAY_NUL_SHARE = 0.05
+
+
+def _utf8_with_stray_nuls(head: bytes, final: bool) -> bool:
+    """UTF-8 text with a few NUL bytes in it: without them it is valid, non-empty UTF-8 and
+    they are under STRAY_NUL_SHARE of the bytes. Read as UTF-16 instead, an even-length
+    English line became CJK-looking garbage that passed every later step."""
+    nuls = head.count(0)
+    return nuls <= STRAY_NUL_SHARE * len(head) and _decodes(head.replace(b"\x00", b""), "utf-8", final)
 
 
 def _detect_wide(head: bytes, final: bool, trial: _Trial) -> Detection:

@@ -497,7 +497,8 @@ def _read_jsonl(handle: BinaryIO, detection: Detection, name: str, source: str, 
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             kind = "truncated JSON record" if not line.complete else "invalid JSON"
-            yield QuarantineRecord(name, line.number, f"{kind}: {exc.msg} at column {exc.colno}", source)
+            # Some of json's messages end in "at" ("Unterminated string starting at").
+            yield QuarantineRecord(name, line.number, f"{kind}: {exc.msg.removesuffix(' at')} at column {exc.colno}", source)
             continue
         except RecursionError:
             # The parser recurses once per level; the rest of the file is still read.
