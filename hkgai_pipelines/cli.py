@@ -168,14 +168,17 @@ def curate(
     from hkgai_pipelines.sources.catalog import CatalogError, load_catalog
 
     settings = _settings()
-    params = load_curation_params(params_file or settings.params_file)
     if bool(inputs) == bool(lake):
-        console.print("[red]give input files/folders or --lake, not both[/red]")
+        console.print(f"[red]give input files/folders or --lake{', not both' if inputs else ''}[/red]")
+        raise typer.Exit(2)
+    if out.exists() and not out.is_dir():
+        console.print(f"[red]--out {escape(str(out))} is a file: give a folder[/red]", soft_wrap=True)
         raise typer.Exit(2)
     try:
+        params = load_curation_params(params_file or settings.params_file)
         engine.choose_executor(workers, executor)
-    except ValueError as error:
-        console.print(f"[red]{escape(str(error))}[/red]")
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     try:
         # Missing inputs are found here, before Ray starts.
@@ -187,7 +190,8 @@ def curate(
             exclude = _output_folder_inside(out, inputs)
             units = file_units(inputs, source=source, licence=licence, max_record_bytes=params.max_record_bytes, exclude=exclude)
             if exclude and out.is_dir():
-                console.print(f"skipping the output folder {escape(str(out))} inside the input", soft_wrap=True)
+                what = "the output folder" if exclude == [out] else "the outputs in"
+                console.print(f"skipping {what} {escape(str(out))} inside the input", soft_wrap=True)
         with console.status("curating ..."):
             run = engine.curate(units, params, out, workers=workers, batch_size=batch_size or engine.DEFAULT_BATCH_SIZE, executor=executor)
     except FileNotFoundError as error:
@@ -197,6 +201,8 @@ def curate(
         console.print(f"[red]source catalog error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
     stats = run.stats
+    if not stats.input_records:
+        console.print("[yellow]no input records: the inputs hold no file the readers take[/yellow]")
     if run.resumed_records:
         console.print(f"resumed a stopped run: {run.resumed_records} records already through the steps")
     console.print(
@@ -207,12 +213,17 @@ def curate(
 
 
 def _output_folder_inside(out: Path, inputs: list[Path]) -> list[Path]:
-    """[out] when it lies strictly inside one of the input folders (symlinks followed), else []."""
+    """What of `out` a walk of the inputs must skip (symlinks followed): [out] when it lies
+    strictly inside an input folder; its four outputs when it is an input folder itself (a
+    second `hkgai curate . --out .` read the first one's outputs as input); else []."""
+    from hkgai_pipelines.curation.pipeline import OUTPUT_NAMES
+
     real_out = Path(os.path.realpath(out))
     for given in inputs:
         real = Path(os.path.realpath(given))
-        if real_out != real and real_out.is_relative_to(real) and real.is_dir():
-            return [out]
+        if not real.is_dir() or not real_out.is_relative_to(real):
+            continue
+        return [out] if real_out != real else [real_out / name for name in OUTPUT_NAMES]
     return []
 
 

@@ -232,3 +232,21 @@ def test_hkgai_curate_killed_with_sigkill_resumes_where_it_stopped(curation_para
     assert reference.resumed_records == 0
     assert read_outputs(out) == read_outputs(tmp_path / "reference")
     assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)  # the killed run's staging went too
+
+
+def test_hkgai_curate_usage_errors_are_one_line(corpus, tmp_path):
+    """From a fresh-user trial: these printed a traceback or the wrong hint."""
+    runner = CliRunner()
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    cases = {
+        ("curate", str(corpus), "--out", str(tmp_path / "afile")): "is a file: give a folder",
+        ("curate", str(corpus), "--out", str(tmp_path / "o"), "--params", str(tmp_path / "none.yaml")): "parameters file not found",
+        ("curate", "--out", str(tmp_path / "o")): "give input files/folders or --lake",
+        ("curate", str(corpus), "--lake", str(tmp_path), "--out", str(tmp_path / "o")): "or --lake, not both",
+    }
+    for args, message in cases.items():
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, (args, result.output)
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["curate", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert empty.exit_code == 0 and "no input records" in empty.output

@@ -483,6 +483,20 @@ def test_curate_twice_with_the_output_inside_the_input_gives_the_same_result(tmp
     assert "out/" not in quarantine
 
 
+def test_curate_twice_into_its_own_input_folder_gives_the_same_result(tmp_path, monkeypatch):
+    """A fresh-user trial: `hkgai curate . --out .` twice read the first run's outputs as
+    input (input 3217, then 6435)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jsonl").write_text(GOOD_LINE + '{"text": "港鐵於一九七九年通車，第一段是觀塘線。"}\nnot json\n', encoding="utf-8")
+    monkeypatch.chdir(data)
+    runs = [runner.invoke(app, ["curate", ".", "--out", "."]) for _ in range(3)]
+    assert [run.exit_code for run in runs] == [0, 0, 0], runs[-1].output
+    stats = json.loads((data / "stats.json").read_text())
+    assert (stats["input_records"], stats["kept"], stats["rejected"], stats["quarantined"]) == (3, 2, 0, 1)
+    assert all("skipping the outputs in . inside the input" in run.output for run in runs[1:])
+
+
 # --- 11. outputs get the normal mode for new files --------------------------------------------
 
 def test_curate_outputs_get_the_umask_mode_not_0600(tmp_path, curation_params):

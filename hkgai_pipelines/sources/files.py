@@ -142,8 +142,9 @@ def collect_inputs(paths: Iterable[Path], root: Path | None = None, exclude: Ite
     targets inside it. A given path is the caller's own choice and is followed wherever it
     points. Nothing is opened here.
 
-    `exclude`: folders met in a walk that are not input at all (`hkgai curate`'s own output
-    folder inside its input): neither listed nor quarantined, nor entered through a link.
+    `exclude`: folders and files met in a walk that are not input at all (`hkgai curate`'s
+    own output folder inside its input, or its outputs when it writes into an input folder):
+    neither listed nor quarantined, nor entered through a link.
 
     Raises FileNotFoundError for a given path that does not exist (a dangling or looping
     symlink given by name exists, and is a quarantine record).
@@ -228,7 +229,8 @@ def _walk(top: Path, base: Path, walked: set[Path]) -> list[InputEntry]:
             if stat.S_ISDIR(st.st_mode):
                 stack.append(path)
             elif stat.S_ISREG(st.st_mode):
-                found.append(InputEntry(path, _walk_name(path, base)))
+                if path not in walked:  # an excluded file (see collect_inputs)
+                    found.append(InputEntry(path, _walk_name(path, base)))
             else:
                 found.append(InputEntry(path, _walk_name(path, base), _not_regular(st.st_mode)))
     found.sort(key=lambda entry: entry.path)
