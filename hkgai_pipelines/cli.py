@@ -200,6 +200,9 @@ def curate(
     except CatalogError as error:
         console.print(f"[red]source catalog error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
+    except ConnectionError as error:  # RAY_ADDRESS names a cluster that does not answer
+        console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
     stats = run.stats
     if not stats.input_records:
         console.print("[yellow]no input records: the inputs hold no file the readers take[/yellow]")

@@ -250,3 +250,17 @@ def test_hkgai_curate_usage_errors_are_one_line(corpus, tmp_path):
     (tmp_path / "empty").mkdir()
     empty = runner.invoke(app, ["curate", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert empty.exit_code == 0 and "no input records" in empty.output
+
+
+def test_an_unreachable_ray_address_fails_in_seconds_with_one_line(corpus, tmp_path, monkeypatch):
+    """A fresh-user trial: RAY_ADDRESS=127.0.0.1:1 hung for minutes with Ray's retry warnings."""
+    import time
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:1" in result.output
+    assert time.monotonic() - started < 30
+    engine.check_reachable("auto")  # no port: left to Ray
+    with pytest.raises(ConnectionError, match="ray://127.0.0.1:1"):
+        engine.check_reachable("ray://127.0.0.1:1")

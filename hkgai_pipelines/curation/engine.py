@@ -191,6 +191,7 @@ def ray_session(workers: int | None = None) -> Iterator[tuple[int, str]]:
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        check_reachable(address)
         ray.init(address=address, log_to_driver=False, configure_logging=False)
         where, workers = f"Ray cluster {address}", workers or _cluster_cpus()
     else:
@@ -204,6 +205,28 @@ def ray_session(workers: int | None = None) -> Iterator[tuple[int, str]]:
         yield workers, where
     finally:
         ray.shutdown()
+
+
+#: Seconds to wait for the TCP connection to a Ray cluster's address.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ConnectionError unless a TCP connection to the `host:port` of `address` (a GCS
+    address, or `ray://host:port` for Ray Client) opens within `timeout_s`. `ray.init` itself
+    retries an unreachable address for minutes, printing Ray's own warnings. "auto" and
+    addresses without a port are left to Ray."""
+    import socket
+
+    host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as error:
+        raise ConnectionError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {error.strerror or error}") from None
 
 
 @contextmanager
