@@ -497,6 +497,21 @@ def test_curate_twice_into_its_own_input_folder_gives_the_same_result(tmp_path, 
     assert all("skipping the outputs in . inside the input" in run.output for run in runs[1:])
 
 
+def test_another_runs_outputs_inside_the_input_are_named_not_read(tmp_path):
+    """A fresh-user trial: `curate nest --out nest/out/sub` read nest/out's earlier outputs
+    as input (1608 records instead of 803)."""
+    data = tmp_path / "nest"
+    data.mkdir()
+    (data / "a.jsonl").write_text(GOOD_LINE + '{"text": "港鐵於一九七九年通車，第一段是觀塘線。"}\n', encoding="utf-8")
+    assert runner.invoke(app, ["curate", str(data), "--out", str(data / "out")]).exit_code == 0
+    second = runner.invoke(app, ["curate", str(data), "--out", str(data / "out" / "sub")])
+    assert second.exit_code == 0, second.output
+    stats = json.loads((data / "out" / "sub" / "stats.json").read_text())
+    assert (stats["input_records"], stats["kept"], stats["quarantined"]) == (3, 2, 1)
+    (line,) = (data / "out" / "sub" / "quarantine.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["file"] == "nest/out" and "curation output folder" in json.loads(line)["error"]
+
+
 # --- 11. outputs get the normal mode for new files --------------------------------------------
 
 def test_curate_outputs_get_the_umask_mode_not_0600(tmp_path, curation_params):

@@ -181,6 +181,10 @@ def collect_inputs(paths: Iterable[Path], root: Path | None = None, exclude: Ite
     return entries
 
 
+#: Names that mark a folder below a given input folder as `hkgai curate`'s outputs.
+CURATION_OUTPUT_MARKERS = frozenset({"cleaned.parquet", "stats.json"})
+
+
 def _walk(top: Path, base: Path, walked: set[Path]) -> list[InputEntry]:
     """Entries under the real folder `top` (its input root), sorted by path as `rglob` was.
 
@@ -201,6 +205,11 @@ def _walk(top: Path, base: Path, walked: set[Path]) -> list[InputEntry]:
                 names = sorted(item.name for item in listing)
         except OSError as error:
             found.append(InputEntry(folder, _walk_name(folder, base), f"unreadable folder: {error.strerror or error}"))
+            continue
+        if folder != top and CURATION_OUTPUT_MARKERS <= set(names):
+            # Another curation's outputs inside the input would come back as input (its kept
+            # records as duplicates of themselves): named in the quarantine, not read.
+            found.append(InputEntry(folder, _walk_name(folder, base), "a curation output folder (cleaned.parquet, stats.json): not read as input"))
             continue
         for item_name in names:
             if item_name.startswith("."):
