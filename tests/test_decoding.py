@@ -117,6 +117,19 @@ def test_utf16_without_a_bom_is_still_utf16(codec):
     assert detect("The MTR opened in 1979.\n".encode(codec), final=True, line_based=True).encoding == codec
 
 
+def test_english_saved_as_cp1252_is_read_after_the_chinese_candidates():
+    """A fresh-user trial: "Caf\xe9 au lait" was quarantined as invalid UTF-8."""
+    data = "Café au lait at the Star Ferry pier, “fresh” every morning — HK$38.\nNext line.\n".encode("cp1252")
+    detection = detect(data, final=True, line_based=True)
+    assert detection.encoding == "cp1252" and detection.tried == ("utf-8", "big5hkscs", "gb18030", "cp1252")
+    assert decode_line(data.splitlines()[0], detection)[0] == "Café au lait at the Star Ferry pier, “fresh” every morning — HK$38."
+
+
+def test_damaged_big5_is_never_read_as_cp1252():
+    data = NOTICE.encode("big5hkscs") + b"\xff\xfe broken\n"
+    assert detect(data, final=True, line_based=True).encoding == "big5hkscs"
+
+
 def test_undecodable_names_the_encodings_tried():
     text, detection = decode_document(b"<html><body><p>\xff\xff\xff</p></body></html>", markup=True)
     assert text is None

@@ -181,6 +181,23 @@ def _bom(head: bytes) -> tuple[bytes, str, str] | None:
     return None
 
 
+#: The last candidate, for English and European text saved by Windows tools ("Caf\xe9"):
+#: tried only after UTF-8 and the Chinese encodings fail, and only on `_latin_text`.
+LATIN_FALLBACK = "cp1252"
+
+
+def _latin_text(sample: bytes) -> bool:
+    """Non-ASCII bytes only one at a time between ASCII ones, as accented letters and curly
+    quotes stand in cp1252 text. Chinese text in any encoding puts its non-ASCII bytes next
+    to each other (a Big5 or GB character is a pair, a UTF-8 one three bytes), so a damaged
+    Big5 file is never read as cp1252 mojibake."""
+    high = [index for index, byte in enumerate(sample) if byte > 0x7F]
+    if not high:
+        return False
+    paired = sum(1 for a, b in zip(high, high[1:]) if b == a + 1)
+    return paired == 0
+
+
 def _mostly_utf8(sample: bytes) -> bool:
     """UTF-8 with a few corrupt bytes, rather than another encoding.
 
@@ -284,6 +301,10 @@ def detect(
     for codec in ranked:
         if _decodes(head, codec, final):
             return Detection(display_name(codec), codec, 0, tuple(trial.tried))
+    if _latin_text(head):
+        trial.add(LATIN_FALLBACK)
+        if _decodes(head, LATIN_FALLBACK, final):
+            return Detection(display_name(LATIN_FALLBACK), LATIN_FALLBACK, 0, tuple(trial.tried))
     if line_based:
         return _detect_damaged_lines(head, trial)
     return _undecodable(trial)
