@@ -264,3 +264,18 @@ def test_an_unreachable_ray_address_fails_in_seconds_with_one_line(corpus, tmp_p
     engine.check_reachable("auto")  # no port: left to Ray
     with pytest.raises(ConnectionError, match="ray://127.0.0.1:1"):
         engine.check_reachable("ray://127.0.0.1:1")
+
+
+def test_part_files_of_other_code_are_not_resumed(corpus, curation_params, tmp_path, monkeypatch):
+    """An upgrade between a stopped run and the next changes how records are processed: the
+    stopped run's parts are not reused."""
+    out = tmp_path / "out"
+    monkeypatch.setattr(engine, "_process_batch", _StopAfter(engine._process_batch, 3))
+    with pytest.raises(KeyboardInterrupt):
+        engine.curate_files([corpus], curation_params, out, licence="x", batch_size=2)
+    monkeypatch.undo()
+    monkeypatch.setattr(engine, "code_fingerprint", lambda: "another version")
+    run = engine.curate_files([corpus], curation_params, out, licence="x", batch_size=2)
+    assert run.resumed_records == 0 and sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
+    monkeypatch.undo()
+    assert len(engine.code_fingerprint()) == 64

@@ -356,12 +356,11 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
 
 def run_fingerprint(units: list[InputUnit], params: CurationParams, batch_size: int) -> str:
     """What a run's part files depend on, as 16 hex digits: the units, each file's size and
-    modification time, the parameters, the batch size and the part files' format. A run
-    resumes only the part files of a run with the same fingerprint."""
-    from hkgai_pipelines import __version__
-
+    modification time, the parameters, the batch size, the part files' format and the code
+    that made them (`code_fingerprint`). A run resumes only the part files of a run with the
+    same fingerprint."""
     digest = hashlib.sha256(json.dumps(
-        {"format": PART_FORMAT, "version": __version__, "batch_size": batch_size, "params": asdict(params)},
+        {"format": PART_FORMAT, "code": code_fingerprint(), "batch_size": batch_size, "params": asdict(params)},
         sort_keys=True, default=str).encode())
     for unit in units:
         try:
@@ -371,6 +370,18 @@ def run_fingerprint(units: list[InputUnit], params: CurationParams, batch_size: 
             stamp = None
         digest.update(json.dumps([unit.to_row(), stamp], sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 of the code and data the steps run: the `curation` and `sources` modules and
+    the language-ID model files. Part files of a stopped run are not reused after an upgrade
+    that changed how a record is processed (a PII pattern, a threshold in code)."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted([*package.glob("curation/*.py"), *package.glob("sources/*.py"), *package.glob("data/langid/*")]):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\x00" + path.read_bytes())
+    return digest.hexdigest()
 
 
 @contextmanager
