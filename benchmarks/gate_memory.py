@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -23,12 +24,13 @@ from pathlib import Path
 
 
 def _memory_mib(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process. Not getrusage's ru_maxrss: Linux carries
-    the parent's peak at fork across exec, so every child would report the parent's peak
-    (the curation run, here) whenever it was higher."""
-    with open("/proc/self/status", encoding="ascii") as handle:
-        fields = dict(line.split(":", 1) for line in handle if line.startswith(field))
-    return int(fields[field].split()[0]) / 1024
+    """VmRSS (now) or VmHWM (peak) of this process, from curation_scale's reader. Not
+    getrusage's ru_maxrss: Linux carries the parent's peak at fork across exec, so every child
+    would report the parent's peak (the curation run, here) whenever it was higher."""
+    from curation_scale import _memory
+
+    peak, now = _memory(os.getpid())
+    return (peak if field == "VmHWM" else now) / 2**20
 
 
 def child(mode: str, out: Path) -> None:

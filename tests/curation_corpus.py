@@ -64,3 +64,13 @@ def summary(kept: list[dict], rejected: list[dict]) -> tuple[list[str], list[tup
     return [row["locator"] for row in kept], [
         (row["locator"], f"{row['step']}:{row['reason']}", locator.get(row["cluster_id"])) for row in rejected
     ]
+
+
+def write_numbered_corpus(path: Path, lines: int) -> Path:
+    """A JSONL file of `lines` numbered variants of the texts above (many near-duplicates of
+    each other): enough batches to kill a run in the middle of."""
+    texts = [LEGCO, MTR, FOOD, WEATHER, OPENING]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"id": n, "text": f"第{n}則：{texts[n % 5]}（{n * 7919 % 10007}）"}, ensure_ascii=False) + "\n"
+                            for n in range(lines)), encoding="utf-8")
+    return path

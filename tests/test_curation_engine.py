@@ -193,13 +193,10 @@ def test_a_ray_worker_killed_mid_run_is_retried_and_nothing_counted_twice(curati
 
     import psutil
 
-    from tests.curation_corpus import FOOD, LEGCO, MTR, OPENING, WEATHER
+    from tests.curation_corpus import write_numbered_corpus
 
     data = tmp_path / "data"
-    data.mkdir()
-    texts = [LEGCO, MTR, FOOD, WEATHER, OPENING]
-    lines = [json.dumps({"id": n, "text": f"第{n}則：{texts[n % 5]}（{n * 7919 % 10007}）"}, ensure_ascii=False) for n in range(3000)]
-    (data / "big.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_numbered_corpus(data / "big.jsonl", 3000)
     outcome = {}
 
     def curate():

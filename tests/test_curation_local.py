@@ -196,13 +196,10 @@ def test_hkgai_curate_killed_with_sigkill_resumes_where_it_stopped(curation_para
     import subprocess
     import time
 
-    from tests.curation_corpus import FOOD, LEGCO, MTR, OPENING, WEATHER
+    from tests.curation_corpus import WEATHER, write_numbered_corpus
 
     data = tmp_path / "data"
-    data.mkdir()
-    texts = [LEGCO, MTR, FOOD, WEATHER, OPENING]
-    lines = [json.dumps({"id": n, "text": f"第{n}則：{texts[n % 5]}（{n * 7919 % 10007}）"}, ensure_ascii=False) for n in range(4000)]
-    (data / "big.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_numbered_corpus(data / "big.jsonl", 4000)
     out = tmp_path / "out"
     (tmp_path / "small").mkdir()
     (tmp_path / "small" / "one.txt").write_text(WEATHER, encoding="utf-8")
