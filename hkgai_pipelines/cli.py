@@ -189,7 +189,8 @@ def curate(
             # its own outputs and reject the real input as their duplicates.
             exclude = _output_folder_inside(out, inputs)
             units = file_units(inputs, source=source, licence=licence, max_record_bytes=params.max_record_bytes, exclude=exclude)
-            if exclude and out.is_dir():
+            # Said only when there is something to skip (not on a first run into its own input).
+            if exclude and any(os.path.lexists(path) for path in exclude) and out.is_dir():
                 what = "the output folder" if exclude == [out] else "the outputs in"
                 console.print(f"skipping {what} {escape(str(out))} inside the input", soft_wrap=True)
         with console.status("curating ..."):

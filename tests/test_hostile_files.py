@@ -495,6 +495,7 @@ def test_curate_twice_into_its_own_input_folder_gives_the_same_result(tmp_path, 
     stats = json.loads((data / "stats.json").read_text())
     assert (stats["input_records"], stats["kept"], stats["rejected"], stats["quarantined"]) == (3, 2, 0, 1)
     assert all("skipping the outputs in . inside the input" in run.output for run in runs[1:])
+    assert "skipping" not in runs[0].output  # nothing to skip yet
 
 
 def test_another_runs_outputs_inside_the_input_are_named_not_read(tmp_path):
