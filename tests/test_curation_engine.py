@@ -227,3 +227,29 @@ def test_a_ray_worker_killed_mid_run_is_retried_and_nothing_counted_twice(curati
     reference = engine.curate_files([data], curation_params, tmp_path / "reference", licence="x", batch_size=50, executor="local")
     assert read_outputs(tmp_path / "out") == read_outputs(tmp_path / "reference")
     assert run.stats.to_dict() == reference.stats.to_dict() and run.stats.input_records == 3000
+
+
+def test_incremental_curation_on_ray_adds_a_unit_as_a_full_run_would(corpus, curation_params, tmp_path):
+    """Part files kept by a local run are taken by a Ray run (two workers), which processes
+    only the added unit, splitting batches that span units into one part file per unit."""
+    from hkgai_pipelines.curation.inputs import file_units
+
+    def units(*names):
+        return file_units([corpus / name for name in names], source="local_files", licence="x")
+
+    parts = tmp_path / "parts"
+    engine.curate(units("a/part-0.jsonl", "a/part-1.jsonl"), curation_params, tmp_path / "v1", batch_size=4, parts_dir=parts,
+                  executor="local")
+    run = engine.curate(units("a/part-0.jsonl", "a/part-1.jsonl", "b/part-0.jsonl"), curation_params, tmp_path / "v2",
+                        batch_size=4, parts_dir=parts, workers=2)
+    assert (run.executor, run.processed_units, run.cached_units) == ("ray", 1, 2)
+    full = engine.curate(units("a/part-0.jsonl", "a/part-1.jsonl", "b/part-0.jsonl"), curation_params, tmp_path / "full",
+                         batch_size=4, executor="local")
+    assert read_outputs(tmp_path / "v2") == read_outputs(tmp_path / "full")
+    assert run.outputs.content_hash == full.outputs.content_hash
+    # A Ray run from scratch writes complete unit folders too.
+    ray_parts = tmp_path / "ray-parts"
+    engine.curate(units("a/part-0.jsonl", "a/part-1.jsonl", "b/part-0.jsonl"), curation_params, tmp_path / "v3", batch_size=4,
+                  parts_dir=ray_parts, workers=2)
+    assert read_outputs(tmp_path / "v3") == read_outputs(tmp_path / "full")
+    assert len(list(ray_parts.glob(f"*/{engine.UNIT_COMPLETE}"))) == 3

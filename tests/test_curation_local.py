@@ -79,11 +79,11 @@ class _StopAfter:
     def __init__(self, process_batch, batches: int):
         self.process_batch, self.left = process_batch, batches
 
-    def __call__(self, batch, params_blob, steps_dir):
+    def __call__(self, batch, params_blob, steps_dir, unit_folders=None):
         if self.left == 0:
             raise KeyboardInterrupt("stopped")
         self.left -= 1
-        return self.process_batch(batch, params_blob, steps_dir)
+        return self.process_batch(batch, params_blob, steps_dir, unit_folders)
 
 
 def test_a_stopped_run_resumes_without_redoing_finished_batches(corpus, curation_params, tmp_path, monkeypatch):

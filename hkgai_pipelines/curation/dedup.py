@@ -213,6 +213,20 @@ class DuplicateDecisions:
         """bool per order: is the record a repeat of an earlier record's id."""
         return _members_of(self.duplicate_id_orders, np.asarray(orders, dtype=np.int64))
 
+    def range_digest(self, low: int, high: int) -> str:
+        """SHA-256 (hex) of every verdict on the orders in [low, high): equal digests mean a
+        part file of those orders settles to the same rows (incremental curation reuses it)."""
+        digest = hashlib.sha256()
+        start, end = np.searchsorted(self.duplicate_id_orders, [low, high])
+        digest.update(self.duplicate_id_orders[start:end].astype("<i8").tobytes())
+        start, end = np.searchsorted(self.dropped_orders, [low, high])
+        digest.update(self.dropped_orders[start:end].astype("<i8").tobytes())
+        digest.update(self.dropped_exact[start:end].astype(bool).tobytes())
+        digest.update(self.dropped_similarity[start:end].astype("<f8").tobytes())
+        # Item by item: the array's fixed width depends on the longest id in the whole corpus.
+        digest.update(b"\x00".join(self.dropped_cluster_ids[start:end].tolist()))
+        return digest.hexdigest()
+
     def verdicts_for(self, orders: np.ndarray) -> dict[int, DuplicateVerdict]:
         """Verdicts of the dropped records among `orders`."""
         orders = np.asarray(orders, dtype=np.int64)

@@ -79,7 +79,7 @@ from hkgai_pipelines.curation.dedup import (
     decide_duplicates,
     pair_similarities,
 )
-from hkgai_pipelines.curation.inputs import InputUnit, file_units, lake_units, order_key
+from hkgai_pipelines.curation.inputs import ITEM_BITS, InputUnit, file_units, lake_units, order_key
 from hkgai_pipelines.curation.pipeline import (
     CLEANED_SCHEMA,
     DEDUP_KEY_FIELDS,
@@ -150,6 +150,14 @@ VERIFY_SLICE_PAIRS = 65_536
 RESUME_PREFIX = f"{STAGING_PREFIX}resume-"
 #: Version of what a part file holds; part files of another version are never reused.
 PART_FORMAT = 1
+#: Incremental curation (`curate(parts_dir=...)`): each unit's part files are kept between runs
+#: in `<parts_dir>/<unit fingerprint>/`, and a unit whose folder is complete (UNIT_COMPLETE
+#: lists its part files) is not read or processed again. The prefix is a staging folder's,
+#: which DVC ignores.
+PARTS_DIR_NAME = f"{STAGING_PREFIX}parts"
+UNIT_COMPLETE = "complete.json"
+#: Inside a unit folder: each part's settled rows under the digest of its verdicts.
+SETTLED_DIR = "settled"
 #: Folder inside the staging folder for the quarantine fragments.
 WORK_DIR = ".work"
 
@@ -168,6 +176,11 @@ class EngineRun:
     dedup: dict = field(default_factory=dict)
     #: Records whose steps a stopped run had already done (read back from its part files).
     resumed_records: int = 0
+    #: Incremental runs: units whose part files an earlier run left (their records were not
+    #: processed again), and units processed by this run.
+    cached_units: int = 0
+    processed_units: int = 0
+    cached_records: int = 0
 
 
 def default_workers() -> int:
@@ -286,10 +299,12 @@ def curate_files(paths: Iterable[Path], params: CurationParams, out_dir: Path, *
 
 
 def curate_lake(lake_dir: Path, sources: list[str], params: CurationParams, out_dir: Path, *,
-                workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, executor: str | None = None) -> EngineRun:
+                workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, executor: str | None = None,
+                work_dir: Path | None = None, parts_dir: Path | None = None) -> EngineRun:
     """`cleaned_corpus` and `hkgai curate --lake`: the raw partitions of `sources`, in catalog
     order. Raises FileNotFoundError for a partition that is not materialized."""
-    return curate(lake_units(lake_dir, sources), params, out_dir, workers=workers, batch_size=batch_size, executor=executor)
+    return curate(lake_units(lake_dir, sources), params, out_dir, workers=workers, batch_size=batch_size, executor=executor,
+                  work_dir=work_dir, parts_dir=parts_dir)
 
 
 def choose_executor(workers: int | None = None, executor: str | None = None) -> str:
@@ -310,12 +325,19 @@ def choose_executor(workers: int | None = None, executor: str | None = None) -> 
 
 
 def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, workers: int | None = None,
-           batch_size: int = DEFAULT_BATCH_SIZE, executor: str | None = None) -> EngineRun:
+           batch_size: int = DEFAULT_BATCH_SIZE, executor: str | None = None, work_dir: Path | None = None,
+           parts_dir: Path | None = None) -> EngineRun:
     """Run the pipeline on `units` and write the four outputs into `out_dir`.
 
     `executor`, `workers`: see `choose_executor`; on Ray, `workers` is how many read, steps
     and settle tasks run at once (default: the machine's cores, or the cluster's CPUs).
-    `batch_size`: records per task. On Ray a task that fails raises
+    `batch_size`: records per task. `work_dir`: the folder for the resume folder of part files
+    (default `out_dir`; the lake's versioned output writes each run into a new version folder,
+    so its part files live in the versions folder, where the next run finds them).
+    `parts_dir`: incremental curation (see `plan_units`): keep each unit's part files there
+    between runs and process only the units that are new or changed; the decisions and the
+    outputs are still made over every unit, so they equal a full run's. One run at a time
+    per `parts_dir` (the caller's lock). On Ray a task that fails raises
     ray.exceptions.RayTaskError here, its message carrying the task's traceback (the original
     exception type does not survive Ray Data's wrapping); the local executor raises the
     step's own exception. Writing the outputs raises OSError. Either way the previous outputs
@@ -326,12 +348,14 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
     executor = choose_executor(workers, executor)
     out_dir = Path(os.path.abspath(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps_dir = out_dir / f"{RESUME_PREFIX}{run_fingerprint(units, params, batch_size)}"
+    steps_dir = Path(os.path.abspath(work_dir or out_dir)) / f"{RESUME_PREFIX}{run_fingerprint(units, params, batch_size)}"
     with _claimed(steps_dir):
         # Inside the claimed folder, so that a killed run's staging goes with it.
         staging = Path(tempfile.mkdtemp(prefix="staging-", dir=steps_dir))
         try:
-            work = _work_folders(staging, steps_dir)
+            plan = plan_units(units, params, batch_size, parts_dir)
+            work = _work_folders(staging, steps_dir, plan)
+            units = plan.todo
             if executor == "ray":
                 with ray_session(workers) as (workers, where), _data_context():
                     stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size)
@@ -342,16 +366,18 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
             stats.check_counts()
             write_stats(stats, staging / "stats.json")
             shutil.rmtree(staging / WORK_DIR)
+            plan.mark_complete()
             paths = replace_outputs(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        plan.remove_unused()
         # Only a finished run gives its part files up; a failed or killed one leaves them
         # for the next run on the same input.
         shutil.rmtree(steps_dir, ignore_errors=True)
     outputs = CurationOutputs(out_dir, paths["cleaned.parquet"], paths["rejected.parquet"], paths["quarantine.jsonl"],
                               paths["stats.json"], digest.hexdigest())
-    resumed = summary.pop("resumed_records")
-    return EngineRun(stats, outputs, executor, workers, where, seconds, summary, resumed)
+    resumed, cached = summary.pop("resumed_records"), summary.pop("cached_records")
+    return EngineRun(stats, outputs, executor, workers, where, seconds, summary, resumed, len(plan.cached), len(plan.todo), cached)
 
 
 def run_fingerprint(units: list[InputUnit], params: CurationParams, batch_size: int) -> str:
@@ -418,25 +444,136 @@ def _unclaimed(steps_dir: Path) -> bool:
         return False
 
 
+def unit_fingerprint(unit: InputUnit, params: CurationParams, batch_size: int) -> str:
+    """What a unit's part files depend on, as 24 hex digits: the unit (its position in the
+    input order, path, source, ...), the file's content (BLAKE2b of its bytes: a re-ingested
+    but identical partition keeps its parts), the parameters, the batch size, the part
+    format and the code of the steps."""
+    digest = hashlib.sha256(json.dumps(
+        {"format": PART_FORMAT, "code": code_fingerprint(), "batch_size": batch_size, "params": asdict(params), "unit": unit.to_row()},
+        sort_keys=True, default=str).encode())
+    try:
+        with open(unit.path, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "blake2b").digest())
+    except OSError as error:  # a missing quarantine file, an unreadable path: as it is now
+        digest.update(f"unreadable: {type(error).__name__}".encode())
+    return digest.hexdigest()[:24]
+
+
+@dataclass
+class UnitPlan:
+    """Which units a run processes and which it takes from earlier runs' part files."""
+
+    #: Units to read and process, in input order.
+    todo: list[InputUnit]
+    #: Part files of the units taken as they are (complete folders of earlier runs).
+    cached_parts: list[str] = field(default_factory=list)
+    cached: list[InputUnit] = field(default_factory=list)
+    #: Unit index -> the folder its new part files go to (None: the run's own resume folder).
+    folders: dict[int, str] | None = None
+    parts_dir: Path | None = None
+
+    def mark_complete(self) -> None:
+        """After a finished run: each processed unit's folder lists its part files, so the
+        next run takes them as they are."""
+        if self.folders is None:
+            return
+        for unit in self.todo:
+            folder = Path(self.folders[unit.index])
+            names = sorted(path.name for path in folder.glob("part-*.parquet"))
+            with atomic_path(folder / UNIT_COMPLETE) as temp:
+                temp.write_text(json.dumps({"unit": unit.to_row(), "parts": names}), encoding="utf-8")
+
+    def remove_unused(self) -> None:
+        """Remove the part folders of units this run did not have: a removed source, a
+        changed file, other parameters or code. Their records are in no output any more."""
+        if self.parts_dir is None or not self.parts_dir.is_dir():
+            return
+        used = {Path(folder).name for folder in (self.folders or {}).values()} | {Path(p).parent.name for p in self.cached_parts}
+        for folder in self.parts_dir.iterdir():
+            if folder.is_dir() and folder.name not in used:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def plan_units(units: list[InputUnit], params: CurationParams, batch_size: int, parts_dir: Path | None) -> UnitPlan:
+    """Without `parts_dir`, every unit is processed (part files in the run's resume folder).
+    With it, each unit has a folder `<parts_dir>/<unit_fingerprint>/`: a complete one (an
+    earlier finished run wrote UNIT_COMPLETE) gives its part files as they are, every other
+    unit is processed into its folder (a stopped run's part files there are resumed).
+
+    Why this gives a full run's outputs: the steps are per record, so a unit's processed rows
+    depend only on what its fingerprint covers; deduplication and settling then run over the
+    keys and part files of all units, old and new, in the same input order. A new source's
+    near-duplicate of a record already kept is rejected, and a removed source's records are
+    gone along with its folder (`remove_unused`)."""
+    if parts_dir is None:
+        return UnitPlan(list(units))
+    parts_dir = Path(os.path.abspath(parts_dir))
+    plan = UnitPlan([], folders={}, parts_dir=parts_dir)
+    for unit in units:
+        folder = parts_dir / unit_fingerprint(unit, params, batch_size)
+        listed = _complete_parts(folder)
+        if listed is not None:
+            plan.cached.append(unit)
+            plan.cached_parts.extend(str(folder / name) for name in listed)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            plan.todo.append(unit)
+            plan.folders[unit.index] = str(folder)
+    return plan
+
+
+def _complete_parts(folder: Path) -> list[str] | None:
+    """The part files a complete unit folder lists, or None (incomplete, missing, damaged)."""
+    try:
+        names = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))["parts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return names if all((folder / name).is_file() for name in names) else None
+
+
 @dataclass(frozen=True)
 class _WorkFolders:
     staging: Path
     steps: Path  # processed part files (`part_schema`), kept until the run finishes
     quarantine: Path  # quarantine fragments, one per part
+    plan: UnitPlan
+
+    def _written(self) -> list[Path]:
+        folders = [self.steps, *(Path(f) for f in (self.plan.folders or {}).values())]
+        return [path for folder in folders for path in folder.glob("part-*.parquet")]
 
     def parts(self) -> list[str]:
-        return sorted(str(path) for path in self.steps.glob("part-*.parquet"))
+        """Every part file of the run, new and taken from earlier runs, in input order (a
+        part's name is its first order key)."""
+        return sorted([*map(str, self._written()), *self.plan.cached_parts], key=lambda path: Path(path).name)
+
+    def uppers(self, parts: list[str]) -> list[int | None]:
+        """Per part (in input order): the first order key after it, for incremental curation's
+        kept settled rows (`settle_part`); None for every part of a run without a parts folder."""
+        if self.plan.folders is None:
+            return [None] * len(parts)
+        firsts = [int(Path(part).stem.split("-")[1]) for part in parts]
+        return [*firsts[1:], np.iinfo(np.int64).max][:len(parts)]
 
     def keep_only(self, names: set[str]) -> None:
         """Remove part files this run did not make or reuse: a stopped run's parts cut
         into other batches (Ray Data's batch boundaries can differ from run to run)."""
-        for path in self.steps.glob("part-*.parquet"):
+        for path in self._written():
             if path.name not in names:
                 path.unlink()
 
 
-def _work_folders(staging: Path, steps_dir: Path) -> _WorkFolders:
-    work = _WorkFolders(staging, steps_dir, staging / WORK_DIR / "quarantine")
+def _collect_cached(work: _WorkFolders, keys: KeyCollector, progress: _Progress, num_bands: int) -> None:
+    """The keys of the units taken from earlier runs, read from their part files."""
+    for part in work.plan.cached_parts:
+        table = pq.read_table(part, columns=["order", "id", "id_check", "candidate", "exact", "bands"])
+        _collect(_keys_of(table, num_bands, reused=False), keys, progress)
+        progress.cached_records += table.num_rows
+
+
+def _work_folders(staging: Path, steps_dir: Path, plan: UnitPlan) -> _WorkFolders:
+    work = _WorkFolders(staging, steps_dir, staging / WORK_DIR / "quarantine", plan)
     for folder in (work.quarantine, staging / "cleaned.parquet", staging / "rejected.parquet"):
         folder.mkdir(parents=True)
     return work
@@ -448,9 +585,10 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     seconds = {}
     started = time.perf_counter()
     keys, progress = KeyCollector(params.dedup.num_bands), _Progress()
+    _collect_cached(work, keys, progress, params.dedup.num_bands)
     params_blob = pickle.dumps(params)
-    for batch in _batches(units, batch_size):
-        _collect(_process_batch(batch, params_blob, str(work.steps)), keys, progress)
+    for batch in _batches(units, batch_size, by_unit=work.plan.folders is not None):
+        _collect(_process_batch(batch, params_blob, str(work.steps), work.plan.folders), keys, progress)
     work.keep_only(progress.part_names)
     parts = work.parts()
     seconds["read_and_steps"] = time.perf_counter() - started
@@ -465,20 +603,25 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
 
     started = time.perf_counter()
     stats, digest = CurationStats(), KeptDigest()
-    for part in parts:
-        part_stats, part_digest = settle_part(part, decisions, str(work.staging), str(work.quarantine))
+    for part, upper in zip(parts, work.uppers(parts)):
+        part_stats, part_digest = settle_part(part, decisions, str(work.staging), str(work.quarantine), upper)
         stats.merge(part_stats)
         digest.merge(part_digest)
     seconds["settle"] = time.perf_counter() - started
-    return stats, digest, seconds, {**decisions.summary, "resumed_records": progress.reused_records}
+    return stats, digest, seconds, {**decisions.summary, "resumed_records": progress.reused_records, "cached_records": progress.cached_records}
 
 
-def _batches(units: list[InputUnit], batch_size: int) -> Iterator[pa.Table]:
+def _batches(units: list[InputUnit], batch_size: int, by_unit: bool = False) -> Iterator[pa.Table]:
     """The units' items in batches of `batch_size`, across file boundaries (as Ray Data's
-    map_batches does): ten thousand small files make ten parts, not ten thousand."""
+    map_batches does): ten thousand small files make ten parts, not ten thousand. `by_unit`:
+    every unit starts a new batch (incremental curation: a unit's batches, and so its part
+    files, do not depend on the units before it)."""
     pending: list[pa.Table] = []
     rows = 0
     for unit in units:
+        if by_unit and rows:
+            yield pa.concat_tables(pending)
+            pending, rows = [], 0
         for table in _read_units(pa.table({"unit": [json.dumps(unit.to_row())]}), batch_size):
             pending.append(table)
             rows += table.num_rows
@@ -503,13 +646,15 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     # tasks keeps what waits in the object store bounded.
     started = time.perf_counter()
     keys, progress = KeyCollector(params.dedup.num_bands), _Progress()
+    _collect_cached(work, keys, progress, params.dedup.num_bands)
     if units:
         units_ds = ray.data.from_items([{"unit": json.dumps(unit.to_row())} for unit in units], override_num_blocks=len(units))
         processed = (
             units_ds.map_batches(_read_units, batch_size=1, batch_format="pyarrow", fn_kwargs={"batch_size": batch_size},
                                  compute=pool, num_cpus=0)
             .map_batches(_process_batch, batch_size=batch_size, batch_format="pyarrow",
-                         fn_kwargs={"params_blob": pickle.dumps(params), "steps_dir": str(work.steps)}, compute=pool)
+                         fn_kwargs={"params_blob": pickle.dumps(params), "steps_dir": str(work.steps), "unit_folders": work.plan.folders},
+                         compute=pool)
         )
         for batch in processed.iter_batches(batch_size=None, batch_format="pyarrow"):
             _collect(batch, keys, progress)
@@ -531,7 +676,8 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     stats, digest = CurationStats(), KeptDigest()
     if parts:
         decisions_ref = ray.put(decisions)
-        settled = ray.data.from_items([{"part": part} for part in parts], override_num_blocks=len(parts)).map_batches(
+        items = [{"part": part, "upper": -1 if upper is None else upper} for part, upper in zip(parts, work.uppers(parts))]
+        settled = ray.data.from_items(items, override_num_blocks=len(parts)).map_batches(
             _settle_part, batch_size=1, batch_format="pyarrow", compute=pool,
             fn_kwargs={"decisions_ref": decisions_ref, "out_dir": str(work.staging), "quarantine_dir": str(work.quarantine)},
         )
@@ -540,7 +686,7 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
                 stats.merge(CurationStats.from_dict(json.loads(part_stats)))
                 digest.merge(KeptDigest(int(part_digest, 16)))
     seconds["settle"] = time.perf_counter() - started
-    return stats, digest, seconds, {**decisions.summary, "resumed_records": progress.reused_records}
+    return stats, digest, seconds, {**decisions.summary, "resumed_records": progress.reused_records, "cached_records": progress.cached_records}
 
 
 def _finish_outputs(staging: Path, work: _WorkFolders) -> None:
@@ -606,10 +752,22 @@ def part_schema(num_bands: int) -> pa.Schema:
     return pa.schema(list(PROCESSED_SCHEMA) + [keys.field("exact"), keys.field("bands")])
 
 
-def _process_batch(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Table:
+def _process_batch(batch: pa.Table, params_blob: bytes, steps_dir: str, unit_folders: dict[int, str] | None = None) -> pa.Table:
     """The per-record steps of one batch: its processed rows and dedup keys go to a part file
     named by its first order key, its keys back to the driver (`keys_schema`). A complete
-    part file of the same records from a stopped run is read instead (`reused` true)."""
+    part file of the same records from a stopped run is read instead (`reused` true).
+    `unit_folders` (incremental curation): each unit's part files go to its own folder, so a
+    batch that spans units is split into one part file per unit."""
+    orders = batch.column("order").to_numpy()
+    if unit_folders is None or not len(orders):
+        return _process_part(batch, params_blob, steps_dir)
+    units = orders >> ITEM_BITS
+    cuts = [0, *(np.flatnonzero(np.diff(units)) + 1).tolist(), len(orders)]
+    return pa.concat_tables([_process_part(batch.slice(start, end - start), params_blob, unit_folders[int(units[start])])
+                             for start, end in zip(cuts, cuts[1:])])
+
+
+def _process_part(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Table:
     pipeline = _pipeline(params_blob)
     num_bands = pipeline.hasher.num_bands
     orders = batch.column("order").to_numpy()
@@ -658,6 +816,8 @@ class _Progress:
 
     part_names: set[str] = field(default_factory=set)
     reused_records: int = 0
+    #: Records of units taken from earlier runs (incremental curation).
+    cached_records: int = 0
 
 
 def _collect(batch: pa.Table, keys: KeyCollector, progress: _Progress) -> None:
@@ -825,16 +985,31 @@ def _settle_part(batch: pa.Table, decisions_ref, out_dir: str, quarantine_dir: s
 
     decisions: DuplicateDecisions = ray.get(decisions_ref)
     settled = []
-    for part in batch.column("part").to_pylist():
-        stats, digest = settle_part(part, decisions, out_dir, quarantine_dir)
+    for part, upper in zip(batch.column("part").to_pylist(), batch.column("upper").to_pylist()):
+        stats, digest = settle_part(part, decisions, out_dir, quarantine_dir, None if upper < 0 else upper)
         settled.append({"stats": json.dumps(stats.to_dict()), "digest": f"{digest.value:064x}"})
     return pa.Table.from_pylist(settled, schema=SETTLED_SCHEMA)
 
 
-def settle_part(part: str, decisions: DuplicateDecisions, out_dir: str, quarantine_dir: str) -> tuple[CurationStats, KeptDigest]:
+def settle_part(part: str, decisions: DuplicateDecisions, out_dir: str, quarantine_dir: str,
+                upper: int | None = None) -> tuple[CurationStats, KeptDigest]:
     """Apply the decisions to one processed part file: write its kept and rejected rows (part
-    files of the same name) and its quarantine fragment; return its counts and digest."""
+    files of the same name) and its quarantine fragment; return its counts and digest.
+
+    `upper` (incremental curation, a part in a unit folder): the first order key after the
+    part. The settled files are then kept beside the part, under the digest of the verdicts
+    on [first order, upper); when a later run has the same verdicts there, they are linked
+    into its outputs instead of settled again (a hard link: no copy, and DVC finds the file's
+    hash by its inode)."""
     name = Path(part).name
+    kept_dir = None
+    if upper is not None:
+        first = int(Path(name).stem.split("-")[1])
+        settled = Path(part).parent / SETTLED_DIR
+        kept_dir = settled / f"{Path(name).stem}-{decisions.range_digest(first, upper)[:24]}"
+        if not (kept_dir / "result.json").is_file():
+            _settle_into(part, decisions, kept_dir, settled)
+        return _link_settled(kept_dir, name, Path(out_dir), Path(quarantine_dir))
     result = settle_rows(pq.read_table(part, columns=PROCESSED_SCHEMA.names).to_pylist(), decisions)
     if result.kept:
         pq.write_table(result.cleaned_table(), Path(out_dir) / "cleaned.parquet" / name, compression="zstd")
@@ -843,3 +1018,39 @@ def settle_part(part: str, decisions: DuplicateDecisions, out_dir: str, quaranti
     if result.quarantined:
         write_quarantine(result.quarantined, Path(quarantine_dir) / f"{Path(name).stem}.jsonl")
     return result.stats, result.digest
+
+
+def _settle_into(part: str, decisions: DuplicateDecisions, kept_dir: Path, settled: Path) -> None:
+    """Settle `part` into `kept_dir` (cleaned.parquet, rejected.parquet, quarantine.jsonl,
+    result.json last, so a folder without it is incomplete), replacing the part's folders of
+    other verdicts."""
+    stem = kept_dir.name.rsplit("-", 1)[0]
+    for other in settled.glob(f"{stem}-*"):
+        shutil.rmtree(other, ignore_errors=True)
+    kept_dir.mkdir(parents=True)
+    result = settle_rows(pq.read_table(part, columns=PROCESSED_SCHEMA.names).to_pylist(), decisions)
+    if result.kept:
+        pq.write_table(result.cleaned_table(), kept_dir / "cleaned.parquet", compression="zstd")
+    if result.rejected:
+        pq.write_table(result.rejected_table(), kept_dir / "rejected.parquet", compression="zstd")
+    if result.quarantined:
+        write_quarantine(result.quarantined, kept_dir / "quarantine.jsonl")
+    with atomic_path(kept_dir / "result.json") as temp:
+        temp.write_text(json.dumps({"stats": result.stats.to_dict(), "digest": f"{result.digest.value:064x}"}), encoding="utf-8")
+
+
+def _link_settled(kept_dir: Path, name: str, out_dir: Path, quarantine_dir: Path) -> tuple[CurationStats, KeptDigest]:
+    for kept_name, target in (("cleaned.parquet", out_dir / "cleaned.parquet" / name),
+                              ("rejected.parquet", out_dir / "rejected.parquet" / name),
+                              ("quarantine.jsonl", quarantine_dir / f"{Path(name).stem}.jsonl")):
+        if (kept_dir / kept_name).is_file():
+            _link(kept_dir / kept_name, target)
+    result = json.loads((kept_dir / "result.json").read_text(encoding="utf-8"))
+    return CurationStats.from_dict(result["stats"]), KeptDigest(int(result["digest"], 16))
+
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(source, target)

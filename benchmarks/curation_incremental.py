@@ -1,0 +1,117 @@
+"""Incremental curation against a full run: what adding 1% new documents costs.
+
+Builds one corpus from the packaged corpora replicated to `--mb` MiB (curation_throughput.py's
+numbered replicas), line i in shard i % shards, in `--shards` JSONL files: every shard, the
+added one too, holds near-duplicates of documents in the others, as a new source
+re-publishing known documents does. Then,
+in this process, after one warm-up run (language models loaded for both):
+
+* full: `engine.curate` over all shards, no kept part files (what every run did before);
+* incremental: `engine.curate` over all but the last shard with a `parts_dir` (untimed: the
+  state a previous run leaves), then over all shards with the same `parts_dir`, timed. Only the
+  last shard goes through the steps; deduplication and settling run over everything.
+
+Each `--repeats` times (a fresh parts folder each time); medians printed, with the ratio of
+the incremental run to the full run (goal: at most 0.05) and whether both produced the same
+outputs (content hash over kept ids and texts, and the counts).
+
+    python benchmarks/curation_incremental.py --mb 10 --shards 100 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def build_corpus(folder: Path, megabytes: float, shards: int) -> tuple[int, int]:
+    """(documents, bytes) of the replicated corpus written round-robin into `shards` files."""
+    from curation_throughput import replica_lines
+
+    folder.mkdir(parents=True)
+    handles = [open(folder / f"shard-{n:03d}.jsonl", "w", encoding="utf-8") for n in range(shards)]
+    documents = written = 0
+    try:
+        for _, line in replica_lines(megabytes):
+            handles[documents % shards].write(line)
+            written += len(line.encode("utf-8"))
+            documents += 1
+    finally:
+        for handle in handles:
+            handle.close()
+    return documents, written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=float, default=10.0, help="input size in MiB")
+    parser.add_argument("--shards", type=int, default=100, help="files; the last one is the added 1/shards")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    args = parser.parse_args()
+
+    from hkgai_pipelines.curation import engine
+    from hkgai_pipelines.curation.inputs import file_units
+    from hkgai_pipelines.params import load_curation_params
+    from hkgai_pipelines.settings import PROJECT_ROOT
+
+    params = load_curation_params(PROJECT_ROOT / "params.yaml")
+    work = Path(tempfile.mkdtemp(prefix="curation-incremental-"))
+    try:
+        documents, size = build_corpus(work / "corpus", args.mb, args.shards)
+        shards = sorted((work / "corpus").glob("shard-*.jsonl"))
+        added_bytes = shards[-1].stat().st_size
+
+        def units(paths):
+            return file_units(paths, source="bench", licence="mixed")
+
+        def curate(paths, out, parts_dir=None):
+            shutil.rmtree(out, ignore_errors=True)
+            started = time.perf_counter()
+            run = engine.curate(units(paths), params, out, batch_size=args.batch_size, executor="local", parts_dir=parts_dir)
+            return time.perf_counter() - started, run
+
+        print(f"corpus: {documents:,} documents, {size / 2**20:.1f} MiB in {len(shards)} shards; "
+              f"added: {shards[-1].name}, {added_bytes / 2**20:.2f} MiB ({added_bytes / size:.1%})", flush=True)
+        curate(shards[:2], work / "warm-up")  # language models and OpenCC loaded before any timing
+
+        full_times, incremental_times, phases, same = [], [], [], []
+        for repeat in range(args.repeats):
+            seconds, full = curate(shards, work / "full")
+            full_times.append(seconds)
+            parts = work / f"parts-{repeat}"
+            curate(shards[:-1], work / "before", parts)
+            seconds, incremental = curate(shards, work / "incremental", parts)
+            incremental_times.append(seconds)
+            phases.append(incremental.seconds)
+            same.append(incremental.outputs.content_hash == full.outputs.content_hash
+                        and incremental.stats.to_dict() == full.stats.to_dict())
+            print(f"repeat {repeat + 1}: full {full_times[-1]:.1f} s, incremental {seconds:.1f} s "
+                  f"({incremental.processed_units} unit processed, {incremental.cached_units} taken, "
+                  f"{incremental.cached_records:,} records not processed again); same outputs: {same[-1]}", flush=True)
+
+        full_s, incremental_s = statistics.median(full_times), statistics.median(incremental_times)
+        print()
+        print(f"| run (medians of {args.repeats}) | seconds | ratio to full |")
+        print("|---|---|---|")
+        print(f"| full ({len(shards)} shards, no kept parts) | {full_s:.1f} | 1.00 |")
+        print(f"| incremental (+1 shard, {added_bytes / size:.1%} of the bytes) | {incremental_s:.1f} | {incremental_s / full_s:.3f} |")
+        print()
+        for phase in phases[0]:
+            print(f"incremental phase {phase}: {statistics.median(p[phase] for p in phases):.2f} s")
+        print(f"kept {full.stats.kept:,} of {full.stats.input_records:,}; same outputs as the full run in every repeat: {all(same)}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Incremental curation: only new or changed units go through the steps, and the outputs are
+those of a full run over the same units (same kept ids, rejects, quarantine and stats)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hkgai_pipelines.curation import engine
+from hkgai_pipelines.curation.inputs import file_units
+from tests.curation_corpus import FOOD, LEGCO, read_outputs, write_corpus
+
+A0, A1, B0 = "a/part-0.jsonl", "a/part-1.jsonl", "b/part-0.jsonl"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "corpus")
+
+
+def _units(corpus, *names):
+    return file_units([corpus / name for name in names], source="local_files", licence="x")
+
+
+def _counting(calls: list):
+    process = engine.CurationPipeline.process
+
+    def counted(self, item, order):
+        calls.append(item.locator if hasattr(item, "locator") else item)
+        return process(self, item, order)
+    return counted
+
+
+def _full(corpus, curation_params, out, *names):
+    run = engine.curate(_units(corpus, *names), curation_params, out, batch_size=2)
+    return read_outputs(out), run
+
+
+def test_an_added_unit_is_the_only_one_processed_and_the_outputs_equal_a_full_run(corpus, curation_params, tmp_path, monkeypatch):
+    parts = tmp_path / "parts"
+    first = engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    assert (first.processed_units, first.cached_units) == (2, 0)
+    assert read_outputs(tmp_path / "v1") == _full(corpus, curation_params, tmp_path / "full-a", A0, A1)[0]
+
+    calls = []
+    monkeypatch.setattr(engine.CurationPipeline, "process", _counting(calls))
+    second = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    monkeypatch.undo()
+    assert (second.processed_units, second.cached_units) == (1, 2)
+    assert len(calls) == 3 and all(locator.startswith("b/part-0.jsonl") for locator in calls)  # b's three records only
+    assert second.cached_records == 10  # a's 6 + 4 lines (a quarantined line included)
+    full, full_run = _full(corpus, curation_params, tmp_path / "full-ab", A0, A1, B0)
+    assert read_outputs(tmp_path / "v2") == full
+    assert second.outputs.content_hash == full_run.outputs.content_hash
+    # The new unit's near-duplicates of records already kept are rejected against them.
+    rejected = {row["locator"]: row for row in full[1]}
+    assert rejected["b/part-0.jsonl:1#id=0"]["reason"] == "near_duplicate"
+    assert sorted(p.name for p in parts.iterdir()) == sorted(
+        engine.unit_fingerprint(u, curation_params, 2) for u in _units(corpus, A0, A1, B0))
+
+
+def test_a_removed_unit_takes_its_records_along_and_its_duplicates_come_back(corpus, curation_params, tmp_path):
+    parts = tmp_path / "parts"
+    engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    # Without a/part-0, LEGCO_NEAR (a/part-1) is no longer the duplicate of LEGCO: it is kept.
+    run = engine.curate(_units(corpus, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    assert read_outputs(tmp_path / "v2") == _full(corpus, curation_params, tmp_path / "full", A1, B0)[0]
+    kept_texts = {row["text"] for row in read_outputs(tmp_path / "v2")[0]}
+    assert LEGCO not in kept_texts and FOOD not in kept_texts
+    assert "a/part-1.jsonl:1#id=0" in {row["locator"] for row in read_outputs(tmp_path / "v2")[0]}
+    # A unit's position in the input order is part of what its part files depend on: the
+    # units after a removed one are processed again.
+    assert (run.processed_units, run.cached_units) == (2, 0)
+    assert len(list(parts.iterdir())) == 2  # the removed unit's folder went
+
+
+def test_a_changed_file_is_processed_again_and_the_others_are_not(corpus, curation_params, tmp_path):
+    parts = tmp_path / "parts"
+    engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    with open(corpus / A1, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": 9, "text": "港鐵於一九七九年通車，第一段是觀塘線。"}, ensure_ascii=False) + "\n")
+    run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    assert (run.processed_units, run.cached_units) == (1, 2)
+    assert read_outputs(tmp_path / "v2") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
+    # Unchanged input: nothing is processed, the outputs are the same.
+    again = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v3", batch_size=2, parts_dir=parts)
+    assert (again.processed_units, again.cached_units) == (0, 3)
+    assert read_outputs(tmp_path / "v3") == read_outputs(tmp_path / "v2")
+
+
+def test_a_stopped_incremental_run_leaves_no_unit_marked_complete(corpus, curation_params, tmp_path, monkeypatch):
+    parts = tmp_path / "parts"
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt("stopped")
+
+    monkeypatch.setattr(engine, "settle_part", fail)
+    with pytest.raises(KeyboardInterrupt):
+        engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    monkeypatch.undo()
+    assert not list(parts.glob(f"*/{engine.UNIT_COMPLETE}"))
+    run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    assert run.processed_units == 3 and run.resumed_records == 13  # every part file was written: resumed
+    assert read_outputs(tmp_path / "v1") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
+
+
+def _counting_settle(calls: list):
+    settle = engine.settle_rows
+
+    def counted(rows, decisions):
+        calls.append(len(rows))
+        return settle(rows, decisions)
+    return counted
+
+
+def test_settled_rows_are_reused_where_the_verdicts_did_not_change(corpus, curation_params, tmp_path, monkeypatch):
+    parts = tmp_path / "parts"
+    engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    calls = []
+    monkeypatch.setattr(engine, "settle_rows", _counting_settle(calls))
+    engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    assert calls == [2, 1]  # b's two parts only: its records' verdicts are new, a's are the same
+    # The kept rows of a's parts are the same files (hard links), not copies.
+    old, new = tmp_path / "v1" / "cleaned.parquet", tmp_path / "v2" / "cleaned.parquet"
+    for part in old.iterdir():
+        assert (new / part.name).stat().st_ino == part.stat().st_ino
+
+
+def test_an_added_record_that_joins_two_clusters_settles_the_old_part_again(curation_params, tmp_path, monkeypatch):
+    """LEGCO_CHAIN is below the threshold with LEGCO and kept; LEGCO_NEAR, added later, is a
+    near-duplicate of both, so the full run makes LEGCO_CHAIN a duplicate of LEGCO: the old
+    part's verdicts changed, and the incremental run must settle it again."""
+    from tests.curation_corpus import LEGCO_CHAIN, LEGCO_NEAR
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, text in (("1.jsonl", LEGCO), ("2.jsonl", LEGCO_CHAIN), ("3.jsonl", LEGCO_NEAR)):
+        (folder / name).write_text(json.dumps({"id": name, "text": text}, ensure_ascii=False) + "\n", encoding="utf-8")
+    parts = tmp_path / "parts"
+    first = engine.curate(_units(folder, "1.jsonl", "2.jsonl"), curation_params, tmp_path / "v1", parts_dir=parts)
+    assert first.stats.kept == 2
+    calls = []
+    monkeypatch.setattr(engine, "settle_rows", _counting_settle(calls))
+    run = engine.curate(_units(folder, "1.jsonl", "2.jsonl", "3.jsonl"), curation_params, tmp_path / "v2", parts_dir=parts)
+    monkeypatch.undo()
+    assert run.stats.kept == 1 and len(calls) == 2  # 2.jsonl's part again, and 3.jsonl's
+    full = engine.curate(_units(folder, "1.jsonl", "2.jsonl", "3.jsonl"), curation_params, tmp_path / "full")
+    assert read_outputs(tmp_path / "v2") == read_outputs(tmp_path / "full")
