@@ -1,12 +1,19 @@
-"""Corpora: `raw_documents` (one partition per source) and `cleaned_corpus` with its GX gates."""
+"""Corpora: `raw_documents` (one partition per source) and `cleaned_corpus` with its GX gates.
 
+`cleaned_corpus` publishes versions (`curation/versions.py`): each run curates into a new
+version folder, pushes it with DVC and records it in MLflow, and only then makes it current
+with one atomic link swap; identical outputs keep the current version.
+"""
 
+import shutil
+from pathlib import Path
 
 import dagster as dg
 
 from hkgai_pipelines.assets.metadata import markdown_table
 from hkgai_pipelines.curation import expectations
-from hkgai_pipelines.curation.engine import curate_lake
+from hkgai_pipelines.curation.engine import PARTS_DIR_NAME, curate_lake
+from hkgai_pipelines.curation.versions import OutputVersions
 from hkgai_pipelines.resources import DataLakeResource, DvcResource, MlflowResource, PipelineConfigResource
 from hkgai_pipelines.settings import get_settings
 from hkgai_pipelines.sources.catalog import load_catalog
@@ -55,7 +62,7 @@ def raw_documents(context: dg.AssetExecutionContext, pipeline_config: PipelineCo
     kinds={"python", "parquet", "dvc"},
     description=(
         "Normalised, language-tagged, PII-redacted, quality-filtered, deduplicated text; rejects and "
-        "quarantine kept with reasons (lake cleaned/, DVC-tracked)."
+        "quarantine kept with reasons (lake cleaned/: the current version, DVC-tracked; versions in cleaned.versions/)."
     ),
 )
 def cleaned_corpus(
@@ -67,22 +74,48 @@ def cleaned_corpus(
 ) -> dg.MaterializeResult:
     catalog = pipeline_config.catalog()
     params = pipeline_config.curation_params()
-    # The curation engine: in this process, or on Ray when RAY_ADDRESS names a cluster.
-    run = curate_lake(lake.root_path, catalog.names, params, lake.path(CLEANED_DIR))
-    stats, outputs = run.stats, run.outputs
-    tracked = dvc.track_and_push(CLEANED_DIR)
-    run_id = mlflow.log_run(
-        "cleaned_corpus",
-        params={"dedup_threshold": params.dedup.threshold, "allowed_languages": ",".join(params.allowed_languages),
-                "executor": run.executor, "workers": run.workers},
-        metrics={"input_records": stats.input_records, "kept": stats.kept, "rejected": stats.rejected, "quarantined": stats.quarantined},
-        tags={"asset": "cleaned_corpus", "dagster_run_id": context.run_id, "dvc_md5": tracked.md5, "data_version": outputs.content_hash},
-        artifacts={"curation": outputs.stats},
-        experiment=f"{mlflow.experiment_name}-data",
-    )
+    versions = OutputVersions(lake.root_path, CLEANED_DIR)
+    with versions.lock():
+        previous = versions.current()
+        if previous is not None and previous != versions.link:
+            # A run stopped between making its version current and moving its DVC record.
+            dvc.point(_versioned(previous), CLEANED_DIR)
+        version = versions.new_version()
+        # The curation engine, in this process or on Ray when RAY_ADDRESS names a cluster, into
+        # a new version folder that readers cannot see yet. Incremental: the steps run only on
+        # the raw partitions that are new or changed since the last run (their part files are
+        # kept in the versions folder); deduplication and the outputs cover every partition.
+        run = curate_lake(lake.root_path, catalog.names, params, version, work_dir=versions.folder,
+                          parts_dir=versions.folder / PARTS_DIR_NAME)
+        stats, outputs = run.stats, run.outputs
+        # DVC and MLflow before the version becomes current: when either fails, the step fails
+        # and readers keep the previous corpus.
+        tracked = dvc.track_and_push(_versioned(version))
+        unchanged = previous is not None and tracked.md5 == dvc.recorded_md5(CLEANED_DIR)
+        run_id = mlflow.log_run(
+            "cleaned_corpus",
+            params={"dedup_threshold": params.dedup.threshold, "allowed_languages": ",".join(params.allowed_languages),
+                    "executor": run.executor, "workers": run.workers},
+            metrics={"input_records": stats.input_records, "kept": stats.kept, "rejected": stats.rejected, "quarantined": stats.quarantined},
+            tags={"asset": "cleaned_corpus", "dagster_run_id": context.run_id, "dvc_md5": tracked.md5, "data_version": outputs.content_hash,
+                  "corpus_version": (previous if unchanged else version).name, "published": "unchanged" if unchanged else "new version"},
+            artifacts={"curation": outputs.stats},
+            experiment=f"{mlflow.experiment_name}-data",
+        )
+        if unchanged:
+            # Identical outputs (the same DVC hash): the current version stays, no copy of it.
+            shutil.rmtree(version)
+            Path(f"{version}.dvc").unlink(missing_ok=True)
+            published = previous
+        else:
+            versions.make_current(version)  # the one atomic step
+            dvc.point(_versioned(version), CLEANED_DIR)
+            published = version
+        pruned = versions.prune()
     dedup_dropped = stats.steps["dedup"].get("dropped", 0)
     deduped_input = stats.steps["dedup"].get("kept", 0) + dedup_dropped
-    context.log.info(f"kept {stats.kept} of {stats.input_records} on {run.cluster} with {run.workers} workers; DVC md5 {tracked.md5}")
+    context.log.info(f"kept {stats.kept} of {stats.input_records} on {run.cluster} with {run.workers} workers; DVC md5 {tracked.md5}; "
+                     f"{'unchanged, ' if unchanged else ''}current version {published.name}")
     return dg.MaterializeResult(
         metadata={
             "input_records": stats.input_records,
@@ -103,15 +136,26 @@ def cleaned_corpus(
             "steps": markdown_table(["step", "kept", "dropped"], [(s, c.get("kept", 0), c.get("dropped", 0)) for s, c in stats.steps.items()]),
             "pii_redacted": markdown_table(["type", "count"], sorted(stats.pii.items())),
             "engine": f"Ray Data, {run.workers} workers ({run.cluster})" if run.executor == "ray" else "local executor (this process)",
+            "incremental": f"{run.processed_units} input units processed, {run.cached_units} taken from earlier runs "
+                           f"({run.cached_records} records not processed again)",
             "engine_seconds": markdown_table(["phase", "seconds"], [(phase, round(s, 1)) for phase, s in run.seconds.items()]),
             "dedup": markdown_table(["measure", "records or pairs"], sorted(run.dedup.items())),
-            "path": dg.MetadataValue.path(str(outputs.out_dir)),
+            "path": dg.MetadataValue.path(str(published)),
+            "version": published.name,
+            "published": f"unchanged: identical to the current version {published.name}" if unchanged else
+                         f"new version {published.name}" + (f" (previous {previous.name})" if previous is not None else ""),
+            "versions_removed": len(pruned),
             "dvc_md5": tracked.md5,
             "dvc_remote": tracked.remote,
             "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run_id)),
         },
         data_version=dg.DataVersion(outputs.content_hash),
     )
+
+
+def _versioned(version: Path) -> str:
+    """A version folder as DVC's target, relative to the lake: `cleaned.versions/v...`."""
+    return f"{version.parent.name}/{version.name}"
 
 
 def _gate(outcome: expectations.GateOutcome) -> dg.AssetCheckResult:
@@ -125,7 +169,8 @@ def _gate(outcome: expectations.GateOutcome) -> dg.AssetCheckResult:
 
 def _output(lake: DataLakeResource) -> expectations.OutputReader:
     # The gates read the corpus in batches or one column at a time, never whole.
-    return expectations.OutputReader(lake.path(CLEANED_DIR))
+    # Resolved once: a check keeps reading one version even if a newer one is published meanwhile.
+    return expectations.OutputReader(lake.path(CLEANED_DIR).resolve())
 
 
 @dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: ids are unique and present.")

@@ -126,10 +126,17 @@ def base_model(
 ) -> dg.MaterializeResult:
     summary, model_dir, reported = _train_stage(
         context, "base_model", "pretrain", pipeline_config, lake, mlflow, training_launcher,
-        corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")), language_mix=pipeline_config.language_mix(),
+        corpus=_corpus(lake), language_mix=pipeline_config.language_mix(),
         sft_dataset=str(lake.path("datasets", "sft.jsonl")),
     )
     return _stage_result(summary, model_dir, reported, mlflow, pipeline_config.preset, {})
+
+
+def _corpus(lake: DataLakeResource) -> str:
+    """The current cleaned_corpus version's `cleaned.parquet`, resolved once: a training job
+    reads the version that was current when it started, even if a newer one is published
+    while it runs (the MLflow run records this path)."""
+    return str(lake.path(CLEANED_DIR, "cleaned.parquet").resolve())
 
 
 def _stage_result(summary: dict, model_dir: Path, reported: dg.MaterializeResult, mlflow: MlflowResource, preset: str, tables: dict) -> dg.MaterializeResult:
@@ -195,7 +202,7 @@ def sft_checkpoint(
     summary, model_dir, reported = _train_stage(
         context, "sft_checkpoint", "sft", pipeline_config, lake, mlflow, training_launcher,
         dataset=str(lake.path("datasets", "sft.jsonl")), base_model=str(lake.path("models", "base_model", "latest").resolve()),
-        corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")),
+        corpus=_corpus(lake),
     )
     return _stage_result(summary, model_dir, reported, mlflow, pipeline_config.preset, {})
 
@@ -214,7 +221,7 @@ def aligned_model(
     summary, model_dir, reported = _train_stage(
         context, "aligned_model", "dpo", pipeline_config, lake, mlflow, training_launcher,
         dataset=str(lake.path("datasets", "preference.jsonl")), sft_model=str(lake.path("models", "sft_checkpoint", "latest").resolve()),
-        corpus=str(lake.path(CLEANED_DIR, "cleaned.parquet")), sft_dataset=str(lake.path("datasets", "sft.jsonl")),
+        corpus=_corpus(lake), sft_dataset=str(lake.path("datasets", "sft.jsonl")),
     )
     table = markdown_table(
         ["pairs", "reward accuracy", "reward margin"],

@@ -164,6 +164,7 @@ def curate(
     --workers N (N > 1) runs on Ray started in this process, RAY_ADDRESS on that cluster."""
     from hkgai_pipelines.curation import engine
     from hkgai_pipelines.curation.inputs import file_units, lake_units
+    from hkgai_pipelines.curation.versions import OutputVersions
     from hkgai_pipelines.params import load_curation_params
     from hkgai_pipelines.sources.catalog import CatalogError, load_catalog
 
@@ -173,6 +174,12 @@ def curate(
         raise typer.Exit(2)
     if out.exists() and not out.is_dir():
         console.print(f"[red]--out {escape(str(out))} is a file: give a folder[/red]", soft_wrap=True)
+        raise typer.Exit(2)
+    if OutputVersions(out.parent, out.name).is_versioned():
+        # Writing into the current version in place would change it under its readers.
+        console.print(f"[red]--out {escape(str(out))} is the current version of a versioned output (a link into "
+                      f"{escape(out.name)}.versions/): materialize cleaned_corpus to publish a new version, or give "
+                      f"another folder[/red]", soft_wrap=True)
         raise typer.Exit(2)
     try:
         params = load_curation_params(params_file or settings.params_file)

@@ -136,3 +136,35 @@ def track_and_push(repo_dir: Path, target: str, remote_url: str) -> TrackedData:
         size=int(entry.get("size", 0)),
         remote=remote_url,
     )
+
+
+def point(repo_dir: Path, target: str, name: str) -> Path:
+    """Make `<name>.dvc` the record of `target` (a folder relative to repo_dir that
+    `track_and_push` tracked): `<target>.dvc` is moved to `<name>.dvc` with its output path
+    rewritten relative to the repository, so `dvc pull <name>.dvc` restores what `name`
+    points at (a versioned output's current version, see `curation/versions.py`). Moved, not
+    copied: DVC refuses two records of one output. A no-op when `<target>.dvc` is gone (moved
+    already). Returns the path of `<name>.dvc`. Raises DvcError for a record without outputs.
+    """
+    repo_dir = Path(repo_dir)
+    source, pointer = repo_dir / f"{target}.dvc", repo_dir / f"{name}.dvc"
+    if not source.is_file():
+        return pointer
+    record = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    if not record.get("outs"):
+        raise DvcError(f"{source} records no output")
+    record["outs"][0]["path"] = Path(target).as_posix()
+    temporary = pointer.with_name(f".{pointer.name}.tmp")
+    temporary.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+    os.replace(temporary, pointer)
+    source.unlink()
+    return pointer
+
+
+def recorded_md5(repo_dir: Path, name: str) -> str | None:
+    """The hash `<name>.dvc` records, or None when there is no such record."""
+    pointer = Path(repo_dir) / f"{name}.dvc"
+    if not pointer.is_file():
+        return None
+    outs = (yaml.safe_load(pointer.read_text(encoding="utf-8")) or {}).get("outs") or [{}]
+    return outs[0].get("md5")

@@ -63,3 +63,9 @@ class DvcResource(dg.ConfigurableResource):
 
     def track_and_push(self, target: str) -> versioning.TrackedData:
         return versioning.track_and_push(Path(self.repo_dir), target, self.remote_url)
+
+    def point(self, target: str, name: str) -> Path:
+        return versioning.point(Path(self.repo_dir), target, name)
+
+    def recorded_md5(self, name: str) -> str | None:
+        return versioning.recorded_md5(Path(self.repo_dir), name)

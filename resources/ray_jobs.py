@@ -481,6 +481,8 @@ class RayCurationLauncher(dg.ConfigurableResource):
         return invocation.get_materialize_result()
 
     def curate(self, context: AssetExecutionContext, *, lake_dir: str | Path, out_dir: str | Path) -> dg.MaterializeResult:
+        """Curate the lake into `out_dir`: a new version folder (`OutputVersions.new_version()`),
+        which the caller publishes after its DVC push and MLflow run."""
         return self.run(context, curate_command(str(lake_dir), str(out_dir), self.parallelism()))
 
 
@@ -495,13 +497,16 @@ def ray_curation_launcher(image: str, namespace: str = "hkgai", mlflow_tracking_
 # ------------------------------------------------------------------ the rendered example
 
 EXAMPLE_IMAGE = "ghcr.io/hkgai/hkgai-pipelines:0.1.0"
+#: The version folder in the example; the launcher is given `OutputVersions.new_version()`.
+EXAMPLE_VERSION = "v20261201T000000000000Z"
 EXAMPLE_HEADER = (
     f"# The curation RayJob (KubeRay {KUBERAY_VERSION}, ray.io/v1) that RayCurationLauncher creates for cleaned_corpus in the\n"
     "# production profile: `hkgai curate` over the lake on the shared volume, on a Ray cluster of its own (a head and\n"
     "# 1..8 autoscaled 8-CPU workers) that KubeRay deletes when the job ends. Rendered from\n"
     "# resources/ray_jobs.py by `python -m hkgai_pipelines.resources.ray_jobs k8s`; tests keep the two equal and\n"
     "# validate this file against the RayJob CRD schema in k8s/crds. The launcher fills in the Dagster Pipes\n"
-    "# variables (placeholders here). To run it by hand, without Dagster or Pipes, drop runtimeEnvYAML and:\n"
+    "# variables (placeholders here) and a new version folder of cleaned.versions/ (the asset makes it current after\n"
+    "# its DVC push and MLflow run). To run it by hand, without Dagster or Pipes, drop runtimeEnvYAML and:\n"
     "#   kubectl -n hkgai create -f k8s/ray/rayjob-curation.yaml\n"
 )
 
@@ -512,7 +517,9 @@ def example_rayjob() -> dict:
                                                                         "http://weaviate.hkgai.svc.cluster.local:80"))
     lake = f"{HOME_MOUNT}/lake"
     pipes = {"DAGSTER_PIPES_CONTEXT": "<set by the launcher>", "DAGSTER_PIPES_MESSAGES": "<set by the launcher>"}
-    command = curate_command(lake, f"{lake}/cleaned", options.max_workers * int(options.worker_cpu))
+    # Into a new version folder, not lake/cleaned (the current version's link, which `hkgai curate`
+    # refuses): the asset publishes the version after its DVC push and MLflow run.
+    command = curate_command(lake, f"{lake}/cleaned.versions/{EXAMPLE_VERSION}", options.max_workers * int(options.worker_cpu))
     return curation_rayjob(options, command, "hkgai-curate-cleaned-corpus", pipes_env=pipes, deadline_s=int(WatchLimits().pending_timeout_s
                                                                                                             + WatchLimits().run_timeout_s))
 

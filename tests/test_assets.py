@@ -1,5 +1,6 @@
 """The Dagster layer: definitions load, and assets materialize against a temporary instance."""
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -7,6 +8,7 @@ import pytest
 import yaml
 
 from hkgai_pipelines.assets.corpora import cleaned_corpus, corpora_checks, raw_documents
+from hkgai_pipelines.curation.engine import PARTS_DIR_NAME
 from hkgai_pipelines.resources import DataLakeResource, DvcResource, MlflowResource, PipelineConfigResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -100,9 +102,88 @@ def test_materialize_cleaned_corpus_with_green_gates_and_dvc(small_project):
         assert metadata["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")
         assert metadata["engine"].value == "local executor (this process)"
     lake = small_project["home"] / "lake"
-    assert (lake / "cleaned.dvc").exists()
+    # Published as a version: lake/cleaned is a link to it, cleaned.dvc records it.
+    version = metadata["version"].value
+    assert (lake / "cleaned").readlink() == Path("cleaned.versions", version)
+    record = yaml.safe_load((lake / "cleaned.dvc").read_text())["outs"][0]
+    assert (record["path"], record["md5"]) == (f"cleaned.versions/{version}", metadata["dvc_md5"].value)
     remote_files = [p for p in (small_project["home"] / "dvc-remote").rglob("*") if p.is_file()]
     assert len(remote_files) >= 5  # the .dir manifest and the four output files
+
+
+def _cleaned_metadata(result: dg.ExecuteInProcessResult) -> dict:
+    return {k: v.value for k, v in result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata.items()}
+
+
+@pytest.mark.timeout(900)
+def test_a_changed_partition_is_curated_alone_and_gives_the_full_run_corpus(small_project):
+    """One raw partition re-ingested with more records: only its units go through the steps,
+    and the corpus is the one a full run makes (the same DVC hash once the kept part files
+    are removed and everything is curated again)."""
+    resources, lake = small_project["resources"], small_project["home"] / "lake"
+    with dg.instance_for_test() as instance:
+        _ingest_all(instance, resources)
+        dg.materialize([cleaned_corpus], instance=instance, resources=resources)
+        sources_file = Path(resources["pipeline_config"].config_dir) / "sources.yaml"
+        catalog = yaml.safe_load(sources_file.read_text())
+        for source in catalog["sources"]:
+            if source["kind"] == "ctcpc":
+                source["options"] = {"max_records": 360}
+        sources_file.write_text(yaml.safe_dump(catalog, allow_unicode=True))
+        assert dg.materialize([raw_documents], partition_key="ctcpc", instance=instance, resources=resources).success
+        incremental = _cleaned_metadata(dg.materialize([cleaned_corpus], instance=instance, resources=resources))
+        assert incremental["incremental"].startswith("1 input units processed, 9 taken")  # ctcpc's records; its quarantine file is unchanged
+        shutil.rmtree(lake / "cleaned.versions" / PARTS_DIR_NAME)
+        full = _cleaned_metadata(dg.materialize([cleaned_corpus], instance=instance, resources=resources))
+    assert full["incremental"].startswith("10 input units processed, 0 taken")
+    assert full["dvc_md5"] == incremental["dvc_md5"] and full["published"].startswith("unchanged")
+    assert incremental["input_records"] == full["input_records"] and incremental["kept"] == full["kept"]
+
+
+@pytest.mark.timeout(900)
+def test_cleaned_corpus_versions_change_together_and_only_after_dvc_and_mlflow(small_project, monkeypatch):
+    """Identical input keeps the current version (same DVC hash, no copy); a changed corpus
+    whose MLflow run fails is never made current; the next good run publishes and prunes."""
+    resources, lake = small_project["resources"], small_project["home"] / "lake"
+    with dg.instance_for_test() as instance:
+        _ingest_all(instance, resources)
+        first = _cleaned_metadata(dg.materialize([cleaned_corpus], instance=instance, resources=resources))
+        again = _cleaned_metadata(dg.materialize([cleaned_corpus], instance=instance, resources=resources))
+        assert again["dvc_md5"] == first["dvc_md5"] and again["version"] == first["version"]
+        assert again["published"].startswith("unchanged")
+        assert [v.name for v in (lake / "cleaned.versions").glob("v*") if v.is_dir()] == [first["version"]]
+        # Incremental: nothing changed, so no partition went through the steps again.
+        assert first["incremental"].startswith("10 input units processed, 0 taken")
+        assert again["incremental"].startswith("0 input units processed, 10 taken")
+
+        # A different corpus (a stricter length bound), and MLflow down when it is recorded.
+        params = small_project["params"]
+        params["curation"]["quality"]["min_chars"] = 12
+        small_project["params_file"].write_text(yaml.safe_dump(params, allow_unicode=True))
+
+        def outage(*args, **kwargs):
+            raise ConnectionError("MLflow tracking server unreachable")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(MlflowResource, "log_run", outage)
+            failed = dg.materialize([cleaned_corpus], instance=instance, resources=resources, raise_on_error=False)
+        assert not failed.success
+        assert (lake / "cleaned").readlink() == Path("cleaned.versions", first["version"])
+        assert yaml.safe_load((lake / "cleaned.dvc").read_text())["outs"][0]["md5"] == first["dvc_md5"]
+        stats = yaml.safe_load((lake / "cleaned" / "stats.json").read_text())
+        assert stats["kept"] == first["kept"]
+
+        second = _cleaned_metadata(dg.materialize([cleaned_corpus], instance=instance, resources=resources))
+    assert second["published"] == f"new version {second['version']} (previous {first['version']})"
+    assert second["kept"] < first["kept"] and second["dvc_md5"] != first["dvc_md5"]
+    assert (lake / "cleaned").readlink() == Path("cleaned.versions", second["version"])
+    assert yaml.safe_load((lake / "cleaned" / "stats.json").read_text())["kept"] == second["kept"]
+    # The failed run's version was complete but never current: kept as one of the two previous.
+    names = sorted(v.name for v in (lake / "cleaned.versions").glob("v*") if v.is_dir())
+    assert len(names) == 3 and names[0] == first["version"] and names[-1] == second["version"]
+    assert [p.name for p in lake.glob("*.dvc") if p.is_file()] == ["cleaned.dvc"]
+    # Its DVC record (pushed before MLflow failed) stays beside it until it is pruned.
+    assert [p.name for p in (lake / "cleaned.versions").glob("*.dvc")] == [f"{names[1]}.dvc"]
 
 
 @pytest.mark.timeout(600)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from hkgai_pipelines.cli import app
 from hkgai_pipelines.curation import engine
 from hkgai_pipelines.curation.pipeline import OUTPUT_NAMES, run_curation
+from hkgai_pipelines.curation.versions import OutputVersions
 from hkgai_pipelines.sources.files import read_files
 from tests.curation_corpus import KEPT, REJECTED, read_outputs, summary, write_corpus
 
@@ -235,7 +236,13 @@ def test_hkgai_curate_usage_errors_are_one_line(corpus, tmp_path):
     """From a fresh-user trial: these printed a traceback or the wrong hint."""
     runner = CliRunner()
     (tmp_path / "afile").write_text("x", encoding="utf-8")
+    lake = OutputVersions(tmp_path / "lake", "cleaned")
+    version = lake.new_version()
+    (version / "stats.json").write_text("{}", encoding="utf-8")
+    lake.make_current(version)
     cases = {
+        # The lake's published corpus: writing into it would change the current version in place.
+        ("curate", str(corpus), "--out", str(lake.link)): "is the current version of a versioned output",
         ("curate", str(corpus), "--out", str(tmp_path / "afile")): "is a file: give a folder",
         ("curate", str(corpus), "--out", str(tmp_path / "o"), "--params", str(tmp_path / "none.yaml")): "parameters file not found",
         ("curate", "--out", str(tmp_path / "o")): "give input files/folders or --lake",

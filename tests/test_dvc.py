@@ -49,6 +49,35 @@ def test_temporary_files_left_by_a_killed_run_are_not_tracked(tmp_path):
     assert (dirty.md5, dirty.files, dirty.size) == (clean.md5, 1, 11)
 
 
+def test_the_current_version_is_recorded_as_cleaned_dvc(tmp_path):
+    """A versioned output: each version is tracked and pushed as it is written, and
+    `cleaned.dvc` then records the current one (DVC cannot track `cleaned`, a link)."""
+    from hkgai_pipelines.curation.versions import OutputVersions
+
+    repo, remote = tmp_path / "lake", str(tmp_path / "remote")
+    versions = OutputVersions(repo, "cleaned")
+    hashes = []
+    for kept in (1, 2):
+        version = versions.new_version()
+        (version / "stats.json").write_text(f'{{"kept": {kept}}}')
+        target = f"cleaned.versions/{version.name}"
+        tracked = versioning.track_and_push(repo, target, remote)
+        versions.make_current(version)
+        assert versioning.point(repo, target, "cleaned") == repo / "cleaned.dvc"
+        assert not (repo / f"{target}.dvc").exists()
+        record = yaml.safe_load((repo / "cleaned.dvc").read_text())["outs"][0]
+        assert (record["path"], record["md5"]) == (target, tracked.md5)
+        assert versioning.recorded_md5(repo, "cleaned") == tracked.md5
+        hashes.append(tracked.md5)
+    assert hashes[0] != hashes[1]
+    status = subprocess.run([*versioning.dvc_command(), "status"], cwd=repo, capture_output=True, text=True, check=True)
+    assert "up to date" in status.stdout
+    # Both versions are in the remote: an older cleaned.dvc can be pulled after its folder is pruned.
+    for md5 in hashes:
+        assert (tmp_path / "remote" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    assert versioning.recorded_md5(tmp_path / "elsewhere", "cleaned") is None
+
+
 def test_local_remote_inside_the_home_is_recorded_relative(tmp_path):
     """A copied or moved home pushes to its own remote, not to the original's."""
     home = tmp_path / "home"

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 PIPES = {"DAGSTER_PIPES_CONTEXT": "ctx", "DAGSTER_PIPES_MESSAGES": "msg"}
 OPTIONS = RayCurationOptions(image="registry.example/hkgai:1.0", env=settings_env())
-COMMAND = curate_command("/mnt/hkgai/lake", "/mnt/hkgai/lake/cleaned", 64)
+COMMAND = curate_command("/mnt/hkgai/lake", "/mnt/hkgai/lake/cleaned.versions/v1", 64)
 
 
 def _rayjob(**kwargs) -> dict:
@@ -80,8 +80,8 @@ def test_rayjob_validates_against_the_crd_and_its_pods_as_restricted_pods(queue)
 def test_rayjob_autoscales_cpu_workers_runs_the_entry_point_and_cleans_up():
     job = _rayjob()
     spec, cluster = job["spec"], job["spec"]["rayClusterSpec"]
-    assert spec["entrypoint"] == ("python -m hkgai_pipelines.pipes_command --report-json /mnt/hkgai/lake/cleaned/stats.json -- "
-                                  "hkgai curate --lake /mnt/hkgai/lake --out /mnt/hkgai/lake/cleaned --workers 64")
+    assert spec["entrypoint"] == ("python -m hkgai_pipelines.pipes_command --report-json /mnt/hkgai/lake/cleaned.versions/v1/stats.json -- "
+                                  "hkgai curate --lake /mnt/hkgai/lake --out /mnt/hkgai/lake/cleaned.versions/v1 --workers 64")
     assert (spec["submissionMode"], spec["backoffLimit"], spec["submitterConfig"]) == ("K8sJobMode", 0, {"backoffLimit": 0})
     assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] == 300
     assert cluster["enableInTreeAutoscaling"] is True and cluster["rayVersion"] == RAY_VERSION
