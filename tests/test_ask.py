@@ -106,3 +106,13 @@ def test_a_refusal_points_to_help_by_category_in_the_reply_language():
     assert refusal("violence_weapons", "en") == "I can't help with that request. If you or someone else is in danger, call 999."
     assert refusal("privacy_doxxing", "en") == refusal(None, "en") == "I can't help with that request."
     assert refusal("hate_discrimination", "mixed") == "呢個要求我幫唔到手。"
+
+
+def test_extractive_sentences_are_joined_by_their_own_script_not_the_questions():
+    """A trial: an English question answered from a Chinese document came back with spaces
+    between the Chinese sentences (the joiner followed the question's language)."""
+    from hkgai_pipelines.rag.answer import join_sentences
+
+    assert join_sentences(["八達通可以喺便利店增值。", "亦可以用自動增值。"]) == "八達通可以喺便利店增值。亦可以用自動增值。"
+    assert join_sentences(["The Octopus card opened in 1997.", "It pays fares."]) == "The Octopus card opened in 1997. It pays fares."
+    assert join_sentences(["It opens at 9.", "八達通可以增值。", ""]) == "It opens at 9. 八達通可以增值。"

@@ -112,6 +112,11 @@ class EvalModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from transformers.utils import logging as hf_logging
+
+        # transformers' "Loading weights" bars on stderr: noise around `hkgai ask --json` and in
+        # every run log, for a load that takes a second.
+        hf_logging.disable_progress_bar()
         folder = resolve_model_dir(uri)
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)

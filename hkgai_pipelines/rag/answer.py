@@ -168,6 +168,21 @@ def _quoted(text: str) -> str:
     return _MARKER_RE.sub(lambda match: match.group()[:2], text)
 
 
+_CJK_EDGE = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
+
+
+def join_sentences(sentences: list[str]) -> str:
+    """Sentences joined as their own script writes them, whatever the question's language: no
+    space between two Chinese sentences, one space where either side is not Chinese
+    (`["佢好。", "係呀。"] -> "佢好。係呀。"`, `["It opens.", "佢好。"] -> "It opens. 佢好。"`)."""
+    joined = ""
+    for sentence in filter(None, sentences):
+        if joined and not (_CJK_EDGE.match(joined[-1]) and _CJK_EDGE.match(sentence[0])):
+            joined += " "
+        joined += sentence
+    return joined
+
+
 def build_prompt(question: str, passages: list[SearchHit], lang: str) -> str:
     """The answering prompt: the instruction in the question's language, the rule that quoted
     passages are reference data, each passage as `[n] title` and its text between `<<<` and
@@ -307,7 +322,7 @@ class Answerer:
             scores = self.embedder.embed(sentences) @ self.embedder.embed([question])[0]
             keep = sorted(np.argsort(-scores)[:2])
             sentences = [sentences[i] for i in keep]
-        answer = " ".join(sentences) if lang == "en" else "".join(sentences)
+        answer = join_sentences(sentences)
         if simplified or lang == "zh-hans":
             from hkgai_pipelines.curation.script import to_simplified
 
