@@ -1,15 +1,16 @@
 """Incremental curation against a full run: what adding 1% new documents costs.
 
-Builds one corpus from the packaged corpora replicated to `--mb` MiB (curation_throughput.py's
-numbered replicas), line i in shard i % shards, in `--shards` JSONL files: every shard, the
-added one too, holds near-duplicates of documents in the others, as a new source
-re-publishing known documents does. Then,
-in this process, after one warm-up run (language models loaded for both):
+Builds one corpus from the packaged corpora replicated to `--mb` MiB (curation_scale.py's
+`build_corpus` with `by_line`: line i in shard i % shards, in `--shards` JSONL files), so every
+shard, the added one too, holds near-duplicates of documents in the others, as a new source
+re-publishing known documents does. Then, in this process, after one warm-up run (language
+models loaded for both):
 
 * full: `engine.curate` over all shards, no kept part files (what every run did before);
 * incremental: `engine.curate` over all but the last shard with a `parts_dir` (untimed: the
   state a previous run leaves), then over all shards with the same `parts_dir`, timed. Only the
-  last shard goes through the steps; deduplication and settling run over everything.
+  last shard goes through the steps; deduplication runs over every shard's keys, and the
+  parts whose verdicts did not change are linked into the outputs, not settled again.
 
 Each `--repeats` times (a fresh parts folder each time); medians printed, with the ratio of
 the incremental run to the full run (goal: at most 0.05) and whether both produced the same
@@ -33,24 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def build_corpus(folder: Path, megabytes: float, shards: int) -> tuple[int, int]:
-    """(documents, bytes) of the replicated corpus written round-robin into `shards` files."""
-    from curation_throughput import replica_lines
-
-    folder.mkdir(parents=True)
-    handles = [open(folder / f"shard-{n:03d}.jsonl", "w", encoding="utf-8") for n in range(shards)]
-    documents = written = 0
-    try:
-        for _, line in replica_lines(megabytes):
-            handles[documents % shards].write(line)
-            written += len(line.encode("utf-8"))
-            documents += 1
-    finally:
-        for handle in handles:
-            handle.close()
-    return documents, written
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=10.0, help="input size in MiB")
@@ -58,6 +41,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1000)
     args = parser.parse_args()
+
+    from curation_scale import build_corpus
 
     from hkgai_pipelines.curation import engine
     from hkgai_pipelines.curation.inputs import file_units
@@ -67,7 +52,7 @@ def main() -> None:
     params = load_curation_params(PROJECT_ROOT / "params.yaml")
     work = Path(tempfile.mkdtemp(prefix="curation-incremental-"))
     try:
-        documents, size = build_corpus(work / "corpus", args.mb, args.shards)
+        documents, size = build_corpus(work / "corpus", args.mb, args.shards, by_line=True)
         shards = sorted((work / "corpus").glob("shard-*.jsonl"))
         added_bytes = shards[-1].stat().st_size
 

@@ -23,7 +23,7 @@ it (Ray's GCS and raylet, every worker) every 0.2 s:
   object store are counted in every process that mapped them, so this over-counts for Ray;
 * peak RSS (at once): the highest sum of current resident sets seen in one sample.
 
-Ratios are against the single-process path.
+Ratios are against the single-process path (with `--skip-single`, against the local executor).
 
     python benchmarks/curation_scale.py --mb 20 100 --workers 1 2 --repeats 3
 """
@@ -44,8 +44,9 @@ from pathlib import Path
 SAMPLE_SECONDS = 0.2
 
 
-def build_corpus(folder: Path, megabytes: float, shards: int) -> tuple[int, int]:
-    """curation_throughput's replicas, replica r in shard r % shards; (documents, bytes)."""
+def build_corpus(folder: Path, megabytes: float, shards: int, by_line: bool = False) -> tuple[int, int]:
+    """curation_throughput's replicas, replica r in shard r % shards (`by_line`: line i in
+    shard i % shards, so every shard holds part of every replica); (documents, bytes)."""
     from curation_throughput import replica_lines
 
     folder.mkdir(parents=True)
@@ -53,7 +54,7 @@ def build_corpus(folder: Path, megabytes: float, shards: int) -> tuple[int, int]
     documents = written = 0
     try:
         for replica, line in replica_lines(megabytes):
-            handles[replica % shards].write(line)
+            handles[(documents if by_line else replica) % shards].write(line)
             written += len(line.encode("utf-8"))
             documents += 1
     finally:
@@ -187,6 +188,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--skip-single", action="store_true",
+                        help="leave out the in-memory path (about 24 MiB of memory per input MiB: 1 GiB of input does not fit 24 GiB); "
+                             "ratios are then against the local executor")
     parser.add_argument("--child", choices=["single", "local", "ray"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -194,7 +198,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.corpus, args.out, args.workers[0], args.batch_size)
         return
-    configurations = [("single", 1), ("local", 1)] + [("ray", n) for n in args.workers]
+    configurations = ([] if args.skip_single else [("single", 1)]) + [("local", 1)] + [("ray", n) for n in args.workers]
     with tempfile.TemporaryDirectory() as folder:
         for megabytes in args.mb:
             corpus = Path(folder) / f"corpus-{megabytes:g}"
@@ -211,10 +215,10 @@ def main() -> None:
                     runs.append(measure(mode, corpus, Path(folder) / f"out-{mode}-{workers}-{repeat}", workers, args.batch_size))
                     print(f"  {name} run {repeat + 1}: {runs[-1]['seconds']:.1f}s, kept {runs[-1]['kept']:,}", flush=True)
                 rows[name] = runs
-            baseline = rows["single process, in memory"]
+            baseline = next(iter(rows.values()))  # the in-memory path, or the local executor with --skip-single
             base_rate = mib / statistics.median(r["seconds"] for r in baseline)
             base_sum = statistics.median(r["peak_rss_sum"] for r in baseline)
-            print(f"\n| configuration | MiB/s (median) | x single | Ray start s | kept | peak RSS, sum of peaks | x single | peak RSS, at once | processes |")
+            print(f"\n| configuration | MiB/s (median) | x {next(iter(rows))} | Ray start s | kept | peak RSS, sum of peaks | x first | peak RSS, at once | processes |")
             print("|---|---|---|---|---|---|---|---|---|")
             for name, runs in rows.items():
                 rate = mib / statistics.median(r["seconds"] for r in runs)

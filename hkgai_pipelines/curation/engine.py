@@ -158,6 +158,8 @@ PARTS_DIR_NAME = f"{STAGING_PREFIX}parts"
 UNIT_COMPLETE = "complete.json"
 #: Inside a unit folder: each part's settled rows under the digest of its verdicts.
 SETTLED_DIR = "settled"
+#: In the parts folder: the candidate pairs the last run verified (`VerifiedPairs`).
+PAIRS_FILE = "verified-pairs.parquet"
 #: Folder inside the staging folder for the quarantine fragments.
 WORK_DIR = ".work"
 
@@ -532,6 +534,58 @@ def _complete_parts(folder: Path) -> list[str] | None:
     return names if all((folder / name).is_file() for name in names) else None
 
 
+class VerifiedPairs:
+    """Incremental curation's memory of verified candidate pairs: `<parts_dir>/PAIRS_FILE`
+    holds (anchor order, member order, similarity) of every pair the last run verified. A pair
+    whose two records both belong to units taken as they are (same file content, position,
+    parameters and code, so the same texts at the same order keys) has the same similarity,
+    so only the other pairs are verified again: those with a record of a new or changed unit.
+    Without a parts folder, `verifier` returns `verify` itself."""
+
+    def __init__(self, plan: UnitPlan):
+        self.plan = plan
+        self.path = plan.parts_dir / PAIRS_FILE if plan.parts_dir is not None else None
+        self.reused = 0
+        self._answered: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def verifier(self, verify):
+        if self.path is None:
+            return verify
+
+        def remembered(anchor: np.ndarray, member: np.ndarray):
+            import pandas as pd
+
+            cached_units = np.array(sorted(unit.index for unit in self.plan.cached), dtype=np.int64)
+            both = np.isin(anchor >> ITEM_BITS, cached_units) & np.isin(member >> ITEM_BITS, cached_units)
+            known = self._read()
+            asked = pd.DataFrame({"a": anchor[both], "m": member[both], "i": np.flatnonzero(both)})
+            hits = asked.merge(pd.DataFrame({"a": known[0], "m": known[1], "s": known[2]}), on=["a", "m"], how="inner")
+            todo = np.ones(len(anchor), dtype=bool)
+            todo[hits["i"].to_numpy()] = False
+            self.reused = len(hits)
+            got = verify(anchor[todo], member[todo]) if todo.any() else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+            self._answered = (np.concatenate([hits["a"].to_numpy(), np.asarray(got[0], np.int64)]),
+                              np.concatenate([hits["m"].to_numpy(), np.asarray(got[1], np.int64)]),
+                              np.concatenate([hits["s"].to_numpy(), np.asarray(got[2], np.float64)]))
+            return self._answered
+        return remembered
+
+    def _read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        try:
+            table = pq.read_table(self.path)
+            return tuple(table.column(name).to_numpy() for name in ("anchor", "member", "similarity"))
+        except (OSError, pa.ArrowException, KeyError):  # none yet, or damaged: verify everything
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+
+    def save(self) -> None:
+        """Keep this run's verified pairs for the next run (none verified: nothing kept)."""
+        if self.path is None:
+            return
+        anchor, member, similarity = self._answered or (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        with atomic_path(self.path) as temp:
+            pq.write_table(pa.table({"anchor": anchor, "member": member, "similarity": similarity}), temp)
+
+
 @dataclass(frozen=True)
 class _WorkFolders:
     staging: Path
@@ -598,7 +652,9 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     def verify(anchor: np.ndarray, member: np.ndarray):
         return _verify_pairs_locally(parts, anchor, member, params)
 
-    decisions = decide_duplicates(keys.finish(), params.dedup.threshold, verify)
+    pairs = VerifiedPairs(work.plan)
+    decisions = decide_duplicates(keys.finish(), params.dedup.threshold, pairs.verifier(verify))
+    pairs.save()
     seconds["dedup"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -608,7 +664,8 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
         stats.merge(part_stats)
         digest.merge(part_digest)
     seconds["settle"] = time.perf_counter() - started
-    return stats, digest, seconds, {**decisions.summary, "resumed_records": progress.reused_records, "cached_records": progress.cached_records}
+    return stats, digest, seconds, {**decisions.summary, "pairs_remembered": pairs.reused, "resumed_records": progress.reused_records,
+                                    "cached_records": progress.cached_records}
 
 
 def _batches(units: list[InputUnit], batch_size: int, by_unit: bool = False) -> Iterator[pa.Table]:
@@ -668,7 +725,9 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     def verify(anchor: np.ndarray, member: np.ndarray):
         return _verify_pairs(parts, anchor, member, params, workers, batch_size)
 
-    decisions = decide_duplicates(keys.finish(), params.dedup.threshold, verify)
+    pairs = VerifiedPairs(work.plan)
+    decisions = decide_duplicates(keys.finish(), params.dedup.threshold, pairs.verifier(verify))
+    pairs.save()
     seconds["dedup"] = time.perf_counter() - started
 
     # 3. settle each part with the decisions.
@@ -686,7 +745,8 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
                 stats.merge(CurationStats.from_dict(json.loads(part_stats)))
                 digest.merge(KeptDigest(int(part_digest, 16)))
     seconds["settle"] = time.perf_counter() - started
-    return stats, digest, seconds, {**decisions.summary, "resumed_records": progress.reused_records, "cached_records": progress.cached_records}
+    return stats, digest, seconds, {**decisions.summary, "pairs_remembered": pairs.reused, "resumed_records": progress.reused_records,
+                                    "cached_records": progress.cached_records}
 
 
 def _finish_outputs(staging: Path, work: _WorkFolders) -> None:
