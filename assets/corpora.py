@@ -77,39 +77,44 @@ def cleaned_corpus(
     versions = OutputVersions(lake.root_path, CLEANED_DIR)
     with versions.lock():
         previous = versions.current()
-        if previous is not None and previous != versions.link:
-            # A run stopped between making its version current and moving its DVC record.
-            dvc.point(_versioned(previous), CLEANED_DIR)
+        previous_md5 = _record_current(versions, previous, dvc)
         version = versions.new_version()
-        # The curation engine, in this process or on Ray when RAY_ADDRESS names a cluster, into
-        # a new version folder that readers cannot see yet. Incremental: the steps run only on
-        # the raw partitions that are new or changed since the last run (their part files are
-        # kept in the versions folder); deduplication and the outputs cover every partition.
-        run = curate_lake(lake.root_path, catalog.names, params, version, work_dir=versions.folder,
-                          parts_dir=versions.folder / PARTS_DIR_NAME)
-        stats, outputs = run.stats, run.outputs
-        # DVC and MLflow before the version becomes current: when either fails, the step fails
-        # and readers keep the previous corpus.
-        tracked = dvc.track_and_push(_versioned(version))
-        unchanged = previous is not None and tracked.md5 == dvc.recorded_md5(CLEANED_DIR)
-        run_id = mlflow.log_run(
-            "cleaned_corpus",
-            params={"dedup_threshold": params.dedup.threshold, "allowed_languages": ",".join(params.allowed_languages),
-                    "executor": run.executor, "workers": run.workers},
-            metrics={"input_records": stats.input_records, "kept": stats.kept, "rejected": stats.rejected, "quarantined": stats.quarantined},
-            tags={"asset": "cleaned_corpus", "dagster_run_id": context.run_id, "dvc_md5": tracked.md5, "data_version": outputs.content_hash,
-                  "corpus_version": (previous if unchanged else version).name, "published": "unchanged" if unchanged else "new version"},
-            artifacts={"curation": outputs.stats},
-            experiment=f"{mlflow.experiment_name}-data",
-        )
+        try:
+            # The curation engine, in this process or on Ray when RAY_ADDRESS names a cluster,
+            # into a new version folder that readers cannot see yet. Incremental: the steps run
+            # only on the raw partitions that are new or changed since the last run (their part
+            # files are kept in the versions folder); deduplication and the outputs cover every
+            # partition.
+            run = curate_lake(lake.root_path, catalog.names, params, version, work_dir=versions.folder,
+                              parts_dir=versions.folder / PARTS_DIR_NAME)
+            stats, outputs = run.stats, run.outputs
+            # DVC and MLflow before the version becomes current: when either fails, the step
+            # fails and readers keep the previous corpus.
+            tracked = dvc.track_and_push(_versioned(version))
+            unchanged = previous_md5 is not None and tracked.md5 == previous_md5
+            run_id = mlflow.log_run(
+                "cleaned_corpus",
+                params={"dedup_threshold": params.dedup.threshold, "allowed_languages": ",".join(params.allowed_languages),
+                        "executor": run.executor, "workers": run.workers},
+                metrics={"input_records": stats.input_records, "kept": stats.kept, "rejected": stats.rejected,
+                         "quarantined": stats.quarantined},
+                tags={"asset": "cleaned_corpus", "dagster_run_id": context.run_id, "dvc_md5": tracked.md5,
+                      "data_version": outputs.content_hash, "corpus_version": (previous if unchanged else version).name,
+                      "published": "unchanged" if unchanged else "new version"},
+                artifacts={"curation": outputs.stats},
+                experiment=f"{mlflow.experiment_name}-data",
+            )
+        except BaseException:
+            _discard(version)  # never published (a kill leaves it to the next prune)
+            raise
         if unchanged:
             # Identical outputs (the same DVC hash): the current version stays, no copy of it.
-            shutil.rmtree(version)
-            Path(f"{version}.dvc").unlink(missing_ok=True)
+            _discard(version)
             published = previous
         else:
-            versions.make_current(version)  # the one atomic step
-            dvc.point(_versioned(version), CLEANED_DIR)
+            record = dvc.read_record(_versioned(version))
+            versions.make_current(version, record)  # logged, then the one atomic step
+            dvc.point(CLEANED_DIR, _versioned(version), record)
             published = version
         pruned = versions.prune()
     dedup_dropped = stats.steps["dedup"].get("dropped", 0)
@@ -151,6 +156,30 @@ def cleaned_corpus(
         },
         data_version=dg.DataVersion(outputs.content_hash),
     )
+
+
+def _record_current(versions: OutputVersions, current: Path | None, dvc: DvcResource) -> str | None:
+    """The current version's DVC hash (None before the first publish, or when it is not
+    known), with `cleaned.dvc` made to record that version: a run stopped between the link swap
+    and writing `cleaned.dvc`, or a rollback (`OutputVersions.make_current(older)`), leaves it
+    recording another one."""
+    if current is None:
+        return None
+    if current == versions.link:  # a lake from before versions: cleaned.dvc records the folder
+        return dvc.recorded_md5(CLEANED_DIR)
+    record = versions.published().get(current.name)
+    if not record:
+        return None
+    md5 = record["outs"][0]["md5"]
+    if dvc.recorded_md5(CLEANED_DIR) != md5:
+        dvc.point(CLEANED_DIR, _versioned(current), record)
+    return md5
+
+
+def _discard(version: Path) -> None:
+    # The record first: a record whose folder is gone would make `dvc checkout` bring it back.
+    Path(f"{version}.dvc").unlink(missing_ok=True)
+    shutil.rmtree(version, ignore_errors=True)
 
 
 def _versioned(version: Path) -> str:

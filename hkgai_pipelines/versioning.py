@@ -138,26 +138,32 @@ def track_and_push(repo_dir: Path, target: str, remote_url: str) -> TrackedData:
     )
 
 
-def point(repo_dir: Path, target: str, name: str) -> Path:
-    """Make `<name>.dvc` the record of `target` (a folder relative to repo_dir that
-    `track_and_push` tracked): `<target>.dvc` is moved to `<name>.dvc` with its output path
-    rewritten relative to the repository, so `dvc pull <name>.dvc` restores what `name`
-    points at (a versioned output's current version, see `curation/versions.py`). Moved, not
-    copied: DVC refuses two records of one output. A no-op when `<target>.dvc` is gone (moved
-    already). Returns the path of `<name>.dvc`. Raises DvcError for a record without outputs.
-    """
-    repo_dir = Path(repo_dir)
-    source, pointer = repo_dir / f"{target}.dvc", repo_dir / f"{name}.dvc"
-    if not source.is_file():
-        return pointer
-    record = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+def read_record(repo_dir: Path, target: str) -> dict:
+    """The DVC record `track_and_push` wrote for `target` (`<target>.dvc`, as a dict).
+    Raises DvcError when it is missing or records no output."""
+    source = Path(repo_dir) / f"{target}.dvc"
+    try:
+        record = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except OSError as error:
+        raise DvcError(f"no DVC record {source}: {error}") from None
     if not record.get("outs"):
         raise DvcError(f"{source} records no output")
-    record["outs"][0]["path"] = Path(target).as_posix()
+    return record
+
+
+def point(repo_dir: Path, name: str, target: str, record: dict) -> Path:
+    """Make `<name>.dvc` the record of `target` (a folder relative to repo_dir; `record` as
+    `read_record` gave it), its output path rewritten relative to the repository, so `dvc
+    pull <name>.dvc` restores what `name` points at (a versioned output's current version,
+    see `curation/versions.py`), and remove `<target>.dvc`: DVC refuses two records of one
+    output. Written atomically. Returns the path of `<name>.dvc`."""
+    repo_dir = Path(repo_dir)
+    pointer = repo_dir / f"{name}.dvc"
+    record = {**record, "outs": [{**record["outs"][0], "path": Path(target).as_posix()}, *record["outs"][1:]]}
     temporary = pointer.with_name(f".{pointer.name}.tmp")
     temporary.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
     os.replace(temporary, pointer)
-    source.unlink()
+    (repo_dir / f"{target}.dvc").unlink(missing_ok=True)
     return pointer
 
 

@@ -64,8 +64,11 @@ class DvcResource(dg.ConfigurableResource):
     def track_and_push(self, target: str) -> versioning.TrackedData:
         return versioning.track_and_push(Path(self.repo_dir), target, self.remote_url)
 
-    def point(self, target: str, name: str) -> Path:
-        return versioning.point(Path(self.repo_dir), target, name)
+    def read_record(self, target: str) -> dict:
+        return versioning.read_record(Path(self.repo_dir), target)
+
+    def point(self, name: str, target: str, record: dict) -> Path:
+        return versioning.point(Path(self.repo_dir), name, target, record)
 
     def recorded_md5(self, name: str) -> str | None:
         return versioning.recorded_md5(Path(self.repo_dir), name)

@@ -9,6 +9,7 @@ import yaml
 
 from hkgai_pipelines.assets.corpora import cleaned_corpus, corpora_checks, raw_documents
 from hkgai_pipelines.curation.engine import PARTS_DIR_NAME
+from hkgai_pipelines.curation.versions import OutputVersions
 from hkgai_pipelines.resources import DataLakeResource, DvcResource, MlflowResource, PipelineConfigResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -168,6 +169,7 @@ def test_cleaned_corpus_versions_change_together_and_only_after_dvc_and_mlflow(s
             patch.setattr(MlflowResource, "log_run", outage)
             failed = dg.materialize([cleaned_corpus], instance=instance, resources=resources, raise_on_error=False)
         assert not failed.success
+        assert [v.name for v in (lake / "cleaned.versions").glob("v*")] == [first["version"]]
         assert (lake / "cleaned").readlink() == Path("cleaned.versions", first["version"])
         assert yaml.safe_load((lake / "cleaned.dvc").read_text())["outs"][0]["md5"] == first["dvc_md5"]
         stats = yaml.safe_load((lake / "cleaned" / "stats.json").read_text())
@@ -178,12 +180,21 @@ def test_cleaned_corpus_versions_change_together_and_only_after_dvc_and_mlflow(s
     assert second["kept"] < first["kept"] and second["dvc_md5"] != first["dvc_md5"]
     assert (lake / "cleaned").readlink() == Path("cleaned.versions", second["version"])
     assert yaml.safe_load((lake / "cleaned" / "stats.json").read_text())["kept"] == second["kept"]
-    # The failed run's version was complete but never current: kept as one of the two previous.
+    # The failed run's version (pushed to DVC, never current) went with its record.
     names = sorted(v.name for v in (lake / "cleaned.versions").glob("v*") if v.is_dir())
-    assert len(names) == 3 and names[0] == first["version"] and names[-1] == second["version"]
+    assert names == [first["version"], second["version"]]
     assert [p.name for p in lake.glob("*.dvc") if p.is_file()] == ["cleaned.dvc"]
-    # Its DVC record (pushed before MLflow failed) stays beside it until it is pruned.
-    assert [p.name for p in (lake / "cleaned.versions").glob("*.dvc")] == [f"{names[1]}.dvc"]
+    assert list((lake / "cleaned.versions").glob("*.dvc")) == []
+
+    # A rollback to the first version: the next run compares its corpus with the first (not with
+    # what cleaned.dvc still records) and publishes the second corpus again as a new version.
+    OutputVersions(lake, "cleaned").make_current(lake / "cleaned.versions" / first["version"])
+    with dg.instance_for_test() as instance:
+        third = _cleaned_metadata(dg.materialize([cleaned_corpus], instance=instance, resources=resources))
+    assert third["published"] == f"new version {third['version']} (previous {first['version']})"
+    assert third["dvc_md5"] == second["dvc_md5"] and third["incremental"].startswith("0 input units processed")
+    record = yaml.safe_load((lake / "cleaned.dvc").read_text())["outs"][0]
+    assert (record["md5"], record["path"]) == (third["dvc_md5"], f"cleaned.versions/{third['version']}")
 
 
 @pytest.mark.timeout(600)

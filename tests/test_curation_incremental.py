@@ -151,3 +151,31 @@ def test_an_added_record_that_joins_two_clusters_settles_the_old_part_again(cura
     assert run.stats.kept == 1 and len(calls) == 2  # 2.jsonl's part again, and 3.jsonl's
     full = engine.curate(_units(folder, "1.jsonl", "2.jsonl", "3.jsonl"), curation_params, tmp_path / "full")
     assert read_outputs(tmp_path / "v2") == read_outputs(tmp_path / "full")
+
+
+def test_a_stopped_units_settled_rows_are_not_reused(corpus, curation_params, tmp_path):
+    """A review finding: a stopped run's settled rows, kept under a verdict digest that does
+    not say which rows a part covered, could be linked into a run that cut the unit elsewhere."""
+    parts = tmp_path / "parts"
+    (unit,) = _units(corpus, A0)
+    stale = parts / engine.unit_fingerprint(unit, curation_params, 2) / engine.SETTLED_DIR / "part-00000000000000000000-abc"
+    stale.mkdir(parents=True)
+    (stale / "result.json").write_text("{}")
+    plan = engine.plan_units([unit], curation_params, 2, parts)
+    assert plan.todo == [unit] and not stale.parent.exists()
+
+
+def test_remembered_pairs_are_used_only_between_units_with_the_fingerprints_they_were_saved_with(corpus, curation_params, tmp_path):
+    import pyarrow.parquet as pq
+
+    parts = tmp_path / "parts"
+    first = engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    saved = pq.read_table(parts / engine.PAIRS_FILE)
+    fingerprints = json.loads(saved.schema.metadata[b"unit_fingerprints"])
+    assert sorted(fingerprints) == ["0", "1"]
+    # As if a failed run had saved the pairs while another file stood at position 0.
+    pq.write_table(saved.replace_schema_metadata({"unit_fingerprints": json.dumps({**fingerprints, "0": "another"})}),
+                   parts / engine.PAIRS_FILE)
+    run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    assert first.dedup["candidate_pairs"] > 0 and run.dedup["pairs_remembered"] == 0
+    assert read_outputs(tmp_path / "v2") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]

@@ -62,8 +62,9 @@ def test_the_current_version_is_recorded_as_cleaned_dvc(tmp_path):
         (version / "stats.json").write_text(f'{{"kept": {kept}}}')
         target = f"cleaned.versions/{version.name}"
         tracked = versioning.track_and_push(repo, target, remote)
-        versions.make_current(version)
-        assert versioning.point(repo, target, "cleaned") == repo / "cleaned.dvc"
+        record = versioning.read_record(repo, target)
+        versions.make_current(version, record)
+        assert versioning.point(repo, "cleaned", target, record) == repo / "cleaned.dvc"
         assert not (repo / f"{target}.dvc").exists()
         record = yaml.safe_load((repo / "cleaned.dvc").read_text())["outs"][0]
         assert (record["path"], record["md5"]) == (target, tracked.md5)

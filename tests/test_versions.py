@@ -74,19 +74,56 @@ def test_a_folder_from_before_versions_is_moved_into_the_versions_folder(tmp_pat
     assert versions.current() == new
     (moved,) = [v for v in versions.versions() if v != new]
     assert moved.name.startswith("v0-unversioned-") and (moved / "stats.json").read_text() == '{"kept": 0}'
+    assert versions.prune() == []  # it was current: a rollback target, kept
 
 
-def test_prune_keeps_the_current_and_the_newest_complete_versions(tmp_path):
+def test_prune_keeps_the_current_and_the_newest_published_versions(tmp_path):
     versions = OutputVersions(tmp_path, "cleaned")
     made = [_version(versions, n) for n in range(5)]
     killed = _version(versions, 9, complete=False)
-    Path(f"{killed}.dvc").write_text("outs: []")
-    versions.make_current(made[1])
-    removed = versions.prune(keep_previous=2)
-    assert sorted(removed) == sorted([made[0], made[2], killed])
-    assert versions.versions() == [made[1], made[3], made[4]]
-    assert not Path(f"{killed}.dvc").exists()
-    assert versions.current() == made[1]
+    for published in (made[0], made[2], made[3], made[2]):  # the last one a rollback
+        versions.make_current(published)
+    Path(f"{made[4]}.dvc").write_text("outs: []")  # a run that failed after its DVC push
+    orphan = versions.folder / "v19990101T000000000000Z.dvc"  # a record whose folder went
+    orphan.write_text("outs: []")
+    removed = versions.prune(keep_previous=1)
+    # made[1] and made[4] were never current (a failed run's, complete or not): not rollback targets.
+    assert sorted(removed) == sorted([made[0], made[1], made[4], killed])
+    assert versions.versions() == [made[2], made[3]]
+    assert versions.current() == made[2]
+    assert not Path(f"{made[4]}.dvc").exists() and not orphan.exists()
+    assert not list(versions.folder.glob(".trash-*"))
+
+
+def test_prune_through_a_linked_root_never_removes_the_current_version(tmp_path):
+    """A review finding: with the lake under a symlinked folder, the resolved current version
+    never equalled the listed ones, and prune deleted it after a rollback."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "alias").symlink_to(real)
+    versions = OutputVersions(tmp_path / "alias", "cleaned")
+    made = [_version(versions, n) for n in range(4)]
+    for version in made:
+        versions.make_current(version)
+    versions.make_current(versions.folder / made[0].name)  # rollback to the oldest
+    versions.prune(keep_previous=1)
+    assert (tmp_path / "alias" / "cleaned" / "stats.json").read_text() == '{"kept": 0}'
+    assert [v.name for v in versions.versions()] == [made[0].name, made[3].name]
+    # A resolved path (what a reader holds) is accepted for a rollback too.
+    versions.make_current(made[3].resolve())
+    assert versions.current() == made[3]
+
+
+def test_the_published_log_keeps_each_versions_record(tmp_path):
+    versions = OutputVersions(tmp_path, "cleaned")
+    one, two = _version(versions, 1), _version(versions, 2)
+    versions.make_current(one, {"outs": [{"md5": "a.dir"}]})
+    versions.make_current(two, {"outs": [{"md5": "b.dir"}]})
+    versions.make_current(one)  # a rollback keeps the record logged for it
+    assert versions.published() == {one.name: {"outs": [{"md5": "a.dir"}]}, two.name: {"outs": [{"md5": "b.dir"}]}}
+    with open(versions.folder / "published.jsonl", "a") as log:
+        log.write('{"version": "v2')  # a line cut short by a crash
+    assert set(versions.published()) == {one.name, two.name}
 
 
 def test_a_second_publisher_is_refused_while_the_first_holds_the_lock(tmp_path):

@@ -148,6 +148,9 @@ VERIFY_SLICE_PAIRS = 65_536
 #: finishes: a run stopped by a kill, an OOM or an error leaves them, and the next run on the
 #: same input reuses every complete one. The prefix is a staging folder's, which DVC ignores.
 RESUME_PREFIX = f"{STAGING_PREFIX}resume-"
+#: Distributions whose versions are part of `code_fingerprint` (what the steps call).
+STEP_LIBRARIES = ("ftfy", "opencc", "lingua-language-detector", "charset-normalizer", "trafilatura", "warcio", "rensa", "pycantonese",
+                  "scikit-learn", "numpy", "pyarrow")
 #: Version of what a part file holds; part files of another version are never reused.
 PART_FORMAT = 1
 #: Incremental curation (`curate(parts_dir=...)`): each unit's part files are kept between runs
@@ -402,11 +405,19 @@ def run_fingerprint(units: list[InputUnit], params: CurationParams, batch_size: 
 
 @lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """SHA-256 of the code and data the steps run: the `curation` and `sources` modules and
-    the language-ID model files. Part files of a stopped run are not reused after an upgrade
+    """SHA-256 of the code and data the steps run: the `curation` and `sources` modules, the
+    language-ID model files and the versions of STEP_LIBRARIES. Part files of a stopped run are not reused after an upgrade
     that changed how a record is processed (a PII pattern, a threshold in code)."""
+    from importlib import metadata
+
     package = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
+    # The libraries the steps call: an upgrade can change how a record is repaired or labelled.
+    for library in STEP_LIBRARIES:
+        try:
+            digest.update(f"{library}=={metadata.version(library)}\n".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{library} missing\n".encode())
     for path in sorted([*package.glob("curation/*.py"), *package.glob("sources/*.py"), *package.glob("data/langid/*")]):
         digest.update(path.relative_to(package).as_posix().encode() + b"\x00" + path.read_bytes())
     return digest.hexdigest()
@@ -474,6 +485,8 @@ class UnitPlan:
     #: Unit index -> the folder its new part files go to (None: the run's own resume folder).
     folders: dict[int, str] | None = None
     parts_dir: Path | None = None
+    #: Unit index -> its fingerprint (the name of its folder), for every unit of the run.
+    fingerprints: dict[int, str] = field(default_factory=dict)
 
     def mark_complete(self) -> None:
         """After a finished run: each processed unit's folder lists its part files, so the
@@ -491,7 +504,7 @@ class UnitPlan:
         changed file, other parameters or code. Their records are in no output any more."""
         if self.parts_dir is None or not self.parts_dir.is_dir():
             return
-        used = {Path(folder).name for folder in (self.folders or {}).values()} | {Path(p).parent.name for p in self.cached_parts}
+        used = set(self.fingerprints.values())
         for folder in self.parts_dir.iterdir():
             if folder.is_dir() and folder.name not in used:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -513,13 +526,18 @@ def plan_units(units: list[InputUnit], params: CurationParams, batch_size: int, 
     parts_dir = Path(os.path.abspath(parts_dir))
     plan = UnitPlan([], folders={}, parts_dir=parts_dir)
     for unit in units:
-        folder = parts_dir / unit_fingerprint(unit, params, batch_size)
+        plan.fingerprints[unit.index] = fingerprint = unit_fingerprint(unit, params, batch_size)
+        folder = parts_dir / fingerprint
         listed = _complete_parts(folder)
         if listed is not None:
             plan.cached.append(unit)
             plan.cached_parts.extend(str(folder / name) for name in listed)
         else:
             folder.mkdir(parents=True, exist_ok=True)
+            # Settled rows of a stopped run: its parts may be cut elsewhere this time (Ray's
+            # batch boundaries differ from run to run), and a part's verdict digest does not
+            # say which rows it covered. Only a complete unit's settled rows are reused.
+            shutil.rmtree(folder / SETTLED_DIR, ignore_errors=True)
             plan.todo.append(unit)
             plan.folders[unit.index] = str(folder)
     return plan
@@ -555,9 +573,12 @@ class VerifiedPairs:
         def remembered(anchor: np.ndarray, member: np.ndarray):
             import pandas as pd
 
-            cached_units = np.array(sorted(unit.index for unit in self.plan.cached), dtype=np.int64)
+            known, saved_with = self._read()
+            # A unit taken as it is this run, with the fingerprint it had when the pairs were
+            # saved: the same texts at the same order keys.
+            cached_units = np.array(sorted(unit.index for unit in self.plan.cached
+                                           if saved_with.get(unit.index) == self.plan.fingerprints[unit.index]), dtype=np.int64)
             both = np.isin(anchor >> ITEM_BITS, cached_units) & np.isin(member >> ITEM_BITS, cached_units)
-            known = self._read()
             asked = pd.DataFrame({"a": anchor[both], "m": member[both], "i": np.flatnonzero(both)})
             hits = asked.merge(pd.DataFrame({"a": known[0], "m": known[1], "s": known[2]}), on=["a", "m"], how="inner")
             todo = np.ones(len(anchor), dtype=bool)
@@ -570,20 +591,28 @@ class VerifiedPairs:
             return self._answered
         return remembered
 
-    def _read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _read(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[int, str]]:
+        """(anchor, member, similarity) arrays and the unit fingerprints they were saved with."""
         try:
             table = pq.read_table(self.path)
-            return tuple(table.column(name).to_numpy() for name in ("anchor", "member", "similarity"))
-        except (OSError, pa.ArrowException, KeyError):  # none yet, or damaged: verify everything
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+            saved_with = json.loads(table.schema.metadata[b"unit_fingerprints"])
+            return (tuple(table.column(name).to_numpy() for name in ("anchor", "member", "similarity")),
+                    {int(index): fingerprint for index, fingerprint in saved_with.items()})
+        except (OSError, pa.ArrowException, KeyError, TypeError, ValueError):  # none yet, or damaged: verify everything
+            return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)), {}
 
     def save(self) -> None:
-        """Keep this run's verified pairs for the next run (none verified: nothing kept)."""
+        """Keep this run's verified pairs for the next run (none verified: nothing kept), with
+        the fingerprint of every unit, so a pair is reused only between units that are the
+        same then and now (a failed run may save pairs whose order keys a later run gives to
+        other records)."""
         if self.path is None:
             return
         anchor, member, similarity = self._answered or (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        table = pa.table({"anchor": anchor, "member": member, "similarity": similarity})
+        table = table.replace_schema_metadata({"unit_fingerprints": json.dumps(self.plan.fingerprints)})
         with atomic_path(self.path) as temp:
-            pq.write_table(pa.table({"anchor": anchor, "member": member, "similarity": similarity}), temp)
+            pq.write_table(table, temp)
 
 
 @dataclass(frozen=True)

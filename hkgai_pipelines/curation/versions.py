@@ -8,6 +8,8 @@ Layout in the lake (the path readers use, `lake/cleaned/cleaned.parquet`, is unc
     cleaned.versions/v20261130T...Z/                          previous versions, kept for rollback and
                                                               for readers still reading them
     cleaned.versions/.curate-staging-resume-<fingerprint>/    a stopped run's part files (engine.py)
+    cleaned.versions/.curate-staging-parts/                   incremental curation's part files (engine.py)
+    cleaned.versions/published.jsonl                          every version made current, with its DVC record
 
 The four outputs of a version change together: the symlink is replaced by `rename(2)` of a new
 symlink over it, which POSIX makes atomic, so a reader opening `cleaned/...` sees the old
@@ -16,8 +18,8 @@ volumes, and of release folders in deployment tools). A version folder is comple
 can become current; a run killed half-way leaves a version folder that never became current,
 removed by the next `prune`. A reader that resolves the link once (`Path.resolve()`) keeps
 reading the same version while a newer one is published; `prune` keeps the last
-`KEEP_PREVIOUS` versions besides the current one for such readers and for rollback
-(`make_current(older)`).
+`KEEP_PREVIOUS` published versions besides the current one for such readers and for rollback
+(`make_current(older)`, then the asset re-points `cleaned.dvc` from the logged record).
 
 Plain Python, no Dagster or DVC here: `assets/corpora.py` orders the steps (curate into a new
 version, DVC push, MLflow run, then `make_current`).
@@ -26,6 +28,7 @@ version, DVC push, MLflow run, then `make_current`).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -41,6 +44,13 @@ KEEP_PREVIOUS = 2
 VERSION_PREFIX = "v"
 #: The file a complete version always has (written last by the engine's `replace_outputs`).
 COMPLETE_MARKER = "stats.json"
+#: In the versions folder: one JSON line per `make_current` ({"version", "record"}: the
+#: version's DVC record). Only versions named here were ever published; `prune` keeps no
+#: other as a rollback target, and a rollback re-points `<name>.dvc` from its record.
+PUBLISHED_LOG = "published.jsonl"
+#: Prefix a version folder is renamed to before it is deleted, so a half-deleted folder is
+#: never taken for a version.
+TRASH_PREFIX = ".trash-"
 
 
 class PublishBusyError(RuntimeError):
@@ -61,11 +71,27 @@ class OutputVersions:
         self.folder = self.root / f"{name}.versions"
 
     def current(self) -> Path | None:
-        """The current version folder (resolved), or None before the first publish. A real
-        folder at `root/name` (the layout before versions) is its own current version."""
+        """The current version folder (`self.folder / <name>`, the path `versions()` lists), or
+        None before the first publish. A real folder at `root/name` (the layout before
+        versions) is its own current version."""
         if self.link.is_symlink():
-            return self.link.resolve()
+            return self.folder / Path(os.readlink(self.link)).name
         return self.link if self.link.is_dir() else None
+
+    def published(self) -> dict[str, dict | None]:
+        """Version name -> its DVC record, for every version `make_current` published."""
+        records = {}
+        try:
+            with open(self.folder / PUBLISHED_LOG, encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        entry = json.loads(line)
+                        records[entry["version"]] = entry.get("record")
+                    except (ValueError, KeyError, TypeError):  # a line cut short by a crash
+                        continue
+        except FileNotFoundError:
+            pass
+        return records
 
     def is_versioned(self) -> bool:
         """Whether `root/name` is a link into the versions folder (published by `make_current`)."""
@@ -98,20 +124,31 @@ class OutputVersions:
                 raise PublishBusyError(f"another run is curating or publishing into {self.folder}") from None
             yield
 
-    def make_current(self, version: Path) -> None:
+    def make_current(self, version: Path, record: dict | None = None) -> None:
         """Make `version` (a complete folder in the versions folder) current with one atomic
-        rename of a new relative symlink over `root/name`.
+        rename of a new relative symlink over `root/name`, after noting it in PUBLISHED_LOG
+        with `record` (its DVC record; for a rollback to a published version, None keeps the
+        record logged for it).
 
         Raises ValueError for a folder outside the versions folder or without `stats.json`,
         OSError from the file system.
         """
-        version = Path(os.path.abspath(version))
-        if version.parent != self.folder or not (version / COMPLETE_MARKER).is_file():
+        version = self.folder / Path(version).name
+        if os.path.realpath(Path(version).parent) != os.path.realpath(self.folder) or not (version / COMPLETE_MARKER).is_file():
             raise ValueError(f"{version} is not a complete version of {self.link}")
+        if record is None:
+            record = self.published().get(version.name)
+        with open(self.folder / PUBLISHED_LOG, "a", encoding="utf-8") as log:
+            log.write(json.dumps({"version": version.name, "record": record}) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
         if self.link.exists() and not self.link.is_symlink():
             # The layout before versions: a one-time move of the old folder into the versions
             # folder (the only moment `root/name` is briefly absent).
-            os.replace(self.link, self.folder / f"{VERSION_PREFIX}0-unversioned-{int(self.link.stat().st_mtime)}")
+            legacy = f"{VERSION_PREFIX}0-unversioned-{int(self.link.stat().st_mtime)}"
+            os.replace(self.link, self.folder / legacy)
+            with open(self.folder / PUBLISHED_LOG, "a", encoding="utf-8") as log:  # it was current: a rollback target
+                log.write(json.dumps({"version": legacy, "record": None}) + "\n")
         temporary = self.root / f".{self.name}.{os.getpid()}.link.tmp"
         if os.path.lexists(temporary):
             os.unlink(temporary)
@@ -120,19 +157,28 @@ class OutputVersions:
         _fsync_folder(self.root)
 
     def prune(self, keep_previous: int = KEEP_PREVIOUS) -> list[Path]:
-        """Remove version folders other than the current one and the `keep_previous` newest
-        complete ones, incomplete ones (a killed or failed run's) included, with any
-        `<version>.dvc` beside them. Call it under `lock`. Returns what was removed."""
-        current = self.current()
-        complete = [v for v in self.versions() if v != current and (v / COMPLETE_MARKER).is_file()]
-        keep = set(complete[-keep_previous:]) if keep_previous > 0 else set()
+        """Remove every version folder but the current one and the `keep_previous` newest
+        other *published* ones: versions a failed or killed run left (never current, complete
+        or not) go too, with any `<version>.dvc` beside them and records whose folder is gone.
+        Call it under `lock`. Returns the versions removed."""
+        current, published = self.current(), self.published()
+        previous = [v for v in self.versions() if v != current and v.name in published and (v / COMPLETE_MARKER).is_file()]
+        keep = {current, *(previous[-keep_previous:] if keep_previous > 0 else [])}
         removed = []
         for version in self.versions():
-            if version == current or version in keep:
+            if version in keep:
                 continue
-            shutil.rmtree(version, ignore_errors=True)
+            # Out of the versions' names first: a deletion that fails half-way leaves a folder
+            # nothing takes for a version (and the next prune tries again).
+            trash = self.folder / f"{TRASH_PREFIX}{version.name}"
+            os.replace(version, trash)
             Path(f"{version}.dvc").unlink(missing_ok=True)
             removed.append(version)
+        for record in self.folder.glob(f"{VERSION_PREFIX}*.dvc"):
+            if not record.with_suffix("").is_dir():
+                record.unlink()
+        for trash in self.folder.glob(f"{TRASH_PREFIX}*"):
+            shutil.rmtree(trash, ignore_errors=True)
         return removed
 
 
