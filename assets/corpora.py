@@ -142,7 +142,8 @@ def cleaned_corpus(
             "pii_redacted": markdown_table(["type", "count"], sorted(stats.pii.items())),
             "engine": f"Ray Data, {run.workers} workers ({run.cluster})" if run.executor == "ray" else "local executor (this process)",
             "incremental": f"{run.processed_units} input units processed, {run.cached_units} taken from earlier runs "
-                           f"({run.cached_records} records not processed again)",
+                           f"({run.cached_records} records not processed again); sources curated: "
+                           f"{', '.join(run.processed_sources) or 'none (no partition changed)'}",
             "engine_seconds": markdown_table(["phase", "seconds"], [(phase, round(s, 1)) for phase, s in run.seconds.items()]),
             "dedup": markdown_table(["measure", "records or pairs"], sorted(run.dedup.items())),
             "path": dg.MetadataValue.path(str(published)),

@@ -133,7 +133,9 @@ def test_a_changed_partition_is_curated_alone_and_gives_the_full_run_corpus(smal
         sources_file.write_text(yaml.safe_dump(catalog, allow_unicode=True))
         assert dg.materialize([raw_documents], partition_key="ctcpc", instance=instance, resources=resources).success
         incremental = _cleaned_metadata(dg.materialize([cleaned_corpus], instance=instance, resources=resources))
-        assert incremental["incremental"].startswith("1 input units processed, 9 taken")  # ctcpc's records; its quarantine file is unchanged
+        # ctcpc's records; its quarantine file is unchanged
+        assert incremental["incremental"].startswith("1 input units processed, 9 taken")
+        assert incremental["incremental"].endswith("sources curated: ctcpc")
         shutil.rmtree(lake / "cleaned.versions" / PARTS_DIR_NAME)
         full = _cleaned_metadata(dg.materialize([cleaned_corpus], instance=instance, resources=resources))
     assert full["incremental"].startswith("10 input units processed, 0 taken")
@@ -156,6 +158,7 @@ def test_cleaned_corpus_versions_change_together_and_only_after_dvc_and_mlflow(s
         # Incremental: nothing changed, so no partition went through the steps again.
         assert first["incremental"].startswith("10 input units processed, 0 taken")
         assert again["incremental"].startswith("0 input units processed, 10 taken")
+        assert again["incremental"].endswith("sources curated: none (no partition changed)")
 
         # A different corpus (a stricter length bound), and MLflow down when it is recorded.
         params = small_project["params"]

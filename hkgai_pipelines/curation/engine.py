@@ -186,6 +186,8 @@ class EngineRun:
     cached_units: int = 0
     processed_units: int = 0
     cached_records: int = 0
+    #: Sources of the processed units, in input order (incremental runs: what changed).
+    processed_sources: tuple[str, ...] = ()
 
 
 def default_workers() -> int:
@@ -382,7 +384,8 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
     outputs = CurationOutputs(out_dir, paths["cleaned.parquet"], paths["rejected.parquet"], paths["quarantine.jsonl"],
                               paths["stats.json"], digest.hexdigest())
     resumed, cached = summary.pop("resumed_records"), summary.pop("cached_records")
-    return EngineRun(stats, outputs, executor, workers, where, seconds, summary, resumed, len(plan.cached), len(plan.todo), cached)
+    return EngineRun(stats, outputs, executor, workers, where, seconds, summary, resumed, len(plan.cached), len(plan.todo), cached,
+                     tuple(dict.fromkeys(unit.source for unit in plan.todo)))
 
 
 def run_fingerprint(units: list[InputUnit], params: CurationParams, batch_size: int) -> str:
