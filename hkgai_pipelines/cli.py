@@ -175,11 +175,13 @@ def curate(
     if out.exists() and not out.is_dir():
         console.print(f"[red]--out {escape(str(out))} is a file: give a folder[/red]", soft_wrap=True)
         raise typer.Exit(2)
-    if OutputVersions(out.parent, out.name).is_versioned():
-        # Writing into the current version in place would change it under its readers.
-        console.print(f"[red]--out {escape(str(out))} is the current version of a versioned output (a link into "
-                      f"{escape(out.name)}.versions/): materialize cleaned_corpus to publish a new version, or give "
-                      f"another folder[/red]", soft_wrap=True)
+    held = OutputVersions.holding(out)
+    if held is not None:
+        # Writing into a published version in place would change it under its readers and
+        # behind its DVC record.
+        console.print(f"[red]--out {escape(str(out))} is the current version of a versioned output or one of its "
+                      f"published versions ({escape(str(held.folder))}): materialize cleaned_corpus to publish a new "
+                      f"version, or give another folder[/red]", soft_wrap=True)
         raise typer.Exit(2)
     try:
         params = load_curation_params(params_file or settings.params_file)

@@ -179,3 +179,25 @@ def test_remembered_pairs_are_used_only_between_units_with_the_fingerprints_they
     run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
     assert first.dedup["candidate_pairs"] > 0 and run.dedup["pairs_remembered"] == 0
     assert read_outputs(tmp_path / "v2") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
+
+
+def test_a_moved_lake_keeps_its_part_files(curation_params, tmp_path):
+    """A trial: a copied home re-processed every unit, because the fingerprint held the
+    absolute path. Lake units are fingerprinted by their path relative to the lake."""
+    import shutil
+
+    from hkgai_pipelines.curation.inputs import lake_units
+    from hkgai_pipelines.sources.ingest import raw_paths
+    from hkgai_pipelines.sources.lake import write_raw_records
+    from hkgai_pipelines.sources.records import RawRecord
+
+    lake = tmp_path / "home" / "lake"
+    raw, _ = raw_paths(lake, "s")
+    raw.parent.mkdir(parents=True)
+    write_raw_records([RawRecord(text=LEGCO, source="s", licence="x", locator="l:1", id="s:1")], raw)
+    parts = tmp_path / "home" / "parts"
+    engine.curate(lake_units(lake, ["s"]), curation_params, tmp_path / "home" / "v1", parts_dir=parts)
+    shutil.copytree(tmp_path / "home", tmp_path / "moved")
+    run = engine.curate(lake_units(tmp_path / "moved" / "lake", ["s"]), curation_params, tmp_path / "moved" / "v2",
+                        parts_dir=tmp_path / "moved" / "parts")
+    assert (run.processed_units, run.cached_units) == (0, 2)

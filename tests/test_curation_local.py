@@ -243,6 +243,8 @@ def test_hkgai_curate_usage_errors_are_one_line(corpus, tmp_path):
     cases = {
         # The lake's published corpus: writing into it would change the current version in place.
         ("curate", str(corpus), "--out", str(lake.link)): "is the current version of a versioned output",
+        # A trial: the version folder itself (through the versions folder) was written in place.
+        ("curate", str(corpus), "--out", str(version)): "is the current version of a versioned output",
         ("curate", str(corpus), "--out", str(tmp_path / "afile")): "is a file: give a folder",
         ("curate", str(corpus), "--out", str(tmp_path / "o"), "--params", str(tmp_path / "none.yaml")): "parameters file not found",
         ("curate", "--out", str(tmp_path / "o")): "give input files/folders or --lake",
@@ -251,6 +253,8 @@ def test_hkgai_curate_usage_errors_are_one_line(corpus, tmp_path):
     for args, message in cases.items():
         result = runner.invoke(app, list(args))
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, (args, result.output)
+    # A new version folder nobody published yet (what the RayJob writes into) is allowed.
+    assert OutputVersions.holding(lake.new_version()) is None
     (tmp_path / "empty").mkdir()
     empty = runner.invoke(app, ["curate", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert empty.exit_code == 0 and "no input records" in empty.output

@@ -465,8 +465,13 @@ def unit_fingerprint(unit: InputUnit, params: CurationParams, batch_size: int) -
     input order, path, source, ...), the file's content (BLAKE2b of its bytes: a re-ingested
     but identical partition keeps its parts), the parameters, the batch size, the part
     format and the code of the steps."""
+    # The path relative to the unit's root (the lake) or its file name, not the absolute path:
+    # a moved or copied home keeps its kept part files. What the records say about their file
+    # (locators) comes from the root-relative path and `name`, which stay in.
+    row = {**unit.to_row(), "root": None,
+           "path": os.path.relpath(unit.path, unit.root) if unit.root else Path(unit.path).name}
     digest = hashlib.sha256(json.dumps(
-        {"format": PART_FORMAT, "code": code_fingerprint(), "batch_size": batch_size, "params": asdict(params), "unit": unit.to_row()},
+        {"format": PART_FORMAT, "code": code_fingerprint(), "batch_size": batch_size, "params": asdict(params), "unit": row},
         sort_keys=True, default=str).encode())
     try:
         with open(unit.path, "rb") as handle:

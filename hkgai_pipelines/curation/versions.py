@@ -97,6 +97,19 @@ class OutputVersions:
         """Whether `root/name` is a link into the versions folder (published by `make_current`)."""
         return self.link.is_symlink() and Path(os.path.realpath(self.link)).parent == Path(os.path.realpath(self.folder))
 
+    @classmethod
+    def holding(cls, path: Path) -> OutputVersions | None:
+        """The versioned output whose link or *published* version `path` is (symlinks
+        resolved), or None. A new, never-published version folder is not held: a curation run
+        may write into it (the RayJob does)."""
+        real = Path(os.path.realpath(path))
+        if real.parent.name.endswith(".versions"):
+            versions = cls(real.parent.parent, real.parent.name[: -len(".versions")])
+            if versions.link.is_symlink() and (real.name in versions.published() or versions.current() == versions.folder / real.name):
+                return versions
+        link = cls(Path(path).parent, Path(path).name)
+        return link if link.is_versioned() else None
+
     def versions(self) -> list[Path]:
         """Every version folder, oldest first."""
         if not self.folder.is_dir():
