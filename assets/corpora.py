@@ -5,7 +5,6 @@ version folder, pushes it with DVC and records it in MLflow, and only then makes
 with one atomic link swap; identical outputs keep the current version.
 """
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -105,11 +104,11 @@ def cleaned_corpus(
                 experiment=f"{mlflow.experiment_name}-data",
             )
         except BaseException:
-            _discard(version)  # never published (a kill leaves it to the next prune)
+            versions.discard(version)  # never published (a kill leaves it to the next prune)
             raise
         if unchanged:
             # Identical outputs (the same DVC hash): the current version stays, no copy of it.
-            _discard(version)
+            versions.discard(version)
             published = previous
         else:
             record = dvc.read_record(_versioned(version))
@@ -175,12 +174,6 @@ def _record_current(versions: OutputVersions, current: Path | None, dvc: DvcReso
     if dvc.recorded_md5(CLEANED_DIR) != md5:
         dvc.point(CLEANED_DIR, _versioned(current), record)
     return md5
-
-
-def _discard(version: Path) -> None:
-    # The record first: a record whose folder is gone would make `dvc checkout` bring it back.
-    Path(f"{version}.dvc").unlink(missing_ok=True)
-    shutil.rmtree(version, ignore_errors=True)
 
 
 def _versioned(version: Path) -> str:

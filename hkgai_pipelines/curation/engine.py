@@ -163,6 +163,8 @@ UNIT_COMPLETE = "complete.json"
 SETTLED_DIR = "settled"
 #: In the parts folder: the candidate pairs the last run verified (`VerifiedPairs`).
 PAIRS_FILE = "verified-pairs.parquet"
+#: The columns of a part file that `_keys_of` turns back into the driver's keys.
+PART_KEY_COLUMNS = ["order", "id", "id_check", "candidate", "exact", "bands"]
 #: Folder inside the staging folder for the quarantine fragments.
 WORK_DIR = ".work"
 
@@ -658,7 +660,7 @@ class _WorkFolders:
 def _collect_cached(work: _WorkFolders, keys: KeyCollector, progress: _Progress, num_bands: int) -> None:
     """The keys of the units taken from earlier runs, read from their part files."""
     for part in work.plan.cached_parts:
-        table = pq.read_table(part, columns=["order", "id", "id_check", "candidate", "exact", "bands"])
+        table = pq.read_table(part, columns=PART_KEY_COLUMNS)
         _collect(_keys_of(table, num_bands, reused=False), keys, progress)
         progress.cached_records += table.num_rows
 
@@ -872,7 +874,7 @@ def _process_part(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Tab
         return _keys_of(part_schema(num_bands).empty_table(), num_bands, reused=False)
     path = Path(steps_dir) / part_name(int(orders[0]))
     if path.exists():  # written whole or not at all (rename below)
-        done = pq.read_table(path, columns=["order", "id", "id_check", "candidate", "exact", "bands"])
+        done = pq.read_table(path, columns=PART_KEY_COLUMNS)
         if np.array_equal(done.column("order").to_numpy(), orders):
             return _keys_of(done, num_bands, reused=True)
     rows = [pipeline.process(_item(row), row["order"]) for row in batch.to_pylist()]
@@ -1107,14 +1109,22 @@ def settle_part(part: str, decisions: DuplicateDecisions, out_dir: str, quaranti
         if not (kept_dir / "result.json").is_file():
             _settle_into(part, decisions, kept_dir, settled)
         return _link_settled(kept_dir, name, Path(out_dir), Path(quarantine_dir))
+    result = _settled(part, decisions, Path(out_dir) / "cleaned.parquet" / name, Path(out_dir) / "rejected.parquet" / name,
+                      Path(quarantine_dir) / f"{Path(name).stem}.jsonl")
+    return result.stats, result.digest
+
+
+def _settled(part: str, decisions: DuplicateDecisions, cleaned: Path, rejected: Path, quarantine: Path):
+    """Settle one part file and write its kept rows, rejected rows and quarantine where given
+    (each only when it has rows); the CurationResult."""
     result = settle_rows(pq.read_table(part, columns=PROCESSED_SCHEMA.names).to_pylist(), decisions)
     if result.kept:
-        pq.write_table(result.cleaned_table(), Path(out_dir) / "cleaned.parquet" / name, compression="zstd")
+        pq.write_table(result.cleaned_table(), cleaned, compression="zstd")
     if result.rejected:
-        pq.write_table(result.rejected_table(), Path(out_dir) / "rejected.parquet" / name, compression="zstd")
+        pq.write_table(result.rejected_table(), rejected, compression="zstd")
     if result.quarantined:
-        write_quarantine(result.quarantined, Path(quarantine_dir) / f"{Path(name).stem}.jsonl")
-    return result.stats, result.digest
+        write_quarantine(result.quarantined, quarantine)
+    return result
 
 
 def _settle_into(part: str, decisions: DuplicateDecisions, kept_dir: Path, settled: Path) -> None:
@@ -1125,13 +1135,7 @@ def _settle_into(part: str, decisions: DuplicateDecisions, kept_dir: Path, settl
     for other in settled.glob(f"{stem}-*"):
         shutil.rmtree(other, ignore_errors=True)
     kept_dir.mkdir(parents=True)
-    result = settle_rows(pq.read_table(part, columns=PROCESSED_SCHEMA.names).to_pylist(), decisions)
-    if result.kept:
-        pq.write_table(result.cleaned_table(), kept_dir / "cleaned.parquet", compression="zstd")
-    if result.rejected:
-        pq.write_table(result.rejected_table(), kept_dir / "rejected.parquet", compression="zstd")
-    if result.quarantined:
-        write_quarantine(result.quarantined, kept_dir / "quarantine.jsonl")
+    result = _settled(part, decisions, kept_dir / "cleaned.parquet", kept_dir / "rejected.parquet", kept_dir / "quarantine.jsonl")
     with atomic_path(kept_dir / "result.json") as temp:
         temp.write_text(json.dumps({"stats": result.stats.to_dict(), "digest": f"{result.digest.value:064x}"}), encoding="utf-8")
 

@@ -169,6 +169,12 @@ class OutputVersions:
         os.replace(temporary, self.link)
         _fsync_folder(self.root)
 
+    def discard(self, version: Path) -> None:
+        """Remove a version that was never made current, with its `<version>.dvc` (first: a
+        record whose folder is gone would make `dvc checkout` bring the folder back)."""
+        Path(f"{version}.dvc").unlink(missing_ok=True)
+        shutil.rmtree(version, ignore_errors=True)
+
     def prune(self, keep_previous: int = KEEP_PREVIOUS) -> list[Path]:
         """Remove every version folder but the current one and the `keep_previous` newest
         other *published* ones: versions a failed or killed run left (never current, complete
