@@ -691,9 +691,7 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     def verify(anchor: np.ndarray, member: np.ndarray):
         return _verify_pairs_locally(parts, anchor, member, params)
 
-    pairs = VerifiedPairs(work.plan)
-    decisions = decide_duplicates(keys.finish(), params.dedup.threshold, pairs.verifier(verify))
-    pairs.save()
+    decisions, pairs = _decide(keys, params, work.plan, verify)
     seconds["dedup"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -705,6 +703,15 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     seconds["settle"] = time.perf_counter() - started
     return stats, digest, seconds, {**decisions.summary, "pairs_remembered": pairs.reused, "resumed_records": progress.reused_records,
                                     "cached_records": progress.cached_records}
+
+
+def _decide(keys: KeyCollector, params: CurationParams, plan: UnitPlan, verify) -> tuple[DuplicateDecisions, VerifiedPairs]:
+    """Phase 2 for both executors: the corpus-wide decisions, with the pairs an earlier run
+    verified remembered (incremental curation) and this run's kept for the next."""
+    pairs = VerifiedPairs(plan)
+    decisions = decide_duplicates(keys.finish(), params.dedup.threshold, pairs.verifier(verify))
+    pairs.save()
+    return decisions, pairs
 
 
 def _batches(units: list[InputUnit], batch_size: int, by_unit: bool = False) -> Iterator[pa.Table]:
@@ -764,9 +771,7 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     def verify(anchor: np.ndarray, member: np.ndarray):
         return _verify_pairs(parts, anchor, member, params, workers, batch_size)
 
-    pairs = VerifiedPairs(work.plan)
-    decisions = decide_duplicates(keys.finish(), params.dedup.threshold, pairs.verifier(verify))
-    pairs.save()
+    decisions, pairs = _decide(keys, params, work.plan, verify)
     seconds["dedup"] = time.perf_counter() - started
 
     # 3. settle each part with the decisions.
