@@ -32,6 +32,8 @@ Training data (all shipped inside installed packages; nothing is downloaded):
     frequency, entries carrying a Cantonese feature dropped (`jieba_lexicon`). HSK alone is
     4k everyday sentences, so formal and topic vocabulary (法院, 解釋, 負責, 選舉 ...) was
     attested only on the Cantonese side; the lexicon attests it on the SWC side too.
+  - both, in-domain stage: the project's own language-labelled Hong Kong text
+    (`authored_corpus`, Apache-2.0; see "In-domain stage" below).
 Texts are deduplicated on their folded view (HSK's Simplified and Traditional fields of one
 sentence count once), then each goes to the training split or to a 10% held-out split by a
 stable hash (sha1) of its folded view, so the split is the same on every machine.
@@ -53,19 +55,28 @@ they lack (係/是, 咩/什麼, 唔/不, 幾多/多少, 晒, 攞, 咪, 俾/給, 
 看/睇, 不會/唔會, 怎樣/點樣, 和/同; Matthews & Yip 2011, Snow 2004), each kept only when the
 training corpora support it (rule beside the lists).
 
-Known limit: featureless formal SWC about Hong Kong ("香港特別行政區政府", "《基本法》由誰負責
-解釋？", "一九九七年。") is still often called yue: 香港, 法院, dates and numerals are more
-frequent in both Cantonese corpora than in any SWC text available offline (HSK, a lexicon),
-so even the agreement rule keeps them as Cantonese evidence. An SWC corpus of Hong Kong
-topics (the SWC side of CTCPC, not shipped in pycantonese 5.0.0) is what would fix it.
+In-domain stage (`fit_in_domain`, recipe 6): the packaged corpora differ from Hong Kong SWC
+in topic as well as in variety. 香港, 法院, dates and numerals are more frequent in both
+Cantonese corpora than in any SWC text available offline (HSK, a lexicon; pycantonese 5.0.0
+does not ship the SWC side of CTCPC), so featureless formal SWC about Hong Kong
+("香港特別行政區政府", "立法會每屆任期四年。") read as Cantonese: on the project's own featureless
+lines the packaged weights alone reach a balanced accuracy of 0.60 in cross-validation. The
+project's authored text (`authored_corpus`: knowledge documents, SFT and preference items,
+short lines; about 600 lines a side) covers the same Hong Kong topics in both varieties, so a
+naive Bayes part fitted on it cancels the topic; it is added to the packaged weights with a
+weight, smoothing and threshold chosen by cross-validation on that text (0.85). Known cost of
+a small in-domain set: an n-gram seen in one variety's lines only weighs for that variety
+("網" of 網上 in the Cantonese FAQ answers makes "詳情請瀏覽網頁" yue). The evaluation set is
+`benchmarks/data/langid_test.tsv`, written apart from all of this.
 
-Choice of the smoothing `alpha`, the jieba weight, the threshold and the length rule: all
-are chosen on the 10% held-out split of these training corpora, never on the evaluation set
+Choice of the smoothing `alpha`, the jieba weight, the threshold and the length rule of the
+packaged stage: all are chosen on the 10% held-out split of these training corpora, never on the evaluation set
 (`benchmarks/langid_accuracy.py`): for each jieba share in `JIEBA_SHARES` and alpha in
 `ALPHAS`, the model fitted on the training split scores the held-out items that have *no*
 feature (the only texts `langid` gives to the model); with each, a rule "featureless text of
 at least N Han characters is SWC" is tried for N in `MAX_HAN_CANDIDATES` (None: no rule,
-preferred on ties); the combination with the best class-balanced accuracy on them wins. With
+preferred on ties); the combination with the best class-balanced accuracy on them wins (the
+in-domain stage then sets the final threshold). With
 the corpora of this release the length rule did not win (featureless held-out Cantonese
 turns can be long), so `featureless_max_han` is null. The threshold is a log-odds value
 (yue minus SWC), so 0 means "as likely one as the other".
@@ -83,7 +94,7 @@ which also proves training is deterministic. A different OpenCC, scikit-learn, p
 jieba or HSK release may change the rebuilt weights: rebuild, review the manifest and commit.
 
 Licences of the training data: CTCPC CC0 1.0; HKCanCor CC BY 4.0; HSK sentences
-CC BY-SA 4.0; jieba dictionary MIT (the shipped weights are n-gram statistics derived from these corpora, which
+CC BY-SA 4.0; jieba dictionary MIT; the project's authored text Apache-2.0 (the shipped weights are n-gram statistics derived from these corpora, which
 the manifest credits).
 """
 
@@ -119,7 +130,14 @@ JIEBA_SHARES = (0.5, 1.0, 2.0)
 # Candidate lengths (Han characters) from which featureless text is SWC without asking the
 # naive Bayes scores (None: no such rule); chosen on the held-out split with the threshold.
 MAX_HAN_CANDIDATES = (None, *range(4, 21))
-RECIPE_VERSION = 5
+# The in-domain stage (`fit_in_domain`): folds of the cross-validation over the project's own
+# labelled Hong Kong text, and the candidate smoothings and weights of its naive Bayes part
+# (weight 0, the packaged corpora alone, is a candidate).
+IN_DOMAIN_FOLDS = 5
+IN_DOMAIN_ALPHAS = (0.3, 1.0, 3.0)
+IN_DOMAIN_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+AUTHORED_DIR = Path(__file__).resolve().parent.parent / "data"
+RECIPE_VERSION = 6
 
 YUE, SWC = 1, 0
 
@@ -306,7 +324,8 @@ def jieba_lexicon() -> tuple[list[str], np.ndarray]:
 # twice. Exclusions are written as look-arounds, the way cantonesedetect's *_EXCLUDE_RE lists
 # the compounds in which the character is neutral (關係, 俾斯麥, 看法, 多多少少 ...).
 # Which candidates were kept was decided on the training corpora only (never the evaluation
-# set): a Cantonese candidate is kept if no HSK sentence contains it; an SWC candidate if the
+# set; 幾時, 仲 and 入面 were proposed from errors on the project's own lines, which are
+# training data since recipe 6): a Cantonese candidate is kept if no HSK sentence contains it; an SWC candidate if the
 # share of HSK sentences containing it is at least 5 times its share of CTCPC sentences
 # (們 22x, 給 20x, 看 14x, 很 137x, 不+verb 7x, 怎 8x, 和 5.7x, 多少 5.5x). Candidates that
 # failed (誰 2.3x, 為何, 如何, 何時, 與, A-不-A 3x) are left to the model, which reads them too.
@@ -321,6 +340,9 @@ SUPPLEMENT_CANTO_RE = re.compile(
     r"|俾(?![使便斯路])"  # 俾 "give / by" (SWC 給 / 被); 俾使, 俾便, 俾斯麥, 俾路支 are SWC
     r"|靚(?!麗)"  # 靚 "pretty" (SWC 漂亮); 靚麗 is SWC
     r"|吖"  # sentence-final 吖 (aa1)
+    r"|幾時"  # 幾時 "when" (SWC 何時 / 甚麼時候)
+    r"|(?<!伯)仲(?![裁介夏秋春冬])"  # 仲 "still / also" (SWC 還); 仲裁, 仲介, 伯仲, 仲夏 are SWC
+    r"|入面"  # 入面 "inside" (SWC 裡面)
 )
 SUPPLEMENT_SWC_RE = re.compile(
     r"們"  # plural 們 (Cantonese 哋)
@@ -406,6 +428,110 @@ def traditional_view(text: str) -> str:
     """`text` itself, or its OpenCC s2hk conversion when Simplified evidence outweighs Traditional."""
     traditional, simplified = script_counts(text)
     return _converter("s2hk").convert(text) if simplified > traditional else text
+
+
+def authored_corpus(root: Path = AUTHORED_DIR) -> list[tuple[str, int, str]]:
+    """(text, YUE|SWC, source) from the project's own language-labelled Hong Kong text.
+
+    Sources (all under `hkgai_pipelines/data/`, written for this project, Apache-2.0): every
+    body paragraph of the knowledge documents (`knowledge/*.md`, their front matter's `lang`),
+    the SFT items' questions and answers (`sft/*.yaml`), the preference items' questions,
+    chosen and rejected answers (`preference/*.yaml`) and the short lines (`langid/
+    short_lines.tsv`), each with its item's language; yue is YUE, zh-hant and zh-hans are
+    SWC, other languages are left out. The value benchmark is not used (it stays an
+    evaluation set here and for the model). A text whose folded view occurs under both
+    labels reads the same in both varieties and is left out; other duplicates keep their
+    first occurrence. Fixed order (sorted file names, file order). Raises FileNotFoundError
+    when `root` lacks a folder, ValueError on a knowledge document without front matter.
+    """
+    import yaml
+
+    from hkgai_pipelines.sources.readers import parse_knowledge_document
+
+    rows: list[tuple[str, str, str]] = []
+    for path in sorted((root / "knowledge").glob("*.md")):
+        meta, body = parse_knowledge_document(path)
+        rows += [(paragraph.strip(), meta["lang"], "knowledge") for paragraph in re.split(r"\n\s*\n", body)
+                 if paragraph.strip() and not paragraph.strip().startswith("#")]
+    for folder, fields in (("sft", ("q", "a")), ("preference", ("q", "a", "c"))):
+        for path in sorted((root / folder).glob("*.yaml")):
+            for item in yaml.safe_load(path.read_text(encoding="utf-8")).get("items", []):
+                rows += [(item[f].strip(), item["lang"], folder) for f in fields if isinstance(item.get(f), str)]
+    for line in (root / "langid" / "short_lines.tsv").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            lang, text = line.split("\t", 1)
+            rows.append((text.strip(), lang, "short_lines"))
+    labels = {"yue": YUE, "zh-hant": SWC, "zh-hans": SWC}
+    seen: dict[str, set[int]] = {}
+    kept: list[tuple[str, int, str, str]] = []
+    for text, lang, source in rows:
+        folded = fold(text)
+        if lang not in labels or not folded:
+            continue
+        if folded not in seen:
+            kept.append((text, labels[lang], source, folded))
+        seen.setdefault(folded, set()).add(labels[lang])
+    return [(text, label, source) for text, label, source, folded in kept if len(seen[folded]) == 1]
+
+
+def _in_domain_fold(folded: str) -> int:
+    return int(hashlib.sha1(folded.encode("utf-8")).hexdigest()[8:16], 16) % IN_DOMAIN_FOLDS
+
+
+def fit_in_domain(packaged: np.ndarray, max_han: int | None) -> dict:
+    """The in-domain stage: a naive Bayes part fitted on `authored_corpus`, added to `packaged`.
+
+    Why: the packaged corpora differ from Hong Kong SWC in topic as well as in variety (CTCPC
+    is about Hong Kong, HSK and jieba are not), so on featureless formal text ("立法會每屆
+    任期四年。") the packaged weights read the topic as Cantonese. The project's own text covers
+    the same Hong Kong topics in both varieties, so there the topic cancels. Its weight, its
+    smoothing and the decision threshold are chosen by IN_DOMAIN_FOLDS-fold cross-validation
+    on that text (folds by a stable hash of the folded view; the part is refitted without the
+    fold it scores), on the featureless items only (the only ones langid gives the model), by
+    balanced accuracy on a 0.25-nat grid of thresholds; ties keep the smaller weight.
+
+    Returns {"ratio": packaged + weight * fitted part, shape (N_FEATURES,), "threshold",
+    "weight", "alpha", "items", "featureless_items", "cv_balanced_accuracy": {"packaged only",
+    "combined"}}.
+    """
+    corpus = authored_corpus()
+    texts = [text for text, _, _ in corpus]
+    labels = np.array([label for _, label, _ in corpus])
+    folded = [fold(text) for text in texts]
+    matrix = featurize(folded).tocsr()
+    folds = np.array([_in_domain_fold(f) for f in folded])
+    featureless = np.array([not _has_feature(text) for text in texts])
+    long_text = np.array([max_han is not None and len(f.replace(" ", "")) >= max_han for f in folded])
+    packaged_scores = np.asarray(matrix @ packaged).ravel()
+    grid = np.round(np.arange(-10.0, 10.0001, 0.25), 2)
+
+    def best_threshold(scores: np.ndarray) -> tuple[float, float]:
+        scores = np.where(long_text, -np.inf, scores)[featureless]
+        accuracy = [_balanced_accuracy(scores, labels[featureless], t) for t in grid]
+        index = int(np.argmax(accuracy))
+        return float(accuracy[index]), float(grid[index])
+
+    best = None
+    for alpha in IN_DOMAIN_ALPHAS:
+        cross = np.zeros(len(texts))
+        for k in range(IN_DOMAIN_FOLDS):
+            part = _fit(matrix[folds != k], labels[folds != k], alpha)
+            cross[folds == k] = np.asarray(matrix[folds == k] @ part).ravel()
+        for weight in IN_DOMAIN_WEIGHTS:
+            accuracy, threshold = best_threshold(packaged_scores + weight * cross)
+            if best is None or accuracy > best[0]:
+                best = (accuracy, threshold, weight, alpha)
+    accuracy, threshold, weight, alpha = best
+    part = _fit(matrix, labels, alpha)
+    return {
+        "ratio": packaged + weight * part,
+        "threshold": threshold,
+        "weight": weight,
+        "alpha": alpha,
+        "items": {"yue": int((labels == YUE).sum()), "swc": int((labels == SWC).sum())},
+        "featureless_items": int(featureless.sum()),
+        "cv_balanced_accuracy": {"packaged only": round(best_threshold(packaged_scores)[0], 4), "combined": round(accuracy, 4)},
+    }
 
 
 def _has_feature(text: str) -> bool:
@@ -533,6 +659,9 @@ def build_model() -> tuple[CantoneseModel, dict]:
     _, alpha, threshold, ratio, jieba_share, max_han = best
     # Only the winning candidates are kept in the manifest (the full grid is long).
     candidates = sorted(candidates, key=lambda c: -c["featureless_balanced_accuracy"])[:10]
+    packaged_threshold = threshold
+    in_domain = fit_in_domain(ratio, max_han)
+    ratio, threshold = in_domain.pop("ratio"), in_domain["threshold"]
     weights = ratio.astype(np.float16)
     model = CantoneseModel(weights=weights.astype(np.float32), bias=0.0, threshold=threshold, alpha=alpha, max_han=max_han)
     counts = {source: {"yue" if lab == YUE else "swc": 0 for lab in (YUE, SWC)} for source in ("ctcpc", "hkcancor", "hsk")}
@@ -548,6 +677,8 @@ def build_model() -> tuple[CantoneseModel, dict]:
         "jieba_lexicon_words": len(lexicon),
         "alpha": alpha,
         "threshold_log_odds": threshold,
+        "packaged_threshold_log_odds": packaged_threshold,
+        "in_domain": in_domain,
         "featureless_max_han": max_han,
         "held_out_percent": HELD_OUT_PERCENT,
         "held_out_items": int(held.sum()),
@@ -559,6 +690,7 @@ def build_model() -> tuple[CantoneseModel, dict]:
             "hkcancor": "pycantonese.hkcancor() utterances, CC BY 4.0",
             "hsk": "hsk_sentences_audio.load_sentences() chinese + traditional (one per folded text), CC BY-SA 4.0",
             "jieba": "jieba/dict.txt Mandarin lexicon, words weighted by frequency, Cantonese-marked entries dropped, training split only, MIT",
+            "authored": "hkgai_pipelines/data knowledge documents, SFT and preference items, langid/short_lines.tsv (in-domain stage), Apache-2.0",
         },
         "versions": _versions(),
         "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest(),

@@ -14,7 +14,8 @@ general-purpose detectors label both "Chinese". The decision therefore combines:
    the text is Simplified (the lists are Traditional); when no decisive feature is found
    (short colloquial turns such as "你食飯未呀", "你去邊"), a naive Bayes model over
    character n-grams of the script-folded text, trained on CTCPC, HKCanCor, HSK sentences
-   and the jieba lexicon (`cantonese_model.py`), decides;
+   and the jieba lexicon, plus an in-domain part fitted on the project's own Hong Kong text
+   in both varieties that cancels topic (`cantonese_model.py`), decides;
 4. code-switching: lower-case English words that make up a real share of the letters of a
    Chinese text mark it `mixed` ("我今日去咗 shopping", "啲fans"). Capitalised words are
    names (WhatsApp, Instagram, LinkedIn, HKeToll) and all-caps words acronyms (MTR, HKID):
