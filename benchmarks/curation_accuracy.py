@@ -13,9 +13,10 @@ independent detector (pii_audit) is scored on the same positives, and the lines 
 catches are printed: that is the gate seeing what the redactor misses.
 
 Language ID is scored twice: on the 110 lines of benchmarks/data/langid_labelled.tsv, and
-by benchmarks/langid_accuracy.py on 3,621 lines of the project's authored data (per class,
-Simplified-script Cantonese and lines of 6 characters or fewer apart) against the
-rules-only identifier in the same process.
+by benchmarks/langid_accuracy.py on the 706-line test set written apart from the identifier
+(benchmarks/data/langid_test.tsv) and on held-out project lines (per class, Simplified-script
+Cantonese, lines without a variety marker and lines of 6 characters or fewer apart) against
+the rules-only identifier in the same process.
 
     python benchmarks/curation_accuracy.py
 """
@@ -215,7 +216,7 @@ def field_cases(folder: Path) -> int:
 
 
 if __name__ == "__main__":
-    import langid_accuracy  # beside this script: the 3,621-line set, per class and short lines
+    import langid_accuracy  # beside this script: the test set and held-out lines, per class
 
     language_id()
     print()
