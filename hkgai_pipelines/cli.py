@@ -471,6 +471,59 @@ def index_rollback(to: Annotated[str | None, typer.Option("--to", help="version 
     sys.stdout.write(f"{store_resource.alias}: {previous} -> {current}\n")
 
 
+corpus_app = typer.Typer(help="The cleaned corpus: list its versions, roll back to an earlier one.")
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("list")
+def corpus_list() -> None:
+    """Versions of the lake's cleaned corpus, oldest first: `*` marks the current one; each with
+    whether it was published, its counts (stats.json) and its DVC hash."""
+    from hkgai_pipelines.curation.versions import COMPLETE_MARKER, OutputVersions
+
+    versions = OutputVersions(_settings().lake_dir, "cleaned")
+    current, published = versions.current(), versions.published()
+    if not versions.versions():
+        sys.stdout.write(f"no versions in {versions.folder} (materialize cleaned_corpus first)\n")
+        return
+    for version in versions.versions():
+        marker = "*" if version == current else " "
+        state = "published" if version.name in published else "never published"
+        try:
+            stats = json.loads((version / COMPLETE_MARKER).read_text(encoding="utf-8"))
+            counts = f"{stats['kept']} kept, {stats['rejected']} rejected, {stats['quarantined']} quarantined"
+        except (OSError, ValueError, KeyError):
+            counts = "incomplete"
+        record = published.get(version.name) or {}
+        md5 = (record.get("outs") or [{}])[0].get("md5") or "-"
+        sys.stdout.write(f"{marker} {version.name}  {state}  {counts}  dvc {md5}\n")
+
+
+@corpus_app.command("rollback")
+def corpus_rollback(to: Annotated[str | None, typer.Option("--to", help="version to make current (default: the previous published one)")] = None) -> None:
+    """Make an earlier published version of the cleaned corpus current (one atomic link swap)
+    and point `cleaned.dvc` at it, so `dvc pull cleaned.dvc` restores it. Waits for nothing:
+    refuses while a materialization holds the corpus."""
+    from hkgai_pipelines import versioning
+    from hkgai_pipelines.curation.versions import OutputVersions, PublishBusyError
+
+    lake_dir = _settings().lake_dir
+    versions = OutputVersions(lake_dir, "cleaned")
+    try:
+        with versions.lock():
+            previous = versions.current()
+            target = versions.rollback_target(to)
+            versions.make_current(target)
+            record = versions.published().get(target.name)
+            if record:
+                versioning.point(lake_dir, "cleaned", f"{versions.folder.name}/{target.name}", record)
+    except (ValueError, PublishBusyError) as error:
+        console.print(str(error), style="red", soft_wrap=True, markup=False)
+        raise typer.Exit(1) from None
+    dvc = f"cleaned.dvc records {target.name}" if record else "no DVC record logged for it: cleaned.dvc unchanged"
+    sys.stdout.write(f"cleaned: {previous.name if previous else None} -> {target.name}; {dvc}\n")
+
+
 @app.command()
 def bench(
     model: Annotated[str, typer.Argument(help="a model stage (base_model, sft_checkpoint, aligned_model), a checkpoint directory, or an MLflow URI (runs:/..., models:/...)")],

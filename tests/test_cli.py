@@ -62,3 +62,38 @@ def test_registry_commands_give_one_line_errors(hkgai_home):
         assert result.exit_code == 1, result.output
         assert expected in result.output
         assert "Traceback" not in result.output
+
+
+def test_corpus_rollback_moves_the_link_and_cleaned_dvc_back(tmp_path, monkeypatch):
+    import yaml
+
+    from hkgai_pipelines.curation.versions import OutputVersions
+
+    monkeypatch.setenv("HKGAI_HOME", str(tmp_path / "home"))
+    from hkgai_pipelines.settings import get_settings
+
+    lake = get_settings().lake_dir
+    versions = OutputVersions(lake, "cleaned")
+    made = []
+    for kept, md5 in ((5, "a" * 32 + ".dir"), (6, "b" * 32 + ".dir")):
+        version = versions.new_version()
+        (version / "stats.json").write_text(json.dumps({"kept": kept, "rejected": 1, "quarantined": 0}))
+        record = {"outs": [{"md5": md5, "size": 10, "nfiles": 1, "hash": "md5", "path": version.name}]}
+        versions.make_current(version, record)
+        made.append(version)
+    (lake / "cleaned.dvc").write_text(yaml.safe_dump({"outs": [{"md5": "b" * 32 + ".dir", "path": f"cleaned.versions/{made[1].name}"}]}))
+
+    listed = runner.invoke(app, ["corpus", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.splitlines() == [
+        f"  {made[0].name}  published  5 kept, 1 rejected, 0 quarantined  dvc {'a' * 32}.dir",
+        f"* {made[1].name}  published  6 kept, 1 rejected, 0 quarantined  dvc {'b' * 32}.dir",
+    ]
+    result = runner.invoke(app, ["corpus", "rollback"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"cleaned: {made[1].name} -> {made[0].name}; cleaned.dvc records {made[0].name}\n"
+    assert versions.current() == made[0] and json.loads((lake / "cleaned" / "stats.json").read_text())["kept"] == 5
+    pointer = yaml.safe_load((lake / "cleaned.dvc").read_text())["outs"][0]
+    assert (pointer["md5"], pointer["path"]) == ("a" * 32 + ".dir", f"cleaned.versions/{made[0].name}")
+    refused = runner.invoke(app, ["corpus", "rollback", "--to", made[0].name])
+    assert refused.exit_code == 1 and "not a version" in refused.output

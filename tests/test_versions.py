@@ -134,3 +134,19 @@ def test_a_second_publisher_is_refused_while_the_first_holds_the_lock(tmp_path):
                 pass
     with versions.lock():  # released
         pass
+
+
+def test_rollback_target_is_the_previous_published_version_or_the_one_named(tmp_path):
+    versions = OutputVersions(tmp_path, "cleaned")
+    one, two, three = (_version(versions, n) for n in (1, 2, 3))
+    for version in (one, two, three):
+        versions.make_current(version)
+    never_published = _version(versions, 4)
+    assert versions.rollback_target() == two
+    assert versions.rollback_target(one.name) == one
+    for refused in (three.name, never_published.name, "v0-no-such-version"):
+        with pytest.raises(ValueError, match="not a version .* can roll back to"):
+            versions.rollback_target(refused)
+    versions.make_current(one)
+    with pytest.raises(ValueError, match="no earlier published version"):
+        versions.rollback_target()

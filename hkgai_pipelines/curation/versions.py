@@ -19,7 +19,8 @@ can become current; a run killed half-way leaves a version folder that never bec
 removed by the next `prune`. A reader that resolves the link once (`Path.resolve()`) keeps
 reading the same version while a newer one is published; `prune` keeps the last
 `KEEP_PREVIOUS` published versions besides the current one for such readers and for rollback
-(`make_current(older)`, then the asset re-points `cleaned.dvc` from the logged record).
+(`hkgai corpus rollback`: `rollback_target`, `make_current(older)`, then `cleaned.dvc` is
+re-pointed from the logged record).
 
 Plain Python, no Dagster or DVC here: `assets/corpora.py` orders the steps (curate into a new
 version, DVC push, MLflow run, then `make_current`).
@@ -168,6 +169,27 @@ class OutputVersions:
         os.symlink(os.path.relpath(version, self.root), temporary)
         os.replace(temporary, self.link)
         _fsync_folder(self.root)
+
+    def rollback_target(self, to: str | None = None) -> Path:
+        """The version a rollback makes current: `to` (a version name), or by default the
+        newest published, complete version older than the current one.
+
+        Raises ValueError naming the versions that can be rolled back to when `to` is not one
+        of them (unknown, never published, incomplete or already current) or when there is none.
+        """
+        current = self.current()
+        published = self.published()
+        candidates = [v for v in self.versions() if v.name in published and (v / COMPLETE_MARKER).is_file() and v != current]
+        if to is not None:
+            chosen = [v for v in candidates if v.name == to]
+            if not chosen:
+                names = ", ".join(v.name for v in candidates) or "none"
+                raise ValueError(f"{to} is not a version {self.link} can roll back to (published, complete, not current: {names})")
+            return chosen[0]
+        older = [v for v in candidates if current is None or v.name < current.name]
+        if not older:
+            raise ValueError(f"{self.link} has no earlier published version to roll back to")
+        return older[-1]
 
     def discard(self, version: Path) -> None:
         """Remove a version that was never made current, with its `<version>.dvc` (first: a
