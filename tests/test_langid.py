@@ -326,3 +326,25 @@ def test_authored_corpus_drops_text_labelled_both_ways(tmp_path):
         ("做咩", cantonese_model.YUE, "short_lines"),
         ("干什么", cantonese_model.SWC, "short_lines"),
     ]
+
+
+def test_a_long_document_without_spaces_is_identified(identifier):
+    # 120,000 characters of Chinese: the e-mail pattern once scanned from every position to the
+    # end (quadratic; minutes for a document this size). Now linear, and the answer is right.
+    text = "立法會財務委員會今日通過撥款申請。" * 7000
+    assert identifier.identify(text).lang == "zh-hant"
+    assert identifier.identify("佢哋寄咗封信去 _info.hk@gov.hk 問點樣申請。" * 3000).lang == "yue"
+
+
+@pytest.mark.parametrize(
+    "text, prose",
+    [
+        ("電郵a@b.hk查詢", "電郵 查詢"),  # the Chinese before the address is no longer taken with it
+        ("請電郵至 john.doe+hk@mail.example.com.hk 查詢。", "請電郵至   查詢。"),
+        ("詳情請瀏覽 www.gov.hk/tc/ 的網頁", "詳情請瀏覽   的網頁"),
+    ],
+)
+def test_addresses_are_removed_and_the_chinese_around_them_is_kept(text, prose):
+    from hkgai_pipelines.curation.langid import _NOT_PROSE_RE
+
+    assert _NOT_PROSE_RE.sub(" ", text) == prose

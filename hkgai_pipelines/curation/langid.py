@@ -259,7 +259,14 @@ class LanguageIdentifier:
 
 _CANTONESE_JUDGEMENTS = ("cantonese", "mixed", "cantonese_quotes_in_swc", "mixed_quotes_in_swc")
 # Inline code (`...`), URLs, e-mail addresses and dotted host names such as hketoll-pay.example.
-_NOT_PROSE_RE = re.compile(r"`[^`]*`|\bhttps?://\S+|\S+@\S+\.\w+|\b[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b(?:/\S*)?")
+# Every part is bounded by the lengths RFC 5321/1035 allow (local part 64, label 63): an
+# unbounded `\S+@` tried every start position of a text without spaces (all Chinese text) and
+# scanned to its end, so a 40,000-character document took 4.5 s here and 100,000 took 28 s.
+_NOT_PROSE_RE = re.compile(
+    r"`[^`]*`|\bhttps?://\S+"
+    r"|[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+"
+    r"|\b[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,63}\b(?:/\S*)?"
+)
 # Prior probability that Latin-script text is English, against all other candidates together
 # (see _latin_language).
 ENGLISH_PRIOR = 0.5
