@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from hkgai_pipelines import versioning
 from hkgai_pipelines.assets.metadata import markdown_table
 from hkgai_pipelines.curation import expectations
 from hkgai_pipelines.curation.engine import PARTS_DIR_NAME, curate_lake
@@ -112,7 +113,10 @@ def cleaned_corpus(
             published = previous
         else:
             record = dvc.read_record(_versioned(version))
-            versions.make_current(version, record)  # logged, then the one atomic step
+            # A lake from before versions: its folder's DVC record (cleaned.dvc) is logged with
+            # it, so `hkgai corpus rollback` to it can point cleaned.dvc back.
+            legacy_record = _legacy_record(dvc) if previous == versions.link else None
+            versions.make_current(version, record, legacy_record)  # logged, then the one atomic step
             dvc.point(CLEANED_DIR, _versioned(version), record)
             published = version
         pruned = versions.prune()
@@ -174,6 +178,14 @@ def _record_current(versions: OutputVersions, current: Path | None, dvc: DvcReso
     if dvc.recorded_md5(CLEANED_DIR) != md5:
         dvc.point(CLEANED_DIR, _versioned(current), record)
     return md5
+
+
+def _legacy_record(dvc: DvcResource) -> dict | None:
+    """The DVC record of a `cleaned/` folder from before versions (cleaned.dvc), or None."""
+    try:
+        return dvc.read_record(CLEANED_DIR)
+    except versioning.DvcError:
+        return None
 
 
 def _versioned(version: Path) -> str:

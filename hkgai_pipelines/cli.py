@@ -483,7 +483,9 @@ def corpus_list() -> None:
 
     versions = OutputVersions(_settings().lake_dir, "cleaned")
     current, published = versions.current(), versions.published()
-    if not versions.versions():
+    if current == versions.link:
+        sys.stdout.write(f"* {versions.link} (a folder from before versions; the next cleaned_corpus run moves it into {versions.folder.name}/)\n")
+    elif not versions.versions():
         sys.stdout.write(f"no versions in {versions.folder} (materialize cleaned_corpus first)\n")
         return
     for version in versions.versions():
@@ -502,14 +504,18 @@ def corpus_list() -> None:
 @corpus_app.command("rollback")
 def corpus_rollback(to: Annotated[str | None, typer.Option("--to", help="version to make current (default: the previous published one)")] = None) -> None:
     """Make an earlier published version of the cleaned corpus current (one atomic link swap)
-    and point `cleaned.dvc` at it, so `dvc pull cleaned.dvc` restores it. Waits for nothing:
-    refuses while a materialization holds the corpus."""
+    and point `cleaned.dvc` at it, so `dvc pull cleaned.dvc` restores it. Default: the version
+    current most recently before this one whose content differs. Waits for nothing: refuses
+    while a materialization holds the corpus. The next materialization curates the inputs
+    again: fix the input or the code that made the bad version first."""
     from hkgai_pipelines import versioning
     from hkgai_pipelines.curation.versions import OutputVersions, PublishBusyError
 
     lake_dir = _settings().lake_dir
     versions = OutputVersions(lake_dir, "cleaned")
     try:
+        if not versions.folder.is_dir():
+            raise ValueError(f"{versions.link} has no versions to roll back to (materialize cleaned_corpus first)")
         with versions.lock():
             previous = versions.current()
             target = versions.rollback_target(to)

@@ -96,4 +96,18 @@ def test_corpus_rollback_moves_the_link_and_cleaned_dvc_back(tmp_path, monkeypat
     pointer = yaml.safe_load((lake / "cleaned.dvc").read_text())["outs"][0]
     assert (pointer["md5"], pointer["path"]) == ("a" * 32 + ".dir", f"cleaned.versions/{made[0].name}")
     refused = runner.invoke(app, ["corpus", "rollback", "--to", made[0].name])
-    assert refused.exit_code == 1 and "not a version" in refused.output
+    assert refused.exit_code == 1 and "it is already current" in refused.output
+
+
+def test_corpus_commands_on_a_lake_from_before_versions_and_on_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("HKGAI_HOME", str(tmp_path / "home"))
+    from hkgai_pipelines.settings import get_settings
+
+    lake = get_settings().lake_dir
+    refused = runner.invoke(app, ["corpus", "rollback"])
+    assert refused.exit_code == 1 and "no versions to roll back to" in refused.output
+    assert not (lake / "cleaned.versions").exists()  # refusing leaves nothing behind
+    (lake / "cleaned").mkdir(parents=True)
+    (lake / "cleaned" / "stats.json").write_text("{}")
+    listed = runner.invoke(app, ["corpus", "list"])
+    assert listed.exit_code == 0 and listed.stdout.startswith(f"* {lake / 'cleaned'} (a folder from before versions")

@@ -136,17 +136,74 @@ def test_a_second_publisher_is_refused_while_the_first_holds_the_lock(tmp_path):
         pass
 
 
-def test_rollback_target_is_the_previous_published_version_or_the_one_named(tmp_path):
+def _md5(letter: str) -> dict:
+    return {"outs": [{"md5": letter * 32 + ".dir", "path": "x"}]}
+
+
+def test_rollback_target_is_the_version_current_before_or_the_one_named(tmp_path):
     versions = OutputVersions(tmp_path, "cleaned")
     one, two, three = (_version(versions, n) for n in (1, 2, 3))
-    for version in (one, two, three):
-        versions.make_current(version)
-    never_published = _version(versions, 4)
-    assert versions.rollback_target() == two
-    assert versions.rollback_target(one.name) == one
-    for refused in (three.name, never_published.name, "v0-no-such-version"):
-        with pytest.raises(ValueError, match="not a version .* can roll back to"):
+    for version, letter in ((one, "a"), (two, "b"), (three, "c")):
+        versions.make_current(version, _md5(letter))
+    never_published, incomplete = _version(versions, 4), _version(versions, 5, complete=False)
+    versions.make_current(one)  # a rollback: the version current before it is three, not two
+    assert versions.rollback_target() == three
+    assert versions.rollback_target(two.name) == two
+    for refused, reason in ((one.name, "already current"), (never_published.name, "never published"),
+                            (incomplete.name, "never published"), ("v0-no-such-version", "no such version"),
+                            ("../cleaned", "no such version"), ("", "no such version")):
+        with pytest.raises(ValueError, match=reason):
             versions.rollback_target(refused)
+
+
+def test_rollback_skips_a_copy_of_the_current_content(tmp_path):
+    """A trial finding: after a rollback from two to one, the next run curated the same inputs
+    again (three, the same DVC hash as two); "rollback" went to two, changing nothing."""
+    versions = OutputVersions(tmp_path, "cleaned")
+    one, two, three = (_version(versions, n) for n in (1, 2, 3))
+    versions.make_current(one, _md5("a"))
+    versions.make_current(two, _md5("b"))
     versions.make_current(one)
-    with pytest.raises(ValueError, match="no earlier published version"):
-        versions.rollback_target()
+    versions.make_current(three, _md5("b"))
+    assert versions.recently_current() == [three.name, one.name, two.name]
+    assert versions.rollback_target() == one
+    copies = OutputVersions(tmp_path / "copies", "cleaned")
+    first, again = _version(copies, 1), _version(copies, 1)
+    copies.make_current(first, _md5("a"))
+    copies.make_current(again, _md5("a"))
+    with pytest.raises(ValueError, match="no earlier published version with other content"):
+        copies.rollback_target()
+
+
+def test_prune_keeps_the_versions_most_recently_current(tmp_path):
+    """The same trial: with one -> two -> (rollback) one -> three -> four, prune kept two and
+    three by name and deleted one, the only good version."""
+    versions = OutputVersions(tmp_path, "cleaned")
+    one, two, three, four = (_version(versions, n) for n in (1, 2, 3, 4))
+    for version in (one, two, one, three, four):
+        versions.make_current(version)
+    assert versions.prune(keep_previous=2) == [two]
+    assert versions.versions() == [one, three, four]
+
+
+def test_a_folder_from_before_versions_keeps_its_dvc_record_and_reads_as_previous(tmp_path):
+    legacy = tmp_path / "cleaned"
+    legacy.mkdir()
+    (legacy / "stats.json").write_text('{"kept": 0}')
+    versions = OutputVersions(tmp_path, "cleaned")
+    new = _version(versions, 5)
+    versions.make_current(new, _md5("b"), legacy_record=_md5("a"))
+    (moved,) = [v for v in versions.versions() if v != new]
+    assert versions.recently_current() == [new.name, moved.name]
+    assert versions.published()[moved.name] == _md5("a")
+    assert versions.rollback_target() == moved
+
+
+def test_the_asset_reads_the_dvc_record_of_a_lake_from_before_versions(tmp_path):
+    from hkgai_pipelines.assets.corpora import _legacy_record
+    from hkgai_pipelines.resources import DvcResource
+
+    dvc = DvcResource(repo_dir=str(tmp_path), remote_url=str(tmp_path / "remote"))
+    assert _legacy_record(dvc) is None
+    (tmp_path / "cleaned.dvc").write_text("outs:\n- md5: " + "a" * 32 + ".dir\n  path: cleaned\n")
+    assert _legacy_record(dvc) == {"outs": [{"md5": "a" * 32 + ".dir", "path": "cleaned"}]}

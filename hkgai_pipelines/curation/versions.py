@@ -81,18 +81,35 @@ class OutputVersions:
 
     def published(self) -> dict[str, dict | None]:
         """Version name -> its DVC record, for every version `make_current` published."""
-        records = {}
+        return {name: record for name, record in self._log()}
+
+    def recently_current(self) -> list[str]:
+        """Published version names, the most recently made current first, each once: the
+        order of rollback ("undo") and of the versions readers may still hold."""
+        order: list[str] = []
+        for name, _ in reversed(self._log()):
+            if name not in order:
+                order.append(name)
+        return order
+
+    def _log(self) -> list[tuple[str, dict | None]]:
+        """(version, record) of every PUBLISHED_LOG line, in the order written; a version's
+        record is the last non-null one logged for it."""
+        entries, records = [], {}
         try:
             with open(self.folder / PUBLISHED_LOG, encoding="utf-8") as handle:
                 for line in handle:
                     try:
                         entry = json.loads(line)
-                        records[entry["version"]] = entry.get("record")
+                        name = entry["version"]
                     except (ValueError, KeyError, TypeError):  # a line cut short by a crash
                         continue
+                    if entry.get("record") or name not in records:
+                        records[name] = entry.get("record")
+                    entries.append(name)
         except FileNotFoundError:
             pass
-        return records
+        return [(name, records[name]) for name in entries]
 
     def is_versioned(self) -> bool:
         """Whether `root/name` is a link into the versions folder (published by `make_current`)."""
@@ -138,11 +155,13 @@ class OutputVersions:
                 raise PublishBusyError(f"another run is curating or publishing into {self.folder}") from None
             yield
 
-    def make_current(self, version: Path, record: dict | None = None) -> None:
+    def make_current(self, version: Path, record: dict | None = None, legacy_record: dict | None = None) -> None:
         """Make `version` (a complete folder in the versions folder) current with one atomic
         rename of a new relative symlink over `root/name`, after noting it in PUBLISHED_LOG
         with `record` (its DVC record; for a rollback to a published version, None keeps the
-        record logged for it).
+        record logged for it). `legacy_record`: the DVC record of a folder from before
+        versions at `root/name` (moved into the versions folder here), so a rollback to it can
+        point `<name>.dvc` at it.
 
         Raises ValueError for a folder outside the versions folder or without `stats.json`,
         OSError from the file system.
@@ -152,17 +171,23 @@ class OutputVersions:
             raise ValueError(f"{version} is not a complete version of {self.link}")
         if record is None:
             record = self.published().get(version.name)
+        entries = []
+        legacy = None
+        if self.link.exists() and not self.link.is_symlink():
+            # The layout before versions: the old folder was current, so it is logged first
+            # (it reads as the version current before this one: a rollback target, kept by
+            # prune) and before it is moved, so a crash cannot leave it unlogged.
+            legacy = f"{VERSION_PREFIX}0-unversioned-{int(self.link.stat().st_mtime)}"
+            entries.append({"version": legacy, "record": legacy_record})
+        entries.append({"version": version.name, "record": record})
         with open(self.folder / PUBLISHED_LOG, "a", encoding="utf-8") as log:
-            log.write(json.dumps({"version": version.name, "record": record}) + "\n")
+            log.write("".join(json.dumps(entry) + "\n" for entry in entries))
             log.flush()
             os.fsync(log.fileno())
-        if self.link.exists() and not self.link.is_symlink():
-            # The layout before versions: a one-time move of the old folder into the versions
-            # folder (the only moment `root/name` is briefly absent).
-            legacy = f"{VERSION_PREFIX}0-unversioned-{int(self.link.stat().st_mtime)}"
+        if legacy is not None:
+            # A one-time move into the versions folder (the only moment `root/name` is
+            # briefly absent).
             os.replace(self.link, self.folder / legacy)
-            with open(self.folder / PUBLISHED_LOG, "a", encoding="utf-8") as log:  # it was current: a rollback target
-                log.write(json.dumps({"version": legacy, "record": None}) + "\n")
         temporary = self.root / f".{self.name}.{os.getpid()}.link.tmp"
         if os.path.lexists(temporary):
             os.unlink(temporary)
@@ -172,24 +197,40 @@ class OutputVersions:
 
     def rollback_target(self, to: str | None = None) -> Path:
         """The version a rollback makes current: `to` (a version name), or by default the
-        newest published, complete version older than the current one.
+        version that was current most recently before the current one (`recently_current`),
+        skipping versions whose DVC hash equals the current one's (a later run that curated the
+        same inputs again made a copy; rolling back to it would change nothing).
 
-        Raises ValueError naming the versions that can be rolled back to when `to` is not one
-        of them (unknown, never published, incomplete or already current) or when there is none.
+        Raises ValueError with the reason when `to` is unknown, never published, incomplete or
+        already current, or when there is no version to roll back to.
         """
         current = self.current()
         published = self.published()
-        candidates = [v for v in self.versions() if v.name in published and (v / COMPLETE_MARKER).is_file() and v != current]
         if to is not None:
-            chosen = [v for v in candidates if v.name == to]
-            if not chosen:
-                names = ", ".join(v.name for v in candidates) or "none"
-                raise ValueError(f"{to} is not a version {self.link} can roll back to (published, complete, not current: {names})")
-            return chosen[0]
-        older = [v for v in candidates if current is None or v.name < current.name]
-        if not older:
-            raise ValueError(f"{self.link} has no earlier published version to roll back to")
-        return older[-1]
+            version = self.folder / Path(to).name
+            if not to or Path(to).name != to or not version.is_dir():
+                reason = "no such version"
+            elif version == current:
+                reason = "it is already current"
+            elif to not in published:
+                reason = "it was never published (a failed or killed run's)"
+            elif not (version / COMPLETE_MARKER).is_file():
+                reason = "it is incomplete"
+            else:
+                return version
+            raise ValueError(f"cannot roll {self.link} back to {to!r}: {reason}")
+
+        def md5(name: str | None) -> str | None:
+            record = published.get(name) if name else None
+            return ((record or {}).get("outs") or [{}])[0].get("md5")
+
+        candidates = [self.folder / name for name in self.recently_current()
+                      if self.folder / name != current and (self.folder / name / COMPLETE_MARKER).is_file()]
+        current_md5 = md5(current.name if current else None)
+        different = [v for v in candidates if current_md5 is None or md5(v.name) != current_md5]
+        if not different:
+            raise ValueError(f"{self.link} has no earlier published version with other content to roll back to")
+        return different[0]
 
     def discard(self, version: Path) -> None:
         """Remove a version that was never made current, with its `<version>.dvc` (first: a
@@ -198,13 +239,16 @@ class OutputVersions:
         shutil.rmtree(version, ignore_errors=True)
 
     def prune(self, keep_previous: int = KEEP_PREVIOUS) -> list[Path]:
-        """Remove every version folder but the current one and the `keep_previous` newest
-        other *published* ones: versions a failed or killed run left (never current, complete
+        """Remove every version folder but the current one and the `keep_previous` other
+        *published* ones most recently current: versions a failed or killed run left (never current, complete
         or not) go too, with any `<version>.dvc` beside them and records whose folder is gone.
         Call it under `lock`. Returns the versions removed."""
-        current, published = self.current(), self.published()
-        previous = [v for v in self.versions() if v != current and v.name in published and (v / COMPLETE_MARKER).is_file()]
-        keep = {current, *(previous[-keep_previous:] if keep_previous > 0 else [])}
+        current = self.current()
+        # The versions most recently current (not the newest by name): after a rollback and a
+        # new run, the version rolled back to is a better target than the one rolled back from.
+        previous = [self.folder / name for name in self.recently_current()
+                    if self.folder / name != current and (self.folder / name / COMPLETE_MARKER).is_file()]
+        keep = {current, *(previous[:keep_previous] if keep_previous > 0 else [])}
         removed = []
         for version in self.versions():
             if version in keep:
