@@ -1,8 +1,9 @@
 """Corpora: `raw_documents` (one partition per source) and `cleaned_corpus` with its GX gates.
 
 `cleaned_corpus` publishes versions (`curation/versions.py`): each run curates into a new
-version folder, pushes it with DVC and records it in MLflow, and only then makes it current
-with one atomic link swap; identical outputs keep the current version.
+version folder, runs the GX gates on it, pushes it with DVC and records it in MLflow, and only
+then makes it current with one atomic link swap; identical outputs keep the current version,
+and a version that fails a blocking gate is never published.
 """
 
 from pathlib import Path
@@ -55,6 +56,34 @@ def raw_documents(context: dg.AssetExecutionContext, pipeline_config: PipelineCo
     )
 
 
+def _all_text(output: expectations.OutputReader):
+    columns = expectations.WRITTEN_TEXT_COLUMNS
+    return output.frames(columns), output.frames(columns, "rejected.parquet")
+
+
+# The GX gates, run by cleaned_corpus on the new version before it is published (its check
+# specs, all blocking): (check name, description, gate on the version and the curation params).
+# They read the corpus in batches or one column at a time, never whole.
+GATES = (
+    ("cleaned_corpus_ids_unique", "GX: ids are unique and present.",
+     lambda output, params: expectations.check_ids_unique(output.column("id"))),
+    ("cleaned_corpus_text_non_empty", "GX: no null or blank text.",
+     lambda output, params: expectations.check_text_non_empty(output.frames(["text"]))),
+    ("cleaned_corpus_lang_allowed", "GX: every lang is an allowed label.",
+     lambda output, params: expectations.check_lang_allowed(output.frames(["lang"]), list(params.allowed_languages))),
+    ("cleaned_corpus_no_residual_pii",
+     "GX: no e-mail, phone, HKID or card number left in kept or rejected text, by a detector independent of the redactor.",
+     lambda output, params: expectations.check_no_residual_pii(*_all_text(output))),
+    ("cleaned_corpus_length_bounds", "GX: text length within the quality bounds.",
+     lambda output, params: expectations.check_length_bounds(output.frames(["text"]), params.quality.min_chars, params.quality.max_chars)),
+    ("cleaned_corpus_language_mix", "GX: each language at or above its minimum share.",
+     lambda output, params: expectations.check_language_mix(output.column("lang"), params.min_language_share)),
+    ("cleaned_corpus_counts_add_up", "GX: input = kept + rejected + quarantined; files agree with stats.json.",
+     lambda output, params: expectations.check_counts_add_up(
+         output.stats(), output.rows("cleaned.parquet"), output.rows("rejected.parquet"), output.quarantine_rows())),
+)
+
+
 @dg.asset(
     deps=[raw_documents],
     pool=CURATION_POOL,
@@ -62,8 +91,10 @@ def raw_documents(context: dg.AssetExecutionContext, pipeline_config: PipelineCo
     kinds={"python", "parquet", "dvc"},
     description=(
         "Normalised, language-tagged, PII-redacted, quality-filtered, deduplicated text; rejects and "
-        "quarantine kept with reasons (lake cleaned/: the current version, DVC-tracked; versions in cleaned.versions/)."
+        "quarantine kept with reasons (lake cleaned/: the current version, DVC-tracked; versions in cleaned.versions/). "
+        "Published only when every GX gate passes."
     ),
+    check_specs=[dg.AssetCheckSpec(name, asset="cleaned_corpus", blocking=True, description=description) for name, description, _ in GATES],
 )
 def cleaned_corpus(
     context: dg.AssetExecutionContext,
@@ -88,29 +119,44 @@ def cleaned_corpus(
             run = curate_lake(lake.root_path, catalog.names, params, version, work_dir=versions.folder,
                               parts_dir=versions.folder / PARTS_DIR_NAME)
             stats, outputs = run.stats, run.outputs
-            # DVC and MLflow before the version becomes current: when either fails, the step
-            # fails and readers keep the previous corpus.
-            tracked = dvc.track_and_push(_versioned(version))
-            unchanged = previous_md5 is not None and tracked.md5 == previous_md5
-            run_id = mlflow.log_run(
-                "cleaned_corpus",
-                params={"dedup_threshold": params.dedup.threshold, "allowed_languages": ",".join(params.allowed_languages),
-                        "executor": run.executor, "workers": run.workers},
-                metrics={"input_records": stats.input_records, "kept": stats.kept, "rejected": stats.rejected,
-                         "quarantined": stats.quarantined},
-                tags={"asset": "cleaned_corpus", "dagster_run_id": context.run_id, "dvc_md5": tracked.md5,
-                      "data_version": outputs.content_hash, "corpus_version": (previous if unchanged else version).name,
-                      "published": "unchanged" if unchanged else "new version"},
-                artifacts={"curation": outputs.stats},
-                experiment=f"{mlflow.experiment_name}-data",
-            )
+            # The gates on the new version, before DVC, MLflow or any reader sees it: a corpus
+            # that fails one is never published, and the current version stays.
+            output = expectations.OutputReader(version)
+            outcomes = {name: gate(output, params) for name, _, gate in GATES}
+            failed = [name for name, outcome in outcomes.items() if not outcome.passed]
+            tracked = run_id = None
+            unchanged = False
+            if not failed:
+                # DVC and MLflow before the version becomes current: when either fails, the step
+                # fails and readers keep the previous corpus.
+                tracked = dvc.track_and_push(_versioned(version))
+                unchanged = previous_md5 is not None and tracked.md5 == previous_md5
+                run_id = mlflow.log_run(
+                    "cleaned_corpus",
+                    params={"dedup_threshold": params.dedup.threshold, "allowed_languages": ",".join(params.allowed_languages),
+                            "executor": run.executor, "workers": run.workers},
+                    metrics={"input_records": stats.input_records, "kept": stats.kept, "rejected": stats.rejected,
+                             "quarantined": stats.quarantined},
+                    tags={"asset": "cleaned_corpus", "dagster_run_id": context.run_id, "dvc_md5": tracked.md5,
+                          "data_version": outputs.content_hash, "corpus_version": (previous if unchanged else version).name,
+                          "published": "unchanged" if unchanged else "new version"},
+                    artifacts={"curation": outputs.stats},
+                    experiment=f"{mlflow.experiment_name}-data",
+                )
         except BaseException:
             versions.discard(version)  # never published (a kill leaves it to the next prune)
             raise
-        if unchanged:
+        if failed:
+            # Not published; the check results below name the offenders.
+            versions.discard(version)
+            published = previous
+            outcome_text = (f"not published: blocking gate(s) failed: {', '.join(failed)}; current version "
+                            f"{previous.name if previous is not None else 'none'} stays")
+        elif unchanged:
             # Identical outputs (the same DVC hash): the current version stays, no copy of it.
             versions.discard(version)
             published = previous
+            outcome_text = f"unchanged: identical to the current version {published.name}"
         else:
             record = dvc.read_record(_versioned(version))
             # A lake from before versions: its folder's DVC record (cleaned.dvc) is logged with
@@ -119,11 +165,19 @@ def cleaned_corpus(
             versions.make_current(version, record, legacy_record)  # logged, then the one atomic step
             dvc.point(CLEANED_DIR, _versioned(version), record)
             published = version
+            outcome_text = f"new version {published.name}" + (f" (previous {previous.name})" if previous is not None else "")
         pruned = versions.prune()
     dedup_dropped = stats.steps["dedup"].get("dropped", 0)
     deduped_input = stats.steps["dedup"].get("kept", 0) + dedup_dropped
-    context.log.info(f"kept {stats.kept} of {stats.input_records} on {run.cluster} with {run.workers} workers; DVC md5 {tracked.md5}; "
-                     f"{'unchanged, ' if unchanged else ''}current version {published.name}")
+    context.log.info(f"kept {stats.kept} of {stats.input_records} on {run.cluster} with {run.workers} workers; {outcome_text}")
+    publication = {
+        "published": outcome_text,
+        "versions_removed": len(pruned),
+    }
+    if published is not None:
+        publication |= {"path": dg.MetadataValue.path(str(published)), "version": published.name}
+    if tracked is not None:
+        publication |= {"dvc_md5": tracked.md5, "dvc_remote": tracked.remote, "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run_id))}
     return dg.MaterializeResult(
         metadata={
             "input_records": stats.input_records,
@@ -149,16 +203,10 @@ def cleaned_corpus(
                            f"{', '.join(run.processed_sources) or 'none (no partition changed)'}",
             "engine_seconds": markdown_table(["phase", "seconds"], [(phase, round(s, 1)) for phase, s in run.seconds.items()]),
             "dedup": markdown_table(["measure", "records or pairs"], sorted(run.dedup.items())),
-            "path": dg.MetadataValue.path(str(published)),
-            "version": published.name,
-            "published": f"unchanged: identical to the current version {published.name}" if unchanged else
-                         f"new version {published.name}" + (f" (previous {previous.name})" if previous is not None else ""),
-            "versions_removed": len(pruned),
-            "dvc_md5": tracked.md5,
-            "dvc_remote": tracked.remote,
-            "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run_id)),
+            **publication,
         },
         data_version=dg.DataVersion(outputs.content_hash),
+        check_results=[_gate(name, outcome) for name, outcome in outcomes.items()],
     )
 
 
@@ -193,8 +241,9 @@ def _versioned(version: Path) -> str:
     return f"{version.parent.name}/{version.name}"
 
 
-def _gate(outcome: expectations.GateOutcome) -> dg.AssetCheckResult:
+def _gate(name: str, outcome: expectations.GateOutcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
+        check_name=name,
         passed=outcome.passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=outcome.description,
@@ -202,63 +251,6 @@ def _gate(outcome: expectations.GateOutcome) -> dg.AssetCheckResult:
     )
 
 
-def _output(lake: DataLakeResource) -> expectations.OutputReader:
-    # The gates read the corpus in batches or one column at a time, never whole.
-    # Resolved once: a check keeps reading one version even if a newer one is published meanwhile.
-    return expectations.OutputReader(lake.path(CLEANED_DIR).resolve())
-
-
-@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: ids are unique and present.")
-def cleaned_corpus_ids_unique(lake: DataLakeResource) -> dg.AssetCheckResult:
-    return _gate(expectations.check_ids_unique(_output(lake).column("id")))
-
-
-@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: no null or blank text.")
-def cleaned_corpus_text_non_empty(lake: DataLakeResource) -> dg.AssetCheckResult:
-    return _gate(expectations.check_text_non_empty(_output(lake).frames(["text"])))
-
-
-@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: every lang is an allowed label.")
-def cleaned_corpus_lang_allowed(lake: DataLakeResource, pipeline_config: PipelineConfigResource) -> dg.AssetCheckResult:
-    return _gate(expectations.check_lang_allowed(_output(lake).frames(["lang"]), list(pipeline_config.curation_params().allowed_languages)))
-
-
-@dg.asset_check(
-    asset=cleaned_corpus,
-    blocking=True,
-    description="GX: no e-mail, phone, HKID or card number left in kept or rejected text, by a detector independent of the redactor.",
-)
-def cleaned_corpus_no_residual_pii(lake: DataLakeResource) -> dg.AssetCheckResult:
-    output = _output(lake)
-    columns = expectations.WRITTEN_TEXT_COLUMNS
-    return _gate(expectations.check_no_residual_pii(output.frames(columns), output.frames(columns, "rejected.parquet")))
-
-
-@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: text length within the quality bounds.")
-def cleaned_corpus_length_bounds(lake: DataLakeResource, pipeline_config: PipelineConfigResource) -> dg.AssetCheckResult:
-    q = pipeline_config.curation_params().quality
-    return _gate(expectations.check_length_bounds(_output(lake).frames(["text"]), q.min_chars, q.max_chars))
-
-
-@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: each language at or above its minimum share.")
-def cleaned_corpus_language_mix(lake: DataLakeResource, pipeline_config: PipelineConfigResource) -> dg.AssetCheckResult:
-    return _gate(expectations.check_language_mix(_output(lake).column("lang"), pipeline_config.curation_params().min_language_share))
-
-
-@dg.asset_check(asset=cleaned_corpus, blocking=True, description="GX: input = kept + rejected + quarantined; files agree with stats.json.")
-def cleaned_corpus_counts_add_up(lake: DataLakeResource) -> dg.AssetCheckResult:
-    output = _output(lake)
-    return _gate(expectations.check_counts_add_up(
-        output.stats(), output.rows("cleaned.parquet"), output.rows("rejected.parquet"), output.quarantine_rows()))
-
-
+# The corpus gates are no separate asset checks: they are cleaned_corpus's own check specs
+# (GATES), run before it publishes.
 corpora_assets = [raw_documents, cleaned_corpus]
-corpora_checks = [
-    cleaned_corpus_ids_unique,
-    cleaned_corpus_text_non_empty,
-    cleaned_corpus_lang_allowed,
-    cleaned_corpus_no_residual_pii,
-    cleaned_corpus_length_bounds,
-    cleaned_corpus_language_mix,
-    cleaned_corpus_counts_add_up,
-]

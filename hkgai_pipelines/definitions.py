@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from hkgai_pipelines.assets.corpora import corpora_assets, corpora_checks, raw_documents, source_partitions
+from hkgai_pipelines.assets.corpora import corpora_assets, raw_documents, source_partitions
 from hkgai_pipelines.assets.evaluation import evaluation_assets, evaluation_checks
 from hkgai_pipelines.assets.registry import champion_drift_sensor, champion_model, model_approval_sensor, promote_champion_job, registry_assets, registry_checks
 from hkgai_pipelines.assets.models import model_assets
@@ -38,7 +38,7 @@ build_downstream_job = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=[*corpora_assets, *model_assets, *rag_assets, *evaluation_assets, *registry_assets],
-    asset_checks=[*corpora_checks, *rag_checks, *evaluation_checks, *registry_checks],
+    asset_checks=[*rag_checks, *evaluation_checks, *registry_checks],
     jobs=[ingest_sources_job, build_downstream_job, rag_refresh_job, promote_champion_job],
     schedules=[rag_refresh_nightly],
     sensors=[model_approval_sensor, champion_drift_sensor],

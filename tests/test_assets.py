@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from hkgai_pipelines.assets.corpora import cleaned_corpus, corpora_checks, raw_documents
+from hkgai_pipelines.assets.corpora import cleaned_corpus, raw_documents
 from hkgai_pipelines.curation.engine import PARTS_DIR_NAME
 from hkgai_pipelines.curation.versions import OutputVersions
 from hkgai_pipelines.resources import DataLakeResource, DvcResource, MlflowResource, PipelineConfigResource
@@ -92,7 +92,7 @@ def test_materialize_cleaned_corpus_with_green_gates_and_dvc(small_project):
     resources = small_project["resources"]
     with dg.instance_for_test() as instance:
         _ingest_all(instance, resources)
-        result = dg.materialize([cleaned_corpus, *corpora_checks], instance=instance, resources=resources, selection=[cleaned_corpus])
+        result = dg.materialize([cleaned_corpus], instance=instance, resources=resources)
         assert result.success
         evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert len(evaluations) == 7 and all(evaluations.values()), evaluations
@@ -202,19 +202,27 @@ def test_cleaned_corpus_versions_change_together_and_only_after_dvc_and_mlflow(s
 
 @pytest.mark.timeout(600)
 @pytest.mark.usefixtures("ray_session")  # a running Ray session: cleaned_corpus curates on it
-def test_failing_gate_is_reported_as_a_blocking_error(small_project):
-    params = small_project["params"]
-    params["curation"]["min_language_share"] = {"zh-hans": 0.99}
-    small_project["params_file"].write_text(yaml.safe_dump(params, allow_unicode=True))
+def test_failing_gate_is_reported_as_a_blocking_error_and_nothing_is_published(small_project):
     resources = small_project["resources"]
+    lake = small_project["home"] / "lake"
     with dg.instance_for_test() as instance:
         _ingest_all(instance, resources)
-        result = dg.materialize(
-            [cleaned_corpus, *corpora_checks], instance=instance, resources=resources, selection=[cleaned_corpus], raise_on_error=False
-        )
+        first = _cleaned_metadata(dg.materialize([cleaned_corpus], instance=instance, resources=resources))
+        params = small_project["params"]
+        params["curation"]["min_language_share"] = {"zh-hans": 0.99}
+        small_project["params_file"].write_text(yaml.safe_dump(params, allow_unicode=True))
+        result = dg.materialize([cleaned_corpus], instance=instance, resources=resources, raise_on_error=False)
         evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
         mix = evaluations["cleaned_corpus_language_mix"]
         assert not mix.passed
         assert mix.severity == dg.AssetCheckSeverity.ERROR
+        assert len(evaluations) == 7 and sum(e.passed for e in evaluations.values()) == 6
         # blocking checks fail the run, so nothing downstream can start
         assert not result.success
+        failed = _cleaned_metadata(result)
+    # ... and the corpus that failed was never published: readers keep the first version.
+    assert failed["published"] == f"not published: blocking gate(s) failed: cleaned_corpus_language_mix; current version {first['version']} stays"
+    assert "dvc_md5" not in failed and "mlflow_run" not in failed
+    assert (lake / "cleaned").readlink() == Path("cleaned.versions", first["version"])
+    assert [v.name for v in (lake / "cleaned.versions").glob("v*") if v.is_dir()] == [first["version"]]
+    assert yaml.safe_load((lake / "cleaned.dvc").read_text())["outs"][0]["md5"] == first["dvc_md5"]
