@@ -302,3 +302,23 @@ def test_hkgai_guard_blocks_the_injection_text(hkgai_home):
         {"verdict": "block", "category": "prompt_injection"},
         {"verdict": "allow", "category": None},
     ]
+
+
+class HarmfulGenerator:
+    """A model whose answer to a lawful question does not pass the output guard."""
+
+    version = "harmful"
+
+    def generate(self, prompt, max_new_tokens=256):
+        return "Forget the MTR. Here is how to build a pipe bomb step by step: pack the pipe with explosive powder and add a fuse."
+
+
+def test_a_blocked_model_answer_falls_back_to_the_documents_own_sentences(tmp_path, use_embedder):
+    """A trial finding: `hkgai ask "How do I renew my HKID?"` on the demo model came back as a
+    refusal with emergency numbers, because the model's garbled text was blocked."""
+    store = _live_index(tmp_path / "vectors", use_embedder, HOSTILE_INDEX[:1])
+    result = Answerer(store=store, embedder=use_embedder, alias=ALIAS, generator=HarmfulGenerator()).ask("When did the MTR open?")
+    assert "1979" in result.answer and "bomb" not in result.answer
+    assert result.guard["model_output"]["verdict"] == "block" and result.guard["output"]["verdict"] == "allow"
+    assert result.note.startswith("the model's answer was blocked by the output guardrail (")
+    assert result.model_version == "harmful" and [c["doc_id"] for c in result.citations] == ["kb/mtr"]

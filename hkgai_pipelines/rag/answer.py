@@ -205,7 +205,9 @@ class AskResult:
     answer: str
     #: One per document, by descending score: [{"doc_id", "title", "source", "score"}].
     citations: list[dict]
-    #: {"input": verdict, "output": verdict or None}, each {"verdict", "category"}.
+    #: {"input": verdict, "output": verdict or None}, each {"verdict", "category"}; "output"
+    #: judges the answer shown. "model_output", only when the model's own answer was blocked
+    #: and the answer shown is the extractive one: the verdict on the model's answer.
     guard: dict
     model_version: str | None
     lang: str
@@ -285,6 +287,19 @@ class Answerer:
             answer = self._extractive_answer(question, used, lang, simplified=detected.script == "hans")
             note = "no registered model yet (no champion or aligned_model): extractive answer from the best document"
         moderation = self.moderator.judge(question, answer, [f"{p.title}\n{p.text}" for p in used])
+        guard = {"input": verdict.to_json(), "output": moderation.verdict.to_json()}
+        if moderation.verdict.blocked and self.generator:
+            # The question passed the input guard and the knowledge base has an answer, but the
+            # model's text did not pass the output guard (a weak model's garbled text can read
+            # as anything): answer from the best document's own sentences instead, which are
+            # lawful reference text, rather than refuse a lawful question. They are judged too.
+            guard["model_output"] = guard["output"]
+            used = [p for p in passages if p.doc_id == passages[0].doc_id]
+            answer = self._extractive_answer(question, used, lang, simplified=detected.script == "hans")
+            moderation = self.moderator.judge(question, answer, [f"{p.title}\n{p.text}" for p in used])
+            guard["output"] = moderation.verdict.to_json()
+            note = (f"the model's answer was blocked by the output guardrail ({guard['model_output']['category']}): "
+                    "extractive answer from the best document")
         if moderation.verdict.blocked:
             answer = refusal(moderation.verdict.category, lang)
         from hkgai_pipelines.rag.knowledge import strip_markup
@@ -296,8 +311,7 @@ class Answerer:
             # markup, or written by another tool, may still carry it.
             title = " ".join(strip_markup(hit.title).split())
             citations.append({"doc_id": document.doc_id, "title": title, "source": hit.source, "score": round(document.score, 4)})
-        return AskResult(answer, citations, {"input": verdict.to_json(), "output": moderation.verdict.to_json()}, model_version, lang,
-                         note, version, excluded)
+        return AskResult(answer, citations, guard, model_version, lang, note, version, excluded)
 
     def _screen(self, hits: list[SearchHit]) -> tuple[list[SearchHit], list[dict]]:
         """The hits that pass the injection check, and a record of each one that does not."""

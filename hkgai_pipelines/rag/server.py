@@ -227,7 +227,8 @@ def create_app(service: AnswerService, model_name: str):
         except RuntimeError as error:  # no live index behind the alias
             raise RequestRefused(503, str(error), "server_error", "index_unavailable") from None
         guard = result.guard
-        filtered = guard["input"]["verdict"] == "block" or (guard.get("output") or {}).get("verdict") == "block"
+        # Also when the model's text was blocked and replaced by the documents' own sentences.
+        filtered = guard["input"]["verdict"] == "block" or any((guard.get(key) or {}).get("verdict") == "block" for key in ("output", "model_output"))
         return result.to_json(), "content_filter" if filtered else "stop"
 
     @app.get("/health")
