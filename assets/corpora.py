@@ -6,6 +6,7 @@ then makes it current with one atomic link swap; identical outputs keep the curr
 and a version that fails a blocking gate is never published.
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -102,7 +103,7 @@ def cleaned_corpus(
     lake: DataLakeResource,
     dvc: DvcResource,
     mlflow: MlflowResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     catalog = pipeline_config.catalog()
     params = pipeline_config.curation_params()
     versions = OutputVersions(lake.root_path, CLEANED_DIR)
@@ -178,8 +179,7 @@ def cleaned_corpus(
         publication |= {"path": dg.MetadataValue.path(str(published)), "version": published.name}
     if tracked is not None:
         publication |= {"dvc_md5": tracked.md5, "dvc_remote": tracked.remote, "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run_id))}
-    return dg.MaterializeResult(
-        metadata={
+    metadata = {
             "input_records": stats.input_records,
             "kept": stats.kept,
             "rejected": stats.rejected,
@@ -204,10 +204,15 @@ def cleaned_corpus(
             "engine_seconds": markdown_table(["phase", "seconds"], [(phase, round(s, 1)) for phase, s in run.seconds.items()]),
             "dedup": markdown_table(["measure", "records or pairs"], sorted(run.dedup.items())),
             **publication,
-        },
-        data_version=dg.DataVersion(outputs.content_hash),
-        check_results=[_gate(name, outcome) for name, outcome in outcomes.items()],
-    )
+    }
+    check_results = [_gate(name, outcome) for name, outcome in outcomes.items()]
+    if failed:
+        # The check results, then a failure and no materialization: the version is gone, and a
+        # materialization event would hand lineage (registered_model's data_version of the
+        # corpus) and the UI's staleness a corpus that nobody can read.
+        yield from check_results
+        raise dg.Failure(description=outcome_text, metadata=metadata)
+    yield dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(outputs.content_hash), check_results=check_results)
 
 
 def _record_current(versions: OutputVersions, current: Path | None, dvc: DvcResource) -> str | None:

@@ -494,7 +494,7 @@ def corpus_list() -> None:
         try:
             stats = json.loads((version / COMPLETE_MARKER).read_text(encoding="utf-8"))
             counts = f"{stats['kept']} kept, {stats['rejected']} rejected, {stats['quarantined']} quarantined"
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             counts = "incomplete"
         record = published.get(version.name) or {}
         md5 = (record.get("outs") or [{}])[0].get("md5") or "-"
@@ -504,8 +504,9 @@ def corpus_list() -> None:
 @corpus_app.command("rollback")
 def corpus_rollback(to: Annotated[str | None, typer.Option("--to", help="version to make current (default: the previous published one)")] = None) -> None:
     """Make an earlier published version of the cleaned corpus current (one atomic link swap)
-    and point `cleaned.dvc` at it, so `dvc pull cleaned.dvc` restores it. Default: the version
-    current most recently before this one whose content differs. Waits for nothing: refuses
+    and point `cleaned.dvc` at it, so `dvc pull cleaned.dvc` restores it. Default: the newest version
+    older than this one that was not rolled back from and whose content differs (a second
+    rollback walks further back). Waits for nothing: refuses
     while a materialization holds the corpus. The next materialization curates the inputs
     again: fix the input or the code that made the bad version first."""
     from hkgai_pipelines import versioning
@@ -519,12 +520,15 @@ def corpus_rollback(to: Annotated[str | None, typer.Option("--to", help="version
         with versions.lock():
             previous = versions.current()
             target = versions.rollback_target(to)
-            versions.make_current(target)
+            versions.make_current(target, rolled_back_from=previous.name if previous is not None and previous != versions.link else None)
             record = versions.published().get(target.name)
             if record:
                 versioning.point(lake_dir, "cleaned", f"{versions.folder.name}/{target.name}", record)
     except (ValueError, PublishBusyError) as error:
         console.print(str(error), style="red", soft_wrap=True, markup=False)
+        raise typer.Exit(1) from None
+    except OSError as error:  # after the link swap: cleaned.dvc not re-pointed
+        console.print(f"{error}; the next cleaned_corpus run re-points cleaned.dvc", style="red", soft_wrap=True, markup=False)
         raise typer.Exit(1) from None
     dvc = f"cleaned.dvc records {target.name}" if record else "no DVC record logged for it: cleaned.dvc unchanged"
     sys.stdout.write(f"cleaned: {previous.name if previous else None} -> {target.name}; {dvc}\n")

@@ -219,10 +219,14 @@ def test_failing_gate_is_reported_as_a_blocking_error_and_nothing_is_published(s
         assert len(evaluations) == 7 and sum(e.passed for e in evaluations.values()) == 6
         # blocking checks fail the run, so nothing downstream can start
         assert not result.success
-        failed = _cleaned_metadata(result)
+        # No materialization: lineage and staleness never see the discarded corpus.
+        assert result.get_asset_materialization_events() == []
+        (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert f"not published: blocking gate(s) failed: cleaned_corpus_language_mix; current version {first['version']} stays" in str(
+            failure.event_specific_data.error.message)
+        latest = instance.get_latest_materialization_event(cleaned_corpus.key)
+        assert latest.asset_materialization.metadata["version"].value == first["version"]
     # ... and the corpus that failed was never published: readers keep the first version.
-    assert failed["published"] == f"not published: blocking gate(s) failed: cleaned_corpus_language_mix; current version {first['version']} stays"
-    assert "dvc_md5" not in failed and "mlflow_run" not in failed
     assert (lake / "cleaned").readlink() == Path("cleaned.versions", first["version"])
     assert [v.name for v in (lake / "cleaned.versions").glob("v*") if v.is_dir()] == [first["version"]]
     assert yaml.safe_load((lake / "cleaned.dvc").read_text())["outs"][0]["md5"] == first["dvc_md5"]

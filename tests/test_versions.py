@@ -87,9 +87,10 @@ def test_prune_keeps_the_current_and_the_newest_published_versions(tmp_path):
     orphan = versions.folder / "v19990101T000000000000Z.dvc"  # a record whose folder went
     orphan.write_text("outs: []")
     removed = versions.prune(keep_previous=1)
-    # made[1] and made[4] were never current (a failed run's, complete or not): not rollback targets.
-    assert sorted(removed) == sorted([made[0], made[1], made[4], killed])
-    assert versions.versions() == [made[2], made[3]]
+    # made[1] and made[4] were never current (a failed run's, complete or not): not rollback
+    # targets. Kept: made[0], the rollback target, and made[3], current just before.
+    assert sorted(removed) == sorted([made[1], made[4], killed])
+    assert versions.versions() == [made[0], made[2], made[3]]
     assert versions.current() == made[2]
     assert not Path(f"{made[4]}.dvc").exists() and not orphan.exists()
     assert not list(versions.folder.glob(".trash-*"))
@@ -140,15 +141,20 @@ def _md5(letter: str) -> dict:
     return {"outs": [{"md5": letter * 32 + ".dir", "path": "x"}]}
 
 
-def test_rollback_target_is_the_version_current_before_or_the_one_named(tmp_path):
+def test_rollback_walks_back_and_never_to_a_version_rolled_back_from(tmp_path):
     versions = OutputVersions(tmp_path, "cleaned")
     one, two, three = (_version(versions, n) for n in (1, 2, 3))
     for version, letter in ((one, "a"), (two, "b"), (three, "c")):
         versions.make_current(version, _md5(letter))
     never_published, incomplete = _version(versions, 4), _version(versions, 5, complete=False)
-    versions.make_current(one)  # a rollback: the version current before it is three, not two
-    assert versions.rollback_target() == three
-    assert versions.rollback_target(two.name) == two
+    assert versions.rollback_target() == two
+    versions.make_current(two, rolled_back_from=three.name)
+    # A second rollback goes further back (a review finding: it went forward to three again).
+    assert versions.rollback_target() == one
+    versions.make_current(one, rolled_back_from=two.name)
+    with pytest.raises(ValueError, match="no older published version"):
+        versions.rollback_target()
+    assert versions.rollback_target(three.name) == three  # named: a roll forward
     for refused, reason in ((one.name, "already current"), (never_published.name, "never published"),
                             (incomplete.name, "never published"), ("v0-no-such-version", "no such version"),
                             ("../cleaned", "no such version"), ("", "no such version")):
@@ -156,34 +162,37 @@ def test_rollback_target_is_the_version_current_before_or_the_one_named(tmp_path
             versions.rollback_target(refused)
 
 
-def test_rollback_skips_a_copy_of_the_current_content(tmp_path):
+def test_rollback_skips_a_copy_of_the_current_content_and_versions_rolled_back_from(tmp_path):
     """A trial finding: after a rollback from two to one, the next run curated the same inputs
     again (three, the same DVC hash as two); "rollback" went to two, changing nothing."""
     versions = OutputVersions(tmp_path, "cleaned")
     one, two, three = (_version(versions, n) for n in (1, 2, 3))
     versions.make_current(one, _md5("a"))
     versions.make_current(two, _md5("b"))
-    versions.make_current(one)
+    versions.make_current(one, rolled_back_from=two.name)
     versions.make_current(three, _md5("b"))
-    assert versions.recently_current() == [three.name, one.name, two.name]
-    assert versions.rollback_target() == one
+    assert versions.rollback_chain() == [one]
     copies = OutputVersions(tmp_path / "copies", "cleaned")
     first, again = _version(copies, 1), _version(copies, 1)
     copies.make_current(first, _md5("a"))
     copies.make_current(again, _md5("a"))
-    with pytest.raises(ValueError, match="no earlier published version with other content"):
+    with pytest.raises(ValueError, match="no older published version with other content"):
         copies.rollback_target()
 
 
-def test_prune_keeps_the_versions_most_recently_current(tmp_path):
+def test_prune_keeps_rollback_targets_and_the_version_just_before(tmp_path):
     """The same trial: with one -> two -> (rollback) one -> three -> four, prune kept two and
     three by name and deleted one, the only good version."""
     versions = OutputVersions(tmp_path, "cleaned")
     one, two, three, four = (_version(versions, n) for n in (1, 2, 3, 4))
-    for version in (one, two, one, three, four):
-        versions.make_current(version)
-    assert versions.prune(keep_previous=2) == [two]
-    assert versions.versions() == [one, three, four]
+    versions.make_current(one)
+    versions.make_current(two)
+    versions.make_current(one, rolled_back_from=two.name)
+    versions.make_current(three)
+    versions.make_current(four)
+    assert versions.rollback_chain() == [three, one]
+    assert versions.prune(keep_previous=2) == [two]  # rolled back from: no target
+    assert versions.prune(keep_previous=1) == [one]  # three: the first target and the one just before
 
 
 def test_a_folder_from_before_versions_keeps_its_dvc_record_and_reads_as_previous(tmp_path):

@@ -17,13 +17,13 @@ version or the new one, never a mix (the pattern of Kubernetes' atomic writer fo
 volumes, and of release folders in deployment tools). A version folder is complete before it
 can become current; a run killed half-way leaves a version folder that never became current,
 removed by the next `prune`. A reader that resolves the link once (`Path.resolve()`) keeps
-reading the same version while a newer one is published; `prune` keeps the last
-`KEEP_PREVIOUS` published versions besides the current one for such readers and for rollback
-(`hkgai corpus rollback`: `rollback_target`, `make_current(older)`, then `cleaned.dvc` is
-re-pointed from the logged record).
+reading the same version while a newer one is published; `prune` keeps, besides the current
+version, the version current just before it (for such readers) and the first `KEEP_PREVIOUS`
+rollback targets (`hkgai corpus rollback`: `rollback_target`, `make_current(older,
+rolled_back_from=...)`, then `cleaned.dvc` is re-pointed from the logged record).
 
 Plain Python, no Dagster or DVC here: `assets/corpora.py` orders the steps (curate into a new
-version, DVC push, MLflow run, then `make_current`).
+version, the GX gates on it, DVC push, MLflow run, then `make_current`).
 """
 
 from __future__ import annotations
@@ -81,20 +81,53 @@ class OutputVersions:
 
     def published(self) -> dict[str, dict | None]:
         """Version name -> its DVC record, for every version `make_current` published."""
-        return {name: record for name, record in self._log()}
+        return {name: record for name, record, _ in self._log()}
 
     def recently_current(self) -> list[str]:
-        """Published version names, the most recently made current first, each once: the
-        order of rollback ("undo") and of the versions readers may still hold."""
+        """Published version names, the most recently made current first, each once."""
         order: list[str] = []
-        for name, _ in reversed(self._log()):
+        for name, _, _ in reversed(self._log()):
             if name not in order:
                 order.append(name)
         return order
 
-    def _log(self) -> list[tuple[str, dict | None]]:
-        """(version, record) of every PUBLISHED_LOG line, in the order written; a version's
-        record is the last non-null one logged for it."""
+    def rolled_back(self) -> set[str]:
+        """Versions a rollback moved away from and that were not made current again since:
+        not rollback targets (a second rollback walks further back instead of undoing the
+        first)."""
+        flagged: set[str] = set()
+        for name, _, rolled_back_from in self._log():
+            flagged.discard(name)
+            if rolled_back_from:
+                flagged.add(rolled_back_from)
+        return flagged
+
+    def rollback_chain(self) -> list[Path]:
+        """The versions a rollback can go back to, the first choice first: published and
+        complete, older than the current one (version names sort by creation time), not
+        rolled back from (`rolled_back`), and not a copy of the current content (the same DVC
+        hash: a later run that curated the same inputs again). Newest first."""
+        current = self.current()
+        published, flagged = self.published(), self.rolled_back()
+
+        def md5(name: str | None) -> str | None:
+            return ((published.get(name) or {}).get("outs") or [{}])[0].get("md5") if name else None
+
+        current_name = current.name if current is not None else None
+        chain = []
+        for name in sorted(published, reverse=True):
+            version = self.folder / name
+            if (name == current_name or name in flagged or not (version / COMPLETE_MARKER).is_file()
+                    or (current_name and current != self.link and name > current_name)):
+                continue
+            if md5(current_name) is not None and md5(name) == md5(current_name):
+                continue
+            chain.append(version)
+        return chain
+
+    def _log(self) -> list[tuple[str, dict | None, str | None]]:
+        """(version, record, rolled back from) of every PUBLISHED_LOG line, in the order
+        written; a version's record is the last non-null one logged for it."""
         entries, records = [], {}
         try:
             with open(self.folder / PUBLISHED_LOG, encoding="utf-8") as handle:
@@ -106,10 +139,10 @@ class OutputVersions:
                         continue
                     if entry.get("record") or name not in records:
                         records[name] = entry.get("record")
-                    entries.append(name)
+                    entries.append((name, entry.get("rolled_back_from")))
         except FileNotFoundError:
             pass
-        return [(name, records[name]) for name in entries]
+        return [(name, records[name], rolled_back_from) for name, rolled_back_from in entries]
 
     def is_versioned(self) -> bool:
         """Whether `root/name` is a link into the versions folder (published by `make_current`)."""
@@ -155,13 +188,15 @@ class OutputVersions:
                 raise PublishBusyError(f"another run is curating or publishing into {self.folder}") from None
             yield
 
-    def make_current(self, version: Path, record: dict | None = None, legacy_record: dict | None = None) -> None:
+    def make_current(self, version: Path, record: dict | None = None, legacy_record: dict | None = None,
+                     rolled_back_from: str | None = None) -> None:
         """Make `version` (a complete folder in the versions folder) current with one atomic
         rename of a new relative symlink over `root/name`, after noting it in PUBLISHED_LOG
         with `record` (its DVC record; for a rollback to a published version, None keeps the
         record logged for it). `legacy_record`: the DVC record of a folder from before
         versions at `root/name` (moved into the versions folder here), so a rollback to it can
-        point `<name>.dvc` at it.
+        point `<name>.dvc` at it. `rolled_back_from`: for a rollback, the version it moves
+        away from (logged, so it is no rollback target until made current again).
 
         Raises ValueError for a folder outside the versions folder or without `stats.json`,
         OSError from the file system.
@@ -179,7 +214,7 @@ class OutputVersions:
             # prune) and before it is moved, so a crash cannot leave it unlogged.
             legacy = f"{VERSION_PREFIX}0-unversioned-{int(self.link.stat().st_mtime)}"
             entries.append({"version": legacy, "record": legacy_record})
-        entries.append({"version": version.name, "record": record})
+        entries.append({"version": version.name, "record": record, **({"rolled_back_from": rolled_back_from} if rolled_back_from else {})})
         with open(self.folder / PUBLISHED_LOG, "a", encoding="utf-8") as log:
             log.write("".join(json.dumps(entry) + "\n" for entry in entries))
             log.flush()
@@ -196,41 +231,31 @@ class OutputVersions:
         _fsync_folder(self.root)
 
     def rollback_target(self, to: str | None = None) -> Path:
-        """The version a rollback makes current: `to` (a version name), or by default the
-        version that was current most recently before the current one (`recently_current`),
-        skipping versions whose DVC hash equals the current one's (a later run that curated the
-        same inputs again made a copy; rolling back to it would change nothing).
+        """The version a rollback makes current: `to` (a version name; any published,
+        complete version but the current one, a newer one too: a roll forward), or by default
+        the first of `rollback_chain`.
 
         Raises ValueError with the reason when `to` is unknown, never published, incomplete or
         already current, or when there is no version to roll back to.
         """
         current = self.current()
-        published = self.published()
         if to is not None:
             version = self.folder / Path(to).name
             if not to or Path(to).name != to or not version.is_dir():
                 reason = "no such version"
             elif version == current:
                 reason = "it is already current"
-            elif to not in published:
+            elif to not in self.published():
                 reason = "it was never published (a failed or killed run's)"
             elif not (version / COMPLETE_MARKER).is_file():
                 reason = "it is incomplete"
             else:
                 return version
             raise ValueError(f"cannot roll {self.link} back to {to!r}: {reason}")
-
-        def md5(name: str | None) -> str | None:
-            record = published.get(name) if name else None
-            return ((record or {}).get("outs") or [{}])[0].get("md5")
-
-        candidates = [self.folder / name for name in self.recently_current()
-                      if self.folder / name != current and (self.folder / name / COMPLETE_MARKER).is_file()]
-        current_md5 = md5(current.name if current else None)
-        different = [v for v in candidates if current_md5 is None or md5(v.name) != current_md5]
-        if not different:
-            raise ValueError(f"{self.link} has no earlier published version with other content to roll back to")
-        return different[0]
+        chain = self.rollback_chain()
+        if not chain:
+            raise ValueError(f"{self.link} has no older published version with other content to roll back to")
+        return chain[0]
 
     def discard(self, version: Path) -> None:
         """Remove a version that was never made current, with its `<version>.dvc` (first: a
@@ -239,16 +264,18 @@ class OutputVersions:
         shutil.rmtree(version, ignore_errors=True)
 
     def prune(self, keep_previous: int = KEEP_PREVIOUS) -> list[Path]:
-        """Remove every version folder but the current one and the `keep_previous` other
-        *published* ones most recently current: versions a failed or killed run left (never current, complete
+        """Remove every version folder but the current one, the first `keep_previous` of
+        `rollback_chain` and the version current just before this one: versions a failed or killed run left (never current, complete
         or not) go too, with any `<version>.dvc` beside them and records whose folder is gone.
         Call it under `lock`. Returns the versions removed."""
         current = self.current()
-        # The versions most recently current (not the newest by name): after a rollback and a
-        # new run, the version rolled back to is a better target than the one rolled back from.
-        previous = [self.folder / name for name in self.recently_current()
-                    if self.folder / name != current and (self.folder / name / COMPLETE_MARKER).is_file()]
-        keep = {current, *(previous[:keep_previous] if keep_previous > 0 else [])}
+        # The rollback targets (not merely the newest names: a version rolled back from is not
+        # one), and the version current just before this one, which a reader that resolved the
+        # link a moment ago may still be reading.
+        keep = {current, *(self.rollback_chain()[:keep_previous] if keep_previous > 0 else [])}
+        before = [name for name in self.recently_current() if self.folder / name != current]
+        if before:
+            keep.add(self.folder / before[0])
         removed = []
         for version in self.versions():
             if version in keep:
