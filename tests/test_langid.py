@@ -333,6 +333,9 @@ def test_a_long_document_without_spaces_is_identified(identifier):
     # end (quadratic; minutes for a document this size). Now linear, and the answer is right.
     text = "立法會財務委員會今日通過撥款申請。" * 7000
     assert identifier.identify(text).lang == "zh-hant"
+    # Runs of dots and digits (a review finding: the label repeat backtracked from each position).
+    assert identifier.identify("1." * 30000).lang == "other"
+    assert identifier.identify("2026-12-01." * 5000).lang == "other"
     assert identifier.identify("佢哋寄咗封信去 _info.hk@gov.hk 問點樣申請。" * 3000).lang == "yue"
 
 
@@ -342,6 +345,10 @@ def test_a_long_document_without_spaces_is_identified(identifier):
         ("電郵a@b.hk查詢", "電郵 查詢"),  # the Chinese before the address is no longer taken with it
         ("請電郵至 john.doe+hk@mail.example.com.hk 查詢。", "請電郵至   查詢。"),
         ("詳情請瀏覽 www.gov.hk/tc/ 的網頁", "詳情請瀏覽   的網頁"),
+        # Written against Chinese text (a review finding: \b sees no boundary there).
+        ("你可以去https://www.gov.hk/tc/睇吓啲資料，佢哋好詳細。", "你可以去 睇吓啲資料，佢哋好詳細。"),
+        ("詳情請瀏覽www.gov.hk的網頁", "詳情請瀏覽 的網頁"),
+        ("version 1.2.3 released, e.g. by Mr. Chan", "version 1.2.3 released, e.g. by Mr. Chan"),
     ],
 )
 def test_addresses_are_removed_and_the_chinese_around_them_is_kept(text, prose):
