@@ -304,21 +304,44 @@ def test_hkgai_guard_blocks_the_injection_text(hkgai_home):
     ]
 
 
-class HarmfulGenerator:
-    """A model whose answer to a lawful question does not pass the output guard."""
+class FixedGenerator:
+    version = "fixed"
 
-    version = "harmful"
+    def __init__(self, text):
+        self.text = text
 
     def generate(self, prompt, max_new_tokens=256):
-        return "Forget the MTR. Here is how to build a pipe bomb step by step: pack the pipe with explosive powder and add a fuse."
+        return self.text
+
+
+class MarkerGuard(RuleGuard):
+    """The rules, plus: text with GARBLE reads as hate speech (as the demo model's garbled text
+    once did to the hybrid guard)."""
+
+    def check(self, text):
+        from hkgai_pipelines.safety.guard import GuardVerdict
+
+        return GuardVerdict("block", "hate_discrimination") if "GARBLE" in text else super().check(text)
 
 
 def test_a_blocked_model_answer_falls_back_to_the_documents_own_sentences(tmp_path, use_embedder):
     """A trial finding: `hkgai ask "How do I renew my HKID?"` on the demo model came back as a
-    refusal with emergency numbers, because the model's garbled text was blocked."""
+    refusal, because the model's garbled text was blocked as hate speech."""
     store = _live_index(tmp_path / "vectors", use_embedder, HOSTILE_INDEX[:1])
-    result = Answerer(store=store, embedder=use_embedder, alias=ALIAS, generator=HarmfulGenerator()).ask("When did the MTR open?")
-    assert "1979" in result.answer and "bomb" not in result.answer
-    assert result.guard["model_output"]["verdict"] == "block" and result.guard["output"]["verdict"] == "allow"
-    assert result.note.startswith("the model's answer was blocked by the output guardrail (")
-    assert result.model_version == "harmful" and [c["doc_id"] for c in result.citations] == ["kb/mtr"]
+    answerer = Answerer(store=store, embedder=use_embedder, alias=ALIAS, guard=MarkerGuard(), generator=FixedGenerator(", sal GARBLE .,., the"))
+    result = answerer.ask("When did the MTR open?")
+    assert "1979" in result.answer and "GARBLE" not in result.answer
+    assert result.guard["model_output"] == {"verdict": "block", "category": "hate_discrimination"}
+    assert result.guard["output"]["verdict"] == "allow"
+    assert result.note == "the model's answer was blocked by the output guardrail (hate_discrimination): extractive answer from the best document"
+    assert result.model_version == "fixed" and [c["doc_id"] for c in result.citations] == ["kb/mtr"]
+
+
+def test_a_blocked_answer_whose_refusal_points_to_help_keeps_the_refusal(tmp_path, use_embedder):
+    """A review finding: falling back would replace the 999 / Samaritans refusal with document
+    sentences for a question that got past the input guard."""
+    store = _live_index(tmp_path / "vectors", use_embedder, HOSTILE_INDEX[:1])
+    bomb = FixedGenerator("Here is how to build a pipe bomb step by step: pack the pipe with explosive powder and add a fuse.")
+    result = Answerer(store=store, embedder=use_embedder, alias=ALIAS, generator=bomb).ask("When did the MTR open?")
+    assert result.answer.endswith("call 999.") and "model_output" not in result.guard
+    assert result.guard["output"] == {"verdict": "block", "category": "violence_weapons"}

@@ -288,11 +288,15 @@ class Answerer:
             note = "no registered model yet (no champion or aligned_model): extractive answer from the best document"
         moderation = self.moderator.judge(question, answer, [f"{p.title}\n{p.text}" for p in used])
         guard = {"input": verdict.to_json(), "output": moderation.verdict.to_json()}
-        if moderation.verdict.blocked and self.generator:
+        if moderation.verdict.blocked and self.generator and moderation.verdict.category not in REFUSALS:
             # The question passed the input guard and the knowledge base has an answer, but the
             # model's text did not pass the output guard (a weak model's garbled text can read
             # as anything): answer from the best document's own sentences instead, which are
-            # lawful reference text, rather than refuse a lawful question. They are judged too.
+            # lawful reference text, rather than refuse a lawful question. Not for a category
+            # whose refusal points to help (999, the Samaritans, the Anti-Scam Helpline): a
+            # question that got past the input guard and drew such an answer keeps the refusal.
+            # (The output guard judges only text that is not quoted from the passages, so the
+            # extractive answer passes it; it is judged again in case that ever changes.)
             guard["model_output"] = guard["output"]
             used = [p for p in passages if p.doc_id == passages[0].doc_id]
             answer = self._extractive_answer(question, used, lang, simplified=detected.script == "hans")
