@@ -13,7 +13,7 @@ independent detector (pii_audit) is scored on the same positives, and the lines 
 catches are printed: that is the gate seeing what the redactor misses.
 
 Language ID is scored twice: on the 110 lines of benchmarks/data/langid_labelled.tsv, and
-by benchmarks/langid_accuracy.py on the 706-line test set written apart from the identifier
+by benchmarks/langid_accuracy.py on the 691-line test set written apart from the identifier
 (benchmarks/data/langid_test.tsv) and on held-out project lines (per class, Simplified-script
 Cantonese, lines without a variety marker and lines of 6 characters or fewer apart) against
 the rules-only identifier in the same process.

@@ -224,9 +224,10 @@ def test_urls_are_not_english(identifier):
 @pytest.mark.parametrize(
     "text, lang",
     [
-        ("長洲太平清醮幾時舉行？", "yue"),  # 幾時 "when" (SWC 何時)
-        ("屯馬綫仲未通車。", "yue"),  # 仲 "still" (SWC 還)
-        ("個袋入面有三本書。", "yue"),  # 入面 "inside" (SWC 裡面)
+        # Lines in no training set, each with the one feature.
+        ("渡輪幾時開？", "yue"),  # 幾時 "when" (SWC 何時)
+        ("巴士仲未到。", "yue"),  # 仲 "still" (SWC 還)
+        ("盒入面有三枝筆。", "yue"),  # 入面 "inside" (SWC 裡面)
         ("勞資審裁處負責仲裁勞資糾紛。", "zh-hant"),  # 仲裁 is SWC
     ],
 )
@@ -293,7 +294,7 @@ def test_the_same_text_scores_the_same_in_two_processes():
 
 def test_the_langid_test_set_shares_no_line_with_the_training_data():
     """benchmarks/data/langid_test.tsv is scored as never trained on: no line of it may fold
-    to the same view as a training item (packaged corpora or the project's authored text)."""
+    to the same view as a training item (packaged corpora, jieba's words, the project's text)."""
     from pathlib import Path
 
     from hkgai_pipelines.curation import cantonese_model
@@ -303,6 +304,7 @@ def test_the_langid_test_set_shares_no_line_with_the_training_data():
     assert len(lines) >= 500 and all(len(parts) == 3 for parts in lines)
     trained = {cantonese_model.fold(text) for text, _, _ in cantonese_model.authored_corpus()}
     trained |= {cantonese_model.fold(text) for text, _, _ in cantonese_model.training_corpus()}
+    trained |= {cantonese_model.fold(word) for word in cantonese_model.jieba_lexicon()[0]}
     shared = [text for _, _, text in lines if cantonese_model.fold(text) and cantonese_model.fold(text) in trained]
     assert shared == []
 
@@ -355,3 +357,11 @@ def test_addresses_are_removed_and_the_chinese_around_them_is_kept(text, prose):
     from hkgai_pipelines.curation.langid import _NOT_PROSE_RE
 
     assert _NOT_PROSE_RE.sub(" ", text) == prose
+
+
+def test_near_copies_share_a_group_and_other_texts_do_not():
+    from hkgai_pipelines.curation.cantonese_model import near_copy_groups
+
+    folded = ["香港 身份證 可以 喺 人事登記處 續領", "你好", "香港身份證可以喺人事登記處續領", "港鐵 一九七九年 通車", "你好",
+              "香港身份證可以喺人事登記處續領 預約後 親身辦理"]
+    assert near_copy_groups(folded).tolist() == [0, 1, 0, 3, 1, 0]
