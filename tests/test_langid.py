@@ -365,3 +365,17 @@ def test_near_copies_share_a_group_and_other_texts_do_not():
     folded = ["香港 身份證 可以 喺 人事登記處 續領", "你好", "香港身份證可以喺人事登記處續領", "港鐵 一九七九年 通車", "你好",
               "香港身份證可以喺人事登記處續領 預約後 親身辦理"]
     assert near_copy_groups(folded).tolist() == [0, 1, 0, 3, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "text, lang",
+    [
+        ('<div class="content"><p>立法會今日通過議案。</p></div>', "zh-hant"),
+        ("<br/>", "other"),
+        ("&nbsp;&amp;&#160;", "other"),
+        ("佢話 <b>好正</b> 喎", "yue"),
+        ("a < b and c > d is English text here", "en"),
+    ],
+)
+def test_html_markup_is_not_language(identifier, text, lang):
+    assert identifier.identify(text).lang == lang

@@ -265,8 +265,11 @@ _CANTONESE_JUDGEMENTS = ("cantonese", "mixed", "cantonese_quotes_in_swc", "mixed
 # unbounded `\S+@` made 100,000 Chinese characters take 28 s, and "1." * 20,000 took 6.7 s with
 # an unbounded label repeat). URLs and addresses end at the first non-ASCII character, so one
 # written against Chinese text (去https://www.gov.hk/tc/睇吓) is removed without the Chinese.
+# HTML tags and character references are markup, not English (a trial: `<div class="content">
+# <p>立法會今日通過議案。</p></div>` came out mixed, `<br/>` and `&nbsp;` English).
 _NOT_PROSE_RE = re.compile(
     r"`[^`]*`"
+    r"|</?[A-Za-z][A-Za-z0-9-]{0,20}(?:\s[^<>]{0,500})?/?>|&(?:[A-Za-z]{2,10}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});"
     r"|(?<![A-Za-z0-9])https?://[!-~]+"
     r"|(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}(?![A-Za-z0-9-])"
     r"|(?<![A-Za-z0-9.-])[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,63}(?![A-Za-z0-9-])(?:/[!-~]*)?"
