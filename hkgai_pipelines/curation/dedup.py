@@ -276,10 +276,11 @@ def lsh_anchor_pairs(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with the same band hash form a bucket, and each is paired with the bucket's first record.
     Unique pairs, anchor < member. Memory: a few arrays of the number of records."""
     n = bands.shape[0]
-    combined = np.zeros(0, dtype=np.int64)
+    empty = np.zeros(0, dtype=np.int64)
     if n < 2:
-        return combined, combined
+        return empty, empty
     position = np.arange(n, dtype=np.int64)
+    pieces = []
     for band in range(bands.shape[1]):
         hashes = bands[:, band]
         index = np.lexsort((position, hashes))  # by hash, then by order
@@ -289,8 +290,10 @@ def lsh_anchor_pairs(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             continue
         group_first = np.maximum.accumulate(np.where(starts, position, 0))
         members = ~starts
-        pairs = index[members] * n + index[group_first[members]]
-        combined = np.unique(np.concatenate([combined, pairs]))
+        pieces.append(index[members] * n + index[group_first[members]])
+    # One unique over every band's pairs (not one per band over the growing union: that sorted
+    # the union again for each of the bands).
+    combined = np.unique(np.concatenate(pieces)) if pieces else empty
     member, anchor = np.divmod(combined, n)
     return anchor, member
 
