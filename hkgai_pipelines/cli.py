@@ -478,11 +478,11 @@ app.add_typer(corpus_app, name="corpus")
 @corpus_app.command("list")
 def corpus_list() -> None:
     """Versions of the lake's cleaned corpus, oldest first: `*` marks the current one; each with
-    whether it was published, its counts (stats.json) and its DVC hash."""
+    whether it was published (or rolled back from), its counts (stats.json) and its DVC hash."""
     from hkgai_pipelines.curation.versions import COMPLETE_MARKER, OutputVersions
 
     versions = OutputVersions(_settings().lake_dir, "cleaned")
-    current, published = versions.current(), versions.published()
+    current, published, rolled_back = versions.current(), versions.published(), versions.rolled_back()
     if current == versions.link:
         sys.stdout.write(f"* {versions.link} (a folder from before versions; the next cleaned_corpus run moves it into {versions.folder.name}/)\n")
     elif not versions.versions():
@@ -490,7 +490,7 @@ def corpus_list() -> None:
         return
     for version in versions.versions():
         marker = "*" if version == current else " "
-        state = "published" if version.name in published else "never published"
+        state = "rolled back from" if version.name in rolled_back else "published" if version.name in published else "never published"
         try:
             stats = json.loads((version / COMPLETE_MARKER).read_text(encoding="utf-8"))
             counts = f"{stats['kept']} kept, {stats['rejected']} rejected, {stats['quarantined']} quarantined"

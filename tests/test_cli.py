@@ -95,6 +95,7 @@ def test_corpus_rollback_moves_the_link_and_cleaned_dvc_back(tmp_path, monkeypat
     assert versions.current() == made[0] and json.loads((lake / "cleaned" / "stats.json").read_text())["kept"] == 5
     pointer = yaml.safe_load((lake / "cleaned.dvc").read_text())["outs"][0]
     assert (pointer["md5"], pointer["path"]) == ("a" * 32 + ".dir", f"cleaned.versions/{made[0].name}")
+    assert runner.invoke(app, ["corpus", "list"]).stdout.splitlines()[1].startswith(f"  {made[1].name}  rolled back from  6 kept")
     refused = runner.invoke(app, ["corpus", "rollback", "--to", made[0].name])
     assert refused.exit_code == 1 and "it is already current" in refused.output
 
