@@ -227,7 +227,7 @@ def _record_current(versions: OutputVersions, current: Path | None, dvc: DvcReso
     record = versions.published().get(current.name)
     if not record:
         return None
-    md5 = record["outs"][0]["md5"]
+    md5 = versioning.record_md5(record)
     if dvc.recorded_md5(CLEANED_DIR) != md5:
         dvc.point(CLEANED_DIR, _versioned(current), record)
     return md5

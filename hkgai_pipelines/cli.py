@@ -479,6 +479,7 @@ app.add_typer(corpus_app, name="corpus")
 def corpus_list() -> None:
     """Versions of the lake's cleaned corpus, oldest first: `*` marks the current one; each with
     whether it was published (or rolled back from), its counts (stats.json) and its DVC hash."""
+    from hkgai_pipelines import versioning
     from hkgai_pipelines.curation.versions import COMPLETE_MARKER, OutputVersions
 
     versions = OutputVersions(_settings().lake_dir, "cleaned")
@@ -496,8 +497,7 @@ def corpus_list() -> None:
             counts = f"{stats['kept']} kept, {stats['rejected']} rejected, {stats['quarantined']} quarantined"
         except (OSError, ValueError, KeyError, TypeError):
             counts = "incomplete"
-        record = published.get(version.name) or {}
-        md5 = (record.get("outs") or [{}])[0].get("md5") or "-"
+        md5 = versioning.record_md5(published.get(version.name)) or "-"
         sys.stdout.write(f"{marker} {version.name}  {state}  {counts}  dvc {md5}\n")
 
 

@@ -167,10 +167,14 @@ def point(repo_dir: Path, name: str, target: str, record: dict) -> Path:
     return pointer
 
 
+def record_md5(record: dict | None) -> str | None:
+    """The hash a DVC record (a `.dvc` file's content as a dict) names, or None."""
+    return (((record or {}).get("outs") or [{}])[0] or {}).get("md5")
+
+
 def recorded_md5(repo_dir: Path, name: str) -> str | None:
     """The hash `<name>.dvc` records, or None when there is no such record."""
     pointer = Path(repo_dir) / f"{name}.dvc"
     if not pointer.is_file():
         return None
-    outs = (yaml.safe_load(pointer.read_text(encoding="utf-8")) or {}).get("outs") or [{}]
-    return outs[0].get("md5")
+    return record_md5(yaml.safe_load(pointer.read_text(encoding="utf-8")))

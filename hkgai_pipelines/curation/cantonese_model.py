@@ -547,13 +547,9 @@ def fit_in_domain(packaged: np.ndarray, max_han: int | None) -> dict:
     featureless = np.array([not _has_feature(text) for text in texts])
     long_text = np.array([max_han is not None and len(f.replace(" ", "")) >= max_han for f in folded])
     packaged_scores = np.asarray(matrix @ packaged).ravel()
-    grid = np.round(np.arange(-10.0, 10.0001, 0.25), 2)
 
     def best_threshold(scores: np.ndarray) -> tuple[float, float]:
-        scores = np.where(long_text, -np.inf, scores)[featureless]
-        accuracy = [_balanced_accuracy(scores, labels[featureless], t) for t in grid]
-        index = int(np.argmax(accuracy))
-        return float(accuracy[index]), float(grid[index])
+        return _best_threshold(np.where(long_text, -np.inf, scores)[featureless], labels[featureless])
 
     best = None
     for alpha in IN_DOMAIN_ALPHAS:
@@ -628,6 +624,17 @@ def _balanced_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float)
     return 0.5 * (predicted[labels == YUE].mean() + (~predicted[labels == SWC]).mean())
 
 
+#: Candidate thresholds (log-odds): a grid of 0.25 nats, so the choice does not chase single items.
+THRESHOLD_GRID = np.round(np.arange(-10.0, 10.0001, 0.25), 2)
+
+
+def _best_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(best balanced accuracy, its threshold) over THRESHOLD_GRID; ties keep the lowest threshold."""
+    accuracy = [_balanced_accuracy(scores, labels, t) for t in THRESHOLD_GRID]
+    index = int(np.argmax(accuracy))
+    return float(accuracy[index]), float(THRESHOLD_GRID[index])
+
+
 def build_model() -> tuple[CantoneseModel, dict]:
     """Train on the packaged corpora; returns the model and its manifest (a JSON-able dict).
 
@@ -681,7 +688,6 @@ def build_model() -> tuple[CantoneseModel, dict]:
     # Han length of each held-out featureless text, for the length rule (MAX_HAN_CANDIDATES).
     test_han = np.array([len(fold(text).replace(" ", "")) for text, is_held in zip(texts, held) if is_held])
     sub_han = test_han[test_featureless]
-    grid = np.round(np.arange(-10.0, 10.0001, 0.25), 2)
     best = None
     candidates = []
     for share in JIEBA_SHARES:
@@ -695,12 +701,11 @@ def build_model() -> tuple[CantoneseModel, dict]:
             # adopted only when it is strictly better on the held-out split).
             for max_han in MAX_HAN_CANDIDATES:
                 short = np.ones(len(sub_han), dtype=bool) if max_han is None else sub_han < max_han
-                accuracy = [_balanced_accuracy(np.where(short, sub_scores, -np.inf), sub_labels, t) for t in grid]
-                index = int(np.argmax(accuracy))
-                candidates.append({"jieba_share": share, "alpha": alpha, "featureless_max_han": max_han, "threshold": float(grid[index]),
-                                   "featureless_balanced_accuracy": round(float(accuracy[index]), 4)})
-                if best is None or accuracy[index] > best[0]:
-                    best = (accuracy[index], alpha, float(grid[index]), ratio, share, max_han)
+                accuracy, threshold = _best_threshold(np.where(short, sub_scores, -np.inf), sub_labels)
+                candidates.append({"jieba_share": share, "alpha": alpha, "featureless_max_han": max_han, "threshold": threshold,
+                                   "featureless_balanced_accuracy": round(accuracy, 4)})
+                if best is None or accuracy > best[0]:
+                    best = (accuracy, alpha, threshold, ratio, share, max_han)
     _, alpha, threshold, ratio, jieba_share, max_han = best
     # Only the winning candidates are kept in the manifest (the full grid is long).
     candidates = sorted(candidates, key=lambda c: -c["featureless_balanced_accuracy"])[:10]

@@ -107,11 +107,13 @@ class OutputVersions:
         complete, older than the current one (version names sort by creation time), not
         rolled back from (`rolled_back`), and not a copy of the current content (the same DVC
         hash: a later run that curated the same inputs again). Newest first."""
+        from hkgai_pipelines.versioning import record_md5  # the record's format, no DVC run
+
         current = self.current()
         published, flagged = self.published(), self.rolled_back()
 
         def md5(name: str | None) -> str | None:
-            return ((published.get(name) or {}).get("outs") or [{}])[0].get("md5") if name else None
+            return record_md5(published.get(name)) if name else None
 
         current_name = current.name if current is not None else None
         chain = []

@@ -283,8 +283,7 @@ class Answerer:
             answer = self.generator.generate(build_prompt(question, used, lang))
             note = None
         else:
-            used = [p for p in passages if p.doc_id == passages[0].doc_id]
-            answer = self._extractive_answer(question, used, lang, simplified=detected.script == "hans")
+            used, answer = self._from_best_document(question, passages, lang, detected.script == "hans")
             note = "no registered model yet (no champion or aligned_model): extractive answer from the best document"
         moderation = self.moderator.judge(question, answer, [f"{p.title}\n{p.text}" for p in used])
         guard = {"input": verdict.to_json(), "output": moderation.verdict.to_json()}
@@ -298,8 +297,7 @@ class Answerer:
             # (The output guard judges only text that is not quoted from the passages, so the
             # extractive answer passes it; it is judged again in case that ever changes.)
             guard["model_output"] = guard["output"]
-            used = [p for p in passages if p.doc_id == passages[0].doc_id]
-            answer = self._extractive_answer(question, used, lang, simplified=detected.script == "hans")
+            used, answer = self._from_best_document(question, passages, lang, detected.script == "hans")
             moderation = self.moderator.judge(question, answer, [f"{p.title}\n{p.text}" for p in used])
             guard["output"] = moderation.verdict.to_json()
             note = (f"the model's answer was blocked by the output guardrail ({guard['model_output']['category']}): "
@@ -327,6 +325,11 @@ class Answerer:
             else:
                 kept.append(hit)
         return kept, excluded
+
+    def _from_best_document(self, question: str, passages: list[SearchHit], lang: str, simplified: bool) -> tuple[list[SearchHit], str]:
+        """(the best document's passages, the extractive answer from them)."""
+        used = [p for p in passages if p.doc_id == passages[0].doc_id]
+        return used, self._extractive_answer(question, used, lang, simplified=simplified)
 
     def _extractive_answer(self, question: str, passages: list[SearchHit], lang: str, simplified: bool = False) -> str:
         """The two sentences of `passages` (one document's retrieved chunks) most similar to
