@@ -165,6 +165,26 @@ def test_a_stopped_units_settled_rows_are_not_reused(corpus, curation_params, tm
     assert plan.todo == [unit] and not stale.parent.exists()
 
 
+def test_pairs_are_remembered_range_by_range(corpus, curation_params, tmp_path, monkeypatch):
+    """With the decision cut into one range of anchor buckets per pair, each range reads its
+    own remembered pairs: as many are reused as with one range, and the outputs are the same."""
+    from tests.curation_corpus import write_numbered_corpus
+
+    numbered = write_numbered_corpus(corpus / "n" / "numbered.jsonl", 30)  # near-duplicates of five texts
+    parts = tmp_path / "parts"
+
+    def units(*paths):
+        return file_units(list(paths), source="local_files", licence="x")
+
+    monkeypatch.setattr(engine, "DECIDE_MEMORY_BYTES", 1)
+    first = engine.curate(units(numbered), curation_params, tmp_path / "v1", batch_size=4, parts_dir=parts)
+    second = engine.curate(units(numbered, corpus / B0), curation_params, tmp_path / "v2", batch_size=4, parts_dir=parts)
+    assert second.dedup["pairs_remembered"] == first.dedup["candidate_pairs"] > 10
+    monkeypatch.undo()
+    engine.curate(units(numbered, corpus / B0), curation_params, tmp_path / "full", batch_size=4)
+    assert read_outputs(tmp_path / "v2") == read_outputs(tmp_path / "full")
+
+
 def test_remembered_pairs_are_used_only_between_units_with_the_fingerprints_they_were_saved_with(corpus, curation_params, tmp_path):
     import pyarrow.parquet as pq
 

@@ -189,6 +189,16 @@ def test_pair_verification_in_many_passes_decides_the_same(corpus, curation_para
     assert many.dedup == one.dedup and many.dedup["candidate_pairs"] > 1
 
 
+def test_a_decision_in_many_bucket_ranges_decides_the_same(corpus, curation_params, tmp_path, monkeypatch):
+    """A decision budget of one key row at a time: every id, exact key, band and pair range
+    decided apart (and the keys spilled to the staging folder) gives the same outputs."""
+    one = engine.curate_files([corpus], curation_params, tmp_path / "one", licence="x", batch_size=2)
+    monkeypatch.setattr(engine, "DECIDE_MEMORY_BYTES", 1)
+    many = engine.curate_files([corpus], curation_params, tmp_path / "many", licence="x", batch_size=2)
+    assert read_outputs(tmp_path / "many") == read_outputs(tmp_path / "one")
+    assert many.dedup == one.dedup and many.dedup["candidate_pairs"] > 1 and many.dedup["near_duplicates"] > 0
+
+
 @pytest.mark.timeout(300)
 def test_hkgai_curate_killed_with_sigkill_resumes_where_it_stopped(curation_params, tmp_path):
     """kill -9 in the middle of `hkgai curate`: the previous outputs stay whole, and the next

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hkgai_pipelines.curation.dedup import MinHasher, exact_key, find_duplicates, lsh_anchor_pairs, pair_similarities, shingles
+from hkgai_pipelines.curation.dedup import MinHasher, bucket_anchor_pairs, exact_key, find_duplicates, pair_similarities, shingles
 from hkgai_pipelines.curation.quality import QualityFilter, QualityThresholds, score_quality
 from hkgai_pipelines.curation.repair import repair_text
 from hkgai_pipelines.curation.script import ScriptConverter
@@ -114,10 +114,14 @@ def test_dedup_clusters_are_connected_components_kept_by_order():
     }
 
 
-def test_lsh_anchor_pairs_pair_each_bucket_member_with_the_first():
+def test_bucket_anchor_pairs_pair_each_bucket_member_with_the_first():
+    """Records 10, 11, 12, 13 with band hashes [1, 7], [2, 9], [1, 8], [1, 9], rows given out
+    of order: band 0 buckets {10, 12, 13}, band 1 {11, 13}."""
+    orders = np.array([10, 11, 12, 13], dtype=np.int64)
     bands = np.array([[1, 7], [2, 9], [1, 8], [1, 9]], dtype=np.uint64)
-    anchor, member = lsh_anchor_pairs(bands)
-    assert sorted(zip(anchor.tolist(), member.tolist())) == [(0, 2), (0, 3), (1, 3)]
+    shuffled = np.array([7, 0, 5, 2, 1, 6, 3, 4])
+    anchor, member = bucket_anchor_pairs(np.tile([0, 1], 4)[shuffled], bands.ravel()[shuffled], np.repeat(orders, 2)[shuffled])
+    assert sorted(zip(anchor.tolist(), member.tolist())) == [(10, 12), (10, 13), (11, 13)]
 
 
 def test_band_hashes_depend_on_every_row_of_the_band():

@@ -36,11 +36,13 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hkgai_pipelines.curation.keystore import SortedRuns, bucket_of
 from hkgai_pipelines.curation.langid import HAN_RE
 
 _STRIP_RE = re.compile(r"[\s\W_]+", re.UNICODE)
@@ -143,52 +145,86 @@ class DuplicateVerdict:
     similarity: float
 
 
-@dataclass
-class DedupKeys:
-    """What the corpus-wide decision needs of each record, sorted by order key.
+#: Rows the corpus-wide decision keeps of each record (`KeyStore`), split by a hash of the
+#: key they are grouped by (`keystore.SortedRuns`).
+ID_ROWS = pa.schema([("bucket", pa.int32()), ("id", pa.string()), ("order", pa.int64())])
+EXACT_ROWS = pa.schema([("bucket", pa.int32()), ("exact", pa.binary(EXACT_KEY_BYTES)), ("order", pa.int64())])
+BAND_ROWS = pa.schema([("bucket", pa.int32()), ("band", pa.int16()), ("hash", pa.uint64()), ("order", pa.int64())])
+PAIR_ROWS = pa.schema([("bucket", pa.int32()), ("anchor", pa.int64()), ("member", pa.int64())])
+#: Working memory of the decision per row of a range it holds at once (the row itself, sort
+#: indices and sorted copies; measured peaks were below 100 bytes for band rows): a range
+#: holds at most `memory_bytes // DECISION_BYTES_PER_ROW` rows.
+DECISION_BYTES_PER_ROW = 128
+#: Rows of a kind buffered before they are written as one run (three kinds: at most about
+#: three times this waits in memory).
+SPILL_FLUSH_BYTES = 32 * 1024 * 1024
 
-    About 180 bytes a record: for every record that takes part in the duplicate-id decision
-    its order (8) and id (~24 in Arrow); for every dedup candidate its order (8), exact key
-    (20) and band hashes (8 per band, 128 with 16 bands). Text and signatures stay with the
-    workers.
+
+class KeyStore:
+    """What the corpus-wide decision needs of each record, gathered batch by batch in any
+    order of batches: ids (where the record takes part in the duplicate-id decision), and for
+    every dedup candidate its exact key and LSH band hashes. Text and signatures stay with
+    the workers.
+
+    Each kind of row is split by a hash of what it is grouped by (`keystore`): ids by id,
+    exact keys by key, band hashes by hash, so `decide_duplicates` takes the decision one
+    range of buckets at a time. `folder`: where the rows are spilled (about 60 bytes a record
+    plus 22 a band: 420 bytes a record at 16 bands); None keeps them in memory.
+    `memory_bytes`: the decision's budget for the rows it holds at once; None: everything at
+    once (the in-memory paths, whose records are in memory anyway). `flush_bytes`: rows
+    buffered per kind before they are written as a run.
     """
 
-    id_orders: np.ndarray  # int64 (n,)
-    ids: pa.Array  # string (n,)
-    candidate_orders: np.ndarray  # int64 (m,)
-    exact: np.ndarray  # S20 (m,)
-    bands: np.ndarray  # uint64 (m, num_bands)
-
-
-class KeyCollector:
-    """Gathers `DedupKeys` batch by batch, in any order of batches."""
-
-    def __init__(self, num_bands: int) -> None:
+    def __init__(self, num_bands: int, folder: Path | None = None, memory_bytes: int | None = None,
+                 flush_bytes: int = SPILL_FLUSH_BYTES) -> None:
         self.num_bands = num_bands
-        self._id_orders: list[np.ndarray] = []
-        self._ids: list[pa.Array] = []
-        self._orders: list[np.ndarray] = []
-        self._exact: list[np.ndarray] = []
-        self._bands: list[np.ndarray] = []
+        self.folder = folder
+        self.max_rows = None if memory_bytes is None else max(1, memory_bytes // DECISION_BYTES_PER_ROW)
+        self.flush_bytes = flush_bytes
+        self.ids, self.exact, self.bands = (SortedRuns(schema, _sub(folder, name), flush_bytes)
+                                            for schema, name in ((ID_ROWS, "ids"), (EXACT_ROWS, "exact"), (BAND_ROWS, "bands")))
 
     def add_ids(self, orders: np.ndarray, ids: pa.Array | list[str]) -> None:
-        self._id_orders.append(np.asarray(orders, dtype=np.int64))
-        self._ids.append(pa.array(ids, type=pa.string()) if not isinstance(ids, pa.Array) else ids.cast(pa.string()))
+        """Records (orders (n,) int64) that take part in the duplicate-id decision, and their ids."""
+        ids = pa.array(ids, type=pa.string()) if not isinstance(ids, pa.Array) else ids.cast(pa.string())
+        if not len(ids):
+            return
+        import pandas as pd
+
+        # pandas' hash is keyed with a fixed key: the same bucket in every process.
+        hashes = pd.util.hash_array(np.asarray(ids.to_pylist(), dtype=object))
+        self.ids.append(pa.table({"bucket": bucket_of(hashes), "id": ids, "order": np.asarray(orders, dtype=np.int64)}))
 
     def add_candidates(self, orders: np.ndarray, exact: np.ndarray, bands: np.ndarray) -> None:
-        self._orders.append(np.asarray(orders, dtype=np.int64))
-        self._exact.append(np.asarray(exact, dtype=f"S{EXACT_KEY_BYTES}"))
-        self._bands.append(np.asarray(bands, dtype=np.uint64).reshape(-1, self.num_bands))
+        """Dedup candidates: orders (m,) int64, exact keys (m,) S20, band hashes (m, num_bands) uint64."""
+        orders = np.asarray(orders, dtype=np.int64)
+        if not len(orders):
+            return
+        exact = np.ascontiguousarray(exact, dtype=f"S{EXACT_KEY_BYTES}")
+        bands = np.asarray(bands, dtype=np.uint64).reshape(-1, self.num_bands)
+        self.exact.append(pa.table({
+            # The key's first 8 bytes: SHA-1 output is already uniform.
+            "bucket": bucket_of(np.frombuffer(exact.tobytes(), dtype=np.uint8).reshape(-1, EXACT_KEY_BYTES)[:, :8].copy().view(np.uint64).ravel()),
+            "exact": pa.FixedSizeBinaryArray.from_buffers(pa.binary(EXACT_KEY_BYTES), len(orders), [None, pa.py_buffer(exact.tobytes())]),
+            "order": orders,
+        }))
+        hashes = bands.ravel()
+        self.bands.append(pa.table({
+            "bucket": bucket_of(hashes),
+            "band": np.tile(np.arange(self.num_bands, dtype=np.int16), len(orders)),
+            "hash": hashes,
+            "order": np.repeat(orders, self.num_bands),
+        }))
 
-    def finish(self) -> DedupKeys:
-        id_orders = np.concatenate(self._id_orders) if self._id_orders else np.zeros(0, np.int64)
-        ids = pa.concat_arrays(self._ids) if self._ids else pa.array([], pa.string())
-        by_order = np.argsort(id_orders, kind="stable")
-        orders = np.concatenate(self._orders) if self._orders else np.zeros(0, np.int64)
-        exact = np.concatenate(self._exact) if self._exact else np.zeros(0, f"S{EXACT_KEY_BYTES}")
-        bands = np.concatenate(self._bands) if self._bands else np.zeros((0, self.num_bands), np.uint64)
-        candidates = np.argsort(orders, kind="stable")
-        return DedupKeys(id_orders[by_order], ids.take(pa.array(by_order)), orders[candidates], exact[candidates], bands[candidates])
+
+def _sub(folder: Path | None, name: str) -> Path | None:
+    return None if folder is None else folder / name
+
+
+def _fixed_binary(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
+    """A fixed-size binary Arrow column as a numpy S<width> array (no object per value)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return np.frombuffer(array.buffers()[1], dtype=f"S{width}", count=len(array), offset=array.offset * width)
 
 
 #: Verifies candidate pairs: given (anchor orders, member orders), returns (anchor orders,
@@ -271,93 +307,156 @@ def exact_representatives(exact: np.ndarray) -> np.ndarray:
     return representative
 
 
-def lsh_anchor_pairs(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(anchor, member) index pairs of records sorted by order: in every band, the records
-    with the same band hash form a bucket, and each is paired with the bucket's first record.
-    Unique pairs, anchor < member. Memory: a few arrays of the number of records."""
-    n = bands.shape[0]
+def bucket_anchor_pairs(band: np.ndarray, hashes: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(anchor, member) order pairs of band rows (n,) each: the rows with the same band and
+    hash form a bucket, and each member is paired with the bucket's first record in order.
+    A pair found in several bands comes once per band. Memory: a few arrays of n."""
     empty = np.zeros(0, dtype=np.int64)
-    if n < 2:
+    if len(orders) < 2:
         return empty, empty
-    position = np.arange(n, dtype=np.int64)
-    pieces = []
-    for band in range(bands.shape[1]):
-        hashes = bands[:, band]
-        index = np.lexsort((position, hashes))  # by hash, then by order
-        sorted_hashes = hashes[index]
-        starts = np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]]
-        if starts.all():
-            continue
-        group_first = np.maximum.accumulate(np.where(starts, position, 0))
-        members = ~starts
-        pieces.append(index[members] * n + index[group_first[members]])
-    # One unique over every band's pairs (not one per band over the growing union: that sorted
-    # the union again for each of the bands).
-    combined = np.unique(np.concatenate(pieces)) if pieces else empty
-    member, anchor = np.divmod(combined, n)
-    return anchor, member
+    index = np.lexsort((orders, hashes, band))  # by band, hash, then order
+    sorted_band, sorted_hash, sorted_order = band[index], hashes[index], orders[index]
+    starts = np.r_[True, (sorted_band[1:] != sorted_band[:-1]) | (sorted_hash[1:] != sorted_hash[:-1])]
+    group_first = np.maximum.accumulate(np.where(starts, np.arange(len(index)), 0))
+    members = ~starts
+    return sorted_order[group_first[members]], sorted_order[members]
 
 
-def decide_duplicates(keys: DedupKeys, threshold: float, verify: PairVerifier) -> DuplicateDecisions:
-    """Duplicate ids, exact and near duplicates of the whole corpus (see the module docstring).
+def _unique_pairs(anchor: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    index = np.lexsort((member, anchor))
+    anchor, member = anchor[index], member[index]
+    first = np.r_[True, (anchor[1:] != anchor[:-1]) | (member[1:] != member[:-1])] if len(index) else np.zeros(0, bool)
+    return anchor[first], member[first]
+
+
+def _exact_links(exact: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(member, representative) orders of the records (exact keys and orders, any order) whose
+    exact key an earlier record has: each with the first record of its key."""
+    by_order = np.argsort(orders, kind="stable")
+    orders = orders[by_order]
+    representative = exact_representatives(exact[by_order])
+    linked = representative != np.arange(len(orders))
+    return orders[linked], orders[representative[linked]]
+
+
+def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) -> DuplicateDecisions:
+    """Duplicate ids, exact and near duplicates of the whole corpus (see the module docstring),
+    one range of hash buckets at a time (`KeyStore`).
 
     `threshold`: estimated Jaccard similarity at which two records are near-duplicates
     (params.yaml `curation.dedup.threshold`). `verify` computes the similarity of candidate
-    pairs where the signatures are. Raises what `verify` raises.
+    pairs where the signatures are; it is called once per range of pairs. Memory: the
+    store's budget for the ranges, plus arrays of the duplicates found (repeated ids, exact
+    duplicates, verified pairs), which a corpus of distinct records does not grow. Raises
+    what `verify` raises, and ValueError when a candidate has no id.
     """
-    repeated_ids = duplicate_id_orders(keys.id_orders, keys.ids)
-    alive = ~_members_of(repeated_ids, keys.candidate_orders)
-    orders, exact, bands = keys.candidate_orders[alive], keys.exact[alive], keys.bands[alive]
-    ids = keys.ids.take(pa.array(np.searchsorted(keys.id_orders, orders)))
-    n = len(orders)
+    empty = np.zeros(0, dtype=np.int64)
+    # 1. Repeated ids: an id's rows share a bucket.
+    repeated = [duplicate_id_orders(table.column("order").to_numpy(), table.column("id").combine_chunks())
+                for table in _each_range(keys.ids, keys.max_rows)]
+    repeated = np.sort(np.concatenate([empty, *repeated]))
 
-    representative = exact_representatives(exact)
-    is_representative = representative == np.arange(n)
-    rep_index = np.flatnonzero(is_representative)  # in order
-    anchor, member = lsh_anchor_pairs(bands[rep_index])
-    anchor, member = rep_index[anchor], rep_index[member]  # back to candidate indices
+    # 2. Exact duplicates among the candidates whose id is not a repeat: a key's rows share a bucket.
+    candidates, links = 0, []
+    for table in _each_range(keys.exact, keys.max_rows):
+        orders = table.column("order").to_numpy()
+        alive = ~_members_of(repeated, orders)
+        candidates += int(alive.sum())
+        links.append(_exact_links(_fixed_binary(table.column("exact"), EXACT_KEY_BYTES)[alive], orders[alive]))
+    exact_member = np.concatenate([empty, *(member for member, _ in links)])
+    exact_rep = np.concatenate([empty, *(rep for _, rep in links)])
+    by_member = np.argsort(exact_member)
+    exact_member, exact_rep = exact_member[by_member], exact_rep[by_member]
 
-    similarity = np.zeros(len(anchor))
-    if len(anchor):
-        got_anchor, got_member, got_similarity = verify(orders[anchor], orders[member])
-        similarity = _align(orders[anchor], orders[member], got_anchor, got_member, got_similarity)
-    verified = similarity >= threshold
-    edge_a, edge_m, edge_sim = anchor[verified], member[verified], similarity[verified]
+    # 3. LSH candidate pairs among the representatives: a band hash's rows share a bucket.
+    # Pairs are kept by a hash of their anchor, so each anchor's pairs meet in one range.
+    excluded = np.union1d(repeated, exact_member)
+    pairs = SortedRuns(PAIR_ROWS, _sub(keys.folder, "pairs"), keys.flush_bytes)
+    for table in _each_range(keys.bands, keys.max_rows):
+        orders = table.column("order").to_numpy()
+        keep = ~_members_of(excluded, orders)
+        anchor, member = bucket_anchor_pairs(table.column("band").to_numpy()[keep], table.column("hash").to_numpy()[keep], orders[keep])
+        pairs.append(pa.table({"bucket": bucket_of(anchor), "anchor": anchor, "member": member}))
 
-    # Components over all candidates; exact duplicates hang on their representative.
+    # 4. Verify each range of pairs once; the verified ones are the edges.
+    candidate_pairs, edges = 0, []
+    for table in _each_range(pairs, keys.max_rows):
+        anchor, member = _unique_pairs(table.column("anchor").to_numpy(), table.column("member").to_numpy())
+        candidate_pairs += len(anchor)
+        if not len(anchor):
+            continue
+        got_anchor, got_member, got_similarity = verify(anchor, member)
+        similarity = _align(anchor, member, got_anchor, got_member, got_similarity)
+        verified = similarity >= threshold
+        edges.append((anchor[verified], member[verified], similarity[verified]))
+    edge_a = np.concatenate([empty, *(a for a, _, _ in edges)])
+    edge_m = np.concatenate([empty, *(m for _, m, _ in edges)])
+    edge_sim = np.concatenate([np.zeros(0), *(s for _, _, s in edges)])
+
+    # 5. Components over the records in an edge or an exact link (every other candidate is
+    # its own component, and kept); exact duplicates hang on their representative.
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    rows = np.concatenate([edge_a, np.flatnonzero(~is_representative)])
-    cols = np.concatenate([edge_m, representative[~is_representative]])
+    nodes = np.unique(np.concatenate([edge_a, edge_m, exact_member, exact_rep]))
+    n = len(nodes)
+    rows = np.searchsorted(nodes, np.concatenate([edge_a, exact_member]))
+    cols = np.searchsorted(nodes, np.concatenate([edge_m, exact_rep]))
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
     _, label = connected_components(graph, directed=False) if n else (0, np.zeros(0, np.int64))
-    first = np.full(label.max() + 1 if n else 0, n, dtype=np.int64)
-    np.minimum.at(first, label, np.arange(n))  # records are in order: the smallest index is first
-    kept_index = first[label]
+    first = np.full(label.max() + 1 if n else 0, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, label, nodes)  # order keys sort in input order: the smallest is first
+    kept = first[label]
     best = np.zeros(n)
-    np.maximum.at(best, edge_a, edge_sim)
-    np.maximum.at(best, edge_m, edge_sim)
+    np.maximum.at(best, np.searchsorted(nodes, edge_a), edge_sim)
+    np.maximum.at(best, np.searchsorted(nodes, edge_m), edge_sim)
 
-    dropped = kept_index != np.arange(n)
-    exact_of_kept = dropped & (representative == kept_index)
-    dropped_similarity = np.where(exact_of_kept, 1.0, np.where(is_representative, best, best[representative]))
-    cluster_ids = ids.take(pa.array(kept_index[dropped])).to_pylist()
+    dropped = kept != nodes
+    is_member = _members_of(exact_member, nodes)
+    rep_of = nodes.copy()  # a representative is its own
+    rep_of[is_member] = exact_rep[np.searchsorted(exact_member, nodes[is_member])]
+    exact_of_kept = dropped & is_member & (rep_of == kept)
+    dropped_similarity = np.where(exact_of_kept, 1.0, np.where(is_member, best[np.searchsorted(nodes, rep_of)], best))
+    cluster_ids = _ids_of(keys, kept[dropped])
     return DuplicateDecisions(
-        duplicate_id_orders=repeated_ids,
-        dropped_orders=orders[dropped],
+        duplicate_id_orders=repeated,
+        dropped_orders=nodes[dropped],
         dropped_exact=exact_of_kept[dropped],
         dropped_cluster_ids=np.array([cid.encode("utf-8") for cid in cluster_ids], dtype=bytes) if cluster_ids else np.zeros(0, "S1"),
         dropped_similarity=dropped_similarity[dropped],
         summary={
-            "duplicate_ids": int(len(repeated_ids)),
-            "candidates": int(n),
+            "duplicate_ids": int(len(repeated)),
+            "candidates": candidates,
             "exact_duplicates": int(exact_of_kept.sum()),
-            "candidate_pairs": int(len(anchor)),
-            "verified_pairs": int(verified.sum()),
+            "candidate_pairs": candidate_pairs,
+            "verified_pairs": int(len(edge_a)),
             "near_duplicates": int(dropped.sum() - exact_of_kept.sum()),
         },
     )
+
+
+def _each_range(runs: SortedRuns, max_rows: int | None) -> Iterable[pa.Table]:
+    for low, high in runs.ranges(max_rows):
+        yield runs.read(low, high)
+
+
+def _ids_of(keys: KeyStore, orders: np.ndarray) -> list[str]:
+    """The ids of `orders` (any order, repeats allowed), in that order. One pass over the
+    stored ids. Raises ValueError for an order without an id."""
+    wanted = np.unique(orders)
+    found_orders, found_ids = [], []
+    for table in _each_range(keys.ids, keys.max_rows):
+        present = table.column("order").to_numpy()
+        hit = _members_of(wanted, present)
+        if hit.any():
+            found_orders.append(present[hit])
+            found_ids.extend(table.column("id").filter(pa.array(hit)).to_pylist())
+    found = np.concatenate([np.zeros(0, np.int64), *found_orders])
+    if len(found) != len(wanted):
+        raise ValueError(f"{len(wanted) - len(found)} kept record(s) of a duplicate cluster have no id")
+    by_order = np.argsort(found)
+    ids = [found_ids[i] for i in by_order]
+    return [ids[i] for i in np.searchsorted(found[by_order], orders)]
 
 
 def _align(anchor: np.ndarray, member: np.ndarray, got_anchor: np.ndarray, got_member: np.ndarray, got_similarity: np.ndarray) -> np.ndarray:
@@ -394,10 +493,10 @@ def find_duplicates(docs: list[tuple[str, str]], threshold: float = 0.8, hasher:
     """Verdicts for a list of (id, text) in order, by id of the dropped documents: the
     corpus-wide decision on a small in-memory list (tests, benchmarks)."""
     hasher = hasher or MinHasher()
-    collector = KeyCollector(hasher.num_bands)
+    collector = KeyStore(hasher.num_bands)
     orders = np.arange(len(docs), dtype=np.int64)
     collector.add_ids(orders, [doc_id for doc_id, _ in docs])
     signatures = hasher.signatures(text for _, text in docs)
     collector.add_candidates(orders, np.array([exact_digest(text) for _, text in docs], dtype=f"S{EXACT_KEY_BYTES}"), hasher.band_hashes(signatures))
-    decisions = decide_duplicates(collector.finish(), threshold, in_memory_verifier(dict(enumerate(text for _, text in docs)), hasher))
+    decisions = decide_duplicates(collector, threshold, in_memory_verifier(dict(enumerate(text for _, text in docs)), hasher))
     return {docs[order][0]: verdict for order, verdict in decisions.verdicts_for(orders).items()}

@@ -10,19 +10,20 @@ executors (the split datatrove makes between its local and Ray executors):
 
 Both write the same part files, take the same decisions and give the same outputs.
 
-Memory is bounded by the batch size, not by the corpus: no task holds more than one batch of
-records, and the driver gathers only small per-record keys (`dedup.DedupKeys`, about 180 bytes
-a record; the decision's working arrays take about twice that again while it runs), plus, for
-verification, the MinHash signatures of the records in a candidate pair (512 bytes each).
-Three phases, with the corpus-wide decisions on the driver between them (on Ray, three Ray
-Data jobs):
+Memory is bounded by the batch size and two budgets, not by the corpus: no task holds more
+than one batch of records; the driver spills the small per-record keys it gathers
+(`dedup.KeyStore`: ids, exact keys, LSH band hashes) to the staging folder by hash bucket and
+decides one range of buckets at a time within DECIDE_MEMORY_BYTES; verification holds the
+MinHash signatures of at most VERIFY_MEMORY_BYTES of records at once. What still grows is
+what was found: the repeated ids, exact duplicates and verified pairs. Three phases, with the
+corpus-wide decisions on the driver between them (on Ray, three Ray Data jobs):
 
 1. **read + steps**: the input units (`inputs.py`: one per file, in the stable input order)
    are read by tasks that yield batches of records; each batch goes through
    `CurationPipeline.process` (repair, PII, language ID, script, quality) in another task,
    which writes its processed rows and their deduplication keys to a Parquet part file in
    the run's resume folder (`RESUME_PREFIX`: a stopped run's finished part files are read
-   back instead of processed again) and returns the keys to the driver.
+   back instead of processed again) and returns the keys to the driver, which spills them.
 2. **decide** (driver): `dedup.decide_duplicates` finds duplicate ids, exact duplicates and the
    LSH candidate pairs. Verifying the pairs needs MinHash signatures, which are not kept:
    they are recomputed from the part files for the records in a pair, split by a hash of the
@@ -74,12 +75,13 @@ import pyarrow.parquet as pq
 from hkgai_pipelines.curation.dedup import (
     EXACT_KEY_BYTES,
     DuplicateDecisions,
-    KeyCollector,
+    KeyStore,
     MinHasher,
     decide_duplicates,
     pair_similarities,
 )
 from hkgai_pipelines.curation.inputs import ITEM_BITS, InputUnit, file_units, lake_units, order_key
+from hkgai_pipelines.curation.keystore import bucket_of
 from hkgai_pipelines.curation.pipeline import (
     CLEANED_SCHEMA,
     DEDUP_KEY_FIELDS,
@@ -127,6 +129,8 @@ def keys_schema(num_bands: int) -> pa.Schema:
 #: anchor's bucket (the group it is verified in: `_verify_pairs`).
 PAIR_ROW_SCHEMA = pa.schema([("bucket", pa.int64()), ("anchor", pa.int64()), ("order", pa.int64()), ("signature", pa.binary())])
 SIMILARITY_SCHEMA = pa.schema([("anchor", pa.int64()), ("member", pa.int64()), ("similarity", pa.float64())])
+#: `VerifiedPairs`' file: rows sorted by the anchor's bucket (`keystore.bucket_of`).
+VERIFIED_PAIRS_SCHEMA = pa.schema([("bucket", pa.int32()), ("anchor", pa.int64()), ("member", pa.int64()), ("similarity", pa.float64())])
 SETTLED_SCHEMA = pa.schema([("stats", pa.string()), ("digest", pa.string())])
 #: Up to this many pair rows, the verification's groupby uses Ray Data's sort shuffle (tasks
 #: only); above it the hash shuffle. Measured on 2 cores with 150,000 rows of 530 bytes (20 MB
@@ -142,6 +146,11 @@ EXECUTORS = ("local", "ray")
 #: makes more passes over the part files for more. Chosen so that, on the 2-core machine's
 #: 24 GiB, verification stays well under the steps' own footprint (language models, a batch).
 VERIFY_MEMORY_BYTES = 256 * 1024 * 1024
+#: The corpus-wide decision's budget for the keys it holds at once (`dedup.KeyStore`): the
+#: keys are spilled to the staging folder as they arrive and decided one range of hash
+#: buckets at a time, so the driver's memory does not grow with the corpus (a first version
+#: held every key: 10.2 GiB at 1 GiB of input). Same reasoning as VERIFY_MEMORY_BYTES.
+DECIDE_MEMORY_BYTES = 256 * 1024 * 1024
 #: Pairs compared at once: two (slice, num_perm) uint32 gathers, 32 MiB each at 128 permutations.
 VERIFY_SLICE_PAIRS = 65_536
 #: A run's part files live in `<out>/.curate-staging-resume-<run_fingerprint>/` until the run
@@ -568,13 +577,18 @@ class VerifiedPairs:
     whose two records both belong to units taken as they are (same file content, position,
     parameters and code, so the same texts at the same order keys) has the same similarity,
     so only the other pairs are verified again: those with a record of a new or changed unit.
-    Without a parts folder, `verifier` returns `verify` itself."""
+    Without a parts folder, `verifier` returns `verify` itself.
+
+    The decision verifies one range of anchor buckets at a time (`dedup.decide_duplicates`),
+    so the file is kept sorted by the anchor's bucket: each range reads only its own rows of
+    the last run's file, and this run's answers are appended range by range to the next
+    file, which `save` puts in place. Memory: one range's pairs."""
 
     def __init__(self, plan: UnitPlan):
         self.plan = plan
         self.path = plan.parts_dir / PAIRS_FILE if plan.parts_dir is not None else None
         self.reused = 0
-        self._answered: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._writer: pq.ParquetWriter | None = None
 
     def verifier(self, verify):
         if self.path is None:
@@ -583,7 +597,7 @@ class VerifiedPairs:
         def remembered(anchor: np.ndarray, member: np.ndarray):
             import pandas as pd
 
-            known, saved_with = self._read()
+            known, saved_with = self._read(anchor)
             # A unit taken as it is this run, with the fingerprint it had when the pairs were
             # saved: the same texts at the same order keys.
             cached_units = np.array(sorted(unit.index for unit in self.plan.cached
@@ -593,23 +607,39 @@ class VerifiedPairs:
             hits = asked.merge(pd.DataFrame({"a": known[0], "m": known[1], "s": known[2]}), on=["a", "m"], how="inner")
             todo = np.ones(len(anchor), dtype=bool)
             todo[hits["i"].to_numpy()] = False
-            self.reused = len(hits)
+            self.reused += len(hits)
             got = verify(anchor[todo], member[todo]) if todo.any() else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
-            self._answered = (np.concatenate([hits["a"].to_numpy(), np.asarray(got[0], np.int64)]),
-                              np.concatenate([hits["m"].to_numpy(), np.asarray(got[1], np.int64)]),
-                              np.concatenate([hits["s"].to_numpy(), np.asarray(got[2], np.float64)]))
-            return self._answered
+            answered = (np.concatenate([hits["a"].to_numpy(), np.asarray(got[0], np.int64)]),
+                        np.concatenate([hits["m"].to_numpy(), np.asarray(got[1], np.int64)]),
+                        np.concatenate([hits["s"].to_numpy(), np.asarray(got[2], np.float64)]))
+            self._append(*answered)
+            return answered
         return remembered
 
-    def _read(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[int, str]]:
-        """(anchor, member, similarity) arrays and the unit fingerprints they were saved with."""
+    def _read(self, anchor: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[int, str]]:
+        """(anchor, member, similarity) arrays of the saved pairs in the buckets of `anchor`,
+        and the unit fingerprints they were saved with."""
+        buckets = bucket_of(anchor)
         try:
-            table = pq.read_table(self.path)
-            saved_with = json.loads(table.schema.metadata[b"unit_fingerprints"])
+            saved_with = json.loads(pq.read_schema(self.path).metadata[b"unit_fingerprints"])
+            table = pq.read_table(self.path, filters=[("bucket", ">=", int(buckets.min())), ("bucket", "<=", int(buckets.max()))])
             return (tuple(table.column(name).to_numpy() for name in ("anchor", "member", "similarity")),
                     {int(index): fingerprint for index, fingerprint in saved_with.items()})
         except (OSError, pa.ArrowException, KeyError, TypeError, ValueError):  # none yet, or damaged: verify everything
             return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)), {}
+
+    def _append(self, anchor: np.ndarray, member: np.ndarray, similarity: np.ndarray) -> None:
+        buckets = bucket_of(anchor)
+        table = pa.table({"bucket": buckets, "anchor": anchor, "member": member, "similarity": similarity}, schema=self._schema())
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._partial(), self._schema())
+        self._writer.write_table(table.take(np.argsort(buckets, kind="stable")))
+
+    def _schema(self) -> pa.Schema:
+        return VERIFIED_PAIRS_SCHEMA.with_metadata({"unit_fingerprints": json.dumps(self.plan.fingerprints)})
+
+    def _partial(self) -> Path:
+        return self.path.with_name(PAIRS_FILE + ".partial")
 
     def save(self) -> None:
         """Keep this run's verified pairs for the next run (none verified: nothing kept), with
@@ -618,11 +648,11 @@ class VerifiedPairs:
         other records)."""
         if self.path is None:
             return
-        anchor, member, similarity = self._answered or (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-        table = pa.table({"anchor": anchor, "member": member, "similarity": similarity})
-        table = table.replace_schema_metadata({"unit_fingerprints": json.dumps(self.plan.fingerprints)})
-        with atomic_path(self.path) as temp:
-            pq.write_table(table, temp)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._partial(), self._schema())
+        self._writer.close()
+        self._writer = None
+        os.replace(self._partial(), self.path)
 
 
 @dataclass(frozen=True)
@@ -657,12 +687,18 @@ class _WorkFolders:
                 path.unlink()
 
 
-def _collect_cached(work: _WorkFolders, keys: KeyCollector, progress: _Progress, num_bands: int) -> None:
+def _collect_cached(work: _WorkFolders, keys: KeyStore, progress: _Progress, num_bands: int) -> None:
     """The keys of the units taken from earlier runs, read from their part files."""
     for part in work.plan.cached_parts:
         table = pq.read_table(part, columns=PART_KEY_COLUMNS)
         _collect(_keys_of(table, num_bands, reused=False), keys, progress)
         progress.cached_records += table.num_rows
+
+
+def _key_store(work: _WorkFolders, params: CurationParams) -> KeyStore:
+    """The driver's dedup keys, spilled under the staging folder (removed with it) and decided
+    within DECIDE_MEMORY_BYTES."""
+    return KeyStore(params.dedup.num_bands, work.staging / WORK_DIR / "keys", DECIDE_MEMORY_BYTES)
 
 
 def _work_folders(staging: Path, steps_dir: Path, plan: UnitPlan) -> _WorkFolders:
@@ -677,7 +713,7 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     Ray, so the same part files, decisions and outputs."""
     seconds = {}
     started = time.perf_counter()
-    keys, progress = KeyCollector(params.dedup.num_bands), _Progress()
+    keys, progress = _key_store(work, params), _Progress()
     _collect_cached(work, keys, progress, params.dedup.num_bands)
     params_blob = pickle.dumps(params)
     for batch in _batches(units, batch_size, by_unit=work.plan.folders is not None):
@@ -705,11 +741,11 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
                                     "cached_records": progress.cached_records}
 
 
-def _decide(keys: KeyCollector, params: CurationParams, plan: UnitPlan, verify) -> tuple[DuplicateDecisions, VerifiedPairs]:
+def _decide(keys: KeyStore, params: CurationParams, plan: UnitPlan, verify) -> tuple[DuplicateDecisions, VerifiedPairs]:
     """Phase 2 for both executors: the corpus-wide decisions, with the pairs an earlier run
     verified remembered (incremental curation) and this run's kept for the next."""
     pairs = VerifiedPairs(plan)
-    decisions = decide_duplicates(keys.finish(), params.dedup.threshold, pairs.verifier(verify))
+    decisions = decide_duplicates(keys, params.dedup.threshold, pairs.verifier(verify))
     pairs.save()
     return decisions, pairs
 
@@ -748,7 +784,7 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     # slot of its own, so that `workers` steps tasks always run; a bounded number of reading
     # tasks keeps what waits in the object store bounded.
     started = time.perf_counter()
-    keys, progress = KeyCollector(params.dedup.num_bands), _Progress()
+    keys, progress = _key_store(work, params), _Progress()
     _collect_cached(work, keys, progress, params.dedup.num_bands)
     if units:
         units_ds = ray.data.from_items([{"unit": json.dumps(unit.to_row())} for unit in units], override_num_blocks=len(units))
@@ -924,7 +960,7 @@ class _Progress:
     cached_records: int = 0
 
 
-def _collect(batch: pa.Table, keys: KeyCollector, progress: _Progress) -> None:
+def _collect(batch: pa.Table, keys: KeyStore, progress: _Progress) -> None:
     """Add one steps task's keys to the driver's collection (arrays, no object per record)."""
     orders = batch.column("order").to_numpy()
     progress.part_names.update(part_name(int(order)) for order in orders[batch.column("first").to_numpy()])

@@ -40,7 +40,7 @@ import pyarrow as pa
 from hkgai_pipelines.curation.dedup import (
     EXACT_KEY_BYTES,
     DuplicateDecisions,
-    KeyCollector,
+    KeyStore,
     MinHasher,
     decide_duplicates,
     exact_digest,
@@ -288,10 +288,10 @@ class CurationPipeline:
     def run(self, items: Iterable[RawRecord | QuarantineRecord]) -> CurationResult:
         """Every item in this process, in memory; order keys are the input positions."""
         rows = [self.process(item, order) for order, item in enumerate(items)]
-        keys = KeyCollector(self.hasher.num_bands)
+        keys = KeyStore(self.hasher.num_bands)
         collect_keys(rows, keys)
         texts = {row["order"]: row["text"] for row in rows if row.get("candidate")}
-        decisions = decide_duplicates(keys.finish(), self.params.dedup.threshold, in_memory_verifier(texts, self.hasher))
+        decisions = decide_duplicates(keys, self.params.dedup.threshold, in_memory_verifier(texts, self.hasher))
         result = settle_rows(rows, decisions)
         result.stats.check_counts()
         return result
@@ -306,7 +306,7 @@ def _rejected(row: dict, step: str, reason: str) -> dict:
     return row
 
 
-def collect_keys(rows: Iterable[dict], keys: KeyCollector) -> None:
+def collect_keys(rows: Iterable[dict], keys: KeyStore) -> None:
     """Add the corpus-wide decision's keys of processed rows to `keys`."""
     rows = [row for row in rows if row.get("id_check")]
     keys.add_ids(np.array([row["order"] for row in rows], dtype=np.int64), [row["id"] for row in rows])

@@ -1,0 +1,116 @@
+"""The corpus-wide decision one range of hash buckets at a time (`curation/keystore.py`,
+`dedup.KeyStore`): rows spilled to disk and decided in many small ranges give the decision
+taken on every key at once, so the driver's memory can stay within a budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from hkgai_pipelines.curation import dedup
+from hkgai_pipelines.curation.keystore import FINE_BUCKETS, SortedRuns, bucket_of
+
+SCHEMA = pa.schema([("bucket", pa.int32()), ("value", pa.int64())])
+
+
+@pytest.mark.parametrize("spilled", [False, True])
+def test_sorted_runs_give_every_row_once_by_bucket_range(tmp_path, spilled):
+    runs = SortedRuns(SCHEMA, tmp_path / "runs" if spilled else None, flush_bytes=64)  # a run per append
+    for start in range(0, 1000, 100):
+        values = np.arange(start, start + 100)
+        runs.append(pa.table({"bucket": (values * 7) % FINE_BUCKETS, "value": values}))
+    assert runs.rows == 1000 and len(list((tmp_path / "runs").iterdir()) if spilled else []) == (10 if spilled else 0)
+    ranges = runs.ranges(max_rows=150)
+    assert ranges[0][0] == 0 and ranges[-1][1] == FINE_BUCKETS
+    assert all(high == low for (_, high), (low, _) in zip(ranges, ranges[1:]))  # contiguous
+    tables = [runs.read(low, high) for low, high in ranges]
+    assert all(table.num_rows <= 150 for table in tables) and len(tables) == 7
+    values = sorted(v for table in tables for v in table.column("value").to_pylist())
+    assert values == list(range(1000))
+    assert runs.ranges(None) == [(0, FINE_BUCKETS)] == runs.ranges(1000)
+
+
+def test_bucket_of_spreads_structured_order_keys():
+    """Order keys are unit << 40 | position: consecutive positions of one unit, and the same
+    position of consecutive units, fill the buckets evenly."""
+    positions = bucket_of(np.arange(100_000, dtype=np.int64))
+    units = bucket_of(np.arange(100_000, dtype=np.int64) << 40)
+    for buckets in (positions, units):
+        counts = np.bincount(buckets, minlength=FINE_BUCKETS)
+        assert buckets.min() >= 0 and buckets.max() < FINE_BUCKETS
+        assert counts.min() >= 10 and counts.max() <= 40  # 24.4 a bucket on average
+
+
+def _keys(seed: int, n: int = 4000, num_bands: int = 8):
+    """Random keys with planted repeated ids, exact duplicates and shared band hashes."""
+    rng = np.random.default_rng(seed)
+    orders = np.sort(rng.choice(1 << 20, n, replace=False)).astype(np.int64) << 20
+    ids = [f"doc-{rng.integers(0, n * 4)}" for _ in range(n)]
+    exact = np.array([rng.bytes(20) for _ in range(n)], dtype="S20")
+    copies = rng.random(n) < 0.05
+    exact[copies] = exact[rng.integers(0, n, copies.sum())]
+    bands = rng.integers(0, 1 << 62, (n, num_bands), dtype=np.uint64)
+    for _ in range(n // 5):
+        i, j = rng.integers(0, n, 2)
+        shared = rng.integers(0, num_bands, rng.integers(1, 3))
+        bands[j, shared] = bands[i, shared]
+    candidate = rng.random(n) < 0.9
+    return orders, ids, exact, bands, candidate
+
+
+def _pseudo_similarity(anchor, member):
+    """A similarity in [0, 1) that depends only on the pair, answered in reverse order."""
+    with np.errstate(over="ignore"):
+        mixed = anchor.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ member.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+    return anchor[::-1], member[::-1], ((mixed >> np.uint64(40)).astype(np.float64) / (1 << 24))[::-1]
+
+
+def _decide(keys, store, batches):
+    orders, ids, exact, bands, candidate = keys
+    rng = np.random.default_rng(7)
+    for chunk in np.array_split(rng.permutation(len(orders)), batches):  # batches in any order
+        store.add_ids(orders[chunk], [ids[i] for i in chunk])
+        chunk = chunk[candidate[chunk]]
+        store.add_candidates(orders[chunk], exact[chunk], bands[chunk])
+    return dedup.decide_duplicates(store, 0.5, _pseudo_similarity)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_decision_in_many_spilled_ranges_equals_the_decision_at_once(tmp_path, seed):
+    keys = _keys(seed)
+    at_once = _decide(keys, dedup.KeyStore(8), batches=3)
+    store = dedup.KeyStore(8, tmp_path / "keys", memory_bytes=dedup.DECISION_BYTES_PER_ROW * 2000, flush_bytes=64 * 1024)
+    ranged = _decide(keys, store, batches=11)
+    assert len(store.bands.ranges(store.max_rows)) >= 15 and len(store.ids.ranges(store.max_rows)) == 2
+    assert len(list((tmp_path / "keys" / "bands").iterdir())) >= 5 and (tmp_path / "keys" / "pairs").is_dir()
+    for name in ("duplicate_id_orders", "dropped_orders", "dropped_exact", "dropped_cluster_ids", "dropped_similarity"):
+        assert np.array_equal(getattr(at_once, name), getattr(ranged, name)), name
+    assert ranged.summary == at_once.summary
+    summary = at_once.summary
+    assert min(summary["duplicate_ids"], summary["exact_duplicates"], summary["near_duplicates"]) > 50
+
+
+def test_the_kept_record_of_a_cluster_is_the_first_in_order_across_ranges(tmp_path):
+    """Orders 100..105, ids given in reverse: 101 repeats 100's id "a"; 103 is an exact copy of
+    102 ("b"); 102 and 104 share band 0's hash 3 (103 would too, but an exact copy is not a
+    candidate), 104 and 105 band 1's hash 32. Pairs (102, 104) and (104, 105) both verify, so
+    {102, 103, 104, 105} is one cluster kept by 102: 103 an exact duplicate (similarity 1.0),
+    104 and 105 near ones with their best similarity."""
+    store = dedup.KeyStore(2, tmp_path / "keys", memory_bytes=dedup.DECISION_BYTES_PER_ROW)  # a range per bucket
+    orders = np.arange(100, 106, dtype=np.int64)
+    store.add_ids(orders[::-1], ["e", "d", "c", "b", "a", "a"])  # 101 repeats 100's id "a"
+    exact = np.array([b"0" * 20, b"1" * 20, b"2" * 20, b"2" * 20, b"4" * 20, b"5" * 20], dtype="S20")
+    bands = np.array([[1, 10], [2, 20], [3, 30], [3, 31], [3, 32], [9, 32]], dtype=np.uint64)
+    store.add_candidates(orders, exact, bands)
+    similarity = {(102, 104): 0.9, (104, 105): 0.95}
+
+    def verify(anchor, member):
+        return anchor, member, np.array([similarity.get((a, m), 0.1) for a, m in zip(anchor.tolist(), member.tolist())])
+
+    decisions = dedup.decide_duplicates(store, 0.8, verify)
+    assert decisions.duplicate_id_orders.tolist() == [101]
+    verdicts = {order: (v.kind, v.duplicate_of, v.similarity) for order, v in decisions.verdicts_for(orders).items()}
+    assert verdicts == {103: ("exact", "b", 1.0), 104: ("near", "b", 0.95), 105: ("near", "b", 0.95)}
+    assert decisions.summary == {"duplicate_ids": 1, "candidates": 5, "exact_duplicates": 1, "candidate_pairs": 2,
+                                 "verified_pairs": 2, "near_duplicates": 2}
