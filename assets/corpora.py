@@ -14,9 +14,9 @@ import dagster as dg
 from hkgai_pipelines import versioning
 from hkgai_pipelines.assets.metadata import markdown_table
 from hkgai_pipelines.curation import expectations
-from hkgai_pipelines.curation.engine import PARTS_DIR_NAME, curate_lake
+from hkgai_pipelines.curation.engine import PARTS_DIR_NAME
 from hkgai_pipelines.curation.versions import OutputVersions
-from hkgai_pipelines.resources import DataLakeResource, DvcResource, MlflowResource, PipelineConfigResource
+from hkgai_pipelines.resources import CurationLauncher, DataLakeResource, DvcResource, MlflowResource, PipelineConfigResource
 from hkgai_pipelines.settings import get_settings
 from hkgai_pipelines.sources.catalog import load_catalog
 from hkgai_pipelines.sources.ingest import ingest_source
@@ -103,6 +103,7 @@ def cleaned_corpus(
     lake: DataLakeResource,
     dvc: DvcResource,
     mlflow: MlflowResource,
+    curation: CurationLauncher,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     catalog = pipeline_config.catalog()
     params = pipeline_config.curation_params()
@@ -112,13 +113,13 @@ def cleaned_corpus(
         previous_md5 = _record_current(versions, previous, dvc)
         version = versions.new_version()
         try:
-            # The curation engine, in this process or on Ray when RAY_ADDRESS names a cluster,
-            # into a new version folder that readers cannot see yet. Incremental: the steps run
-            # only on the raw partitions that are new or changed since the last run (their part
-            # files are kept in the versions folder); deduplication and the outputs cover every
-            # partition.
-            run = curate_lake(lake.root_path, catalog.names, params, version, work_dir=versions.folder,
-                              parts_dir=versions.folder / PARTS_DIR_NAME)
+            # The curation engine (in this process, or on a KubeRay RayJob in production: the
+            # `curation` resource) into a new version folder that readers cannot see yet.
+            # Incremental: the steps run only on the raw partitions that are new or changed since
+            # the last run (their part files are kept in the versions folder); deduplication and
+            # the outputs cover every partition.
+            run = curation.curate(context, lake_dir=lake.root_path, sources=catalog.names, params_file=Path(pipeline_config.params_file),
+                                  out_dir=version, work_dir=versions.folder, parts_dir=versions.folder / PARTS_DIR_NAME)
             stats, outputs = run.stats, run.outputs
             # The gates on the new version, before DVC, MLflow or any reader sees it: a corpus
             # that fails one is never published, and the current version stays.

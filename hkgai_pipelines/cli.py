@@ -158,10 +158,15 @@ def curate(
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="tasks run at once; above 1 runs on Ray (default: 1 in this process; on the RAY_ADDRESS cluster, its CPUs)")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="records per task (default 1000); memory per task grows with it")] = None,
     executor: Annotated[str | None, typer.Option("--executor", help="local (this process) or ray (default: ray with --workers above 1 or RAY_ADDRESS, else local)")] = None,
+    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="folder for a stopped run's part files (default: --out)")] = None,
+    parts_dir: Annotated[Path | None, typer.Option("--parts-dir", help="incremental: keep each input's part files here and process only new or changed inputs")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="write the run (counts, content hash, phases, dedup, incremental) to this JSON file")] = None,
 ) -> None:
     """Run the curation pipeline on files: cleaned.parquet/ and rejected.parquet/ (folders of
     Parquet part files), quarantine.jsonl, stats.json. Memory stays bounded by the batch size;
-    --workers N (N > 1) runs on Ray started in this process, RAY_ADDRESS on that cluster."""
+    --workers N (N > 1) runs on Ray started in this process, RAY_ADDRESS on that cluster.
+    cleaned_corpus on KubeRay runs `--lake LAKE --out <new version> --work-dir --parts-dir
+    --report` (resources/ray_jobs.py)."""
     from hkgai_pipelines.curation import engine
     from hkgai_pipelines.curation.inputs import file_units, lake_units
     from hkgai_pipelines.curation.versions import OutputVersions
@@ -203,14 +208,21 @@ def curate(
                 what = "the output folder" if exclude == [out] else "the outputs in"
                 console.print(f"skipping {what} {escape(str(out))} inside the input", soft_wrap=True)
         with console.status("curating ..."):
-            run = engine.curate(units, params, out, workers=workers, batch_size=batch_size or engine.DEFAULT_BATCH_SIZE, executor=executor)
+            run = engine.curate(units, params, out, workers=workers, batch_size=batch_size or engine.DEFAULT_BATCH_SIZE, executor=executor,
+                                work_dir=work_dir, parts_dir=parts_dir)
+        if report is not None:
+            from hkgai_pipelines.sources.lake import atomic_path
+
+            report.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(report) as temp:
+                temp.write_text(json.dumps(run.to_report(), ensure_ascii=False, indent=1), encoding="utf-8")
     except FileNotFoundError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     except CatalogError as error:
         console.print(f"[red]source catalog error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    except ConnectionError as error:  # RAY_ADDRESS names a cluster that does not answer
+    except (ConnectionError, engine.CurationBusy) as error:  # RAY_ADDRESS names a cluster that does not answer; another run
         console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
     stats = run.stats

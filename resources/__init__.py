@@ -11,9 +11,16 @@ from __future__ import annotations
 import dagster as dg
 
 from hkgai_pipelines.platform import open_home
-from hkgai_pipelines.resources.launcher import K8sTrainingLauncher, LocalTrainingLauncher, TrainingLauncher
+from hkgai_pipelines.resources.launcher import (
+    CurationLauncher,
+    K8sTrainingLauncher,
+    LocalCurationLauncher,
+    LocalTrainingLauncher,
+    TrainingLauncher,
+)
 from hkgai_pipelines.resources.lake import DataLakeResource, DvcResource, PipelineConfigResource
 from hkgai_pipelines.resources.mlflow import MlflowResource
+from hkgai_pipelines.resources.ray_jobs import RayCurationLauncher, ray_curation_launcher
 from hkgai_pipelines.resources.rag import (
     EmbeddedVectorStoreResource,
     EmbedderResource,
@@ -23,15 +30,18 @@ from hkgai_pipelines.resources.rag import (
 from hkgai_pipelines.settings import HkgaiSettings, get_settings
 
 __all__ = [
+    "CurationLauncher",
     "DataLakeResource",
     "DvcResource",
     "EmbeddedVectorStoreResource",
     "EmbedderResource",
     "K8sTrainingLauncher",
+    "LocalCurationLauncher",
     "LocalTrainingLauncher",
     "TrainingLauncher",
     "MlflowResource",
     "PipelineConfigResource",
+    "RayCurationLauncher",
     "VectorStoreResource",
     "WeaviateVectorStoreResource",
     "resources_for",
@@ -60,6 +70,7 @@ def resources_for(profile: str | None = None, settings: HkgaiSettings | None = N
                 ui_url=settings.mlflow_ui_url,
             ),
             "training_launcher": LocalTrainingLauncher(gpus=settings.local_gpus),
+            "curation": LocalCurationLauncher(),
             "embedder": EmbedderResource(kind="use"),
             "vector_store": EmbeddedVectorStoreResource(path=str(settings.vectors_dir)),
         }
@@ -81,6 +92,10 @@ def resources_for(profile: str | None = None, settings: HkgaiSettings | None = N
                 multinode_api=settings.k8s_multinode_api, trainjob_runtime=settings.k8s_trainjob_runtime, queue=settings.k8s_queue,
                 home_mount=str(settings.home_dir),
             ),
+            # cleaned_corpus on a KubeRay RayJob of its own, in the same project image.
+            "curation": ray_curation_launcher(dg.EnvVar("HKGAI_TRAINING_IMAGE"), namespace=settings.k8s_namespace,
+                                              mlflow_tracking_uri=settings.mlflow_tracking_uri, weaviate_url=settings.weaviate_url,
+                                              home_mount=str(settings.home_dir)),
             # A sentence-transformers directory baked into the image or on the shared volume.
             "embedder": EmbedderResource(kind=settings.embedder_kind, model_dir=settings.embedder_model_dir),
             "vector_store": WeaviateVectorStoreResource(url=dg.EnvVar("HKGAI_WEAVIATE_URL"), api_key=dg.EnvVar("HKGAI_WEAVIATE_API_KEY")),

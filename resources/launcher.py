@@ -1,11 +1,12 @@
-"""TrainingLauncher: run a training entry point under Dagster Pipes, locally or on Kubernetes.
+"""Launchers: where the training entry points and the curation engine run, locally or on Kubernetes.
 
 Both implementations take the same (module, job) and return the entry point's reported
 materialization: `LocalTrainingLauncher` runs it as a subprocess of this machine (CPU, or a
 local GPU through torchrun), `K8sTrainingLauncher` runs the same command in a GPU pod (or a
 multi-node Kubeflow Trainer v2 TrainJob; legacy: a PyTorchJob) through
 `k8s_pipes.TrainingPipesK8sClient`, dagster-k8s's PipesK8sClient with a wait that cannot hang on
-a lost pod.
+a lost pod. `CurationLauncher` does the same for `cleaned_corpus`'s curation: in the run's
+process, or on a KubeRay RayJob (`ray_jobs.RayCurationLauncher`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Literal
 
 import dagster as dg
 
+from hkgai_pipelines.curation.engine import EngineRun, curate_lake
+from hkgai_pipelines.params import load_curation_params
 from hkgai_pipelines.training.k8s_watch import WatchLimits
 from hkgai_pipelines.training.pod_spec import (
     LOCAL_QUEUE, RUNTIME_NAME, TRAINING_LABELS, GpuPodOptions, multinode_command, queue_labels, training_command, training_pod_spec,
@@ -119,3 +122,28 @@ class K8sTrainingLauncher(TrainingLauncher):
                 limits=self.limits(),
             )
         return invocation.get_materialize_result()
+
+
+class CurationLauncher(dg.ConfigurableResource):
+    """Where `cleaned_corpus` runs the curation engine: `LocalCurationLauncher` in the Dagster
+    run's process (the local profile), `ray_jobs.RayCurationLauncher` on a KubeRay RayJob of its
+    own (production). Either curates the lake's raw partitions of the catalog into `out_dir` (a
+    new, unpublished version folder), with a stopped run's part files under `work_dir` and each
+    unit's part files under `parts_dir` (incremental), and returns the `EngineRun`; the asset
+    then runs the gates and publishes. The caller holds the versions lock throughout."""
+
+    def curate(self, context: dg.AssetExecutionContext, *, lake_dir: Path, sources: list[str], params_file: Path,
+               out_dir: Path, work_dir: Path, parts_dir: Path) -> EngineRun:
+        raise NotImplementedError
+
+
+class LocalCurationLauncher(CurationLauncher):
+    """The engine in this process: the local executor, or Ray when RAY_ADDRESS names a cluster
+    or `workers` is above 1 (`engine.choose_executor`)."""
+
+    workers: int | None = None
+
+    def curate(self, context: dg.AssetExecutionContext, *, lake_dir: Path, sources: list[str], params_file: Path,
+               out_dir: Path, work_dir: Path, parts_dir: Path) -> EngineRun:
+        return curate_lake(lake_dir, sources, load_curation_params(params_file), out_dir, workers=self.workers,
+                           work_dir=work_dir, parts_dir=parts_dir)

@@ -1,12 +1,12 @@
 """Curation on a Ray cluster: a KubeRay RayJob (ray.io/v1), launched and watched from Dagster.
 
-Status: built and tested against a fake KubeRay (tests/test_kuberay.py), but not yet called by
-`cleaned_corpus`, which still curates in the Dagster run's process: the RayJob's entry point,
-`hkgai curate --lake LAKE --out OUT --workers N`, needs the Ray curation engine, and the project
-image needs `ray[default]`, neither of which is in this version yet.
+In the production profile `cleaned_corpus` curates through `RayCurationLauncher` (the local
+profile through `launcher.LocalCurationLauncher`, in the run's process). Tested against a fake
+KubeRay (tests/test_kuberay.py) that runs the submitter's entry point, the real `hkgai curate`
+on a real local Ray cluster, as a subprocess; not against a real KubeRay operator.
 
-The design: `cleaned_corpus` runs that entry point on a Ray cluster of its own: KubeRay creates the cluster from the RayJob's `rayClusterSpec` (a
-head and an autoscaling group of CPU workers, every pod mounting the lake's volume where the
+The design: `cleaned_corpus` runs `hkgai curate --lake LAKE --out VERSION ...` (`curate_command`) on
+a Ray cluster of its own: KubeRay creates the cluster from the RayJob's `rayClusterSpec` (a head and an autoscaling group of CPU workers, every pod mounting the lake's volume where the
 training pods mount it), submits the entry point through a submitter pod once the cluster is up
 (the driver runs on the head with RAY_ADDRESS set, so Ray Data spreads the work over the
 workers), and deletes the cluster when the job ends.
@@ -20,7 +20,7 @@ workers), and deletes the cluster when the job ends.
   the submitter pod), the messages are read from the submitter pod's log (KubeRay's submitter
   runs `ray job logs --follow`, which prints the driver's output), and the RayJob is deleted
   whatever happens;
-- `RayCurationLauncher` is the Dagster resource the asset is to call.
+- `RayCurationLauncher` is the Dagster resource the asset calls.
 
 Why not dagster-ray's `PipesKubeRayJobClient` (dagster-ray 0.4.8, checked against its source):
 it reads the Pipes messages over the Ray dashboard's job-log websocket, so the Dagster run pod
@@ -48,7 +48,10 @@ from dagster import AssetExecutionContext, OpExecutionContext
 from dagster._core.pipes.client import PipesClientCompletedInvocation
 from dagster._core.pipes.utils import open_pipes_session
 
+from hkgai_pipelines.curation.engine import EngineRun
+from hkgai_pipelines.curation.pipeline import STAGING_PREFIX
 from hkgai_pipelines.resources.k8s_pipes import LogFollower, TrainingPipesK8sClient, trainjob_name
+from hkgai_pipelines.resources.launcher import CurationLauncher
 from hkgai_pipelines.training.k8s_watch import PodVerdict, TrainingPodError, WatchLimits, pod_verdict
 
 RAY_GROUP, RAY_API_VERSION = "ray.io", "v1"
@@ -250,10 +253,17 @@ def curation_rayjob(options: RayCurationOptions, entrypoint: Sequence[str], name
     return {"apiVersion": f"{RAY_GROUP}/{RAY_API_VERSION}", "kind": "RayJob", "metadata": metadata, "spec": spec}
 
 
-def curate_command(lake_dir: str, out_dir: str, workers: int) -> list[str]:
-    """The driver's command: `hkgai curate` under the Pipes wrapper, which reports OUT/stats.json."""
-    return ["python", "-m", PIPES_COMMAND_MODULE, "--report-json", f"{out_dir}/stats.json", "--",
-            "hkgai", "curate", "--lake", lake_dir, "--out", out_dir, "--workers", str(workers)]
+def curate_command(lake_dir: str, out_dir: str, workers: int, *, work_dir: str | None = None, parts_dir: str | None = None,
+                   params_file: str | None = None, report: str | None = None) -> list[str]:
+    """The driver's command: `hkgai curate` under the Pipes wrapper, which reports the run's
+    report (`--report`, default OUT/stats.json) as the materialization. `cleaned_corpus` passes
+    the versions folder's resume and parts folders (incremental, as in the run pod), its
+    params.yaml, and a report file beside the version."""
+    command = ["hkgai", "curate", "--lake", lake_dir, "--out", out_dir, "--workers", str(workers)]
+    for option, value in (("--work-dir", work_dir), ("--parts-dir", parts_dir), ("--params", params_file), ("--report", report)):
+        if value is not None:
+            command += [option, value]
+    return ["python", "-m", PIPES_COMMAND_MODULE, "--report-json", report or f"{out_dir}/stats.json", "--", *command]
 
 
 # ------------------------------------------------------------------ verdicts and the wait
@@ -423,13 +433,14 @@ def _cpus(quantity: str) -> float:
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
-class RayCurationLauncher(dg.ConfigurableResource):
+class RayCurationLauncher(CurationLauncher):
     """Runs `hkgai curate` for `cleaned_corpus` on a KubeRay RayJob (production profile).
 
-    `curate(context, lake_dir=..., out_dir=...)` returns the materialization the entry point
-    reported (the scalar counts of OUT/stats.json and its path); OUT holds the same files a local
-    run writes, on the shared volume. A RayJob that fails, is deleted, or does not start or end
-    within the bounds raises RayJobError with the reason."""
+    `curate(...)` runs the engine on the RayJob's own Ray cluster into the new version folder on
+    the shared volume (the same files a local run writes) and returns the `EngineRun` the
+    driver wrote as its report; the RayJob's Pipes materialization (the report's counts) is
+    logged. A RayJob that fails, is deleted, or does not start or end within the bounds raises
+    RayJobError with the reason."""
 
     image: str
     namespace: str = "hkgai"
@@ -480,18 +491,35 @@ class RayCurationLauncher(dg.ConfigurableResource):
                                               queue=self.queue or None)
         return invocation.get_materialize_result()
 
-    def curate(self, context: AssetExecutionContext, *, lake_dir: str | Path, out_dir: str | Path) -> dg.MaterializeResult:
+    def curate(self, context: AssetExecutionContext, *, lake_dir: Path, sources: list[str], params_file: Path,
+               out_dir: Path, work_dir: Path, parts_dir: Path) -> EngineRun:
         """Curate the lake into `out_dir`: a new version folder (`OutputVersions.new_version()`),
-        which the caller publishes after its DVC push and MLflow run."""
-        return self.run(context, curate_command(str(lake_dir), str(out_dir), self.parallelism()))
+        which the caller publishes after its gates, DVC push and MLflow run. `sources`: the
+        driver reads the catalog of the same image and HKGAI_HOME; a report naming another set
+        of sources raises RayJobError. Every path must be on the volume both pods mount."""
+        report = Path(work_dir) / f"{STAGING_PREFIX}report-{Path(out_dir).name}.json"
+        report.unlink(missing_ok=True)
+        try:
+            result = self.run(context, curate_command(str(lake_dir), str(out_dir), self.parallelism(), work_dir=str(work_dir),
+                                                      parts_dir=str(parts_dir), params_file=str(params_file), report=str(report)))
+            context.log.info(f"RayJob curation: {result.metadata.get('kept')} kept of {result.metadata.get('input_records')}")
+            run = EngineRun.from_report(json.loads(report.read_text(encoding="utf-8")))
+        finally:
+            report.unlink(missing_ok=True)
+        curated = set(run.stats.by_source)
+        if not curated <= set(sources):
+            raise RayJobError(f"the RayJob curated sources {sorted(curated - set(sources))} that the code location's catalog does not "
+                              "list: the image's configs/sources.yaml differs from the code location's")
+        return run
 
 
-def ray_curation_launcher(image: str, namespace: str = "hkgai", mlflow_tracking_uri: str | None = None,
-                          weaviate_url: str | None = None) -> RayCurationLauncher:
+def ray_curation_launcher(image: str | dg.EnvVar, namespace: str = "hkgai", mlflow_tracking_uri: str | None = None,
+                          weaviate_url: str | None = None, home_mount: str = HOME_MOUNT) -> RayCurationLauncher:
     """The launcher `resources_for("production")` gives `cleaned_corpus`: the project image, the
-    settings the Ray pods need to load the production profile."""
-    return RayCurationLauncher(image=image, namespace=namespace,
-                               pod_env=dict(settings_env(HOME_MOUNT, mlflow_tracking_uri, weaviate_url)))
+    settings the Ray pods need to load the production profile, and the home mounted where the
+    run pod has it (the lake and version paths the asset passes must mean the same there)."""
+    return RayCurationLauncher(image=image, namespace=namespace, home_mount=home_mount,
+                               pod_env=dict(settings_env(home_mount, mlflow_tracking_uri, weaviate_url)))
 
 
 # ------------------------------------------------------------------ the rendered example

@@ -10,7 +10,7 @@ import yaml
 from hkgai_pipelines.assets.corpora import cleaned_corpus, raw_documents
 from hkgai_pipelines.curation.engine import PARTS_DIR_NAME
 from hkgai_pipelines.curation.versions import OutputVersions
-from hkgai_pipelines.resources import DataLakeResource, DvcResource, MlflowResource, PipelineConfigResource
+from hkgai_pipelines.resources import DataLakeResource, DvcResource, LocalCurationLauncher, MlflowResource, PipelineConfigResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +60,7 @@ def small_project(tmp_path) -> dict:
             "mlflow": MlflowResource(
                 tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_location=(home / "mlartifacts").as_uri()
             ),
+            "curation": LocalCurationLauncher(),
         },
         "home": home,
     }
@@ -110,6 +111,52 @@ def test_materialize_cleaned_corpus_with_green_gates_and_dvc(small_project):
     assert (record["path"], record["md5"]) == (f"cleaned.versions/{version}", metadata["dvc_md5"].value)
     remote_files = [p for p in (small_project["home"] / "dvc-remote").rglob("*") if p.is_file()]
     assert len(remote_files) >= 5  # the .dir manifest and the four output files
+
+
+@pytest.mark.slow  # a Ray head starts and the job's Ray workers load the language models: about a minute on 2 cores
+@pytest.mark.timeout(900)
+def test_cleaned_corpus_on_a_rayjob_publishes_the_corpus_the_run_pod_would(small_project, tmp_path):
+    """Production's path: the asset holds the versions lock and launches `hkgai curate` on a
+    RayJob (a fake KubeRay that runs the submitter's entry point as a subprocess; the driver
+    reaches a real Ray cluster at the RAY_ADDRESS KubeRay gives it, 127.0.0.1:6379). The new
+    version passes the gates and is published; curating again in the run's process gives the
+    same DVC hash (unchanged), so both paths make one corpus."""
+    import os
+    import sys
+
+    from ray.cluster_utils import Cluster
+
+    from hkgai_pipelines.resources import RayCurationLauncher
+    from tests.fake_k8s import FakeCluster
+
+    resources = small_project["resources"]
+    head = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "gcs_server_port": 6379, "include_dashboard": False,
+                                                         "object_store_memory": 100 * 1024 * 1024})
+    kube = FakeCluster()
+    try:
+        env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HKGAI_PROFILE": "local",
+               "HKGAI_HOME": str(small_project["home"]), "HKGAI_CONFIG_DIR": resources["pipeline_config"].config_dir, "HF_HUB_OFFLINE": "1"}
+        launcher = RayCurationLauncher(image="registry.example/hkgai:1.0", kubeconfig_file=str(kube.kubeconfig(tmp_path)), poll_s=0.2,
+                                       pending_timeout_s=30, run_timeout_s=600, env_from_secrets=[], pod_env=env, worker_cpu="2", max_workers=1)
+        with dg.instance_for_test() as instance:
+            _ingest_all(instance, resources)
+            on_ray = dg.materialize([cleaned_corpus], instance=instance, resources={**resources, "curation": launcher})
+            assert on_ray.success
+            ray_metadata = _cleaned_metadata(on_ray)
+            local = _cleaned_metadata(dg.materialize([cleaned_corpus], instance=instance, resources=resources))
+        (created,) = kube.rayjobs_created
+        entrypoint = created["spec"]["entrypoint"]
+    finally:
+        kube.close()
+        head.shutdown()
+    assert ray_metadata["engine"] == "Ray Data, 2 workers (Ray cluster 127.0.0.1:6379)"
+    assert ray_metadata["published"].startswith("new version") and ray_metadata["input_records"] == local["input_records"]
+    assert "--parts-dir" in entrypoint and "--report" in entrypoint and ray_metadata["version"] in entrypoint
+    assert local["published"].startswith("unchanged") and local["dvc_md5"] == ray_metadata["dvc_md5"]
+    # The run pod took every unit from the RayJob's part files (the parts folder is shared).
+    assert local["incremental"].startswith("0 input units processed, 10 taken")
+    versions = small_project["home"] / "lake" / "cleaned.versions"
+    assert not list(versions.glob("*report*"))  # the RayJob's report is removed once read
 
 
 def _cleaned_metadata(result: dg.ExecuteInProcessResult) -> dict:

@@ -46,6 +46,29 @@ def test_curate_writes_the_four_outputs(tmp_path):
     assert quarantined["error"].startswith("invalid JSON")
 
 
+def test_curate_incremental_with_a_report_and_a_held_parts_folder(tmp_path):
+    """What the curation RayJob runs: --parts-dir keeps each input's part files (a second run
+    processes nothing), --report writes the run, and a parts folder another run holds is refused."""
+    import fcntl
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text('{"text": "佢哋聽日會去旺角食飯，你嚟唔嚟呀？"}\n', encoding="utf-8")
+    (folder / "b.jsonl").write_text('{"text": "天文台預測明日天氣炎熱，最高氣溫約三十四度。"}\n', encoding="utf-8")
+    parts, report = tmp_path / "parts", tmp_path / "reports" / "run.json"
+    args = ["curate", str(folder), "--parts-dir", str(parts), "--work-dir", str(tmp_path / "work"), "--report", str(report)]
+    for out, processed in (("v1", 2), ("v2", 0)):
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+        written = json.loads(report.read_text())
+        assert (written["processed_units"], written["cached_units"], written["kept"]) == (processed, 2 - processed, 2)
+        assert written["out_dir"] == str(tmp_path / out) and len(written["content_hash"]) == 16
+    with open(parts / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "v3")])
+    assert result.exit_code == 1 and "another incremental curation with the parts folder" in result.output
+
+
 def test_curate_missing_input_exits_2(tmp_path):
     result = runner.invoke(app, ["curate", str(tmp_path / "absent"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2

@@ -5,6 +5,7 @@ API server (tests/fake_k8s.py), whose fake operator runs the entry point as the 
 reports the outcome in the RayJob's status as KubeRay does."""
 
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -482,3 +483,70 @@ def test_the_pipes_wrapper_outside_dagster_passes_the_exit_code_through(tmp_path
     done = subprocess.run([*wrapper, sys.executable, "-c", f"open({str(tmp_path / 'stats.json')!r}, 'w').write('{{\"kept\": 1}}')"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------------ the launcher as cleaned_corpus calls it
+
+#: Stands in for `hkgai curate` on the Ray head: checks it was given the asset's folders and
+#: writes the run report it was handed (REPORT_FROM) where `--report` says.
+FAKE_HKGAI = """#!{python}
+import os, shutil, sys
+args = sys.argv[1:]
+assert args[0] == "curate", args
+option = dict(zip(args[1::2], args[2::2]))
+for name in ("--lake", "--out", "--work-dir", "--parts-dir", "--params", "--report", "--workers"):
+    assert name in option, name
+print("curating " + option["--lake"] + " into " + option["--out"], flush=True)
+os.makedirs(os.path.dirname(option["--report"]), exist_ok=True)
+shutil.copyfile(os.environ["REPORT_FROM"], option["--report"])
+"""
+
+
+def _launcher_run(cluster, tmp_path, sources):
+    from hkgai_pipelines.curation.engine import EngineRun
+    from hkgai_pipelines.curation.pipeline import CurationOutputs, CurationStats
+
+    stats = CurationStats(input_records=5, kept=3, rejected=2)
+    stats.by_source["hkcancor"].update({"input": 5, "kept": 3, "rejected": 2})
+    version = tmp_path / "lake" / "cleaned.versions" / "v-new"
+    outputs = CurationOutputs(version, version / "cleaned.parquet", version / "rejected.parquet", version / "quarantine.jsonl",
+                              version / "stats.json", "ab" * 32)
+    sent = EngineRun(stats, outputs, "ray", 16, "Ray cluster 127.0.0.1:6379", {"dedup": 1.5}, {"candidate_pairs": 4}, 0, 3, 2, 7, ("hkcancor",))
+    (tmp_path / "report-from.json").write_text(json.dumps(sent.to_report()), encoding="utf-8")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hkgai").write_text(FAKE_HKGAI.format(python=sys.executable))
+    (bin_dir / "hkgai").chmod(0o755)
+    # The fake hkgai first, then this environment's python (the image's).
+    path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]])
+    env = {"PATH": path, "REPORT_FROM": str(tmp_path / "report-from.json")}
+    launcher = RayCurationLauncher(image="registry.example/hkgai:1.0", kubeconfig_file=str(cluster.kubeconfig(tmp_path)), poll_s=0.2,
+                                   pending_timeout_s=20, run_timeout_s=60, env_from_secrets=[], pod_env=env, workers=16)
+    got = {}
+
+    @dg.asset
+    def cleaned_corpus(context: dg.AssetExecutionContext):
+        got["run"] = launcher.curate(context, lake_dir=tmp_path / "lake", sources=sources, params_file=ROOT / "params.yaml", out_dir=version,
+                                     work_dir=version.parent, parts_dir=version.parent / "parts")
+        return dg.MaterializeResult(metadata={"kept": got["run"].stats.kept})
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([cleaned_corpus], instance=instance, raise_on_error=False)
+    failures = [_chain(e.event_specific_data.error) for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return result, sent, got.get("run"), failures, version
+
+
+def test_the_launcher_returns_the_run_the_rayjobs_driver_reported_and_removes_the_report(cluster, tmp_path):
+    result, sent, run, failures, version = _launcher_run(cluster, tmp_path, sources=["hkcancor", "ctcpc"])
+    assert result.success, failures
+    assert run == sent  # the asset sees the driver's counts, content hash, phases and incremental figures
+    (created,) = cluster.rayjobs_created
+    assert f"--report {version.parent}/.curate-staging-report-v-new.json" in created["spec"]["entrypoint"]
+    assert "--workers 16" in created["spec"]["entrypoint"]
+    assert not list(version.parent.glob("*report*"))
+
+
+def test_a_rayjob_that_curated_other_sources_than_the_catalog_fails_the_step(cluster, tmp_path):
+    result, _, run, failures, _ = _launcher_run(cluster, tmp_path, sources=["ctcpc"])
+    assert not result.success and run is None
+    assert "curated sources ['hkcancor'] that the code location's catalog does not list" in failures[0]

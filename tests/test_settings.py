@@ -3,7 +3,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hkgai_pipelines.resources import DataLakeResource, MlflowResource, resources_for
+from hkgai_pipelines.resources import DataLakeResource, LocalCurationLauncher, MlflowResource, RayCurationLauncher, resources_for
 from hkgai_pipelines.settings import HkgaiSettings
 
 
@@ -44,6 +44,12 @@ def test_production_profile_reads_secrets_from_env_vars(hkgai_home, monkeypatch)
     assert isinstance(resources["mlflow"].tracking_uri, dg.EnvVar)
     assert resources["mlflow"].tracking_uri == "HKGAI_MLFLOW_TRACKING_URI"
     assert isinstance(resources["dvc"].remote_url, dg.EnvVar)
+    # cleaned_corpus curates on a KubeRay RayJob whose pods mount the home where this pod has it.
+    curation = resources["curation"]
+    assert isinstance(curation, RayCurationLauncher) and curation.image == "HKGAI_TRAINING_IMAGE"
+    assert curation.home_mount == str(settings.home_dir) == curation.pod_env["HKGAI_HOME"]
+    assert curation.pod_env["HKGAI_MLFLOW_TRACKING_URI"] == "https://mlflow.internal"
+    assert isinstance(resources_for("local", HkgaiSettings())["curation"], LocalCurationLauncher)
 
 
 def test_unknown_profile_is_an_error(hkgai_home):

@@ -178,6 +178,10 @@ PART_KEY_COLUMNS = ["order", "id", "id_check", "candidate", "exact", "bands"]
 WORK_DIR = ".work"
 
 
+class CurationBusy(RuntimeError):
+    """Another run holds the folders this run would write (its resume or parts folder)."""
+
+
 @dataclass(frozen=True)
 class EngineRun:
     """What a run did: its counts, outputs, where it ran, phase times (s), dedup summary and
@@ -199,6 +203,29 @@ class EngineRun:
     cached_records: int = 0
     #: Sources of the processed units, in input order (incremental runs: what changed).
     processed_sources: tuple[str, ...] = ()
+
+    def to_report(self) -> dict:
+        """The run as a JSON object (`hkgai curate --report`): what `cleaned_corpus` needs of
+        a run made in another process (a KubeRay job's driver). Its top-level scalars
+        (counts, content hash, executor) become the Pipes materialization's metadata."""
+        return {
+            "input_records": self.stats.input_records, "kept": self.stats.kept, "rejected": self.stats.rejected,
+            "quarantined": self.stats.quarantined, "content_hash": self.outputs.content_hash, "executor": self.executor,
+            "workers": self.workers, "cluster": self.cluster, "out_dir": str(self.outputs.out_dir),
+            "outputs": {name: str(getattr(self.outputs, name)) for name in ("cleaned", "rejected", "quarantine", "stats")},
+            "stats": self.stats.to_dict(), "seconds": self.seconds, "dedup": self.dedup,
+            "resumed_records": self.resumed_records, "cached_units": self.cached_units, "processed_units": self.processed_units,
+            "cached_records": self.cached_records, "processed_sources": list(self.processed_sources),
+        }
+
+    @classmethod
+    def from_report(cls, report: dict) -> "EngineRun":
+        """The inverse of `to_report`. Raises KeyError or TypeError for another object."""
+        outputs = CurationOutputs(Path(report["out_dir"]), *(Path(report["outputs"][name]) for name in ("cleaned", "rejected", "quarantine", "stats")),
+                                  report["content_hash"])
+        return cls(CurationStats.from_dict(report["stats"]), outputs, report["executor"], report["workers"], report["cluster"],
+                   report["seconds"], report["dedup"], report["resumed_records"], report["cached_units"], report["processed_units"],
+                   report["cached_records"], tuple(report["processed_sources"]))
 
 
 def default_workers() -> int:
@@ -355,7 +382,7 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
     `parts_dir`: incremental curation (see `plan_units`): keep each unit's part files there
     between runs and process only the units that are new or changed; the decisions and the
     outputs are still made over every unit, so they equal a full run's. One run at a time
-    per `parts_dir` (the caller's lock). On Ray a task that fails raises
+    per `parts_dir` and per input and output folder (CurationBusy for a second). On Ray a task that fails raises
     ray.exceptions.RayTaskError here, its message carrying the task's traceback (the original
     exception type does not survive Ray Data's wrapping); the local executor raises the
     step's own exception. Writing the outputs raises OSError. Either way the previous outputs
@@ -367,7 +394,7 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
     out_dir = Path(os.path.abspath(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     steps_dir = Path(os.path.abspath(work_dir or out_dir)) / f"{RESUME_PREFIX}{run_fingerprint(units, params, batch_size)}"
-    with _claimed(steps_dir):
+    with _claimed(steps_dir), _parts_locked(parts_dir):
         # Inside the claimed folder, so that a killed run's staging goes with it.
         staging = Path(tempfile.mkdtemp(prefix="staging-", dir=steps_dir))
         try:
@@ -441,7 +468,7 @@ def code_fingerprint() -> str:
 def _claimed(steps_dir: Path) -> Iterator[None]:
     """Hold `steps_dir` (created if missing) for this run, and remove the part-file folders
     other runs into the same output folder left and no run holds: their input differs from
-    this run's, so nothing will resume them. Raises RuntimeError when another run on the
+    this run's, so nothing will resume them. Raises CurationBusy when another run on the
     same input into the same folder holds it now."""
     steps_dir.mkdir(parents=True, exist_ok=True)
     handle = open(steps_dir / ".lock", "a")
@@ -449,7 +476,7 @@ def _claimed(steps_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another curation of the same input into {steps_dir.parent} is running") from None
+            raise CurationBusy(f"another curation of the same input into {steps_dir.parent} is running") from None
         for other in steps_dir.parent.glob(f"{RESUME_PREFIX}*"):
             if other != steps_dir and _unclaimed(other):
                 shutil.rmtree(other, ignore_errors=True)
@@ -458,6 +485,22 @@ def _claimed(steps_dir: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+@contextmanager
+def _parts_locked(parts_dir: Path | None) -> Iterator[None]:
+    """Hold `parts_dir` for this run: two runs on one parts folder would each remove the
+    other's unit folders as unused. Raises CurationBusy when another run holds it."""
+    if parts_dir is None:
+        yield
+        return
+    Path(parts_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(parts_dir) / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CurationBusy(f"another incremental curation with the parts folder {parts_dir} is running") from None
+        yield
 
 
 def _unclaimed(steps_dir: Path) -> bool:
