@@ -49,24 +49,26 @@ class SortedRuns:
     """Rows of one schema with an int32 `bucket` column, appended in batches, read back by
     bucket range.
 
-    `folder`: where runs are written (Parquet, one per flush of about `flush_bytes` of
-    buffered rows); None keeps the runs in memory (small corpora, tests). Raises OSError
-    when the folder cannot be written.
+    Runs (one per flush of about `flush_bytes` of buffered rows) stay in memory while they
+    hold at most `memory_bytes` together; past that, every run goes to `folder` as a Parquet
+    file, so a small corpus never touches the disk and a large one holds one buffer. With no
+    folder, everything stays in memory. Raises OSError when the folder cannot be written.
     """
 
-    def __init__(self, schema: pa.Schema, folder: Path | None = None, flush_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, schema: pa.Schema, folder: Path | None = None, flush_bytes: int = 32 * 1024 * 1024,
+                 memory_bytes: int = 0) -> None:
         if schema.field("bucket").type != pa.int32():
             raise ValueError("a SortedRuns schema needs an int32 'bucket' column")
         self.schema = schema
         self.folder = folder
         self.flush_bytes = flush_bytes
+        self.memory_bytes = memory_bytes
+        self._held_bytes = 0
         #: Rows per bucket, over every run.
         self.counts = np.zeros(FINE_BUCKETS, dtype=np.int64)
         self._pending: list[pa.Table] = []
         self._pending_bytes = 0
         self._runs: list[pa.Table | Path] = []
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
 
     @property
     def rows(self) -> int:
@@ -88,14 +90,20 @@ class SortedRuns:
         if not self._pending:
             return
         table = pa.concat_tables(self._pending)
-        table = table.take(np.argsort(table.column("bucket").to_numpy(), kind="stable"))
+        # Buckets fit in 16 bits, for which numpy's stable sort is a radix sort.
+        table = table.take(np.argsort(table.column("bucket").to_numpy().astype(np.int16), kind="stable"))
         self._pending, self._pending_bytes = [], 0
-        if self.folder is None:
-            self._runs.append(table.combine_chunks())
-            return
-        path = self.folder / f"run-{len(self._runs):06d}.parquet"
-        pq.write_table(table, path, row_group_size=RUN_ROW_GROUP, compression="lz4")
-        self._runs.append(path)
+        self._runs.append(table.combine_chunks())
+        self._held_bytes += table.nbytes
+        if self.folder is not None and self._held_bytes > self.memory_bytes:
+            self._runs = [self._written(run, index) if isinstance(run, pa.Table) else run for index, run in enumerate(self._runs)]
+            self._held_bytes = 0
+
+    def _written(self, run: pa.Table, index: int) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"run-{index:06d}.parquet"
+        pq.write_table(run, path, row_group_size=RUN_ROW_GROUP, compression="lz4")
+        return path
 
     def read(self, low: int, high: int) -> pa.Table:
         """Every row whose bucket is in [low, high), from every run (in no particular order)."""
