@@ -43,6 +43,18 @@ def test_runs_stay_in_memory_up_to_their_budget_then_all_go_to_disk(tmp_path):
     assert runs.read(0, 10).num_rows == 50
 
 
+def test_runs_on_disk_are_split_into_one_file_per_range(tmp_path):
+    runs = SortedRuns(SCHEMA, tmp_path / "runs", flush_bytes=64)
+    for start in range(0, 1000, 100):
+        values = np.arange(start, start + 100)
+        runs.append(pa.table({"bucket": (values * 7) % FINE_BUCKETS, "value": values}))
+    ranges = runs.ranges(max_rows=150)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ranges-7"]  # the ten runs are gone
+    assert len(list((tmp_path / "runs" / "ranges-7").iterdir())) == 7
+    assert sorted(v for low, high in ranges for v in runs.read(low, high).column("value").to_pylist()) == list(range(1000))
+    assert runs.read(0, FINE_BUCKETS).num_rows == 1000  # any other range still reads every file
+
+
 def test_bucket_of_spreads_structured_order_keys():
     """Order keys are unit << 40 | position: consecutive positions of one unit, and the same
     position of consecutive units, fill the buckets evenly."""
@@ -95,7 +107,8 @@ def test_a_decision_in_many_spilled_ranges_equals_the_decision_at_once(tmp_path,
     store = dedup.KeyStore(8, tmp_path / "keys", memory_bytes=dedup.DECISION_BYTES_PER_ROW * 2000, flush_bytes=64 * 1024)
     ranged = _decide(keys, store, batches=11)
     assert len(store.bands.ranges(store.max_rows)) >= 15 and len(store.ids.ranges(store.max_rows)) == 2
-    assert len(list((tmp_path / "keys" / "bands").iterdir())) >= 5  # past a quarter of the budget, on disk
+    # Past a quarter of the budget the runs went to disk, and were split into one file per range.
+    assert len(list((tmp_path / "keys" / "bands").glob(f"ranges-{len(store.bands.ranges(store.max_rows))}/range-*"))) >= 15
     for name in ("duplicate_id_orders", "dropped_orders", "dropped_exact", "dropped_cluster_ids", "dropped_similarity"):
         assert np.array_equal(getattr(at_once, name), getattr(ranged, name)), name
     assert ranged.summary == at_once.summary

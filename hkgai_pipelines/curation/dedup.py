@@ -325,6 +325,8 @@ def bucket_anchor_pairs(band: np.ndarray, hashes: np.ndarray, orders: np.ndarray
     shared[1:] |= same
     shared[:-1] |= same
     rows = by_hash[shared]
+    if not len(rows):
+        return empty, empty
     band, hashes, orders = band[rows], hashes[rows], orders[rows]
     index = np.lexsort((orders, hashes, band))  # by band, hash, then order
     sorted_band, sorted_hash, sorted_order = band[index], hashes[index], orders[index]

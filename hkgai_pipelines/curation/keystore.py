@@ -69,6 +69,8 @@ class SortedRuns:
         self._pending: list[pa.Table] = []
         self._pending_bytes = 0
         self._runs: list[pa.Table | Path] = []
+        #: After `ranges` split on-disk runs: each range's own file (None: no rows).
+        self._range_files: dict[tuple[int, int], Path | None] = {}
 
     @property
     def rows(self) -> int:
@@ -108,6 +110,9 @@ class SortedRuns:
     def read(self, low: int, high: int) -> pa.Table:
         """Every row whose bucket is in [low, high), from every run (in no particular order)."""
         self.flush()
+        if (low, high) in self._range_files:
+            path = self._range_files[low, high]
+            return self.schema.empty_table() if path is None else pq.read_table(path, schema=self.schema)
         pieces = []
         for run in self._runs:
             if isinstance(run, Path):
@@ -130,4 +135,37 @@ class SortedRuns:
                 held = 0
             held += count
         bounds.append(FINE_BUCKETS)
-        return list(itertools.pairwise(bounds))
+        ranges = list(itertools.pairwise(bounds))
+        self._split(ranges)
+        return ranges
+
+    def _split(self, ranges: list[tuple[int, int]]) -> None:
+        """Rewrite on-disk runs as one file per range, in one pass over the runs: reading each
+        range from every run costs runs x ranges reads, which grows with the square of the
+        corpus (a k-way split, as an external sort's merge phase makes one read per run).
+        Memory: one run (`flush_bytes`) at a time."""
+        self.flush()
+        on_disk = [run for run in self._runs if isinstance(run, Path)]
+        if len(on_disk) < 2 or all(key in self._range_files for key in ranges):
+            return
+        folder = self.folder / f"ranges-{len(ranges)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        writers: dict[int, pq.ParquetWriter] = {}
+        lows = [low for low, _ in ranges] + [FINE_BUCKETS]
+        try:
+            for run in self._runs:
+                table = pq.read_table(run, schema=self.schema) if isinstance(run, Path) else run
+                cuts = np.searchsorted(table.column("bucket").to_numpy(), lows)
+                for index, (start, end) in enumerate(itertools.pairwise(cuts.tolist())):
+                    if end > start:
+                        if index not in writers:
+                            writers[index] = pq.ParquetWriter(folder / f"range-{index:06d}.parquet", self.schema, compression="lz4")
+                        writers[index].write_table(table.slice(start, end - start))
+        finally:
+            for writer in writers.values():
+                writer.close()
+        for run in on_disk:
+            run.unlink()
+        self._runs = [folder / f"range-{index:06d}.parquet" for index in sorted(writers)]
+        self._range_files = {ranges[index]: folder / f"range-{index:06d}.parquet" for index in writers}
+        self._range_files.update({key: None for key in ranges if key not in self._range_files})
