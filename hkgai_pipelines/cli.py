@@ -196,8 +196,10 @@ def curate(
         raise typer.Exit(2) from None
     try:
         # Missing inputs are found here, before Ray starts.
+        catalog_names = None
         if lake:
-            units = lake_units(lake, load_catalog(settings.sources_file).names)
+            catalog_names = load_catalog(settings.sources_file).names
+            units = lake_units(lake, catalog_names)
         else:
             # The output folder inside an input folder is not input: a second run would read
             # its own outputs and reject the real input as their duplicates.
@@ -215,7 +217,10 @@ def curate(
 
             report.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(report) as temp:
-                temp.write_text(json.dumps(run.to_report(), ensure_ascii=False, indent=1), encoding="utf-8")
+                # With --lake, the catalog's sources in their order: the order keys, and so which
+                # record of a duplicate cluster is kept, follow it.
+                written = run.to_report() | ({"catalog": catalog_names} if catalog_names is not None else {})
+                temp.write_text(json.dumps(written, ensure_ascii=False, indent=1), encoding="utf-8")
     except FileNotFoundError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None

@@ -495,21 +495,23 @@ class RayCurationLauncher(CurationLauncher):
                out_dir: Path, work_dir: Path, parts_dir: Path) -> EngineRun:
         """Curate the lake into `out_dir`: a new version folder (`OutputVersions.new_version()`),
         which the caller publishes after its gates, DVC push and MLflow run. `sources`: the
-        driver reads the catalog of the same image and HKGAI_HOME; a report naming another set
-        of sources raises RayJobError. Every path must be on the volume both pods mount."""
+        code location's catalog; the driver reads the catalog of the same image and HKGAI_HOME,
+        and a report of other sources or another order (the order decides which record of a
+        duplicate cluster is kept) raises RayJobError. Every path must be on the volume both
+        pods mount."""
         report = Path(work_dir) / f"{STAGING_PREFIX}report-{Path(out_dir).name}.json"
         report.unlink(missing_ok=True)
         try:
-            result = self.run(context, curate_command(str(lake_dir), str(out_dir), self.parallelism(), work_dir=str(work_dir),
-                                                      parts_dir=str(parts_dir), params_file=str(params_file), report=str(report)))
-            context.log.info(f"RayJob curation: {result.metadata.get('kept')} kept of {result.metadata.get('input_records')}")
-            run = EngineRun.from_report(json.loads(report.read_text(encoding="utf-8")))
+            self.run(context, curate_command(str(lake_dir), str(out_dir), self.parallelism(), work_dir=str(work_dir),
+                                             parts_dir=str(parts_dir), params_file=str(params_file), report=str(report)))
+            written = json.loads(report.read_text(encoding="utf-8"))
         finally:
             report.unlink(missing_ok=True)
-        curated = set(run.stats.by_source)
-        if not curated <= set(sources):
-            raise RayJobError(f"the RayJob curated sources {sorted(curated - set(sources))} that the code location's catalog does not "
-                              "list: the image's configs/sources.yaml differs from the code location's")
+        if written.get("catalog") != list(sources):
+            raise RayJobError(f"the RayJob curated the catalog sources {written.get('catalog')}, the code location's are {list(sources)}: "
+                              "the image's configs/sources.yaml differs from the code location's")
+        run = EngineRun.from_report(written)
+        context.log.info(f"RayJob curation: kept {run.stats.kept} of {run.stats.input_records} ({run.cluster}, {run.workers} workers)")
         return run
 
 

@@ -63,6 +63,7 @@ def test_curate_incremental_with_a_report_and_a_held_parts_folder(tmp_path):
         written = json.loads(report.read_text())
         assert (written["processed_units"], written["cached_units"], written["kept"]) == (processed, 2 - processed, 2)
         assert written["out_dir"] == str(tmp_path / out) and len(written["content_hash"]) == 16
+        assert "catalog" not in written  # files, not --lake
     with open(parts / ".lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = runner.invoke(app, [*args, "--out", str(tmp_path / "v3")])

@@ -109,6 +109,27 @@ def test_a_stopped_incremental_run_leaves_no_unit_marked_complete(corpus, curati
     assert read_outputs(tmp_path / "v1") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
 
 
+def test_a_verification_that_fails_leaves_the_last_runs_pairs_and_no_partial_file(corpus, curation_params, tmp_path, monkeypatch):
+    parts = tmp_path / "parts"
+    engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    saved = (parts / engine.PAIRS_FILE).read_bytes()
+
+    verify, calls = engine._verify_pairs_locally, []
+
+    def fail_second(*args, **kwargs):  # the first range's answers are written, then the disk fills
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return verify(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_verify_pairs_locally", fail_second)
+    monkeypatch.setattr(engine, "DECIDE_MEMORY_BYTES", 1)  # a range per bucket: several verifications
+    with pytest.raises(OSError, match="disk full"):
+        engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    assert (parts / engine.PAIRS_FILE).read_bytes() == saved
+    assert not (parts / f"{engine.PAIRS_FILE}.partial").exists()
+
+
 def _counting_settle(calls: list):
     settle = engine.settle_rows
 

@@ -49,10 +49,19 @@ def test_runs_on_disk_are_split_into_one_file_per_range(tmp_path):
         values = np.arange(start, start + 100)
         runs.append(pa.table({"bucket": (values * 7) % FINE_BUCKETS, "value": values}))
     ranges = runs.ranges(max_rows=150)
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ranges-7"]  # the ten runs are gone
-    assert len(list((tmp_path / "runs" / "ranges-7").iterdir())) == 7
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ranges-7-10"]  # the ten runs are gone
+    assert len(list((tmp_path / "runs" / "ranges-7-10").iterdir())) == 7
     assert sorted(v for low, high in ranges for v in runs.read(low, high).column("value").to_pylist()) == list(range(1000))
     assert runs.read(0, FINE_BUCKETS).num_rows == 1000  # any other range still reads every file
+    # Split again with other ranges (the range files are not sorted by bucket), then add rows.
+    for max_rows in (200, 100):
+        ranges = runs.ranges(max_rows=max_rows)
+        tables = [runs.read(low, high) for low, high in ranges]
+        assert all(((t.column("bucket").to_numpy() >= low) & (t.column("bucket").to_numpy() < high)).all()
+                   for t, (low, high) in zip(tables, ranges))
+        assert sorted(v for t in tables for v in t.column("value").to_pylist()) == list(range(1000))
+    runs.append(pa.table({"bucket": np.array([5], dtype=np.int32), "value": [1000]}))
+    assert sum(runs.read(low, high).num_rows for low, high in ranges) == 1001
 
 
 def test_bucket_of_spreads_structured_order_keys():
@@ -104,11 +113,11 @@ def _decide(keys, store, batches):
 def test_a_decision_in_many_spilled_ranges_equals_the_decision_at_once(tmp_path, seed):
     keys = _keys(seed)
     at_once = _decide(keys, dedup.KeyStore(8), batches=3)
-    store = dedup.KeyStore(8, tmp_path / "keys", memory_bytes=dedup.DECISION_BYTES_PER_ROW * 2000, flush_bytes=64 * 1024)
+    store = dedup.KeyStore(8, tmp_path / "keys", memory_bytes=dedup.DECISION_BYTES_PER_ROW * 4000, flush_bytes=64 * 1024)
     ranged = _decide(keys, store, batches=11)
     assert len(store.bands.ranges(store.max_rows)) >= 15 and len(store.ids.ranges(store.max_rows)) == 2
     # Past a quarter of the budget the runs went to disk, and were split into one file per range.
-    assert len(list((tmp_path / "keys" / "bands").glob(f"ranges-{len(store.bands.ranges(store.max_rows))}/range-*"))) >= 15
+    assert len(list((tmp_path / "keys" / "bands").glob(f"ranges-{len(store.bands.ranges(store.max_rows))}-*/range-*"))) >= 15
     for name in ("duplicate_id_orders", "dropped_orders", "dropped_exact", "dropped_cluster_ids", "dropped_similarity"):
         assert np.array_equal(getattr(at_once, name), getattr(ranged, name)), name
     assert ranged.summary == at_once.summary
@@ -122,7 +131,7 @@ def test_the_kept_record_of_a_cluster_is_the_first_in_order_across_ranges(tmp_pa
     candidate), 104 and 105 band 1's hash 32. Pairs (102, 104) and (104, 105) both verify, so
     {102, 103, 104, 105} is one cluster kept by 102: 103 an exact duplicate (similarity 1.0),
     104 and 105 near ones with their best similarity."""
-    store = dedup.KeyStore(2, tmp_path / "keys", memory_bytes=dedup.DECISION_BYTES_PER_ROW)  # a range per bucket
+    store = dedup.KeyStore(2, tmp_path / "keys", memory_bytes=2 * dedup.DECISION_BYTES_PER_ROW)  # a range per bucket
     orders = np.arange(100, 106, dtype=np.int64)
     store.add_ids(orders[::-1], ["e", "d", "c", "b", "a", "a"])  # 101 repeats 100's id "a"
     exact = np.array([b"0" * 20, b"1" * 20, b"2" * 20, b"2" * 20, b"4" * 20, b"5" * 20], dtype="S20")

@@ -512,7 +512,7 @@ def _launcher_run(cluster, tmp_path, sources):
     outputs = CurationOutputs(version, version / "cleaned.parquet", version / "rejected.parquet", version / "quarantine.jsonl",
                               version / "stats.json", "ab" * 32)
     sent = EngineRun(stats, outputs, "ray", 16, "Ray cluster 127.0.0.1:6379", {"dedup": 1.5}, {"candidate_pairs": 4}, 0, 3, 2, 7, ("hkcancor",))
-    (tmp_path / "report-from.json").write_text(json.dumps(sent.to_report()), encoding="utf-8")
+    (tmp_path / "report-from.json").write_text(json.dumps(sent.to_report() | {"catalog": ["hkcancor", "ctcpc"]}), encoding="utf-8")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "hkgai").write_text(FAKE_HKGAI.format(python=sys.executable))
@@ -546,7 +546,9 @@ def test_the_launcher_returns_the_run_the_rayjobs_driver_reported_and_removes_th
     assert not list(version.parent.glob("*report*"))
 
 
-def test_a_rayjob_that_curated_other_sources_than_the_catalog_fails_the_step(cluster, tmp_path):
-    result, _, run, failures, _ = _launcher_run(cluster, tmp_path, sources=["ctcpc"])
+@pytest.mark.parametrize("sources", [["ctcpc"], ["ctcpc", "hkcancor"]])
+def test_a_rayjob_that_curated_another_catalog_fails_the_step(cluster, tmp_path, sources):
+    """Other sources, or the same in another order (which changes the kept record of a cluster)."""
+    result, _, run, failures, _ = _launcher_run(cluster, tmp_path, sources=sources)
     assert not result.success and run is None
-    assert "curated sources ['hkcancor'] that the code location's catalog does not list" in failures[0]
+    assert f"the RayJob curated the catalog sources ['hkcancor', 'ctcpc'], the code location's are {sources}" in failures[0]

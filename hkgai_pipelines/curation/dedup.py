@@ -153,7 +153,7 @@ BAND_ROWS = pa.schema([("bucket", pa.int32()), ("band", pa.int16()), ("hash", pa
 PAIR_ROWS = pa.schema([("bucket", pa.int32()), ("anchor", pa.int64()), ("member", pa.int64())])
 #: Working memory of the decision per row of a range it holds at once (the row itself, sort
 #: indices and sorted copies; measured peaks were below 100 bytes for band rows): a range
-#: holds at most `memory_bytes // DECISION_BYTES_PER_ROW` rows.
+#: holds at most half the budget's worth, `memory_bytes // 2 // DECISION_BYTES_PER_ROW` rows.
 DECISION_BYTES_PER_ROW = 128
 #: Rows of a kind buffered before they are written as one run (three kinds: at most about
 #: three times this waits in memory).
@@ -169,21 +169,25 @@ class KeyStore:
     Each kind of row is split by a hash of what it is grouped by (`keystore`): ids by id,
     exact keys by key, band hashes by hash, so `decide_duplicates` takes the decision one
     range of buckets at a time. `folder`: where the rows are spilled once a kind holds more
-    than a quarter of `memory_bytes` (about 60 bytes a record plus 22 a band: 420 bytes a
+    than an eighth of `memory_bytes` (about 60 bytes a record plus 22 a band: 420 bytes a
     record at 16 bands); None keeps them in memory.
-    `memory_bytes`: the decision's budget for the rows it holds at once; None: everything at
-    once (the in-memory paths, whose records are in memory anyway). `flush_bytes`: rows
-    buffered per kind before they are written as a run.
+    `memory_bytes`: the decision's budget: half for the runs the four kinds (ids, exact keys,
+    bands, pairs) keep in memory, half for the range being decided; None: everything at once
+    (the in-memory paths, whose records are in memory anyway). Exceeded only by a single hash
+    bucket holding more than a range's share (a page copied millions of times puts its 16
+    band rows in 16 buckets), or past 4,096 ranges' worth of rows (about 2 billion band rows
+    at the engine's 256 MiB). `flush_bytes`: rows buffered per kind before they are written
+    as a run (on top of the budget).
     """
 
     def __init__(self, num_bands: int, folder: Path | None = None, memory_bytes: int | None = None,
                  flush_bytes: int = SPILL_FLUSH_BYTES) -> None:
         self.num_bands = num_bands
         self.folder = folder
-        self.max_rows = None if memory_bytes is None else max(1, memory_bytes // DECISION_BYTES_PER_ROW)
+        self.max_rows = None if memory_bytes is None else max(1, memory_bytes // 2 // DECISION_BYTES_PER_ROW)
         self.flush_bytes = flush_bytes
-        # Each kind stays in memory up to a quarter of the budget (the pairs take the last).
-        self.held_bytes = 0 if memory_bytes is None else memory_bytes // 4
+        # Each of the four kinds stays in memory up to an eighth of the budget.
+        self.held_bytes = 0 if memory_bytes is None else memory_bytes // 8
         self.ids, self.exact, self.bands = (SortedRuns(schema, _sub(folder, name), flush_bytes, self.held_bytes)
                                             for schema, name in ((ID_ROWS, "ids"), (EXACT_ROWS, "exact"), (BAND_ROWS, "bands")))
 

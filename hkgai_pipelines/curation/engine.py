@@ -684,6 +684,15 @@ class VerifiedPairs:
     def _partial(self) -> Path:
         return self.path.with_name(PAIRS_FILE + ".partial")
 
+    def abandon(self) -> None:
+        """After a failed decision: close and remove this run's partial file (the last run's
+        file stays for the next run)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.path is not None:
+            self._partial().unlink(missing_ok=True)
+
     def save(self) -> None:
         """Keep this run's verified pairs for the next run (none verified: nothing kept), with
         the fingerprint of every unit, so a pair is reused only between units that are the
@@ -788,7 +797,11 @@ def _decide(keys: KeyStore, params: CurationParams, plan: UnitPlan, verify) -> t
     """Phase 2 for both executors: the corpus-wide decisions, with the pairs an earlier run
     verified remembered (incremental curation) and this run's kept for the next."""
     pairs = VerifiedPairs(plan)
-    decisions = decide_duplicates(keys, params.dedup.threshold, pairs.verifier(verify))
+    try:
+        decisions = decide_duplicates(keys, params.dedup.threshold, pairs.verifier(verify))
+    except BaseException:
+        pairs.abandon()
+        raise
     pairs.save()
     return decisions, pairs
 

@@ -25,13 +25,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 #: Hash buckets a kind of row is split into. A range of them is the unit of work, so this
-#: bounds how finely the rows can be split: 4,096 ranges of about 50,000 band rows each at a
-#: billion band rows (62 million records at 16 bands).
+#: bounds how finely the rows can be split: at a billion band rows (62 million records at 16
+#: bands) a bucket holds about 244,000 rows, and a range at least one bucket.
 _BUCKET_BITS = 12
 FINE_BUCKETS = 1 << _BUCKET_BITS
 #: Rows of a run's row groups: small enough that reading a narrow range of buckets skips most
 #: of a run, large enough that row-group metadata stays small.
 RUN_ROW_GROUP = 65_536
+#: Ranges one pass of `SortedRuns._split` writes at once, and the rows each holds before writing
+#: them: 64 open writers (about 0.8 MiB each) and at most 64 MiB of buffered rows.
+SPLIT_FAN_OUT = 64
+SPLIT_BUFFER_BYTES = 1024 * 1024
 #: Fibonacci hashing's multiplier (2**64 / golden ratio): spreads structured keys (order keys
 #: are unit << 40 | position) evenly over the buckets.
 _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
@@ -50,9 +54,10 @@ class SortedRuns:
     bucket range.
 
     Runs (one per flush of about `flush_bytes` of buffered rows) stay in memory while they
-    hold at most `memory_bytes` together; past that, every run goes to `folder` as a Parquet
-    file, so a small corpus never touches the disk and a large one holds one buffer. With no
-    folder, everything stays in memory. Raises OSError when the folder cannot be written.
+    hold at most `memory_bytes` together; the first run past that sends every run to `folder`
+    as a Parquet file, and every later run is written as it is made. So a small corpus never
+    touches the disk and a large one holds one buffer. With no folder, everything stays in
+    memory. Raises OSError when the folder cannot be written.
     """
 
     def __init__(self, schema: pa.Schema, folder: Path | None = None, flush_bytes: int = 32 * 1024 * 1024,
@@ -64,6 +69,7 @@ class SortedRuns:
         self.flush_bytes = flush_bytes
         self.memory_bytes = memory_bytes
         self._held_bytes = 0
+        self._spilled = False
         #: Rows per bucket, over every run.
         self.counts = np.zeros(FINE_BUCKETS, dtype=np.int64)
         self._pending: list[pa.Table] = []
@@ -81,6 +87,7 @@ class SortedRuns:
         if not table.num_rows:
             return
         table = table.select(self.schema.names).cast(self.schema)
+        self._range_files = {}  # a split covers the rows it saw, not these
         self.counts += np.bincount(table.column("bucket").to_numpy(), minlength=FINE_BUCKETS)
         self._pending.append(table)
         self._pending_bytes += table.nbytes
@@ -97,9 +104,9 @@ class SortedRuns:
         self._pending, self._pending_bytes = [], 0
         self._runs.append(table.combine_chunks())
         self._held_bytes += table.nbytes
-        if self.folder is not None and self._held_bytes > self.memory_bytes:
+        if self.folder is not None and (self._spilled or self._held_bytes > self.memory_bytes):
             self._runs = [self._written(run, index) if isinstance(run, pa.Table) else run for index, run in enumerate(self._runs)]
-            self._held_bytes = 0
+            self._held_bytes, self._spilled = 0, True
 
     def _written(self, run: pa.Table, index: int) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -140,32 +147,50 @@ class SortedRuns:
         return ranges
 
     def _split(self, ranges: list[tuple[int, int]]) -> None:
-        """Rewrite on-disk runs as one file per range, in one pass over the runs: reading each
-        range from every run costs runs x ranges reads, which grows with the square of the
-        corpus (a k-way split, as an external sort's merge phase makes one read per run).
-        Memory: one run (`flush_bytes`) at a time."""
+        """Rewrite on-disk runs as one file per range: reading each range from every run costs
+        runs x ranges reads, which grows with the square of the corpus. Instead, each pass over
+        the runs writes SPLIT_FAN_OUT ranges' files (an external sort's bounded-fan-out merge),
+        so the runs are read ceil(ranges / SPLIT_FAN_OUT) times. Memory: one run, and per open
+        range up to SPLIT_BUFFER_BYTES of rows before they are written as a row group."""
         self.flush()
         on_disk = [run for run in self._runs if isinstance(run, Path)]
-        if len(on_disk) < 2 or all(key in self._range_files for key in ranges):
+        if len(on_disk) < 2 or len(on_disk) < len(self._runs) or all(key in self._range_files for key in ranges):
             return
-        folder = self.folder / f"ranges-{len(ranges)}"
+        folder = self.folder / f"ranges-{len(ranges)}-{len(on_disk)}"
         folder.mkdir(parents=True, exist_ok=True)
-        writers: dict[int, pq.ParquetWriter] = {}
         lows = [low for low, _ in ranges] + [FINE_BUCKETS]
-        try:
-            for run in self._runs:
-                table = pq.read_table(run, schema=self.schema) if isinstance(run, Path) else run
-                cuts = np.searchsorted(table.column("bucket").to_numpy(), lows)
-                for index, (start, end) in enumerate(itertools.pairwise(cuts.tolist())):
-                    if end > start:
-                        if index not in writers:
-                            writers[index] = pq.ParquetWriter(folder / f"range-{index:06d}.parquet", self.schema, compression="lz4")
-                        writers[index].write_table(table.slice(start, end - start))
-        finally:
-            for writer in writers.values():
-                writer.close()
+        files: dict[int, Path] = {}
+        for first in range(0, len(ranges), SPLIT_FAN_OUT):
+            group = range(first, min(first + SPLIT_FAN_OUT, len(ranges)))
+            writers: dict[int, pq.ParquetWriter] = {}
+            pending: dict[int, list[pa.Table]] = {index: [] for index in group}
+
+            def write(index: int) -> None:
+                if index not in writers:
+                    files[index] = folder / f"range-{index:06d}.parquet"
+                    writers[index] = pq.ParquetWriter(files[index], self.schema, compression="lz4")
+                writers[index].write_table(pa.concat_tables(pending[index]).combine_chunks())
+                pending[index] = []
+
+            try:
+                for run in self._runs:
+                    table = pq.read_table(run, schema=self.schema) if isinstance(run, Path) else run
+                    # Runs from an earlier split are not sorted by bucket.
+                    table = table.take(np.argsort(table.column("bucket").to_numpy().astype(np.int16), kind="stable"))
+                    cuts = np.searchsorted(table.column("bucket").to_numpy(), lows[group.start:group.stop + 1])
+                    for index, start, end in zip(group, cuts[:-1].tolist(), cuts[1:].tolist()):
+                        if end > start:
+                            # A copy, so the run's buffers are not kept alive by the slice.
+                            pending[index].append(table.slice(start, end - start).combine_chunks())
+                            if sum(piece.nbytes for piece in pending[index]) >= SPLIT_BUFFER_BYTES:
+                                write(index)
+                for index in group:
+                    if pending[index]:
+                        write(index)
+            finally:
+                for writer in writers.values():
+                    writer.close()
         for run in on_disk:
             run.unlink()
-        self._runs = [folder / f"range-{index:06d}.parquet" for index in sorted(writers)]
-        self._range_files = {ranges[index]: folder / f"range-{index:06d}.parquet" for index in writers}
-        self._range_files.update({key: None for key in ranges if key not in self._range_files})
+        self._runs = [files[index] for index in sorted(files)]
+        self._range_files = {key: files.get(index) for index, key in enumerate(ranges)}
