@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from hkgai_pipelines.curation import dedup
+from hkgai_pipelines.curation import dedup, keystore
 from hkgai_pipelines.curation.keystore import FINE_BUCKETS, SortedRuns, bucket_of
 
 SCHEMA = pa.schema([("bucket", pa.int32()), ("value", pa.int64())])
@@ -43,7 +43,8 @@ def test_runs_stay_in_memory_up_to_their_budget_then_all_go_to_disk(tmp_path):
     assert runs.read(0, 10).num_rows == 50
 
 
-def test_runs_on_disk_are_split_into_one_file_per_range(tmp_path):
+def test_runs_on_disk_are_split_into_one_file_per_range(tmp_path, monkeypatch):
+    monkeypatch.setattr(keystore, "SPLIT_MIN_READS", 0)  # ten runs and seven ranges are worth it here
     runs = SortedRuns(SCHEMA, tmp_path / "runs", flush_bytes=64)
     for start in range(0, 1000, 100):
         values = np.arange(start, start + 100)
@@ -110,7 +111,8 @@ def _decide(keys, store, batches):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_a_decision_in_many_spilled_ranges_equals_the_decision_at_once(tmp_path, seed):
+def test_a_decision_in_many_spilled_ranges_equals_the_decision_at_once(tmp_path, seed, monkeypatch):
+    monkeypatch.setattr(keystore, "SPLIT_MIN_READS", 0)
     keys = _keys(seed)
     at_once = _decide(keys, dedup.KeyStore(8), batches=3)
     store = dedup.KeyStore(8, tmp_path / "keys", memory_bytes=dedup.DECISION_BYTES_PER_ROW * 4000, flush_bytes=64 * 1024)
