@@ -169,8 +169,8 @@ class KeyStore:
     Each kind of row is split by a hash of what it is grouped by (`keystore`): ids by id,
     exact keys by key, band hashes by hash, so `decide_duplicates` takes the decision one
     range of buckets at a time. `folder`: where the rows are spilled once a kind holds more
-    than an eighth of `memory_bytes` (about 60 bytes a record plus 22 a band: 420 bytes a
-    record at 16 bands); None keeps them in memory.
+    than an eighth of `memory_bytes` (in Arrow about 60 bytes a record plus 22 a band, 420
+    bytes a record at 16 bands; about 260 on disk); None keeps them in memory.
     `memory_bytes`: the decision's budget: half for the runs the four kinds (ids, exact keys,
     bands, pairs) keep in memory, half for the range being decided; None: everything at once
     (the in-memory paths, whose records are in memory anyway). Exceeded only by a single hash
