@@ -212,7 +212,7 @@ class KeyStore:
         self.exact.append(pa.table({
             # The key's first 8 bytes: SHA-1 output is already uniform.
             "bucket": bucket_of(np.frombuffer(exact.tobytes(), dtype=np.uint8).reshape(-1, EXACT_KEY_BYTES)[:, :8].copy().view(np.uint64).ravel()),
-            "exact": pa.FixedSizeBinaryArray.from_buffers(pa.binary(EXACT_KEY_BYTES), len(orders), [None, pa.py_buffer(exact.tobytes())]),
+            "exact": exact_key_array(exact),
             "order": orders,
         }))
         hashes = bands.ravel()
@@ -228,10 +228,17 @@ def _sub(folder: Path | None, name: str) -> Path | None:
     return None if folder is None else folder / name
 
 
-def _fixed_binary(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
-    """A fixed-size binary Arrow column as a numpy S<width> array (no object per value)."""
+def exact_keys_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An Arrow column of exact keys as a numpy S20 array (no object per value)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return np.frombuffer(array.buffers()[1], dtype=f"S{width}", count=len(array), offset=array.offset * width)
+    return np.frombuffer(array.buffers()[1], dtype=f"S{EXACT_KEY_BYTES}", count=len(array), offset=array.offset * EXACT_KEY_BYTES)
+
+
+def exact_key_array(exact: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """Exact keys (m,) S20 as an Arrow column, from the buffer: a numpy bytes scalar would
+    drop a digest's trailing zero bytes."""
+    exact = np.ascontiguousarray(exact, dtype=f"S{EXACT_KEY_BYTES}")
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(EXACT_KEY_BYTES), len(exact), [None, pa.py_buffer(exact.tobytes())])
 
 
 #: Verifies candidate pairs: given (anchor orders, member orders), returns (anchor orders,
@@ -380,7 +387,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
         orders = table.column("order").to_numpy()
         alive = ~_members_of(repeated, orders)
         candidates += int(alive.sum())
-        links.append(_exact_links(_fixed_binary(table.column("exact"), EXACT_KEY_BYTES)[alive], orders[alive]))
+        links.append(_exact_links(exact_keys_of(table.column("exact"))[alive], orders[alive]))
     exact_member = np.concatenate([empty, *(member for member, _ in links)])
     exact_rep = np.concatenate([empty, *(rep for _, rep in links)])
     by_member = np.argsort(exact_member)

@@ -78,10 +78,12 @@ from hkgai_pipelines.curation.dedup import (
     KeyStore,
     MinHasher,
     decide_duplicates,
+    exact_key_array,
+    exact_keys_of,
     pair_similarities,
 )
 from hkgai_pipelines.curation.inputs import ITEM_BITS, InputUnit, file_units, lake_units, order_key
-from hkgai_pipelines.curation.keystore import bucket_of
+from hkgai_pipelines.curation.keystore import bucket_of, fibonacci_mix
 from hkgai_pipelines.curation.pipeline import (
     CLEANED_SCHEMA,
     DEDUP_KEY_FIELDS,
@@ -97,7 +99,7 @@ from hkgai_pipelines.curation.pipeline import (
     write_stats,
 )
 from hkgai_pipelines.params import CurationParams
-from hkgai_pipelines.sources.lake import atomic_path, write_quarantine
+from hkgai_pipelines.sources.lake import atomic_path, held_exclusively, write_quarantine
 from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
 
 #: Records per task. Memory per task is about this many records (a few KB each in these
@@ -470,21 +472,13 @@ def _claimed(steps_dir: Path) -> Iterator[None]:
     other runs into the same output folder left and no run holds: their input differs from
     this run's, so nothing will resume them. Raises CurationBusy when another run on the
     same input into the same folder holds it now."""
-    steps_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(steps_dir / ".lock", "a")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CurationBusy(f"another curation of the same input into {steps_dir.parent} is running") from None
+    with held_exclusively(steps_dir, CurationBusy(f"another curation of the same input into {steps_dir.parent} is running")):
         for other in steps_dir.parent.glob(f"{RESUME_PREFIX}*"):
             if other != steps_dir and _unclaimed(other):
                 shutil.rmtree(other, ignore_errors=True)
         for killed in steps_dir.glob("staging-*"):  # a killed run's half-written outputs
             shutil.rmtree(killed, ignore_errors=True)
         yield
-    finally:
-        handle.close()
 
 
 @contextmanager
@@ -494,12 +488,7 @@ def _parts_locked(parts_dir: Path | None) -> Iterator[None]:
     if parts_dir is None:
         yield
         return
-    Path(parts_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(parts_dir) / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CurationBusy(f"another incremental curation with the parts folder {parts_dir} is running") from None
+    with held_exclusively(parts_dir, CurationBusy(f"another incremental curation with the parts folder {parts_dir} is running")):
         yield
 
 
@@ -983,9 +972,7 @@ def _process_part(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Tab
         for name in DEDUP_KEY_FIELDS:
             row.pop(name, None)
     table = pa.Table.from_pylist(rows, schema=PROCESSED_SCHEMA)
-    # From the buffer: a numpy bytes scalar would drop a digest's trailing zero bytes.
-    table = table.append_column("exact", pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(EXACT_KEY_BYTES), len(rows), [None, pa.py_buffer(exact.tobytes())]))
+    table = table.append_column("exact", exact_key_array(exact))
     table = table.append_column("bands", pa.FixedSizeListArray.from_arrays(pa.array(bands.ravel(), pa.uint64()), num_bands))
     with atomic_path(path) as temp:
         pq.write_table(table.cast(part_schema(num_bands)), temp)
@@ -1026,8 +1013,7 @@ def _collect(batch: pa.Table, keys: KeyStore, progress: _Progress) -> None:
     keys.add_ids(orders[has_id.to_numpy(zero_copy_only=False)], ids.filter(has_id))
     candidate = batch.column("candidate").to_numpy()
     if candidate.any():
-        exact = batch.column("exact").combine_chunks()
-        exact = np.frombuffer(exact.buffers()[1], dtype=f"S{EXACT_KEY_BYTES}", count=len(exact), offset=exact.offset * EXACT_KEY_BYTES)
+        exact = exact_keys_of(batch.column("exact"))
         bands = batch.column("bands").combine_chunks().flatten().to_numpy().reshape(len(orders), -1)
         keys.add_candidates(orders[candidate], exact[candidate], bands[candidate])
 
@@ -1123,8 +1109,7 @@ def _verify_pairs_locally(parts: list[str], anchor: np.ndarray, member: np.ndarr
 def _bucket_of(anchor: np.ndarray, buckets: int) -> np.ndarray:
     """A bucket number for each anchor order key: Fibonacci hashing spreads the structured
     keys (unit << 40 | position) evenly."""
-    with np.errstate(over="ignore"):
-        return ((anchor.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) % np.uint64(buckets)
+    return (fibonacci_mix(anchor) >> np.uint64(32)) % np.uint64(buckets)
 
 
 def _pair_rows(batch: pa.Table, pairs_ref, params_blob: bytes) -> pa.Table:

@@ -47,9 +47,14 @@ _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
 def bucket_of(keys: np.ndarray) -> np.ndarray:
     """int32 bucket in [0, FINE_BUCKETS) of each uint64 (or int64) key (n,): the top bits of
     the key times the Fibonacci multiplier, modulo 2**64."""
+    return (fibonacci_mix(keys) >> np.uint64(64 - _BUCKET_BITS)).astype(np.int32)
+
+
+def fibonacci_mix(keys: np.ndarray) -> np.ndarray:
+    """uint64 keys (n,) times the Fibonacci multiplier modulo 2**64: the high bits of the
+    product are spread evenly whatever the keys' structure (Knuth, TAOCP vol. 3, 6.4)."""
     with np.errstate(over="ignore"):
-        mixed = np.asarray(keys).astype(np.uint64) * _FIBONACCI
-    return (mixed >> np.uint64(64 - _BUCKET_BITS)).astype(np.int32)
+        return np.asarray(keys).astype(np.uint64) * _FIBONACCI
 
 
 class SortedRuns:

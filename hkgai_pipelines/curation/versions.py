@@ -28,7 +28,6 @@ version, the GX gates on it, DVC push, MLflow run, then `make_current`).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -36,6 +35,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+from hkgai_pipelines.sources.lake import held_exclusively
 
 #: Versions kept besides the current one: rollback targets and versions a long reader (a
 #: training job that resolved the link at its start) may still be reading.
@@ -182,12 +183,7 @@ class OutputVersions:
         """Hold the versions folder for one curation and publish. Raises PublishBusyError at
         once (rather than waiting) when another process holds it: two runs would otherwise
         interleave their versions, DVC records and links."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise PublishBusyError(f"another run is curating or publishing into {self.folder}") from None
+        with held_exclusively(self.folder, PublishBusyError(f"another run is curating or publishing into {self.folder}")):
             yield
 
     def make_current(self, version: Path, record: dict | None = None, legacy_record: dict | None = None,

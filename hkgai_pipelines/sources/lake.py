@@ -54,6 +54,23 @@ def atomic_path(final: Path):
             os.unlink(temp)
 
 
+@contextmanager
+def held_exclusively(folder: Path, busy: Exception):
+    """Hold an exclusive lock on `folder` (created if missing; the lock file `.lock` inside)
+    for the block, without waiting: raises `busy` when another process holds it. The lock
+    goes with the process (flock), so a killed holder never leaves it behind."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        yield
+
+
 def write_table_atomic(table: pa.Table, final: Path) -> None:
     with atomic_path(final) as temp:
         pq.write_table(table, temp, compression="zstd")
