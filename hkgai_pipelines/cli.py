@@ -158,15 +158,13 @@ def curate(
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="tasks run at once; above 1 runs on Ray (default: 1 in this process; on the RAY_ADDRESS cluster, its CPUs)")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="records per task (default 1000); memory per task grows with it")] = None,
     executor: Annotated[str | None, typer.Option("--executor", help="local (this process) or ray (default: ray with --workers above 1 or RAY_ADDRESS, else local)")] = None,
-    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="folder for a stopped run's part files (default: --out)")] = None,
-    parts_dir: Annotated[Path | None, typer.Option("--parts-dir", help="incremental: keep each input's part files here and process only new or changed inputs")] = None,
+    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="where a run keeps its part files until it finishes, so a stopped run resumes (default: --out)")] = None,
+    parts_dir: Annotated[Path | None, typer.Option("--parts-dir", help="incremental: keep each input file's part files here between runs and process only new or changed files (a file's position in the input order counts: a file added before others re-processes those after it); one run at a time")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="write the run (counts, content hash, phases, dedup, incremental) to this JSON file")] = None,
 ) -> None:
     """Run the curation pipeline on files: cleaned.parquet/ and rejected.parquet/ (folders of
     Parquet part files), quarantine.jsonl, stats.json. Memory stays bounded by the batch size;
-    --workers N (N > 1) runs on Ray started in this process, RAY_ADDRESS on that cluster.
-    cleaned_corpus on KubeRay runs `--lake LAKE --out <new version> --work-dir --parts-dir
-    --report` (resources/ray_jobs.py)."""
+    --workers N (N > 1) runs on Ray started in this process, RAY_ADDRESS on that cluster."""
     from hkgai_pipelines.curation import engine
     from hkgai_pipelines.curation.inputs import file_units, lake_units
     from hkgai_pipelines.curation.versions import OutputVersions
@@ -177,8 +175,13 @@ def curate(
     if bool(inputs) == bool(lake):
         console.print(f"[red]give input files/folders or --lake{', not both' if inputs else ''}[/red]")
         raise typer.Exit(2)
-    if out.exists() and not out.is_dir():
-        console.print(f"[red]--out {escape(str(out))} is a file: give a folder[/red]", soft_wrap=True)
+    # Checked before any work: a run that finished would otherwise fail on its last write.
+    for option, folder in (("--out", out), ("--work-dir", work_dir), ("--parts-dir", parts_dir)):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            console.print(f"[red]{option} {escape(str(folder))} is a file: give a folder[/red]", soft_wrap=True)
+            raise typer.Exit(2)
+    if report is not None and report.is_dir():
+        console.print(f"[red]--report {escape(str(report))} is a folder: give a file name[/red]", soft_wrap=True)
         raise typer.Exit(2)
     held = OutputVersions.holding(out)
     if held is not None:
@@ -235,6 +238,9 @@ def curate(
         console.print("[yellow]no input records: the inputs hold no file the readers take[/yellow]")
     if run.resumed_records:
         console.print(f"resumed a stopped run: {run.resumed_records} records already through the steps")
+    if parts_dir is not None:
+        console.print(f"incremental: {run.processed_units} input file(s) processed, {run.cached_units} taken from "
+                      f"{escape(str(parts_dir))} ({run.cached_records} records not processed again)", soft_wrap=True)
     console.print(
         f"input {stats.input_records} = kept {stats.kept} + rejected {stats.rejected} + quarantined {stats.quarantined}; "
         f"outputs in {run.outputs.out_dir} ({run.cluster}" + (f", {run.workers} workers)" if run.workers > 1 else ")"),

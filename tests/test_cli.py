@@ -60,6 +60,7 @@ def test_curate_incremental_with_a_report_and_a_held_parts_folder(tmp_path):
     for out, processed in (("v1", 2), ("v2", 0)):
         result = runner.invoke(app, [*args, "--out", str(tmp_path / out)])
         assert result.exit_code == 0, result.output
+        assert f"incremental: {processed} input file(s) processed, {2 - processed} taken from" in " ".join(result.output.split())
         written = json.loads(report.read_text())
         assert (written["processed_units"], written["cached_units"], written["kept"]) == (processed, 2 - processed, 2)
         assert written["out_dir"] == str(tmp_path / out) and len(written["content_hash"]) == 16
@@ -68,6 +69,19 @@ def test_curate_incremental_with_a_report_and_a_held_parts_folder(tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = runner.invoke(app, [*args, "--out", str(tmp_path / "v3")])
     assert result.exit_code == 1 and "another incremental curation with the parts folder" in result.output
+    assert not list((tmp_path / "v3").glob(".curate-staging-*"))  # refused before the resume folder is made
+
+
+def test_curate_refuses_a_file_for_a_folder_and_a_folder_for_the_report_before_any_work(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "佢哋聽日會去旺角食飯，你嚟唔嚟呀？"}\n', encoding="utf-8")
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    for extra, said in ((["--parts-dir", str(tmp_path / "a-file")], "--parts-dir"), (["--work-dir", str(tmp_path / "a-file")], "--work-dir"),
+                        (["--report", str(tmp_path / "a-folder")], "--report")):
+        result = runner.invoke(app, ["curate", str(source), "--out", str(tmp_path / "out"), *extra])
+        assert result.exit_code == 2 and said in result.output, result.output
+        assert not (tmp_path / "out").exists()
 
 
 def test_curate_missing_input_exits_2(tmp_path):

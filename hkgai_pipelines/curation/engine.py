@@ -396,7 +396,8 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
     out_dir = Path(os.path.abspath(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     steps_dir = Path(os.path.abspath(work_dir or out_dir)) / f"{RESUME_PREFIX}{run_fingerprint(units, params, batch_size)}"
-    with _claimed(steps_dir), _parts_locked(parts_dir):
+    # The parts folder first: a run refused there leaves no resume folder behind.
+    with _parts_locked(parts_dir), _claimed(steps_dir):
         # Inside the claimed folder, so that a killed run's staging goes with it.
         staging = Path(tempfile.mkdtemp(prefix="staging-", dir=steps_dir))
         try:
@@ -488,7 +489,8 @@ def _parts_locked(parts_dir: Path | None) -> Iterator[None]:
     if parts_dir is None:
         yield
         return
-    with held_exclusively(parts_dir, CurationBusy(f"another incremental curation with the parts folder {parts_dir} is running")):
+    with held_exclusively(parts_dir, CurationBusy(f"another incremental curation with the parts folder {parts_dir} is running: "
+                                                  "wait for it to finish, or use another parts folder")):
         yield
 
 
