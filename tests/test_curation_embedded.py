@@ -28,9 +28,8 @@ def _ray_processes() -> list[str]:
 
 
 @pytest.mark.slow  # Ray starts and stops inside the test: 20 to 60 s on 2 shared cores
-def test_embedded_ray_with_one_worker_and_the_hash_shuffle(curation_params, tmp_path, monkeypatch, capfd):
+def test_embedded_ray_with_one_worker(curation_params, tmp_path, capfd):
     assert not ray.is_initialized()
-    monkeypatch.setattr(engine, "SORT_SHUFFLE_MAX_ROWS", 0)
     corpus = write_corpus(tmp_path / "corpus")
     run = engine.curate_files([corpus], curation_params, tmp_path / "out", licence="x", workers=1, batch_size=2, executor="ray")
     assert summary(*read_outputs(tmp_path / "out")[:2]) == (KEPT, REJECTED)

@@ -65,12 +65,13 @@ def test_engine_keeps_the_same_ids_for_any_number_of_workers(corpus, curation_pa
     assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
 
 
-@pytest.mark.slow  # the hash shuffle starts aggregator actors: 10 to 40 s on 2 shared cores
-def test_the_hash_shuffle_verifies_the_same_pairs_as_the_sort_shuffle(corpus, curation_params, tmp_path, monkeypatch):
-    """Larger corpora verify their pairs through Ray Data's hash shuffle (SORT_SHUFFLE_MAX_ROWS)."""
-    monkeypatch.setattr(engine, "SORT_SHUFFLE_MAX_ROWS", 0)
-    engine.curate_files([corpus], curation_params, tmp_path / "out", licence="x", workers=2, batch_size=2)
+def test_pairs_verified_on_ray_in_many_ranges_decide_the_same(corpus, curation_params, tmp_path, monkeypatch):
+    """A decision budget of one row: every range of pairs named, routed by Ray tasks and
+    verified apart."""
+    monkeypatch.setattr(engine, "DECIDE_MEMORY_BYTES", 1)
+    run = engine.curate_files([corpus], curation_params, tmp_path / "out", licence="x", workers=2, batch_size=2)
     assert summary(*read_outputs(tmp_path / "out")[:2]) == (KEPT, REJECTED)
+    assert run.dedup["candidate_pairs"] > 1
 
 
 def test_outputs_are_read_by_the_pretraining_loader_and_the_gx_gates(corpus, curation_params, tmp_path):

@@ -114,7 +114,7 @@ def test_a_verification_that_fails_leaves_the_last_runs_pairs_and_no_partial_fil
     engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
     saved = (parts / engine.PAIRS_FILE).read_bytes()
 
-    verify, calls = engine._verify_pairs_locally, []
+    verify, calls = engine.JoinedPairVerifier.__call__, []
 
     def fail_second(*args, **kwargs):  # the first range's answers are written, then the disk fills
         calls.append(1)
@@ -122,7 +122,7 @@ def test_a_verification_that_fails_leaves_the_last_runs_pairs_and_no_partial_fil
             raise OSError("disk full")
         return verify(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_verify_pairs_locally", fail_second)
+    monkeypatch.setattr(engine.JoinedPairVerifier, "__call__", fail_second)
     monkeypatch.setattr(engine, "DECIDE_MEMORY_BYTES", 1)  # a range per bucket: several verifications
     with pytest.raises(OSError, match="disk full"):
         engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)

@@ -180,15 +180,6 @@ def test_small_files_are_batched_together(curation_params, tmp_path):
     assert read_outputs(tmp_path / "out") == read_outputs(single)
 
 
-def test_pair_verification_in_many_passes_decides_the_same(corpus, curation_params, tmp_path, monkeypatch):
-    """A signature budget of one record a pass (512 bytes): every pair still verified once."""
-    one = engine.curate_files([corpus], curation_params, tmp_path / "one", licence="x", batch_size=2)
-    monkeypatch.setattr(engine, "VERIFY_MEMORY_BYTES", 512)
-    many = engine.curate_files([corpus], curation_params, tmp_path / "many", licence="x", batch_size=2)
-    assert read_outputs(tmp_path / "many") == read_outputs(tmp_path / "one")
-    assert many.dedup == one.dedup and many.dedup["candidate_pairs"] > 1
-
-
 def test_a_decision_in_many_bucket_ranges_decides_the_same(corpus, curation_params, tmp_path, monkeypatch):
     """A decision budget of one key row at a time: every id, exact key, band and pair range
     decided apart (and the keys spilled to the staging folder) gives the same outputs."""

@@ -155,6 +155,10 @@ PAIR_ROWS = pa.schema([("bucket", pa.int32()), ("anchor", pa.int64()), ("member"
 #: indices and sorted copies; measured peaks were below 100 bytes for band rows): a range
 #: holds at most half the budget's worth, `memory_bytes // 2 // DECISION_BYTES_PER_ROW` rows.
 DECISION_BYTES_PER_ROW = 128
+#: Working memory of verification per candidate pair of a range: the MinHash signatures of
+#: its two records (128 uint32 values, 512 bytes each, at params.yaml's num_perm) and the
+#: pair's keys. A range of pairs holds at most `memory_bytes // 2 // VERIFY_BYTES_PER_PAIR`.
+VERIFY_BYTES_PER_PAIR = 1152
 #: Rows of a kind buffered before they are written as one run (three kinds: at most about
 #: three times this waits in memory).
 SPILL_FLUSH_BYTES = 32 * 1024 * 1024
@@ -185,6 +189,8 @@ class KeyStore:
         self.num_bands = num_bands
         self.folder = folder
         self.max_rows = None if memory_bytes is None else max(1, memory_bytes // 2 // DECISION_BYTES_PER_ROW)
+        #: Candidate pairs verified at once (`decide_duplicates`).
+        self.max_pairs = None if memory_bytes is None else max(1, memory_bytes // 2 // VERIFY_BYTES_PER_PAIR)
         self.flush_bytes = flush_bytes
         # Each of the four kinds stays in memory up to an eighth of the budget.
         self.held_bytes = 0 if memory_bytes is None else memory_bytes // 8
@@ -243,7 +249,9 @@ def exact_key_array(exact: np.ndarray) -> pa.FixedSizeBinaryArray:
 
 #: Verifies candidate pairs: given (anchor orders, member orders), returns (anchor orders,
 #: member orders, similarities) for every pair, in any order. The single-process path
-#: computes signatures in memory; the engine brings each anchor's pairs together on a worker.
+#: computes signatures in memory; the engine joins the paired records' texts from its part
+#: files (`pair_join.JoinedPairVerifier`). A verifier with an `expect(anchor, member)`
+#: method is first told every range's pairs, in the order they will be asked.
 PairVerifier = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -403,13 +411,20 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
         anchor, member = bucket_anchor_pairs(table.column("band").to_numpy()[keep], table.column("hash").to_numpy()[keep], orders[keep])
         pairs.append(pa.table({"bucket": bucket_of(anchor), "anchor": anchor, "member": member}))
 
-    # 4. Verify each range of pairs once; the verified ones are the edges.
+    # 4. Verify each range of pairs once; the verified ones are the edges. A verifier that
+    # gathers the records from elsewhere is told every range's pairs first.
+    def pair_ranges() -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        for table in _each_range(pairs, keys.max_pairs):
+            anchor, member = _unique_pairs(table.column("anchor").to_numpy(), table.column("member").to_numpy())
+            if len(anchor):
+                yield anchor, member
+
+    if hasattr(verify, "expect"):
+        for anchor, member in pair_ranges():
+            verify.expect(anchor, member)
     candidate_pairs, edges = 0, []
-    for table in _each_range(pairs, keys.max_rows):
-        anchor, member = _unique_pairs(table.column("anchor").to_numpy(), table.column("member").to_numpy())
+    for anchor, member in pair_ranges():
         candidate_pairs += len(anchor)
-        if not len(anchor):
-            continue
         got_anchor, got_member, got_similarity = verify(anchor, member)
         similarity = _align(anchor, member, got_anchor, got_member, got_similarity)
         verified = similarity >= threshold

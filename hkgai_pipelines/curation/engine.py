@@ -13,8 +13,8 @@ Both write the same part files, take the same decisions and give the same output
 Memory is bounded by the batch size and two budgets, not by the corpus: no task holds more
 than one batch of records; the driver spills the small per-record keys it gathers
 (`dedup.KeyStore`: ids, exact keys, LSH band hashes) to the staging folder by hash bucket and
-decides one range of buckets at a time within DECIDE_MEMORY_BYTES; verification holds the
-MinHash signatures of at most VERIFY_MEMORY_BYTES of records at once. What still grows is
+decides one range of buckets at a time within DECIDE_MEMORY_BYTES, and pair verification
+spills within the same budget (`pair_join`). What still grows is
 what was found: the repeated ids, exact duplicates and verified pairs. Three phases, with the
 corpus-wide decisions on the driver between them (on Ray, three Ray Data jobs):
 
@@ -26,11 +26,9 @@ corpus-wide decisions on the driver between them (on Ray, three Ray Data jobs):
    back instead of processed again) and returns the keys to the driver, which spills them.
 2. **decide** (driver): `dedup.decide_duplicates` finds duplicate ids, exact duplicates and the
    LSH candidate pairs. Verifying the pairs needs MinHash signatures, which are not kept:
-   they are recomputed from the part files for the records in a pair, split by a hash of the
-   pair's anchor so each anchor and its members meet in one group: locally in as many passes
-   as keep the signatures under VERIFY_MEMORY_BYTES, on Ray in a job with
-   `groupby(...).map_groups`, the signatures staying with the workers (only (anchor, member,
-   similarity) comes back).
+   `pair_join.JoinedPairVerifier` joins the paired records from the part files in one pass
+   (each part file read once, each paired record hashed once; on Ray one task per part
+   file), spilled by the range of pairs that asked for them.
 3. **settle**: one task per part file applies the decisions (`pipeline.settle_rows`) and
    writes the part's kept, rejected and quarantined rows; the driver adds up the per-part
    counts and concatenates the quarantine in order.
@@ -80,10 +78,10 @@ from hkgai_pipelines.curation.dedup import (
     decide_duplicates,
     exact_key_array,
     exact_keys_of,
-    pair_similarities,
 )
 from hkgai_pipelines.curation.inputs import ITEM_BITS, InputUnit, file_units, lake_units, order_key
-from hkgai_pipelines.curation.keystore import bucket_of, fibonacci_mix
+from hkgai_pipelines.curation.keystore import bucket_of
+from hkgai_pipelines.curation.pair_join import JoinedPairVerifier, local_mapper, payload_rows
 from hkgai_pipelines.curation.pipeline import (
     CLEANED_SCHEMA,
     DEDUP_KEY_FIELDS,
@@ -127,34 +125,18 @@ def keys_schema(num_bands: int) -> pa.Schema:
                       ("first", pa.bool_()), ("reused", pa.bool_())])
 
 
-#: A record of a candidate pair under the pair's anchor, with its MinHash signature and the
-#: anchor's bucket (the group it is verified in: `_verify_pairs`).
-PAIR_ROW_SCHEMA = pa.schema([("bucket", pa.int64()), ("anchor", pa.int64()), ("order", pa.int64()), ("signature", pa.binary())])
-SIMILARITY_SCHEMA = pa.schema([("anchor", pa.int64()), ("member", pa.int64()), ("similarity", pa.float64())])
 #: `VerifiedPairs`' file: rows sorted by the anchor's bucket (`keystore.bucket_of`).
 VERIFIED_PAIRS_SCHEMA = pa.schema([("bucket", pa.int32()), ("anchor", pa.int64()), ("member", pa.int64()), ("similarity", pa.float64())])
 SETTLED_SCHEMA = pa.schema([("stats", pa.string()), ("digest", pa.string())])
-#: Up to this many pair rows, the verification's groupby uses Ray Data's sort shuffle (tasks
-#: only); above it the hash shuffle. Measured on 2 cores with 150,000 rows of 530 bytes (20 MB
-#: of the benchmark corpus): sort 88 s, and 500 MB pulled into the driver; hash 33 s with the
-#: driver flat. But the hash shuffle starts aggregator actors, 5 to 30 s per job however
-#: small, which a corpus with a few pairs should not pay. At this bound the sort shuffle
-#: holds about 70 MB in the driver.
-SORT_SHUFFLE_MAX_ROWS = 20_000
 #: `local`: the three phases in this process, one batch at a time (no Ray). `ray`: on Ray Data.
 EXECUTORS = ("local", "ray")
-#: The local executor's pair verification holds at most this many bytes of MinHash
-#: signatures at once (512 bytes a record at 128 permutations: about 500,000 records), and
-#: makes more passes over the part files for more. Chosen so that, on the 2-core machine's
-#: 24 GiB, verification stays well under the steps' own footprint (language models, a batch).
-VERIFY_MEMORY_BYTES = 256 * 1024 * 1024
 #: The corpus-wide decision's budget for the keys it holds at once (`dedup.KeyStore`): the
 #: keys are spilled to the staging folder as they arrive and decided one range of hash
 #: buckets at a time, so the driver's memory does not grow with the corpus (a first version
-#: held every key: 10.2 GiB at 1 GiB of input). Same reasoning as VERIFY_MEMORY_BYTES.
+#: held every key: 10.2 GiB at 1 GiB of input). Chosen so that, on the 2-core machine's
+#: 24 GiB, the decision stays well under the steps' own footprint (language models, a batch).
+#: Pair verification (`pair_join`) spills within the same budget.
 DECIDE_MEMORY_BYTES = 256 * 1024 * 1024
-#: Pairs compared at once: two (slice, num_perm) uint32 gathers, 32 MiB each at 128 permutations.
-VERIFY_SLICE_PAIRS = 65_536
 #: A run's part files live in `<out>/.curate-staging-resume-<run_fingerprint>/` until the run
 #: finishes: a run stopped by a kill, an OOM or an error leaves them, and the next run on the
 #: same input reuses every complete one. The prefix is a staging folder's, which DVC ignores.
@@ -627,28 +609,24 @@ class VerifiedPairs:
     def verifier(self, verify):
         if self.path is None:
             return verify
+        return _Remembered(self, verify)
 
-        def remembered(anchor: np.ndarray, member: np.ndarray):
-            import pandas as pd
+    def saved_among(self, anchor: np.ndarray, member: np.ndarray):
+        """The saved pairs among (anchor, member), as a DataFrame of (a, m, s, i: the pair's
+        position), and the mask of the pairs to verify."""
+        import pandas as pd
 
-            known, saved_with = self._read(anchor)
-            # A unit taken as it is this run, with the fingerprint it had when the pairs were
-            # saved: the same texts at the same order keys.
-            cached_units = np.array(sorted(unit.index for unit in self.plan.cached
-                                           if saved_with.get(unit.index) == self.plan.fingerprints[unit.index]), dtype=np.int64)
-            both = np.isin(anchor >> ITEM_BITS, cached_units) & np.isin(member >> ITEM_BITS, cached_units)
-            asked = pd.DataFrame({"a": anchor[both], "m": member[both], "i": np.flatnonzero(both)})
-            hits = asked.merge(pd.DataFrame({"a": known[0], "m": known[1], "s": known[2]}), on=["a", "m"], how="inner")
-            todo = np.ones(len(anchor), dtype=bool)
-            todo[hits["i"].to_numpy()] = False
-            self.reused += len(hits)
-            got = verify(anchor[todo], member[todo]) if todo.any() else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
-            answered = (np.concatenate([hits["a"].to_numpy(), np.asarray(got[0], np.int64)]),
-                        np.concatenate([hits["m"].to_numpy(), np.asarray(got[1], np.int64)]),
-                        np.concatenate([hits["s"].to_numpy(), np.asarray(got[2], np.float64)]))
-            self._append(*answered)
-            return answered
-        return remembered
+        known, saved_with = self._read(anchor)
+        # A unit taken as it is this run, with the fingerprint it had when the pairs were
+        # saved: the same texts at the same order keys.
+        cached_units = np.array(sorted(unit.index for unit in self.plan.cached
+                                       if saved_with.get(unit.index) == self.plan.fingerprints[unit.index]), dtype=np.int64)
+        both = np.isin(anchor >> ITEM_BITS, cached_units) & np.isin(member >> ITEM_BITS, cached_units)
+        asked = pd.DataFrame({"a": anchor[both], "m": member[both], "i": np.flatnonzero(both)})
+        hits = asked.merge(pd.DataFrame({"a": known[0], "m": known[1], "s": known[2]}), on=["a", "m"], how="inner")
+        todo = np.ones(len(anchor), dtype=bool)
+        todo[hits["i"].to_numpy()] = False
+        return hits, todo
 
     def _read(self, anchor: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[int, str]]:
         """(anchor, member, similarity) arrays of the saved pairs in the buckets of `anchor`,
@@ -662,7 +640,7 @@ class VerifiedPairs:
         except (OSError, pa.ArrowException, KeyError, TypeError, ValueError):  # none yet, or damaged: verify everything
             return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)), {}
 
-    def _append(self, anchor: np.ndarray, member: np.ndarray, similarity: np.ndarray) -> None:
+    def record(self, anchor: np.ndarray, member: np.ndarray, similarity: np.ndarray) -> None:
         buckets = bucket_of(anchor)
         table = pa.table({"bucket": buckets, "anchor": anchor, "member": member, "similarity": similarity}, schema=self._schema())
         if self._writer is None:
@@ -696,6 +674,31 @@ class VerifiedPairs:
         self._writer.close()
         self._writer = None
         os.replace(self._partial(), self.path)
+
+
+class _Remembered:
+    """`VerifiedPairs.verifier`: the pairs saved by the last run are answered from its file,
+    the others by `verify` (told of them first when it has `expect`)."""
+
+    def __init__(self, pairs: VerifiedPairs, verify) -> None:
+        self.pairs, self.verify = pairs, verify
+        if hasattr(verify, "expect"):
+            self.expect = self._expect
+
+    def _expect(self, anchor: np.ndarray, member: np.ndarray) -> None:
+        _, todo = self.pairs.saved_among(anchor, member)
+        if todo.any():  # the same test as in __call__, so the calls match the ranges named
+            self.verify.expect(anchor[todo], member[todo])
+
+    def __call__(self, anchor: np.ndarray, member: np.ndarray):
+        hits, todo = self.pairs.saved_among(anchor, member)
+        self.pairs.reused += len(hits)
+        got = self.verify(anchor[todo], member[todo]) if todo.any() else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+        answered = (np.concatenate([hits["a"].to_numpy(), np.asarray(got[0], np.int64)]),
+                    np.concatenate([hits["m"].to_numpy(), np.asarray(got[1], np.int64)]),
+                    np.concatenate([hits["s"].to_numpy(), np.asarray(got[2], np.float64)]))
+        self.pairs.record(*answered)
+        return answered
 
 
 @dataclass(frozen=True)
@@ -767,10 +770,7 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
 
     started = time.perf_counter()
 
-    def verify(anchor: np.ndarray, member: np.ndarray):
-        return _verify_pairs_locally(parts, anchor, member, params)
-
-    decisions, pairs = _decide(keys, params, work.plan, verify)
+    decisions, pairs = _decide(keys, params, work.plan, _pair_verifier(work, parts, params, keys))
     seconds["dedup"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -851,10 +851,7 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     # 2. corpus-wide decisions, verifying candidate pairs where the texts are.
     started = time.perf_counter()
 
-    def verify(anchor: np.ndarray, member: np.ndarray):
-        return _verify_pairs(parts, anchor, member, params, workers, batch_size)
-
-    decisions, pairs = _decide(keys, params, work.plan, verify)
+    decisions, pairs = _decide(keys, params, work.plan, _pair_verifier(work, parts, params, keys, _ray_mapper(workers)))
     seconds["dedup"] = time.perf_counter() - started
 
     # 3. settle each part with the decisions.
@@ -1020,146 +1017,32 @@ def _collect(batch: pa.Table, keys: KeyStore, progress: _Progress) -> None:
         keys.add_candidates(orders[candidate], exact[candidate], bands[candidate])
 
 
-def _verify_pairs(parts: list[str], anchor: np.ndarray, member: np.ndarray, params: CurationParams, workers: int, batch_size: int):
-    """Similarities of candidate pairs (anchor and member order keys): signatures are
-    recomputed from the part files and brought together by anchor on the workers.
-
-    Rows are grouped by a *bucket* (a hash of the anchor, so an anchor and all its members
-    share one), not by the anchor itself: Ray Data calls the group function once per group,
-    and tens of thousands of one-anchor groups cost more in calls than the comparisons. The
-    number of buckets keeps a group near `batch_size` rows."""
-    import ray
-    import ray.data
-    from ray.data.context import ShuffleStrategy
-
-    pairs = _pairs_by_member(anchor, member, workers, batch_size)
-    pairs_ref = ray.put(pairs)
-    pool = ray.data.TaskPoolStrategy(size=workers)
-    strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED if len(anchor) + len(pairs["anchors"]) <= SORT_SHUFFLE_MAX_ROWS else ShuffleStrategy.HASH_SHUFFLE
-    context = ray.data.DataContext.get_current()
-    saved = (context.shuffle_strategy, context.hash_shuffle_operator_actor_num_cpus_override)
-    context.shuffle_strategy = strategy
-    # The hash shuffle's aggregator actors only hold rows until every map task has run, but
-    # by default reserve up to a quarter of the CPUs: with one CPU, the map tasks feeding them
-    # could then never start (the benchmark's 1-worker run waited forever).
-    context.hash_shuffle_operator_actor_num_cpus_override = 0
-    try:
-        rows = ray.data.from_items([{"part": part} for part in parts], override_num_blocks=len(parts)).map_batches(
-            _pair_rows, batch_size=1, batch_format="pyarrow", compute=pool,
-            fn_kwargs={"pairs_ref": pairs_ref, "params_blob": pickle.dumps(params)},
-        )
-        similarities = rows.groupby("bucket", num_partitions=max(1, workers)).map_groups(_verify_bucket, batch_format="pyarrow")
-        got = [batch for batch in similarities.iter_batches(batch_size=None, batch_format="pyarrow") if batch.num_rows]
-    finally:
-        context.shuffle_strategy, context.hash_shuffle_operator_actor_num_cpus_override = saved
-    table = pa.concat_tables(got) if got else SIMILARITY_SCHEMA.empty_table()
-    return table.column("anchor").to_numpy(), table.column("member").to_numpy(), table.column("similarity").to_numpy()
+def _pair_verifier(work: _WorkFolders, parts: list[str], params: CurationParams, keys: KeyStore,
+                   mapper=local_mapper) -> JoinedPairVerifier:
+    """The run's pair verifier: the paired records' texts joined from the part files
+    (`pair_join`), spilled under the staging folder within the key store's budget."""
+    return JoinedPairVerifier(parts, MinHasher.from_params(params.dedup), work.staging / WORK_DIR / "verify",
+                              memory_bytes=keys.held_bytes, flush_bytes=keys.flush_bytes, max_rows=keys.max_rows, mapper=mapper)
 
 
-def _pairs_by_member(anchor: np.ndarray, member: np.ndarray, workers: int, batch_size: int) -> dict:
-    """The candidate pairs sorted by member (for `_part_pair_rows`' binary search), the
-    distinct anchors, and how many buckets to verify them in: enough for `workers` groups
-    at once, and for a group to stay near `batch_size` rows."""
-    by_member = np.lexsort((anchor, member))
-    anchors = np.unique(anchor)
-    buckets = max(workers, -(-(len(anchor) + len(anchors)) // batch_size))
-    return {"member": member[by_member], "anchor": anchor[by_member], "anchors": anchors, "buckets": buckets}
+def _ray_mapper(workers: int):
+    """`pair_join.RouteMapper` on Ray: one task per part file, at most two per worker in
+    flight, the payload tables taken in order."""
+    import collections
 
-
-def _verify_pairs_locally(parts: list[str], anchor: np.ndarray, member: np.ndarray, params: CurationParams,
-                          memory_bytes: int | None = None):
-    """`_verify_pairs` in this process, in as many passes over the part files as it takes to
-    keep the signatures held at once under `memory_bytes` (default VERIFY_MEMORY_BYTES).
-
-    Pairs are split by a hash of their anchor; a pass recomputes the signature of each record
-    in its pairs once (a record under several anchors once per pass it appears in) and
-    compares the pairs in slices. Only the text column of the rows a pass needs is decoded.
-    """
-    hasher = MinHasher.from_params(params.dedup)
-    budget = VERIFY_MEMORY_BYTES if memory_bytes is None else memory_bytes
-    records = len(np.unique(np.concatenate([anchor, member]))) if len(anchor) else 0
-    passes = max(1, -(-records * hasher.num_perm * 4 // max(1, budget)))
-    bucket = _bucket_of(anchor, passes).astype(np.int64)
-    got_anchor, got_member, got_similarity = [], [], []
-    for current in range(passes):
-        chosen = bucket == current
-        pass_anchor, pass_member = anchor[chosen], member[chosen]
-        if not len(pass_anchor):
-            continue
-        wanted = np.unique(np.concatenate([pass_anchor, pass_member]))
-        signatures = np.zeros((len(wanted), hasher.num_perm), dtype=np.uint32)
-        for part in parts:
-            orders = pq.read_table(part, columns=["order"]).column("order").to_numpy()
-            position = np.minimum(np.searchsorted(wanted, orders), len(wanted) - 1)
-            hit = wanted[position] == orders
-            if not hit.any():
-                continue
-            texts = pq.read_table(part, columns=["text"]).column("text").filter(pa.array(hit)).to_pylist()
-            signatures[position[hit]] = hasher.signatures(texts)
-        a_rows, m_rows = np.searchsorted(wanted, pass_anchor), np.searchsorted(wanted, pass_member)
-        for start in range(0, len(a_rows), VERIFY_SLICE_PAIRS):
-            piece = slice(start, start + VERIFY_SLICE_PAIRS)
-            got_similarity.append(pair_similarities(signatures[a_rows[piece]], signatures[m_rows[piece]]))
-        got_anchor.append(pass_anchor)
-        got_member.append(pass_member)
-    if not got_anchor:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
-    return np.concatenate(got_anchor), np.concatenate(got_member), np.concatenate(got_similarity)
-
-
-def _bucket_of(anchor: np.ndarray, buckets: int) -> np.ndarray:
-    """A bucket number for each anchor order key: Fibonacci hashing spreads the structured
-    keys (unit << 40 | position) evenly."""
-    return (fibonacci_mix(anchor) >> np.uint64(32)) % np.uint64(buckets)
-
-
-def _pair_rows(batch: pa.Table, pairs_ref, params_blob: bytes) -> pa.Table:
-    """Ray task: `_part_pair_rows` of the part file(s) of `batch`."""
     import ray
 
-    pairs = ray.get(pairs_ref)
-    hasher = MinHasher.from_params(pickle.loads(params_blob).dedup)
-    return pa.concat_tables([_part_pair_rows(part, pairs, hasher) for part in batch.column("part").to_pylist()])
+    task = ray.remote(num_cpus=1)(payload_rows)
 
-
-def _part_pair_rows(part: str, pairs: dict, hasher: MinHasher) -> pa.Table:
-    """The part's records that are in a candidate pair, once for each anchor they belong to
-    (an anchor also under its own key), with their MinHash signature and bucket
-    (`PAIR_ROW_SCHEMA`). `pairs`: the candidate pairs sorted by member (`_pairs_by_member`)."""
-    out_anchor, out_order, out_signature = [], [], []
-    table = pq.read_table(part, columns=["order", "text", "candidate"])
-    table = table.filter(table.column("candidate"))
-    orders = table.column("order").to_numpy()
-    starts = np.searchsorted(pairs["member"], orders, side="left")
-    ends = np.searchsorted(pairs["member"], orders, side="right")
-    is_anchor = np.isin(orders, pairs["anchors"])
-    for order, text, start, end, anchor_itself in zip(orders, table.column("text").to_pylist(), starts, ends, is_anchor):
-        if start == end and not anchor_itself:
-            continue
-        signature = hasher.signature(text).tobytes()
-        for anchor in ([order] if anchor_itself else []) + list(pairs["anchor"][start:end]):
-            out_anchor.append(int(anchor))
-            out_order.append(int(order))
-            out_signature.append(signature)
-    anchors = np.array(out_anchor, dtype=np.int64)
-    return pa.table({"bucket": _bucket_of(anchors, pairs["buckets"]).astype(np.int64), "anchor": anchors, "order": out_order,
-                     "signature": out_signature}, schema=PAIR_ROW_SCHEMA)
-
-
-def _verify_bucket(group: pa.Table) -> pa.Table:
-    """One bucket of anchors and their members: the estimated Jaccard similarity of each pair."""
-    anchor = group.column("anchor").to_numpy()
-    order = group.column("order").to_numpy()
-    signatures = np.frombuffer(b"".join(group.column("signature").to_pylist()), dtype=np.uint32).reshape(len(order), -1)
-    itself = anchor == order
-    anchor_rows = np.flatnonzero(itself)
-    by_key = np.argsort(order[anchor_rows])
-    members = np.flatnonzero(~itself)
-    # The row holding each member's anchor signature.
-    own_row = anchor_rows[by_key[np.searchsorted(order[anchor_rows][by_key], anchor[members])]]
-    similarity = pair_similarities(signatures[own_row], signatures[members])
-    return pa.table({"anchor": anchor[members], "member": order[members], "similarity": similarity}, schema=SIMILARITY_SCHEMA)
+    def mapper(jobs, hasher):
+        in_flight = collections.deque()
+        for job in jobs:
+            in_flight.append(task.remote(*job, hasher))
+            if len(in_flight) >= 2 * workers:
+                yield ray.get(in_flight.popleft())
+        while in_flight:
+            yield ray.get(in_flight.popleft())
+    return mapper
 
 
 def _settle_part(batch: pa.Table, decisions_ref, out_dir: str, quarantine_dir: str) -> pa.Table:

@@ -32,7 +32,7 @@ FINE_BUCKETS = 1 << _BUCKET_BITS
 #: Rows of a run's row groups: small enough that reading a narrow range of buckets skips most
 #: of a run, large enough that row-group metadata stays small.
 RUN_ROW_GROUP = 65_536
-#: Ranges one pass of `SortedRuns._split` writes at once, and the rows each holds before writing
+#: Ranges one pass of `SortedRuns.split` writes at once, and the rows each holds before writing
 #: them: 64 open writers (about 0.8 MiB each) and at most 64 MiB of buffered rows.
 SPLIT_FAN_OUT = 64
 SPLIT_BUFFER_BYTES = 1024 * 1024
@@ -152,10 +152,10 @@ class SortedRuns:
             held += count
         bounds.append(FINE_BUCKETS)
         ranges = list(itertools.pairwise(bounds))
-        self._split(ranges)
+        self.split(ranges)
         return ranges
 
-    def _split(self, ranges: list[tuple[int, int]]) -> None:
+    def split(self, ranges: list[tuple[int, int]]) -> None:
         """Rewrite on-disk runs as one file per range: reading each range from every run costs
         runs x ranges reads, which grows with the square of the corpus. Instead, each pass over
         the runs writes SPLIT_FAN_OUT ranges' files (an external sort's bounded-fan-out merge),

@@ -1,0 +1,197 @@
+"""Verifying candidate pairs by a join: each paired record is read and hashed once per run.
+
+The corpus-wide decision (`dedup.decide_duplicates`) verifies its LSH candidate pairs one
+range of anchor buckets at a time, and a pair needs the MinHash signatures of both records,
+which are not kept (128 values, 512 bytes a record: more than the text of most records).
+Looking the records up in the part files range by range reads every part file once per
+range: at 1 GiB of input the decision had read 99 GB of part files after 55 minutes, the
+reads growing with the square of the corpus. This verifier does what a database's sort-merge
+join or a MapReduce shuffle does instead, in three steps:
+
+1. `expect`: before any range is verified, each range names its records. The (part group,
+   order key, range) rows are spilled sorted by part group (`keystore.SortedRuns`), where a
+   group is a run of consecutive part files (part files hold consecutive order keys).
+2. `route`, on the first verification: one pass over the part files that hold a named
+   record, in order. Each named record's text is read once and its *payload* (the text when
+   its UTF-8 is no longer than a signature, else its signature, computed once) is written
+   once for each range that named it, spilled by range.
+3. each verification reads its own range's payloads, hashes the texts among them and
+   compares its pairs.
+
+What is read and written is linear in the pairs (about 20 million at 1 GiB of this project's
+benchmark corpus, half of which is near-duplicates), and each part file is read once.
+Memory: one range of named records, one part file, one range's payloads and signatures
+(`dedup.KeyStore.max_pairs` bounds a range's pairs), and the spill buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hkgai_pipelines.curation.dedup import MinHasher, pair_similarities
+from hkgai_pipelines.curation.keystore import FINE_BUCKETS, SortedRuns
+
+#: (part group, order key, range) of every record a range will verify.
+NAMED_ROWS = pa.schema([("bucket", pa.int32()), ("order", pa.int64()), ("range", pa.int32())])
+#: What a range gets of each of its records: the text or the signature (the other is null).
+PAYLOAD_ROWS = pa.schema([("bucket", pa.int32()), ("order", pa.int64()), ("text", pa.string()), ("signature", pa.binary())])
+#: Pairs compared at once: bounds the two gathered signature arrays (64 MiB at 128 values).
+COMPARE_SLICE_PAIRS = 65_536
+
+#: One routing job: a part file, the order keys named in it (sorted, repeated once per range
+#: that named them) and those ranges.
+RouteJob = tuple[str, np.ndarray, np.ndarray]
+#: Runs routing jobs (`payload_rows` with the hasher) and yields their tables in job order:
+#: `map` in this process, Ray tasks on a cluster (`engine._run_on_ray`).
+RouteMapper = Callable[[Iterable[RouteJob], MinHasher], Iterator[pa.Table]]
+
+
+def local_mapper(jobs: Iterable[RouteJob], hasher: MinHasher) -> Iterator[pa.Table]:
+    """`RouteMapper` in this process, one part file at a time."""
+    return (payload_rows(part, orders, ranges, hasher) for part, orders, ranges in jobs)
+
+
+def part_first_order(part: str) -> int:
+    """The first order key of a part file, from its name (`engine.part_name`)."""
+    return int(Path(part).stem.split("-")[1])
+
+
+class JoinedPairVerifier:
+    """A `dedup.PairVerifier` over part files with `expect` (see the module docstring).
+
+    `parts`: every part file of the run, in input order (named by their first order key).
+    `folder`: where the named rows and payloads are spilled (None: kept in memory).
+    `memory_bytes`: rows each spill store keeps in memory before spilling; `max_rows`: named
+    rows routed at once. `mapper`: where routing runs (`local_mapper` by default).
+
+    Calls: `expect(anchor, member)` once per range, then `verifier(anchor, member)` for the
+    same ranges in the same order. Raises ValueError when a verification asks for a record
+    its `expect` did not name or that no part file holds, and RuntimeError when `expect` comes
+    after a verification.
+    """
+
+    def __init__(self, parts: list[str], hasher: MinHasher, folder: Path | None = None, *, memory_bytes: int = 0,
+                 flush_bytes: int = 32 * 1024 * 1024, max_rows: int | None = None, mapper: RouteMapper = local_mapper) -> None:
+        self.parts = list(parts)
+        self.hasher = hasher
+        self.max_rows = max_rows
+        self.mapper = mapper
+        self._firsts = np.array([part_first_order(part) for part in self.parts], dtype=np.int64)
+        self._named = SortedRuns(NAMED_ROWS, None if folder is None else folder / "named", flush_bytes, memory_bytes)
+        self._payloads = SortedRuns(PAYLOAD_ROWS, None if folder is None else folder / "payloads", flush_bytes, memory_bytes)
+        self._expected = 0
+        self._verified = 0
+        self._routed = False
+        #: Figures for the run's summary: distinct records routed, payload rows written.
+        self.routed_records = 0
+        self.payload_rows = 0
+
+    def expect(self, anchor: np.ndarray, member: np.ndarray) -> None:
+        """Name the records of the next range's pairs (order keys (k,) int64 each)."""
+        if self._routed:
+            raise RuntimeError("expect() after a verification: every range must be named first")
+        if self._expected >= FINE_BUCKETS:  # ranges are of the key store's buckets, so never
+            raise ValueError(f"more than {FINE_BUCKETS} ranges named")
+        records = np.unique(np.concatenate([np.asarray(anchor, np.int64), np.asarray(member, np.int64)]))
+        self._named.append(pa.table({"bucket": self._group_of(records), "order": records,
+                                     "range": np.full(len(records), self._expected, dtype=np.int32)}))
+        self._expected += 1
+
+    def __call__(self, anchor: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(anchor, member, similarity) of the next expected range's pairs."""
+        if not self._routed:
+            self._route()
+        index = self._verified
+        if index >= self._expected:
+            raise ValueError(f"verification {index + 1} asked, {self._expected} range(s) named")
+        self._verified += 1
+        anchor, member = np.asarray(anchor, np.int64), np.asarray(member, np.int64)
+        payloads = self._payloads.read(index, index + 1)
+        orders = payloads.column("order").to_numpy()
+        by_order = np.argsort(orders, kind="stable")
+        records = np.unique(np.concatenate([anchor, member]))
+        rows = by_order[np.minimum(np.searchsorted(orders[by_order], records), max(len(orders) - 1, 0))] if len(orders) else None
+        if rows is None or not np.array_equal(orders[rows], records):
+            raise ValueError(f"range {index} asks for records it did not name ({len(records)} asked, {len(orders)} named)")
+        signatures = self._signatures(payloads.take(rows))
+        a_rows, m_rows = np.searchsorted(records, anchor), np.searchsorted(records, member)
+        similarity = np.concatenate([np.zeros(0)] + [
+            pair_similarities(signatures[a_rows[start:start + COMPARE_SLICE_PAIRS]], signatures[m_rows[start:start + COMPARE_SLICE_PAIRS]])
+            for start in range(0, len(anchor), COMPARE_SLICE_PAIRS)])
+        return anchor, member, similarity
+
+    def _signatures(self, payloads: pa.Table) -> np.ndarray:
+        """uint32 (n, num_perm): the signature of each payload row, hashing the texts."""
+        signatures = np.empty((payloads.num_rows, self.hasher.num_perm), dtype=np.uint32)
+        for row, (text, signature) in enumerate(zip(payloads.column("text").to_pylist(), payloads.column("signature").to_pylist())):
+            signatures[row] = self.hasher.signature(text) if signature is None else np.frombuffer(signature, dtype=np.uint32)
+        return signatures
+
+    def _group_of(self, orders: np.ndarray) -> np.ndarray:
+        """Part group (int32 in [0, FINE_BUCKETS), non-decreasing with the order key) of each
+        order key: consecutive part files share a group, so a range of groups is a run of parts."""
+        part = np.searchsorted(self._firsts, orders, side="right") - 1
+        if len(part) and part.min() < 0:
+            raise ValueError(f"order key {int(orders[part < 0][0])} is before the first part file")
+        return (part * FINE_BUCKETS // max(1, len(self.parts))).astype(np.int32)
+
+    def _route(self) -> None:
+        """Step 2: every named record's payload, to each range that named it."""
+        self._routed = True
+        for table in self.mapper(self._jobs(), self.hasher):
+            # A record is in one part file, so in one job's table.
+            self.routed_records += len(np.unique(table.column("order").to_numpy()))
+            self.payload_rows += table.num_rows
+            self._payloads.append(table)
+        # Each range reads its own file, not a slice of every run.
+        self._payloads.split([(index, index + 1) for index in range(self._expected)])
+
+    def _jobs(self) -> Iterator[RouteJob]:
+        """One job per part file that holds named records, in order."""
+        for low, high in self._named.ranges(self.max_rows):
+            named = self._named.read(low, high)
+            if not named.num_rows:
+                continue
+            orders = named.column("order").to_numpy()
+            by_order = np.argsort(orders, kind="stable")
+            orders, ranges = orders[by_order], named.column("range").to_numpy()[by_order]
+            part = np.searchsorted(self._firsts, orders, side="right") - 1
+            cuts = np.flatnonzero(np.diff(part)) + 1
+            for start, end in zip(np.r_[0, cuts], np.r_[cuts, len(orders)]):
+                yield self.parts[int(part[start])], orders[start:end], ranges[start:end]
+
+
+def payload_rows(part: str, orders: np.ndarray, ranges: np.ndarray, hasher: MinHasher) -> pa.Table:
+    """`PAYLOAD_ROWS` of one part file: for each (order, range) named (orders sorted), the
+    record's text when its UTF-8 is at most a signature's size, else its signature (computed
+    once however many ranges named it); bucket = the range. Raises ValueError for an order
+    key the part does not hold."""
+    table = pq.read_table(part, columns=["order", "text"])
+    present = table.column("order").to_numpy()
+    by_order = np.argsort(present, kind="stable")
+    wanted = np.unique(orders)
+    position = by_order[np.minimum(np.searchsorted(present[by_order], wanted), len(present) - 1)] if len(present) else None
+    if position is None or not np.array_equal(present[position], wanted):
+        raise ValueError(f"{part} does not hold every record named for verification")
+    texts = table.column("text").take(pa.array(position)).to_pylist()
+    limit = hasher.num_perm * 4
+    text_of, signature_of = [], []
+    for text in texts:
+        if len(text.encode("utf-8")) <= limit:
+            text_of.append(text)
+            signature_of.append(None)
+        else:
+            text_of.append(None)
+            signature_of.append(hasher.signature(text).tobytes())
+    each = np.searchsorted(wanted, orders)
+    return pa.table({
+        "bucket": np.asarray(ranges, dtype=np.int32),
+        "order": np.asarray(orders, dtype=np.int64),
+        "text": pa.array(text_of, type=pa.string()).take(pa.array(each)),
+        "signature": pa.array(signature_of, type=pa.binary()).take(pa.array(each)),
+    }, schema=PAYLOAD_ROWS)

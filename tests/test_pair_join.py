@@ -1,0 +1,126 @@
+"""Pair verification by a join (`curation/pair_join.py`): the same similarities as hashing
+every text in memory, each part file read once however many ranges, clear errors."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hkgai_pipelines.curation import pair_join
+from hkgai_pipelines.curation.dedup import MinHasher, in_memory_verifier
+from hkgai_pipelines.curation.engine import part_name
+from hkgai_pipelines.curation.pair_join import JoinedPairVerifier, payload_rows
+
+HASHER = MinHasher(num_perm=16, num_bands=4, ngram=2, seed=1)
+
+
+def _write_parts(folder, texts: dict[int, str], per_part: int) -> list[str]:
+    """Part files of `per_part` records each, in order, with the columns verification reads."""
+    orders = sorted(texts)
+    parts = []
+    for start in range(0, len(orders), per_part):
+        chunk = orders[start:start + per_part]
+        path = folder / part_name(chunk[0])
+        pq.write_table(pa.table({"order": np.array(chunk, dtype=np.int64), "text": [texts[o] for o in chunk]}), path)
+        parts.append(str(path))
+    return parts
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = random.Random(7)
+    base = ["香港特別行政區政府今日公布施政報告", "The Legislative Council meets on Wednesday", "我哋聽日去飲茶好唔好"]
+    texts = {}
+    for i in range(60):
+        text = base[i % 3] + "".join(rng.choice("甲乙丙丁戊己庚辛") for _ in range(rng.randint(0, 4)))
+        if i % 10 == 0:
+            text *= 20  # longer than a 16-value signature's 64 bytes: routed as a signature
+        texts[(i // 20) << 40 | i] = text  # three units, as order keys are built
+    (tmp_path / "parts").mkdir()
+    return texts, _write_parts(tmp_path / "parts", texts, per_part=7)
+
+
+def _ranges(texts, count: int, seed: int = 3):
+    """`count` ranges of random candidate pairs (anchor before member, distinct pairs)."""
+    rng = random.Random(seed)
+    orders = sorted(texts)
+    pairs = sorted({tuple(sorted(rng.sample(orders, 2))) for _ in range(120)})
+    rng.shuffle(pairs)
+    return [(np.array([a for a, _ in chunk], np.int64), np.array([m for _, m in chunk], np.int64))
+            for chunk in np.array_split(np.array(pairs), count) if len(chunk)]
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_joined_similarities_equal_hashing_every_text(corpus, tmp_path, spill):
+    texts, parts = corpus
+    ranges = _ranges(texts, count=9)
+    verifier = JoinedPairVerifier(parts, HASHER, tmp_path / "spill" if spill else None, memory_bytes=0 if spill else 1 << 30,
+                                  flush_bytes=256, max_rows=5)
+    for anchor, member in ranges:
+        verifier.expect(anchor, member)
+    reference = in_memory_verifier(texts, HASHER)
+    for anchor, member in ranges:
+        got = verifier(anchor, member)
+        want = reference(anchor, member)
+        assert np.array_equal(got[0], anchor) and np.array_equal(got[1], member)
+        assert np.array_equal(got[2], want[2])
+    assert verifier.routed_records == len(np.unique(np.concatenate([np.r_[a, m] for a, m in ranges])))
+    assert (tmp_path / "spill").exists() == spill
+
+
+def test_each_part_file_is_read_once_however_many_ranges(corpus, monkeypatch):
+    texts, parts = corpus
+    reads = []
+    read_table = pq.read_table
+
+    def counted(path, *args, **kwargs):
+        if str(path) in parts:
+            reads.append(str(path))
+        return read_table(path, *args, **kwargs)
+
+    monkeypatch.setattr(pair_join.pq, "read_table", counted)
+    ranges = _ranges(texts, count=30)
+    verifier = JoinedPairVerifier(parts, HASHER, max_rows=3)
+    for anchor, member in ranges:
+        verifier.expect(anchor, member)
+    for anchor, member in ranges:
+        verifier(anchor, member)
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == len(parts)  # 9 part files, 30 ranges
+
+
+def test_long_texts_travel_as_signatures_and_short_ones_as_text(corpus):
+    texts, parts = corpus
+    table = pq.read_table(parts[0])
+    orders = table.column("order").to_numpy()[:2]  # the first is 20 times a sentence
+    rows = payload_rows(parts[0], np.repeat(orders, 2), np.array([0, 4, 1, 4], np.int32), HASHER)
+    assert rows.column("bucket").to_pylist() == [0, 4, 1, 4]
+    assert rows.column("text").to_pylist()[:2] == [None, None]
+    assert np.array_equal(np.frombuffer(rows.column("signature")[0].as_py(), np.uint32), HASHER.signature(texts[int(orders[0])]))
+    assert rows.column("text").to_pylist()[2:] == [texts[int(orders[1])]] * 2
+    assert rows.column("signature").to_pylist()[2:] == [None, None]
+
+
+def test_asking_what_was_not_named_or_naming_late_is_an_error(corpus):
+    texts, parts = corpus
+    orders = sorted(texts)
+    verifier = JoinedPairVerifier(parts, HASHER)
+    verifier.expect(np.array([orders[0]]), np.array([orders[1]]))
+    with pytest.raises(ValueError, match="did not name"):
+        verifier(np.array([orders[0]]), np.array([orders[2]]))
+    with pytest.raises(RuntimeError, match="named first"):
+        verifier.expect(np.array([orders[0]]), np.array([orders[1]]))
+    with pytest.raises(ValueError, match="1 range"):
+        verifier(np.array([orders[0]]), np.array([orders[1]]))
+
+
+def test_a_record_missing_from_its_part_file_is_an_error(corpus):
+    texts, parts = corpus
+    verifier = JoinedPairVerifier(parts, HASHER)
+    missing = sorted(texts)[0] + 1_000  # inside the first part's span, but no such record
+    verifier.expect(np.array([sorted(texts)[0]]), np.array([missing]))
+    with pytest.raises(ValueError, match="does not hold"):
+        verifier(np.array([sorted(texts)[0]]), np.array([missing]))
