@@ -14,7 +14,8 @@ the ranges a 1 GiB corpus has at the engine's 256 MiB (default: that scaling).
 Steps: build the corpus (curation_scale.py's `build_corpus`, near-duplicates across shards),
 curate it once with a parts folder (untimed; what the steps leave), gather the keys from the
 part files into a key store with the budget, then decide twice in this process, timed:
-with `per_range_lookup` and with `JoinedPairVerifier`. Printed: seconds, part-file reads,
+with `per_range_lookup` (with the budgets the engine gave it: signatures up to the decision's
+budget, ranges of pairs cut like ranges of keys) and with `JoinedPairVerifier`. Printed: seconds, part-file reads,
 ranges, the ratio, and whether both decided the same.
 
     python benchmarks/pair_verification.py --mb 40
@@ -119,9 +120,11 @@ def main() -> None:
         parts = sorted(map(str, (work / "parts").glob("*/part-*.parquet")), key=lambda path: Path(path).name)
         hasher = MinHasher.from_params(params.dedup)
 
-        def decide(name: str, make_verifier):
+        def decide(name: str, make_verifier, pair_ranges_like_keys: bool = False):
             folder = work / f"keys-{name}"
             keys = KeyStore(params.dedup.num_bands, folder, budget)
+            if pair_ranges_like_keys:  # how the engine cut ranges of pairs before the join
+                keys.max_pairs = keys.max_rows
             progress = engine._Progress()
             for part in parts:
                 engine._collect(engine._keys_of(pq.read_table(part, columns=engine.PART_KEY_COLUMNS), params.dedup.num_bands, False),
@@ -135,7 +138,9 @@ def main() -> None:
 
         results = {}
         if not args.skip_peer:
-            results["per-range lookup (peer)"] = decide("peer", lambda keys, folder, counter: per_range_lookup(parts, hasher, budget // 2, pq.read_table))
+            # The engine's budgets before the join: 256 MiB of signatures, pair ranges cut like key ranges.
+            results["per-range lookup (peer)"] = decide("peer", lambda keys, folder, counter: per_range_lookup(parts, hasher, budget, pq.read_table),
+                                                        pair_ranges_like_keys=True)
         results["join (pair_join)"] = decide("join", lambda keys, folder, counter: pair_join.JoinedPairVerifier(
             parts, hasher, folder / "verify", memory_bytes=keys.held_bytes, flush_bytes=keys.flush_bytes, max_rows=keys.max_rows))
         print()

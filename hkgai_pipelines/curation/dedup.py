@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hkgai_pipelines.curation.keystore import SortedRuns, bucket_of
+from hkgai_pipelines.curation.keystore import SortedRuns, bucket_of, string_hashes
 from hkgai_pipelines.curation.langid import HAN_RE
 
 _STRIP_RE = re.compile(r"[\s\W_]+", re.UNICODE)
@@ -202,11 +202,7 @@ class KeyStore:
         ids = pa.array(ids, type=pa.string()) if not isinstance(ids, pa.Array) else ids.cast(pa.string())
         if not len(ids):
             return
-        import pandas as pd
-
-        # pandas' hash is keyed with a fixed key: the same bucket in every process.
-        hashes = pd.util.hash_array(np.asarray(ids.to_pylist(), dtype=object))
-        self.ids.append(pa.table({"bucket": bucket_of(hashes), "id": ids, "order": np.asarray(orders, dtype=np.int64)}))
+        self.ids.append(pa.table({"bucket": bucket_of(string_hashes(ids)), "id": ids, "order": np.asarray(orders, dtype=np.int64)}))
 
     def add_candidates(self, orders: np.ndarray, exact: np.ndarray, bands: np.ndarray) -> None:
         """Dedup candidates: orders (m,) int64, exact keys (m,) S20, band hashes (m, num_bands) uint64."""
