@@ -4,6 +4,7 @@ those of a full run over the same units (same kept ids, rejects, quarantine and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -242,3 +243,30 @@ def test_a_moved_lake_keeps_its_part_files(curation_params, tmp_path):
     run = engine.curate(lake_units(tmp_path / "moved" / "lake", ["s"]), curation_params, tmp_path / "moved" / "v2",
                         parts_dir=tmp_path / "moved" / "parts")
     assert (run.processed_units, run.cached_units) == (0, 2)
+
+
+def test_a_cached_unit_gives_its_keys_from_one_file_and_a_damaged_one_from_its_parts(corpus, curation_params, tmp_path, monkeypatch):
+    parts = tmp_path / "parts"
+    engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    key_files = sorted(parts.glob(f"*/{engine.UNIT_KEYS}"))
+    assert len(key_files) == 2  # one per unit, beside its several part files
+    full = _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
+
+    read, key_reads = engine.pq.read_table, []
+
+    def counted(path, *args, **kwargs):
+        if kwargs.get("columns") == engine.PART_KEY_COLUMNS:
+            key_reads.append(Path(path).parent)
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine.pq, "read_table", counted)
+    run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    monkeypatch.undo()
+    assert run.cached_records == 10 and read_outputs(tmp_path / "v2") == full
+    # a's keys came from its key files; only b's new parts were read for their key columns
+    # (to write b's key file).
+    assert key_reads and not {folder.parent for folder in key_files} & set(key_reads)
+
+    key_files[0].write_bytes(b"not parquet")  # damaged: that unit's parts give its keys
+    run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v3", batch_size=2, parts_dir=parts)
+    assert run.cached_records == 13 and read_outputs(tmp_path / "v3") == full  # b cached too now

@@ -152,6 +152,9 @@ PART_FORMAT = 1
 #: which DVC ignores.
 PARTS_DIR_NAME = f"{STAGING_PREFIX}parts"
 UNIT_COMPLETE = "complete.json"
+#: A complete unit's dedup keys (`keys_schema`), all its parts' in one file: the next run
+#: reads one file per cached unit instead of the key columns of every part file.
+UNIT_KEYS = "keys.parquet"
 #: Inside a unit folder: each part's settled rows under the digest of its verdicts.
 SETTLED_DIR = "settled"
 #: In the parts folder: the candidate pairs the last run verified (`VerifiedPairs`).
@@ -396,7 +399,7 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
             stats.check_counts()
             write_stats(stats, staging / "stats.json")
             shutil.rmtree(staging / WORK_DIR)
-            plan.mark_complete()
+            plan.mark_complete(params.dedup.num_bands)
             paths = replace_outputs(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -523,14 +526,17 @@ class UnitPlan:
     #: Unit index -> its fingerprint (the name of its folder), for every unit of the run.
     fingerprints: dict[int, str] = field(default_factory=dict)
 
-    def mark_complete(self) -> None:
+    def mark_complete(self, num_bands: int) -> None:
         """After a finished run: each processed unit's folder lists its part files, so the
-        next run takes them as they are."""
+        next run takes them as they are, and holds their dedup keys (UNIT_KEYS)."""
         if self.folders is None:
             return
         for unit in self.todo:
             folder = Path(self.folders[unit.index])
             names = sorted(path.name for path in folder.glob("part-*.parquet"))
+            keys = [_keys_of(pq.read_table(folder / name, columns=PART_KEY_COLUMNS), num_bands, reused=False) for name in names]
+            with atomic_path(folder / UNIT_KEYS) as temp:
+                pq.write_table(pa.concat_tables(keys) if keys else keys_schema(num_bands).empty_table(), temp)
             with atomic_path(folder / UNIT_COMPLETE) as temp:
                 temp.write_text(json.dumps({"unit": unit.to_row(), "parts": names}), encoding="utf-8")
 
@@ -734,11 +740,23 @@ class _WorkFolders:
 
 
 def _collect_cached(work: _WorkFolders, keys: KeyStore, progress: _Progress, num_bands: int) -> None:
-    """The keys of the units taken from earlier runs, read from their part files."""
+    """The keys of the units taken from earlier runs: each unit's UNIT_KEYS file, or its part
+    files' key columns where that file is missing or unreadable (a folder from before it)."""
+    by_folder: dict[str, list[str]] = {}
     for part in work.plan.cached_parts:
-        table = pq.read_table(part, columns=PART_KEY_COLUMNS)
-        _collect(_keys_of(table, num_bands, reused=False), keys, progress)
-        progress.cached_records += table.num_rows
+        by_folder.setdefault(str(Path(part).parent), []).append(part)
+    for folder, parts in by_folder.items():
+        try:
+            table = pq.read_table(Path(folder) / UNIT_KEYS, schema=keys_schema(num_bands))
+            # The file covers exactly the listed parts (a part's first row names it).
+            firsts = table.column("order").to_numpy()[table.column("first").to_numpy(zero_copy_only=False)]
+            whole = sorted(part_name(int(order)) for order in firsts) == sorted(Path(part).name for part in parts)
+        except (OSError, pa.ArrowException, ValueError):
+            whole = False
+        tables = [table] if whole else [_keys_of(pq.read_table(part, columns=PART_KEY_COLUMNS), num_bands, reused=False) for part in parts]
+        for table in tables:
+            _collect(table, keys, progress)
+            progress.cached_records += table.num_rows
 
 
 def _key_store(work: _WorkFolders, params: CurationParams) -> KeyStore:
