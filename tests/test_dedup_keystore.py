@@ -120,7 +120,8 @@ def test_a_decision_in_many_spilled_ranges_equals_the_decision_at_once(tmp_path,
     assert len(store.bands.ranges(store.max_rows)) >= 15 and len(store.ids.ranges(store.max_rows)) == 2
     # Past a quarter of the budget the runs went to disk, and were split into one file per range.
     assert len(list((tmp_path / "keys" / "bands").glob(f"ranges-{len(store.bands.ranges(store.max_rows))}-*/range-*"))) >= 15
-    for name in ("duplicate_id_orders", "dropped_orders", "dropped_exact", "dropped_cluster_ids", "dropped_similarity"):
+    for name in ("duplicate_id_orders", "dropped_orders", "dropped_exact", "dropped_cluster", "dropped_similarity", "kept_id_bytes",
+                 "kept_id_offsets"):
         assert np.array_equal(getattr(at_once, name), getattr(ranged, name)), name
     assert ranged.summary == at_once.summary
     summary = at_once.summary
@@ -164,3 +165,20 @@ def test_string_hashes_are_equal_for_equal_strings_wherever_they_sit():
     assert np.array_equal(string_hashes(strings.cast(pa.large_string())), hashes)
     with pytest.raises(TypeError, match="strings"):
         string_hashes(pa.array([1, 2]))
+
+
+def test_dropped_records_share_their_kept_records_id_whatever_its_length():
+    """An id as long as a crawled page's URL is stored once, not at every dropped record's width."""
+    store = dedup.KeyStore(2)
+    orders = np.arange(1, 7, dtype=np.int64)
+    ids = ["https://example.hk/" + "x" * 5000, "a", "b", "c", "d", "e"]
+    store.add_ids(orders, ids)
+    exact = np.array([b"K1" * 10] * 3 + [b"K2" * 10] * 3, dtype="S20")
+    bands = np.arange(12, dtype=np.uint64).reshape(6, 2)  # no shared band: exact duplicates only
+    store.add_candidates(orders, exact, bands)
+    decisions = dedup.decide_duplicates(store, 0.5, _pseudo_similarity)
+    assert decisions.dropped_orders.tolist() == [2, 3, 5, 6]
+    verdicts = decisions.verdicts_for(orders)
+    assert [verdicts[order].duplicate_of for order in (2, 3, 5, 6)] == [ids[0], ids[0], "c", "c"]
+    assert decisions.kept_id_bytes.nbytes == len(ids[0]) + 1 and decisions.dropped_cluster.tolist() == [0, 0, 1, 1]
+    assert decisions.range_digest(0, 4) != decisions.range_digest(4, 7)

@@ -259,9 +259,19 @@ class DuplicateDecisions:
     duplicate_id_orders: np.ndarray  # int64, sorted: rejected as repair:duplicate_id
     dropped_orders: np.ndarray  # int64, sorted: rejected by dedup
     dropped_exact: np.ndarray  # bool: exact (else near) duplicate
-    dropped_cluster_ids: np.ndarray  # bytes (UTF-8 id of the kept record)
+    dropped_cluster: np.ndarray  # int64: index of the kept record's id among the kept ids
     dropped_similarity: np.ndarray  # float64
+    # The distinct kept records' ids, UTF-8, one after another (id k is bytes
+    # kept_id_offsets[k]:kept_id_offsets[k + 1]): a fixed-width bytes array would give every
+    # dropped record the width of the longest id (a URL of a crawled page runs to kilobytes).
+    kept_id_bytes: np.ndarray  # uint8
+    kept_id_offsets: np.ndarray  # int64, one more than the kept ids
     summary: dict = field(default_factory=dict)
+
+    def cluster_id_bytes(self, index: int) -> bytes:
+        """The UTF-8 id of the kept record of dropped record `index` (its position in dropped_orders)."""
+        kept = int(self.dropped_cluster[index])
+        return self.kept_id_bytes[self.kept_id_offsets[kept]:self.kept_id_offsets[kept + 1]].tobytes()
 
     def duplicate_id_mask(self, orders: np.ndarray) -> np.ndarray:
         """bool per order: is the record a repeat of an earlier record's id."""
@@ -277,8 +287,7 @@ class DuplicateDecisions:
         digest.update(self.dropped_orders[start:end].astype("<i8").tobytes())
         digest.update(self.dropped_exact[start:end].astype(bool).tobytes())
         digest.update(self.dropped_similarity[start:end].astype("<f8").tobytes())
-        # Item by item: the array's fixed width depends on the longest id in the whole corpus.
-        digest.update(b"\x00".join(self.dropped_cluster_ids[start:end].tolist()))
+        digest.update(b"\x00".join(self.cluster_id_bytes(i) for i in range(start, end)))
         return digest.hexdigest()
 
     def verdicts_for(self, orders: np.ndarray) -> dict[int, DuplicateVerdict]:
@@ -289,7 +298,7 @@ class DuplicateDecisions:
         return {
             int(order): DuplicateVerdict(
                 "exact" if self.dropped_exact[i] else "near",
-                self.dropped_cluster_ids[i].decode("utf-8"),
+                self.cluster_id_bytes(i).decode("utf-8"),
                 float(self.dropped_similarity[i]),
             )
             for order, i in zip(orders[found], positions)
@@ -453,12 +462,15 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     rep_of[is_member] = exact_rep[np.searchsorted(exact_member, nodes[is_member])]
     exact_of_kept = dropped & is_member & (rep_of == kept)
     dropped_similarity = np.where(exact_of_kept, 1.0, np.where(is_member, best[np.searchsorted(nodes, rep_of)], best))
-    cluster_ids = _ids_of(keys, kept[dropped])
+    kept_orders, dropped_cluster = np.unique(kept[dropped], return_inverse=True)
+    kept_ids = [cid.encode("utf-8") for cid in _ids_of(keys, kept_orders)]
     return DuplicateDecisions(
         duplicate_id_orders=repeated,
         dropped_orders=nodes[dropped],
         dropped_exact=exact_of_kept[dropped],
-        dropped_cluster_ids=np.array([cid.encode("utf-8") for cid in cluster_ids], dtype=bytes) if cluster_ids else np.zeros(0, "S1"),
+        dropped_cluster=dropped_cluster.astype(np.int64).ravel(),
+        kept_id_bytes=np.frombuffer(b"".join(kept_ids), dtype=np.uint8),
+        kept_id_offsets=np.r_[0, np.cumsum([len(cid) for cid in kept_ids], dtype=np.int64)].astype(np.int64),
         dropped_similarity=dropped_similarity[dropped],
         summary={
             "duplicate_ids": int(len(repeated)),
