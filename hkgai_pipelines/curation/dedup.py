@@ -437,24 +437,34 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     edge_a = np.concatenate([empty, *(a for a, _, _ in edges)])
     edge_m = np.concatenate([empty, *(m for _, m, _ in edges)])
     edge_sim = np.concatenate([np.zeros(0), *(s for _, _, s in edges)])
+    verified_pairs = len(edge_a)
+    del edges
 
     # 5. Components over the records in an edge or an exact link (every other candidate is
     # its own component, and kept); exact duplicates hang on their representative.
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    # What is found grows with the corpus, so each array goes as soon as it is used, and node
+    # positions are int32 (scipy's own index type) while the nodes fit.
     nodes = np.unique(np.concatenate([edge_a, edge_m, exact_member, exact_rep]))
     n = len(nodes)
-    rows = np.searchsorted(nodes, np.concatenate([edge_a, exact_member]))
-    cols = np.searchsorted(nodes, np.concatenate([edge_m, exact_rep]))
+    index = np.int32 if n < np.iinfo(np.int32).max else np.int64
+    best = np.zeros(n)
+    for ends in (edge_a, edge_m):
+        np.maximum.at(best, np.searchsorted(nodes, ends), edge_sim)
+    rows = np.concatenate([np.searchsorted(nodes, edge_a).astype(index), np.searchsorted(nodes, exact_member).astype(index)])
+    del edge_a, edge_sim
+    cols = np.concatenate([np.searchsorted(nodes, edge_m).astype(index), np.searchsorted(nodes, exact_rep).astype(index)])
+    del edge_m
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    del rows, cols
     _, label = connected_components(graph, directed=False) if n else (0, np.zeros(0, np.int64))
+    del graph
     first = np.full(label.max() + 1 if n else 0, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, label, nodes)  # order keys sort in input order: the smallest is first
     kept = first[label]
-    best = np.zeros(n)
-    np.maximum.at(best, np.searchsorted(nodes, edge_a), edge_sim)
-    np.maximum.at(best, np.searchsorted(nodes, edge_m), edge_sim)
+    del first, label
 
     dropped = kept != nodes
     is_member = _members_of(exact_member, nodes)
@@ -477,7 +487,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
             "candidates": candidates,
             "exact_duplicates": int(exact_of_kept.sum()),
             "candidate_pairs": candidate_pairs,
-            "verified_pairs": int(len(edge_a)),
+            "verified_pairs": verified_pairs,
             "near_duplicates": int(dropped.sum() - exact_of_kept.sum()),
         },
     )
