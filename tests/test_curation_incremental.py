@@ -267,6 +267,12 @@ def test_a_cached_unit_gives_its_keys_from_one_file_and_a_damaged_one_from_its_p
     # (to write b's key file).
     assert key_reads and not {folder.parent for folder in key_files} & set(key_reads)
 
-    key_files[0].write_bytes(b"not parquet")  # damaged: that unit's parts give its keys
+    # Damaged: that unit's parts give its keys. Rows missing (each part's first row kept, so
+    # the file still names every part): the row counts UNIT_COMPLETE lists tell.
+    key_files[0].write_bytes(b"not parquet")
+    keys = engine.pq.read_table(key_files[1])
+    engine.pq.write_table(keys.filter(keys.column("first")), key_files[1])
     run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v3", batch_size=2, parts_dir=parts)
     assert run.cached_records == 13 and read_outputs(tmp_path / "v3") == full  # b cached too now
+    full_dedup = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v4", batch_size=2).dedup
+    assert {**run.dedup, "pairs_remembered": 0} == full_dedup

@@ -153,20 +153,6 @@ def test_the_kept_record_of_a_cluster_is_the_first_in_order_across_ranges(tmp_pa
                                  "verified_pairs": 2, "near_duplicates": 2}
 
 
-def test_string_hashes_are_equal_for_equal_strings_wherever_they_sit():
-    from hkgai_pipelines.curation.keystore import string_hashes
-
-    strings = pa.array(["a", "", None, "香港", "a", "ab", "ba", "香港", "a" * 300])
-    hashes = string_hashes(strings)
-    assert hashes.dtype == np.uint64 and len(hashes) == 9
-    assert hashes[0] == hashes[4] and hashes[3] == hashes[7] and hashes[1] == hashes[2]  # null as empty
-    assert len({int(h) for h in hashes[[0, 1, 3, 5, 6, 8]]}) == 6  # order matters: "ab" != "ba"
-    assert np.array_equal(string_hashes(strings.slice(3, 4)), hashes[3:7])  # a slice of a batch
-    assert np.array_equal(string_hashes(strings.cast(pa.large_string())), hashes)
-    with pytest.raises(TypeError, match="strings"):
-        string_hashes(pa.array([1, 2]))
-
-
 def test_dropped_records_share_their_kept_records_id_whatever_its_length():
     """An id as long as a crawled page's URL is stored once, not at every dropped record's width."""
     store = dedup.KeyStore(2)

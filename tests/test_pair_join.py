@@ -108,12 +108,15 @@ def test_asking_what_was_not_named_or_naming_late_is_an_error(corpus):
     texts, parts = corpus
     orders = sorted(texts)
     verifier = JoinedPairVerifier(parts, HASHER)
+    empty = np.zeros(0, np.int64)
+    verifier.expect(empty, empty)  # an empty range is answered empty
     verifier.expect(np.array([orders[0]]), np.array([orders[1]]))
+    assert [len(values) for values in verifier(empty, empty)] == [0, 0, 0]
     with pytest.raises(ValueError, match="did not name"):
         verifier(np.array([orders[0]]), np.array([orders[2]]))
     with pytest.raises(RuntimeError, match="named first"):
         verifier.expect(np.array([orders[0]]), np.array([orders[1]]))
-    with pytest.raises(ValueError, match="1 range"):
+    with pytest.raises(ValueError, match="2 range"):
         verifier(np.array([orders[0]]), np.array([orders[1]]))
 
 

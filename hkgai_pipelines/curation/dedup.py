@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hkgai_pipelines.curation.keystore import SortedRuns, bucket_of, string_hashes
+from hkgai_pipelines.curation.keystore import SortedRuns, bucket_of
 from hkgai_pipelines.curation.langid import HAN_RE
 
 _STRIP_RE = re.compile(r"[\s\W_]+", re.UNICODE)
@@ -155,9 +155,12 @@ PAIR_ROWS = pa.schema([("bucket", pa.int32()), ("anchor", pa.int64()), ("member"
 #: indices and sorted copies; measured peaks were below 100 bytes for band rows): a range
 #: holds at most half the budget's worth, `memory_bytes // 2 // DECISION_BYTES_PER_ROW` rows.
 DECISION_BYTES_PER_ROW = 128
-#: Working memory of verification per candidate pair of a range: the MinHash signatures of
-#: its two records (128 uint32 values, 512 bytes each, at params.yaml's num_perm) and the
-#: pair's keys. A range of pairs holds at most `memory_bytes // 2 // VERIFY_BYTES_PER_PAIR`.
+#: Working memory of verification per candidate pair of a range (`pair_join`): a record's
+#: signature (128 uint32 values, 512 bytes, at params.yaml's num_perm), its payload (its text
+#: when shorter than that, as a Python string too, else the signature) and the pair's keys:
+#: about 1,150 bytes a pair when members outnumber anchors and texts are short, as in the
+#: benchmark corpus, up to about three times that for distinct pairs of 500-byte texts. A
+#: range of pairs holds at most `memory_bytes // 2 // VERIFY_BYTES_PER_PAIR`.
 VERIFY_BYTES_PER_PAIR = 1152
 #: Rows of a kind buffered before they are written as one run (three kinds: at most about
 #: three times this waits in memory).
@@ -197,12 +200,14 @@ class KeyStore:
         self.ids, self.exact, self.bands = (SortedRuns(schema, _sub(folder, name), flush_bytes, self.held_bytes)
                                             for schema, name in ((ID_ROWS, "ids"), (EXACT_ROWS, "exact"), (BAND_ROWS, "bands")))
 
-    def add_ids(self, orders: np.ndarray, ids: pa.Array | list[str]) -> None:
-        """Records (orders (n,) int64) that take part in the duplicate-id decision, and their ids."""
+    def add_ids(self, orders: np.ndarray, ids: pa.Array | list[str], buckets: np.ndarray | None = None) -> None:
+        """Records (orders (n,) int64) that take part in the duplicate-id decision, and their
+        ids; `buckets`: their `id_buckets`, when already known (incremental curation keeps them)."""
         ids = pa.array(ids, type=pa.string()) if not isinstance(ids, pa.Array) else ids.cast(pa.string())
         if not len(ids):
             return
-        self.ids.append(pa.table({"bucket": bucket_of(string_hashes(ids)), "id": ids, "order": np.asarray(orders, dtype=np.int64)}))
+        buckets = id_buckets(ids) if buckets is None else np.asarray(buckets, dtype=np.int32)
+        self.ids.append(pa.table({"bucket": buckets, "id": ids, "order": np.asarray(orders, dtype=np.int64)}))
 
     def add_candidates(self, orders: np.ndarray, exact: np.ndarray, bands: np.ndarray) -> None:
         """Dedup candidates: orders (m,) int64, exact keys (m,) S20, band hashes (m, num_bands) uint64."""
@@ -224,6 +229,14 @@ class KeyStore:
             "hash": hashes,
             "order": np.repeat(orders, self.num_bands),
         }))
+
+
+def id_buckets(ids: pa.Array) -> np.ndarray:
+    """int32 `keystore` bucket (n,) of each id (strings, no nulls): the same in every process,
+    since pandas' hash of objects is keyed with a fixed key."""
+    import pandas as pd
+
+    return bucket_of(pd.util.hash_array(np.asarray(ids.to_pylist(), dtype=object)))
 
 
 def _sub(folder: Path | None, name: str) -> Path | None:

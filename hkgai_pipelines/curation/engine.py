@@ -68,6 +68,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hkgai_pipelines.curation.dedup import (
@@ -78,6 +79,7 @@ from hkgai_pipelines.curation.dedup import (
     decide_duplicates,
     exact_key_array,
     exact_keys_of,
+    id_buckets,
 )
 from hkgai_pipelines.curation.inputs import ITEM_BITS, InputUnit, file_units, lake_units, order_key
 from hkgai_pipelines.curation.keystore import bucket_of
@@ -125,6 +127,11 @@ def keys_schema(num_bands: int) -> pa.Schema:
                       ("first", pa.bool_()), ("reused", pa.bool_())])
 
 
+def unit_keys_schema(num_bands: int) -> pa.Schema:
+    """UNIT_KEYS' rows: `keys_schema` and each id's `dedup.id_buckets` (null without an id)."""
+    return keys_schema(num_bands).append(pa.field("id_bucket", pa.int32()))
+
+
 #: `VerifiedPairs`' file: rows sorted by the anchor's bucket (`keystore.bucket_of`).
 VERIFIED_PAIRS_SCHEMA = pa.schema([("bucket", pa.int32()), ("anchor", pa.int64()), ("member", pa.int64()), ("similarity", pa.float64())])
 SETTLED_SCHEMA = pa.schema([("stats", pa.string()), ("digest", pa.string())])
@@ -152,8 +159,9 @@ PART_FORMAT = 1
 #: which DVC ignores.
 PARTS_DIR_NAME = f"{STAGING_PREFIX}parts"
 UNIT_COMPLETE = "complete.json"
-#: A complete unit's dedup keys (`keys_schema`), all its parts' in one file: the next run
-#: reads one file per cached unit instead of the key columns of every part file.
+#: A complete unit's dedup keys (`unit_keys_schema`), one row group per part file, with the
+#: ids' buckets: the next run reads one file per cached unit, a part at a time, instead of
+#: the key columns of every part file, and hashes no id again.
 UNIT_KEYS = "keys.parquet"
 #: Inside a unit folder: each part's settled rows under the digest of its verdicts.
 SETTLED_DIR = "settled"
@@ -534,11 +542,19 @@ class UnitPlan:
         for unit in self.todo:
             folder = Path(self.folders[unit.index])
             names = sorted(path.name for path in folder.glob("part-*.parquet"))
-            keys = [_keys_of(pq.read_table(folder / name, columns=PART_KEY_COLUMNS), num_bands, reused=False) for name in names]
-            with atomic_path(folder / UNIT_KEYS) as temp:
-                pq.write_table(pa.concat_tables(keys) if keys else keys_schema(num_bands).empty_table(), temp)
+            rows = []
+            with atomic_path(folder / UNIT_KEYS) as temp, pq.ParquetWriter(temp, unit_keys_schema(num_bands)) as writer:
+                for name in names:  # one part at a time, one row group each
+                    keys = _keys_of(pq.read_table(folder / name, columns=PART_KEY_COLUMNS), num_bands, reused=False)
+                    ids = keys.column("id").combine_chunks()
+                    has_id = ids.is_valid().to_numpy(zero_copy_only=False)
+                    buckets = np.zeros(len(ids), dtype=np.int32)
+                    buckets[has_id] = id_buckets(ids.filter(ids.is_valid()))
+                    writer.write_table(keys.append_column("id_bucket", pa.array(buckets, pa.int32(), mask=~has_id)),
+                                       row_group_size=max(1, keys.num_rows))
+                    rows.append(keys.num_rows)
             with atomic_path(folder / UNIT_COMPLETE) as temp:
-                temp.write_text(json.dumps({"unit": unit.to_row(), "parts": names}), encoding="utf-8")
+                temp.write_text(json.dumps({"unit": unit.to_row(), "parts": names, "rows": rows}), encoding="utf-8")
 
     def remove_unused(self) -> None:
         """Remove the part folders of units this run did not have: a removed source, a
@@ -740,23 +756,40 @@ class _WorkFolders:
 
 
 def _collect_cached(work: _WorkFolders, keys: KeyStore, progress: _Progress, num_bands: int) -> None:
-    """The keys of the units taken from earlier runs: each unit's UNIT_KEYS file, or its part
-    files' key columns where that file is missing or unreadable (a folder from before it)."""
-    by_folder: dict[str, list[str]] = {}
+    """The keys of the units taken from earlier runs, a part at a time: from each unit's
+    UNIT_KEYS file, or from the part file's key columns where that file is missing, does not
+    match what the unit lists (parts and their row counts) or cannot be read."""
+    by_folder: dict[Path, list[str]] = {}
     for part in work.plan.cached_parts:
-        by_folder.setdefault(str(Path(part).parent), []).append(part)
+        by_folder.setdefault(Path(part).parent, []).append(part)
     for folder, parts in by_folder.items():
-        try:
-            table = pq.read_table(Path(folder) / UNIT_KEYS, schema=keys_schema(num_bands))
-            # The file covers exactly the listed parts (a part's first row names it).
-            firsts = table.column("order").to_numpy()[table.column("first").to_numpy(zero_copy_only=False)]
-            whole = sorted(part_name(int(order)) for order in firsts) == sorted(Path(part).name for part in parts)
-        except (OSError, pa.ArrowException, ValueError):
-            whole = False
-        tables = [table] if whole else [_keys_of(pq.read_table(part, columns=PART_KEY_COLUMNS), num_bands, reused=False) for part in parts]
-        for table in tables:
+        unit_keys = _unit_keys(folder, parts, num_bands)
+        for index, part in enumerate(parts):
+            table = None
+            if unit_keys is not None:
+                try:
+                    table = unit_keys.read_row_group(index)
+                except (OSError, pa.ArrowException):
+                    table = None
+            if table is None:
+                table = _keys_of(pq.read_table(part, columns=PART_KEY_COLUMNS), num_bands, reused=False)
             _collect(table, keys, progress)
             progress.cached_records += table.num_rows
+
+
+def _unit_keys(folder: Path, parts: list[str], num_bands: int) -> pq.ParquetFile | None:
+    """The unit's UNIT_KEYS file when it holds one row group per listed part with that part's
+    row count (UNIT_COMPLETE's `rows`), else None."""
+    try:
+        listed = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))
+        file = pq.ParquetFile(folder / UNIT_KEYS)
+        metadata = file.metadata
+        matches = (file.schema_arrow.equals(unit_keys_schema(num_bands))
+                   and listed["parts"] == [Path(part).name for part in parts]
+                   and listed["rows"] == [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)])
+        return file if matches else None
+    except (OSError, pa.ArrowException, ValueError, KeyError, TypeError):
+        return None
 
 
 def _key_store(work: _WorkFolders, params: CurationParams) -> KeyStore:
@@ -999,7 +1032,6 @@ def _process_part(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Tab
 def _keys_of(table: pa.Table, num_bands: int, reused: bool) -> pa.Table:
     """The driver's keys of a part's rows: the id only where it takes part in the duplicate-id
     decision, `candidate` false for quarantine rows."""
-    import pyarrow.compute as pc
 
     ids = pc.if_else(pc.fill_null(table.column("id_check"), False), table.column("id"), pa.scalar(None, pa.string()))
     return pa.table({
@@ -1021,13 +1053,16 @@ class _Progress:
 
 
 def _collect(batch: pa.Table, keys: KeyStore, progress: _Progress) -> None:
-    """Add one steps task's keys to the driver's collection (arrays, no object per record)."""
+    """Add one steps task's keys (or a cached part's, with `id_bucket`) to the driver's
+    collection (arrays, no object per record)."""
     orders = batch.column("order").to_numpy()
     progress.part_names.update(part_name(int(order)) for order in orders[batch.column("first").to_numpy()])
     progress.reused_records += int(batch.column("reused").to_numpy().sum())
     ids = batch.column("id").combine_chunks()
     has_id = ids.is_valid()
-    keys.add_ids(orders[has_id.to_numpy(zero_copy_only=False)], ids.filter(has_id))
+    present = has_id.to_numpy(zero_copy_only=False)
+    buckets = pc.fill_null(batch.column("id_bucket"), 0).to_numpy()[present] if "id_bucket" in batch.column_names else None
+    keys.add_ids(orders[present], ids.filter(has_id), buckets)
     candidate = batch.column("candidate").to_numpy()
     if candidate.any():
         exact = exact_keys_of(batch.column("exact"))

@@ -57,40 +57,6 @@ def fibonacci_mix(keys: np.ndarray) -> np.ndarray:
         return np.asarray(keys).astype(np.uint64) * _FIBONACCI
 
 
-#: The polynomial hash's base (`string_hashes`): odd, so its powers modulo 2**64 never vanish.
-_POLY_BASE = np.uint64(0x100000001B3)
-
-
-def string_hashes(strings: pa.Array) -> np.ndarray:
-    """uint64 hash (n,) of each string's UTF-8 bytes (a null as the empty string): the
-    polynomial sum of (byte + 1) * base**position modulo 2**64, computed over the Arrow buffers
-    with numpy (no Python object per string), then Fibonacci-mixed with the length. Equal
-    strings hash equally in every process. Raises TypeError for a non-string array."""
-    if not (pa.types.is_string(strings.type) or pa.types.is_large_string(strings.type)):
-        raise TypeError(f"string_hashes takes strings, not {strings.type}")
-    strings = strings.cast(pa.large_string())
-    count = len(strings)
-    _, offsets_buffer, data_buffer = strings.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[strings.offset:strings.offset + count + 1]
-    lengths = np.diff(offsets)
-    if strings.null_count:  # a null's slot may hold bytes in some producers: hash it as empty
-        lengths = np.where(strings.is_valid().to_numpy(zero_copy_only=False), lengths, 0)
-    sums = np.zeros(count, dtype=np.uint64)
-    filled = lengths > 0
-    if filled.any():
-        data = np.frombuffer(data_buffer, dtype=np.uint8)
-        starts, spans = offsets[:-1][filled], lengths[filled]
-        # The bytes of the non-empty strings, one after another, and each byte's position.
-        flat = np.repeat(starts - np.r_[0, np.cumsum(spans)[:-1]], spans) + np.arange(spans.sum())
-        position = np.arange(spans.sum()) - np.repeat(np.r_[0, np.cumsum(spans)[:-1]], spans)
-        with np.errstate(over="ignore"):
-            powers = np.multiply.accumulate(np.r_[np.uint64(1), np.full(int(spans.max()) - 1, _POLY_BASE)].astype(np.uint64))
-            terms = (data[flat].astype(np.uint64) + np.uint64(1)) * powers[position]
-            sums[filled] = np.add.reduceat(terms, np.r_[0, np.cumsum(spans)[:-1]])
-    with np.errstate(over="ignore"):
-        return fibonacci_mix(sums ^ fibonacci_mix(lengths.astype(np.uint64)))
-
-
 class SortedRuns:
     """Rows of one schema with an int32 `bucket` column, appended in batches, read back by
     bucket range.

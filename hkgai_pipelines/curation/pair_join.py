@@ -20,8 +20,9 @@ join or a MapReduce shuffle does instead, in three steps:
 
 What is read and written is linear in the pairs (about 20 million at 1 GiB of this project's
 benchmark corpus, half of which is near-duplicates), and each part file is read once.
-Memory: one range of named records, one part file, one range's payloads and signatures
-(`dedup.KeyStore.max_pairs` bounds a range's pairs), and the spill buffers.
+Memory: one range of named records, one part file, one range's payloads, their signatures
+and the Python strings of their texts (`dedup.KeyStore.max_pairs` bounds a range's pairs),
+and the spill buffers.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class JoinedPairVerifier:
             raise ValueError(f"verification {index + 1} asked, {self._expected} range(s) named")
         self._verified += 1
         anchor, member = np.asarray(anchor, np.int64), np.asarray(member, np.int64)
+        if not len(anchor):
+            return anchor, member, np.zeros(0)
         payloads = self._payloads.read(index, index + 1)
         orders = payloads.column("order").to_numpy()
         by_order = np.argsort(orders, kind="stable")
@@ -118,18 +121,28 @@ class JoinedPairVerifier:
         rows = by_order[np.minimum(np.searchsorted(orders[by_order], records), max(len(orders) - 1, 0))] if len(orders) else None
         if rows is None or not np.array_equal(orders[rows], records):
             raise ValueError(f"range {index} asks for records it did not name ({len(records)} asked, {len(orders)} named)")
-        signatures = self._signatures(payloads.take(rows))
+        signatures = self._signatures(payloads, rows)
+        del payloads
         a_rows, m_rows = np.searchsorted(records, anchor), np.searchsorted(records, member)
         similarity = np.concatenate([np.zeros(0)] + [
             pair_similarities(signatures[a_rows[start:start + COMPARE_SLICE_PAIRS]], signatures[m_rows[start:start + COMPARE_SLICE_PAIRS]])
             for start in range(0, len(anchor), COMPARE_SLICE_PAIRS)])
         return anchor, member, similarity
 
-    def _signatures(self, payloads: pa.Table) -> np.ndarray:
-        """uint32 (n, num_perm): the signature of each payload row, hashing the texts."""
-        signatures = np.empty((payloads.num_rows, self.hasher.num_perm), dtype=np.uint32)
-        for row, (text, signature) in enumerate(zip(payloads.column("text").to_pylist(), payloads.column("signature").to_pylist())):
-            signatures[row] = self.hasher.signature(text) if signature is None else np.frombuffer(signature, dtype=np.uint32)
+    def _signatures(self, payloads: pa.Table, rows: np.ndarray) -> np.ndarray:
+        """uint32 (len(rows), num_perm): the signature of each of the payload rows `rows`,
+        read from the signature column's buffer (every value is num_perm * 4 bytes) or hashed
+        from the text. Only the texts become Python objects."""
+        signatures = np.empty((len(rows), self.hasher.num_perm), dtype=np.uint32)
+        stored = payloads.column("signature").combine_chunks()
+        has_signature = stored.is_valid().to_numpy(zero_copy_only=False)[rows]
+        if has_signature.any():
+            values = stored.take(pa.array(rows[has_signature]))
+            offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values) + 1]
+            data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+            signatures[has_signature] = data.view(np.uint32).reshape(len(values), self.hasher.num_perm)
+        texts = payloads.column("text").take(pa.array(rows[~has_signature])).to_pylist()
+        signatures[~has_signature] = self.hasher.signatures(texts)
         return signatures
 
     def _group_of(self, orders: np.ndarray) -> np.ndarray:
