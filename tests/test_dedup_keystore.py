@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from hkgai_pipelines.curation import dedup, keystore
@@ -63,6 +64,32 @@ def test_runs_on_disk_are_split_into_one_file_per_range(tmp_path, monkeypatch):
         assert sorted(v for t in tables for v in t.column("value").to_pylist()) == list(range(1000))
     runs.append(pa.table({"bucket": np.array([5], dtype=np.int32), "value": [1000]}))
     assert sum(runs.read(low, high).num_rows for low, high in ranges) == 1001
+
+
+def test_a_split_holds_about_one_run_not_every_run_a_range_took_rows_from(tmp_path, monkeypatch):
+    """Twenty 800 KB runs split into 80 ranges, four written at a time, whose buffers never
+    fill: the split's Arrow memory stays near one run's (each range's rows are copied out of
+    the run it was read from)."""
+    monkeypatch.setattr(keystore, "SPLIT_MIN_READS", 0)
+    monkeypatch.setattr(keystore, "SPLIT_FAN_OUT", 4)
+    monkeypatch.setattr(keystore, "SPLIT_BUFFER_BYTES", 1 << 40)
+    runs = SortedRuns(SCHEMA, tmp_path / "runs", flush_bytes=1)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        values = rng.integers(0, 2**62, 50_000)
+        runs.append(pa.table({"bucket": (values % FINE_BUCKETS).astype(np.int32), "value": values}))
+    peak, write = [0], pq.ParquetWriter.write_table
+
+    def watched(self, table, *args, **kwargs):
+        peak[0] = max(peak[0], pa.total_allocated_bytes())
+        return write(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", watched)
+    baseline = pa.total_allocated_bytes()
+    ranges = runs.ranges(max_rows=1_000_000 // 80)
+    # Measured: 6.2 MB (four writers' buffers, one run, the copied rows); 17.4 MB when each
+    # range kept a slice of every run.
+    assert len(ranges) >= 64 and peak[0] - baseline < 10_000_000
 
 
 def test_bucket_of_spreads_structured_order_keys():
