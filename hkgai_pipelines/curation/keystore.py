@@ -187,7 +187,9 @@ class SortedRuns:
 
             try:
                 for run in self._runs:
-                    table = pq.read_table(run, schema=self.schema) if isinstance(run, Path) else run
+                    # One chunk per column: each range's `take` below then gathers from
+                    # contiguous arrays (a run file reads back as one chunk per row group).
+                    table = (pq.read_table(run, schema=self.schema) if isinstance(run, Path) else run).combine_chunks()
                     buckets = table.column("bucket").to_numpy()
                     # Runs from an earlier split are not sorted by bucket.
                     by_bucket = np.argsort(buckets.astype(np.int16), kind="stable")
