@@ -15,27 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def child(runs: int, rows: int, ranges: int, folder: Path) -> None:
     """Build and split in this process; print one JSON line."""
     import gc
+
+    from peer_tree import reset_peak, status_kib
 
     import numpy as np
     import pyarrow as pa
@@ -51,12 +44,13 @@ def child(runs: int, rows: int, ranges: int, folder: Path) -> None:
                                "hash": hashes, "order": np.arange(run * rows, (run + 1) * rows, dtype=np.int64)}))
     del hashes
     gc.collect()
-    before = _status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = status_kib("VmRSS")
+    reset_peak()
     started = time.perf_counter()
     got = store.ranges(max(1, runs * rows // ranges))
     seconds = time.perf_counter() - started
-    print(json.dumps({"ranges": len(got), "before_mib": before / 1024, "peak_mib": _status_kib("VmHWM") / 1024,
+    shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps({"ranges": len(got), "before_mib": before / 1024, "peak_mib": status_kib("VmHWM") / 1024,
                       "seconds": seconds}))
 
 
@@ -73,33 +67,20 @@ def main() -> None:
         child(args.runs, args.rows, args.ranges, args.folder)
         return
 
-    work = Path(tempfile.mkdtemp(prefix="keystore-split-"))
-    peer = work / "peer"
-    try:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(peer), args.peer], check=True)
-        results = {}
-        for name, tree in (("this tree", REPO), (f"peer {args.peer}", peer)):
-            folder = work / f"runs-{len(results)}"
-            command = [sys.executable, str(Path(__file__).resolve()), "--child", "--runs", str(args.runs), "--rows", str(args.rows),
-                       "--ranges", str(args.ranges), "--folder", str(folder)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True,
-                                    env={**os.environ, "PYTHONPATH": str(tree)}).stdout
-            results[name] = json.loads(output.strip().splitlines()[-1])
-            shutil.rmtree(folder, ignore_errors=True)
-            print(f"{name}: {results[name]}", flush=True)
-        print()
-        print(f"{args.runs} runs x {args.rows:,} band rows split into {results['this tree']['ranges']} ranges")
-        print("| tree | RSS before the split | peak RSS above it | seconds |")
-        print("|---|---|---|---|")
-        for name, result in results.items():
-            print(f"| {name} | {result['before_mib']:,.0f} MiB | {result['peak_mib'] - result['before_mib']:,.0f} MiB | {result['seconds']:.1f} |")
-        mine, theirs = results["this tree"], results[f"peer {args.peer}"]
-        print(f"peak above the start, this tree against the peer: "
-              f"{(mine['peak_mib'] - mine['before_mib']) / max(1e-9, theirs['peak_mib'] - theirs['before_mib']):.2f}x")
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(peer)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+    from peer_tree import run_in_trees
 
+    with tempfile.TemporaryDirectory(prefix="keystore-split-") as folder:
+        results = run_in_trees(Path(__file__).resolve(), ["--runs", str(args.runs), "--rows", str(args.rows),
+                                                          "--ranges", str(args.ranges), "--folder", str(Path(folder) / "runs")], args.peer)
+    print()
+    print(f"{args.runs} runs x {args.rows:,} band rows split into {results['this tree']['ranges']} ranges")
+    print("| tree | RSS before the split | peak RSS above it | seconds |")
+    print("|---|---|---|---|")
+    for name, result in results.items():
+        print(f"| {name} | {result['before_mib']:,.0f} MiB | {result['peak_mib'] - result['before_mib']:,.0f} MiB | {result['seconds']:.1f} |")
+    mine, theirs = results["this tree"], results[f"peer {args.peer}"]
+    print(f"peak above the start, this tree against the peer: "
+          f"{(mine['peak_mib'] - mine['before_mib']) / max(1e-9, theirs['peak_mib'] - theirs['before_mib']):.2f}x")
 
 if __name__ == "__main__":
     main()
