@@ -486,14 +486,14 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     exact_of_kept = dropped & is_member & (rep_of == kept)
     dropped_similarity = np.where(exact_of_kept, 1.0, np.where(is_member, best[np.searchsorted(nodes, rep_of)], best))
     kept_orders, dropped_cluster = np.unique(kept[dropped], return_inverse=True)
-    kept_ids = [cid.encode("utf-8") for cid in _ids_of(keys, kept_orders)]
+    kept_id_bytes, kept_id_offsets = _utf8_and_offsets(_ids_of(keys, kept_orders))
     return DuplicateDecisions(
         duplicate_id_orders=repeated,
         dropped_orders=nodes[dropped],
         dropped_exact=exact_of_kept[dropped],
         dropped_cluster=dropped_cluster.astype(np.int64).ravel(),
-        kept_id_bytes=np.frombuffer(b"".join(kept_ids), dtype=np.uint8),
-        kept_id_offsets=np.r_[0, np.cumsum([len(cid) for cid in kept_ids], dtype=np.int64)].astype(np.int64),
+        kept_id_bytes=kept_id_bytes,
+        kept_id_offsets=kept_id_offsets,
         dropped_similarity=dropped_similarity[dropped],
         summary={
             "duplicate_ids": int(len(repeated)),
@@ -511,23 +511,31 @@ def _each_range(runs: SortedRuns, max_rows: int | None) -> Iterable[pa.Table]:
         yield runs.read(low, high)
 
 
-def _ids_of(keys: KeyStore, orders: np.ndarray) -> list[str]:
-    """The ids of `orders` (any order, repeats allowed), in that order. One pass over the
-    stored ids. Raises ValueError for an order without an id."""
-    wanted = np.unique(orders)
+def _ids_of(keys: KeyStore, orders: np.ndarray) -> pa.LargeStringArray:
+    """The ids of `orders` (int64, sorted, distinct), in that order, as one Arrow array (no
+    Python object per id: at 1 GiB of input the kept records of clusters number millions). One
+    pass over the stored ids. Raises ValueError for an order without an id."""
     found_orders, found_ids = [], []
     for table in _each_range(keys.ids, keys.max_rows):
         present = table.column("order").to_numpy()
-        hit = _members_of(wanted, present)
+        hit = _members_of(orders, present)
         if hit.any():
             found_orders.append(present[hit])
-            found_ids.extend(table.column("id").filter(pa.array(hit)).to_pylist())
+            found_ids.append(table.column("id").filter(pa.array(hit)).combine_chunks().cast(pa.large_string()))
     found = np.concatenate([np.zeros(0, np.int64), *found_orders])
-    if len(found) != len(wanted):
-        raise ValueError(f"{len(wanted) - len(found)} kept record(s) of a duplicate cluster have no id")
-    by_order = np.argsort(found)
-    ids = [found_ids[i] for i in by_order]
-    return [ids[i] for i in np.searchsorted(found[by_order], orders)]
+    if len(found) != len(orders):
+        raise ValueError(f"{len(orders) - len(found)} kept record(s) of a duplicate cluster have no id")
+    ids = pa.concat_arrays(found_ids) if found_ids else pa.array([], pa.large_string())
+    return ids.take(pa.array(np.argsort(found, kind="stable")))
+
+
+def _utf8_and_offsets(strings: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
+    """The strings' UTF-8 one after another (uint8) and where each starts (int64, one more
+    than the strings), copied out of the Arrow buffers."""
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[strings.offset:strings.offset + len(strings) + 1] if len(strings) else np.zeros(1, np.int64)
+    data = strings.buffers()[2] if len(strings) else None
+    utf8 = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]].copy() if data is not None else np.zeros(0, np.uint8)
+    return utf8, (offsets - offsets[0]).astype(np.int64)
 
 
 def _align(anchor: np.ndarray, member: np.ndarray, got_anchor: np.ndarray, got_member: np.ndarray, got_similarity: np.ndarray) -> np.ndarray:
