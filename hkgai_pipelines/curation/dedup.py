@@ -479,29 +479,36 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     kept = first[label]
     del first, label
 
-    dropped = kept != nodes
-    is_member = _members_of(exact_member, nodes)
-    rep_of = nodes.copy()  # a representative is its own
-    rep_of[is_member] = exact_rep[np.searchsorted(exact_member, nodes[is_member])]
-    exact_of_kept = dropped & is_member & (rep_of == kept)
-    dropped_similarity = np.where(exact_of_kept, 1.0, np.where(is_member, best[np.searchsorted(nodes, rep_of)], best))
-    kept_orders, dropped_cluster = np.unique(kept[dropped], return_inverse=True)
+    # The verdicts, computed over the dropped nodes only.
+    dropped = np.flatnonzero(kept != nodes)
+    dropped_orders, kept_of_dropped = nodes[dropped], kept[dropped]
+    del kept
+    is_member = _members_of(exact_member, dropped_orders)
+    rep_of = dropped_orders.copy()  # a representative is its own
+    rep_of[is_member] = exact_rep[np.searchsorted(exact_member, dropped_orders[is_member])]
+    dropped_exact = is_member & (rep_of == kept_of_dropped)
+    # An exact copy of its cluster's kept record: 1.0; otherwise the best similarity of its
+    # representative (itself when it is one).
+    dropped_similarity = np.where(dropped_exact, 1.0, best[np.searchsorted(nodes, rep_of)])
+    del best, rep_of, is_member, nodes
+    kept_orders, dropped_cluster = np.unique(kept_of_dropped, return_inverse=True)
+    del kept_of_dropped
     kept_id_bytes, kept_id_offsets = _utf8_and_offsets(_ids_of(keys, kept_orders))
     return DuplicateDecisions(
         duplicate_id_orders=repeated,
-        dropped_orders=nodes[dropped],
-        dropped_exact=exact_of_kept[dropped],
-        dropped_cluster=dropped_cluster.astype(np.int64).ravel(),
+        dropped_orders=dropped_orders,
+        dropped_exact=dropped_exact,
+        dropped_cluster=np.asarray(dropped_cluster, dtype=np.int64).ravel(),
         kept_id_bytes=kept_id_bytes,
         kept_id_offsets=kept_id_offsets,
-        dropped_similarity=dropped_similarity[dropped],
+        dropped_similarity=dropped_similarity,
         summary={
             "duplicate_ids": int(len(repeated)),
             "candidates": candidates,
-            "exact_duplicates": int(exact_of_kept.sum()),
+            "exact_duplicates": int(dropped_exact.sum()),
             "candidate_pairs": candidate_pairs,
             "verified_pairs": verified_pairs,
-            "near_duplicates": int(dropped.sum() - exact_of_kept.sum()),
+            "near_duplicates": int(len(dropped_orders) - dropped_exact.sum()),
         },
     )
 
