@@ -276,3 +276,18 @@ def test_a_cached_unit_gives_its_keys_from_one_file_and_a_damaged_one_from_its_p
     assert run.cached_records == 13 and read_outputs(tmp_path / "v3") == full  # b cached too now
     full_dedup = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v4", batch_size=2).dedup
     assert {**run.dedup, "pairs_remembered": 0} == full_dedup
+
+
+def test_an_output_edited_in_place_is_not_linked_into_the_next_corpus(corpus, curation_params, tmp_path):
+    """Settled files are hard-linked into the outputs: rewriting an output part in place
+    rewrites the kept settled file too. The next run sees its hash differ and settles the part
+    again, so its corpus equals a full run's."""
+    parts = tmp_path / "parts"
+    engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    edited = sorted((tmp_path / "v2" / "cleaned.parquet").glob("part-*.parquet"))[0]
+    table = engine.pq.read_table(edited)
+    engine.pq.write_table(table.slice(0, table.num_rows - 1), edited)  # same path, same inode: one row fewer
+    assert any(path.stat().st_ino == edited.stat().st_ino for path in parts.glob("*/settled/*/cleaned.parquet"))
+    engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v3", batch_size=2, parts_dir=parts)
+    assert read_outputs(tmp_path / "v3") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]

@@ -1126,7 +1126,7 @@ def settle_part(part: str, decisions: DuplicateDecisions, out_dir: str, quaranti
         first = int(Path(name).stem.split("-")[1])
         settled = Path(part).parent / SETTLED_DIR
         kept_dir = settled / f"{Path(name).stem}-{decisions.range_digest(first, upper)[:24]}"
-        if not (kept_dir / "result.json").is_file():
+        if not _settled_intact(kept_dir):
             _settle_into(part, decisions, kept_dir, settled)
         return _link_settled(kept_dir, name, Path(out_dir), Path(quarantine_dir))
     result = _settled(part, decisions, Path(out_dir) / "cleaned.parquet" / name, Path(out_dir) / "rejected.parquet" / name,
@@ -1156,14 +1156,37 @@ def _settle_into(part: str, decisions: DuplicateDecisions, kept_dir: Path, settl
         shutil.rmtree(other, ignore_errors=True)
     kept_dir.mkdir(parents=True)
     result = _settled(part, decisions, kept_dir / "cleaned.parquet", kept_dir / "rejected.parquet", kept_dir / "quarantine.jsonl")
+    files = {name: _file_sha256(kept_dir / name) for name in SETTLED_FILES if (kept_dir / name).is_file()}
     with atomic_path(kept_dir / "result.json") as temp:
-        temp.write_text(json.dumps({"stats": result.stats.to_dict(), "digest": f"{result.digest.value:064x}"}), encoding="utf-8")
+        temp.write_text(json.dumps({"stats": result.stats.to_dict(), "digest": f"{result.digest.value:064x}", "files": files}),
+                        encoding="utf-8")
+
+
+#: What a settled folder may hold besides result.json.
+SETTLED_FILES = ("cleaned.parquet", "rejected.parquet", "quarantine.jsonl")
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _settled_intact(kept_dir: Path) -> bool:
+    """Whether a settled folder is complete and its files are as written. They are hard-linked
+    into every output that reuses them, so an output edited in place (or a damaged parts
+    folder) changes them too: a file that no longer matches its SHA-256 in result.json makes
+    the part settle again instead of linking the change into the next corpus."""
+    try:
+        recorded = json.loads((kept_dir / "result.json").read_text(encoding="utf-8"))["files"]
+        present = {name for name in SETTLED_FILES if (kept_dir / name).is_file()}
+        return present == set(recorded) and all(_file_sha256(kept_dir / name) == digest for name, digest in recorded.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _link_settled(kept_dir: Path, name: str, out_dir: Path, quarantine_dir: Path) -> tuple[CurationStats, KeptDigest]:
-    for kept_name, target in (("cleaned.parquet", out_dir / "cleaned.parquet" / name),
-                              ("rejected.parquet", out_dir / "rejected.parquet" / name),
-                              ("quarantine.jsonl", quarantine_dir / f"{Path(name).stem}.jsonl")):
+    for kept_name, target in zip(SETTLED_FILES, (out_dir / "cleaned.parquet" / name, out_dir / "rejected.parquet" / name,
+                                                 quarantine_dir / f"{Path(name).stem}.jsonl")):
         if (kept_dir / kept_name).is_file():
             _link(kept_dir / kept_name, target)
     result = json.loads((kept_dir / "result.json").read_text(encoding="utf-8"))
