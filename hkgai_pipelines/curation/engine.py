@@ -16,7 +16,8 @@ than one batch of records; the driver spills the small per-record keys it gather
 decides one range of buckets at a time within DECIDE_MEMORY_BYTES, and pair verification
 spills within the same budget (`pair_join`). What still grows is
 what was found: the repeated ids, exact duplicates and verified pairs. Three phases, with the
-corpus-wide decisions on the driver between them (on Ray, three Ray Data jobs):
+corpus-wide decisions on the driver between them (on Ray, two Ray Data jobs, and Ray tasks
+for the pair verification's routing):
 
 1. **read + steps**: the input units (`inputs.py`: one per file, in the stable input order)
    are read by tasks that yield batches of records; each batch goes through
