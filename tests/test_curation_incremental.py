@@ -291,3 +291,13 @@ def test_an_output_edited_in_place_is_not_linked_into_the_next_corpus(corpus, cu
     assert any(path.stat().st_ino == edited.stat().st_ino for path in parts.glob("*/settled/*/cleaned.parquet"))
     engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v3", batch_size=2, parts_dir=parts)
     assert read_outputs(tmp_path / "v3") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
+
+
+def test_a_truncated_part_file_makes_its_unit_processed_again(corpus, curation_params, tmp_path):
+    parts = tmp_path / "parts"
+    engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    damaged = sorted(parts.glob("*/part-*.parquet"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    assert (run.processed_units, run.cached_units) == (2, 1)  # the damaged unit and the new one
+    assert read_outputs(tmp_path / "v2") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]

@@ -602,12 +602,17 @@ def plan_units(units: list[InputUnit], params: CurationParams, batch_size: int, 
 
 
 def _complete_parts(folder: Path) -> list[str] | None:
-    """The part files a complete unit folder lists, or None (incomplete, missing, damaged)."""
+    """The part files a complete unit folder lists, or None (incomplete, missing, damaged): each
+    listed part must open as Parquet with the row count UNIT_COMPLETE records (a footer read
+    each), so a truncated part makes the unit be processed again instead of failing a later
+    run that reads it."""
     try:
-        names = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))["parts"]
-    except (OSError, ValueError, KeyError, TypeError):
+        listed = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))
+        names, rows = listed["parts"], listed.get("rows")
+        counts = [pq.read_metadata(folder / name).num_rows for name in names]
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         return None
-    return names if all((folder / name).is_file() for name in names) else None
+    return names if rows is None or counts == rows else None
 
 
 class VerifiedPairs:
@@ -1010,9 +1015,12 @@ def _process_part(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Tab
     if not len(orders):
         return _keys_of(part_schema(num_bands).empty_table(), num_bands, reused=False)
     path = Path(steps_dir) / part_name(int(orders[0]))
-    if path.exists():  # written whole or not at all (rename below)
-        done = pq.read_table(path, columns=PART_KEY_COLUMNS)
-        if np.array_equal(done.column("order").to_numpy(), orders):
+    if path.exists():  # written whole or not at all (rename below), unless damaged since
+        try:
+            done = pq.read_table(path, columns=PART_KEY_COLUMNS)
+        except (OSError, pa.ArrowException):
+            done = None  # processed again, and replaced below
+        if done is not None and np.array_equal(done.column("order").to_numpy(), orders):
             return _keys_of(done, num_bands, reused=True)
     rows = [pipeline.process(_item(row), row["order"]) for row in batch.to_pylist()]
     exact = np.zeros(len(rows), dtype=f"S{EXACT_KEY_BYTES}")
