@@ -78,7 +78,7 @@ def main() -> None:
         child(args.records, args.cluster, args.folder)
         return
 
-    from peer_tree import run_in_trees
+    from peer_tree import print_peak_table, run_in_trees
 
     with tempfile.TemporaryDirectory(prefix="decision-memory-") as folder:
         results = run_in_trees(Path(__file__).resolve(), ["--records", str(args.records), "--cluster", str(args.cluster),
@@ -87,13 +87,8 @@ def main() -> None:
     found = results["this tree"]["summary"]
     print(f"{args.records:,} records: {found['candidate_pairs']:,} candidate pairs, {found['verified_pairs']:,} verified, "
           f"{found['near_duplicates']:,} near and {found['exact_duplicates']:,} exact duplicates dropped")
-    print("| tree | RSS before the decision | peak RSS above it | seconds |")
-    print("|---|---|---|---|")
-    for name, result in results.items():
-        print(f"| {name} | {result['before_mib']:,.0f} MiB | {result['peak_mib'] - result['before_mib']:,.0f} MiB | {result['seconds']:.1f} |")
-    mine, theirs = results["this tree"], results[f"peer {args.peer}"]
-    print(f"same findings: {mine['summary'] == theirs['summary']}; peak above the start, this tree against the peer: "
-          f"{(mine['peak_mib'] - mine['before_mib']) / max(1e-9, theirs['peak_mib'] - theirs['before_mib']):.2f}x")
+    print_peak_table(results, args.peer, "the decision")
+    print(f"same findings: {results['this tree']['summary'] == results[f'peer {args.peer}']['summary']}")
 
 
 if __name__ == "__main__":

@@ -67,20 +67,15 @@ def main() -> None:
         child(args.runs, args.rows, args.ranges, args.folder)
         return
 
-    from peer_tree import run_in_trees
+    from peer_tree import print_peak_table, run_in_trees
 
     with tempfile.TemporaryDirectory(prefix="keystore-split-") as folder:
         results = run_in_trees(Path(__file__).resolve(), ["--runs", str(args.runs), "--rows", str(args.rows),
                                                           "--ranges", str(args.ranges), "--folder", str(Path(folder) / "runs")], args.peer)
     print()
     print(f"{args.runs} runs x {args.rows:,} band rows split into {results['this tree']['ranges']} ranges")
-    print("| tree | RSS before the split | peak RSS above it | seconds |")
-    print("|---|---|---|---|")
-    for name, result in results.items():
-        print(f"| {name} | {result['before_mib']:,.0f} MiB | {result['peak_mib'] - result['before_mib']:,.0f} MiB | {result['seconds']:.1f} |")
-    mine, theirs = results["this tree"], results[f"peer {args.peer}"]
-    print(f"peak above the start, this tree against the peer: "
-          f"{(mine['peak_mib'] - mine['before_mib']) / max(1e-9, theirs['peak_mib'] - theirs['before_mib']):.2f}x")
+    print_peak_table(results, args.peer, "the split")
+
 
 if __name__ == "__main__":
     main()

@@ -47,3 +47,16 @@ def run_in_trees(script: Path, args: list[str], peer: str) -> dict[str, dict]:
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], check=False)
     return results
+
+
+def print_peak_table(results: dict[str, dict], peer: str, what: str) -> None:
+    """The Markdown table of `run_in_trees` results that carry before_mib, peak_mib and
+    seconds, and the ratio of this tree's peak above its start to the peer's. `what`: what was
+    measured ("the split", "the decision")."""
+    print(f"| tree | RSS before {what} | peak RSS above it | seconds |")
+    print("|---|---|---|---|")
+    for name, result in results.items():
+        print(f"| {name} | {result['before_mib']:,.0f} MiB | {result['peak_mib'] - result['before_mib']:,.0f} MiB | {result['seconds']:.1f} |")
+    mine, theirs = results["this tree"], results[f"peer {peer}"]
+    print(f"peak above the start, this tree against the peer: "
+          f"{(mine['peak_mib'] - mine['before_mib']) / max(1e-9, theirs['peak_mib'] - theirs['before_mib']):.2f}x")
