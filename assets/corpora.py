@@ -108,7 +108,11 @@ def cleaned_corpus(
     catalog = pipeline_config.catalog()
     params = pipeline_config.curation_params()
     versions = OutputVersions(lake.root_path, CLEANED_DIR)
-    with versions.lock():
+    # The pool makes a second materialization wait before its step starts. The lock waits too,
+    # as a second line: on the local SQLite instance two steps that claim the pool's one slot
+    # in the same instant can both get it (Dagster checks for a free slot and assigns it in two
+    # statements, which SQLite does not serialise across processes).
+    with versions.lock(on_wait=context.log.warning):
         previous = versions.current()
         previous_md5 = _record_current(versions, previous, dvc)
         version = versions.new_version()

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 from hkgai_pipelines import platform
@@ -20,17 +21,20 @@ from hkgai_pipelines.settings import HkgaiSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: A step in the curation pool that records when it ran; it stands in for cleaned_corpus, whose
-#: real run takes a minute.
+#: A step that guards itself as cleaned_corpus does (the curation pool, then the versions lock
+#: that waits) and records when it ran; it stands in for cleaned_corpus, whose real run takes a
+#: minute.
 POOLED_STEP = textwrap.dedent(f"""
-    import json, time
+    import json, sys, time
     import dagster as dg
+    from hkgai_pipelines.curation.versions import OutputVersions
 
     @dg.asset(pool={CURATION_POOL!r})
-    def pooled():
-        start = time.time()
-        time.sleep(3)
-        return [start, time.time()]
+    def pooled(context):
+        with OutputVersions(sys.argv[1], "cleaned").lock(on_wait=context.log.warning):
+            start = time.time()
+            time.sleep(3)
+            return [start, time.time()]
 
     result = dg.materialize([pooled], instance=dg.DagsterInstance.get())
     print(json.dumps(result.output_for_node("pooled")))
@@ -45,20 +49,29 @@ def test_cleaned_corpus_is_in_the_curation_pool_and_both_instances_limit_it_to_o
     assert helm["concurrency"]["pools"]["defaultLimit"] == 1
 
 
-def test_two_materializations_in_the_pool_run_one_after_the_other(tmp_path):
+@pytest.mark.parametrize("pool_slots", [None, 2])
+def test_two_materializations_in_the_pool_run_one_after_the_other(tmp_path, pool_slots):
     """Two processes materialize at once against the home's instance: the second step waits
-    for the first (Dagster logs "blocked by limit for pool"), so their intervals never overlap."""
+    for the first, so their intervals never overlap. Mostly the pool makes it wait (Dagster logs
+    "blocked by limit for pool"); when both claim the pool's one slot in the same instant (the
+    SQLite instance does not serialise the claim across processes) the versions lock does.
+    `pool_slots=2` lets both through the pool, so the lock alone must order them."""
     settings = HkgaiSettings(home=tmp_path / "home")
     dagster_home = platform.prepare_home(settings)
     # The instance's SQLite storage is created once first, as `hkgai demo` or `hkgai ui` does:
     # two processes creating it at the same moment race on its schema, which is not under test.
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.get_concurrency_config()
+        if pool_slots is not None:
+            instance.event_log_storage.set_concurrency_slots(CURATION_POOL, pool_slots)
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
-    runs = [subprocess.Popen([sys.executable, "-c", POOLED_STEP], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = [subprocess.Popen([sys.executable, "-c", POOLED_STEP, str(tmp_path / "lake")], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     outputs = [run.communicate(timeout=180) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
     (first_start, first_end), (second_start, second_end) = sorted(json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
     assert first_end <= second_start
-    assert any(f"blocked by limit for pool {CURATION_POOL}" in err for _, err in outputs)
+    waited = [err for _, err in outputs if "waiting for it to finish" in err]
+    blocked = [err for _, err in outputs if f"blocked by limit for pool {CURATION_POOL}" in err]
+    assert waited if pool_slots else (blocked or waited)

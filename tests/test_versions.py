@@ -1,6 +1,7 @@
 """Versioned outputs: one atomic link swap makes a complete version current."""
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,26 @@ def test_a_second_publisher_is_refused_while_the_first_holds_the_lock(tmp_path):
                 pass
     with versions.lock():  # released
         pass
+
+
+def test_a_second_publisher_given_on_wait_says_so_and_waits_for_the_first(tmp_path):
+    versions = OutputVersions(tmp_path, "cleaned")
+    said, order = [], []
+
+    def second():
+        with OutputVersions(tmp_path, "cleaned").lock(on_wait=said.append):
+            order.append("second")
+
+    with versions.lock():
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        deadline = time.monotonic() + 30
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.01)
+        order.append("first")
+    waiter.join(timeout=30)
+    assert said == [f"another run is curating or publishing into {versions.folder}: waiting for it to finish"]
+    assert order == ["first", "second"]
 
 
 def _md5(letter: str) -> dict:

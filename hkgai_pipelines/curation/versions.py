@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,11 +179,14 @@ class OutputVersions:
         return path
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the versions folder for one curation and publish. Raises PublishBusyError at
-        once (rather than waiting) when another process holds it: two runs would otherwise
-        interleave their versions, DVC records and links."""
-        with held_exclusively(self.folder, PublishBusyError(f"another run is curating or publishing into {self.folder}")):
+    def lock(self, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the versions folder for one curation and publish: two runs would otherwise
+        interleave their versions, DVC records and links. When another process holds it:
+        raises PublishBusyError at once, or, given `on_wait`, calls it with a message saying
+        who is waited for and waits until that process lets go."""
+        busy = f"another run is curating or publishing into {self.folder}"
+        waiting = None if on_wait is None else (lambda: on_wait(f"{busy}: waiting for it to finish"))
+        with held_exclusively(self.folder, PublishBusyError(busy), waiting):
             yield
 
     def make_current(self, version: Path, record: dict | None = None, legacy_record: dict | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,10 +55,11 @@ def atomic_path(final: Path):
 
 
 @contextmanager
-def held_exclusively(folder: Path, busy: Exception):
+def held_exclusively(folder: Path, busy: Exception, on_wait: Callable[[], None] | None = None):
     """Hold an exclusive lock on `folder` (created if missing; the lock file `.lock` inside)
-    for the block, without waiting: raises `busy` when another process holds it. The lock
-    goes with the process (flock), so a killed holder never leaves it behind."""
+    for the block. When another process holds it: raises `busy` at once, or, given `on_wait`,
+    calls it (to say why nothing happens) and waits until the holder lets go. The lock goes
+    with the process (flock), so a killed holder never leaves it behind."""
     import fcntl
 
     folder = Path(folder)
@@ -67,7 +68,10 @@ def held_exclusively(folder: Path, busy: Exception):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise busy from None
+            if on_wait is None:
+                raise busy from None
+            on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 
