@@ -24,8 +24,24 @@ it (Ray's GCS and raylet, every worker) every 0.2 s:
 * peak RSS (at once): the highest sum of current resident sets seen in one sample.
 
 Ratios are against the single-process path (with `--skip-single`, against the local executor).
+Also printed per configuration: the peak (at once) within each phase of the first run, and,
+with `--keep DIR`, every sample in `DIR/rss-<size>-<configuration>.tsv` (seconds since the
+curation call, MiB at once) beside the child's log (`.log`, the decision's steps with times).
+
+A 1 GiB run takes two hours here, most of it the steps. `--keep DIR` keeps the corpora there
+between invocations, and `--parts` runs the local executor incrementally with its parts folder
+in DIR: a second invocation then takes the part files and keys of the first and runs only the
+decision and the settle phase. After a change to the curation code the part files no longer
+match it and every unit is processed again; `--pin-step-code` keeps them (the code fingerprint
+pinned in the child, in the first invocation too), which is right only for a change that leaves
+the steps as they were (a change to the decision or the settle phase). Before each run the
+parts folder's remembered pairs and settled files are removed, so the decision verifies every
+candidate pair and every part settles, as in a full run. A run that takes every unit from the
+parts folder never loads the steps' models, so its peak is the decision's and the settle's
+alone.
 
     python benchmarks/curation_scale.py --mb 20 100 --workers 1 2 --repeats 3
+    python benchmarks/curation_scale.py --mb 1024 --workers --skip-single --repeats 1 --keep /data/bench --parts
 """
 
 from __future__ import annotations
@@ -63,20 +79,58 @@ def build_corpus(folder: Path, megabytes: float, shards: int, by_line: bool = Fa
     return documents, written
 
 
-def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int) -> None:
+def _built(folder: Path, megabytes: float, shards: int) -> tuple[int, int]:
+    """`build_corpus` into `folder`, or what an earlier invocation built there (a marker
+    file beside it, written last, says it is complete)."""
+    marker = folder.parent / f"{folder.name}.built.json"
+    if marker.is_file():
+        built = json.loads(marker.read_text())
+        return built["documents"], built["bytes"]
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)  # an invocation stopped while building
+    documents, size = build_corpus(folder, megabytes, shards)
+    marker.write_text(json.dumps({"documents": documents, "bytes": size}))
+    return documents, size
+
+
+def _forget_decisions(parts: Path) -> None:
+    """Remove what an incremental run keeps of its decision (the verified pairs, each unit's
+    settled files), keeping the units' part files and keys."""
+    import shutil
+
+    from hkgai_pipelines.curation.engine import PAIRS_FILE, SETTLED_DIR
+
+    for path in parts.glob(f"{PAIRS_FILE}*"):
+        path.unlink()
+    for settled in parts.glob(f"*/{SETTLED_DIR}"):
+        shutil.rmtree(settled)
+
+
+def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, parts: Path | None = None,
+          pin_step_code: bool = False) -> None:
     """One measured run in this process; prints one JSON line."""
+    import logging
+
     from hkgai_pipelines.params import load_curation_params
     from hkgai_pipelines.settings import PROJECT_ROOT
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     params = load_curation_params(PROJECT_ROOT / "params.yaml")
-    report = {}
+    report = {"started_at": time.time()}
     if mode == "local":
         from hkgai_pipelines.curation import engine
+        from hkgai_pipelines.curation.inputs import file_units
 
+        if pin_step_code:
+            engine.code_fingerprint = lambda: "pinned by benchmarks/curation_scale.py --pin-step-code"
+        units = file_units([corpus], source="bench", licence="mixed", max_record_bytes=params.max_record_bytes)
+        report["started_at"] = time.time()
         started = time.perf_counter()
-        run = engine.curate_files([corpus], params, out, source="bench", licence="mixed", batch_size=batch_size, executor="local")
+        run = engine.curate(units, params, out, batch_size=batch_size, executor="local", parts_dir=parts)
         report.update(seconds=time.perf_counter() - started, kept=run.stats.kept, input_records=run.stats.input_records,
-                      phases=run.seconds, dedup=run.dedup)
+                      phases=run.seconds, dedup=run.dedup, cached_units=run.cached_units)
     elif mode == "single":
         from hkgai_pipelines.curation.pipeline import run_curation
         from hkgai_pipelines.sources.files import read_files
@@ -111,20 +165,27 @@ def _memory(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
-def measure(mode: str, corpus: Path, out: Path, workers: int, batch_size: int) -> dict:
-    """Run one child; return its report with peak_rss_sum and peak_rss_at_once (bytes)."""
+def measure(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, parts: Path | None = None,
+            pin_step_code: bool = False, log: Path | None = None) -> dict:
+    """Run one child; return its report with peak_rss_sum, peak_rss_at_once (bytes),
+    phase_peaks (bytes at once within each phase) and samples ((epoch seconds, bytes at once)).
+    `log`: the child's stderr goes there (else it is kept in memory for the error message)."""
     import psutil
 
     command = [sys.executable, __file__, "--child", mode, "--corpus", str(corpus), "--out", str(out),
                "--workers", str(workers), "--batch-size", str(batch_size)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if parts is not None:
+        command += ["--parts-dir", str(parts)]
+    if pin_step_code:
+        command.append("--pin-step-code")
+    stderr_to = open(log, "w", encoding="utf-8") if log else subprocess.PIPE
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_to, text=True)
     peaks: dict[tuple[int, float], int] = {}
     names: dict[tuple[int, float], str] = {}
-    at_once = 0
+    samples: list[tuple[float, int]] = []
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal at_once
         root = psutil.Process(process.pid)
         while not done.is_set():
             try:
@@ -142,7 +203,7 @@ def measure(mode: str, corpus: Path, out: Path, workers: int, batch_size: int) -
                 if key not in names:
                     names[key] = _process_name(member)
                 total += rss
-            at_once = max(at_once, total)
+            samples.append((time.time(), total))
             done.wait(SAMPLE_SECONDS)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -150,6 +211,9 @@ def measure(mode: str, corpus: Path, out: Path, workers: int, batch_size: int) -
     stdout, stderr = process.communicate()
     done.set()
     sampler.join()
+    if log:
+        stderr_to.close()
+        stderr = log.read_text(encoding="utf-8", errors="replace")
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     if process.returncode or not lines:
         raise RuntimeError(f"{mode} run failed ({process.returncode}):\n{stderr[-3000:]}")
@@ -157,9 +221,27 @@ def measure(mode: str, corpus: Path, out: Path, workers: int, batch_size: int) -
     by_name: dict[str, list[int]] = {}
     for key, peak in peaks.items():
         by_name.setdefault(names.get(key, "?"), []).append(peak)
-    report.update(peak_rss_sum=sum(peaks.values()), peak_rss_at_once=at_once, processes=len(peaks),
+    report.update(peak_rss_sum=sum(peaks.values()), peak_rss_at_once=max((rss for _, rss in samples), default=0),
+                  processes=len(peaks), samples=samples, phase_peaks=_phase_peaks(samples, report),
                   peak_by_process={name: (len(values), sum(values)) for name, values in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))})
     return report
+
+
+def _phase_peaks(samples: list[tuple[float, int]], report: dict) -> dict[str, int]:
+    """The highest at-once sample within each phase: the phases follow one another from the
+    curation call's start (`started_at`) in the order the run reports them; before it is
+    start-up, after them the outputs' replacement."""
+    bounds, at = [("start-up", 0.0)], report["started_at"]
+    for name, seconds in (report.get("phases") or {}).items():
+        bounds.append((name, at))
+        at += seconds
+    bounds.append(("outputs", at))
+    peaks = {}
+    for (name, low), (_, high) in zip(bounds, bounds[1:] + [("", float("inf"))]):
+        within = [rss for when, rss in samples if low <= when < high]
+        if within:
+            peaks[name] = max(within)
+    return peaks
 
 
 def _process_name(process) -> str:
@@ -191,18 +273,27 @@ def main() -> None:
     parser.add_argument("--skip-single", action="store_true",
                         help="leave out the in-memory path (about 24 MiB of memory per input MiB: 1 GiB of input does not fit 24 GiB); "
                              "ratios are then against the local executor")
+    parser.add_argument("--keep", type=Path, help="keep the corpora (and with --parts the parts folders, RSS samples and logs) in this folder")
+    parser.add_argument("--parts", action="store_true", help="local executor: incremental, parts folder kept in --keep")
+    parser.add_argument("--pin-step-code", action="store_true",
+                        help="reuse part files made by other code (only for a change outside the steps: see the docstring)")
     parser.add_argument("--child", choices=["single", "local", "ray"], help=argparse.SUPPRESS)
+    parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.corpus, args.out, args.workers[0], args.batch_size)
+        child(args.child, args.corpus, args.out, args.workers[0], args.batch_size, args.parts_dir, args.pin_step_code)
         return
+    if args.parts and not args.keep:
+        parser.error("--parts needs --keep (the parts folder is kept there)")
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     configurations = ([] if args.skip_single else [("single", 1)]) + [("local", 1)] + [("ray", n) for n in args.workers]
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory(dir=args.keep) as folder:
         for megabytes in args.mb:
-            corpus = Path(folder) / f"corpus-{megabytes:g}"
-            documents, size = build_corpus(corpus, megabytes, args.shards)
+            corpus = (args.keep or Path(folder)) / f"corpus-{megabytes:g}-{args.shards}"
+            documents, size = _built(corpus, megabytes, args.shards)
             mib = size / 1024 / 1024
             print(f"\ninput: {documents:,} documents, {mib:.1f} MiB in {args.shards} shards; {args.repeats} runs each, "
                   f"batch size {args.batch_size}, {os.cpu_count()} cores", flush=True)
@@ -212,7 +303,15 @@ def main() -> None:
                     mode, f"engine, ray, {workers} worker{'s' if workers > 1 else ''}")
                 runs = []
                 for repeat in range(args.repeats):
-                    runs.append(measure(mode, corpus, Path(folder) / f"out-{mode}-{workers}-{repeat}", workers, args.batch_size))
+                    tag = f"{megabytes:g}-{mode}-{workers}-{repeat}"
+                    parts = args.keep / f"parts-{megabytes:g}-{args.shards}" if args.parts and mode == "local" else None
+                    if parts is not None:
+                        _forget_decisions(parts)
+                    runs.append(measure(mode, corpus, Path(folder) / f"out-{tag}", workers, args.batch_size, parts,
+                                        args.pin_step_code, args.keep / f"{tag}.log" if args.keep else None))
+                    if args.keep:
+                        (args.keep / f"rss-{tag}.tsv").write_text("".join(
+                            f"{when - runs[-1]['started_at']:.1f}\t{rss / 2**20:.0f}\n" for when, rss in runs[-1]["samples"]))
                     print(f"  {name} run {repeat + 1}: {runs[-1]['seconds']:.1f}s, kept {runs[-1]['kept']:,}", flush=True)
                 rows[name] = runs
             baseline = next(iter(rows.values()))  # the in-memory path, or the local executor with --skip-single
@@ -229,6 +328,9 @@ def main() -> None:
                 print(f"| {name} | {rate:.3f} | {rate / base_rate:.2f}x | {start:.1f} | {'/'.join(f'{k:,}' for k in sorted(kept))} "
                       f"| {peak_sum / 2**20:,.0f} MiB | {peak_sum / base_sum:.2f}x | {peak_once / 2**20:,.0f} MiB | {runs[0]['processes']} |")
             for name, runs in rows.items():
+                print(f"  {name}, first run's peak RSS (at once) by phase: " + ", ".join(
+                    f"{phase} {peak / 2**20:,.0f} MiB" for phase, peak in runs[0]["phase_peaks"].items())
+                      + (f"; {runs[0]['cached_units']} of its units taken from the parts folder" if runs[0].get("cached_units") else ""))
                 print(f"  {name}, first run's peak RSS by process: " + ", ".join(
                     f"{what} x{count} {total / 2**20:,.0f} MiB" for what, (count, total) in runs[0]["peak_by_process"].items()))
             phases = {name: runs[0].get("phases") for name, runs in rows.items() if runs[0].get("phases")}

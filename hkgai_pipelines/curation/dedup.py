@@ -32,6 +32,7 @@ estimated Jaccard similarity of its verified pairs (to its anchor or to members 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -44,6 +45,8 @@ import pyarrow.compute as pc
 
 from hkgai_pipelines.curation.keystore import SortedRuns, bucket_of
 from hkgai_pipelines.curation.langid import HAN_RE
+
+logger = logging.getLogger(__name__)
 
 _STRIP_RE = re.compile(r"[\s\W_]+", re.UNICODE)
 _WORD_RE = re.compile(r"[A-Za-z0-9']+")
@@ -402,12 +405,14 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     what `verify` raises, and ValueError when a candidate has no id.
     """
     empty = np.zeros(0, dtype=np.int64)
+    logger.info("dedup: %d records' ids stored; repeated ids", keys.ids.rows)
     # 1. Repeated ids: an id's rows share a bucket.
     repeated = [duplicate_id_orders(table.column("order").to_numpy(), table.column("id").combine_chunks())
                 for table in _each_range(keys.ids, keys.max_rows)]
     repeated = np.sort(np.concatenate([empty, *repeated]))
 
     # 2. Exact duplicates among the candidates whose id is not a repeat: a key's rows share a bucket.
+    logger.info("dedup: %d repeated ids; exact duplicates", len(repeated))
     candidates, links = 0, []
     for table in _each_range(keys.exact, keys.max_rows):
         orders = table.column("order").to_numpy()
@@ -420,6 +425,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     exact_member, exact_rep = exact_member[by_member], exact_rep[by_member]
 
     # 3. LSH candidate pairs among the representatives: a band hash's rows share a bucket.
+    logger.info("dedup: %d candidates, %d exact links; candidate pairs", candidates, len(exact_member))
     # Pairs are kept by a hash of their anchor, so each anchor's pairs meet in one range.
     excluded = np.union1d(repeated, exact_member)
     pairs = SortedRuns(PAIR_ROWS, _sub(keys.folder, "pairs"), keys.flush_bytes, keys.held_bytes)
@@ -437,6 +443,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
             if len(anchor):
                 yield anchor, member
 
+    logger.info("dedup: verifying candidate pairs")
     if hasattr(verify, "expect"):
         for anchor, member in pair_ranges():
             verify.expect(anchor, member)
@@ -453,6 +460,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     verified_pairs = len(edge_a)
     del edges
 
+    logger.info("dedup: %d candidate pairs, %d verified; components", candidate_pairs, verified_pairs)
     # 5. Components over the records in an edge or an exact link (every other candidate is
     # its own component, and kept); exact duplicates hang on their representative.
     from scipy.sparse import coo_matrix
@@ -479,6 +487,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     kept = first[label]
     del first, label
 
+    logger.info("dedup: %d nodes in components; verdicts", n)
     # The verdicts, computed over the dropped nodes only.
     dropped = np.flatnonzero(kept != nodes)
     dropped_orders, kept_of_dropped = nodes[dropped], kept[dropped]
