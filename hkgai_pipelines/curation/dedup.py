@@ -20,8 +20,10 @@ stable order (source order, then file order, then record order: `inputs.order_ke
    (its *anchor*, as in NeMo Curator's Jaccard step), and the pair is an edge when the
    estimated Jaccard similarity (the share of equal MinHash values) reaches the threshold,
    so banding false positives are not dropped.
-4. **clusters**: connected components of those edges (scipy.sparse.csgraph). The first record
-   of a component in order is kept; the others are `near_duplicate`s with `cluster_id` = the
+4. **clusters**: connected components of those edges and of the exact duplicates' links to
+   their representatives (`Components`: union-find over the candidates, fed one range of
+   edges at a time, so the edges are never held together). The first record of a component
+   in order is kept; the others are `near_duplicate`s with `cluster_id` = the
    kept record's id. An exact duplicate of a representative that was dropped is a
    near-duplicate of that representative's kept record.
 
@@ -275,7 +277,7 @@ class DuplicateDecisions:
     duplicate_id_orders: np.ndarray  # int64, sorted: rejected as repair:duplicate_id
     dropped_orders: np.ndarray  # int64, sorted: rejected by dedup
     dropped_exact: np.ndarray  # bool: exact (else near) duplicate
-    dropped_cluster: np.ndarray  # int64: index of the kept record's id among the kept ids
+    dropped_cluster: np.ndarray  # int32 (int64 past 2**31 records): index of the kept record's id among the kept ids
     dropped_similarity: np.ndarray  # float64
     # The distinct kept records' ids, UTF-8, one after another (id k is bytes
     # kept_id_offsets[k]:kept_id_offsets[k + 1]): a fixed-width bytes array would give every
@@ -393,6 +395,77 @@ def _exact_links(exact: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.
     return orders[linked], orders[representative[linked]]
 
 
+class Components:
+    """Connected components of the candidates, fed edges one batch at a time (union-find on
+    numpy arrays). Memory: 12 bytes per node (its root, as an int32 position while the nodes
+    fit, and its best edge similarity, float64) plus the nodes' order keys (8 bytes), however
+    many edges there are: a scipy graph of the 1 GiB run's 19.9 million edges held the edges
+    and two sparse copies of them at once.
+
+    Each link hangs the larger of two roots under the smaller, so a component's root is its
+    smallest position: with `nodes` sorted, the first record of the component in order."""
+
+    def __init__(self, nodes: np.ndarray):
+        """`nodes`: int64 order keys, sorted and distinct; every edge joins two of them."""
+        self.nodes = nodes
+        self._index = np.int32 if len(nodes) < np.iinfo(np.int32).max else np.int64
+        self.parent = np.arange(len(nodes), dtype=self._index)
+        self.best = np.zeros(len(nodes))
+
+    def _positions(self, orders: np.ndarray) -> np.ndarray:
+        positions = np.searchsorted(self.nodes, orders).astype(self._index)
+        if len(orders) and not np.array_equal(self.nodes[np.minimum(positions, len(self.nodes) - 1)], orders):
+            raise ValueError("an edge joins a record that is not a candidate")
+        return positions
+
+    def _roots(self, positions: np.ndarray) -> np.ndarray:
+        roots = self.parent[positions]
+        while True:
+            up = self.parent[roots]
+            if np.array_equal(up, roots):
+                return roots
+            roots = up
+
+    def union(self, a: np.ndarray, b: np.ndarray, similarity: np.ndarray | None = None) -> None:
+        """Join the components of a[i] and b[i] (int64 order keys, equal lengths); with
+        `similarity` (float64 per edge), keep each node's highest. Raises ValueError for an
+        order key that is not a node."""
+        a, b = self._positions(a), self._positions(b)
+        if similarity is not None:
+            for ends in (a, b):
+                np.maximum.at(self.best, ends, similarity)
+        ends = (a, b)
+        while len(a):
+            a, b = self._roots(a), self._roots(b)
+            differ = a != b
+            a, b = a[differ], b[differ]
+            # Several edges may hang the same root: the smallest of their roots wins, and the
+            # others are joined to it in the next round through their own roots.
+            np.minimum.at(self.parent, np.maximum(a, b), np.minimum(a, b))
+        for positions in ends:  # compress: the joined nodes point at their roots
+            self.parent[positions] = self._roots(positions)
+
+    def dropped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(order keys of the nodes that are not their component's first, by order (int64);
+        for each, the position of that first record among `kept` (int32, or int64 past 2**31
+        nodes); each one's best similarity (float64); `kept`, the order keys of the first
+        records of components with more than one node, by order (int64))."""
+        while True:  # every node straight to its root
+            up = self.parent[self.parent]
+            if np.array_equal(up, self.parent):
+                break
+            self.parent = up
+        dropped = np.flatnonzero(self.parent != np.arange(len(self.parent), dtype=self._index))
+        roots = self.parent[dropped]
+        # A root's position among the kept roots, by a running count over the nodes: no sort
+        # of the dropped records' roots (millions at 1 GiB of input).
+        is_kept = np.zeros(len(self.parent), dtype=bool)
+        is_kept[roots] = True
+        self.parent = None  # no longer needed: its memory goes to the ranks
+        rank = np.cumsum(is_kept, dtype=self._index) - 1
+        return self.nodes[dropped], rank[roots], self.best[dropped], self.nodes[is_kept]
+
+
 def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) -> DuplicateDecisions:
     """Duplicate ids, exact and near duplicates of the whole corpus (see the module docstring),
     one range of hash buckets at a time (`KeyStore`).
@@ -400,8 +473,9 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     `threshold`: estimated Jaccard similarity at which two records are near-duplicates
     (params.yaml `curation.dedup.threshold`). `verify` computes the similarity of candidate
     pairs where the signatures are; it is called once per range of pairs. Memory: the
-    store's budget for the ranges, plus arrays of the duplicates found (repeated ids, exact
-    duplicates, verified pairs), which a corpus of distinct records does not grow. Raises
+    store's budget for the ranges, 20 bytes per candidate for the components, and arrays of
+    the duplicates found (repeated ids, exact duplicates, the dropped records' verdicts);
+    the verified pairs are joined into the components range by range, never held. Raises
     what `verify` raises, and ValueError when a candidate has no id.
     """
     empty = np.zeros(0, dtype=np.int64)
@@ -413,20 +487,26 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
 
     # 2. Exact duplicates among the candidates whose id is not a repeat: a key's rows share a bucket.
     logger.info("dedup: %d repeated ids; exact duplicates", len(repeated))
-    candidates, links = 0, []
+    candidates, links, alive_orders = 0, [], []
     for table in _each_range(keys.exact, keys.max_rows):
         orders = table.column("order").to_numpy()
         alive = ~_members_of(repeated, orders)
         candidates += int(alive.sum())
+        alive_orders.append(orders[alive])
         links.append(_exact_links(exact_keys_of(table.column("exact"))[alive], orders[alive]))
     exact_member = np.concatenate([empty, *(member for member, _ in links)])
     exact_rep = np.concatenate([empty, *(rep for _, rep in links)])
+    del links
     by_member = np.argsort(exact_member)
     exact_member, exact_rep = exact_member[by_member], exact_rep[by_member]
+    # The components' nodes: every candidate (an edge or an exact link joins two of them).
+    components = Components(np.sort(np.concatenate([empty, *alive_orders])))
+    del alive_orders
+    components.union(exact_member, exact_rep)
 
     # 3. LSH candidate pairs among the representatives: a band hash's rows share a bucket.
-    logger.info("dedup: %d candidates, %d exact links; candidate pairs", candidates, len(exact_member))
     # Pairs are kept by a hash of their anchor, so each anchor's pairs meet in one range.
+    logger.info("dedup: %d candidates, %d exact links; candidate pairs", candidates, len(exact_member))
     excluded = np.union1d(repeated, exact_member)
     pairs = SortedRuns(PAIR_ROWS, _sub(keys.folder, "pairs"), keys.flush_bytes, keys.held_bytes)
     for table in _each_range(keys.bands, keys.max_rows):
@@ -434,9 +514,11 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
         keep = ~_members_of(excluded, orders)
         anchor, member = bucket_anchor_pairs(table.column("band").to_numpy()[keep], table.column("hash").to_numpy()[keep], orders[keep])
         pairs.append(pa.table({"bucket": bucket_of(anchor), "anchor": anchor, "member": member}))
+    del excluded
 
-    # 4. Verify each range of pairs once; the verified ones are the edges. A verifier that
-    # gathers the records from elsewhere is told every range's pairs first.
+    # 4. Verify each range of pairs once; the verified ones are the edges, joined into the
+    # components range by range. A verifier that gathers the records from elsewhere is told
+    # every range's pairs first.
     def pair_ranges() -> Iterable[tuple[np.ndarray, np.ndarray]]:
         for table in _each_range(pairs, keys.max_pairs):
             anchor, member = _unique_pairs(table.column("anchor").to_numpy(), table.column("member").to_numpy())
@@ -447,67 +529,41 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     if hasattr(verify, "expect"):
         for anchor, member in pair_ranges():
             verify.expect(anchor, member)
-    candidate_pairs, edges = 0, []
+    candidate_pairs = verified_pairs = 0
     for anchor, member in pair_ranges():
         candidate_pairs += len(anchor)
         got_anchor, got_member, got_similarity = verify(anchor, member)
         similarity = _align(anchor, member, got_anchor, got_member, got_similarity)
         verified = similarity >= threshold
-        edges.append((anchor[verified], member[verified], similarity[verified]))
-    edge_a = np.concatenate([empty, *(a for a, _, _ in edges)])
-    edge_m = np.concatenate([empty, *(m for _, m, _ in edges)])
-    edge_sim = np.concatenate([np.zeros(0), *(s for _, _, s in edges)])
-    verified_pairs = len(edge_a)
-    del edges
+        verified_pairs += int(verified.sum())
+        components.union(anchor[verified], member[verified], similarity[verified])
 
+    # 5. Each candidate's component is its root, the first record of the component in order.
     logger.info("dedup: %d candidate pairs, %d verified; components", candidate_pairs, verified_pairs)
-    # 5. Components over the records in an edge or an exact link (every other candidate is
-    # its own component, and kept); exact duplicates hang on their representative.
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    # What is found grows with the corpus, so each array goes as soon as it is used, and node
-    # positions are int32 (scipy's own index type) while the nodes fit.
-    nodes = np.unique(np.concatenate([edge_a, edge_m, exact_member, exact_rep]))
-    n = len(nodes)
-    index = np.int32 if n < np.iinfo(np.int32).max else np.int64
-    best = np.zeros(n)
-    for ends in (edge_a, edge_m):
-        np.maximum.at(best, np.searchsorted(nodes, ends), edge_sim)
-    rows = np.concatenate([np.searchsorted(nodes, edge_a).astype(index), np.searchsorted(nodes, exact_member).astype(index)])
-    del edge_a, edge_sim
-    cols = np.concatenate([np.searchsorted(nodes, edge_m).astype(index), np.searchsorted(nodes, exact_rep).astype(index)])
-    del edge_m
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
-    del rows, cols
-    _, label = connected_components(graph, directed=False) if n else (0, np.zeros(0, np.int64))
-    del graph
-    first = np.full(label.max() + 1 if n else 0, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first, label, nodes)  # order keys sort in input order: the smallest is first
-    kept = first[label]
-    del first, label
-
-    logger.info("dedup: %d nodes in components; verdicts", n)
-    # The verdicts, computed over the dropped nodes only.
-    dropped = np.flatnonzero(kept != nodes)
-    dropped_orders, kept_of_dropped = nodes[dropped], kept[dropped]
-    del kept
+    dropped_orders, dropped_cluster, best, kept_orders = components.dropped()
+    del components
+    logger.info("dedup: %d dropped, %d kept records of clusters; verdicts", len(dropped_orders), len(kept_orders))
+    kept_of_dropped = kept_orders[dropped_cluster]
+    # The verdicts, computed over the dropped records only.
     is_member = _members_of(exact_member, dropped_orders)
     rep_of = dropped_orders.copy()  # a representative is its own
     rep_of[is_member] = exact_rep[np.searchsorted(exact_member, dropped_orders[is_member])]
     dropped_exact = is_member & (rep_of == kept_of_dropped)
     # An exact copy of its cluster's kept record: 1.0; otherwise the best similarity of its
-    # representative (itself when it is one).
-    dropped_similarity = np.where(dropped_exact, 1.0, best[np.searchsorted(nodes, rep_of)])
-    del best, rep_of, is_member, nodes
-    kept_orders, dropped_cluster = np.unique(kept_of_dropped, return_inverse=True)
-    del kept_of_dropped
-    kept_id_bytes, kept_id_offsets = _utf8_and_offsets(_ids_of(keys, kept_orders))
+    # representative (itself when it is one), which is dropped too unless it is the kept one.
+    rep_best = np.zeros(len(rep_of))
+    if len(rep_of):
+        at = np.minimum(np.searchsorted(dropped_orders, rep_of), len(dropped_orders) - 1)
+        rep_best = np.where(dropped_orders[at] == rep_of, best[at], 0.0)
+    dropped_similarity = np.where(dropped_exact, 1.0, rep_best)
+    del best, rep_of, is_member, rep_best, kept_of_dropped
+    logger.info("dedup: the kept records' ids")
+    kept_id_bytes, kept_id_offsets = _ids_of(keys, kept_orders)
     return DuplicateDecisions(
         duplicate_id_orders=repeated,
         dropped_orders=dropped_orders,
         dropped_exact=dropped_exact,
-        dropped_cluster=np.asarray(dropped_cluster, dtype=np.int64).ravel(),
+        dropped_cluster=dropped_cluster,
         kept_id_bytes=kept_id_bytes,
         kept_id_offsets=kept_id_offsets,
         dropped_similarity=dropped_similarity,
@@ -527,31 +583,51 @@ def _each_range(runs: SortedRuns, max_rows: int | None) -> Iterable[pa.Table]:
         yield runs.read(low, high)
 
 
-def _ids_of(keys: KeyStore, orders: np.ndarray) -> pa.LargeStringArray:
-    """The ids of `orders` (int64, sorted, distinct), in that order, as one Arrow array (no
-    Python object per id: at 1 GiB of input the kept records of clusters number millions). One
-    pass over the stored ids. Raises ValueError for an order without an id."""
-    found_orders, found_ids = [], []
+def _ids_of(keys: KeyStore, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 ids of `orders` (int64, sorted, distinct) one after another (uint8) and where
+    each starts (int64, one more than the orders). Two passes over the stored ids: the first
+    measures each id, the second copies it into place, so the ids are held once (collecting
+    them, joining and reordering held them three times: at 1 GiB of input the kept records
+    of clusters number millions). Raises ValueError for an order without an id."""
+    lengths = np.zeros(len(orders), dtype=np.int64)
+    found = 0
+    for _, at, offsets, _ in _id_hits(keys, orders):
+        lengths[at] = np.diff(offsets)
+        found += len(at)
+    if found != len(orders):
+        raise ValueError(f"{len(orders) - found} kept record(s) of a duplicate cluster have no id")
+    starts = np.zeros(len(orders) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    del lengths
+    utf8 = np.empty(int(starts[-1]), dtype=np.uint8)
+    for data, at, offsets, hits in _id_hits(keys, orders):
+        # Where each byte goes (one index per byte, so a slice of ids at a time): the hits'
+        # bytes are contiguous in `data`, each id's to its own start.
+        for low in range(0, hits, ID_COPY_SLICE):
+            high = min(low + ID_COPY_SLICE, hits)
+            sizes = np.diff(offsets[low:high + 1])
+            within = np.arange(offsets[high] - offsets[low]) - np.repeat(offsets[low:high] - offsets[low], sizes)
+            utf8[np.repeat(starts[at[low:high]], sizes) + within] = data[offsets[low]:offsets[high]]
+    return utf8, starts
+
+
+#: Ids placed at once by `_ids_of` (its byte indices: 8 bytes per byte of id).
+ID_COPY_SLICE = 16_384
+
+
+def _id_hits(keys: KeyStore, orders: np.ndarray) -> Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Per range of stored ids that holds some of `orders` (sorted): (its ids' UTF-8 bytes as
+    uint8, the positions in `orders` of the hits, the hits' byte offsets (one more than the
+    hits), hits)."""
     for table in _each_range(keys.ids, keys.max_rows):
         present = table.column("order").to_numpy()
         hit = _members_of(orders, present)
-        if hit.any():
-            found_orders.append(present[hit])
-            found_ids.append(table.column("id").filter(pa.array(hit)).combine_chunks().cast(pa.large_string()))
-    found = np.concatenate([np.zeros(0, np.int64), *found_orders])
-    if len(found) != len(orders):
-        raise ValueError(f"{len(orders) - len(found)} kept record(s) of a duplicate cluster have no id")
-    ids = pa.concat_arrays(found_ids) if found_ids else pa.array([], pa.large_string())
-    return ids.take(pa.array(np.argsort(found, kind="stable")))
-
-
-def _utf8_and_offsets(strings: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
-    """The strings' UTF-8 one after another (uint8) and where each starts (int64, one more
-    than the strings), copied out of the Arrow buffers."""
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[strings.offset:strings.offset + len(strings) + 1] if len(strings) else np.zeros(1, np.int64)
-    data = strings.buffers()[2] if len(strings) else None
-    utf8 = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]].copy() if data is not None else np.zeros(0, np.uint8)
-    return utf8, (offsets - offsets[0]).astype(np.int64)
+        if not hit.any():
+            continue
+        ids = table.column("id").filter(pa.array(hit)).combine_chunks().cast(pa.large_string())
+        offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset:ids.offset + len(ids) + 1]
+        data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if ids.buffers()[2] is not None else np.zeros(0, np.uint8)
+        yield data, np.searchsorted(orders, present[hit]), offsets, len(ids)
 
 
 def _align(anchor: np.ndarray, member: np.ndarray, got_anchor: np.ndarray, got_member: np.ndarray, got_similarity: np.ndarray) -> np.ndarray:

@@ -828,6 +828,7 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     started = time.perf_counter()
 
     decisions, pairs = _decide(keys, params, work.plan, _pair_verifier(work, parts, params, keys))
+    del keys  # the runs it holds in memory are not needed to settle
     seconds["dedup"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -909,6 +910,7 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     started = time.perf_counter()
 
     decisions, pairs = _decide(keys, params, work.plan, _pair_verifier(work, parts, params, keys, _ray_mapper(workers)))
+    del keys  # the runs it holds in memory are not needed to settle
     seconds["dedup"] = time.perf_counter() - started
 
     # 3. settle each part with the decisions.
