@@ -233,6 +233,11 @@ def curate(
     except (ConnectionError, engine.CurationBusy) as error:  # RAY_ADDRESS names a cluster that does not answer; another run
         console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
+    except OSError as error:
+        # A folder it cannot write (read-only, full, gone): the previous outputs are as they
+        # were, and a later run resumes the part files this one finished.
+        console.print(f"[red]curation stopped: {escape(str(error))}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
     stats = run.stats
     if not stats.input_records:
         console.print("[yellow]no input records: the inputs hold no file the readers take[/yellow]")

@@ -276,6 +276,16 @@ def test_a_cached_unit_gives_its_keys_from_one_file_and_a_damaged_one_from_its_p
     assert run.cached_records == 13 and read_outputs(tmp_path / "v3") == full  # b cached too now
     full_dedup = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v4", batch_size=2).dedup
     assert {**run.dedup, "pairs_remembered": 0} == full_dedup
+    # The run wrote both files again (a trial found a damaged one read around on every run).
+    for key_file in key_files:
+        listed = json.loads((key_file.parent / engine.UNIT_COMPLETE).read_text(encoding="utf-8"))
+        assert engine._unit_keys(key_file.parent, [str(key_file.parent / name) for name in listed["parts"]],
+                                 curation_params.dedup.num_bands) is not None
+    key_reads.clear()
+    monkeypatch.setattr(engine.pq, "read_table", counted)
+    run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v5", batch_size=2, parts_dir=parts)
+    monkeypatch.undo()
+    assert key_reads == [] and read_outputs(tmp_path / "v5") == full
 
 
 def test_an_output_edited_in_place_is_not_linked_into_the_next_corpus(corpus, curation_params, tmp_path):

@@ -261,6 +261,20 @@ def test_hkgai_curate_usage_errors_are_one_line(corpus, tmp_path):
     assert empty.exit_code == 0 and "no input records" in empty.output
 
 
+def test_hkgai_curate_on_a_full_disk_says_so_in_one_line(corpus, tmp_path, monkeypatch):
+    """A fresh-user trial: a folder the run could not write ended in a long traceback."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(engine, "settle_part", full)
+    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert "curation stopped: [Errno 28] No space left on device" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out" / "stats.json").exists()
+
+
 def test_an_unreachable_ray_address_fails_in_seconds_with_one_line(corpus, tmp_path, monkeypatch):
     """A fresh-user trial: RAY_ADDRESS=127.0.0.1:1 hung for minutes with Ray's retry warnings."""
     import time

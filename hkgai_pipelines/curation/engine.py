@@ -534,28 +534,26 @@ class UnitPlan:
     parts_dir: Path | None = None
     #: Unit index -> its fingerprint (the name of its folder), for every unit of the run.
     fingerprints: dict[int, str] = field(default_factory=dict)
+    #: Folders of cached units whose UNIT_KEYS file could not be used (missing, damaged, not
+    #: what the unit lists): their keys came from the part files, and the file is written
+    #: again after the run, so the next run does not read the part files again.
+    stale_keys: set[str] = field(default_factory=set)
 
     def mark_complete(self, num_bands: int) -> None:
         """After a finished run: each processed unit's folder lists its part files, so the
-        next run takes them as they are, and holds their dedup keys (UNIT_KEYS)."""
+        next run takes them as they are, and holds their dedup keys (UNIT_KEYS); a cached
+        unit's unusable UNIT_KEYS file is written again."""
         if self.folders is None:
             return
         for unit in self.todo:
             folder = Path(self.folders[unit.index])
             names = sorted(path.name for path in folder.glob("part-*.parquet"))
-            rows = []
-            with atomic_path(folder / UNIT_KEYS) as temp, pq.ParquetWriter(temp, unit_keys_schema(num_bands)) as writer:
-                for name in names:  # one part at a time, one row group each
-                    keys = _keys_of(pq.read_table(folder / name, columns=PART_KEY_COLUMNS), num_bands, reused=False)
-                    ids = keys.column("id").combine_chunks()
-                    has_id = ids.is_valid().to_numpy(zero_copy_only=False)
-                    buckets = np.zeros(len(ids), dtype=np.int32)
-                    buckets[has_id] = id_buckets(ids.filter(ids.is_valid()))
-                    writer.write_table(keys.append_column("id_bucket", pa.array(buckets, pa.int32(), mask=~has_id)),
-                                       row_group_size=max(1, keys.num_rows))
-                    rows.append(keys.num_rows)
+            rows = _write_unit_keys(folder, names, num_bands)
             with atomic_path(folder / UNIT_COMPLETE) as temp:
                 temp.write_text(json.dumps({"unit": unit.to_row(), "parts": names, "rows": rows}), encoding="utf-8")
+        for folder in sorted(self.stale_keys):
+            names = [Path(part).name for part in self.cached_parts if Path(part).parent == Path(folder)]
+            _write_unit_keys(Path(folder), names, num_bands)
 
     def remove_unused(self) -> None:
         """Remove the part folders of units this run did not have: a removed source, a
@@ -566,6 +564,23 @@ class UnitPlan:
         for folder in self.parts_dir.iterdir():
             if folder.is_dir() and folder.name not in used:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_unit_keys(folder: Path, names: list[str], num_bands: int) -> list[int]:
+    """Write the unit's UNIT_KEYS file from its part files `names` (one row group per part,
+    in that order, a part read at a time); the parts' row counts."""
+    rows = []
+    with atomic_path(folder / UNIT_KEYS) as temp, pq.ParquetWriter(temp, unit_keys_schema(num_bands)) as writer:
+        for name in names:
+            keys = _keys_of(pq.read_table(folder / name, columns=PART_KEY_COLUMNS), num_bands, reused=False)
+            ids = keys.column("id").combine_chunks()
+            has_id = ids.is_valid().to_numpy(zero_copy_only=False)
+            buckets = np.zeros(len(ids), dtype=np.int32)
+            buckets[has_id] = id_buckets(ids.filter(ids.is_valid()))
+            writer.write_table(keys.append_column("id_bucket", pa.array(buckets, pa.int32(), mask=~has_id)),
+                               row_group_size=max(1, keys.num_rows))
+            rows.append(keys.num_rows)
+    return rows
 
 
 def plan_units(units: list[InputUnit], params: CurationParams, batch_size: int, parts_dir: Path | None) -> UnitPlan:
@@ -778,6 +793,7 @@ def _collect_cached(work: _WorkFolders, keys: KeyStore, progress: _Progress, num
                 except (OSError, pa.ArrowException):
                     table = None
             if table is None:
+                work.plan.stale_keys.add(str(folder))
                 table = _keys_of(pq.read_table(part, columns=PART_KEY_COLUMNS), num_bands, reused=False)
             _collect(table, keys, progress)
             progress.cached_records += table.num_rows
