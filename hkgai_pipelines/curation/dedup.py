@@ -426,35 +426,61 @@ class Components:
                 return roots
             roots = up
 
+    def _jump(self, positions: np.ndarray) -> None:
+        """Point each of `positions` at its root by pointer jumping among them (each pass
+        halves their depth): a chain hooked in one round, each root under the next, is
+        flattened in log(length) passes instead of walked once per query."""
+        while True:
+            up = self.parent[positions]
+            upper = self.parent[up]
+            if np.array_equal(up, upper):
+                return
+            self.parent[positions] = upper
+
+    def _flatten(self) -> None:
+        """Every node straight to its root (pointer jumping over the whole array)."""
+        while True:
+            up = self.parent[self.parent]
+            if np.array_equal(up, self.parent):
+                return
+            self.parent = up
+
     def union(self, a: np.ndarray, b: np.ndarray, similarity: np.ndarray | None = None) -> None:
         """Join the components of a[i] and b[i] (int64 order keys, equal lengths); with
         `similarity` (float64 per edge), keep each node's highest. Raises ValueError for an
-        order key that is not a node."""
+        order key that is not a node.
+
+        Rounds of hooking and shortcutting, as in the parallel connected-components algorithms
+        (Shiloach and Vishkin): each edge's two roots are found, the larger root is hooked
+        under the smallest root it meets, the hooked roots are pointed straight at their new
+        roots, and the edges whose roots still differ go round again. At the end every node
+        points at its root, so the next call starts from trees of depth one."""
         a, b = self._positions(a), self._positions(b)
         if similarity is not None:
             for ends in (a, b):
                 np.maximum.at(self.best, ends, similarity)
-        ends = (a, b)
+        hooked_any = False
         while len(a):
             a, b = self._roots(a), self._roots(b)
             differ = a != b
+            if not differ.any():
+                break
             a, b = a[differ], b[differ]
             # Several edges may hang the same root: the smallest of their roots wins, and the
             # others are joined to it in the next round through their own roots.
-            np.minimum.at(self.parent, np.maximum(a, b), np.minimum(a, b))
-        for positions in ends:  # compress: the joined nodes point at their roots
-            self.parent[positions] = self._roots(positions)
+            high = np.maximum(a, b)
+            np.minimum.at(self.parent, high, np.minimum(a, b))
+            self._jump(np.unique(high))
+            hooked_any = True
+        if hooked_any:
+            self._flatten()
 
     def dropped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(order keys of the nodes that are not their component's first, by order (int64);
         for each, the position of that first record among `kept` (int32, or int64 past 2**31
         nodes); each one's best similarity (float64); `kept`, the order keys of the first
         records of components with more than one node, by order (int64))."""
-        while True:  # every node straight to its root
-            up = self.parent[self.parent]
-            if np.array_equal(up, self.parent):
-                break
-            self.parent = up
+        self._flatten()
         dropped = np.flatnonzero(self.parent != np.arange(len(self.parent), dtype=self._index))
         roots = self.parent[dropped]
         # A root's position among the kept roots, by a running count over the nodes: no sort
