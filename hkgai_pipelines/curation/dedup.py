@@ -525,9 +525,13 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     del links
     by_member = np.argsort(exact_member)
     exact_member, exact_rep = exact_member[by_member], exact_rep[by_member]
-    # The components' nodes: every candidate (an edge or an exact link joins two of them).
-    components = Components(np.sort(np.concatenate([empty, *alive_orders])))
+    # The components' nodes: every candidate (an edge or an exact link joins two of them),
+    # sorted in place (a sorted copy would hold them twice).
+    nodes = np.concatenate([empty, *alive_orders])
     del alive_orders
+    nodes.sort()
+    components = Components(nodes)
+    del nodes
     components.union(exact_member, exact_rep)
 
     # 3. LSH candidate pairs among the representatives: a band hash's rows share a bucket.
