@@ -215,15 +215,6 @@ def curate(
         with console.status("curating ..."):
             run = engine.curate(units, params, out, workers=workers, batch_size=batch_size or engine.DEFAULT_BATCH_SIZE, executor=executor,
                                 work_dir=work_dir, parts_dir=parts_dir)
-        if report is not None:
-            from hkgai_pipelines.sources.lake import atomic_path
-
-            report.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(report) as temp:
-                # With --lake, the catalog's sources in their order: the order keys, and so which
-                # record of a duplicate cluster is kept, follow it.
-                written = run.to_report() | ({"catalog": catalog_names} if catalog_names is not None else {})
-                temp.write_text(json.dumps(written, ensure_ascii=False, indent=1), encoding="utf-8")
     except FileNotFoundError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
@@ -234,10 +225,23 @@ def curate(
         console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
     except OSError as error:
-        # A folder it cannot write (read-only, full, gone): the previous outputs are as they
+        # A folder it cannot write (read-only, a full disk): the previous outputs are as they
         # were, and a later run resumes the part files this one finished.
         console.print(f"[red]curation stopped: {escape(str(error))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
+    if report is not None:
+        from hkgai_pipelines.sources.lake import atomic_path
+
+        try:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(report) as temp:
+                # With --lake, the catalog's sources in their order: the order keys, and so which
+                # record of a duplicate cluster is kept, follow it.
+                written = run.to_report() | ({"catalog": catalog_names} if catalog_names is not None else {})
+                temp.write_text(json.dumps(written, ensure_ascii=False, indent=1), encoding="utf-8")
+        except OSError as error:
+            console.print(f"[red]the outputs are written, the report is not: {escape(str(error))}[/red]", soft_wrap=True)
+            raise typer.Exit(1) from None
     stats = run.stats
     if not stats.input_records:
         console.print("[yellow]no input records: the inputs hold no file the readers take[/yellow]")

@@ -287,6 +287,19 @@ def test_a_cached_unit_gives_its_keys_from_one_file_and_a_damaged_one_from_its_p
     monkeypatch.undo()
     assert key_reads == [] and read_outputs(tmp_path / "v5") == full
 
+    # A unit listed before row counts were recorded: its key file is found stale once, and the
+    # counts are written with it, so the next run reads no part file for keys.
+    for key_file in key_files:
+        listed = json.loads((key_file.parent / engine.UNIT_COMPLETE).read_text(encoding="utf-8"))
+        del listed["rows"]
+        (key_file.parent / engine.UNIT_COMPLETE).write_text(json.dumps(listed), encoding="utf-8")
+    engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v6", batch_size=2, parts_dir=parts)
+    key_reads.clear()
+    monkeypatch.setattr(engine.pq, "read_table", counted)
+    engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v7", batch_size=2, parts_dir=parts)
+    monkeypatch.undo()
+    assert key_reads == [] and read_outputs(tmp_path / "v7") == full
+
 
 def test_an_output_edited_in_place_is_not_linked_into_the_next_corpus(corpus, curation_params, tmp_path):
     """Settled files are hard-linked into the outputs: rewriting an output part in place

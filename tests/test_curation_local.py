@@ -268,11 +268,18 @@ def test_hkgai_curate_on_a_full_disk_says_so_in_one_line(corpus, tmp_path, monke
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    real = engine.settle_part
     monkeypatch.setattr(engine, "settle_part", full)
     result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1, result.output
     assert "curation stopped: [Errno 28] No space left on device" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out" / "stats.json").exists()
+    # A report that cannot be written after the outputs were: said so, not "stopped".
+    monkeypatch.setattr(engine, "settle_part", real)
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "out"), "--report", str(tmp_path / "afile" / "run.json")])
+    assert result.exit_code == 1 and "the outputs are written, the report is not" in result.output, result.output
+    assert (tmp_path / "out" / "stats.json").exists() and "Traceback" not in result.output
 
 
 def test_an_unreachable_ray_address_fails_in_seconds_with_one_line(corpus, tmp_path, monkeypatch):

@@ -38,6 +38,8 @@ def test_an_edge_to_a_record_that_is_not_a_candidate_raises():
     components = Components(np.array([1, 2, 3], dtype=np.int64))
     with pytest.raises(ValueError, match="not a candidate"):
         components.union(np.array([1]), np.array([4]))
+    with pytest.raises(ValueError, match="not a candidate"):
+        Components(np.zeros(0, dtype=np.int64)).union(np.array([1]), np.array([2]))
 
 
 def test_no_nodes_no_edges():

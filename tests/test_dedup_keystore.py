@@ -195,3 +195,18 @@ def test_dropped_records_share_their_kept_records_id_whatever_its_length():
     assert [verdicts[order].duplicate_of for order in (2, 3, 5, 6)] == [ids[0], ids[0], "c", "c"]
     assert decisions.kept_id_bytes.nbytes == len(ids[0]) + 1 and decisions.dropped_cluster.tolist() == [0, 0, 1, 1]
     assert decisions.range_digest(0, 4) != decisions.range_digest(4, 7)
+
+
+@pytest.mark.parametrize("copy_bytes", [1, 7, 1024 * 1024])
+def test_kept_ids_are_placed_exactly_whatever_the_slices(tmp_path, monkeypatch, copy_bytes):
+    """`_ids_of` copies the kept ids into place a slice of ID_COPY_BYTES at a time: multi-byte
+    UTF-8, empty and long ids, across several ranges of stored ids, come out as they went in."""
+    monkeypatch.setattr(dedup, "ID_COPY_BYTES", copy_bytes)
+    store = dedup.KeyStore(1, tmp_path / "keys", 64 * 1024)  # a budget small enough for several ranges
+    orders = np.arange(3000, dtype=np.int64) * 5 + 1
+    ids = [["香港", "", "x" * 700, "𨋢-𠵱", "e\u0301"][order % 5] + f"/{order}" if order % 7 else "" for order in orders.tolist()]
+    store.add_ids(orders, ids)
+    wanted = orders[::3]
+    utf8, starts = dedup._ids_of(store, wanted)
+    assert [utf8[starts[i]:starts[i + 1]].tobytes().decode("utf-8") for i in range(len(wanted))] == ids[::3]
+    assert len(store.ids.ranges(store.max_rows)) > 1

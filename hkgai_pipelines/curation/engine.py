@@ -103,6 +103,8 @@ from hkgai_pipelines.params import CurationParams
 from hkgai_pipelines.sources.lake import atomic_path, held_exclusively, write_quarantine
 from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
 
+logger = logging.getLogger(__name__)
+
 #: Records per task. Memory per task is about this many records (a few KB each in these
 #: corpora; records above `max_record_bytes` are quarantined); each task costs Ray a few
 #: milliseconds of scheduling, small against ~1 ms of steps per record.
@@ -551,9 +553,18 @@ class UnitPlan:
             rows = _write_unit_keys(folder, names, num_bands)
             with atomic_path(folder / UNIT_COMPLETE) as temp:
                 temp.write_text(json.dumps({"unit": unit.to_row(), "parts": names, "rows": rows}), encoding="utf-8")
-        for folder in sorted(self.stale_keys):
-            names = [Path(part).name for part in self.cached_parts if Path(part).parent == Path(folder)]
-            _write_unit_keys(Path(folder), names, num_bands)
+        for folder in map(Path, sorted(self.stale_keys)):
+            # A cache: a unit whose key file cannot be written now gives its keys from its
+            # part files again next time, and the run still finishes.
+            try:
+                listed = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))
+                listed["rows"] = _write_unit_keys(folder, listed["parts"], num_bands)
+                # The row counts too: a unit listed before they were recorded would otherwise
+                # be found stale again on every run.
+                with atomic_path(folder / UNIT_COMPLETE) as temp:
+                    temp.write_text(json.dumps(listed), encoding="utf-8")
+            except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
+                logger.warning("could not write the keys of %s again: %s", folder, error)
 
     def remove_unused(self) -> None:
         """Remove the part folders of units this run did not have: a removed source, a
