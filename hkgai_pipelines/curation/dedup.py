@@ -414,7 +414,7 @@ class Components:
 
     def _positions(self, orders: np.ndarray) -> np.ndarray:
         positions = np.searchsorted(self.nodes, orders).astype(self._index)
-        if len(orders) and not np.array_equal(self.nodes[np.minimum(positions, len(self.nodes) - 1)], orders):
+        if len(orders) and (not len(self.nodes) or not np.array_equal(self.nodes[np.minimum(positions, len(self.nodes) - 1)], orders)):
             raise ValueError("an edge joins a record that is not a candidate")
         return positions
 
@@ -428,8 +428,9 @@ class Components:
 
     def _jump(self, positions: np.ndarray) -> None:
         """Point each of `positions` at its root by pointer jumping among them (each pass
-        halves their depth): a chain hooked in one round, each root under the next, is
-        flattened in log(length) passes instead of walked once per query."""
+        halves their depth): a chain made in one round (each root hooked under a smaller one
+        that was itself hooked) is flattened in log(length) passes instead of walked once per
+        query."""
         while True:
             up = self.parent[positions]
             upper = self.parent[up]
