@@ -36,9 +36,9 @@ match it and every unit is processed again; `--pin-step-code` keeps them (the co
 pinned in the child, in the first invocation too), which is right only for a change that leaves
 the steps as they were (a change to the decision or the settle phase). Before each run the
 parts folder's remembered pairs and settled files are removed, so the decision verifies every
-candidate pair and every part settles, as in a full run. A run that takes every unit from the
-parts folder never loads the steps' models, so its peak is the decision's and the settle's
-alone.
+candidate pair and every part settles, as in a full run; with `--pin-step-code` the child also
+loads the steps' models first (a run that takes every unit from the parts folder would
+otherwise decide without them, lower than a full run).
 
     python benchmarks/curation_scale.py --mb 20 100 --workers 1 2 --repeats 3
     python benchmarks/curation_scale.py --mb 1024 --workers --skip-single --repeats 1 --keep /data/bench --parts
@@ -108,6 +108,21 @@ def _forget_decisions(parts: Path) -> None:
         shutil.rmtree(settled)
 
 
+def _load_step_models(engine, params) -> None:
+    """Put the steps' models (language ID, the Cantonese model, OpenCC, the redactor) in
+    memory as a full run has them through its decision: a run whose units all come from the
+    parts folder would otherwise decide without them, and peak lower than a full run."""
+    import pickle
+
+    from hkgai_pipelines.sources.records import RawRecord
+
+    pipeline = engine._pipeline(pickle.dumps(params))  # the engine's own cached pipeline
+    for order, text in enumerate(("你食咗飯未呀？我哋一陣去飲茶，順便買啲嘢。", "香港特别行政区政府今日公布新的房屋政策，市民可以上网查询。",
+                                  "The Hong Kong Monetary Authority said on Tuesday that rates would stay where they are.")):
+        pipeline.process(RawRecord(text=text, source="bench", licence="mixed", locator=f"warm:{order}", title=None,
+                                   id=f"warm-{order}", ingested_at="2026-01-01T00:00:00Z", encoding="utf-8"), order)
+
+
 def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, parts: Path | None = None,
           pin_step_code: bool = False) -> None:
     """One measured run in this process; prints one JSON line."""
@@ -125,6 +140,7 @@ def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, par
 
         if pin_step_code:
             engine.code_fingerprint = lambda: "pinned by benchmarks/curation_scale.py --pin-step-code"
+            _load_step_models(engine, params)
         units = file_units([corpus], source="bench", licence="mixed", max_record_bytes=params.max_record_bytes)
         report["started_at"] = time.time()
         started = time.perf_counter()
