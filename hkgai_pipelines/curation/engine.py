@@ -15,7 +15,8 @@ than one batch of records; the driver spills the small per-record keys it gather
 (`dedup.KeyStore`: ids, exact keys, LSH band hashes) to the staging folder by hash bucket and
 decides one range of buckets at a time within DECIDE_MEMORY_BYTES, and pair verification
 spills within the same budget (`pair_join`). What still grows is
-what was found: the repeated ids, exact duplicates and verified pairs. Three phases, with the
+the components (20 bytes a candidate) and what was found: the repeated ids, exact duplicates
+and the dropped records' verdicts. Three phases, with the
 corpus-wide decisions on the driver between them (on Ray, two Ray Data jobs, and Ray tasks
 for the pair verification's routing):
 
@@ -549,20 +550,15 @@ class UnitPlan:
             return
         for unit in self.todo:
             folder = Path(self.folders[unit.index])
-            names = sorted(path.name for path in folder.glob("part-*.parquet"))
-            rows = _write_unit_keys(folder, names, num_bands)
-            with atomic_path(folder / UNIT_COMPLETE) as temp:
-                temp.write_text(json.dumps({"unit": unit.to_row(), "parts": names, "rows": rows}), encoding="utf-8")
+            _complete_unit(folder, {"unit": unit.to_row(), "parts": sorted(path.name for path in folder.glob("part-*.parquet"))},
+                           num_bands)
         for folder in map(Path, sorted(self.stale_keys)):
             # A cache: a unit whose key file cannot be written now gives its keys from its
-            # part files again next time, and the run still finishes.
+            # part files again next time, and the run still finishes. The row counts are
+            # written again too: a unit listed before they were recorded would otherwise be
+            # found stale on every run.
             try:
-                listed = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))
-                listed["rows"] = _write_unit_keys(folder, listed["parts"], num_bands)
-                # The row counts too: a unit listed before they were recorded would otherwise
-                # be found stale again on every run.
-                with atomic_path(folder / UNIT_COMPLETE) as temp:
-                    temp.write_text(json.dumps(listed), encoding="utf-8")
+                _complete_unit(folder, json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8")), num_bands)
             except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
                 logger.warning("could not write the keys of %s again: %s", folder, error)
 
@@ -577,12 +573,13 @@ class UnitPlan:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _write_unit_keys(folder: Path, names: list[str], num_bands: int) -> list[int]:
-    """Write the unit's UNIT_KEYS file from its part files `names` (one row group per part,
-    in that order, a part read at a time); the parts' row counts."""
+def _complete_unit(folder: Path, listed: dict, num_bands: int) -> None:
+    """Write the unit's UNIT_KEYS file from the part files `listed["parts"]` (one row group per
+    part, in that order, a part read at a time), then UNIT_COMPLETE: `listed` with the parts'
+    row counts."""
     rows = []
     with atomic_path(folder / UNIT_KEYS) as temp, pq.ParquetWriter(temp, unit_keys_schema(num_bands)) as writer:
-        for name in names:
+        for name in listed["parts"]:
             keys = _keys_of(pq.read_table(folder / name, columns=PART_KEY_COLUMNS), num_bands, reused=False)
             ids = keys.column("id").combine_chunks()
             has_id = ids.is_valid().to_numpy(zero_copy_only=False)
@@ -591,7 +588,8 @@ def _write_unit_keys(folder: Path, names: list[str], num_bands: int) -> list[int
             writer.write_table(keys.append_column("id_bucket", pa.array(buckets, pa.int32(), mask=~has_id)),
                                row_group_size=max(1, keys.num_rows))
             rows.append(keys.num_rows)
-    return rows
+    with atomic_path(folder / UNIT_COMPLETE) as temp:
+        temp.write_text(json.dumps({**listed, "rows": rows}), encoding="utf-8")
 
 
 def plan_units(units: list[InputUnit], params: CurationParams, batch_size: int, parts_dir: Path | None) -> UnitPlan:
