@@ -301,6 +301,25 @@ def test_a_cached_unit_gives_its_keys_from_one_file_and_a_damaged_one_from_its_p
     assert key_reads == [] and read_outputs(tmp_path / "v7") == full
 
 
+def test_a_key_file_with_a_flipped_bit_is_not_used(corpus, curation_params, tmp_path):
+    """A trial: Parquet checks no page by default, so a flipped bit in a unit's key file read
+    back as other keys (a record rejected as a duplicate id, another run failing). The file's
+    SHA-256 in the unit's listing catches it; the keys come from the part files instead."""
+    parts = tmp_path / "parts"
+    engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    key_file = sorted(parts.glob(f"*/{engine.UNIT_KEYS}"))[0]
+    listed = json.loads((key_file.parent / engine.UNIT_COMPLETE).read_text(encoding="utf-8"))
+    names = [str(key_file.parent / name) for name in listed["parts"]]
+    assert engine._unit_keys(key_file.parent, names, curation_params.dedup.num_bands) is not None
+    data = bytearray(key_file.read_bytes())
+    data[len(data) // 2] ^= 1
+    key_file.write_bytes(bytes(data))
+    assert engine._unit_keys(key_file.parent, names, curation_params.dedup.num_bands) is None
+    engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    assert read_outputs(tmp_path / "v2") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
+    assert engine._unit_keys(key_file.parent, names, curation_params.dedup.num_bands) is not None  # written again
+
+
 def test_an_output_edited_in_place_is_not_linked_into_the_next_corpus(corpus, curation_params, tmp_path):
     """Settled files are hard-linked into the outputs: rewriting an output part in place
     rewrites the kept settled file too. The next run sees its hash differ and settles the part

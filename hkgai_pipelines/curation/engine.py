@@ -576,7 +576,7 @@ class UnitPlan:
 def _complete_unit(folder: Path, listed: dict, num_bands: int) -> None:
     """Write the unit's UNIT_KEYS file from the part files `listed["parts"]` (one row group per
     part, in that order, a part read at a time), then UNIT_COMPLETE: `listed` with the parts'
-    row counts."""
+    row counts and the key file's SHA-256."""
     rows = []
     with atomic_path(folder / UNIT_KEYS) as temp, pq.ParquetWriter(temp, unit_keys_schema(num_bands)) as writer:
         for name in listed["parts"]:
@@ -588,8 +588,10 @@ def _complete_unit(folder: Path, listed: dict, num_bands: int) -> None:
             writer.write_table(keys.append_column("id_bucket", pa.array(buckets, pa.int32(), mask=~has_id)),
                                row_group_size=max(1, keys.num_rows))
             rows.append(keys.num_rows)
+        writer.close()
+        keys_sha256 = _file_sha256(temp)
     with atomic_path(folder / UNIT_COMPLETE) as temp:
-        temp.write_text(json.dumps({**listed, "rows": rows}), encoding="utf-8")
+        temp.write_text(json.dumps({**listed, "rows": rows, "keys_sha256": keys_sha256}), encoding="utf-8")
 
 
 def plan_units(units: list[InputUnit], params: CurationParams, batch_size: int, parts_dir: Path | None) -> UnitPlan:
@@ -809,10 +811,14 @@ def _collect_cached(work: _WorkFolders, keys: KeyStore, progress: _Progress, num
 
 
 def _unit_keys(folder: Path, parts: list[str], num_bands: int) -> pq.ParquetFile | None:
-    """The unit's UNIT_KEYS file when it holds one row group per listed part with that part's
-    row count (UNIT_COMPLETE's `rows`), else None."""
+    """The unit's UNIT_KEYS file when it is the file written (its SHA-256 in UNIT_COMPLETE:
+    Parquet checks no page by default, so a flipped bit would read back as other keys and
+    change the decisions) and holds one row group per listed part with that part's row count
+    (UNIT_COMPLETE's `rows`), else None."""
     try:
         listed = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))
+        if _file_sha256(folder / UNIT_KEYS) != listed["keys_sha256"]:
+            return None
         file = pq.ParquetFile(folder / UNIT_KEYS)
         metadata = file.metadata
         matches = (file.schema_arrow.equals(unit_keys_schema(num_bands))
