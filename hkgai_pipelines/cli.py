@@ -183,6 +183,15 @@ def curate(
     if report is not None and report.is_dir():
         console.print(f"[red]--report {escape(str(report))} is a folder: give a file name[/red]", soft_wrap=True)
         raise typer.Exit(2)
+    blocking = next((parent for parent in report.parents if parent.exists() and not parent.is_dir()), None) if report else None
+    if blocking is not None:
+        console.print(f"[red]--report {escape(str(report))}: {escape(str(blocking))} is a file, not a folder[/red]", soft_wrap=True)
+        raise typer.Exit(2)
+    for option, folder in (("--work-dir", work_dir), ("--parts-dir", parts_dir)):
+        if folder is not None and inputs and any(os.path.realpath(folder) == os.path.realpath(given) for given in inputs):
+            console.print(f"[red]{option} {escape(str(folder))} is an input folder: its part files would be read as "
+                          f"input; give another folder[/red]", soft_wrap=True)
+            raise typer.Exit(2)
     held = OutputVersions.holding(out)
     if held is not None:
         # Writing into a published version in place would change it under its readers and
@@ -207,6 +216,9 @@ def curate(
             # The output folder inside an input folder is not input: a second run would read
             # its own outputs and reject the real input as their duplicates.
             exclude = _output_folder_inside(out, inputs)
+            # The run's own part files are not input either: a parts folder inside the input
+            # was read back as input by the next run (a trial: 11 -> 43 -> 161 records).
+            exclude += [folder for folder in (work_dir, parts_dir) if folder is not None and _inside_input(folder, inputs)]
             units = file_units(inputs, source=source, licence=licence, max_record_bytes=params.max_record_bytes, exclude=exclude)
             # Said only when there is something to skip (not on a first run into its own input).
             if exclude and any(os.path.lexists(path) for path in exclude) and out.is_dir():
@@ -270,6 +282,13 @@ def _output_folder_inside(out: Path, inputs: list[Path]) -> list[Path]:
             continue
         return [out] if real_out != real else [real_out / name for name in OUTPUT_NAMES]
     return []
+
+
+def _inside_input(folder: Path, inputs: list[Path]) -> bool:
+    """Whether `folder` lies strictly inside one of the input folders (symlinks followed)."""
+    real_folder = Path(os.path.realpath(folder))
+    return any(real_folder != real and real_folder.is_relative_to(real) and real.is_dir()
+               for real in (Path(os.path.realpath(given)) for given in inputs))
 
 
 @app.command()

@@ -1,7 +1,13 @@
-"""params.yaml, parsed into typed parameter objects."""
+"""params.yaml, parsed into typed parameter objects.
+
+Every value is checked against its field's type (and a threshold against its range) when the
+file is read, so a wrong value stops a run with the key's name before any work, not with a
+traceback after hours of curation."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +18,71 @@ from hkgai_pipelines.curation.script import SCRIPT_ACTIONS
 from hkgai_pipelines.curation.langid import LANGUAGES
 
 
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _typed(value, default, key: str):
+    """`value` as the type of the field's default: int (no bool, no fraction), float (finite),
+    bool, str, a list or a mapping. Raises ValueError naming `key`."""
+    def wrong(kind: str):
+        return ValueError(f"{key}: {value!r} is not {kind}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise wrong("a whole number")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise wrong("a number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (list, tuple)):
+            raise wrong("a list")
+        return type(default)(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise wrong("a mapping")
+        return value
+    return value  # a field whose default is None takes what YAML gives (its loader checks it)
+
+
+def build(cls, data, where: str):
+    """An instance of the dataclass `cls` from a params.yaml mapping, each value checked by
+    `_typed` against its field's default; fields absent keep their defaults.
+
+    Raises ValueError naming `where` (e.g. "params.yaml: curation.dedup") for a value that is
+    not a mapping, an unknown key or a value of the wrong type."""
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: {data!r} is not a mapping of keys to values")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known {sorted(fields)}")
+    try:
+        return cls(**{name: value if value is None and "None" in str(fields[name].type)
+                      else _typed(value, _default(fields[name]), name) for name, value in data.items()})
+    except ValueError as error:
+        raise ValueError(f"{where}.{error}" if str(error).split(":")[0] in fields else f"{where}: {error}") from None
+
+
+def _check_share(owner: object, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name}: {value} is a share and must lie in [0, 1]")
+
+
 @dataclass(frozen=True)
 class DedupParams:
     threshold: float = 0.8
@@ -19,6 +90,16 @@ class DedupParams:
     num_bands: int = 16
     ngram: int = 3
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        # A Jaccard similarity: 0 would call every candidate a duplicate.
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold: {self.threshold} is a Jaccard similarity and must lie in (0, 1]")
+        for name in ("num_perm", "num_bands", "ngram"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: {getattr(self, name)} must be at least 1")
+        if self.num_perm % self.num_bands:
+            raise ValueError(f"num_perm: {self.num_perm} must be a multiple of num_bands ({self.num_bands})")
 
 
 @dataclass(frozen=True)
@@ -33,43 +114,105 @@ class CurationParams:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "params.yaml") -> "CurationParams":
+        """Raises ValueError naming the key for an unknown key, a wrong type or a value out of range."""
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"{where}: curation: {data!r} is not a mapping of keys to values")
         data = dict(data or {})
-        allowed = tuple(data.get("allowed_languages", cls.allowed_languages))
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(map(str, data)) - fields)
+        if unknown:
+            raise ValueError(f"{where}: curation: unknown keys {unknown}; known {sorted(fields)}")
+        allowed = data.get("allowed_languages", cls.allowed_languages)
+        if not isinstance(allowed, (list, tuple)):
+            raise ValueError(f"{where}: curation.allowed_languages: {allowed!r} is not a list")
+        allowed = tuple(allowed)
         bad = [lang for lang in allowed if lang not in LANGUAGES]
         if bad:
             raise ValueError(f"{where}: curation.allowed_languages has unknown {bad}; known {LANGUAGES}")
-        policy = dict(data.get("script_policy") or {})
+        policy = data.get("script_policy") or {}
+        if not isinstance(policy, dict):
+            raise ValueError(f"{where}: curation.script_policy: {policy!r} is not a mapping")
+        policy = dict(policy)
         bad_actions = {k: v for k, v in policy.items() if v not in SCRIPT_ACTIONS}
         if bad_actions:
             raise ValueError(f"{where}: curation.script_policy {bad_actions}: actions are {SCRIPT_ACTIONS}")
-        quality = dict(data.get("quality") or {})
-        if "max_top_ngram_fraction" in quality:
-            quality["max_top_ngram_fraction"] = {int(k): float(v) for k, v in quality["max_top_ngram_fraction"].items()}
-        try:
-            thresholds = QualityThresholds(**quality)
-            dedup = DedupParams(**(data.get("dedup") or {}))
-        except TypeError as error:
-            raise ValueError(f"{where}: {error}") from None
-        return cls(
+        quality = data.get("quality") or {}
+        if isinstance(quality, dict) and "max_top_ngram_fraction" in quality:
+            ngram_fractions = quality["max_top_ngram_fraction"]
+            try:
+                quality = quality | {"max_top_ngram_fraction": {int(k): float(v) for k, v in ngram_fractions.items()}}
+            except (AttributeError, TypeError, ValueError):
+                raise ValueError(f"{where}: curation.quality.max_top_ngram_fraction: {ngram_fractions!r} is not "
+                                 f"a mapping of n to a share") from None
+        thresholds = build(QualityThresholds, quality, f"{where}: curation.quality")
+        _within(lambda: _check_share(thresholds, "min_letter_ratio", "max_symbol_ratio", "max_digit_ratio",
+                                     "max_dup_line_fraction", "max_dup_line_char_fraction",
+                                     "max_boilerplate_line_fraction"), f"{where}: curation.quality")
+        if not all(0.0 <= share <= 1.0 for share in thresholds.max_top_ngram_fraction.values()):
+            raise ValueError(f"{where}: curation.quality.max_top_ngram_fraction: shares must lie in [0, 1]")
+        if not 0 <= thresholds.min_chars <= thresholds.max_chars:
+            raise ValueError(f"{where}: curation.quality: need 0 <= min_chars ({thresholds.min_chars}) <= max_chars "
+                             f"({thresholds.max_chars})")
+        dedup = build(DedupParams, data.get("dedup"), f"{where}: curation.dedup")
+        shares = data.get("min_language_share") or {}
+        if not isinstance(shares, dict):
+            raise ValueError(f"{where}: curation.min_language_share: {shares!r} is not a mapping")
+        shares = {str(k): _typed(v, 0.0, f"{where}: curation.min_language_share.{k}") for k, v in shares.items()}
+        params = cls(
             allowed_languages=allowed,
             script_policy=policy,
-            max_record_bytes=int(data.get("max_record_bytes", cls.max_record_bytes)),
-            max_replacement_char_share=float(data.get("max_replacement_char_share", cls.max_replacement_char_share)),
+            max_record_bytes=_typed(data.get("max_record_bytes", cls.max_record_bytes), 0, f"{where}: curation.max_record_bytes"),
+            max_replacement_char_share=_typed(data.get("max_replacement_char_share", cls.max_replacement_char_share),
+                                              0.0, f"{where}: curation.max_replacement_char_share"),
             quality=thresholds,
             dedup=dedup,
-            min_language_share={k: float(v) for k, v in (data.get("min_language_share") or {}).items()},
+            min_language_share=shares,
         )
+        if params.max_record_bytes < 1:
+            raise ValueError(f"{where}: curation.max_record_bytes: {params.max_record_bytes} must be at least 1")
+        _within(lambda: _check_share(params, "max_replacement_char_share"), f"{where}: curation")
+        bad_shares = {k: v for k, v in shares.items() if not 0.0 <= v <= 1.0}
+        if bad_shares:
+            raise ValueError(f"{where}: curation.min_language_share {bad_shares}: shares must lie in [0, 1]")
+        return params
+
+
+def _within(check, where: str) -> None:
+    """Runs `check`, naming `where` in the ValueError it raises."""
+    try:
+        check()
+    except ValueError as error:
+        raise ValueError(f"{where}.{error}") from None
 
 
 def load_params(path: Path) -> dict:
+    """params.yaml as a mapping of sections. Raises FileNotFoundError, or ValueError with the
+    file and line for text that is not YAML or not a mapping."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"parameters file not found: {path}")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the file holds {type(data).__name__} {data!r:.60}, not a mapping of sections "
+                         f"(curation:, rag:, ...)")
+    return data
 
 
 def load_curation_params(path: Path) -> CurationParams:
-    return CurationParams.from_dict(load_params(path).get("curation", {}), where=str(path))
+    """The `curation` section. Raises ValueError when the file has no such section: a parameters
+    file given for curation that names none would otherwise curate with the built-in defaults
+    without a word."""
+    data = load_params(path)
+    if "curation" not in data:
+        raise ValueError(f"{path} has no curation: section (sections: {sorted(map(str, data)) or 'none'})")
+    return CurationParams.from_dict(data["curation"], where=str(path))
 
 
 @dataclass(frozen=True)
@@ -85,12 +228,9 @@ class RagParams:
 
 
 def _load_section(path: Path, section: str, cls):
-    """One params.yaml section as its dataclass; an unknown or missing key names the section."""
-    data = load_params(path).get(section) or {}
-    try:
-        return cls(**data)
-    except TypeError as error:
-        raise ValueError(f"{path}: {section}: {error}") from None
+    """One params.yaml section as its dataclass (`build`); an unknown key or a wrong value names
+    the section."""
+    return build(cls, load_params(path).get(section), f"{path}: {section}")
 
 
 def load_rag_params(path: Path) -> RagParams:

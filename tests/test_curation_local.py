@@ -247,6 +247,9 @@ def test_hkgai_curate_usage_errors_are_one_line(corpus, tmp_path):
         # A trial: the version folder itself (through the versions folder) was written in place.
         ("curate", str(corpus), "--out", str(version)): "is the current version of a versioned output",
         ("curate", str(corpus), "--out", str(tmp_path / "afile")): "is a file: give a folder",
+        # A trial: said only "[Errno 17] File exists", and only after the whole run.
+        ("curate", str(corpus), "--out", str(tmp_path / "o"), "--report", str(tmp_path / "afile" / "r" / "run.json")):
+            "afile is a file, not a folder",
         ("curate", str(corpus), "--out", str(tmp_path / "o"), "--params", str(tmp_path / "none.yaml")): "parameters file not found",
         ("curate", "--out", str(tmp_path / "o")): "give input files/folders or --lake",
         ("curate", str(corpus), "--lake", str(tmp_path), "--out", str(tmp_path / "o")): "or --lake, not both",
@@ -259,6 +262,50 @@ def test_hkgai_curate_usage_errors_are_one_line(corpus, tmp_path):
     (tmp_path / "empty").mkdir()
     empty = runner.invoke(app, ["curate", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert empty.exit_code == 0 and "no input records" in empty.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: [", "is not YAML"),
+    ("- 1\n- 2", "not a mapping of sections"),
+    ("rag: {}", "has no curation: section"),
+    ("curation: 5", "curation: 5 is not a mapping"),
+    ("curation:\n  dedup: {threshold: abc}", "curation.dedup.threshold: 'abc' is not a number"),
+    ("curation:\n  dedup: {threshold: 5}", "curation.dedup.threshold: 5.0 is a Jaccard similarity and must lie in (0, 1]"),
+    ("curation:\n  dedup: {thresold: 0.7}", "curation.dedup: unknown keys ['thresold']"),
+    ("curation:\n  dedup: {num_perm: 100}", "curation.dedup.num_perm: 100 must be a multiple of num_bands (16)"),
+    ("curation:\n  quality: {min_chars: 2.5}", "curation.quality.min_chars: 2.5 is not a whole number"),
+    ("curation:\n  quality: {max_digit_ratio: 3}", "curation.quality.max_digit_ratio: 3.0 is a share"),
+    ("curation:\n  allowed_languages: en", "curation.allowed_languages: 'en' is not a list"),
+    ("curation:\n  max_record_bytes: true", "curation.max_record_bytes: True is not a whole number"),
+])
+def test_hkgai_curate_names_the_bad_parameter_before_any_work(corpus, tmp_path, text, message):
+    """A fresh-user trial: these ended in tracebacks (`threshold: abc` after every step had
+    run) or were accepted (`threshold: 5`, a file without `curation:` curating on defaults)."""
+    (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "o"), "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_parts_folder_inside_the_input_is_not_read_as_input(corpus, tmp_path):
+    """A fresh-user trial: `--parts-dir` inside the input folder was read back as input by the
+    next run (11 -> 43 -> 161 input records over three runs)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(corpus, data)
+    runner = CliRunner()
+    outputs = []
+    for run in range(3):
+        result = runner.invoke(app, ["curate", str(data), "--out", str(tmp_path / f"out{run}"),
+                                     "--parts-dir", str(data / "parts"), "--work-dir", str(data / "work")])
+        assert result.exit_code == 0, result.output
+        outputs.append(read_outputs(tmp_path / f"out{run}"))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert json.loads((tmp_path / "out2" / "stats.json").read_text())["input_records"] == \
+        json.loads((tmp_path / "out0" / "stats.json").read_text())["input_records"]
+    same = runner.invoke(app, ["curate", str(data), "--out", str(tmp_path / "o"), "--parts-dir", str(data)])
+    assert same.exit_code == 2 and "--parts-dir" in same.output and "is an input folder" in same.output, same.output
 
 
 def test_hkgai_curate_on_a_full_disk_says_so_in_one_line(corpus, tmp_path, monkeypatch):
@@ -276,8 +323,8 @@ def test_hkgai_curate_on_a_full_disk_says_so_in_one_line(corpus, tmp_path, monke
     assert not (tmp_path / "out" / "stats.json").exists()
     # A report that cannot be written after the outputs were: said so, not "stopped".
     monkeypatch.setattr(engine, "settle_part", real)
-    (tmp_path / "afile").write_text("x", encoding="utf-8")
-    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "out"), "--report", str(tmp_path / "afile" / "run.json")])
+    monkeypatch.setattr(engine.EngineRun, "to_report", full)  # the disk filled after the outputs
+    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "out"), "--report", str(tmp_path / "run.json")])
     assert result.exit_code == 1 and "the outputs are written, the report is not" in result.output, result.output
     assert (tmp_path / "out" / "stats.json").exists() and "Traceback" not in result.output
 
