@@ -395,28 +395,95 @@ def _exact_links(exact: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.
     return orders[linked], orders[representative[linked]]
 
 
+class NarrowKeys:
+    """Sorted, distinct int64 keys held in 4 bytes each where they allow it (else as given).
+
+    Each key is split at bit `shift`: the distinct high parts are kept once (`highs`, sorted)
+    and the key becomes (rank of its high part) << shift | its low part, a uint32 that sorts as
+    the key does. Order keys (`inputs.order_key`, unit << 40 | position) have few distinct high
+    parts: the 1 GiB run's 10.8 million candidates in 8 files have 8 at shift 28. The largest
+    shift whose ranks fit in 32 bits is taken; keys too spread for any stay int64."""
+
+    #: Shifts tried, largest first (a larger shift has fewer high parts to keep).
+    SHIFTS = (28, 24, 20, 16, 12, 8)
+    #: Keys converted at a time: bounds the int64 temporaries of the conversion.
+    CHUNK = 1 << 20
+
+    def __init__(self, keys: np.ndarray):
+        """`keys`: int64, sorted and distinct. Not kept: the caller may free them."""
+        self.shift, self.highs = None, None
+        for shift in self.SHIFTS if len(keys) else ():
+            highs = self._distinct_highs(keys, shift)
+            if len(highs) << shift <= 1 << 32:
+                self.shift, self.highs = shift, highs
+                break
+        if self.shift is None:
+            self.values = keys
+            return
+        self._mask = np.int64((1 << self.shift) - 1)
+        self.values = np.empty(len(keys), dtype=np.uint32)
+        for start in range(0, len(keys), self.CHUNK):
+            self.values[start:start + self.CHUNK] = self._narrow(keys[start:start + self.CHUNK])[0]
+
+    @classmethod
+    def _distinct_highs(cls, keys: np.ndarray, shift: int) -> np.ndarray:
+        parts, last = [], None
+        for start in range(0, len(keys), cls.CHUNK):
+            high = keys[start:start + cls.CHUNK] >> shift
+            first = np.r_[last is None or high[0] != last, high[1:] != high[:-1]]
+            parts.append(high[first])
+            last = high[-1]
+        return np.concatenate(parts)
+
+    def _narrow(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(uint32 values of `keys`, bool: whether each key's high part is one of `highs`)."""
+        high = keys >> self.shift
+        rank = np.minimum(np.searchsorted(self.highs, high), len(self.highs) - 1)
+        known = self.highs[rank] == high
+        return (rank.astype(np.uint32) << np.uint32(self.shift)) | (keys & self._mask).astype(np.uint32), known
+
+    def positions(self, keys: np.ndarray) -> np.ndarray:
+        """Position (int64) of each of `keys` (int64) among the keys. Raises ValueError for
+        one that is not among them."""
+        keys = np.asarray(keys, dtype=np.int64)
+        known = np.ones(len(keys), dtype=bool)
+        if self.shift is not None and len(keys):
+            keys, known = self._narrow(keys)
+        positions = np.searchsorted(self.values, keys)  # same dtypes: the values are not copied
+        if len(keys) and (not len(self.values) or not known.all()
+                          or not np.array_equal(self.values[np.minimum(positions, len(self.values) - 1)], keys)):
+            raise ValueError("an edge joins a record that is not a candidate")
+        return positions
+
+    def wide(self, values: np.ndarray) -> np.ndarray:
+        """The int64 keys of `values` (some of `self.values`)."""
+        if self.shift is None:
+            return values
+        return (self.highs[values >> np.uint32(self.shift)] << self.shift) | (values & np.uint32(self._mask)).astype(np.int64)
+
+
 class Components:
     """Connected components of the candidates, fed edges one batch at a time (union-find on
-    numpy arrays). Memory: 12 bytes per node (its root, as an int32 position while the nodes
-    fit, and its best edge similarity, float64) plus the nodes' order keys (8 bytes), however
-    many edges there are: a scipy graph of the 1 GiB run's 19.9 million edges held the edges
-    and two sparse copies of them at once.
+    numpy arrays). Memory: 12 bytes per node (its order key, 4 bytes as `NarrowKeys`; its
+    root, as an int32 position while the nodes fit; its best edge similarity, float32 while
+    every similarity given is exactly a float32, as MinHash's k/num_perm estimates with
+    num_perm a power of two are, float64 from the first that is not), however many edges
+    there are: a scipy graph of the 1 GiB run's 19.9 million edges held the edges and two
+    sparse copies of them at once.
 
     Each link hangs the larger of two roots under the smaller, so a component's root is its
     smallest position: with `nodes` sorted, the first record of the component in order."""
 
     def __init__(self, nodes: np.ndarray):
-        """`nodes`: int64 order keys, sorted and distinct; every edge joins two of them."""
-        self.nodes = nodes
+        """`nodes`: int64 order keys, sorted and distinct; every edge joins two of them. Not
+        kept (`NarrowKeys`): the caller may free them."""
+        self.keys = NarrowKeys(nodes)
         self._index = np.int32 if len(nodes) < np.iinfo(np.int32).max else np.int64
         self.parent = np.arange(len(nodes), dtype=self._index)
-        self.best = np.zeros(len(nodes))
+        self.best = np.zeros(len(nodes), dtype=np.float32)
 
     def _positions(self, orders: np.ndarray) -> np.ndarray:
-        positions = np.searchsorted(self.nodes, orders).astype(self._index)
-        if len(orders) and (not len(self.nodes) or not np.array_equal(self.nodes[np.minimum(positions, len(self.nodes) - 1)], orders)):
-            raise ValueError("an edge joins a record that is not a candidate")
-        return positions
+        return self.keys.positions(orders).astype(self._index)
 
     def _roots(self, positions: np.ndarray) -> np.ndarray:
         roots = self.parent[positions]
@@ -459,6 +526,13 @@ class Components:
         anything ends with a pass over every node (a few milliseconds per million nodes)."""
         a, b = self._positions(a), self._positions(b)
         if similarity is not None:
+            similarity = np.asarray(similarity, dtype=np.float64)
+            if self.best.dtype == np.float32:
+                narrow = similarity.astype(np.float32)
+                if np.array_equal(narrow, similarity):
+                    similarity = narrow
+                else:  # a similarity float32 would round: every one is held exactly from here on
+                    self.best = self.best.astype(np.float64)
             for ends in (a, b):
                 np.maximum.at(self.best, ends, similarity)
         hooked_any = False
@@ -480,19 +554,25 @@ class Components:
     def dropped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(order keys of the nodes that are not their component's first, by order (int64);
         for each, the position of that first record among `kept` (int32, or int64 past 2**31
-        nodes); each one's best similarity (float64); `kept`, the order keys of the first
-        records of components with more than one node, by order (int64)). Call once: it
-        gives the roots' memory up to the ranks."""
+        nodes); each one's best similarity (float32, or float64 when one given was not exactly
+        a float32); `kept`, the order keys of the first records of components with more than
+        one node, by order (int64)). Call once: it gives the roots' memory up to the ranks.
+        Boolean masks, not index arrays: 1 byte a node where an int64 index takes 8."""
         self._flatten()
-        dropped = np.flatnonzero(self.parent != np.arange(len(self.parent), dtype=self._index))
-        roots = self.parent[dropped]
+        moved = self.parent != np.arange(len(self.parent), dtype=self._index)
+        roots = self.parent[moved]
+        dropped_orders, best = self.keys.wide(self.keys.values[moved]), self.best[moved]
+        del moved
         # A root's position among the kept roots, by a running count over the nodes: no sort
         # of the dropped records' roots (millions at 1 GiB of input).
         is_kept = np.zeros(len(self.parent), dtype=bool)
         is_kept[roots] = True
-        self.parent = None  # no longer needed: its memory goes to the ranks
-        rank = np.cumsum(is_kept, dtype=self._index) - 1
-        return self.nodes[dropped], rank[roots], self.best[dropped], self.nodes[is_kept]
+        self.parent = self.best = None  # no longer needed: their memory goes to the ranks
+        rank = np.cumsum(is_kept, dtype=self._index)
+        rank -= 1
+        cluster = rank[roots]
+        del rank, roots
+        return dropped_orders, cluster, best, self.keys.wide(self.keys.values[is_kept])
 
 
 def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) -> DuplicateDecisions:
@@ -502,7 +582,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     `threshold`: estimated Jaccard similarity at which two records are near-duplicates
     (params.yaml `curation.dedup.threshold`). `verify` computes the similarity of candidate
     pairs where the signatures are; it is called once per range of pairs. Memory: the
-    store's budget for the ranges, 20 bytes per candidate for the components, and arrays of
+    store's budget for the ranges, 12 bytes per candidate for the components, and arrays of
     the duplicates found (repeated ids, exact duplicates, the dropped records' verdicts);
     the verified pairs are joined into the components range by range, never held. Raises
     what `verify` raises, and ValueError when a candidate has no id.
@@ -576,20 +656,25 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     dropped_orders, dropped_cluster, best, kept_orders = components.dropped()
     del components
     logger.info("dedup: %d dropped, %d kept records of clusters; verdicts", len(dropped_orders), len(kept_orders))
-    kept_of_dropped = kept_orders[dropped_cluster]
-    # The verdicts, computed over the dropped records only.
-    is_member = _members_of(exact_member, dropped_orders)
-    rep_of = dropped_orders.copy()  # a representative is its own
-    rep_of[is_member] = exact_rep[np.searchsorted(exact_member, dropped_orders[is_member])]
-    dropped_exact = is_member & (rep_of == kept_of_dropped)
-    # An exact copy of its cluster's kept record: 1.0; otherwise the best similarity of its
-    # representative (itself when it is one), which is dropped too unless it is the kept one.
-    rep_best = np.zeros(len(rep_of))
-    if len(rep_of):
-        at = np.minimum(np.searchsorted(dropped_orders, rep_of), len(dropped_orders) - 1)
-        rep_best = np.where(dropped_orders[at] == rep_of, best[at], 0.0)
-    dropped_similarity = np.where(dropped_exact, 1.0, rep_best)
-    del best, rep_of, is_member, rep_best, kept_of_dropped
+    # The verdicts. A dropped record's similarity is its own best verified similarity, unless
+    # it is an exact copy (a member of an exact group, whose representative stood for it in
+    # the pairs): then 1.0 when the representative is its cluster's kept record, and otherwise
+    # the representative's best (the representative is then dropped too). Exact members are
+    # few, so the work beyond one float64 copy of the similarities is over them alone.
+    dropped_similarity = best.astype(np.float64)
+    del best
+    dropped_exact = np.zeros(len(dropped_orders), dtype=bool)
+    members = np.flatnonzero(_members_of(exact_member, dropped_orders))
+    reps = exact_rep[np.searchsorted(exact_member, dropped_orders[members])]
+    exact = reps == kept_orders[dropped_cluster[members]]
+    dropped_exact[members[exact]] = True
+    inexact, reps = members[~exact], reps[~exact]
+    if len(inexact):
+        at = np.minimum(np.searchsorted(dropped_orders, reps), len(dropped_orders) - 1)
+        # Representatives are never members, so their similarities are still their own here.
+        dropped_similarity[inexact] = np.where(dropped_orders[at] == reps, dropped_similarity[at], 0.0)
+    dropped_similarity[members[exact]] = 1.0
+    del members, reps, exact, inexact
     logger.info("dedup: the kept records' ids")
     kept_id_bytes, kept_id_offsets = _ids_of(keys, kept_orders)
     return DuplicateDecisions(
