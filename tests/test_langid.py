@@ -108,6 +108,28 @@ def test_code_switching_stays_mixed(identifier, text):
     assert identifier.identify(text).lang == "mixed"
 
 
+@pytest.mark.parametrize("text, lang", [
+    # A Chinese frame around long English words: few Han letters, but most of the words.
+    ("佢個 personality 好 outgoing", "mixed"),
+    ("我哋 team 嘅 presentation", "mixed"),
+    # An English sentence naming a place or quoting a word stays English.
+    ("I live in 旺角 near the MTR station", "en"),
+    ("The word 佢 means he or she in Cantonese", "en"),
+])
+def test_a_chinese_frame_around_english_words_is_mixed(identifier, text, lang):
+    assert identifier.identify(text).lang == lang
+
+
+@pytest.mark.parametrize("text, lang", [
+    # The SWC side of pairs whose Cantonese side is a feature (聽日, 琴日 / 多謝, 唔該).
+    ("大厦明天上午停电。", "zh-hans"),
+    ("文件已经收好，谢谢。", "zh-hans"),
+    ("文件已經收好，多謝。", "yue"),
+])
+def test_day_words_and_thanks_mark_their_variety(identifier, text, lang):
+    assert identifier.identify(text).lang == lang
+
+
 @pytest.mark.parametrize(
     "text", ["THE MTR WILL RUN EXTRA TRAINS TONIGHT", "PLEASE KEEP YOUR BELONGINGS WITH YOU", "ALL SCHOOLS ARE CLOSED TODAY"]
 )

@@ -144,7 +144,14 @@ class LanguageIdentifier:
         if hangul / letters > 0.3:
             return LanguageResult("other", hangul / letters)
         han_share = han / letters
-        if han_share < self.min_han_share:
+        # Counted in letters, an English word weighs five to ten Han characters, so a Chinese
+        # sentence frame around long English words ("佢個 personality 好 outgoing": 3 Han, 19
+        # Latin letters) read as English. Counted in words (a Han character is a word, as it
+        # is a morpheme), the Han side is the majority there: the sentence's frame is Chinese
+        # (the matrix language of Myers-Scotton's model) and the text is Chinese, or mixed.
+        # An English sentence naming a place ("I live in 旺角 near the MTR") stays English.
+        chinese_frame = self.use_model and han >= 2 and han > len(words)
+        if han_share < self.min_han_share and not chinese_frame:
             if latin / letters >= 0.5:
                 return self._latin_language(text)
             return LanguageResult("other", 1.0 - latin / letters)
