@@ -522,7 +522,7 @@ def index_rollback(to: Annotated[str | None, typer.Option("--to", help="version 
     sys.stdout.write(f"{store_resource.alias}: {previous} -> {current}\n")
 
 
-corpus_app = typer.Typer(help="The cleaned corpus: list its versions, roll back to an earlier one.")
+corpus_app = typer.Typer(help="The cleaned corpus: list its versions, roll back to an earlier one, restore the pulled one.")
 app.add_typer(corpus_app, name="corpus")
 
 
@@ -583,6 +583,43 @@ def corpus_rollback(to: Annotated[str | None, typer.Option("--to", help="version
         raise typer.Exit(1) from None
     dvc = f"cleaned.dvc records {target.name}" if record else "no DVC record logged for it: cleaned.dvc unchanged"
     sys.stdout.write(f"cleaned: {previous.name if previous else None} -> {target.name}; {dvc}\n")
+
+
+@corpus_app.command("restore")
+def corpus_restore() -> None:
+    """After `dvc pull cleaned.dvc` into a lake that has the version folder but not the
+    `cleaned` link (a fresh checkout, a training node): make the version cleaned.dvc records
+    current, logged with that DVC record, so readers, `corpus list` and `corpus rollback` see
+    it. Refuses when a version is current already (see rollback), when cleaned.dvc names no
+    version, or when the folder it names is not there complete (pull first)."""
+    import yaml
+
+    from hkgai_pipelines.curation.versions import COMPLETE_MARKER, OutputVersions, PublishBusyError
+
+    lake_dir = _settings().lake_dir
+    versions = OutputVersions(lake_dir, "cleaned")
+    pointer = lake_dir / "cleaned.dvc"
+    try:
+        if versions.current() is not None:
+            raise ValueError(f"{versions.link} is current already ({versions.current().name}): use hkgai corpus rollback --to")
+        try:
+            record = yaml.safe_load(pointer.read_text(encoding="utf-8"))
+            path = Path(record["outs"][0]["path"])
+        except FileNotFoundError:
+            raise ValueError(f"no {pointer}: nothing records a version to restore") from None
+        except (yaml.YAMLError, KeyError, IndexError, TypeError):
+            raise ValueError(f"{pointer} is not a DVC record of one output") from None
+        if path.parent.as_posix() != versions.folder.name or not path.name:
+            raise ValueError(f"{pointer} records {path.as_posix()}, not a version in {versions.folder.name}/")
+        version = versions.folder / path.name
+        if not (version / COMPLETE_MARKER).is_file():
+            raise ValueError(f"{version} is not there complete: run `dvc pull cleaned.dvc` in {lake_dir} first")
+        with versions.lock():
+            versions.make_current(version, record)
+    except (ValueError, PublishBusyError) as error:
+        console.print(str(error), style="red", soft_wrap=True, markup=False)
+        raise typer.Exit(1) from None
+    sys.stdout.write(f"cleaned: -> {version.name} (the version cleaned.dvc records)\n")
 
 
 @app.command()

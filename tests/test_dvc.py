@@ -1,5 +1,6 @@
 """The DVC stage and the asset share one implementation; `dvc repro` reproduces the corpus."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -145,3 +146,47 @@ def test_dvc_repro_reproduces_the_curation(tmp_path):
     stats = yaml.safe_load((work / "data" / "cleaned" / "stats.json").read_text())
     assert stats["input_records"] == stats["kept"] + stats["rejected"] + stats["quarantined"]
     assert (work / "dvc.lock").exists()
+
+
+def test_a_pulled_corpus_is_made_current_by_corpus_restore(tmp_path, monkeypatch):
+    """`dvc pull cleaned.dvc` into a new lake brings the version folder back but not the
+    `cleaned` link or the log of published versions (a fresh-user trial): `hkgai corpus
+    restore` makes the pulled version current with its DVC record."""
+    from typer.testing import CliRunner
+
+    from hkgai_pipelines.cli import app
+    from hkgai_pipelines.curation.versions import OutputVersions
+
+    repo, remote = tmp_path / "lake", str(tmp_path / "remote")
+    versions = OutputVersions(repo, "cleaned")
+    for kept in (1, 2):
+        version = versions.new_version()
+        (version / "stats.json").write_text(json.dumps({"kept": kept, "rejected": 0, "quarantined": 0}))
+        target = f"cleaned.versions/{version.name}"
+        versioning.track_and_push(repo, target, remote)
+        record = versioning.read_record(repo, target)
+        versions.make_current(version, record)
+        versioning.point(repo, "cleaned", target, record)
+
+    fresh = tmp_path / "home" / "lake"
+    fresh.mkdir(parents=True)
+    shutil.copytree(repo / ".dvc", fresh / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    shutil.copy(repo / "cleaned.dvc", fresh / "cleaned.dvc")
+    # The local remote is recorded relative to the lake; a new checkout names it as it sees it.
+    subprocess.run([*versioning.dvc_command(), "remote", "modify", "lake", "url", remote], cwd=fresh, check=True)
+    monkeypatch.setenv("HKGAI_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    early = runner.invoke(app, ["corpus", "restore"])
+    assert early.exit_code == 1 and "run `dvc pull cleaned.dvc`" in early.output, early.output
+    subprocess.run([*versioning.dvc_command(), "pull", "cleaned.dvc"], cwd=fresh, check=True, capture_output=True)
+    restored = OutputVersions(fresh, "cleaned")
+    assert restored.current() is None and restored.versions() == [restored.folder / version.name]
+
+    result = runner.invoke(app, ["corpus", "restore"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"cleaned: -> {version.name} (the version cleaned.dvc records)\n"
+    assert json.loads((fresh / "cleaned" / "stats.json").read_text())["kept"] == 2
+    listed = runner.invoke(app, ["corpus", "list"])
+    assert listed.stdout == f"* {version.name}  published  2 kept, 0 rejected, 0 quarantined  dvc {versioning.recorded_md5(repo, 'cleaned')}\n"
+    again = runner.invoke(app, ["corpus", "restore"])
+    assert again.exit_code == 1 and "is current already" in again.output
