@@ -198,6 +198,7 @@ def measure(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, p
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_to, text=True)
     peaks: dict[tuple[int, float], int] = {}
     names: dict[tuple[int, float], str] = {}
+    cpu: dict[tuple[int, float], float] = {}  # CPU seconds (user + system), the last seen
     samples: list[tuple[float, int]] = []
     done = threading.Event()
 
@@ -216,6 +217,11 @@ def measure(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, p
                     continue
                 hwm, rss = _memory(member.pid)
                 peaks[key] = max(peaks.get(key, 0), hwm)
+                try:
+                    times = member.cpu_times()
+                    cpu[key] = times.user + times.system
+                except psutil.NoSuchProcess:
+                    pass
                 if key not in names:
                     names[key] = _process_name(member)
                 total += rss
@@ -235,11 +241,15 @@ def measure(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, p
         raise RuntimeError(f"{mode} run failed ({process.returncode}):\n{stderr[-3000:]}")
     report = json.loads(lines[-1][len("RESULT "):])
     by_name: dict[str, list[int]] = {}
+    cpu_by_name: dict[str, float] = {}
     for key, peak in peaks.items():
         by_name.setdefault(names.get(key, "?"), []).append(peak)
+    for key, seconds in cpu.items():
+        cpu_by_name[names.get(key, "?")] = cpu_by_name.get(names.get(key, "?"), 0.0) + seconds
     report.update(peak_rss_sum=sum(peaks.values()), peak_rss_at_once=max((rss for _, rss in samples), default=0),
                   processes=len(peaks), samples=samples, phase_peaks=_phase_peaks(samples, report),
-                  peak_by_process={name: (len(values), sum(values)) for name, values in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))})
+                  peak_by_process={name: (len(values), sum(values)) for name, values in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))},
+                  cpu_by_process=dict(sorted(cpu_by_name.items(), key=lambda kv: -kv[1])))
     return report
 
 
@@ -349,6 +359,11 @@ def main() -> None:
                       + (f"; {runs[0]['cached_units']} of its units taken from the parts folder" if runs[0].get("cached_units") else ""))
                 print(f"  {name}, first run's peak RSS by process: " + ", ".join(
                     f"{what} x{count} {total / 2**20:,.0f} MiB" for what, (count, total) in runs[0]["peak_by_process"].items()))
+                # Where the cores went (sampled every SAMPLE_SECONDS, so a process shorter than
+                # that may be missing): with 2 workers, how much the driver and Ray's own
+                # processes took beside the workers.
+                print(f"  {name}, first run's CPU seconds by process: " + ", ".join(
+                    f"{what} {seconds:,.1f}" for what, seconds in runs[0]["cpu_by_process"].items()))
             phases = {name: runs[0].get("phases") for name, runs in rows.items() if runs[0].get("phases")}
             for name, phase in phases.items():
                 print(f"  {name}, first run's phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phase.items())

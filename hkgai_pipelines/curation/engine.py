@@ -15,7 +15,7 @@ than one batch of records; the driver spills the small per-record keys it gather
 (`dedup.KeyStore`: ids, exact keys, LSH band hashes) to the staging folder by hash bucket and
 decides one range of buckets at a time within DECIDE_MEMORY_BYTES, and pair verification
 spills within the same budget (`pair_join`). What still grows is
-the components (20 bytes a candidate) and what was found: the repeated ids, exact duplicates
+the components (12 bytes a candidate) and what was found: the repeated ids, exact duplicates
 and the dropped records' verdicts. Three phases, with the
 corpus-wide decisions on the driver between them (on Ray, two Ray Data jobs, and Ray tasks
 for the pair verification's routing):
@@ -909,6 +909,13 @@ def _batches(units: list[InputUnit], batch_size: int, by_unit: bool = False) -> 
         yield pa.concat_tables(pending)
 
 
+#: Batches (part files) a steps task on Ray processes, one after the other. Ray Data dispatches
+#: the next task a moment after one ends: with one batch a task (~0.3 s of steps) the two
+#: workers of a 2-core machine idled a third of the time; with 8 the steps phase of 10 MiB
+#: took 29.3 s against 31.5 s with 4 and 41.5 s on one worker (`benchmarks/curation_scale.py`).
+BATCHES_PER_TASK = 8
+
+
 def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolders, workers: int, batch_size: int):
     import ray
     import ray.data
@@ -918,7 +925,10 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
 
     # 1. read + steps. Reading is light (decoding, JSON) next to the steps, and takes no CPU
     # slot of its own, so that `workers` steps tasks always run; a bounded number of reading
-    # tasks keeps what waits in the object store bounded.
+    # tasks keeps what waits in the object store bounded. A reading task's batches reach the
+    # steps re-cut into blocks of BATCHES_PER_TASK batches (streaming, no barrier): Ray Data
+    # joins what one task yields into blocks of up to 128 MiB, and a steps task takes a whole
+    # block, so a corpus in one file (the 10 MiB benchmark's) was one task on one worker.
     started = time.perf_counter()
     keys, progress = _key_store(work, params), _Progress()
     _collect_cached(work, keys, progress, params.dedup.num_bands)
@@ -927,6 +937,7 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
         processed = (
             units_ds.map_batches(_read_units, batch_size=1, batch_format="pyarrow", fn_kwargs={"batch_size": batch_size},
                                  compute=pool, num_cpus=0)
+            .repartition(target_num_rows_per_block=batch_size * BATCHES_PER_TASK)
             .map_batches(_process_batch, batch_size=batch_size, batch_format="pyarrow",
                          fn_kwargs={"params_blob": pickle.dumps(params), "steps_dir": str(work.steps), "unit_folders": work.plan.folders},
                          compute=pool)
