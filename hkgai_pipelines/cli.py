@@ -183,6 +183,11 @@ def curate(
     if report is not None and report.is_dir():
         console.print(f"[red]--report {escape(str(report))} is a folder: give a file name[/red]", soft_wrap=True)
         raise typer.Exit(2)
+    if report is not None and inputs and (any(os.path.realpath(report) == os.path.realpath(given) for given in inputs)
+                                          or _inside_input(report, inputs)):
+        # A trial: `--report in/a.jsonl` replaced an input file with the report.
+        console.print(f"[red]--report {escape(str(report))} is in the input: give a path outside it[/red]", soft_wrap=True)
+        raise typer.Exit(2)
     blocking = next((parent for parent in report.parents if parent.exists() and not parent.is_dir()), None) if report else None
     if blocking is not None:
         console.print(f"[red]--report {escape(str(report))}: {escape(str(blocking))} is a file, not a folder[/red]", soft_wrap=True)
@@ -594,22 +599,28 @@ def corpus_restore() -> None:
     version, or when the folder it names is not there complete (pull first)."""
     import yaml
 
-    from hkgai_pipelines.curation.versions import COMPLETE_MARKER, OutputVersions, PublishBusyError
+    from hkgai_pipelines.curation.versions import COMPLETE_MARKER, VERSION_PREFIX, OutputVersions, PublishBusyError
 
     lake_dir = _settings().lake_dir
     versions = OutputVersions(lake_dir, "cleaned")
     pointer = lake_dir / "cleaned.dvc"
     try:
-        if versions.current() is not None:
-            raise ValueError(f"{versions.link} is current already ({versions.current().name}): use hkgai corpus rollback --to")
+        current = versions.current()
+        if current is not None and current.is_dir():
+            raise ValueError(f"{versions.link} is current already ({current.name}): use hkgai corpus rollback --to")
+        if os.path.lexists(versions.link) and not versions.link.is_symlink():
+            raise ValueError(f"{versions.link} is a file, not the link to a version: move it away first")
         try:
             record = yaml.safe_load(pointer.read_text(encoding="utf-8"))
             path = Path(record["outs"][0]["path"])
         except FileNotFoundError:
             raise ValueError(f"no {pointer}: nothing records a version to restore") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"{pointer} cannot be read: {error}") from None
         except (yaml.YAMLError, KeyError, IndexError, TypeError):
             raise ValueError(f"{pointer} is not a DVC record of one output") from None
-        if path.parent.as_posix() != versions.folder.name or not path.name:
+        # A version's name, nothing else: "cleaned.versions/.." named the lake itself.
+        if path.parent.as_posix() != versions.folder.name or not path.name.startswith(VERSION_PREFIX):
             raise ValueError(f"{pointer} records {path.as_posix()}, not a version in {versions.folder.name}/")
         version = versions.folder / path.name
         if not (version / COMPLETE_MARKER).is_file():

@@ -100,6 +100,8 @@ class DedupParams:
                 raise ValueError(f"{name}: {getattr(self, name)} must be at least 1")
         if self.num_perm % self.num_bands:
             raise ValueError(f"num_perm: {self.num_perm} must be a multiple of num_bands ({self.num_bands})")
+        if not 0 <= self.seed < 2**64:  # the MinHash library takes an unsigned 64-bit seed
+            raise ValueError(f"seed: {self.seed} must lie in [0, 2**64)")
 
 
 @dataclass(frozen=True)
@@ -126,37 +128,45 @@ class CurationParams:
         if not isinstance(allowed, (list, tuple)):
             raise ValueError(f"{where}: curation.allowed_languages: {allowed!r} is not a list")
         allowed = tuple(allowed)
+        if not allowed:
+            raise ValueError(f"{where}: curation.allowed_languages is empty: every record would be rejected")
         bad = [lang for lang in allowed if lang not in LANGUAGES]
         if bad:
             raise ValueError(f"{where}: curation.allowed_languages has unknown {bad}; known {LANGUAGES}")
-        policy = data.get("script_policy") or {}
-        if not isinstance(policy, dict):
-            raise ValueError(f"{where}: curation.script_policy: {policy!r} is not a mapping")
-        policy = dict(policy)
+        policy = _mapping(data, "script_policy", where)
+        # Keys are languages, and yue-hans (Cantonese in Simplified characters, script.py):
+        # a misspelt key would leave its language unconverted without a word.
+        unknown_policy = sorted(set(map(str, policy)) - {*LANGUAGES, "yue-hans"})
+        if unknown_policy:
+            raise ValueError(f"{where}: curation.script_policy: unknown languages {unknown_policy}; known {[*LANGUAGES, 'yue-hans']}")
         bad_actions = {k: v for k, v in policy.items() if v not in SCRIPT_ACTIONS}
         if bad_actions:
             raise ValueError(f"{where}: curation.script_policy {bad_actions}: actions are {SCRIPT_ACTIONS}")
-        quality = data.get("quality") or {}
-        if isinstance(quality, dict) and "max_top_ngram_fraction" in quality:
+        quality = _mapping(data, "quality", where)
+        if "max_top_ngram_fraction" in quality:
             ngram_fractions = quality["max_top_ngram_fraction"]
-            try:
-                quality = quality | {"max_top_ngram_fraction": {int(k): float(v) for k, v in ngram_fractions.items()}}
-            except (AttributeError, TypeError, ValueError):
+            # quality.py scores the top 2-, 3- and 4-gram fractions (Gopher's n).
+            if not isinstance(ngram_fractions, dict) or not set(ngram_fractions) <= {2, 3, 4} or any(
+                    isinstance(k, bool) or isinstance(v, bool) or not isinstance(v, (int, float)) for k, v in ngram_fractions.items()):
                 raise ValueError(f"{where}: curation.quality.max_top_ngram_fraction: {ngram_fractions!r} is not "
-                                 f"a mapping of n to a share") from None
+                                 f"a mapping of n (2, 3 or 4) to a share")
+            quality = quality | {"max_top_ngram_fraction": {int(k): float(v) for k, v in ngram_fractions.items()}}
         thresholds = build(QualityThresholds, quality, f"{where}: curation.quality")
         _within(lambda: _check_share(thresholds, "min_letter_ratio", "max_symbol_ratio", "max_digit_ratio",
                                      "max_dup_line_fraction", "max_dup_line_char_fraction",
                                      "max_boilerplate_line_fraction"), f"{where}: curation.quality")
         if not all(0.0 <= share <= 1.0 for share in thresholds.max_top_ngram_fraction.values()):
             raise ValueError(f"{where}: curation.quality.max_top_ngram_fraction: shares must lie in [0, 1]")
+        if thresholds.repetition_min_tokens < 0:
+            raise ValueError(f"{where}: curation.quality.repetition_min_tokens: {thresholds.repetition_min_tokens} must be at least 0")
         if not 0 <= thresholds.min_chars <= thresholds.max_chars:
             raise ValueError(f"{where}: curation.quality: need 0 <= min_chars ({thresholds.min_chars}) <= max_chars "
                              f"({thresholds.max_chars})")
         dedup = build(DedupParams, data.get("dedup"), f"{where}: curation.dedup")
-        shares = data.get("min_language_share") or {}
-        if not isinstance(shares, dict):
-            raise ValueError(f"{where}: curation.min_language_share: {shares!r} is not a mapping")
+        shares = _mapping(data, "min_language_share", where)
+        unknown_shares = sorted(set(map(str, shares)) - set(LANGUAGES))
+        if unknown_shares:
+            raise ValueError(f"{where}: curation.min_language_share: unknown languages {unknown_shares}; known {list(LANGUAGES)}")
         shares = {str(k): _typed(v, 0.0, f"{where}: curation.min_language_share.{k}") for k, v in shares.items()}
         params = cls(
             allowed_languages=allowed,
@@ -177,6 +187,17 @@ class CurationParams:
         return params
 
 
+def _mapping(data: dict, key: str, where: str) -> dict:
+    """`data[key]` as a dict: absent or null is {}; anything else not a mapping (0, false, '',
+    a list) raises ValueError (`or {}` took those for {} without a word)."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: curation.{key}: {value!r} is not a mapping")
+    return value
+
+
 def _within(check, where: str) -> None:
     """Runs `check`, naming `where` in the ValueError it raises."""
     try:
@@ -191,10 +212,12 @@ def load_params(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"parameters file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file: give the parameters file (params.yaml)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not YAML: {error}") from None
+        raise ValueError(f"{path} is not YAML: {' '.join(str(error).replace('<unicode string>', str(path)).split())}") from None
     except UnicodeDecodeError as error:
         raise ValueError(f"{path} is not UTF-8 text: {error}") from None
     if data is None:

@@ -150,3 +150,33 @@ def test_corpus_commands_on_a_lake_from_before_versions_and_on_none(tmp_path, mo
     (lake / "cleaned" / "stats.json").write_text("{}")
     listed = runner.invoke(app, ["corpus", "list"])
     assert listed.exit_code == 0 and listed.stdout.startswith(f"* {lake / 'cleaned'} (a folder from before versions")
+
+
+def test_corpus_restore_takes_only_a_version_and_mends_a_dangling_link(tmp_path, monkeypatch):
+    """A fresh-user trial: `path: cleaned.versions/..` in cleaned.dvc made the lake itself the
+    current corpus; a dangling `cleaned` link was taken for a current version."""
+    import yaml
+
+    monkeypatch.setenv("HKGAI_HOME", str(tmp_path / "home"))
+    from hkgai_pipelines.settings import get_settings
+
+    lake = get_settings().lake_dir
+    version = lake / "cleaned.versions" / "v20261202T000000000000Z"
+    version.mkdir(parents=True)
+    (version / "stats.json").write_text(json.dumps({"kept": 3, "rejected": 0, "quarantined": 0}))
+    (lake / "stats.json").write_text("{}")
+    for path, message in (("cleaned.versions/..", "not a version in cleaned.versions/"),
+                          ("../../etc", "not a version in cleaned.versions/")):
+        (lake / "cleaned.dvc").write_text(yaml.safe_dump({"outs": [{"md5": "a" * 32 + ".dir", "path": path}]}))
+        refused = runner.invoke(app, ["corpus", "restore"])
+        assert refused.exit_code == 1 and message in refused.output and not (lake / "cleaned").exists(), refused.output
+    (lake / "cleaned.dvc").unlink()
+    (lake / "cleaned.dvc").mkdir()
+    refused = runner.invoke(app, ["corpus", "restore"])
+    assert refused.exit_code == 1 and "cannot be read" in refused.output and "Traceback" not in refused.output
+    (lake / "cleaned.dvc").rmdir()
+    (lake / "cleaned.dvc").write_text(yaml.safe_dump({"outs": [{"md5": "a" * 32 + ".dir", "path": f"cleaned.versions/{version.name}"}]}))
+    (lake / "cleaned").symlink_to("cleaned.versions/gone")
+    restored = runner.invoke(app, ["corpus", "restore"])
+    assert restored.exit_code == 0, restored.output
+    assert (lake / "cleaned").resolve() == version.resolve()

@@ -277,6 +277,13 @@ def test_hkgai_curate_usage_errors_are_one_line(corpus, tmp_path):
     ("curation:\n  quality: {max_digit_ratio: 3}", "curation.quality.max_digit_ratio: 3.0 is a share"),
     ("curation:\n  allowed_languages: en", "curation.allowed_languages: 'en' is not a list"),
     ("curation:\n  max_record_bytes: true", "curation.max_record_bytes: True is not a whole number"),
+    # A second trial: these ended in tracebacks after work had started, or were accepted.
+    ("curation:\n  dedup: {seed: -1}", "curation.dedup.seed: -1 must lie in [0, 2**64)"),
+    ("curation:\n  quality: {max_top_ngram_fraction: {2: 0.2, 5: 0.18}}", "is not a mapping of n (2, 3 or 4) to a share"),
+    ("curation:\n  script_policy: 0", "curation.script_policy: 0 is not a mapping"),
+    ("curation:\n  script_policy: {zh_hans: s2hk}", "curation.script_policy: unknown languages ['zh_hans']"),
+    ("curation:\n  min_language_share: {fr: 0.1}", "curation.min_language_share: unknown languages ['fr']"),
+    ("curation:\n  allowed_languages: []", "curation.allowed_languages is empty"),
 ])
 def test_hkgai_curate_names_the_bad_parameter_before_any_work(corpus, tmp_path, text, message):
     """A fresh-user trial: these ended in tracebacks (`threshold: abc` after every step had
@@ -306,6 +313,19 @@ def test_a_parts_folder_inside_the_input_is_not_read_as_input(corpus, tmp_path):
         json.loads((tmp_path / "out0" / "stats.json").read_text())["input_records"]
     same = runner.invoke(app, ["curate", str(data), "--out", str(tmp_path / "o"), "--parts-dir", str(data)])
     assert same.exit_code == 2 and "--parts-dir" in same.output and "is an input folder" in same.output, same.output
+    # A second trial: a later run without --parts-dir read the parts folder as input.
+    later = runner.invoke(app, ["curate", str(data), "--out", str(tmp_path / "later")])
+    assert later.exit_code == 0, later.output
+    assert read_outputs(tmp_path / "later")[0] == outputs[0][0]
+    quarantine = (tmp_path / "later" / "quarantine.jsonl").read_text(encoding="utf-8")
+    assert "a curation parts folder" in quarantine and "keys.parquet" not in quarantine
+    # ... and --report into the input replaced an input file with the report.
+    shard = next(path for path in sorted(data.rglob("*.jsonl")) if "parts" not in path.parts)
+    before = shard.read_bytes()
+    for report in (shard, data / "run.json"):
+        refused = runner.invoke(app, ["curate", str(data), "--out", str(tmp_path / "o"), "--report", str(report)])
+        assert refused.exit_code == 2 and "is in the input" in refused.output, refused.output
+    assert shard.read_bytes() == before
 
 
 def test_hkgai_curate_on_a_full_disk_says_so_in_one_line(corpus, tmp_path, monkeypatch):

@@ -101,6 +101,7 @@ from hkgai_pipelines.curation.pipeline import (
     write_stats,
 )
 from hkgai_pipelines.params import CurationParams
+from hkgai_pipelines.sources.files import CURATION_PARTS_MARKER
 from hkgai_pipelines.sources.lake import atomic_path, held_exclusively, write_quarantine
 from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
 
@@ -488,6 +489,8 @@ def _parts_locked(parts_dir: Path | None) -> Iterator[None]:
         return
     with held_exclusively(parts_dir, CurationBusy(f"another incremental curation with the parts folder {parts_dir} is running: "
                                                   "wait for it to finish, or use another parts folder")):
+        # Marks the folder for input walks (`sources.files`): never read as input.
+        (Path(parts_dir) / CURATION_PARTS_MARKER).touch()
         yield
 
 

@@ -183,6 +183,10 @@ def collect_inputs(paths: Iterable[Path], root: Path | None = None, exclude: Ite
 
 #: Names that mark a folder below a given input folder as `hkgai curate`'s outputs.
 CURATION_OUTPUT_MARKERS = frozenset({"cleaned.parquet", "stats.json"})
+#: A file `hkgai curate --parts-dir` writes into its parts folder: the part files and keys of
+#: an incremental run read as input by a later run (one without --parts-dir, or with another)
+#: came back as records and as quarantined key files.
+CURATION_PARTS_MARKER = ".hkgai-curation-parts"
 
 
 def _walk(top: Path, base: Path, walked: set[Path]) -> list[InputEntry]:
@@ -210,6 +214,9 @@ def _walk(top: Path, base: Path, walked: set[Path]) -> list[InputEntry]:
             # Another curation's outputs inside the input would come back as input (its kept
             # records as duplicates of themselves): named in the quarantine, not read.
             found.append(InputEntry(folder, _walk_name(folder, base), "a curation output folder (cleaned.parquet, stats.json): not read as input"))
+            continue
+        if folder != top and CURATION_PARTS_MARKER in names:
+            found.append(InputEntry(folder, _walk_name(folder, base), "a curation parts folder (hkgai curate --parts-dir): not read as input"))
             continue
         for item_name in names:
             if item_name.startswith("."):
