@@ -771,8 +771,16 @@ def rollback(
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    from hkgai_pipelines.params import ParamsError
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    app()
+    try:
+        app()
+    except ParamsError as error:
+        # A bad params.yaml read by any command (rag, evaluation, registry sections too): one
+        # line naming the key, not a traceback.
+        console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

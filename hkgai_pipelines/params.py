@@ -18,6 +18,12 @@ from hkgai_pipelines.curation.script import SCRIPT_ACTIONS
 from hkgai_pipelines.curation.langid import LANGUAGES
 
 
+class ParamsError(ValueError):
+    """A parameters file that cannot be used: not YAML, not a mapping, an unknown key, a value
+    of the wrong type or out of range. The message names the file and the key; the `hkgai`
+    entry point prints it as one line (exit 2) whichever command read the file."""
+
+
 def _default(f: dataclasses.Field):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
@@ -213,29 +219,32 @@ def load_params(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"parameters file not found: {path}")
     if not path.is_file():
-        raise ValueError(f"{path} is not a file: give the parameters file (params.yaml)")
+        raise ParamsError(f"{path} is not a file: give the parameters file (params.yaml)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not YAML: {' '.join(str(error).replace('<unicode string>', str(path)).split())}") from None
+        raise ParamsError(f"{path} is not YAML: {' '.join(str(error).replace('<unicode string>', str(path)).split())}") from None
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text: {error}") from None
+        raise ParamsError(f"{path} is not UTF-8 text: {error}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: the file holds {type(data).__name__} {data!r:.60}, not a mapping of sections "
+        raise ParamsError(f"{path}: the file holds {type(data).__name__} {data!r:.60}, not a mapping of sections "
                          f"(curation:, rag:, ...)")
     return data
 
 
 def load_curation_params(path: Path) -> CurationParams:
-    """The `curation` section. Raises ValueError when the file has no such section: a parameters
-    file given for curation that names none would otherwise curate with the built-in defaults
-    without a word."""
+    """The `curation` section. Raises ParamsError (a ValueError) when the file has no such
+    section: a parameters file given for curation that names none would otherwise curate with
+    the built-in defaults without a word."""
     data = load_params(path)
     if "curation" not in data:
-        raise ValueError(f"{path} has no curation: section (sections: {sorted(map(str, data)) or 'none'})")
-    return CurationParams.from_dict(data["curation"], where=str(path))
+        raise ParamsError(f"{path} has no curation: section (sections: {sorted(map(str, data)) or 'none'})")
+    try:
+        return CurationParams.from_dict(data["curation"], where=str(path))
+    except ValueError as error:
+        raise ParamsError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -253,7 +262,11 @@ class RagParams:
 def _load_section(path: Path, section: str, cls):
     """One params.yaml section as its dataclass (`build`); an unknown key or a wrong value names
     the section."""
-    return build(cls, load_params(path).get(section), f"{path}: {section}")
+    data = load_params(path).get(section)
+    try:
+        return build(cls, data, f"{path}: {section}")
+    except ValueError as error:
+        raise ParamsError(str(error)) from None
 
 
 def load_rag_params(path: Path) -> RagParams:

@@ -1,6 +1,7 @@
 """`hkgai langid`, `redact` and `curate` follow the contract of ARCHITECTURE.md."""
 
 import json
+import os
 
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
@@ -180,3 +181,17 @@ def test_corpus_restore_takes_only_a_version_and_mends_a_dangling_link(tmp_path,
     restored = runner.invoke(app, ["corpus", "restore"])
     assert restored.exit_code == 0, restored.output
     assert (lake / "cleaned").resolve() == version.resolve()
+
+
+def test_a_bad_params_section_read_by_any_command_is_one_line(tmp_path):
+    """A fresh-user trial: `rag.alpha: abc` ended `hkgai index list` and `hkgai ask` in a
+    traceback; the entry point prints the parameters error in one line, exit 2."""
+    import subprocess
+    import sys
+
+    params = tmp_path / "params.yaml"
+    params.write_text("rag: {alpha: abc}\n", encoding="utf-8")
+    env = {**os.environ, "HKGAI_HOME": str(tmp_path / "home"), "HKGAI_PARAMS_FILE": str(params), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "hkgai_pipelines.cli", "index", "list"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "rag.alpha: 'abc' is not a number" in result.stdout + result.stderr and "Traceback" not in result.stderr
