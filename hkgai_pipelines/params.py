@@ -82,11 +82,12 @@ def build(cls, data, where: str):
         raise ValueError(f"{where}.{error}" if str(error).split(":")[0] in fields else f"{where}: {error}") from None
 
 
-def _check_share(owner: object, *names: str) -> None:
+def _check_share(owner: object, where: str, *names: str) -> None:
+    """Raises ValueError "<where>.<name>: ..." for a field of `owner` outside [0, 1]."""
     for name in names:
         value = getattr(owner, name)
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name}: {value} is a share and must lie in [0, 1]")
+            raise ValueError(f"{where}.{name}: {value} is a share and must lie in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -158,9 +159,8 @@ class CurationParams:
                                  f"a mapping of n (2, 3 or 4) to a share")
             quality = quality | {"max_top_ngram_fraction": {int(k): float(v) for k, v in ngram_fractions.items()}}
         thresholds = build(QualityThresholds, quality, f"{where}: curation.quality")
-        _within(lambda: _check_share(thresholds, "min_letter_ratio", "max_symbol_ratio", "max_digit_ratio",
-                                     "max_dup_line_fraction", "max_dup_line_char_fraction",
-                                     "max_boilerplate_line_fraction"), f"{where}: curation.quality")
+        _check_share(thresholds, f"{where}: curation.quality", "min_letter_ratio", "max_symbol_ratio", "max_digit_ratio",
+                     "max_dup_line_fraction", "max_dup_line_char_fraction", "max_boilerplate_line_fraction")
         if not all(0.0 <= share <= 1.0 for share in thresholds.max_top_ngram_fraction.values()):
             raise ValueError(f"{where}: curation.quality.max_top_ngram_fraction: shares must lie in [0, 1]")
         if thresholds.repetition_min_tokens < 0:
@@ -186,7 +186,7 @@ class CurationParams:
         )
         if params.max_record_bytes < 1:
             raise ValueError(f"{where}: curation.max_record_bytes: {params.max_record_bytes} must be at least 1")
-        _within(lambda: _check_share(params, "max_replacement_char_share"), f"{where}: curation")
+        _check_share(params, f"{where}: curation", "max_replacement_char_share")
         bad_shares = {k: v for k, v in shares.items() if not 0.0 <= v <= 1.0}
         if bad_shares:
             raise ValueError(f"{where}: curation.min_language_share {bad_shares}: shares must lie in [0, 1]")
@@ -203,13 +203,6 @@ def _mapping(data: dict, key: str, where: str) -> dict:
         raise ValueError(f"{where}: curation.{key}: {value!r} is not a mapping")
     return value
 
-
-def _within(check, where: str) -> None:
-    """Runs `check`, naming `where` in the ValueError it raises."""
-    try:
-        check()
-    except ValueError as error:
-        raise ValueError(f"{where}.{error}") from None
 
 
 def load_params(path: Path) -> dict:
