@@ -251,6 +251,19 @@ class RagParams:
     keep_versions: int = 3
     min_answer_similarity: float = 0.3
 
+    def __post_init__(self) -> None:
+        for name in ("chunk_target_chars", "max_document_chars", "keep_versions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: {getattr(self, name)} must be at least 1")
+        # The overlap is carried into the next chunk: as long as the chunk, chunking never advances.
+        if not 0 <= self.chunk_overlap_chars < self.chunk_target_chars:
+            raise ValueError(f"chunk_overlap_chars: {self.chunk_overlap_chars} must lie in [0, chunk_target_chars "
+                             f"({self.chunk_target_chars}))")
+        # alpha weighs two scores in [0, 1]; recall, MRR and the answer threshold are scores in [0, 1].
+        for name in ("alpha", "min_recall_at_5", "min_mrr", "min_answer_similarity"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: {getattr(self, name)} must lie in [0, 1]")
+
 
 def _load_section(path: Path, section: str, cls):
     """One params.yaml section as its dataclass (`build`); an unknown key or a wrong value names
@@ -272,6 +285,12 @@ class EvaluationParams:
     external_max_items: int | None = 200
     generation_max_new_tokens: int = 32
 
+    def __post_init__(self) -> None:
+        if self.external_max_items is not None and self.external_max_items < 1:
+            raise ValueError(f"external_max_items: {self.external_max_items} must be at least 1, or null for all")
+        if self.generation_max_new_tokens < 1:
+            raise ValueError(f"generation_max_new_tokens: {self.generation_max_new_tokens} must be at least 1")
+
 
 def load_evaluation_params(path: Path) -> EvaluationParams:
     return _load_section(path, "evaluation", EvaluationParams)
@@ -290,6 +309,13 @@ class RegistryParams:
     drift_settle_s: float = 60.0
     #: GateThresholds fields (hkgai_pipelines/registry/gates.py); empty: its defaults.
     gates: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.model_name.strip():
+            raise ValueError("model_name: must name the registered model")
+        for name in ("decision_settle_s", "drift_settle_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: {getattr(self, name)} seconds must not be negative")
 
 
 def load_registry_params(path: Path) -> RegistryParams:

@@ -55,3 +55,28 @@ def test_production_profile_reads_secrets_from_env_vars(hkgai_home, monkeypatch)
 def test_unknown_profile_is_an_error(hkgai_home):
     with pytest.raises(ValueError, match="unknown profile 'staging'"):
         resources_for("staging", HkgaiSettings())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rag: {alpha: 1.5}", "rag.alpha: 1.5 must lie in [0, 1]"),
+    ("rag: {min_recall_at_5: -0.1}", "rag.min_recall_at_5: -0.1 must lie in [0, 1]"),
+    ("rag: {chunk_overlap_chars: 300}", "rag.chunk_overlap_chars: 300 must lie in [0, chunk_target_chars (300))"),
+    ("rag: {keep_versions: 0}", "rag.keep_versions: 0 must be at least 1"),
+    ("evaluation: {external_max_items: 0}", "evaluation.external_max_items: 0 must be at least 1, or null for all"),
+    ("evaluation: {generation_max_new_tokens: 0}", "evaluation.generation_max_new_tokens: 0 must be at least 1"),
+    ("registry: {decision_settle_s: -5}", "registry.decision_settle_s: -5.0 seconds must not be negative"),
+    ("registry: {model_name: ' '}", "registry.model_name: must name the registered model"),
+])
+def test_rag_evaluation_and_registry_numbers_are_range_checked(tmp_path, text, message):
+    """A trial leftover: curation's numbers were range-checked, these sections' were not (an
+    alpha of 1.5 or a chunk overlap as long as the chunk were accepted)."""
+    from hkgai_pipelines.params import ParamsError, load_evaluation_params, load_rag_params, load_registry_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    loader = {"rag": load_rag_params, "evaluation": load_evaluation_params, "registry": load_registry_params}[text.split(":")[0]]
+    with pytest.raises(ParamsError) as raised:
+        loader(path)
+    assert message in str(raised.value), str(raised.value)
+    path.write_text(text.split(":")[0] + ": {}", encoding="utf-8")
+    assert loader(path) is not None
