@@ -114,12 +114,15 @@ class DedupParams:
 @dataclass(frozen=True)
 class CurationParams:
     allowed_languages: tuple[str, ...] = ("yue", "zh-hant", "zh-hans", "en", "mixed")
-    script_policy: dict[str, str] = field(default_factory=lambda: {"zh-hans": "s2hk"})
+    # The defaults are params.yaml's values: a params.yaml that leaves a key out curates as the
+    # shipped one does (an absent script_policy used to keep Simplified text unconverted).
+    script_policy: dict[str, str] = field(default_factory=lambda: {
+        "yue": "keep", "zh-hant": "keep", "zh-hans": "s2hk", "yue-hans": "s2hk", "en": "keep", "mixed": "keep"})
     max_record_bytes: int = 10 * 1024 * 1024
     max_replacement_char_share: float = 0.2
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     dedup: DedupParams = field(default_factory=DedupParams)
-    min_language_share: dict[str, float] = field(default_factory=dict)
+    min_language_share: dict[str, float] = field(default_factory=lambda: {"yue": 0.20, "zh-hant": 0.005, "zh-hans": 0.05, "en": 0.05})
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "params.yaml") -> "CurationParams":
@@ -140,7 +143,8 @@ class CurationParams:
         bad = [lang for lang in allowed if lang not in LANGUAGES]
         if bad:
             raise ValueError(f"{where}: curation.allowed_languages has unknown {bad}; known {LANGUAGES}")
-        policy = _mapping(data, "script_policy", where)
+        # Absent: the default (params.yaml's value); written as null or {}: nothing converted.
+        policy = _mapping(data, "script_policy", where) if "script_policy" in data else cls().script_policy
         # Keys are languages, and yue-hans (Cantonese in Simplified characters, script.py):
         # a misspelt key would leave its language unconverted without a word.
         unknown_policy = sorted(set(map(str, policy)) - {*LANGUAGES, "yue-hans"})
@@ -169,7 +173,7 @@ class CurationParams:
             raise ValueError(f"{where}: curation.quality: need 0 <= min_chars ({thresholds.min_chars}) <= max_chars "
                              f"({thresholds.max_chars})")
         dedup = build(DedupParams, data.get("dedup"), f"{where}: curation.dedup")
-        shares = _mapping(data, "min_language_share", where)
+        shares = _mapping(data, "min_language_share", where) if "min_language_share" in data else cls().min_language_share
         unknown_shares = sorted(set(map(str, shares)) - set(LANGUAGES))
         if unknown_shares:
             raise ValueError(f"{where}: curation.min_language_share: unknown languages {unknown_shares}; known {list(LANGUAGES)}")

@@ -80,3 +80,24 @@ def test_rag_evaluation_and_registry_numbers_are_range_checked(tmp_path, text, m
     assert message in str(raised.value), str(raised.value)
     path.write_text(text.split(":")[0] + ": {}", encoding="utf-8")
     assert loader(path) is not None
+
+
+def test_a_params_yaml_that_leaves_keys_out_curates_as_the_shipped_one():
+    """A trial leftover: an empty `curation:` took built-in defaults that differed from
+    params.yaml (no s2hk for Simplified text, no language-share gate). The defaults are now
+    params.yaml's values; registry gates are the exception, since params.yaml loosens them for
+    the demo model and a real release should not inherit that."""
+    import dataclasses
+
+    from hkgai_pipelines.params import (CurationParams, EvaluationParams, RagParams, load_curation_params,
+                                        load_evaluation_params, load_rag_params)
+
+    shipped = Path(__file__).resolve().parents[1] / "params.yaml"
+    assert CurationParams.from_dict({}) == load_curation_params(shipped)
+    assert RagParams() == load_rag_params(shipped)
+    assert EvaluationParams() == load_evaluation_params(shipped)
+    # Written out as empty, the mapping means what it says: convert nothing, gate nothing.
+    empty = CurationParams.from_dict({"script_policy": {}, "min_language_share": None})
+    assert empty.script_policy == {} and empty.min_language_share == {}
+    assert dataclasses.replace(empty, script_policy=CurationParams().script_policy,
+                               min_language_share=CurationParams().min_language_share) == CurationParams.from_dict({})
