@@ -596,9 +596,11 @@ def corpus_restore() -> None:
     `cleaned` link (a fresh checkout, a training node): make the version cleaned.dvc records
     current, logged with that DVC record, so readers, `corpus list` and `corpus rollback` see
     it. Refuses when a version is current already (see rollback), when cleaned.dvc names no
-    version, or when the folder it names is not there complete (pull first)."""
+    version, when the folder it names is not there complete (pull first), or when `dvc status`
+    finds it differs from the record (a partial pull, an edit, a copy made without DVC)."""
     import yaml
 
+    from hkgai_pipelines import versioning
     from hkgai_pipelines.curation.versions import COMPLETE_MARKER, VERSION_PREFIX, OutputVersions, PublishBusyError
 
     lake_dir = _settings().lake_dir
@@ -625,12 +627,14 @@ def corpus_restore() -> None:
         version = versions.folder / path.name
         if not (version / COMPLETE_MARKER).is_file():
             raise ValueError(f"{version} is not there complete: run `dvc pull cleaned.dvc` in {lake_dir} first")
+        # The folder must be what the record says, byte for byte: readers trust the current version.
+        versioning.check_workspace_matches(lake_dir, "cleaned")
         with versions.lock():
             versions.make_current(version, record)
-    except (ValueError, PublishBusyError) as error:
+    except (ValueError, PublishBusyError, versioning.DvcError) as error:
         console.print(str(error), style="red", soft_wrap=True, markup=False)
         raise typer.Exit(1) from None
-    sys.stdout.write(f"cleaned: -> {version.name} (the version cleaned.dvc records)\n")
+    sys.stdout.write(f"cleaned: -> {version.name} (the version cleaned.dvc records, checked by dvc status)\n")
 
 
 @app.command()

@@ -178,3 +178,24 @@ def recorded_md5(repo_dir: Path, name: str) -> str | None:
     if not pointer.is_file():
         return None
     return record_md5(yaml.safe_load(pointer.read_text(encoding="utf-8")))
+
+
+def check_workspace_matches(repo_dir: Path, name: str) -> None:
+    """Raises DvcError unless the folder `<name>.dvc` records holds exactly what it records.
+
+    Asks DVC itself (`dvc status --json <name>.dvc`), which hashes the folder as `dvc add` did
+    (reads every file once) and compares with the record's md5: "modified" or "deleted" means a
+    partial pull or an edit; "not in cache" means the data did not come through `dvc pull`
+    (DVC then cannot tell whether it matches). Raises DvcError as well when `repo_dir` is not a
+    DVC repository or DVC is missing."""
+    repo_dir = Path(repo_dir)
+    if not (repo_dir / ".dvc").is_dir():
+        raise DvcError(f"{repo_dir} is not a DVC repository: nothing can check the folder {name}.dvc records")
+    import json
+
+    status = json.loads(_dvc(repo_dir, "status", "--json", f"{name}.dvc") or "{}")
+    changes = {path: state for entry in status.get(f"{name}.dvc", []) if isinstance(entry, dict)
+               for path, state in (entry.get("changed outs") or {}).items()}
+    if changes:
+        found = ", ".join(f"{path} {state}" for path, state in sorted(changes.items()))
+        raise DvcError(f"the folder differs from what {name}.dvc records ({found}): run `dvc pull {name}.dvc` in {repo_dir}")

@@ -177,6 +177,15 @@ def test_corpus_restore_takes_only_a_version_and_mends_a_dangling_link(tmp_path,
     assert refused.exit_code == 1 and "cannot be read" in refused.output and "Traceback" not in refused.output
     (lake / "cleaned.dvc").rmdir()
     (lake / "cleaned.dvc").write_text(yaml.safe_dump({"outs": [{"md5": "a" * 32 + ".dir", "path": f"cleaned.versions/{version.name}"}]}))
+    not_a_repo = runner.invoke(app, ["corpus", "restore"])
+    assert not_a_repo.exit_code == 1 and "is not a DVC repository" in not_a_repo.output, not_a_repo.output
+    # A real record of the folder (what `dvc pull` leaves: the data and its cache).
+    from hkgai_pipelines import versioning
+
+    target = f"cleaned.versions/{version.name}"
+    (lake / "cleaned.dvc").unlink()  # DVC refuses two records of one folder
+    versioning.track_and_push(lake, target, str(tmp_path / "remote"))
+    versioning.point(lake, "cleaned", target, versioning.read_record(lake, target))
     (lake / "cleaned").symlink_to("cleaned.versions/gone")
     restored = runner.invoke(app, ["corpus", "restore"])
     assert restored.exit_code == 0, restored.output

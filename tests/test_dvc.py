@@ -179,12 +179,22 @@ def test_a_pulled_corpus_is_made_current_by_corpus_restore(tmp_path, monkeypatch
     early = runner.invoke(app, ["corpus", "restore"])
     assert early.exit_code == 1 and "run `dvc pull cleaned.dvc`" in early.output, early.output
     subprocess.run([*versioning.dvc_command(), "pull", "cleaned.dvc"], cwd=fresh, check=True, capture_output=True)
+    # A pulled folder that was then changed is not what the record says: refused, nothing current.
+    pulled_stats = fresh / "cleaned.versions" / version.name / "stats.json"
+    good = pulled_stats.read_bytes()
+    pulled_stats.unlink()
+    pulled_stats.write_text(json.dumps({"kept": 99, "rejected": 0, "quarantined": 0}))
+    edited = runner.invoke(app, ["corpus", "restore"])
+    assert edited.exit_code == 1 and "differs from what cleaned.dvc records" in edited.output and "modified" in edited.output, edited.output
+    assert not (fresh / "cleaned").exists()
+    pulled_stats.unlink()
+    pulled_stats.write_bytes(good)
     restored = OutputVersions(fresh, "cleaned")
     assert restored.current() is None and restored.versions() == [restored.folder / version.name]
 
     result = runner.invoke(app, ["corpus", "restore"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"cleaned: -> {version.name} (the version cleaned.dvc records)\n"
+    assert result.stdout == f"cleaned: -> {version.name} (the version cleaned.dvc records, checked by dvc status)\n"
     assert json.loads((fresh / "cleaned" / "stats.json").read_text())["kept"] == 2
     listed = runner.invoke(app, ["corpus", "list"])
     assert listed.stdout == f"* {version.name}  published  2 kept, 0 rejected, 0 quarantined  dvc {versioning.recorded_md5(repo, 'cleaned')}\n"
