@@ -314,14 +314,15 @@ def test_the_same_text_scores_the_same_in_two_processes():
     assert runs[0] == runs[1] and runs[0].count("'") == 6
 
 
-def test_the_langid_test_set_shares_no_line_with_the_training_data():
-    """benchmarks/data/langid_test.tsv is scored as never trained on: no line of it may fold
+@pytest.mark.parametrize("name", ["langid_test.tsv", "langid_test2.tsv", "langid_test3.tsv"])
+def test_the_langid_test_sets_share_no_line_with_the_training_data(name):
+    """The test sets in benchmarks/data are scored as never trained on: no line of them may fold
     to the same view as a training item (packaged corpora, jieba's words, the project's text)."""
     from pathlib import Path
 
     from hkgai_pipelines.curation import cantonese_model
 
-    test_set = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "langid_test.tsv"
+    test_set = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / name
     lines = [line.split("\t") for line in test_set.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
     assert len(lines) >= 500 and all(len(parts) == 3 for parts in lines)
     trained = {cantonese_model.fold(text) for text, _, _ in cantonese_model.authored_corpus()}
