@@ -280,12 +280,11 @@ def _output_folder_inside(out: Path, inputs: list[Path]) -> list[Path]:
     second `hkgai curate . --out .` read the first one's outputs as input); else []."""
     from hkgai_pipelines.curation.pipeline import OUTPUT_NAMES
 
+    if _inside_input(out, inputs):
+        return [out]
     real_out = Path(os.path.realpath(out))
-    for given in inputs:
-        real = Path(os.path.realpath(given))
-        if not real.is_dir() or not real_out.is_relative_to(real):
-            continue
-        return [out] if real_out != real else [real_out / name for name in OUTPUT_NAMES]
+    if any(real_out == Path(os.path.realpath(given)) and real_out.is_dir() for given in inputs):
+        return [real_out / name for name in OUTPUT_NAMES]
     return []
 
 
