@@ -595,8 +595,9 @@ def corpus_restore() -> None:
     `cleaned` link (a fresh checkout, a training node): make the version cleaned.dvc records
     current, logged with that DVC record, so readers, `corpus list` and `corpus rollback` see
     it. Refuses when a version is current already (see rollback), when cleaned.dvc names no
-    version, when the folder it names is not there complete (pull first), or when `dvc status`
-    finds it differs from the record (a partial pull, an edit, a copy made without DVC)."""
+    version, when the folder it names is not there complete (pull first), or when its files
+    differ from the listing DVC pulled with the record (a partial pull, an edit, a copy made
+    without DVC; versioning.check_workspace_matches)."""
     import yaml
 
     from hkgai_pipelines import versioning
@@ -633,7 +634,7 @@ def corpus_restore() -> None:
     except (ValueError, PublishBusyError, versioning.DvcError) as error:
         console.print(str(error), style="red", soft_wrap=True, markup=False)
         raise typer.Exit(1) from None
-    sys.stdout.write(f"cleaned: -> {version.name} (the version cleaned.dvc records, checked by dvc status)\n")
+    sys.stdout.write(f"cleaned: -> {version.name} (the version cleaned.dvc records, every file checked against its DVC listing)\n")
 
 
 @app.command()

@@ -143,8 +143,9 @@ class CurationParams:
         bad = [lang for lang in allowed if lang not in LANGUAGES]
         if bad:
             raise ValueError(f"{where}: curation.allowed_languages has unknown {bad}; known {LANGUAGES}")
-        # Absent: the default (params.yaml's value); written as null or {}: nothing converted.
-        policy = _mapping(data, "script_policy", where) if "script_policy" in data else cls().script_policy
+        # Merged over the defaults key by key, as quality and dedup are: a file naming zh-hans
+        # alone kept it and silently dropped yue-hans' conversion. `keep` turns one off.
+        policy = cls().script_policy | _mapping(data, "script_policy", where)
         # Keys are languages, and yue-hans (Cantonese in Simplified characters, script.py):
         # a misspelt key would leave its language unconverted without a word.
         unknown_policy = sorted(set(map(str, policy)) - {*LANGUAGES, "yue-hans"})
@@ -173,7 +174,8 @@ class CurationParams:
             raise ValueError(f"{where}: curation.quality: need 0 <= min_chars ({thresholds.min_chars}) <= max_chars "
                              f"({thresholds.max_chars})")
         dedup = build(DedupParams, data.get("dedup"), f"{where}: curation.dedup")
-        shares = _mapping(data, "min_language_share", where) if "min_language_share" in data else cls().min_language_share
+        # Merged over the defaults as well; 0 turns a language's minimum off.
+        shares = cls().min_language_share | _mapping(data, "min_language_share", where)
         unknown_shares = sorted(set(map(str, shares)) - set(LANGUAGES))
         if unknown_shares:
             raise ValueError(f"{where}: curation.min_language_share: unknown languages {unknown_shares}; known {list(LANGUAGES)}")

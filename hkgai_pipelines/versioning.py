@@ -180,22 +180,54 @@ def recorded_md5(repo_dir: Path, name: str) -> str | None:
     return record_md5(yaml.safe_load(pointer.read_text(encoding="utf-8")))
 
 
-def check_workspace_matches(repo_dir: Path, name: str) -> None:
-    """Raises DvcError unless the folder `<name>.dvc` records holds exactly what it records.
+def _file_md5(path: Path) -> str:
+    import hashlib
 
-    Asks DVC itself (`dvc status --json <name>.dvc`), which hashes the folder as `dvc add` did
-    (reads every file once) and compares with the record's md5: "modified" or "deleted" means a
-    partial pull or an edit; "not in cache" means the data did not come through `dvc pull`
-    (DVC then cannot tell whether it matches). Raises DvcError as well when `repo_dir` is not a
-    DVC repository or DVC is missing."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ignored(relpath: str) -> bool:
+    """Whether DVC_IGNORE leaves `relpath` (inside a tracked folder) out of the folder's hash."""
+    import fnmatch
+
+    parts = relpath.split("/")
+    return fnmatch.fnmatch(parts[-1], ".*.tmp") or any(fnmatch.fnmatch(part, ".curate-staging-*") for part in parts[:-1])
+
+
+def check_workspace_matches(repo_dir: Path, name: str) -> None:
+    """Raises DvcError unless the folder `<name>.dvc` records holds exactly the bytes it records.
+
+    DVC keeps a tracked folder's listing in its cache as `<md5>.dir`, a JSON list of {"md5",
+    "relpath"} whose own md5 is the record's (DVC's cache structure:
+    https://dvc.org/doc/user-guide/project-structure/internal-files). `dvc pull` brings it;
+    every file of the folder is then hashed here and compared with it, and the file sets must
+    be equal. Not `dvc status`: it trusts DVC's per-file state (inode, size, mtime), so an edit
+    that kept size and mtime passed. Reads every file once. Raises DvcError when `repo_dir` is
+    not a DVC repository, when the listing is not in the cache (the folder did not come through
+    `dvc pull`), or on any difference, naming the first few."""
+    import json
+
     repo_dir = Path(repo_dir)
     if not (repo_dir / ".dvc").is_dir():
         raise DvcError(f"{repo_dir} is not a DVC repository: nothing can check the folder {name}.dvc records")
-    import json
-
-    status = json.loads(_dvc(repo_dir, "status", "--json", f"{name}.dvc") or "{}")
-    changes = {path: state for entry in status.get(f"{name}.dvc", []) if isinstance(entry, dict)
-               for path, state in (entry.get("changed outs") or {}).items()}
-    if changes:
-        found = ", ".join(f"{path} {state}" for path, state in sorted(changes.items()))
-        raise DvcError(f"the folder differs from what {name}.dvc records ({found}): run `dvc pull {name}.dvc` in {repo_dir}")
+    record = yaml.safe_load((repo_dir / f"{name}.dvc").read_text(encoding="utf-8"))["outs"][0]
+    md5, folder = str(record.get("md5", "")), repo_dir / record["path"]
+    listing = repo_dir / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    if not md5.endswith(".dir") or not listing.is_file() or _file_md5(listing) != md5[:-len(".dir")]:
+        raise DvcError(f"DVC's cache holds no listing of {md5 or 'the record'} (the folder did not come through "
+                       f"`dvc pull`), so it cannot be checked: run `dvc pull {name}.dvc` in {repo_dir}")
+    expected = {entry["relpath"]: entry["md5"] for entry in json.loads(listing.read_text(encoding="utf-8"))}
+    found = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*")) if path.is_file()}
+    found = {relpath: path for relpath, path in found.items() if not _ignored(relpath)}
+    differences = [f"{relpath} missing" for relpath in sorted(set(expected) - set(found))]
+    differences += [f"{relpath} not recorded" for relpath in sorted(set(found) - set(expected))]
+    differences += [f"{relpath} changed" for relpath in sorted(set(found) & set(expected)) if _file_md5(found[relpath]) != expected[relpath]]
+    if differences:
+        shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
+        # Not `dvc pull --force`: DVC trusts its state for a file that kept size and mtime.
+        raise DvcError(f"the folder differs from what {name}.dvc records ({shown}): remove {folder} and run "
+                       f"`dvc pull {name}.dvc` in {repo_dir} again")

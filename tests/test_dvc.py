@@ -185,16 +185,28 @@ def test_a_pulled_corpus_is_made_current_by_corpus_restore(tmp_path, monkeypatch
     pulled_stats.unlink()
     pulled_stats.write_text(json.dumps({"kept": 99, "rejected": 0, "quarantined": 0}))
     edited = runner.invoke(app, ["corpus", "restore"])
-    assert edited.exit_code == 1 and "differs from what cleaned.dvc records" in edited.output and "modified" in edited.output, edited.output
+    assert edited.exit_code == 1 and "differs from what cleaned.dvc records (stats.json changed)" in edited.output, edited.output
     assert not (fresh / "cleaned").exists()
+    # A trial: an edit in place that kept the size and the mtime passed `dvc status`.
     pulled_stats.unlink()
     pulled_stats.write_bytes(good)
+    stat = pulled_stats.stat()
+    subprocess.run([*versioning.dvc_command(), "status", "cleaned.dvc"], cwd=fresh, check=True, capture_output=True)
+    pulled_stats.write_bytes(good.replace(b'"kept": 2', b'"kept": 9'))
+    os.utime(pulled_stats, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    same_size = runner.invoke(app, ["corpus", "restore"])
+    assert same_size.exit_code == 1 and "stats.json changed" in same_size.output, same_size.output
+    # The advice in the refusal mends it.
+    assert f"remove {pulled_stats.parent} and run `dvc pull cleaned.dvc`" in same_size.output
+    shutil.rmtree(pulled_stats.parent)
+    subprocess.run([*versioning.dvc_command(), "pull", "cleaned.dvc"], cwd=fresh, check=True, capture_output=True)
+    assert pulled_stats.read_bytes() == good
     restored = OutputVersions(fresh, "cleaned")
     assert restored.current() is None and restored.versions() == [restored.folder / version.name]
 
     result = runner.invoke(app, ["corpus", "restore"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"cleaned: -> {version.name} (the version cleaned.dvc records, checked by dvc status)\n"
+    assert result.stdout == f"cleaned: -> {version.name} (the version cleaned.dvc records, every file checked against its DVC listing)\n"
     assert json.loads((fresh / "cleaned" / "stats.json").read_text())["kept"] == 2
     listed = runner.invoke(app, ["corpus", "list"])
     assert listed.stdout == f"* {version.name}  published  2 kept, 0 rejected, 0 quarantined  dvc {versioning.recorded_md5(repo, 'cleaned')}\n"

@@ -402,3 +402,24 @@ def test_near_copies_share_a_group_and_other_texts_do_not():
 )
 def test_html_markup_is_not_language(identifier, text, lang):
     assert identifier.identify(text).lang == lang
+
+
+@pytest.mark.parametrize("text, lang", [
+    # A trial: English sentences naming places or quoting a sign came out mixed or zh-hant.
+    ("I live in 沙田 and work in 中環.", "en"),
+    ("Welcome to 香港!", "en"),
+    ("Take exit A2 for 銅鑼灣.", "en"),
+    ("My address is 九龍旺角彌敦道123號.", "en"),
+    ("The menu lists 「凍檸茶」 and 「菠蘿包」.", "en"),
+    # ... while a Chinese clause beside English stays mixed: its Han part holds a grammatical word.
+    ("唔該 confirm 返個 booking，thanks a lot!", "mixed"),
+    ("Let me know 你幾點到，I'll pick you up.", "mixed"),
+    ("我 already 吃了 lah, you don't worry.", "mixed"),
+    ("佢個 personality 好 outgoing", "mixed"),
+    # A Latin-script sentence in another language is other, not English under a strong prior.
+    ("Hoy hace mucho calor en Hong Kong.", "other"),
+    ("Kumain ka na ba?", "other"),
+    ("Thx!", "en"),
+])
+def test_english_frames_chinese_clauses_and_other_latin_languages(identifier, text, lang):
+    assert identifier.identify(text).lang == lang

@@ -96,8 +96,13 @@ def test_a_params_yaml_that_leaves_keys_out_curates_as_the_shipped_one():
     assert CurationParams.from_dict({}) == load_curation_params(shipped)
     assert RagParams() == load_rag_params(shipped)
     assert EvaluationParams() == load_evaluation_params(shipped)
-    # Written out as empty, the mapping means what it says: convert nothing, gate nothing.
-    empty = CurationParams.from_dict({"script_policy": {}, "min_language_share": None})
-    assert empty.script_policy == {} and empty.min_language_share == {}
-    assert dataclasses.replace(empty, script_policy=CurationParams().script_policy,
+    # A trial: a partial or emptied mapping dropped the other defaults without a word (zh-hans
+    # alone left Cantonese in Simplified characters unconverted). Mappings merge over the
+    # defaults key by key, as quality and dedup do; `keep` and 0 turn an entry off.
+    for written in ({}, None, {"zh-hans": "s2hk"}):
+        assert CurationParams.from_dict({"script_policy": written, "min_language_share": written and {}}) == CurationParams.from_dict({})
+    partial = CurationParams.from_dict({"script_policy": {"zh-hans": "keep"}, "min_language_share": {"yue": 0}})
+    assert partial.script_policy == CurationParams().script_policy | {"zh-hans": "keep"}
+    assert partial.min_language_share == CurationParams().min_language_share | {"yue": 0.0}
+    assert dataclasses.replace(partial, script_policy=CurationParams().script_policy,
                                min_language_share=CurationParams().min_language_share) == CurationParams.from_dict({})

@@ -150,6 +150,12 @@ class LanguageIdentifier:
         # is a morpheme), the Han side is the majority there: the sentence's frame is Chinese
         # (the matrix language of Myers-Scotton's model) and the text is Chinese, or mixed.
         # An English sentence naming a place ("I live in 旺角 near the MTR") stays English.
+        # An English sentence naming places or quoting a sign ("I live in 沙田 and work in 中環.",
+        # "Take exit A2 for 銅鑼灣."): its Han runs are names (fewer than its English words, one
+        # of which is lower case, a function word), and hold no grammatical word of either variety.
+        if (self.use_model and han and 2 <= len(words) and any(w.islower() for w in words)
+                and len(_HAN_RUN_RE.findall(text)) < len(words) and not _has_variety_feature(text)):
+            return self._latin_language(HAN_RE.sub(" ", text))
         chinese_frame = self.use_model and han >= 2 and han > len(words)
         # A Chinese clause beside English ("唔該 confirm 返個 booking，thanks a lot!", "我 already
         # 吃了 lah"): its Han part carries a grammatical word of one variety (唔 嘅 咗 了 ...),
@@ -303,12 +309,22 @@ _CAPS_RUN_RE = re.compile(r"(?:\b[A-Z][A-Z'’\-]*\b[\s,.;:!?]*){3,}")
 
 
 
+_HAN_RUN_RE = re.compile(HAN_RE.pattern + "+")
+# Grammatical characters of either variety that place names, titles and signs' nouns hardly
+# hold: pronouns, sentence particles, the possessive and aspect markers, negators, the copula,
+# the existential 有, modals (會 要), conjunctions (及 或 與), classifiers and determiners (個 啲
+# 各) and demonstratives, and 請 (please). A Han run with one is a clause, not a name
+# ("Sorry呀，我遲少少", "Let me know 你幾點到", "Dear all，請於星期五前交回").
+_GRAMMATICAL_RE = re.compile("[我你佢他她哋們呀啦喇囉喎吖嘛呢吧啊咩嗎㗎嘅的咗了唔不冇沒係是喺有會要及或與請個啲各嗰這]")
+
+
 def _has_variety_feature(text: str) -> bool:
-    """True when the Han part of `text` (Traditional view) holds a Cantonese or SWC feature of
-    cantonese_model.feature_counts: a grammatical word, not a name."""
+    """True when the Han part of `text` holds a grammatical character (_GRAMMATICAL_RE) or a
+    Cantonese or SWC feature of cantonese_model.feature_counts (Traditional view): a clause,
+    not a name."""
     from hkgai_pipelines.curation.cantonese_model import feature_counts, traditional_view
 
-    return sum(feature_counts(traditional_view(text))) > 0
+    return bool(_GRAMMATICAL_RE.search(text)) or sum(feature_counts(traditional_view(text))) > 0
 
 
 # Simplified 系 stands for three Traditional characters: 係 (Cantonese "to be"), 系 (system,
