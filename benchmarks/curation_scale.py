@@ -249,7 +249,9 @@ def measure(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, p
     report.update(peak_rss_sum=sum(peaks.values()), peak_rss_at_once=max((rss for _, rss in samples), default=0),
                   processes=len(peaks), samples=samples, phase_peaks=_phase_peaks(samples, report),
                   peak_by_process={name: (len(values), sum(values)) for name, values in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))},
-                  cpu_by_process=dict(sorted(cpu_by_name.items(), key=lambda kv: -kv[1])))
+                  cpu_by_process=dict(sorted(cpu_by_name.items(), key=lambda kv: -kv[1])),
+                  # Each Ray worker process apart: which ones run steps, which only read or settle.
+                  ray_worker_cpu=sorted((seconds for key, seconds in cpu.items() if names.get(key) == "ray worker"), reverse=True))
     return report
 
 
@@ -364,6 +366,9 @@ def main() -> None:
                 # processes took beside the workers.
                 print(f"  {name}, first run's CPU seconds by process: " + ", ".join(
                     f"{what} {seconds:,.1f}" for what, seconds in runs[0]["cpu_by_process"].items()))
+                if runs[0]["ray_worker_cpu"]:
+                    print(f"  {name}, first run's CPU seconds of each Ray worker process: "
+                          + ", ".join(f"{seconds:,.1f}" for seconds in runs[0]["ray_worker_cpu"]))
             phases = {name: runs[0].get("phases") for name, runs in rows.items() if runs[0].get("phases")}
             for name, phase in phases.items():
                 print(f"  {name}, first run's phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phase.items())
