@@ -41,10 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "hkgai_pipelines" / "data"
 TEST_SET = ROOT / "benchmarks" / "data" / "langid_test.tsv"
 # A second blind set, written later by another writer who saw neither the identifier nor the
-# first set; scored before the Cantonese model's recipe 9 was trained (its header).
+# first set; scored blind on recipe 8 (its header).
 TEST_SET_2 = ROOT / "benchmarks" / "data" / "langid_test2.tsv"
 # A third, written while recipe 10 was made from sets 1 and 2's errors: blind to that release.
 TEST_SET_3 = ROOT / "benchmarks" / "data" / "langid_test3.tsv"
+TEST_SETS = {"test": TEST_SET, "test2": TEST_SET_2, "test3": TEST_SET_3}
 CLASSES = ("yue", "zh-hant", "zh-hans", "en", "mixed", "other")
 SHORT = 6  # characters, whitespace stripped
 
@@ -145,9 +146,10 @@ def _rows(lines: list[tuple[str, str, str]], predictions: dict[str, list[str]], 
 
 
 def langid_report(shared_data: Path | None) -> dict:
-    """Accuracy of the identifier and of the rules-only one on the three sets.
+    """Accuracy of the identifier and of the rules-only one on the test sets, the held-out
+    project lines and Yue-TruthfulQA.
 
-    Returns {"test": {"lines", "rows", "confusions"}, "test2": {...}, "held_out": {...}, "truthfulqa":
+    Returns {"test", "test2", "test3": {"lines", "rows", "confusions"}, "held_out": {...}, "truthfulqa":
     {"n", "model", "rules"} or None, "seconds": {...}}; accuracies are fractions in [0, 1],
     rows as in `_rows`.
     """
@@ -157,11 +159,9 @@ def langid_report(shared_data: Path | None) -> dict:
     identifiers = {"model": LanguageIdentifier()}
     seconds = {"model_load": time.perf_counter() - start}
     identifiers["rules"] = LanguageIdentifier(use_model=False)
-    test = [(gold, "neutral" if neutral == "1" else "", text) for gold, neutral, text in test_lines()]
-    test2 = [(gold, "neutral" if neutral == "1" else "", text) for gold, neutral, text in test_lines(TEST_SET_2)]
-    test3 = [(gold, "neutral" if neutral == "1" else "", text) for gold, neutral, text in test_lines(TEST_SET_3)]
-    held = [(gold, source if source == "yue-t2s" else "", text) for source, gold, text in held_out_project_lines()]
-    sets = (("test", test), ("test2", test2), ("test3", test3), ("held_out", held))
+    sets = [(key, [(gold, "neutral" if neutral == "1" else "", text) for gold, neutral, text in test_lines(path)])
+            for key, path in TEST_SETS.items()]
+    sets.append(("held_out", [(gold, source if source == "yue-t2s" else "", text) for source, gold, text in held_out_project_lines()]))
     questions = _truthfulqa(shared_data)
     report: dict = {"truthfulqa": None}
     predictions: dict[str, dict[str, list[str]]] = {}
@@ -194,7 +194,7 @@ def main() -> None:
               "test2": "second test set (benchmarks/data/langid_test2.tsv, another writer, never trained on)",
               "test3": "third test set (benchmarks/data/langid_test3.tsv, a third writer, blind to this release)",
               "held_out": "held-out project lines (value benchmark, curation labelled set, their Simplified-script yue)"}
-    for key in ("test", "test2", "test3", "held_out"):
+    for key in (*TEST_SETS, "held_out"):
         part = report[key]
         print(f"language ID on the {titles[key]}: {part['lines']} lines (model = rules + Cantonese model; rules = before issue #13)")
         print(f"{'row':30s} {'n':>5s} {'model':>8s} {'rules':>8s}")

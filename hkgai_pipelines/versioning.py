@@ -191,11 +191,14 @@ def _file_md5(path: Path) -> str:
 
 
 def _ignored(relpath: str) -> bool:
-    """Whether DVC_IGNORE leaves `relpath` (inside a tracked folder) out of the folder's hash."""
+    """Whether DVC_IGNORE leaves `relpath` (inside a tracked folder) out of the folder's hash:
+    a file pattern matches the name, a folder pattern (ending in "/") any folder on the way."""
     import fnmatch
 
-    parts = relpath.split("/")
-    return fnmatch.fnmatch(parts[-1], ".*.tmp") or any(fnmatch.fnmatch(part, ".curate-staging-*") for part in parts[:-1])
+    patterns = [line for line in DVC_IGNORE.splitlines() if line and not line.startswith("#")]
+    *folders, name = relpath.split("/")
+    return any(fnmatch.fnmatch(part, pattern.rstrip("/")) for pattern in patterns if pattern.endswith("/") for part in folders) \
+        or any(fnmatch.fnmatch(name, pattern) for pattern in patterns if not pattern.endswith("/"))
 
 
 def check_workspace_matches(repo_dir: Path, name: str) -> None:

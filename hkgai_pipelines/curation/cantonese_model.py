@@ -110,7 +110,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hkgai_pipelines.curation.langid import HAN_RE
+from hkgai_pipelines.curation.langid import HAN_RUN_RE
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "langid"
 MODEL_FILE = MODEL_DIR / "cantonese_nb.npz"
@@ -141,8 +141,6 @@ AUTHORED_DIR = Path(__file__).resolve().parent.parent / "data"
 RECIPE_VERSION = 10
 
 YUE, SWC = 1, 0
-
-_HAN_RUN_RE = re.compile(HAN_RE.pattern + "+")
 
 
 @dataclass(frozen=True)
@@ -209,7 +207,7 @@ _vectorizer = None
 
 def fold(text: str) -> str:
     """The script-folded view the model reads: OpenCC t2s, then Han runs joined by spaces."""
-    return " ".join(_HAN_RUN_RE.findall(_converter("t2s").convert(text)))
+    return " ".join(HAN_RUN_RE.findall(_converter("t2s").convert(text)))
 
 
 _analyzer = None
@@ -309,7 +307,7 @@ def jieba_lexicon() -> tuple[list[str], np.ndarray]:
     words, freqs = [], []
     for line in text.splitlines():
         parts = line.split(" ")
-        if len(parts) >= 2 and _HAN_RUN_RE.search(parts[0]):
+        if len(parts) >= 2 and HAN_RUN_RE.search(parts[0]):
             words.append(parts[0])
             freqs.append(float(parts[1]))
     # One OpenCC call over all words (one a line) instead of 349k calls.
@@ -690,7 +688,7 @@ def build_model() -> tuple[CantoneseModel, dict]:
     # alpha, its weight and the threshold are chosen.
     lexicon, lexicon_weights = jieba_lexicon()
     lexicon_folded = _converter("t2s").convert("\n".join(lexicon)).split("\n")
-    lexicon_matrix = featurize([" ".join(_HAN_RUN_RE.findall(word)) for word in lexicon_folded]).tocsr()
+    lexicon_matrix = featurize([" ".join(HAN_RUN_RE.findall(word)) for word in lexicon_folded]).tocsr()
 
     # Evidence only from n-grams attested on the SWC side (HSK sentences or the jieba
     # lexicon), or single characters used at least ATTESTED_MIN times in HKCanCor's

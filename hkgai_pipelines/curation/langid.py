@@ -47,6 +47,8 @@ LANGUAGES = ("yue", "zh-hant", "zh-hans", "en", "mixed", "other")
 SCORE_DECIMALS = 6
 
 HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+# A run of Han characters (a word, a name or a clause written without spaces).
+HAN_RUN_RE = re.compile(HAN_RE.pattern + "+")
 KANA_RE = re.compile(r"[\u3040-\u30ff]")
 HANGUL_RE = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
 LATIN_WORD_RE = re.compile(r"[A-Za-z][A-Za-z'’\-]*")
@@ -144,23 +146,25 @@ class LanguageIdentifier:
         if hangul / letters > 0.3:
             return LanguageResult("other", hangul / letters)
         han_share = han / letters
+        # An English sentence naming places or quoting a sign ("I live in 沙田 and work in 中環.",
+        # "Take exit A2 for 銅鑼灣."): its Han runs are names (fewer than its English words, one
+        # of which is lower case, a function word), and hold no grammatical word of either variety.
+        english_frame = (self.use_model and han and 2 <= len(words) and any(w.islower() for w in words)
+                         and len(HAN_RUN_RE.findall(text)) < len(words))
         # Counted in letters, an English word weighs five to ten Han characters, so a Chinese
         # sentence frame around long English words ("佢個 personality 好 outgoing": 3 Han, 19
         # Latin letters) read as English. Counted in words (a Han character is a word, as it
         # is a morpheme), the Han side is the majority there: the sentence's frame is Chinese
         # (the matrix language of Myers-Scotton's model) and the text is Chinese, or mixed.
-        # An English sentence naming a place ("I live in 旺角 near the MTR") stays English.
-        # An English sentence naming places or quoting a sign ("I live in 沙田 and work in 中環.",
-        # "Take exit A2 for 銅鑼灣."): its Han runs are names (fewer than its English words, one
-        # of which is lower case, a function word), and hold no grammatical word of either variety.
-        if (self.use_model and han and 2 <= len(words) and any(w.islower() for w in words)
-                and len(_HAN_RUN_RE.findall(text)) < len(words) and not _has_variety_feature(text)):
-            return self._latin_language(HAN_RE.sub(" ", text))
         chinese_frame = self.use_model and han >= 2 and han > len(words)
         # A Chinese clause beside English ("唔該 confirm 返個 booking，thanks a lot!", "我 already
         # 吃了 lah"): its Han part carries a grammatical word of one variety (唔 嘅 咗 了 ...),
         # which names (旺角, 中環) and quoted signs never do, so the line is mixed, not English.
-        chinese_clause = self.use_model and han >= 2 and not chinese_frame and _has_variety_feature(text)
+        # Looked for once, and only where one of the two rules can apply.
+        clause = bool((english_frame or (self.use_model and han >= 2 and not chinese_frame)) and _has_variety_feature(text))
+        if english_frame and not clause:
+            return self._latin_language(HAN_RE.sub(" ", text))
+        chinese_clause = clause and han >= 2 and not chinese_frame
         if han_share < self.min_han_share and not (chinese_frame or chinese_clause):
             if latin / letters >= 0.5:
                 return self._latin_language(text)
@@ -309,7 +313,6 @@ _CAPS_RUN_RE = re.compile(r"(?:\b[A-Z][A-Z'’\-]*\b[\s,.;:!?]*){3,}")
 
 
 
-_HAN_RUN_RE = re.compile(HAN_RE.pattern + "+")
 # Grammatical characters of either variety that place names, titles and signs' nouns hardly
 # hold: pronouns, sentence particles, the possessive and aspect markers, negators, the copula,
 # the existential 有, modals (會 要), conjunctions (及 或 與), classifiers and determiners (個 啲
