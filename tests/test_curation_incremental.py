@@ -132,11 +132,11 @@ def test_a_verification_that_fails_leaves_the_last_runs_pairs_and_no_partial_fil
 
 
 def _counting_settle(calls: list):
-    settle = engine.settle_rows
+    settle = engine.settle_table
 
-    def counted(rows, decisions):
-        calls.append(len(rows))
-        return settle(rows, decisions)
+    def counted(table, decisions):
+        calls.append(table.num_rows)
+        return settle(table, decisions)
     return counted
 
 
@@ -144,7 +144,7 @@ def test_settled_rows_are_reused_where_the_verdicts_did_not_change(corpus, curat
     parts = tmp_path / "parts"
     engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
     calls = []
-    monkeypatch.setattr(engine, "settle_rows", _counting_settle(calls))
+    monkeypatch.setattr(engine, "settle_table", _counting_settle(calls))
     engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
     assert calls == [2, 1]  # b's two parts only: its records' verdicts are new, a's are the same
     # The kept rows of a's parts are the same files (hard links), not copies.
@@ -167,7 +167,7 @@ def test_an_added_record_that_joins_two_clusters_settles_the_old_part_again(cura
     first = engine.curate(_units(folder, "1.jsonl", "2.jsonl"), curation_params, tmp_path / "v1", parts_dir=parts)
     assert first.stats.kept == 2
     calls = []
-    monkeypatch.setattr(engine, "settle_rows", _counting_settle(calls))
+    monkeypatch.setattr(engine, "settle_table", _counting_settle(calls))
     run = engine.curate(_units(folder, "1.jsonl", "2.jsonl", "3.jsonl"), curation_params, tmp_path / "v2", parts_dir=parts)
     monkeypatch.undo()
     assert run.stats.kept == 1 and len(calls) == 2  # 2.jsonl's part again, and 3.jsonl's

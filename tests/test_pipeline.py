@@ -113,3 +113,38 @@ def test_titles_locators_and_quarantine_names_are_redacted(tmp_path, curation_pa
     (quarantined,) = [json.loads(line) for line in outputs.quarantine.read_text().splitlines()]
     assert quarantined["file"] == "https://forum.example.hk/u?tel=<PHONE>"
     assert quarantined["error"] == "HTTP 404 for https://forum.example.hk/u?tel=<PHONE>"
+
+
+def test_stats_of_every_outcome_are_exact(tmp_path, curation_params):
+    """The settle phase's counters on one item of each outcome (a quarantine summary standing
+    for five inputs with no source, a repeated id, every step's rejection, a Mandarin line
+    converted, a mojibake line repaired): a counter a reached step adds to is listed even at
+    0 (boilerplate_lines_removed), as the per-row settle listed it."""
+    items = [
+        _record("佢哋聽日會去旺角食飯，你嚟唔嚟呀？", 1), _record("佢哋聽日會去旺角食飯，你嚟唔嚟呀？", 2),
+        _record("他们明天会去旺角吃饭，你来不来？", 3), _record("Please call me on +852 2345 6789 about the appointment.", 4, "t"),
+        _record("こんにちは、元気ですか、今日は", 5), _record("你好", 6), _record("\x00\x01", 7),
+        QuarantineRecord("f.jsonl", 3, "invalid JSON", "s"), QuarantineRecord("g.jsonl", None, "summary", "", 5),
+        RawRecord(text="請打 9123 4567 搵陳生，佢今日喺公司。", source="s", licence="x", locator="l8", id="same"),
+        RawRecord(text="請打 6123 4567 搵李小姐，佢聽日先返。", source="s", licence="x", locator="l9", id="same"),
+        _record("鎴戝搵浠婃棩鍘诲挆椋茶尪", 10),
+    ]
+    result, outputs = run_curation(items, curation_params, tmp_path)
+    assert json.loads(outputs.stats.read_text()) == {
+        "input_records": 16, "kept": 5, "rejected": 5, "quarantined": 6,
+        "by_reason": {"dedup:exact_duplicate": 1, "langid:language_other": 1, "quality:too_short": 1,
+                      "repair:duplicate_id": 1, "repair:empty_after_repair": 1},
+        "by_lang": {"en": 1, "yue": 3, "zh-hans": 1},
+        "by_source": {"(unknown)": {"input": 5, "quarantined": 5}, "s": {"input": 10, "kept": 4, "rejected": 5, "quarantined": 1},
+                      "t": {"input": 1, "kept": 1}},
+        "steps": {"repair": {"dropped": 2, "kept": 8, "mojibake_repaired": 1}, "pii": {"kept": 8, "redacted_docs": 2},
+                  "langid": {"dropped": 1, "kept": 7}, "script": {"converted": 1, "kept": 7},
+                  "quality": {"boilerplate_lines_removed": 0, "dropped": 1, "kept": 6}, "dedup": {"dropped": 1, "kept": 5}},
+        "pii": {"PHONE": 3}, "script_converted": 1,
+    }
+    assert outputs.content_hash == "5be6bddb7cd26d29"
+    rejected = pq.read_table(outputs.rejected).to_pylist()
+    assert [(r["step"], r["reason"], r["similarity"] is None) for r in rejected] == [
+        ("dedup", "exact_duplicate", False), ("langid", "language_other", True), ("quality", "too_short", True),
+        ("repair", "empty_after_repair", True), ("repair", "duplicate_id", True),
+    ]

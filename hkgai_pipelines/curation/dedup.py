@@ -295,6 +295,11 @@ class DuplicateDecisions:
         """bool per order: is the record a repeat of an earlier record's id."""
         return _members_of(self.duplicate_id_orders, np.asarray(orders, dtype=np.int64))
 
+    def dropped_mask(self, orders: np.ndarray) -> np.ndarray:
+        """bool per order: is the record a duplicate dropped by deduplication (its verdict at
+        the same position in dropped_orders, found with np.searchsorted)."""
+        return _members_of(self.dropped_orders, np.asarray(orders, dtype=np.int64))
+
     def range_digest(self, low: int, high: int) -> str:
         """SHA-256 (hex) of every verdict on the orders in [low, high): equal digests mean a
         part file of those orders settles to the same rows (incremental curation reuses it)."""

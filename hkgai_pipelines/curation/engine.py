@@ -31,7 +31,7 @@ for the pair verification's routing):
    `pair_join.JoinedPairVerifier` joins the paired records from the part files in one pass
    (each part file read once, each paired record hashed once; on Ray one task per part
    file), spilled by the range of pairs that asked for them.
-3. **settle**: one task per part file applies the decisions (`pipeline.settle_rows`) and
+3. **settle**: one task per part file applies the decisions (`pipeline.settle_table`) and
    writes the part's kept, rejected and quarantined rows; the driver adds up the per-part
    counts and concatenates the quarantine in order.
 
@@ -97,7 +97,7 @@ from hkgai_pipelines.curation.pipeline import (
     CurationStats,
     KeptDigest,
     replace_outputs,
-    settle_rows,
+    settle_table,
     write_stats,
 )
 from hkgai_pipelines.params import CurationParams
@@ -1193,11 +1193,11 @@ def settle_part(part: str, decisions: DuplicateDecisions, out_dir: str, quaranti
 def _settled(part: str, decisions: DuplicateDecisions, cleaned: Path, rejected: Path, quarantine: Path):
     """Settle one part file and write its kept rows, rejected rows and quarantine where given
     (each only when it has rows); the CurationResult."""
-    result = settle_rows(pq.read_table(part, columns=PROCESSED_SCHEMA.names).to_pylist(), decisions)
-    if result.kept:
-        pq.write_table(result.cleaned_table(), cleaned, compression="zstd")
-    if result.rejected:
-        pq.write_table(result.rejected_table(), rejected, compression="zstd")
+    result = settle_table(pq.read_table(part, columns=PROCESSED_SCHEMA.names), decisions)
+    if result.cleaned.num_rows:
+        pq.write_table(result.cleaned, cleaned, compression="zstd")
+    if result.rejected.num_rows:
+        pq.write_table(result.rejected, rejected, compression="zstd")
     if result.quarantined:
         write_quarantine(result.quarantined, quarantine)
     return result

@@ -12,7 +12,7 @@ A run has three phases, and both ways of running it share them:
    record that passed the quality step, its deduplication keys.
 2. `dedup.decide_duplicates` takes the corpus-wide decisions (duplicate ids, exact and near
    duplicates) from small per-record keys.
-3. `settle_rows` applies those decisions to processed rows: kept, rejected or quarantined
+3. `settle_table` applies those decisions to processed rows: kept, rejected or quarantined
    rows, counted into `CurationStats`.
 
 `run_curation` runs the three phases in this process, holding every record in memory (tests,
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from hkgai_pipelines.curation.dedup import (
     EXACT_KEY_BYTES,
@@ -186,17 +187,20 @@ class KeptDigest:
 
 @dataclass
 class CurationResult:
-    kept: list[dict]
-    rejected: list[dict]
+    """A settled run or part: the kept rows (`CLEANED_SCHEMA`), the rejected rows
+    (`REJECTED_SCHEMA`), both in input order, the quarantine, the counts and the kept digest."""
+
+    cleaned: pa.Table
+    rejected: pa.Table
     quarantined: list[QuarantineRecord]
     stats: CurationStats
     digest: KeptDigest = field(default_factory=KeptDigest)
 
     def cleaned_table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.kept, schema=CLEANED_SCHEMA)
+        return self.cleaned
 
     def rejected_table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.rejected, schema=REJECTED_SCHEMA)
+        return self.rejected
 
 
 class CurationPipeline:
@@ -252,7 +256,7 @@ class CurationPipeline:
         if replacement_char_share(row["text"]) > p.max_replacement_char_share:
             return _rejected(row, "repair", "replacement_characters")
         # Whether an earlier record has this id is decided over the whole corpus
-        # (`settle_rows`); a repeat is rejected as repair:duplicate_id before the steps below count.
+        # (`settle_table`); a repeat is rejected as repair:duplicate_id before the steps below count.
         row["id_check"] = True
 
         # langid
@@ -292,7 +296,7 @@ class CurationPipeline:
         collect_keys(rows, keys)
         texts = {row["order"]: row["text"] for row in rows if row.get("candidate")}
         decisions = decide_duplicates(keys, self.params.dedup.threshold, in_memory_verifier(texts, self.hasher))
-        result = settle_rows(rows, decisions)
+        result = settle_table(pa.Table.from_pylist(rows, schema=PROCESSED_SCHEMA), decisions)
         result.stats.check_counts()
         return result
 
@@ -319,78 +323,133 @@ def collect_keys(rows: Iterable[dict], keys: KeyStore) -> None:
         )
 
 
-def settle_rows(rows: Iterable[dict], decisions: DuplicateDecisions) -> CurationResult:
-    """Apply the corpus-wide decisions to processed rows (in order): the kept, rejected and
-    quarantined rows, their counts and the kept records' digest."""
-    rows = list(rows)
-    orders = np.array([row["order"] for row in rows], dtype=np.int64)
-    repeated_id = decisions.duplicate_id_mask(orders)
-    verdicts = decisions.verdicts_for(orders)
+def settle_table(table: pa.Table, decisions: DuplicateDecisions) -> CurationResult:
+    """Apply the corpus-wide decisions to processed rows (`PROCESSED_SCHEMA`, in input
+    order): the kept, rejected and quarantined rows, their counts and the kept records' digest.
+
+    Columnar (masks over the table, no Python object per kept row): settling is the engine's
+    third phase, and per-row dicts made it most of that phase's time. A record's outcome is
+    the first that applies, in the order of the steps: a rejection by the steps before
+    language ID (`id_check` false), a repeated id (repair:duplicate_id), the rejection the
+    language, boilerplate or quality step decided, a duplicate verdict, else kept. A counter
+    that a reached step adds to is listed in the stats even at 0, as the per-step counters
+    always were."""
     stats = CurationStats()
-    result = CurationResult([], [], [], stats)
+    orders = table.column("order").to_numpy()
+    is_record = _flag(pc.equal(table.column("kind"), "record"))
+    step = np.array(table.column("step").to_pylist(), dtype=object)
+    reason = np.array(table.column("reason").to_pylist(), dtype=object)
+    sources = table.column("source")
 
-    def reject(row: dict, step: str, reason: str, cluster_id: str | None = None, similarity: float | None = None) -> None:
-        stats.rejected += 1
-        stats.by_reason[f"{step}:{reason}"] += 1
-        stats.by_source[row["source"]]["rejected"] += 1
-        stats.steps[step]["dropped"] += 1
-        result.rejected.append({
-            "id": row["id"], "text": row["text"], "lang": row["lang"], "source": row["source"],
-            "licence": row["licence"], "locator": row["locator"], "encoding": row["encoding"], "step": step, "reason": reason,
-            "cluster_id": cluster_id, "similarity": similarity,
-        })
+    quarantine = table.filter(pa.array(~is_record))
+    quarantined = [
+        QuarantineRecord(row["q_file"], row["q_line"], row["q_error"], row["source"], row["q_count"])
+        for row in quarantine.select(["q_file", "q_line", "q_error", "source", "q_count"]).to_pylist()
+    ]
+    # One quarantine row may stand for many inputs (a file's summary of the quarantine past
+    # its cap, a Parquet file of the wrong schema): count them all.
+    for record in quarantined:
+        source = record.source or "(unknown)"
+        stats.input_records += record.count
+        stats.quarantined += record.count
+        stats.by_source[source]["input"] += record.count
+        stats.by_source[source]["quarantined"] += record.count
 
-    for row, repeat in zip(rows, repeated_id):
-        if row["kind"] == "quarantine":
-            # One record may stand for many inputs (a file's summary of the quarantine past
-            # its cap, a Parquet file of the wrong schema): count them all.
-            count, source = row["q_count"], row["source"] or "(unknown)"
-            stats.input_records += count
-            stats.quarantined += count
-            stats.by_source[source]["input"] += count
-            stats.by_source[source]["quarantined"] += count
-            result.quarantined.append(QuarantineRecord(row["q_file"], row["q_line"], row["q_error"], row["source"], count))
-            continue
-        stats.input_records += 1
-        stats.by_source[row["source"]]["input"] += 1
-        stats.steps["repair"]["mojibake_repaired"] += row["mojibake_repaired"]
-        stats.pii.update({kind: row[f"pii_{kind.lower()}"] for kind in PII_KINDS if row[f"pii_{kind.lower()}"]})
-        if not row["id_check"]:
-            reject(row, row["step"], row["reason"])
-            continue
-        if repeat:
-            reject(row, "repair", "duplicate_id")
-            continue
-        stats.steps["repair"]["kept"] += 1
-        stats.steps["pii"]["kept"] += 1
-        stats.steps["pii"]["redacted_docs"] += 1 if row["redacted"] else 0
-        if row["step"] == "langid":
-            reject(row, "langid", row["reason"])
-            continue
-        stats.steps["langid"]["kept"] += 1
-        if row["converted"]:
-            stats.script_converted += 1
-            stats.steps["script"]["converted"] += 1
-        stats.steps["script"]["kept"] += 1
-        if row["reason"] == "boilerplate":
-            reject(row, "quality", "boilerplate")
-            continue
-        stats.steps["quality"]["boilerplate_lines_removed"] += row["boilerplate_lines"]
-        if row["step"] == "quality":
-            reject(row, "quality", row["reason"])
-            continue
-        stats.steps["quality"]["kept"] += 1
-        verdict = verdicts.get(row["order"])
-        if verdict:
-            reject(row, "dedup", f"{verdict.kind}_duplicate", cluster_id=verdict.duplicate_of, similarity=verdict.similarity)
-            continue
-        stats.steps["dedup"]["kept"] += 1
-        stats.kept += 1
-        stats.by_lang[row["lang"]] += 1
-        stats.by_source[row["source"]]["kept"] += 1
-        result.kept.append({name: row.get(name) for name in CLEANED_SCHEMA.names})
-        result.digest.add(row["id"], row["text"])
-    return result
+    records = int(is_record.sum())
+    stats.input_records += records
+    _count_by(stats.by_source, "input", sources, is_record)
+    if records:
+        stats.steps["repair"]["mojibake_repaired"] += _total(table, "mojibake_repaired", is_record)
+    for kind in PII_KINDS:
+        found = _total(table, f"pii_{kind.lower()}", is_record)
+        if found:
+            stats.pii[kind] += found
+
+    # Each stage: the records that reach it, and those it rejects.
+    checked = is_record & _flag(table.column("id_check"))
+    rejected = is_record & ~checked  # by the steps before language ID
+    repeated = checked & decisions.duplicate_id_mask(orders)
+    step[repeated], reason[repeated] = "repair", "duplicate_id"
+    after_repair = checked & ~repeated
+    if after_repair.any():
+        stats.steps["repair"]["kept"] += int(after_repair.sum())
+        stats.steps["pii"]["kept"] += int(after_repair.sum())
+        stats.steps["pii"]["redacted_docs"] += _total(table, "redacted", after_repair)
+    after_langid = after_repair & (step != "langid")
+    if after_langid.any():
+        stats.steps["langid"]["kept"] += int(after_langid.sum())
+        stats.steps["script"]["kept"] += int(after_langid.sum())
+        converted = _total(table, "converted", after_langid)
+        if converted:
+            stats.script_converted += converted
+            stats.steps["script"]["converted"] += converted
+    after_boilerplate = after_langid & (reason != "boilerplate")
+    if after_boilerplate.any():
+        stats.steps["quality"]["boilerplate_lines_removed"] += _total(table, "boilerplate_lines", after_boilerplate)
+    after_quality = after_boilerplate & (step != "quality")
+    if after_quality.any():
+        stats.steps["quality"]["kept"] += int(after_quality.sum())
+
+    duplicate = after_quality & decisions.dropped_mask(orders)
+    positions = np.searchsorted(decisions.dropped_orders, orders[duplicate])
+    step[duplicate] = "dedup"
+    reason[duplicate] = ["exact_duplicate" if decisions.dropped_exact[i] else "near_duplicate" for i in positions]
+    cluster_id = np.full(len(orders), None, dtype=object)
+    cluster_id[duplicate] = [decisions.cluster_id_bytes(i).decode("utf-8") for i in positions]
+    similarity = np.full(len(orders), np.nan)
+    similarity[duplicate] = decisions.dropped_similarity[positions]
+
+    rejected |= repeated | (after_repair & ~after_quality) | duplicate
+    kept = after_quality & ~duplicate
+    stats.rejected = int(rejected.sum())
+    for name, count in Counter(f"{s}:{r}" for s, r in zip(step[rejected], reason[rejected])).items():
+        stats.by_reason[name] += count
+    for name, count in Counter(step[rejected]).items():
+        stats.steps[name]["dropped"] += count
+    _count_by(stats.by_source, "rejected", sources, rejected)
+    if kept.any():
+        stats.steps["dedup"]["kept"] += int(kept.sum())
+    stats.kept = int(kept.sum())
+    stats.by_lang.update(_value_counts(table.column("lang").filter(pa.array(kept))))
+    _count_by(stats.by_source, "kept", sources, kept)
+
+    cleaned = table.filter(pa.array(kept)).select(CLEANED_SCHEMA.names)
+    digest = KeptDigest()
+    for doc_id, text in zip(cleaned.column("id").to_pylist(), cleaned.column("text").to_pylist()):
+        digest.add(doc_id, text)
+    rejected_mask = pa.array(rejected)
+    rejected_columns = {name: table.column(name).filter(rejected_mask) for name in REJECTED_SCHEMA.names if name in table.column_names}
+    rejected_columns.update(step=pa.array(step[rejected], pa.string()), reason=pa.array(reason[rejected], pa.string()),
+                            cluster_id=pa.array(cluster_id[rejected], pa.string()),
+                            similarity=pa.array(similarity[rejected], pa.float64(), mask=~duplicate[rejected]))
+    return CurationResult(
+        pa.table(cleaned.columns, schema=CLEANED_SCHEMA).combine_chunks(),
+        pa.table([rejected_columns[name] for name in REJECTED_SCHEMA.names], schema=REJECTED_SCHEMA).combine_chunks(),
+        quarantined, stats, digest,
+    )
+
+
+def _flag(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A boolean column as a numpy bool array, null as False."""
+    return pc.fill_null(column, False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _total(table: pa.Table, name: str, mask: np.ndarray) -> int:
+    """The sum of a numeric or boolean column over the rows of `mask` (nulls as 0)."""
+    column = table.column(name)
+    values = pc.fill_null(column, False if pa.types.is_boolean(column.type) else 0).to_numpy(zero_copy_only=False)
+    return int(values[mask].sum())
+
+
+def _value_counts(column: pa.ChunkedArray) -> dict:
+    return {item["values"]: item["counts"] for item in pc.value_counts(column).to_pylist()}
+
+
+def _count_by(by_source: dict, key: str, sources: pa.ChunkedArray, mask: np.ndarray) -> None:
+    """by_source[source][key] += the rows of `mask` from each source."""
+    if mask.any():
+        for source, count in _value_counts(sources.filter(pa.array(mask))).items():
+            by_source[source][key] += count
 
 
 @dataclass(frozen=True)
