@@ -24,6 +24,11 @@ it (Ray's GCS and raylet, every worker) every 0.2 s:
 * peak RSS (at once): the highest sum of current resident sets seen in one sample.
 
 Ratios are against the single-process path (with `--skip-single`, against the local executor).
+Printed too: the scaling of the Ray engine (N workers against 1), and with `--ceiling` the
+same ratio for the per-record steps alone in plain processes (`multiprocessing.Pool`, spawned
+processes that each import the code and load the steps' models; the records read beforehand,
+no decision, no settle, no Ray): the scaling this machine gives the steps themselves, the
+ceiling for the engine's.
 Also printed per configuration: the peak (at once) within each phase of the first run, and,
 with `--keep DIR`, every sample in `DIR/rss-<size>-<configuration>.tsv` (seconds since the
 curation call, MiB at once) beside the child's log (`.log`, the decision's steps with times).
@@ -42,6 +47,7 @@ otherwise decide without them, lower than a full run).
 
     python benchmarks/curation_scale.py --mb 20 100 --workers 1 2 --repeats 3
     python benchmarks/curation_scale.py --mb 1024 --workers --skip-single --repeats 1 --keep /data/bench --parts
+    python benchmarks/curation_scale.py --mb 10 --workers 1 2 --skip-single --ceiling
 """
 
 from __future__ import annotations
@@ -154,6 +160,18 @@ def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, par
         started = time.perf_counter()
         result, _ = run_curation(read_files([corpus], source="bench", licence="mixed"), params, out)
         report.update(seconds=time.perf_counter() - started, kept=result.stats.kept, input_records=result.stats.input_records)
+    elif mode == "pool":
+        import multiprocessing
+
+        from hkgai_pipelines.curation.inputs import file_units
+
+        units = file_units([corpus], source="bench", licence="mixed", max_record_bytes=params.max_record_bytes)
+        items = list(enumerate(item for unit in units for item in unit.items()))
+        report["started_at"] = time.time()
+        started = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            processed = sum(pool.map(_steps_only, [items[k::workers] for k in range(workers)]))
+        report.update(seconds=time.perf_counter() - started, kept=None, input_records=processed)
     else:
         import ray
 
@@ -169,6 +187,19 @@ def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, par
                       phases=run.seconds, dedup=run.dedup)
         ray.shutdown()
     print("RESULT " + json.dumps(report), flush=True)
+
+
+def _steps_only(items: list) -> int:
+    """`--ceiling`: the per-record steps over (order, item) pairs in this (spawned) process,
+    which builds its own pipeline as a Ray worker does; how many were processed."""
+    from hkgai_pipelines.curation.pipeline import CurationPipeline
+    from hkgai_pipelines.params import load_curation_params
+    from hkgai_pipelines.settings import PROJECT_ROOT
+
+    pipeline = CurationPipeline(load_curation_params(PROJECT_ROOT / "params.yaml"))
+    for order, item in items:
+        pipeline.process(item, order)
+    return len(items)
 
 
 def _memory(pid: int) -> tuple[int, int]:
@@ -305,7 +336,9 @@ def main() -> None:
     parser.add_argument("--parts", action="store_true", help="local executor: incremental, parts folder kept in --keep")
     parser.add_argument("--pin-step-code", action="store_true",
                         help="reuse part files made by other code (only for a change outside the steps: see the docstring)")
-    parser.add_argument("--child", choices=["single", "local", "ray"], help=argparse.SUPPRESS)
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also time the steps alone in 1 and N plain processes (the machine's scaling for the steps)")
+    parser.add_argument("--child", choices=["single", "local", "ray", "pool"], help=argparse.SUPPRESS)
     parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -318,6 +351,8 @@ def main() -> None:
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     configurations = ([] if args.skip_single else [("single", 1)]) + [("local", 1)] + [("ray", n) for n in args.workers]
+    if args.ceiling:
+        configurations += [("pool", n) for n in sorted({1, *args.workers})]
     with tempfile.TemporaryDirectory(dir=args.keep) as folder:
         for megabytes in args.mb:
             corpus = (args.keep or Path(folder)) / f"corpus-{megabytes:g}-{args.shards}"
@@ -325,10 +360,12 @@ def main() -> None:
             mib = size / 1024 / 1024
             print(f"\ninput: {documents:,} documents, {mib:.1f} MiB in {args.shards} shards; {args.repeats} runs each, "
                   f"batch size {args.batch_size}, {os.cpu_count()} cores", flush=True)
-            rows = {}
+            rows, ceiling = {}, {}
             for mode, workers in configurations:
-                name = {"single": "single process, in memory", "local": "engine, local executor"}.get(
-                    mode, f"engine, ray, {workers} worker{'s' if workers > 1 else ''}")
+                plural = "s" if workers > 1 else ""
+                name = {"single": "single process, in memory", "local": "engine, local executor",
+                        "pool": f"steps only, {workers} plain process{'es' if workers > 1 else ''}"}.get(
+                    mode, f"engine, ray, {workers} worker{plural}")
                 runs = []
                 for repeat in range(args.repeats):
                     tag = f"{megabytes:g}-{mode}-{workers}-{repeat}"
@@ -340,8 +377,9 @@ def main() -> None:
                     if args.keep:
                         (args.keep / f"rss-{tag}.tsv").write_text("".join(
                             f"{when - runs[-1]['started_at']:.1f}\t{rss / 2**20:.0f}\n" for when, rss in runs[-1]["samples"]))
-                    print(f"  {name} run {repeat + 1}: {runs[-1]['seconds']:.1f}s, kept {runs[-1]['kept']:,}", flush=True)
-                rows[name] = runs
+                    kept = f"kept {runs[-1]['kept']:,}" if runs[-1]["kept"] is not None else f"processed {runs[-1]['input_records']:,}"
+                    print(f"  {name} run {repeat + 1}: {runs[-1]['seconds']:.1f}s, {kept}", flush=True)
+                (ceiling if mode == "pool" else rows)[workers if mode == "pool" else name] = runs
             baseline = next(iter(rows.values()))  # the in-memory path, or the local executor with --skip-single
             base_rate = mib / statistics.median(r["seconds"] for r in baseline)
             base_sum = statistics.median(r["peak_rss_sum"] for r in baseline)
@@ -375,6 +413,24 @@ def main() -> None:
                       + f"; dedup: {rows[name][0]['dedup']}")
             if len({r["kept"] for runs in rows.values() for r in runs}) != 1:
                 print("  WARNING: the configurations kept different numbers of records")
+            _print_scaling(rows, ceiling, args.workers)
+
+
+def _print_scaling(rows: dict, ceiling: dict, workers: list[int]) -> None:
+    """The Ray engine's N workers against its 1 worker (median seconds), and the steps'
+    own scaling in plain processes where it was measured."""
+    def median(runs):
+        return statistics.median(r["seconds"] for r in runs)
+
+    one = rows.get("engine, ray, 1 worker")
+    for count in workers:
+        if count == 1 or one is None:
+            continue
+        line = f"  scaling, {count} workers against 1: engine on Ray {median(one) / median(rows[f'engine, ray, {count} workers']):.2f}x"
+        if 1 in ceiling and count in ceiling:
+            line += (f"; the steps alone in plain processes {median(ceiling[1]) / median(ceiling[count]):.2f}x "
+                     f"({median(ceiling[1]):.1f} s -> {median(ceiling[count]):.1f} s)")
+        print(line)
 
 
 if __name__ == "__main__":

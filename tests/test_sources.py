@@ -21,6 +21,19 @@ def test_stable_id_depends_on_source_locator_and_text():
     assert stable_record_id("ab", "c", "x") != stable_record_id("a", "bc", "x")
 
 
+def test_utc_now_is_the_current_second_and_moves_with_the_clock(monkeypatch):
+    from hkgai_pipelines.sources import records
+
+    clock = [1_796_222_220.9]  # 2026-12-02T14:37:00.9Z
+    monkeypatch.setattr(records.time, "time", lambda: clock[0])
+    assert records.utc_now() == "2026-12-02T14:37:00+00:00"
+    clock[0] += 0.05
+    assert records.utc_now() == "2026-12-02T14:37:00+00:00"
+    clock[0] += 1
+    assert records.utc_now() == "2026-12-02T14:37:01+00:00"
+    assert RawRecord(text="x", source="s", licence="l", locator="f:1").ingested_at == "2026-12-02T14:37:01+00:00"
+
+
 def test_project_catalog_declares_every_kind():
     catalog = load_catalog(PROJECT_ROOT / "configs" / "sources.yaml")
     assert catalog.names == ["hkcancor", "ctcpc", "hsk_sentences", "hk_knowledge", "local_samples"]

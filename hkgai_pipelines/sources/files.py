@@ -409,6 +409,9 @@ def _has_surrogate(value: str) -> bool:
 
 
 def _field_with_surrogate(item: FileItem) -> str | None:
+    strings = [value for value in vars(item).values() if isinstance(value, str)]
+    if not _has_surrogate("".join(strings)):  # one encode for the common case (no surrogate)
+        return None
     for f in fields(item):
         value = getattr(item, f.name)
         if isinstance(value, str) and _has_surrogate(value):
