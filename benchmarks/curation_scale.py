@@ -28,7 +28,9 @@ Printed too: the scaling of the Ray engine (N workers against 1), and with `--ce
 same ratio for the per-record steps alone in plain processes (`multiprocessing.Pool`, spawned
 processes that each import the code and load the steps' models; the records read beforehand,
 no decision, no settle, no Ray): the scaling this machine gives the steps themselves, the
-ceiling for the engine's.
+ceiling for the engine's. With `--datatrove`, datatrove's pipeline from curation_throughput.py
+(reader, Gopher filters, the four MinHash stages, writer; one task, one worker) runs on the same
+files, and each configuration's MiB/s per core is printed against it.
 Also printed per configuration: the peak (at once) within each phase of the first run, and,
 with `--keep DIR`, every sample in `DIR/rss-<size>-<configuration>.tsv` (seconds since the
 curation call, MiB at once) beside the child's log (`.log`, the decision's steps with times).
@@ -47,7 +49,7 @@ otherwise decide without them, lower than a full run).
 
     python benchmarks/curation_scale.py --mb 20 100 --workers 1 2 --repeats 3
     python benchmarks/curation_scale.py --mb 1024 --workers --skip-single --repeats 1 --keep /data/bench --parts
-    python benchmarks/curation_scale.py --mb 10 --workers 1 2 --skip-single --ceiling
+    python benchmarks/curation_scale.py --mb 10 --workers 1 2 --skip-single --ceiling --datatrove
 """
 
 from __future__ import annotations
@@ -160,6 +162,11 @@ def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, par
         started = time.perf_counter()
         result, _ = run_curation(read_files([corpus], source="bench", licence="mixed"), params, out)
         report.update(seconds=time.perf_counter() - started, kept=result.stats.kept, input_records=result.stats.input_records)
+    elif mode == "datatrove":
+        from curation_throughput import run_datatrove
+
+        report["started_at"] = time.time()
+        report.update(seconds=run_datatrove(corpus, out, glob="*.jsonl"), kept=None, input_records=None)
     elif mode == "pool":
         import multiprocessing
 
@@ -338,7 +345,9 @@ def main() -> None:
                         help="reuse part files made by other code (only for a change outside the steps: see the docstring)")
     parser.add_argument("--ceiling", action="store_true",
                         help="also time the steps alone in 1 and N plain processes (the machine's scaling for the steps)")
-    parser.add_argument("--child", choices=["single", "local", "ray", "pool"], help=argparse.SUPPRESS)
+    parser.add_argument("--datatrove", action="store_true",
+                        help="also run datatrove's pipeline (curation_throughput.py's) on the same files, one core: per-core ratios")
+    parser.add_argument("--child", choices=["single", "local", "ray", "pool", "datatrove"], help=argparse.SUPPRESS)
     parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -353,6 +362,8 @@ def main() -> None:
     configurations = ([] if args.skip_single else [("single", 1)]) + [("local", 1)] + [("ray", n) for n in args.workers]
     if args.ceiling:
         configurations += [("pool", n) for n in sorted({1, *args.workers})]
+    if args.datatrove:
+        configurations.append(("datatrove", 1))
     with tempfile.TemporaryDirectory(dir=args.keep) as folder:
         for megabytes in args.mb:
             corpus = (args.keep or Path(folder)) / f"corpus-{megabytes:g}-{args.shards}"
@@ -360,11 +371,12 @@ def main() -> None:
             mib = size / 1024 / 1024
             print(f"\ninput: {documents:,} documents, {mib:.1f} MiB in {args.shards} shards; {args.repeats} runs each, "
                   f"batch size {args.batch_size}, {os.cpu_count()} cores", flush=True)
-            rows, ceiling = {}, {}
+            rows, ceiling, peer = {}, {}, None
             for mode, workers in configurations:
                 plural = "s" if workers > 1 else ""
                 name = {"single": "single process, in memory", "local": "engine, local executor",
-                        "pool": f"steps only, {workers} plain process{'es' if workers > 1 else ''}"}.get(
+                        "pool": f"steps only, {workers} plain process{'es' if workers > 1 else ''}",
+                        "datatrove": "datatrove, one task, one worker"}.get(
                     mode, f"engine, ray, {workers} worker{plural}")
                 runs = []
                 for repeat in range(args.repeats):
@@ -377,9 +389,15 @@ def main() -> None:
                     if args.keep:
                         (args.keep / f"rss-{tag}.tsv").write_text("".join(
                             f"{when - runs[-1]['started_at']:.1f}\t{rss / 2**20:.0f}\n" for when, rss in runs[-1]["samples"]))
-                    kept = f"kept {runs[-1]['kept']:,}" if runs[-1]["kept"] is not None else f"processed {runs[-1]['input_records']:,}"
-                    print(f"  {name} run {repeat + 1}: {runs[-1]['seconds']:.1f}s, {kept}", flush=True)
-                (ceiling if mode == "pool" else rows)[workers if mode == "pool" else name] = runs
+                    kept = (f", kept {runs[-1]['kept']:,}" if runs[-1]["kept"] is not None
+                            else f", processed {runs[-1]['input_records']:,}" if runs[-1]["input_records"] else "")
+                    print(f"  {name} run {repeat + 1}: {runs[-1]['seconds']:.1f}s{kept}", flush=True)
+                if mode == "pool":
+                    ceiling[workers] = runs
+                elif mode == "datatrove":
+                    peer = runs
+                else:
+                    rows[name] = runs
             baseline = next(iter(rows.values()))  # the in-memory path, or the local executor with --skip-single
             base_rate = mib / statistics.median(r["seconds"] for r in baseline)
             base_sum = statistics.median(r["peak_rss_sum"] for r in baseline)
@@ -414,6 +432,19 @@ def main() -> None:
             if len({r["kept"] for runs in rows.values() for r in runs}) != 1:
                 print("  WARNING: the configurations kept different numbers of records")
             _print_scaling(rows, ceiling, args.workers)
+            if peer:
+                _print_per_core(rows, peer, mib)
+
+
+def _print_per_core(rows: dict, peer: list, mib: float) -> None:
+    """MiB/s per core of each configuration (the local executor and the in-memory path use
+    one core, Ray N workers N) against datatrove's single-task pipeline on the same files."""
+    peer_rate = mib / statistics.median(r["seconds"] for r in peer)
+    print(f"  datatrove (one task, one worker): {peer_rate:.3f} MiB/s per core (median of {len(peer)})")
+    for name, runs in rows.items():
+        cores = int(name.split()[2]) if name.startswith("engine, ray,") else 1
+        rate = mib / statistics.median(r["seconds"] for r in runs) / cores
+        print(f"  per core, {name}: {rate:.3f} MiB/s, {rate / peer_rate:.2f}x datatrove's")
 
 
 def _print_scaling(rows: dict, ceiling: dict, workers: list[int]) -> None:

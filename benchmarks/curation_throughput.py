@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -82,7 +83,9 @@ def run_ours(path: Path, work: Path) -> float:
     return elapsed
 
 
-def run_datatrove(path: Path, work: Path) -> float:
+def run_datatrove(path: Path, work: Path, glob: str | None = None) -> float:
+    """datatrove's pipeline (above) on the JSONL file `path`, or with `glob` on the files of
+    the folder `path` that match it; the seconds it took (its kept count is printed)."""
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
     from datatrove.pipeline.dedup.minhash import MinhashConfig
@@ -94,7 +97,7 @@ def run_datatrove(path: Path, work: Path) -> float:
     folder = work / "datatrove"
     stages = [
         [
-            JsonlReader(str(path.parent), glob_pattern=path.name),
+            JsonlReader(str(path), glob_pattern=glob) if glob else JsonlReader(str(path.parent), glob_pattern=path.name),
             # Gopher's repetition rules are meant for documents of 50+ words; on sentences a
             # single repeated bigram exceeds 0.2 and every record is dropped (ours applies them
             # from 50 tokens). Thresholds above 1 keep the computation and drop nothing here.
@@ -123,7 +126,7 @@ def run_datatrove(path: Path, work: Path) -> float:
         LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(folder / f"logs{index}")).run()
     elapsed = time.perf_counter() - started
     kept = sum(1 for f in (folder / "deduped").glob("*.jsonl.gz") for _ in __import__("gzip").open(f, "rt"))
-    print(f"  datatrove: kept {kept}")
+    print(f"  datatrove: kept {kept}", file=sys.stderr if glob else sys.stdout)
     return elapsed
 
 
