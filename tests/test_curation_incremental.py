@@ -343,3 +343,33 @@ def test_a_truncated_part_file_makes_its_unit_processed_again(corpus, curation_p
     run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
     assert (run.processed_units, run.cached_units) == (2, 1)  # the damaged unit and the new one
     assert read_outputs(tmp_path / "v2") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
+
+
+def test_a_settle_task_run_again_relinks_what_it_linked(curation_params, tmp_path):
+    """Ray runs a task again when its worker dies; a settle task of an incremental run that
+    had already linked a part's settled files into the outputs must do it again, not fail
+    on the link that is there (it did: os.link, then copyfile of a file onto itself)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hkgai_pipelines.curation.dedup import DuplicateDecisions
+    from hkgai_pipelines.curation.pipeline import PROCESSED_SCHEMA, CurationPipeline
+    from hkgai_pipelines.sources.records import RawRecord
+
+    row = CurationPipeline(curation_params).process(RawRecord(text=LEGCO, source="s", licence="x", locator="f:1"), 0)
+    unit = tmp_path / "unit"
+    unit.mkdir()
+    part = unit / engine.part_name(0)
+    pq.write_table(pa.Table.from_pylist([row], schema=PROCESSED_SCHEMA), part)
+    out, quarantine = tmp_path / "staging", tmp_path / "quarantine"
+    for folder in (out / "cleaned.parquet", out / "rejected.parquet", quarantine):
+        folder.mkdir(parents=True)
+    none = np.zeros(0, dtype=np.int64)
+    decisions = DuplicateDecisions(none, none, np.zeros(0, bool), np.zeros(0, np.int32), np.zeros(0), np.zeros(0, np.uint8),
+                                   np.zeros(1, np.int64))
+    first = engine._settle_parts([(str(part), 1)], decisions, str(out), str(quarantine))
+    again = engine._settle_parts([(str(part), 1)], decisions, str(out), str(quarantine))
+    assert [stats.kept for stats, _ in first] == [stats.kept for stats, _ in again] == [1]
+    (settled,) = unit.glob(f"{engine.SETTLED_DIR}/*/cleaned.parquet")
+    assert (out / "cleaned.parquet" / part.name).stat().st_ino == settled.stat().st_ino

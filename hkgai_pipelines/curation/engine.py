@@ -973,7 +973,14 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
         decisions_ref = ray.put(decisions)
         jobs = list(zip(parts, work.uppers(parts)))
         groups = [jobs[i::SETTLE_TASKS_PER_WORKER * workers] for i in range(min(len(jobs), SETTLE_TASKS_PER_WORKER * workers))]
-        for settled in ray.get([settle.remote(group, decisions_ref, str(work.staging), str(work.quarantine)) for group in groups]):
+        # At most `workers` at once, as in the other phases (a cluster may have more CPUs).
+        pending, finished = [], []
+        for group in groups:
+            if len(pending) >= workers:
+                done, pending = ray.wait(pending, num_returns=1)
+                finished += ray.get(done)
+            pending.append(settle.remote(group, decisions_ref, str(work.staging), str(work.quarantine)))
+        for settled in finished + ray.get(pending):
             for part_stats, part_digest in settled:
                 stats.merge(part_stats)
                 digest.merge(part_digest)
@@ -1250,6 +1257,9 @@ def _link_settled(kept_dir: Path, name: str, out_dir: Path, quarantine_dir: Path
 
 
 def _link(source: Path, target: Path) -> None:
+    """Hard-link `source` at `target`, replacing what is there: a settle task that Ray runs
+    again after its worker died finds the links it made the first time."""
+    target.unlink(missing_ok=True)
     try:
         os.link(source, target)
     except OSError:  # another file system, or one without hard links

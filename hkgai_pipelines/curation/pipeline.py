@@ -336,7 +336,7 @@ def settle_table(table: pa.Table, decisions: DuplicateDecisions) -> CurationResu
     always were."""
     stats = CurationStats()
     orders = table.column("order").to_numpy()
-    is_record = _flag(pc.equal(table.column("kind"), "record"))
+    is_record = ~_flag(pc.equal(table.column("kind"), "quarantine"))
     step = np.array(table.column("step").to_pylist(), dtype=object)
     reason = np.array(table.column("reason").to_pylist(), dtype=object)
     sources = table.column("source")
@@ -383,7 +383,9 @@ def settle_table(table: pa.Table, decisions: DuplicateDecisions) -> CurationResu
         if converted:
             stats.script_converted += converted
             stats.steps["script"]["converted"] += converted
-    after_boilerplate = after_langid & (reason != "boilerplate")
+    boilerplate = after_langid & (reason == "boilerplate")
+    step[boilerplate] = "quality"  # a text that was all boilerplate lines: quality's rejection
+    after_boilerplate = after_langid & ~boilerplate
     if after_boilerplate.any():
         stats.steps["quality"]["boilerplate_lines_removed"] += _total(table, "boilerplate_lines", after_boilerplate)
     after_quality = after_boilerplate & (step != "quality")
