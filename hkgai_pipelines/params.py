@@ -32,7 +32,7 @@ def _typed(value, default, key: str):
     """`value` as the type of the field's default: int (no bool, no fraction), float (finite),
     bool, str, a list or a mapping. Raises ValueError naming `key`."""
     def wrong(kind: str):
-        return ValueError(f"{key}: {value!r} is not {kind}")
+        return ValueError(f"{key}: {value!r} is not {kind}{_as_text_hint(value)}")
 
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -59,6 +59,21 @@ def _typed(value, default, key: str):
             raise wrong("a mapping")
         return value
     return value  # a field whose default is None takes what YAML gives (its loader checks it)
+
+
+def _as_text_hint(value) -> str:
+    """Why a number came as text: YAML 1.1 (PyYAML) reads `1e6` and `1.5e6` as strings; it
+    takes the exponent form only with a dot and a signed exponent (`1.0e+6`)."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    return f" (YAML reads {value} as text: write {number:.0f} or {number:.1e})" if number == int(number) else (
+        f" (YAML reads {value} as text: write {number!r})")
 
 
 def build(cls, data, where: str):

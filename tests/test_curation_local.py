@@ -277,6 +277,8 @@ def test_hkgai_curate_usage_errors_are_one_line(corpus, tmp_path):
     ("curation:\n  quality: {max_digit_ratio: 3}", "curation.quality.max_digit_ratio: 3.0 is a share"),
     ("curation:\n  allowed_languages: en", "curation.allowed_languages: 'en' is not a list"),
     ("curation:\n  max_record_bytes: true", "curation.max_record_bytes: True is not a whole number"),
+    ("curation:\n  max_record_bytes: 1e6", "'1e6' is not a whole number (YAML reads 1e6 as text: write 1000000 or 1.0e+06)"),
+    ("curation:\n  dedup: {threshold: 8e-1}", "'8e-1' is not a number (YAML reads 8e-1 as text: write 0.8)"),
     # A second trial: these ended in tracebacks after work had started, or were accepted.
     ("curation:\n  dedup: {seed: -1}", "curation.dedup.seed: -1 must lie in [0, 2**64)"),
     ("curation:\n  quality: {max_top_ngram_fraction: {2: 0.2, 5: 0.18}}", "is not a mapping of n (2, 3 or 4) to a share"),
