@@ -974,13 +974,9 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
         jobs = list(zip(parts, work.uppers(parts)))
         groups = [jobs[i::SETTLE_TASKS_PER_WORKER * workers] for i in range(min(len(jobs), SETTLE_TASKS_PER_WORKER * workers))]
         # At most `workers` at once, as in the other phases (a cluster may have more CPUs).
-        pending, finished = [], []
-        for group in groups:
-            if len(pending) >= workers:
-                done, pending = ray.wait(pending, num_returns=1)
-                finished += ray.get(done)
-            pending.append(settle.remote(group, decisions_ref, str(work.staging), str(work.quarantine)))
-        for settled in finished + ray.get(pending):
+        submissions = (lambda group=group: settle.remote(group, decisions_ref, str(work.staging), str(work.quarantine))
+                       for group in groups)
+        for settled in _in_flight(submissions, workers):
             for part_stats, part_digest in settled:
                 stats.merge(part_stats)
                 digest.merge(part_digest)
@@ -1149,21 +1145,29 @@ def _pair_verifier(work: _WorkFolders, parts: list[str], params: CurationParams,
 def _ray_mapper(workers: int):
     """`pair_join.RouteMapper` on Ray: one task per part file, at most two per worker in
     flight, the payload tables taken in order."""
-    import collections
-
     import ray
 
     task = ray.remote(num_cpus=1)(payload_rows)
 
     def mapper(jobs, hasher):
-        in_flight = collections.deque()
-        for job in jobs:
-            in_flight.append(task.remote(*job, hasher))
-            if len(in_flight) >= 2 * workers:
-                yield ray.get(in_flight.popleft())
-        while in_flight:
-            yield ray.get(in_flight.popleft())
+        return _in_flight(((lambda job=job: task.remote(*job, hasher)) for job in jobs), 2 * workers)
     return mapper
+
+
+def _in_flight(submissions, limit: int):
+    """The results of Ray tasks in the order submitted, each submission (a callable that
+    starts one task and returns its ref) started only while fewer than `limit` run."""
+    import collections
+
+    import ray
+
+    running = collections.deque()
+    for submit in submissions:
+        running.append(submit())
+        if len(running) >= limit:
+            yield ray.get(running.popleft())
+    while running:
+        yield ray.get(running.popleft())
 
 
 def _settle_parts(jobs: list[tuple[str, int | None]], decisions: DuplicateDecisions, out_dir: str,

@@ -196,12 +196,6 @@ class CurationResult:
     stats: CurationStats
     digest: KeptDigest = field(default_factory=KeptDigest)
 
-    def cleaned_table(self) -> pa.Table:
-        return self.cleaned
-
-    def rejected_table(self) -> pa.Table:
-        return self.rejected
-
 
 class CurationPipeline:
     """The per-record steps (`process`) and the single-process run (`run`)."""
@@ -502,8 +496,8 @@ def write_outputs(result: CurationResult, out_dir: Path) -> CurationOutputs:
     staging = staging_folder(out_dir)
     try:
         staged = {name: staging / name for name in OUTPUT_NAMES}
-        write_table_atomic(result.cleaned_table(), staged["cleaned.parquet"])
-        write_table_atomic(result.rejected_table(), staged["rejected.parquet"])
+        write_table_atomic(result.cleaned, staged["cleaned.parquet"])
+        write_table_atomic(result.rejected, staged["rejected.parquet"])
         write_quarantine(result.quarantined, staged["quarantine.jsonl"])
         write_stats(result.stats, staged["stats.json"])
         paths = replace_outputs(staging, out_dir)
