@@ -203,9 +203,11 @@ def _steps_only(items: list) -> int:
     from hkgai_pipelines.params import load_curation_params
     from hkgai_pipelines.settings import PROJECT_ROOT
 
+    from hkgai_pipelines.curation.engine import DEFAULT_BATCH_SIZE
+
     pipeline = CurationPipeline(load_curation_params(PROJECT_ROOT / "params.yaml"))
-    for order, item in items:
-        pipeline.process(item, order)
+    for start in range(0, len(items), DEFAULT_BATCH_SIZE):  # batches of the engine's size
+        pipeline.process_batch((item, order) for order, item in items[start:start + DEFAULT_BATCH_SIZE])
     return len(items)
 
 

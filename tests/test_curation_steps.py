@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hkgai_pipelines.curation.dedup import MinHasher, bucket_anchor_pairs, exact_key, find_duplicates, pair_similarities, shingles
+from hkgai_pipelines.curation.dedup import MinHasher, bucket_anchor_pairs, exact_digest, exact_key, find_duplicates, pair_similarities, shingles
 from hkgai_pipelines.curation.quality import QualityFilter, QualityThresholds, score_quality
 from hkgai_pipelines.curation.repair import repair_text
 from hkgai_pipelines.curation.script import ScriptConverter
@@ -124,6 +124,23 @@ def test_bucket_anchor_pairs_pair_each_bucket_member_with_the_first():
     assert sorted(zip(anchor.tolist(), member.tolist())) == [(10, 12), (10, 13), (11, 13)]
 
 
+def test_batch_keys_equal_one_record_at_a_time():
+    """`MinHasher.keys` (rensa's batch call, one fold per text) gives what one RMinHash per
+    text and `exact_digest` gave, so part files and persisted LSH indexes keep their values."""
+    from rensa import RMinHash
+
+    hasher = MinHasher()
+    texts = ["唔該晒你幫我哋托一托啲嘢啊！", "The MTR will run extra trains tonight.", "", "a", "好", "你好 !"]
+    exact, bands = hasher.keys(texts)
+    for text, digest, row in zip(texts, exact, bands):
+        one = RMinHash(num_perm=hasher.num_perm, seed=hasher.seed)
+        one.update(shingles(text, hasher.ngram))
+        assert digest == exact_digest(text)
+        assert np.array_equal(row, hasher.band_hashes(np.asarray(one.digest(), dtype=np.uint32)[None, :])[0])
+    assert exact[5] == exact_digest("你好！")
+    assert hasher.signatures([]).shape == (0, 128)
+
+
 def test_band_hashes_depend_on_every_row_of_the_band():
     hasher = MinHasher(num_perm=8, num_bands=2)
     signatures = np.array([[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 9]], dtype=np.uint32)
@@ -155,6 +172,18 @@ def test_chinese_mojibake(text, expected):
     from hkgai_pipelines.curation.repair import repair_chinese_mojibake
 
     assert repair_chinese_mojibake(text) == expected
+
+
+def test_mojibake_in_a_long_page_is_found_among_its_segments():
+    """A page of genuine lines whose whole-text round trip leaves stray Han characters (so
+    the segments are judged) repairs the one mojibake line and leaves the others byte for
+    byte; the segments whose joined round trip shows nothing are skipped (`_worth_judging`)."""
+    from hkgai_pipelines.curation.repair import _worth_judging, repair_chinese_mojibake
+
+    genuine = "立法會共有九十名議員。\n今日天氣好好，我哋去飲茶。\n𨋢壞咗，𠵱家行樓梯。\n"
+    page = genuine * 20 + "鎴戝搵浠婃棩鍘诲挆椋茶尪\n" + genuine
+    assert repair_chinese_mojibake(page) == (genuine * 20 + "我哋今日去咗飲茶\n" + genuine, "repaired")
+    assert list(_worth_judging(["鎴戝搵浠婃棩鍘诲挆椋茶尪", "今日天氣好好", "好\ufffd嘢"])) == [True, False, True]
 
 
 def test_script_policy_follows_the_script_of_cantonese():

@@ -1077,7 +1077,7 @@ def _process_part(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Tab
             done = None  # processed again, and replaced below
         if done is not None and np.array_equal(done.column("order").to_numpy(), orders):
             return _keys_of(done, num_bands, reused=True)
-    rows = [pipeline.process(_item(row), row["order"]) for row in batch.to_pylist()]
+    rows = pipeline.process_batch((_item(row), row["order"]) for row in batch.to_pylist())
     exact = np.zeros(len(rows), dtype=f"S{EXACT_KEY_BYTES}")
     bands = np.zeros((len(rows), num_bands), dtype=np.uint64)
     for index, row in enumerate(rows):

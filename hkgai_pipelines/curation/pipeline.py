@@ -44,7 +44,6 @@ from hkgai_pipelines.curation.dedup import (
     KeyStore,
     MinHasher,
     decide_duplicates,
-    exact_digest,
     in_memory_verifier,
 )
 from hkgai_pipelines.curation.langid import LanguageIdentifier
@@ -215,6 +214,20 @@ class CurationPipeline:
         """One item through repair, PII, language ID, script and quality: a processed row
         (`PROCESSED_SCHEMA`, plus `DEDUP_KEY_FIELDS` for a dedup candidate). No decision
         that needs other records is taken here."""
+        return self.process_batch([(item, order)])[0]
+
+    def process_batch(self, numbered: Iterable[tuple[RawRecord | QuarantineRecord, int]]) -> list[dict]:
+        """`process` of each (item, order key) pair, the dedup keys of the batch's candidates
+        computed together (`MinHasher.keys`: one vectorised call instead of one per record)."""
+        rows = [self._steps(item, order) for item, order in numbered]
+        candidates = [row for row in rows if row.get("candidate")]
+        if candidates:
+            exact, bands = self.hasher.keys([row["text"] for row in candidates])
+            for row, digest, row_bands in zip(candidates, exact, bands):
+                row["exact"], row["bands"] = digest, row_bands
+        return rows
+
+    def _steps(self, item: RawRecord | QuarantineRecord, order: int) -> dict:
         if isinstance(item, QuarantineRecord):
             # A file name or a crawled URI can carry PII (?email=...&tel=...).
             return _quarantine_row(order, self._redact(item.file), item.line, self._redact(item.error), item.source, item.count)
@@ -277,15 +290,14 @@ class CurationPipeline:
             return _rejected(row, "quality", reason)
         row.update({column: scores[column] for column in QUALITY_COLUMNS})
 
-        # dedup keys; the decision is corpus-wide (dedup.decide_duplicates)
+        # a dedup candidate: its keys are computed with its batch's (`process_batch`); the
+        # decision is corpus-wide (dedup.decide_duplicates)
         row["candidate"] = True
-        row["exact"] = exact_digest(row["text"])
-        row["bands"] = self.hasher.band_hashes(self.hasher.signature(row["text"])[None, :])[0]
         return row
 
     def run(self, items: Iterable[RawRecord | QuarantineRecord]) -> CurationResult:
         """Every item in this process, in memory; order keys are the input positions."""
-        rows = [self.process(item, order) for order, item in enumerate(items)]
+        rows = self.process_batch((item, order) for order, item in enumerate(items))
         keys = KeyStore(self.hasher.num_bands)
         collect_keys(rows, keys)
         texts = {row["order"]: row["text"] for row in rows if row.get("candidate")}

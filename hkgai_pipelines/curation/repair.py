@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 
 import ftfy
 
@@ -64,12 +65,6 @@ def _round_trip(text: str, codec: str, errors: str) -> str | None:
         return None
 
 
-def _han_share(text: str) -> tuple[int, float]:
-    han = len(HAN_RE.findall(text))
-    non_ascii = len(_NON_ASCII_RE.findall(text))
-    return han, (han / non_ascii if non_ascii else 0.0)
-
-
 _ASCII_ALNUM_RE = re.compile(r"[A-Za-z0-9]")
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 
@@ -80,10 +75,12 @@ def _plausible(original: str, candidate: str, share_needed: float) -> bool:
     mojibake (three UTF-8 bytes became two-byte GBK/Big5 characters), and no letter or digit
     that the original did not have (genuine Chinese put through the round trip yields ASCII
     and Latin characters: "靚仔靚女" -> "谥J谤k")."""
-    han, share = _han_share(candidate)
+    han = len(HAN_RE.findall(candidate))
+    if han < MOJIBAKE_MIN_HAN:  # the common case for genuine text, decided first
+        return False
+    non_ascii = len(_NON_ASCII_RE.findall(candidate))
     return (
-        han >= MOJIBAKE_MIN_HAN
-        and share >= share_needed
+        han / non_ascii >= share_needed
         and han < len(HAN_RE.findall(original))
         and len(_ASCII_ALNUM_RE.findall(candidate)) <= len(_ASCII_ALNUM_RE.findall(original))
     )
@@ -133,11 +130,13 @@ def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
     if verdict:
         return whole, verdict
     pieces: list[str] = []
-    cursor, verdict = 0, None
+    verdict = None
     padded = text + "\n"
-    for separator in _SEGMENT_SPLIT_RE.finditer(padded):
-        segment = padded[cursor:separator.start()]
-        if len(segment) >= MOJIBAKE_MIN_SEGMENT:
+    separators = list(_SEGMENT_SPLIT_RE.finditer(padded))
+    segments = [padded[start:separator.start()] for start, separator in zip([0] + [m.end() for m in separators], separators)]
+    worth = _worth_judging([segment for segment in segments if len(segment) >= MOJIBAKE_MIN_SEGMENT])
+    for separator, segment in zip(separators, segments):
+        if len(segment) >= MOJIBAKE_MIN_SEGMENT and next(worth):
             repaired, segment_verdict = _judge_round_trip(segment)
             if segment_verdict == "mojibake":
                 return text, "mojibake"
@@ -145,10 +144,27 @@ def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
                 segment, verdict = repaired, "repaired"
         pieces.append(segment)
         pieces.append(padded[separator.start():separator.end()])
-        cursor = separator.end()
     if verdict is None:
         return text, None
     return "".join(pieces)[:-1], verdict  # without the "\n" added to close the last segment
+
+
+def _worth_judging(segments: list[str]) -> Iterator[bool]:
+    """For each segment, whether `_judge_round_trip` could find it mojibake: False only when
+    it has no U+FFFD and no codec's lossy round trip leaves MOJIBAKE_MIN_HAN Han characters
+    in it (then neither candidate is `_plausible`). The round trips are taken once over the
+    segments joined by newlines: a segment holds no whitespace, an encoded newline is the
+    byte 0x0A in both codecs (their trail bytes start at 0x40) and UTF-8 decodes that byte
+    alone, so the joined round trip is the segments' round trips joined. A long page has
+    hundreds of segments, and judging each was most of this step's time on long text."""
+    worth = ["\ufffd" in segment for segment in segments]
+    joined = "\n".join(segments)
+    for codec in MOJIBAKE_CODECS:
+        pieces = (_round_trip(joined, codec, "replace") or "").split("\n")
+        if len(pieces) != len(segments):  # not expected; judge every segment then
+            return iter([True] * len(segments))
+        worth = [flag or len(HAN_RE.findall(piece)) >= MOJIBAKE_MIN_HAN for flag, piece in zip(worth, pieces)]
+    return iter(worth)
 
 
 def replacement_char_share(text: str) -> float:
