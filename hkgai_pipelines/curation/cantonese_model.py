@@ -172,11 +172,14 @@ class CantoneseModel:
         """`log_odds([text])[0]` for the one text a pipeline step asks about, without a sparse
         matrix: the same hashed n-grams (`ngram_index`), their weights memoised per n-gram,
         summed in Python (tests/test_langid.py checks the two agree)."""
+        return self._log_odds_folded(fold(text))
+
+    def _log_odds_folded(self, folded: str) -> float:
         weights, memo = self.weights, self._ngram_weights
         if len(memo) > 2_000_000:  # bounded: a corpus has far fewer distinct 1-3-grams
             memo.clear()
         total = 0.0
-        for ngram in _char_wb_analyzer()(fold(text)):
+        for ngram in _char_wb_analyzer()(folded):
             weight = memo.get(ngram)
             if weight is None:
                 weight = memo[ngram] = float(weights[ngram_index(ngram)])
@@ -189,12 +192,14 @@ class CantoneseModel:
         Text with `max_han` or more Han characters is SWC whatever its score (the length
         rule; the caller only asks about text without a Cantonese or SWC feature).
         """
-        value = self.log_odds_one(text)
+        folded = fold(text)
+        value = self._log_odds_folded(folded)
         # Probability of the (uniform-prior) naive Bayes posterior shifted by the threshold,
-        # so 0.5 is exactly the decision boundary.
-        shifted = float(np.clip(value - self.threshold, -50.0, 50.0))
+        # so 0.5 is exactly the decision boundary. (min/max: np.clip's ufunc call on one
+        # float cost as much as the rest of this function.)
+        shifted = min(max(value - self.threshold, -50.0), 50.0)
         probability = float(1.0 / (1.0 + np.exp(-shifted)))
-        if self.max_han is not None and len(fold(text).replace(" ", "")) >= self.max_han:
+        if self.max_han is not None and len(folded.replace(" ", "")) >= self.max_han:
             return False, min(probability, 0.5)
         return value > self.threshold, probability
 
@@ -415,7 +420,7 @@ def judge(view: str) -> tuple[str, int, int]:
     from cantonesedetect.Detector import ALL_HAN_RE
 
     canto, swc = feature_counts(view)
-    length = sum(1 for _ in ALL_HAN_RE.finditer(view))
+    length = len(ALL_HAN_RE.findall(view))
     total = canto + swc
     if length == 0 or total == 0:
         return "neutral", canto, swc

@@ -137,7 +137,7 @@ class LanguageIdentifier:
             english = sum(len(w) for w in words if w.islower() or w in caps_run)
         else:
             english = sum(len(w) for w in words if not w.isupper())
-        other_letters = sum(1 for ch in text if ch.isalpha()) - han - kana - hangul - len("".join(LATIN_WORD_RE.findall(text)))
+        other_letters = sum(map(str.isalpha, text)) - han - kana - hangul - len("".join(LATIN_WORD_RE.findall(text)))
         letters = han + kana + hangul + latin + max(other_letters, 0)
         if letters == 0:
             return LanguageResult("other", 1.0)

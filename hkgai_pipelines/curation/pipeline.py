@@ -284,7 +284,7 @@ class CurationPipeline:
         if not row["text"]:
             return _rejected(row, "quality", "boilerplate")
         row["boilerplate_lines"] = boilerplate_lines
-        scores = score_quality(row["text"])
+        scores = score_quality(row["text"], boilerplate_free=True)
         reason = self.quality.decide(scores)
         if reason:
             return _rejected(row, "quality", reason)

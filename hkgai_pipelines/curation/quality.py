@@ -71,15 +71,16 @@ class QualityThresholds:
 
 
 def _top_ngram_fraction(tokens: list[str], n: int) -> float:
-    """Share of token characters covered by the most frequent n-gram, when it repeats."""
+    """Share of token characters covered by the most frequent n-gram, when it repeats (of
+    n-grams equally frequent, the first to occur, as `Counter.most_common` picks)."""
     if len(tokens) < n:
         return 0.0
-    counts = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    counts = Counter(zip(*(tokens[i:] for i in range(n))))
     gram, count = counts.most_common(1)[0]
     if count < 2:
         return 0.0
-    total = sum(len(t) for t in tokens)
-    return count * sum(len(t) for t in gram) / total if total else 0.0
+    total = sum(map(len, tokens))
+    return count * sum(map(len, gram)) / total if total else 0.0
 
 
 def _char_classes(text: str) -> tuple[int, int, int, int]:
@@ -98,7 +99,10 @@ def _char_classes(text: str) -> tuple[int, int, int, int]:
     return n, letters, digits, symbols
 
 
-def score_quality(text: str) -> dict[str, float]:
+def score_quality(text: str, boilerplate_free: bool = False) -> dict[str, float]:
+    """The quality measures of `text` (`QUALITY_COLUMNS` of the pipeline, and "tokens"):
+    counts in characters and tokens, ratios in [0, 1]. `boilerplate_free`: the text came out
+    of `strip_boilerplate_lines`, so its boilerplate line fraction is 0 without looking."""
     n, letters, digits, symbols = _char_classes(text)
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     line_counts = Counter(lines)
@@ -115,7 +119,7 @@ def score_quality(text: str) -> dict[str, float]:
         "dup_line_fraction": dup_lines / len(lines) if lines else 0.0,
         "dup_line_char_fraction": dup_line_chars / line_chars if line_chars else 0.0,
         "boilerplate_line_fraction": (
-            sum(1 for line in lines if is_boilerplate_line(line)) / len(lines) if lines else 0.0
+            sum(1 for line in lines if is_boilerplate_line(line)) / len(lines) if lines and not boilerplate_free else 0.0
         ),
     }
     for k in (2, 3, 4):
