@@ -25,6 +25,7 @@ ids and counts on all of them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -97,6 +98,9 @@ PROCESSED_SCHEMA = pa.schema(
 #: Keys of a processed row that are not stored with it: the candidate's exact key (bytes) and
 #: LSH band hashes (uint64 array), which go to the corpus-wide decision.
 DEDUP_KEY_FIELDS = ("exact", "bands")
+#: Records whose dedup keys `CurationPipeline.run` computes together (the engine's batches
+#: are its `batch_size`).
+KEY_BATCH_SIZE = 1000
 
 
 @dataclass
@@ -297,7 +301,11 @@ class CurationPipeline:
 
     def run(self, items: Iterable[RawRecord | QuarantineRecord]) -> CurationResult:
         """Every item in this process, in memory; order keys are the input positions."""
-        rows = self.process_batch((item, order) for order, item in enumerate(items))
+        numbered = enumerate(items)
+        rows: list[dict] = []
+        # In batches, as the engine runs them: a batch's shingles are held while its keys are computed.
+        while batch := [(item, order) for order, item in itertools.islice(numbered, KEY_BATCH_SIZE)]:
+            rows.extend(self.process_batch(batch))
         keys = KeyStore(self.hasher.num_bands)
         collect_keys(rows, keys)
         texts = {row["order"]: row["text"] for row in rows if row.get("candidate")}
