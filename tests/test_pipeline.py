@@ -1,6 +1,7 @@
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from hkgai_pipelines.curation.pipeline import run_curation
 from hkgai_pipelines.sources.files import read_files
@@ -148,3 +149,20 @@ def test_stats_of_every_outcome_are_exact(tmp_path, curation_params):
         ("dedup", "exact_duplicate", False), ("langid", "language_other", True), ("quality", "too_short", True),
         ("repair", "empty_after_repair", True), ("repair", "duplicate_id", True),
     ]
+
+
+@pytest.mark.parametrize("field_name", ["id", "title", "locator", "source", "licence"])
+def test_a_handed_in_record_with_a_lone_surrogate_is_quarantined(tmp_path, curation_params, field_name):
+    """The file readers quarantine such a record; a caller handing records to `run_curation`
+    directly got a UnicodeEncodeError from Arrow instead. Now the same quarantine record, the
+    name escaped, and the other record kept; counts add up and the outputs are written."""
+    fields = {"text": "佢哋聽日會去旺角食飯，你嚟唔嚟呀？", "source": "s", "licence": "x", "locator": "f:1", "id": "a"}
+    fields[field_name] = fields.get(field_name, "t") + "\ud83d"
+    good = RawRecord(text="今日天氣好好，我哋去飲茶。", source="s", licence="x", locator="f:2", id="b")
+    result, _ = run_curation([RawRecord(**fields), good], curation_params, tmp_path)
+    assert (result.stats.input_records, result.stats.kept, result.stats.quarantined) == (2, 1, 1)
+    [quarantined] = result.quarantined
+    locator = "f:1\\ud83d" if field_name == "locator" else "f:1"
+    assert quarantined.error == f"{locator}: field {field_name!r} is not valid Unicode (lone surrogate)"
+    assert quarantined.source == ("s\\ud83d" if field_name == "source" else "s")
+    assert (tmp_path / "quarantine.jsonl").read_text(encoding="utf-8").count("lone surrogate") == 1

@@ -32,7 +32,7 @@ import shutil
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ from hkgai_pipelines.curation.quality import QualityFilter, score_quality, strip
 from hkgai_pipelines.curation.repair import repair_chinese_mojibake, repair_text, replacement_char_share
 from hkgai_pipelines.curation.script import ScriptConverter
 from hkgai_pipelines.params import CurationParams
+from hkgai_pipelines.sources.files import field_with_surrogate, printable
 from hkgai_pipelines.sources.lake import atomic_path, write_quarantine, write_table_atomic
 from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
 
@@ -232,6 +233,14 @@ class CurationPipeline:
         return rows
 
     def _steps(self, item: RawRecord | QuarantineRecord, order: int) -> dict:
+        # The file readers quarantine a record with a lone surrogate in any field (Arrow and
+        # JSON cannot encode one); records handed in by other callers are held to the same.
+        surrogate_field = field_with_surrogate(item)
+        if surrogate_field is not None:
+            if isinstance(item, RawRecord):
+                error = f"{printable(item.locator)}: field {surrogate_field!r} is not valid Unicode (lone surrogate)"
+                return _quarantine_row(order, self._redact(printable(item.locator)), None, self._redact(error), printable(item.source), 1)
+            item = replace(item, **{f.name: printable(getattr(item, f.name)) for f in fields(item) if isinstance(getattr(item, f.name), str)})
         if isinstance(item, QuarantineRecord):
             # A file name or a crawled URI can carry PII (?email=...&tel=...).
             return _quarantine_row(order, self._redact(item.file), item.line, self._redact(item.error), item.source, item.count)

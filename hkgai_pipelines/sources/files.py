@@ -161,7 +161,7 @@ def collect_inputs(paths: Iterable[Path], root: Path | None = None, exclude: Ite
         try:
             st = os.stat(given)
         except OSError as error:
-            entries.append(InputEntry(given, _printable(str(given)), _unresolvable(error)))
+            entries.append(InputEntry(given, printable(str(given)), _unresolvable(error)))
             continue
         real = Path(os.path.realpath(given))
         # What names are relative to: the root, or the folder above the given folder or file's folder.
@@ -259,8 +259,8 @@ def _walk_name(path: Path, base: Path) -> str:
     try:
         relative = path.relative_to(base)
     except ValueError:
-        return _printable(str(path))
-    return _printable(str(relative) if relative.parts else str(path))
+        return printable(str(path))
+    return printable(str(relative) if relative.parts else str(path))
 
 
 def _unresolvable(error: OSError) -> str:
@@ -296,7 +296,7 @@ def read_file(
     `scope_ids=False` keeps Parquet ids as they are: for the raw lake's own partitions, whose
     ids are already final and scoped (an input id is scoped when it is first read).
     """
-    name = _printable(name or _display_name(path, root))
+    name = printable(name or _display_name(path, root))
     yield from _guarded(_read_file(Path(path), name, source, licence, max_record_bytes, scope_ids), name, source)
 
 
@@ -306,7 +306,7 @@ def _read_file(path: Path, name: str, source: str, licence: str, max_record_byte
 
     kind = file_kind(path)
     if kind is None:
-        yield quarantine(None, f"unsupported file type {_printable(_suffix(path))!r}; expected {', '.join(SUPPORTED_SUFFIXES)}")
+        yield quarantine(None, f"unsupported file type {printable(_suffix(path))!r}; expected {', '.join(SUPPORTED_SUFFIXES)}")
         return
     try:
         handle, size = _open_regular(path)
@@ -381,13 +381,13 @@ def _guarded(items: Iterator[FileItem], name: str, source: str) -> Iterator[File
     unlisted = 0
     for item in items:
         if isinstance(item, RawRecord):
-            field_name = _field_with_surrogate(item)
+            field_name = field_with_surrogate(item)
             if field_name is None:
                 yield item
                 continue
-            item = QuarantineRecord(name, None, f"{_printable(item.locator)}: field {field_name!r} is not valid Unicode (lone surrogate)", source)
-        elif _field_with_surrogate(item) is not None:
-            item = replace(item, **{f.name: _printable(getattr(item, f.name)) for f in fields(item) if isinstance(getattr(item, f.name), str)})
+            item = QuarantineRecord(name, None, f"{printable(item.locator)}: field {field_name!r} is not valid Unicode (lone surrogate)", source)
+        elif field_with_surrogate(item) is not None:
+            item = replace(item, **{f.name: printable(getattr(item, f.name)) for f in fields(item) if isinstance(getattr(item, f.name), str)})
         if listed < MAX_QUARANTINE_PER_FILE:
             listed += 1
             yield item
@@ -408,7 +408,8 @@ def _has_surrogate(value: str) -> bool:
     return False
 
 
-def _field_with_surrogate(item: FileItem) -> str | None:
+def field_with_surrogate(item: FileItem) -> str | None:
+    """The name of the first str field of `item` holding a lone surrogate, or None."""
     strings = [value for value in vars(item).values() if isinstance(value, str)]
     if not _has_surrogate("".join(strings)):  # one encode for the common case (no surrogate)
         return None
@@ -419,7 +420,7 @@ def _field_with_surrogate(item: FileItem) -> str | None:
     return None
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """`text` with what cannot be written as UTF-8 escaped: a file name's undecodable bytes
     (surrogate-escaped by os.fsdecode) as `\\xff`, any other lone surrogate as `\\udc80`."""
     if not _has_surrogate(text):
@@ -447,10 +448,10 @@ def _suffix(path: Path) -> str:
 def _display_name(path: Path, root: Path | None) -> str:
     if root is not None:
         try:
-            return _printable(str(Path(os.path.realpath(path)).relative_to(Path(root).resolve())))
+            return printable(str(Path(os.path.realpath(path)).relative_to(Path(root).resolve())))
         except ValueError:
             pass
-    return _printable(str(path))
+    return printable(str(path))
 
 
 def _too_large(size: int, limit: int) -> str:
