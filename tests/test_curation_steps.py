@@ -166,6 +166,16 @@ def test_band_hashes_depend_on_every_row_of_the_band():
         ("今日新聞：浠婂ぉ涓嬪崍鍙戝竷鏂扮殑閫氱煡。請留意。", ("今日新聞：今天下午发布新的通知。請留意。", "repaired")),
         ("今日新聞：浠婂ぉ涓嬪崍鍙戝竷鏂扮殑閫氱煡锛岀郴缁熺淮鎶\ufffd。請留意。",
          ("今日新聞：浠婂ぉ涓嬪崍鍙戝竷鏂扮殑閫氱煡锛岀郴缁熺淮鎶\ufffd。請留意。", "mojibake")),
+        # Exact mojibake in English text is repaired although the whole text's lossy round trip
+        # looks plausible (its ASCII survives): it was rejected whole as mojibake.
+        ("Sha Tin is big.鎴戝搵浠婃棩鍘诲挆椋茶尪。", ("Sha Tin is big.我哋今日去咗飲茶。", "repaired")),
+        ("Café — 鎴戝搵浠婃棩鍘诲挆椋茶尪", ("Café — 我哋今日去咗飲茶", "repaired")),
+        # UTF-8 read as Big5 with errors replaced lost half its bytes: mojibake, even inside a page
+        # whose share of U+FFFD stays below the replacement-character limit.
+        ("立法會共有九十名議員。今日天氣好好，我哋去飲茶。������隞���亙�餃��憌脰��。請留意。",
+         ("立法會共有九十名議員。今日天氣好好，我哋去飲茶。������隞���亙�餃��憌脰��。請留意。", "mojibake")),
+        # A stray bad byte or two in genuine text is not mojibake.
+        ("今日��天氣好好，𨋢壞咗", ("今日��天氣好好，𨋢壞咗", None)),
     ],
 )
 def test_chinese_mojibake(text, expected):

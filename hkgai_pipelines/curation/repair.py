@@ -104,6 +104,14 @@ def _judge_round_trip(text: str) -> tuple[str, str | None]:
 _SEGMENT_SPLIT_RE = re.compile(r"[\s\x00-\x7f，。！？：；、「」『』（）《》〈〉【】…—～·]+")
 #: A segment shorter than this is not judged alone: a few characters can round-trip by chance.
 MOJIBAKE_MIN_SEGMENT = 4
+#: A segment holding Han characters and at least this many U+FFFD, making up at least this
+#: share of it, is Chinese whose bytes a wrong decode lost: UTF-8 Chinese read as Big5 with
+#: errors replaced loses about half its characters ("我哋今日去咗飲茶" -> "������隞���亙�餃��憌脰��",
+#: 14 of 24), which no round trip can undo. Inside a page its share of the whole text stays
+#: below the replacement-character limit, so it is looked for run by run. A genuine text with
+#: a stray bad byte has one or two.
+MOJIBAKE_LOST_MIN_FFFD = 3
+MOJIBAKE_LOST_MIN_SHARE = 0.3
 
 
 def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
@@ -113,11 +121,14 @@ def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
     `"repaired"` with the repaired text when the round trip is exact, `"mojibake"` with the
     text unchanged when the round trip shows mojibake but lost bytes (a caller rejects it).
     The whole text is judged first, then each run between punctuation, so mojibake pasted
-    into correct text is repaired in place.
+    into correct text is repaired in place; a run of Han characters and U+FFFD (bytes lost,
+    `MOJIBAKE_LOST_MIN_FFFD`) makes the text mojibake.
     Example: "鎴戝搵浠婃棩鍘诲挆椋茶尪" -> ("我哋今日去咗飲茶", "repaired").
     """
     if text.isascii() or not HAN_RE.search(text):
         return text, None
+    if "\ufffd" in text and _has_lost_bytes_run(text):
+        return text, "mojibake"
     # Mojibake anywhere in the text leaves Han characters in the whole text's lossy round
     # trip; genuine text almost never does, so most text stops here.
     stripped = text.replace("\ufffd", "")
@@ -126,11 +137,16 @@ def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
         for codec in MOJIBAKE_CODECS
     ):
         return text, None
-    whole, verdict = _judge_round_trip(text)
-    if verdict:
-        return whole, verdict
+    whole, whole_verdict = _judge_round_trip(text)
+    if whole_verdict == "repaired":
+        return whole, whole_verdict
+    # A whole-text "mojibake" is judged again run by run: mostly-ASCII text ("Sha Tin is big.
+    # 鎴戝搵浠婃棩鍘诲挆椋茶尪。") survives a lossy round trip as plausible, so one non-ASCII
+    # character elsewhere made the whole text mojibake when its one Chinese run repairs exactly.
+    # The runs' repair stands then only if every run that could be mojibake was repaired.
     pieces: list[str] = []
     verdict = None
+    unresolved = False
     padded = text + "\n"
     separators = list(_SEGMENT_SPLIT_RE.finditer(padded))
     segments = [padded[start:separator.start()] for start, separator in zip([0] + [m.end() for m in separators], separators)]
@@ -142,11 +158,23 @@ def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
                 return text, "mojibake"
             if segment_verdict == "repaired":
                 segment, verdict = repaired, "repaired"
+            else:
+                unresolved = True
         pieces.append(segment)
         pieces.append(padded[separator.start():separator.end()])
-    if verdict is None:
-        return text, None
+    if verdict is None or (whole_verdict == "mojibake" and unresolved):
+        return text, whole_verdict
     return "".join(pieces)[:-1], verdict  # without the "\n" added to close the last segment
+
+
+def _has_lost_bytes_run(text: str) -> bool:
+    """Whether a run of `text` between separators is Chinese with lost bytes (see
+    MOJIBAKE_LOST_MIN_FFFD)."""
+    for segment in _SEGMENT_SPLIT_RE.split(text):
+        lost = segment.count("\ufffd")
+        if lost >= MOJIBAKE_LOST_MIN_FFFD and lost >= MOJIBAKE_LOST_MIN_SHARE * len(segment) and HAN_RE.search(segment):
+            return True
+    return False
 
 
 def _worth_judging(segments: list[str]) -> Iterator[bool]:
