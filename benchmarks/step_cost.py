@@ -6,16 +6,19 @@ its time, on one core or on each Ray worker. Two corpora, built once from the pa
 as `curation_scale.py` builds its own:
 
 * records: curation_throughput's replicas (`--mb` MiB of JSONL), short records as the
-  packaged corpora hold them (sentences, turns of speech; about 50 bytes of text each);
+  packaged corpora hold them (sentences, turns of speech; about 50 bytes of text each at the
+  default 10 MiB; a small `--mb` holds fewer replicas of the short corpora, so longer records);
 * pages: the same records, `--page-lines` consecutive ones joined by newlines into one
-  document (about 2 KB of text, the length of a news article or a web page's main text).
+  document (about 2 KB of text at 10 MiB, the length of a news article or a web page's main text).
 
 Each tree (this working tree and `--peer`, checked out with `git worktree`) processes each
 corpus in a fresh child process, `--repeats` times, trees alternating: the pipeline is built
 and warmed on the first 2,000 items, then every item is processed in batches of the engine's
-size. Printed per corpus: CPU seconds of the processing (median of the repeats), MiB/s, this
-tree against the peer, and whether the processed rows (every field, the dedup keys included)
-hash the same in both trees.
+size. Printed per corpus: CPU s, the child's `time.process_time` over the processing (the
+runs, and their median); MiB/s, MiB of record text (not of JSONL) per CPU second; x peer, the
+peer's median over this tree's (above 1: this tree is cheaper); and whether the processed rows
+(every field, the dedup keys included) hash the same in both trees. With a small `--mb` the
+warm-up covers every item, so the timed pass meets memoised model weights; use the default.
 
     python benchmarks/step_cost.py --peer 7d2bf2d
 """
@@ -84,15 +87,22 @@ def main() -> None:
     parser.add_argument("--peer", default="7d2bf2d", help="the commit to compare with")
     parser.add_argument("--mb", type=float, default=10.0, help="MiB of JSONL in the records corpus")
     parser.add_argument("--page-lines", type=int, default=40, help="records joined into one page")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each tree on each corpus, trees alternating")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return
 
+    import subprocess
+
     from curation_scale import build_corpus
-    from peer_tree import run_in_trees
+    from peer_tree import REPO, run_in_trees
+
+    # Before building anything: the peer must be a commit this clone has (not in a shallow one).
+    if subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{args.peer}^{{commit}}"],
+                      capture_output=True).returncode:
+        parser.error(f"--peer {args.peer}: no such commit in this clone (a shallow clone lacks history: git fetch --unshallow)")
 
     with tempfile.TemporaryDirectory(prefix="step-cost-") as folder:
         records, pages = Path(folder) / "records", Path(folder) / "pages"

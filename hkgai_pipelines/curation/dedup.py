@@ -126,8 +126,9 @@ class MinHasher:
         return self._digests([shingles(text, self.ngram) for text in texts])
 
     def keys(self, texts: list[str]) -> tuple[list[bytes], np.ndarray]:
-        """The dedup keys of `texts`: their `exact_digest`s and their `band_hashes` (uint64
-        array (len(texts), num_bands)), folding each text once for both."""
+        """The dedup keys of `texts`, in input order: `exact_digest(t)` of each and the
+        `band_hashes` of their `signatures` (uint64 array (len(texts), num_bands)). Each text
+        is folded (NFKC, case-folded, whitespace and punctuation removed) once for both."""
         folded = [_folded(text) for text in texts]
         exact = [hashlib.sha1(view.encode("utf-8")).digest() for view in folded]
         signatures = self._digests([_shingles(text, view, self.ngram) for text, view in zip(texts, folded)])

@@ -222,8 +222,12 @@ class CurationPipeline:
         return self.process_batch([(item, order)])[0]
 
     def process_batch(self, numbered: Iterable[tuple[RawRecord | QuarantineRecord, int]]) -> list[dict]:
-        """`process` of each (item, order key) pair, the dedup keys of the batch's candidates
-        computed together (`MinHasher.keys`: one vectorised call instead of one per record)."""
+        """One processed row per (item, order key) pair, in input order, quarantine rows
+        included. The order key is the record's place in the corpus's stable order (source,
+        file, record: `inputs.order_key`), which the corpus-wide decisions keep the first of.
+        A row that passed every step is a dedup *candidate* (`row["candidate"]`); only those
+        get their dedup keys, `exact` (`dedup.exact_digest`) and `bands` (uint64 (num_bands,),
+        `MinHasher.band_hashes`), computed for the whole batch in one call (`MinHasher.keys`)."""
         rows = [self._steps(item, order) for item, order in numbered]
         candidates = [row for row in rows if row.get("candidate")]
         if candidates:
