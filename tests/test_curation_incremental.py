@@ -25,11 +25,13 @@ def _units(corpus, *names):
 
 
 def _counting(calls: list):
-    process = engine.CurationPipeline.process
+    """`CurationPipeline.process_batch` (what the engine runs the steps through) noting each item."""
+    process_batch = engine.CurationPipeline.process_batch
 
-    def counted(self, item, order):
-        calls.append(item.locator if hasattr(item, "locator") else item)
-        return process(self, item, order)
+    def counted(self, numbered):
+        numbered = list(numbered)
+        calls.extend(item.locator if hasattr(item, "locator") else item for item, _ in numbered)
+        return process_batch(self, numbered)
     return counted
 
 
@@ -45,7 +47,7 @@ def test_an_added_unit_is_the_only_one_processed_and_the_outputs_equal_a_full_ru
     assert read_outputs(tmp_path / "v1") == _full(corpus, curation_params, tmp_path / "full-a", A0, A1)[0]
 
     calls = []
-    monkeypatch.setattr(engine.CurationPipeline, "process", _counting(calls))
+    monkeypatch.setattr(engine.CurationPipeline, "process_batch", _counting(calls))
     second = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
     monkeypatch.undo()
     assert (second.processed_units, second.cached_units) == (1, 2)

@@ -102,7 +102,7 @@ def test_a_stopped_run_resumes_without_redoing_finished_batches(corpus, curation
     stray.write_bytes(parts[0].read_bytes())
 
     steps_run = []
-    monkeypatch.setattr(engine.CurationPipeline, "process", _counting(engine.CurationPipeline.process, steps_run))
+    monkeypatch.setattr(engine.CurationPipeline, "process_batch", _counting(engine.CurationPipeline.process_batch, steps_run))
     run = engine.curate_files([corpus], curation_params, out, licence="x", batch_size=2)
     assert run.resumed_records == 6  # three batches of two
     assert len(steps_run) == 13 - 6  # every other item went through the steps once
@@ -111,10 +111,12 @@ def test_a_stopped_run_resumes_without_redoing_finished_batches(corpus, curation
     assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
 
 
-def _counting(process, calls: list):
-    def counted(self, item, order):
-        calls.append(order)
-        return process(self, item, order)
+def _counting(process_batch, calls: list):
+    """`process_batch` noting the order key of each item it is given."""
+    def counted(self, numbered):
+        numbered = list(numbered)
+        calls.extend(order for _, order in numbered)
+        return process_batch(self, numbered)
     return counted
 
 
