@@ -314,7 +314,7 @@ def test_the_same_text_scores_the_same_in_two_processes():
     assert runs[0] == runs[1] and runs[0].count("'") == 6
 
 
-@pytest.mark.parametrize("name", ["langid_test.tsv", "langid_test2.tsv", "langid_test3.tsv"])
+@pytest.mark.parametrize("name", ["langid_test.tsv", "langid_test2.tsv", "langid_test3.tsv", "langid_test4.tsv"])
 def test_the_langid_test_sets_share_no_line_with_the_training_data(name):
     """The test sets in benchmarks/data are scored as never trained on: no line of them may fold
     to the same view as a training item (packaged corpora, jieba's words, the project's text)."""
@@ -422,4 +422,46 @@ def test_html_markup_is_not_language(identifier, text, lang):
     ("Thx!", "en"),
 ])
 def test_english_frames_chinese_clauses_and_other_latin_languages(identifier, text, lang):
+    assert identifier.identify(text).lang == lang
+
+
+@pytest.mark.parametrize("text, lang", [
+    # Featureless formal notices read as Cantonese through their Hong Kong topic words; a word
+    # of the formal written register makes them SWC, in either script.
+    ("列車即將抵達，請勿靠近月台邊緣。", "zh-hant"),
+    ("房屋委員會將於下月推出新一期資助出售房屋計劃。", "zh-hant"),
+    ("醫管局表示，急症室輪候時間較長。", "zh-hant"),
+    ("该产品仅限成人使用。", "zh-hans"),
+    # A Cantonese feature still decides: the rule reads featureless text only.
+    ("佢哋將於下個月搬屋", "yue"),
+    ("佢哋表示會再開會", "yue"),
+])
+def test_the_formal_written_register_is_swc(identifier, text, lang):
+    assert identifier.identify(text).lang == lang
+
+
+def test_formal_register_words_skip_the_compounds_cantonese_uses():
+    from hkgai_pipelines.curation.cantonese_model import formal_register
+
+    assert formal_register("列車即將抵達") and formal_register("請勿吸煙") and formal_register("於下月推出")
+    # 終於, 應該, 比較, 普及, 被告 and the disposal 將 are written in Cantonese too.
+    for text in ("我終於應該要走喇", "比較平", "普及", "被告", "可以將水變成紅酒嗎？", "將來"):
+        assert not formal_register(text), text
+
+
+@pytest.mark.parametrize("text, lang", [
+    # Chinese, then its English: a bilingual sign, whatever the English words' case.
+    ("緊急出口 Emergency Exit", "mixed"),
+    ("往九龍 To Kowloon", "mixed"),
+    ("暫停服務 Out of Service", "mixed"),
+    ("全場七折 All items 30% off", "mixed"),
+    ("小心地滑 Caution: Wet Floor", "mixed"),
+    # Not signs: a clause running into a name, an English sentence ending in a name, one word.
+    ("我用 Google Maps", "zh-hant"),
+    ("Welcome to 香港!", "en"),
+    ("I live in 沙田 and work in 中環.", "en"),
+    ("WhatsApp 群組", "yue"),
+    ("立法會 LegCo", "zh-hant"),
+])
+def test_bilingual_signs_are_mixed(identifier, text, lang):
     assert identifier.identify(text).lang == lang

@@ -146,6 +146,12 @@ class LanguageIdentifier:
         if hangul / letters > 0.3:
             return LanguageResult("other", hangul / letters)
         han_share = han / letters
+        if self.use_model and _is_bilingual_sign(prose):
+            # A bilingual sign or heading, Chinese first and its English after it ("緊急出口
+            # Emergency Exit", "往九龍 To Kowloon", "暫停服務 Out of Service"): two languages
+            # side by side, whatever the English words' case.
+            share = latin / (han + latin)
+            return LanguageResult("mixed", min(share, 1 - share) * 2)
         # An English sentence naming places or quoting a sign ("I live in 沙田 and work in 中環.",
         # "Take exit A2 for 銅鑼灣."): its Han runs are names (fewer than its English words, one
         # of which is lower case, a function word), and hold no grammatical word of either variety.
@@ -180,7 +186,7 @@ class LanguageIdentifier:
         return self._chinese_variety_rules(text)
 
     def _chinese_variety_with_model(self, text: str) -> LanguageResult:
-        from hkgai_pipelines.curation.cantonese_model import judge, script_counts
+        from hkgai_pipelines.curation.cantonese_model import formal_register, judge, script_counts
 
         traditional, simplified = script_counts(text)
         script = "hans" if simplified > traditional else "hant"
@@ -197,6 +203,12 @@ class LanguageIdentifier:
         if judgement == "swc" and swc:
             # SWC-only features (的 是 在 了 …) with at most a stray Cantonese one: SWC.
             return LanguageResult(swc_lang, swc / evidence, script)
+        if judgement == "neutral" and formal_register(view):
+            # No feature of either variety, but the formal written register (於, 將, 請勿,
+            # 表示 ...): a notice, an announcement or a headline, which the model would read as
+            # Cantonese through its Hong Kong topic words (cantonese_model.FORMAL_SWC_RE). The
+            # score says the rule, not the model, decided.
+            return LanguageResult(swc_lang, 0.5, script)
         # No decisive feature ("你食飯未呀", "做咩", "香港特別行政區政府"): the model trained on
         # CTCPC/HKCanCor/HSK decides, with a threshold chosen on its held-out split.
         is_yue, probability = self._model.is_cantonese(text)
@@ -311,6 +323,27 @@ ENGLISH_PRIOR_SHORT = 0.5
 # Three or more all-caps words in a row, separated by spaces or punctuation.
 _CAPS_RUN_RE = re.compile(r"(?:\b[A-Z][A-Z'’\-]*\b[\s,.;:!?]*){3,}")
 
+
+
+# A pronoun or a sentence particle makes the Chinese part of a line a clause that runs on into
+# the English ("我用 Google Maps"), not a sign.
+_SPEAKER_RE = re.compile("[我你佢他她哋們呀啦喇囉喎吖嘛呢吧啊咩嗎㗎]")
+_LATIN_LETTER_RE = re.compile("[A-Za-z]")
+
+
+def _is_bilingual_sign(prose: str) -> bool:
+    """True for a sign or heading written in Chinese and then in English: every Han character
+    (two or more) before every Latin letter, whitespace between the two parts, two or more
+    English words, and no pronoun or particle in the Chinese part ("緊急出口 Emergency Exit",
+    "往九龍 To Kowloon"). Chinese first, as Hong Kong signs are written; an English sentence
+    ending in a Chinese name ("Welcome to 香港!") is not one."""
+    hans = list(HAN_RE.finditer(prose))
+    first_latin = _LATIN_LETTER_RE.search(prose)
+    if len(hans) < 2 or first_latin is None or hans[-1].end() > first_latin.start():
+        return False
+    chinese, english = prose[:hans[-1].end()], prose[first_latin.start():]
+    return (any(c.isspace() for c in prose[hans[-1].end():first_latin.start()])
+            and len(LATIN_WORD_RE.findall(english)) >= 2 and not _SPEAKER_RE.search(chinese))
 
 
 # Grammatical characters of either variety that place names, titles and signs' nouns hardly
