@@ -15,14 +15,16 @@ general-purpose detectors label both "Chinese". The decision therefore combines:
    (short colloquial turns such as "你食飯未呀", "你去邊"), a naive Bayes model over
    character n-grams of the script-folded text, trained on CTCPC, HKCanCor, HSK sentences
    and the jieba lexicon, plus an in-domain part fitted on the project's own Hong Kong text
-   in both varieties that cancels topic (`cantonese_model.py`), decides;
+   in both varieties that cancels topic (`cantonese_model.py`), decides, except that text in
+   the formal written register (於, 將於, 請勿, 表示 …; `cantonese_model.FORMAL_SWC_RE`) is SWC;
 4. code-switching: lower-case English words that make up a real share of the letters of a
    Chinese text mark it `mixed` ("我今日去咗 shopping", "啲fans"). Capitalised words are
    names (WhatsApp, Instagram, LinkedIn, HKeToll) and all-caps words acronyms (MTR, HKID):
    neither is switching into English. A run of three or more all-caps words is English
    written in capitals. Inline code, URLs and e-mail addresses are not counted at all.
    Known cost: a capitalised English common noun inside Chinese ("Meeting 改咗") is not
-   counted either;
+   counted either. A bilingual sign, Chinese and then its English ("緊急出口 Emergency Exit"),
+   is mixed whatever the English words' case;
 5. text without Han characters: lingua (offline n-gram models) decides English or other,
    with a prior that Latin-script text in a Hong Kong corpus is English (English 0.5 against
    the other 11 candidates together), so one or two words ("Hello!", "Cheers") are English
