@@ -69,7 +69,11 @@ def _folded(text: str) -> str:
 
 def exact_digest(text: str) -> bytes:
     """The exact-duplicate key of `text` (EXACT_KEY_BYTES bytes)."""
-    return hashlib.sha1(_folded(text).encode("utf-8")).digest()
+    return _digest_of_folded(_folded(text))
+
+
+def _digest_of_folded(folded: str) -> bytes:
+    return hashlib.sha1(folded.encode("utf-8")).digest()
 
 
 def exact_key(text: str) -> str:
@@ -130,7 +134,7 @@ class MinHasher:
         `band_hashes` of their `signatures` (uint64 array (len(texts), num_bands)). Each text
         is folded (NFKC, case-folded, whitespace and punctuation removed) once for both."""
         folded = [_folded(text) for text in texts]
-        exact = [hashlib.sha1(view.encode("utf-8")).digest() for view in folded]
+        exact = [_digest_of_folded(view) for view in folded]
         signatures = self._digests([_shingles(text, view, self.ngram) for text, view in zip(texts, folded)])
         return exact, self.band_hashes(signatures)
 

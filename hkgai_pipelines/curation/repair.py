@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
 
 import ftfy
 
@@ -150,9 +149,10 @@ def repair_chinese_mojibake(text: str) -> tuple[str, str | None]:
     padded = text + "\n"
     separators = list(_SEGMENT_SPLIT_RE.finditer(padded))
     segments = [padded[start:separator.start()] for start, separator in zip([0] + [m.end() for m in separators], separators)]
-    worth = _worth_judging([segment for segment in segments if len(segment) >= MOJIBAKE_MIN_SEGMENT])
-    for separator, segment in zip(separators, segments):
-        if len(segment) >= MOJIBAKE_MIN_SEGMENT and next(worth):
+    long_enough = [index for index, segment in enumerate(segments) if len(segment) >= MOJIBAKE_MIN_SEGMENT]
+    worth = {index for index, flag in zip(long_enough, _worth_judging([segments[i] for i in long_enough])) if flag}
+    for index, (separator, segment) in enumerate(zip(separators, segments)):
+        if index in worth:
             repaired, segment_verdict = _judge_round_trip(segment)
             if segment_verdict == "mojibake":
                 return text, "mojibake"
@@ -177,7 +177,7 @@ def _has_lost_bytes_run(text: str) -> bool:
     return False
 
 
-def _worth_judging(segments: list[str]) -> Iterator[bool]:
+def _worth_judging(segments: list[str]) -> list[bool]:
     """For each segment, whether `_judge_round_trip` could find it mojibake: False only when
     it has no U+FFFD and no codec's lossy round trip leaves MOJIBAKE_MIN_HAN Han characters
     in it (then neither candidate is `_plausible`). The round trips are taken once over the
@@ -190,9 +190,9 @@ def _worth_judging(segments: list[str]) -> Iterator[bool]:
     for codec in MOJIBAKE_CODECS:
         pieces = (_round_trip(joined, codec, "replace") or "").split("\n")
         if len(pieces) != len(segments):  # not expected; judge every segment then
-            return iter([True] * len(segments))
+            return [True] * len(segments)
         worth = [flag or len(HAN_RE.findall(piece)) >= MOJIBAKE_MIN_HAN for flag, piece in zip(worth, pieces)]
-    return iter(worth)
+    return worth
 
 
 def replacement_char_share(text: str) -> float:
