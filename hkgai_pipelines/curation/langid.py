@@ -339,12 +339,15 @@ def _is_bilingual_sign(prose: str) -> bool:
     English words, and no pronoun or particle in the Chinese part ("緊急出口 Emergency Exit",
     "往九龍 To Kowloon"). Chinese first, as Hong Kong signs are written; an English sentence
     ending in a Chinese name ("Welcome to 香港!") is not one."""
-    hans = list(HAN_RE.finditer(prose))
+    # Cheap refusals first: most text has no Latin letter, or Han after it.
     first_latin = _LATIN_LETTER_RE.search(prose)
-    if len(hans) < 2 or first_latin is None or hans[-1].end() > first_latin.start():
+    if first_latin is None or HAN_RE.search(prose, first_latin.start()):
         return False
-    chinese, english = prose[:hans[-1].end()], prose[first_latin.start():]
-    return (any(c.isspace() for c in prose[hans[-1].end():first_latin.start()])
+    chinese, english = prose[:first_latin.start()], prose[first_latin.start():]
+    gap = len(chinese)
+    while gap and not HAN_RE.match(chinese, gap - 1):
+        gap -= 1
+    return (any(c.isspace() for c in chinese[gap:]) and len(HAN_RE.findall(chinese)) >= 2
             and len(LATIN_WORD_RE.findall(english)) >= 2 and not _SPEAKER_RE.search(chinese))
 
 
