@@ -467,3 +467,23 @@ def test_formal_register_words_skip_the_compounds_cantonese_uses():
 ])
 def test_bilingual_signs_are_mixed(identifier, text, lang):
     assert identifier.identify(text).lang == lang
+
+
+@pytest.mark.parametrize("text, counts", [
+    ("我們", (1, 0)),
+    ("我们", (0, 1)),
+    # OpenCC's orthodox variants that Hong Kong and Taiwan write as they are: not Simplified.
+    ("超好吃的！", (0, 0)),
+    ("他很晚才回家。", (0, 0)),
+    ("台北", (0, 0)),
+    ("群組", (1, 0)),
+])
+def test_script_evidence_ignores_variants_hong_kong_and_taiwan_write(text, counts):
+    from hkgai_pipelines.curation.cantonese_model import script_counts
+
+    assert script_counts(text) == counts
+
+
+def test_traditional_text_with_such_variants_is_traditional(identifier):
+    assert identifier.identify("他昨天晚上很晚才回家。").lang == "zh-hant"
+    assert identifier.identify("超好吃的！").script == "hant"

@@ -481,9 +481,20 @@ def _converter(config: str):
 
 
 def script_counts(text: str) -> tuple[int, int]:
-    """(Traditional, Simplified) evidence: characters OpenCC t2s, respectively s2t, would change."""
+    """(Traditional, Simplified) evidence: characters OpenCC t2s would change, respectively
+    characters that s2t, s2hk and s2tw would all change.
+
+    s2t alone also writes OpenCC's own orthodox variants of characters that Hong Kong and
+    Taiwan write as they are (吃 -> 喫, 台 -> 臺, 才 -> 纔, 群 -> 羣, 峰 -> 峯), which made
+    "超好吃的！" and "他昨天晚上很晚才回家。" Simplified; a character is Simplified only where
+    both regional standards change it too. Example: "我們" -> (1, 0); "我们" -> (0, 1).
+    """
     traditional = sum(map(str.__ne__, text, _converter("t2s").convert(text)))
-    simplified = sum(map(str.__ne__, text, _converter("s2t").convert(text)))
+    orthodox = _converter("s2t").convert(text)
+    if orthodox == text:
+        return traditional, 0
+    hong_kong, taiwan = _converter("s2hk").convert(text), _converter("s2tw").convert(text)
+    simplified = sum(1 for char, a, b, c in zip(text, orthodox, hong_kong, taiwan) if char != a and char != b and char != c)
     return traditional, simplified
 
 
