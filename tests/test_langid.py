@@ -434,21 +434,26 @@ def test_english_frames_chinese_clauses_and_other_latin_languages(identifier, te
     ("房屋委員會將於下月推出新一期資助出售房屋計劃。", "zh-hant"),
     ("醫管局表示，急症室輪候時間較長。", "zh-hant"),
     ("该产品仅限成人使用。", "zh-hans"),
+    # Colloquial Mandarin without a feature.
+    ("记得多喝热水。", "zh-hans"),
+    ("明早七点楼下集合，别迟到啊。", "zh-hans"),
     # A Cantonese feature still decides: the rule reads featureless text only.
     ("佢哋將於下個月搬屋", "yue"),
     ("佢哋表示會再開會", "yue"),
 ])
-def test_the_formal_written_register_is_swc(identifier, text, lang):
+def test_the_formal_register_and_colloquial_mandarin_are_swc(identifier, text, lang):
     assert identifier.identify(text).lang == lang
 
 
-def test_formal_register_words_skip_the_compounds_cantonese_uses():
-    from hkgai_pipelines.curation.cantonese_model import formal_register
+def test_swc_words_skip_the_compounds_cantonese_uses():
+    from hkgai_pipelines.curation.cantonese_model import swc_word
 
-    assert formal_register("列車即將抵達") and formal_register("請勿吸煙") and formal_register("於下月推出")
-    # 終於, 應該, 比較, 普及, 被告 and the disposal 將 are written in Cantonese too.
-    for text in ("我終於應該要走喇", "比較平", "普及", "被告", "可以將水變成紅酒嗎？", "將來"):
-        assert not formal_register(text), text
+    for text in ("列車即將抵達", "請勿吸煙", "於下月推出", "記得多喝熱水", "別遲到", "咋回事", "你幹嘛"):
+        assert swc_word(text), text
+    # 終於, 應該, 比較, 普及, 被告, the disposal 將, 特別, 界別 and the particle 咋 are written in
+    # Cantonese too.
+    for text in ("我終於應該要走喇", "比較平", "普及", "被告", "可以將水變成紅酒嗎？", "將來", "特別", "功能界別", "咁貴咋"):
+        assert not swc_word(text), text
 
 
 @pytest.mark.parametrize("text, lang", [

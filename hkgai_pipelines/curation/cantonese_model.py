@@ -383,10 +383,11 @@ SUPPLEMENT_SWC_RE = re.compile(
     r"|不錯"
     r"|得很"
     r"|[着著]急"
-    # Tried on 2026-12-03 and not adopted: 喝 17x (飲), 別 "don't" 17x (咪 / 唔好), 挺 "quite"
-    # 10x (幾 / 好), 倆 17x (兩個) pass the rule, but with them the rebuilt in-domain stage chose
-    # a threshold of 2.75 instead of 6.5 and the three test sets fell 0.3-1.3 points (more
-    # featureless SWC read as yue). 嘛 0.1x and 咋 0.0x fail (Cantonese writes both particles).
+    # 喝 17x (飲), 別 "don't" 17x (咪 / 唔好), 挺 "quite" 10x (幾 / 好), 倆 17x (兩個) pass this
+    # rule too, but as features they moved the rebuilt in-domain stage's threshold from 6.5 to
+    # 2.75 and the three test sets fell 0.3-1.3 points (2026-12-03); they are read on
+    # featureless text only (COLLOQUIAL_MANDARIN_RE). 嘛 0.1x and 咋 0.0x fail (Cantonese writes
+    # both particles).
 )
 # Function words of the formal written register (書面語) that colloquial written Cantonese
 # replaces (Snow 2004, ch. 3; Matthews & Yip 2011): 於 (喺), 將於 (會喺), 即將 (就嚟), 該 (嗰 /
@@ -394,7 +395,7 @@ SUPPLEMENT_SWC_RE = re.compile(
 # is not one: Cantonese writes it as the disposal marker too ("可以將水變成紅酒嗎？"). Not SWC
 # features: CTCPC's written Cantonese (translated encyclopaedic text) uses them as often as
 # SWC does (於 0.5x, 將 0.1x, 該 0.2x; recipe 8), so they cannot pass the rule above. They are
-# read only where no feature of either variety is found (`formal_register`), because featureless
+# read only where no feature of either variety is found (`swc_word`), because featureless
 # formal text about Hong Kong (government notices, announcements, headlines: "列車即將抵達，
 # 請勿靠近月台邊緣。") is what the model reads as Cantonese through its topic words. Each occurs
 # in at most 0.3% of HKCanCor's spoken utterances. Compounds that colloquial Cantonese uses
@@ -409,6 +410,18 @@ FORMAL_SWC_RE = re.compile(
     r"|(?<![比計])較"
     r"|被(?![告子鋪])"
     r"|前往|抵達|表示"
+)
+# Colloquial Mandarin words that passed the supplement rule above but are not features (see
+# there), read where no feature is found, as the formal register is: 喝, 別 "don't" (not 特別,
+# 分別, 區別, 界別, 性別 ... or 別墅), 挺 "quite", 倆; and northern 咋 "how" before a verb or 回事
+# (Cantonese writes 咋 as a sentence-final particle), 幹嘛, 瞅.
+COLLOQUIAL_MANDARIN_RE = re.compile(
+    r"喝"
+    r"|(?<![特分區告類個性級識離辨差派鑑鑒道送臨話辭惜判甄界])別(?!墅)"
+    r"|(?<![堅力])挺(?![身拔進舉立])"
+    r"|倆"
+    r"|咋(?=[整回辦樣了麼])"
+    r"|幹嘛|瞅"
 )
 _MASK = "\u25a1"  # a non-Han placeholder for text already counted
 
@@ -433,11 +446,13 @@ def feature_counts(view: str) -> tuple[int, int]:
     return canto, swc
 
 
-def formal_register(view: str) -> bool:
+def swc_word(view: str) -> bool:
     """True when the Traditional view `view` holds a word of the formal written register
     (`FORMAL_SWC_RE`: 於, 將於, 即將, 該, 須, 勿, 及, 較, 被, 前往, 抵達, 表示 outside the excluded
-    compounds). Example: "列車即將抵達，請勿靠近月台邊緣。" -> True; "我終於應該要走喇" -> False."""
-    return FORMAL_SWC_RE.search(view) is not None
+    compounds) or of colloquial Mandarin (`COLLOQUIAL_MANDARIN_RE`: 喝, 別, 挺, 倆, 咋, 幹嘛, 瞅).
+    `langid` reads it only where no feature of either variety is found. Examples:
+    "列車即將抵達，請勿靠近月台邊緣。" -> True; "記得多喝熱水。" -> True; "我終於應該要走喇" -> False."""
+    return FORMAL_SWC_RE.search(view) is not None or COLLOQUIAL_MANDARIN_RE.search(view) is not None
 
 
 def judge(view: str) -> tuple[str, int, int]:

@@ -16,7 +16,8 @@ general-purpose detectors label both "Chinese". The decision therefore combines:
    character n-grams of the script-folded text, trained on CTCPC, HKCanCor, HSK sentences
    and the jieba lexicon, plus an in-domain part fitted on the project's own Hong Kong text
    in both varieties that cancels topic (`cantonese_model.py`), decides, except that text in
-   the formal written register (於, 將於, 請勿, 表示 …; `cantonese_model.FORMAL_SWC_RE`) is SWC;
+   the formal written register (於, 將於, 請勿, 表示 …) or colloquial Mandarin (喝, 別, 咋 …) is
+   SWC (`cantonese_model.swc_word`);
 4. code-switching: lower-case English words that make up a real share of the letters of a
    Chinese text mark it `mixed` ("我今日去咗 shopping", "啲fans"). Capitalised words are
    names (WhatsApp, Instagram, LinkedIn, HKeToll) and all-caps words acronyms (MTR, HKID):
@@ -188,7 +189,7 @@ class LanguageIdentifier:
         return self._chinese_variety_rules(text)
 
     def _chinese_variety_with_model(self, text: str) -> LanguageResult:
-        from hkgai_pipelines.curation.cantonese_model import formal_register, judge, script_counts
+        from hkgai_pipelines.curation.cantonese_model import judge, script_counts, swc_word
 
         traditional, simplified = script_counts(text)
         script = "hans" if simplified > traditional else "hant"
@@ -205,11 +206,11 @@ class LanguageIdentifier:
         if judgement == "swc" and swc:
             # SWC-only features (的 是 在 了 …) with at most a stray Cantonese one: SWC.
             return LanguageResult(swc_lang, swc / evidence, script)
-        if judgement == "neutral" and formal_register(view):
-            # No feature of either variety, but the formal written register (於, 將, 請勿,
-            # 表示 ...): a notice, an announcement or a headline, which the model would read as
-            # Cantonese through its Hong Kong topic words (cantonese_model.FORMAL_SWC_RE). The
-            # score says the rule, not the model, decided.
+        if judgement == "neutral" and swc_word(view):
+            # No feature of either variety, but a word of the formal written register (於,
+            # 將於, 請勿, 表示 ...: a notice, an announcement or a headline, which the model reads
+            # as Cantonese through its Hong Kong topic words) or of colloquial Mandarin (喝, 別,
+            # 咋; cantonese_model.swc_word). The score says the rule, not the model, decided.
             return LanguageResult(swc_lang, 0.5, script)
         # No decisive feature ("你食飯未呀", "做咩", "香港特別行政區政府"): the model trained on
         # CTCPC/HKCanCor/HSK decides, with a threshold chosen on its held-out split.
