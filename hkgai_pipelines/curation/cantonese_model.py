@@ -389,28 +389,28 @@ SUPPLEMENT_SWC_RE = re.compile(
     # featureless text only (COLLOQUIAL_MANDARIN_RE). 嘛 0.1x and 咋 0.0x fail (Cantonese writes
     # both particles).
 )
-# Function words of the formal written register (書面語) that colloquial written Cantonese
-# replaces (Snow 2004, ch. 3; Matthews & Yip 2011): 於 (喺), 將於 (會喺), 即將 (就嚟), 該 (嗰 /
-# 呢), 須 (要), 勿 (唔好), 及 (同埋), 較 (啲), 被 (畀), 前往 (去), 抵達 (到), 表示 (話). 將 alone
-# is not one: Cantonese writes it as the disposal marker too ("可以將水變成紅酒嗎？"). Not SWC
-# features: CTCPC's written Cantonese (translated encyclopaedic text) uses them as often as
-# SWC does (於 0.5x, 將 0.1x, 該 0.2x; recipe 8), so they cannot pass the rule above. They are
-# read only where no feature of either variety is found (`swc_word`), because featureless
-# formal text about Hong Kong (government notices, announcements, headlines: "列車即將抵達，
-# 請勿靠近月台邊緣。") is what the model reads as Cantonese through its topic words. Each occurs
-# in at most 0.3% of HKCanCor's spoken utterances. Compounds that colloquial Cantonese uses
-# are excluded (終於, 等於, 關於, 至於, 應該, 普及, 及時, 比較, 被告, 被子 ...).
+# Words of the formal written register (書面語) that colloquial written Cantonese replaces
+# (Snow 2004, ch. 3; Matthews & Yip 2011): 於 (喺), 將於 (會喺), 即將 (就嚟), 該 "the said" (嗰 /
+# 呢), 請勿 / 切勿 (唔好), 表示 (話). Not SWC features: CTCPC's written Cantonese (translated
+# encyclopaedic text) uses them as often as SWC does (於 0.5x, 將 0.1x, 該 0.2x; recipe 8), so
+# they cannot pass the rule above. They are read only where no feature of either variety is
+# found and no sentence-final particle either (`swc_word`): featureless formal text about Hong
+# Kong (notices, announcements, headlines: "列車即將抵達，請勿靠近月台邊緣。") is what the model
+# reads as Cantonese through its topic words, and such text carries no particle. Each occurs in
+# at most 0.3% of HKCanCor's spoken utterances. Compounds that colloquial Cantonese uses are
+# excluded (終於, 等於, 關於, 至於, 應該, 活該, 該煨), and so are words a fresh check found in
+# featureless Cantonese chat: 被 (被人投訴), 較 (較貴; the verb 較 "adjust"), 及 (趕得及), 須,
+# 勿 alone (勿再猶豫), 前往 (歡迎前往試食) and the disposal 將 (可以將水變成紅酒嗎？).
 FORMAL_SWC_RE = re.compile(
     r"(?<![終等關至])於"
     r"|將於|即將"
-    r"|(?<![應活])該"
-    r"|須"
-    r"|勿"
-    r"|(?<!普)及(?![時格])"
-    r"|(?<![比計])較"
-    r"|被(?![告子鋪])"
-    r"|前往|抵達|表示"
+    r"|(?<![應活])該(?!煨)"
+    r"|[請切]勿"
+    r"|表示"
 )
+# Sentence-final particles: spoken register, which formal notices never carry (Mandarin's 啊 吧
+# 呢 included, since colloquial Mandarin is not what FORMAL_SWC_RE is for).
+_PARTICLE_RE = re.compile("[呀啦囉喇嘞喎噃吖啩咋啫㗎嘛啊吧呢喔]")
 # Colloquial Mandarin words that passed the supplement rule above but are not features (see
 # there), read where no feature is found, as the formal register is: 喝, 別 "don't" (not 特別,
 # 分別, 區別, 界別, 性別 ... or 別墅), 挺 "quite", 倆; and northern 咋 "how" before a verb or 回事
@@ -447,12 +447,15 @@ def feature_counts(view: str) -> tuple[int, int]:
 
 
 def swc_word(view: str) -> bool:
-    """True when the Traditional view `view` holds a word of the formal written register
-    (`FORMAL_SWC_RE`: 於, 將於, 即將, 該, 須, 勿, 及, 較, 被, 前往, 抵達, 表示 outside the excluded
-    compounds) or of colloquial Mandarin (`COLLOQUIAL_MANDARIN_RE`: 喝, 別, 挺, 倆, 咋, 幹嘛, 瞅).
-    `langid` reads it only where no feature of either variety is found. Examples:
-    "列車即將抵達，請勿靠近月台邊緣。" -> True; "記得多喝熱水。" -> True; "我終於應該要走喇" -> False."""
-    return FORMAL_SWC_RE.search(view) is not None or COLLOQUIAL_MANDARIN_RE.search(view) is not None
+    """True when the Traditional view `view` holds a word of the formal written register and no
+    sentence-final particle (`FORMAL_SWC_RE`: 於, 將於, 即將, 該, 請勿, 切勿, 表示 outside the
+    excluded compounds), or a word of colloquial Mandarin (`COLLOQUIAL_MANDARIN_RE`: 喝, 別, 挺,
+    倆, 咋, 幹嘛, 瞅). `langid` reads it only where no feature of either variety is found.
+    Examples: "列車即將抵達，請勿靠近月台邊緣。" -> True; "記得多喝熱水。" -> True;
+    "樓主表示好無奈呀" -> False; "我終於應該要走喇" -> False."""
+    if COLLOQUIAL_MANDARIN_RE.search(view):
+        return True
+    return FORMAL_SWC_RE.search(view) is not None and _PARTICLE_RE.search(view) is None
 
 
 def judge(view: str) -> tuple[str, int, int]:

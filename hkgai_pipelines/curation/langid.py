@@ -24,8 +24,7 @@ general-purpose detectors label both "Chinese". The decision therefore combines:
    neither is switching into English. A run of three or more all-caps words is English
    written in capitals. Inline code, URLs and e-mail addresses are not counted at all.
    Known cost: a capitalised English common noun inside Chinese ("Meeting 改咗") is not
-   counted either. A bilingual sign, Chinese and then its English ("緊急出口 Emergency Exit"),
-   is mixed whatever the English words' case;
+   counted either;
 5. text without Han characters: lingua (offline n-gram models) decides English or other,
    with a prior that Latin-script text in a Hong Kong corpus is English (English 0.5 against
    the other 11 candidates together), so one or two words ("Hello!", "Cheers") are English
@@ -149,12 +148,6 @@ class LanguageIdentifier:
         if hangul / letters > 0.3:
             return LanguageResult("other", hangul / letters)
         han_share = han / letters
-        if self.use_model and _is_bilingual_sign(prose):
-            # A bilingual sign or heading, Chinese first and its English after it ("緊急出口
-            # Emergency Exit", "往九龍 To Kowloon", "暫停服務 Out of Service"): two languages
-            # side by side, whatever the English words' case.
-            share = latin / (han + latin)
-            return LanguageResult("mixed", min(share, 1 - share) * 2)
         # An English sentence naming places or quoting a sign ("I live in 沙田 and work in 中環.",
         # "Take exit A2 for 銅鑼灣."): its Han runs are names (fewer than its English words, one
         # of which is lower case, a function word), and hold no grammatical word of either variety.
@@ -206,7 +199,7 @@ class LanguageIdentifier:
         if judgement == "swc" and swc:
             # SWC-only features (的 是 在 了 …) with at most a stray Cantonese one: SWC.
             return LanguageResult(swc_lang, swc / evidence, script)
-        if judgement == "neutral" and swc_word(view):
+        if judgement == "neutral" and not canto and swc_word(view):
             # No feature of either variety, but a word of the formal written register (於,
             # 將於, 請勿, 表示 ...: a notice, an announcement or a headline, which the model reads
             # as Cantonese through its Hong Kong topic words) or of colloquial Mandarin (喝, 別,
@@ -326,30 +319,6 @@ ENGLISH_PRIOR_SHORT = 0.5
 # Three or more all-caps words in a row, separated by spaces or punctuation.
 _CAPS_RUN_RE = re.compile(r"(?:\b[A-Z][A-Z'’\-]*\b[\s,.;:!?]*){3,}")
 
-
-
-# A pronoun or a sentence particle makes the Chinese part of a line a clause that runs on into
-# the English ("我用 Google Maps"), not a sign.
-_SPEAKER_RE = re.compile("[我你佢他她哋們呀啦喇囉喎吖嘛呢吧啊咩嗎㗎]")
-_LATIN_LETTER_RE = re.compile("[A-Za-z]")
-
-
-def _is_bilingual_sign(prose: str) -> bool:
-    """True for a sign or heading written in Chinese and then in English: every Han character
-    (two or more) before every Latin letter, whitespace between the two parts, two or more
-    English words, and no pronoun or particle in the Chinese part ("緊急出口 Emergency Exit",
-    "往九龍 To Kowloon"). Chinese first, as Hong Kong signs are written; an English sentence
-    ending in a Chinese name ("Welcome to 香港!") is not one."""
-    # Cheap refusals first: most text has no Latin letter, or Han after it.
-    first_latin = _LATIN_LETTER_RE.search(prose)
-    if first_latin is None or HAN_RE.search(prose, first_latin.start()):
-        return False
-    chinese, english = prose[:first_latin.start()], prose[first_latin.start():]
-    gap = len(chinese)
-    while gap and not HAN_RE.match(chinese, gap - 1):
-        gap -= 1
-    return (any(c.isspace() for c in chinese[gap:]) and len(HAN_RE.findall(chinese)) >= 2
-            and len(LATIN_WORD_RE.findall(english)) >= 2 and not _SPEAKER_RE.search(chinese))
 
 
 # Grammatical characters of either variety that place names, titles and signs' nouns hardly
