@@ -343,7 +343,7 @@ SUPPLEMENT_CANTO_RE = re.compile(
     r"|幾[多耐]"  # 幾多 / 幾耐 (SWC 多少 / 多久)
     r"|晒"  # completive 晒 (SWC 都 / 全); Traditional SWC writes "sun-dry" 曬
     r"|攞"  # 攞 "take" (SWC 拿)
-    r"|咪(?!咪)"  # 咪 "don't / isn't it" (SWC 別 / 不就)
+    r"|(?<![貓猫])咪(?!咪)"  # 咪 "don't / isn't it" (SWC 別 / 不就); 貓咪 "kitty" is Mandarin
     r"|俾(?![使便斯路])"  # 俾 "give / by" (SWC 給 / 被); 俾使, 俾便, 俾斯麥, 俾路支 are SWC
     r"|靚(?!麗)"  # 靚 "pretty" (SWC 漂亮); 靚麗 is SWC
     r"|吖"  # sentence-final 吖 (aa1)
