@@ -508,10 +508,12 @@ def script_counts(text: str) -> tuple[int, int]:
     both regional standards change it too. Example: "我們" -> (1, 0); "我们" -> (0, 1).
     """
     traditional = sum(map(str.__ne__, text, _converter("t2s").convert(text)))
-    orthodox = _converter("s2t").convert(text)
-    if orthodox == text:
+    # s2hk first: Hong Kong text, most of what is read, leaves it unchanged, and then no
+    # character can be Simplified (one conversion instead of three).
+    hong_kong = _converter("s2hk").convert(text)
+    if hong_kong == text:
         return traditional, 0
-    hong_kong, taiwan = _converter("s2hk").convert(text), _converter("s2tw").convert(text)
+    orthodox, taiwan = _converter("s2t").convert(text), _converter("s2tw").convert(text)
     simplified = sum(1 for char, a, b, c in zip(text, orthodox, hong_kong, taiwan) if char != a and char != b and char != c)
     return traditional, simplified
 
