@@ -452,12 +452,13 @@ def test_the_formal_register_and_colloquial_mandarin_are_swc(identifier, text, l
 def test_swc_words_skip_the_compounds_cantonese_uses():
     from hkgai_pipelines.curation.cantonese_model import swc_word
 
-    for text in ("列車即將抵達", "請勿吸煙", "於下月推出", "醫管局表示", "記得多喝熱水", "別遲到", "咋回事", "你幹嘛"):
+    for text in ("列車即將抵達", "請勿吸煙", "於下月推出", "醫管局表示", "幼稚園及小學", "記得多喝熱水", "別遲到", "咋回事", "你幹嘛",
+                 "每天早上", "我剛下班"):
         assert swc_word(text), text
     # 終於, 應該, 比較, 普及, 被, 較, 得及, 該煨, the disposal 將, 特別, 界別 and the particle 咋
     # are written in Cantonese too; a sentence-final particle marks speech, not a notice.
-    for text in ("我終於應該要走喇", "比較平", "普及", "被人投訴", "較貴", "趕得及", "該煨", "可以將水變成紅酒嗎？", "將來",
-                 "特別", "功能界別", "咁貴咋", "樓主表示好無奈呀"):
+    for text in ("我終於應該要走喇", "比較平", "普及", "被人投訴", "較貴", "趕得及", "嚟唔及", "及時", "該煨", "可以將水變成紅酒嗎？",
+                 "將來", "特別", "功能界別", "咁貴咋", "樓主表示好無奈呀", "東西南北"):
         assert not swc_word(text), text
 
 

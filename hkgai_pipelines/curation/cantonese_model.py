@@ -391,22 +391,23 @@ SUPPLEMENT_SWC_RE = re.compile(
 )
 # Words of the formal written register (書面語) that colloquial written Cantonese replaces
 # (Snow 2004, ch. 3; Matthews & Yip 2011): 於 (喺), 將於 (會喺), 即將 (就嚟), 該 "the said" (嗰 /
-# 呢), 請勿 / 切勿 (唔好), 表示 (話). Not SWC features: CTCPC's written Cantonese (translated
+# 呢), 請勿 / 切勿 (唔好), 表示 (話), 及 "and" (同埋). Not SWC features: CTCPC's written Cantonese (translated
 # encyclopaedic text) uses them as often as SWC does (於 0.5x, 將 0.1x, 該 0.2x; recipe 8), so
 # they cannot pass the rule above. They are read only where no feature of either variety is
 # found and no sentence-final particle either (`swc_word`): featureless formal text about Hong
 # Kong (notices, announcements, headlines: "列車即將抵達，請勿靠近月台邊緣。") is what the model
 # reads as Cantonese through its topic words, and such text carries no particle. Each occurs in
 # at most 0.3% of HKCanCor's spoken utterances. Compounds that colloquial Cantonese uses are
-# excluded (終於, 等於, 關於, 至於, 應該, 活該, 該煨), and so are words a fresh check found in
-# featureless Cantonese chat: 被 (被人投訴), 較 (較貴; the verb 較 "adjust"), 及 (趕得及), 須,
-# 勿 alone (勿再猶豫), 前往 (歡迎前往試食) and the disposal 將 (可以將水變成紅酒嗎？).
+# excluded (終於, 等於, 關於, 至於, 應該, 活該, 該煨, 趕得及, 來不及, 普及, 及時), and so are words a
+# fresh check found in featureless Cantonese chat: 被 (被人投訴), 較 (較貴; the verb 較
+# "adjust"), 須, 勿 alone (勿再猶豫), 前往 (歡迎前往試食) and the disposal 將 (可以將水變成紅酒嗎？).
 FORMAL_SWC_RE = re.compile(
     r"(?<![終等關至])於"
     r"|將於|即將"
     r"|(?<![應活])該(?!煨)"
     r"|[請切]勿"
     r"|表示"
+    r"|(?<![得不唔普])及(?![時格])"
 )
 # Sentence-final particles: spoken register, which formal notices never carry (Mandarin's 啊 吧
 # 呢 included, since colloquial Mandarin is not what FORMAL_SWC_RE is for).
@@ -414,7 +415,11 @@ _PARTICLE_RE = re.compile("[呀啦囉喇嘞喎噃吖啩咋啫㗎嘛啊吧呢喔]
 # Colloquial Mandarin words that passed the supplement rule above but are not features (see
 # there), read where no feature is found, as the formal register is: 喝, 別 "don't" (not 特別,
 # 分別, 區別, 界別, 性別 ... or 別墅), 挺 "quite", 倆; and northern 咋 "how" before a verb or 回事
-# (Cantonese writes 咋 as a sentence-final particle), 幹嘛, 瞅.
+# (Cantonese writes 咋 as a sentence-final particle), 幹嘛, 瞅. And everyday words whose
+# Cantonese counterparts are standard (Matthews & Yip 2011), by the same HSK-over-CTCPC rule:
+# 每天 14x (每日), 早上 7.7x (朝早), 晚上 9.6x (夜晚), 東西 30x (嘢; not 東西南北), 睡覺 45x
+# (瞓覺), 上班 8.9x (返工), 下班 7.0x (放工), 上學 5.1x (返學), 房子 417x (屋), 有點 29x (有啲),
+# 別人 21x (人哋), 還是 5.7x (定係), 告訴 6.2x (話...知). Failed: 走路 4.3x, 聊天 2.3x, 剛剛 3.5x.
 COLLOQUIAL_MANDARIN_RE = re.compile(
     r"喝"
     r"|(?<![特分區告類個性級識離辨差派鑑鑒道送臨話辭惜判甄界])別(?!墅)"
@@ -422,6 +427,7 @@ COLLOQUIAL_MANDARIN_RE = re.compile(
     r"|倆"
     r"|咋(?=[整回辦樣了麼])"
     r"|幹嘛|瞅"
+    r"|每天|早上|晚上|東西(?![南方向])|睡覺|上班|下班|上學|房子|有點|別人|還是|告訴"
 )
 _MASK = "\u25a1"  # a non-Han placeholder for text already counted
 
@@ -448,9 +454,10 @@ def feature_counts(view: str) -> tuple[int, int]:
 
 def swc_word(view: str) -> bool:
     """True when the Traditional view `view` holds a word of the formal written register and no
-    sentence-final particle (`FORMAL_SWC_RE`: 於, 將於, 即將, 該, 請勿, 切勿, 表示 outside the
+    sentence-final particle (`FORMAL_SWC_RE`: 於, 將於, 即將, 該, 請勿, 切勿, 表示, 及 outside the
     excluded compounds), or a word of colloquial Mandarin (`COLLOQUIAL_MANDARIN_RE`: 喝, 別, 挺,
-    倆, 咋, 幹嘛, 瞅). `langid` reads it only where no feature of either variety is found.
+    倆, 咋, 幹嘛, 瞅, 每天, 早上, 上班, 東西 ...). `langid` reads it only where no feature of
+    either variety is found.
     Examples: "列車即將抵達，請勿靠近月台邊緣。" -> True; "記得多喝熱水。" -> True;
     "樓主表示好無奈呀" -> False; "我終於應該要走喇" -> False."""
     if COLLOQUIAL_MANDARIN_RE.search(view):
