@@ -218,6 +218,12 @@ def test_supplementary_features_respect_exclusions():
     # 是不是病了？" came out yue).
     assert feature_counts("貓咪") == (0, 0)
     assert feature_counts("咪走住") == (1, 0)
+    # The verb 話 "say" is Cantonese; the noun 話 "words" and its compounds are not, after an SWC
+    # word already counted (的話, 說話) too.
+    assert feature_counts("媽媽話今晚煲湯")[0] == 1
+    assert feature_counts("如果你有空的話")[0] == 0
+    assert feature_counts("他說話很快")[0] == 0
+    assert feature_counts("打電話俾我")[0] == 1  # 俾, not 話
     # Nothing counts twice: 唔係 is one cantonesedetect feature, not also 唔 and 係.
     assert feature_counts("唔係") == (1, 0)
 

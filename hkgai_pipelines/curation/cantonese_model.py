@@ -52,7 +52,7 @@ the difference is register or topic, not variety.
 Features: cantonesedetect's lists settle most text before the model is asked; they are
 supplemented (`SUPPLEMENT_CANTO_RE`, `SUPPLEMENT_SWC_RE`) with standard contrast pairs that
 they lack (係/是, 咩/什麼, 唔/不, 幾多/多少, 晒, 攞, 咪, 俾/給, 靚/漂亮, 們/哋, 很/好, 給/畀,
-看/睇, 不會/唔會, 怎樣/點樣, 和/同; Matthews & Yip 2011, Snow 2004), each kept only when the
+看/睇, 不會/唔會, 怎樣/點樣, 和/同, 說/話; Matthews & Yip 2011, Snow 2004), each kept only when the
 training corpora support it (rule beside the lists).
 
 In-domain stage (`fit_in_domain`, recipe 6): the packaged corpora differ from Hong Kong SWC
@@ -138,7 +138,7 @@ IN_DOMAIN_FOLDS = 5
 IN_DOMAIN_ALPHAS = (0.3, 1.0, 3.0)
 IN_DOMAIN_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 AUTHORED_DIR = Path(__file__).resolve().parent.parent / "data"
-RECIPE_VERSION = 10
+RECIPE_VERSION = 11
 
 YUE, SWC = 1, 0
 
@@ -351,6 +351,10 @@ SUPPLEMENT_CANTO_RE = re.compile(
     r"|(?<!伯)仲(?![裁介夏秋春冬])"  # 仲 "still / also" (SWC 還); 仲裁, 仲介, 伯仲, 仲夏 are SWC
     r"|入面"  # 入面 "inside" (SWC 裡面)
     r"|多謝"  # 多謝 "thank you" (SWC 謝謝); cantonesedetect lists 唔該 but not 多謝
+    # The verb 話 "say" (SWC 說: 媽媽話今晚煲湯, 天文台話……); the noun 話 "words" and its
+    # compounds are excluded (電話, 說話, 廣東話, 的話, 有話, 一番話, 話題 ...; ■ is an SWC word
+    # already counted, such as 的 or 說): no HSK sentence then contains it.
+    r"|(?<![電說講對談笑童神廣通白會粗廢情土官國問答傳閒鬼壞好實真假謊句佳夜俗訓蠢的有些多聽出段番個\u25a0])話(?![題劇筒語說費了很讓])"
 )
 SUPPLEMENT_SWC_RE = re.compile(
     r"們"  # plural 們 (Cantonese 哋)
@@ -429,7 +433,10 @@ COLLOQUIAL_MANDARIN_RE = re.compile(
     r"|幹嘛|瞅"
     r"|每天|早上|晚上|東西(?![南方向])|睡覺|上班|下班|上學|房子|有點|別人|還是|告訴"
 )
-_MASK = "\u25a1"  # a non-Han placeholder for text already counted
+# Non-Han placeholders for text already counted, one per variety, so that a supplement can tell
+# which kind of word stands before it (the noun 話 after the SWC 的 or 說: 的話, 說話).
+_MASK = "\u25a1"
+_SWC_MASK = "\u25a0"
 
 
 def feature_counts(view: str) -> tuple[int, int]:
@@ -446,7 +453,7 @@ def feature_counts(view: str) -> tuple[int, int]:
     text = view
     canto = max(len(CANTO_FEATURE_RE.findall(text)) - len(CANTO_EXCLUDE_RE.findall(text)), 0)
     swc = max(len(SWC_FEATURE_RE.findall(text)) - len(SWC_EXCLUDE_RE.findall(text)), 0)
-    masked = CANTO_FEATURE_RE.sub(_MASK, SWC_FEATURE_RE.sub(_MASK, text))
+    masked = CANTO_FEATURE_RE.sub(_MASK, SWC_FEATURE_RE.sub(_SWC_MASK, text))
     canto += len(SUPPLEMENT_CANTO_RE.findall(masked))
     swc += len(SUPPLEMENT_SWC_RE.findall(masked))
     return canto, swc
