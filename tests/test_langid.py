@@ -508,3 +508,10 @@ def test_script_evidence_ignores_variants_hong_kong_and_taiwan_write(text, count
 def test_traditional_text_with_such_variants_is_traditional(identifier):
     assert identifier.identify("他昨天晚上很晚才回家。").lang == "zh-hant"
     assert identifier.identify("超好吃的！").script == "hant"
+
+
+def test_a_lone_surrogate_is_read_as_a_replacement_character(identifier):
+    """OpenCC cannot encode a lone surrogate; identify() reads it as U+FFFD instead of raising."""
+    assert identifier.identify("佢哋聽日去\udc00旺角食飯").lang == "yue"
+    assert identifier.identify("好 \ud83d hello world").lang == identifier.identify("好 \ufffd hello world").lang
+    assert identifier.identify("\ud800").lang == "other"

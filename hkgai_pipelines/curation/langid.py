@@ -115,6 +115,15 @@ class LanguageIdentifier:
         self._lock = threading.Lock()
 
     def identify(self, text: str) -> LanguageResult:
+        """The language of `text` (any str). A lone surrogate, which OpenCC cannot encode, is
+        read as U+FFFD (one per byte of its UTF-8 form): "好 \\ud83d hello" is judged as
+        "好 \\ufffd\\ufffd\\ufffd hello"."""
+        try:
+            return self._identify(text)
+        except UnicodeEncodeError:
+            return self._identify(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+
+    def _identify(self, text: str) -> LanguageResult:
         text = PLACEHOLDER_RE.sub(" ", text)
         han = len(HAN_RE.findall(text))
         kana = len(KANA_RE.findall(text))
