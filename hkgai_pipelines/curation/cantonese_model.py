@@ -521,21 +521,28 @@ def script_counts(text: str) -> tuple[int, int]:
     "超好吃的！" and "他昨天晚上很晚才回家。" Simplified; a character is Simplified only where
     both regional standards change it too. Example: "我們" -> (1, 0); "我们" -> (0, 1).
     """
+    traditional, simplified, _ = script_evidence(text)
+    return traditional, simplified
+
+
+def script_evidence(text: str) -> tuple[int, int, str]:
+    """`script_counts` and the s2hk conversion of `text` computed on the way, for a caller that
+    reads Simplified text through s2hk (one conversion fewer)."""
     traditional = sum(map(str.__ne__, text, _converter("t2s").convert(text)))
     # s2hk first: Hong Kong text, most of what is read, leaves it unchanged, and then no
     # character can be Simplified (one conversion instead of three).
     hong_kong = _converter("s2hk").convert(text)
     if hong_kong == text:
-        return traditional, 0
+        return traditional, 0, hong_kong
     orthodox, taiwan = _converter("s2t").convert(text), _converter("s2tw").convert(text)
     simplified = sum(1 for char, a, b, c in zip(text, orthodox, hong_kong, taiwan) if char != a and char != b and char != c)
-    return traditional, simplified
+    return traditional, simplified, hong_kong
 
 
 def traditional_view(text: str) -> str:
     """`text` itself, or its OpenCC s2hk conversion when Simplified evidence outweighs Traditional."""
-    traditional, simplified = script_counts(text)
-    return _converter("s2hk").convert(text) if simplified > traditional else text
+    traditional, simplified, hong_kong = script_evidence(text)
+    return hong_kong if simplified > traditional else text
 
 
 def authored_corpus(root: Path = AUTHORED_DIR) -> list[tuple[str, int, str]]:

@@ -191,13 +191,13 @@ class LanguageIdentifier:
         return self._chinese_variety_rules(text)
 
     def _chinese_variety_with_model(self, text: str) -> LanguageResult:
-        from hkgai_pipelines.curation.cantonese_model import judge, script_counts, swc_word
+        from hkgai_pipelines.curation.cantonese_model import judge, script_evidence, swc_word
 
-        traditional, simplified = script_counts(text)
+        traditional, simplified, hong_kong = script_evidence(text)
         script = "hans" if simplified > traditional else "hant"
         swc_lang = "zh-hans" if script == "hans" else "zh-hant"
         # The feature lists read Traditional characters: Simplified text through s2hk.
-        view = restore_cantonese_copula(self._s2hk.convert(text)) if script == "hans" else text
+        view = restore_cantonese_copula(hong_kong) if script == "hans" else text
         # cantonesedetect's rule on its lists plus the supplementary contrast pairs
         # (們/哋, 很/好, 給/畀, 係/是, 咩 ...; see cantonese_model.feature_counts).
         judgement, canto, swc = judge(view)
