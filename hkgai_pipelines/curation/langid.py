@@ -109,7 +109,6 @@ class LanguageIdentifier:
             self._model = load_model()
         self._t2s = opencc.OpenCC("t2s")
         self._s2t = opencc.OpenCC("s2t")
-        self._s2hk = opencc.OpenCC("s2hk")
         self._cantonese = CantoneseDetector()
         self._latin_detector = None
         self._lock = threading.Lock()
