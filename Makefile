@@ -10,7 +10,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: venv demo test test-all ui clean k8s-render k8s-build
+# Data-Juicer, a peer of benchmarks/dedup_peer.py only, in its own environment (its pins
+# of dill, multiprocess and fsspec are not the project's); aiohttp is imported by its file
+# utilities but not declared.
+DJ_ENV := $(VENV)/tools/data-juicer
+
+.PHONY: venv demo test test-all ui clean k8s-render k8s-build bench-peers
 
 venv: $(VENV)/.installed $(DVC_ENV)/.installed
 
@@ -34,6 +39,14 @@ $(DVC_ENV)/.installed: constraints-dvc.txt | $(VENV)/.installed
 	$(DVC_ENV)/bin/pip install --quiet --upgrade pip
 	$(DVC_ENV)/bin/pip install --quiet -c constraints-dvc.txt dvc
 	ln -sfn ../tools/dvc/bin/dvc $(BIN)/dvc
+	touch $@
+
+bench-peers: $(DJ_ENV)/.installed
+
+$(DJ_ENV)/.installed: | $(VENV)/.installed
+	test -x $(DJ_ENV)/bin/python || $(PYTHON) -m venv $(DJ_ENV)
+	$(DJ_ENV)/bin/pip install --quiet --upgrade pip
+	$(DJ_ENV)/bin/pip install --quiet py-data-juicer==1.6.1 "ray[data]==2.60.0" aiohttp==3.14.5
 	touch $@
 
 demo: venv
