@@ -28,9 +28,12 @@ Printed too: the scaling of the Ray engine (N workers against 1), and with `--ce
 same ratio for the per-record steps alone in plain processes (`multiprocessing.Pool`, spawned
 processes that each import the code and load the steps' models; the records read beforehand,
 no decision, no settle, no Ray): the scaling this machine gives the steps themselves, the
-ceiling for the engine's. With `--datatrove`, datatrove's pipeline from curation_throughput.py
-(reader, Gopher filters, the four MinHash stages, writer; one task, one worker) runs on the same
-files, and each configuration's MiB/s per core is printed against it.
+ceiling for the engine's. With `--datatrove`, datatrove's two pipelines from
+curation_throughput.py run on the same files, one task, one worker each: as first compared
+(reader, Gopher filters, the four MinHash stages on its English word tokens, writer), and with
+its counterparts of our steps (`run_datatrove(mapped=True)`: ftfy, PII, C4's line filters,
+Gopher, MinHash on our character 3-grams); each configuration's MiB/s per core is printed
+against both.
 Also printed per configuration: the peak (at once) within each phase of the first run, and,
 with `--keep DIR`, every sample in `DIR/rss-<size>-<configuration>.tsv` (seconds since the
 curation call, MiB at once) beside the child's log (`.log`, the decision's steps with times).
@@ -162,11 +165,11 @@ def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, par
         started = time.perf_counter()
         result, _ = run_curation(read_files([corpus], source="bench", licence="mixed"), params, out)
         report.update(seconds=time.perf_counter() - started, kept=result.stats.kept, input_records=result.stats.input_records)
-    elif mode == "datatrove":
+    elif mode in ("datatrove", "datatrove-mapped"):
         from curation_throughput import run_datatrove
 
         report["started_at"] = time.time()
-        report.update(seconds=run_datatrove(corpus, out, glob="*.jsonl"), kept=None, input_records=None)
+        report.update(seconds=run_datatrove(corpus, out, glob="*.jsonl", mapped=mode == "datatrove-mapped"), kept=None, input_records=None)
     elif mode == "pool":
         import multiprocessing
 
@@ -348,8 +351,9 @@ def main() -> None:
     parser.add_argument("--ceiling", action="store_true",
                         help="also time the steps alone in 1 and N plain processes (the machine's scaling for the steps)")
     parser.add_argument("--datatrove", action="store_true",
-                        help="also run datatrove's pipeline (curation_throughput.py's) on the same files, one core: per-core ratios")
-    parser.add_argument("--child", choices=["single", "local", "ray", "pool", "datatrove"], help=argparse.SUPPRESS)
+                        help="also run datatrove's pipelines (curation_throughput.py's: as before, and with the counterparts of our steps) "
+                             "on the same files, one core: per-core ratios")
+    parser.add_argument("--child", choices=["single", "local", "ray", "pool", "datatrove", "datatrove-mapped"], help=argparse.SUPPRESS)
     parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -365,7 +369,7 @@ def main() -> None:
     if args.ceiling:
         configurations += [("pool", n) for n in sorted({1, *args.workers})]
     if args.datatrove:
-        configurations.append(("datatrove", 1))
+        configurations += [("datatrove", 1), ("datatrove-mapped", 1)]
     with tempfile.TemporaryDirectory(dir=args.keep) as folder:
         for megabytes in args.mb:
             corpus = (args.keep or Path(folder)) / f"corpus-{megabytes:g}-{args.shards}"
@@ -373,12 +377,13 @@ def main() -> None:
             mib = size / 1024 / 1024
             print(f"\ninput: {documents:,} documents, {mib:.1f} MiB in {args.shards} shards; {args.repeats} runs each, "
                   f"batch size {args.batch_size}, {os.cpu_count()} cores", flush=True)
-            rows, ceiling, peer = {}, {}, None
+            rows, ceiling, peers = {}, {}, {}
             for mode, workers in configurations:
                 plural = "s" if workers > 1 else ""
                 name = {"single": "single process, in memory", "local": "engine, local executor",
                         "pool": f"steps only, {workers} plain process{'es' if workers > 1 else ''}",
-                        "datatrove": "datatrove, one task, one worker"}.get(
+                        "datatrove": "datatrove, one task, one worker",
+                        "datatrove-mapped": "datatrove with our steps' counterparts, one task, one worker"}.get(
                     mode, f"engine, ray, {workers} worker{plural}")
                 runs = []
                 for repeat in range(args.repeats):
@@ -396,8 +401,8 @@ def main() -> None:
                     print(f"  {name} run {repeat + 1}: {runs[-1]['seconds']:.1f}s{kept}", flush=True)
                 if mode == "pool":
                     ceiling[workers] = runs
-                elif mode == "datatrove":
-                    peer = runs
+                elif mode.startswith("datatrove"):
+                    peers[name] = runs
                 else:
                     rows[name] = runs
             baseline = next(iter(rows.values()))  # the in-memory path, or the local executor with --skip-single
@@ -434,19 +439,19 @@ def main() -> None:
             if len({r["kept"] for runs in rows.values() for r in runs}) != 1:
                 print("  WARNING: the configurations kept different numbers of records")
             _print_scaling(rows, ceiling, args.workers)
-            if peer:
-                _print_per_core(rows, peer, mib)
+            for peer_name, peer in peers.items():
+                _print_per_core(rows, peer_name, peer, mib)
 
 
-def _print_per_core(rows: dict, peer: list, mib: float) -> None:
+def _print_per_core(rows: dict, peer_name: str, peer: list, mib: float) -> None:
     """MiB/s per core of each configuration (the local executor and the in-memory path use
-    one core, Ray N workers N) against datatrove's single-task pipeline on the same files."""
+    one core, Ray N workers N) against one of datatrove's single-task pipelines on the same files."""
     peer_rate = mib / statistics.median(r["seconds"] for r in peer)
-    print(f"  datatrove (one task, one worker): {peer_rate:.3f} MiB/s per core (median of {len(peer)})")
+    print(f"  {peer_name}: {peer_rate:.3f} MiB/s per core (median of {len(peer)})")
     for name, runs in rows.items():
         cores = int(name.split()[2]) if name.startswith("engine, ray,") else 1
         rate = mib / statistics.median(r["seconds"] for r in runs) / cores
-        print(f"  per core, {name}: {rate:.3f} MiB/s, {rate / peer_rate:.2f}x datatrove's")
+        print(f"    per core, {name}: {rate:.3f} MiB/s, {rate / peer_rate:.2f}x")
 
 
 def _print_scaling(rows: dict, ceiling: dict, workers: list[int]) -> None:

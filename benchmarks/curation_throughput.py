@@ -83,21 +83,43 @@ def run_ours(path: Path, work: Path) -> float:
     return elapsed
 
 
-def run_datatrove(path: Path, work: Path, glob: str | None = None) -> float:
+def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool = False) -> float:
     """datatrove's pipeline (above) on the JSONL file `path`, or with `glob` on the files of
-    the folder `path` that match it; the seconds it took (its kept count is printed)."""
+    the folder `path` that match it; the seconds it took (its kept count is printed).
+
+    `mapped`: datatrove's counterpart of each of our steps that has one, as close as they map:
+    FTFYFormatter for the repair step (ours: ftfy and the Chinese-mojibake check), PIIFormatter
+    for PII (datatrove's: e-mail and IP addresses; ours: those, phones, HKIDs, cards, on a
+    normalised view), C4QualityFilter's line filters for the boilerplate lines (javascript,
+    policy, curly-bracket and lorem-ipsum lines; its rules for English sentences, terminal
+    punctuation and words per line, are off), the Gopher filters for the quality scores, and the
+    MinHash stages on the character 3-grams ours shingles (`dedup_peer.character_tokenizer`).
+    Language ID and script conversion have no datatrove counterpart that runs offline (its
+    LanguageFilter downloads a fastText model)."""
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
     from datatrove.pipeline.dedup.minhash import MinhashConfig
-    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+    from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
+    from datatrove.pipeline.formatters import FTFYFormatter, PIIFormatter
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
     config = MinhashConfig(n_grams=3, num_buckets=16, hashes_per_bucket=8)
-    folder = work / "datatrove"
+    folder = work / ("datatrove-mapped" if mapped else "datatrove")
+    mapped_steps = [
+        FTFYFormatter(),
+        PIIFormatter(),
+        C4QualityFilter(filter_no_terminal_punct=False, min_num_sentences=-1, min_words_per_line=-1),
+    ] if mapped else []
+    signature_options = {}
+    if mapped:
+        from dedup_peer import character_tokenizer
+
+        signature_options["language"] = character_tokenizer()
     stages = [
         [
             JsonlReader(str(path), glob_pattern=glob) if glob else JsonlReader(str(path.parent), glob_pattern=path.name),
+            *mapped_steps,
             # Gopher's repetition rules are meant for documents of 50+ words; on sentences a
             # single repeated bigram exceeds 0.2 and every record is dropped (ours applies them
             # from 50 tokens). Thresholds above 1 keep the computation and drop nothing here.
@@ -111,7 +133,7 @@ def run_datatrove(path: Path, work: Path, glob: str | None = None) -> float:
             GopherQualityFilter(min_doc_words=None, min_avg_word_length=None, max_avg_word_length=None, max_non_alpha_words_ratio=None, min_stop_words=None),
             JsonlWriter(str(folder / "filtered")),
         ],
-        [JsonlReader(str(folder / "filtered")), MinhashDedupSignature(output_folder=str(folder / "sigs"), config=config)],
+        [JsonlReader(str(folder / "filtered")), MinhashDedupSignature(output_folder=str(folder / "sigs"), config=config, **signature_options)],
         [MinhashDedupBuckets(input_folder=str(folder / "sigs"), output_folder=str(folder / "buckets"), config=config)],
         [MinhashDedupCluster(input_folder=str(folder / "buckets"), output_folder=str(folder / "remove"), config=config)],
         [
@@ -126,7 +148,7 @@ def run_datatrove(path: Path, work: Path, glob: str | None = None) -> float:
         LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(folder / f"logs{index}")).run()
     elapsed = time.perf_counter() - started
     kept = sum(1 for f in (folder / "deduped").glob("*.jsonl.gz") for _ in __import__("gzip").open(f, "rt"))
-    print(f"  datatrove: kept {kept}", file=sys.stderr if glob else sys.stdout)
+    print(f"  datatrove{' (mapped steps)' if mapped else ''}: kept {kept}", file=sys.stderr if glob else sys.stdout)
     return elapsed
 
 

@@ -118,7 +118,7 @@ def run_ours(folder: Path, out: Path) -> tuple[float, set[str]]:
     return elapsed, {doc_id for doc_id, _ in docs if doc_id not in dropped}
 
 
-def _character_tokenizer():
+def character_tokenizer():
     """A datatrove WordTokenizer whose words are the units `dedup.shingles` joins: the folded
     characters of Han-dominated text, the words of other text."""
     from datatrove.utils.word_tokenizers import WordTokenizer
@@ -151,7 +151,7 @@ def run_datatrove(folder: Path, out: Path, ngram: int, shards: int, ray_workers:
 
     config = MinhashConfig(n_grams=ngram, num_buckets=16, hashes_per_bucket=8)
     stages = [
-        ([JsonlReader(str(folder)), MinhashDedupSignature(output_folder=str(out / "sigs"), config=config, language=_character_tokenizer())], shards),
+        ([JsonlReader(str(folder)), MinhashDedupSignature(output_folder=str(out / "sigs"), config=config, language=character_tokenizer())], shards),
         ([MinhashDedupBuckets(input_folder=str(out / "sigs"), output_folder=str(out / "buckets"), config=config)], config.num_buckets),
         ([MinhashDedupCluster(input_folder=str(out / "buckets"), output_folder=str(out / "remove"), config=config)], 1),
         ([JsonlReader(str(folder)), MinhashDedupFilter(input_folder=str(out / "remove")), JsonlWriter(str(out / "deduped"))], shards),
