@@ -69,6 +69,29 @@ def test_scores_count_characters_not_whitespace_words():
     assert scores["digit_ratio"] == pytest.approx(4 / 10)
 
 
+def test_character_classes_and_ngram_fractions_exact_values():
+    # Letters (價錢ＡＢabc), digits (① is one: str.isdigit, Numeric_Type=Digit; ½ is not),
+    # symbols (＄€😋: category S*); ½ and "_" are none of them; the no-break space is space.
+    scores = score_quality("價錢½①_\u00a0ＡＢ＄€😋 abc 123")
+    assert scores["chars"] == 16
+    assert (scores["letter_ratio"], scores["digit_ratio"], scores["symbol_ratio"]) == (7 / 16, 4 / 16, 3 / 16)
+    # No 2-gram repeats, so no longer one does: every fraction 0.
+    once = score_quality("立法會共有九十名議員")
+    assert [once[f"top_{k}gram_fraction"] for k in (2, 3, 4)] == [0.0, 0.0, 0.0]
+    # "香港人" three times: the 2-, 3- and 4-gram fractions counted.
+    again = score_quality("香港人愛香港人愛香港人")
+    assert [again[f"top_{k}gram_fraction"] for k in (2, 3, 4)] == [6 / 11, 9 / 11, 8 / 11]
+    assert (again["dup_line_fraction"], score_quality("好呀\n好呀\n唔好")["dup_line_fraction"]) == (0.0, 2 / 3)
+
+
+def test_replacement_character_share():
+    from hkgai_pipelines.curation.repair import replacement_char_share
+
+    assert replacement_char_share("你好") == 0.0
+    assert replacement_char_share("") == 0.0
+    assert replacement_char_share("\ufffd\ufffd 你好") == 0.5
+
+
 def test_exact_key_ignores_punctuation_case_and_spacing():
     assert exact_key("你好！") == exact_key("你好 !")
     assert exact_key("Hello, World") == exact_key("hello world")

@@ -105,9 +105,11 @@ def score_quality(text: str, boilerplate_free: bool = False) -> dict[str, float]
     of `strip_boilerplate_lines`, so its boilerplate line fraction is 0 without looking."""
     n, letters, digits, symbols = _char_classes(text)
     lines = [line.strip() for line in text.split("\n") if line.strip()]
-    line_counts = Counter(lines)
-    dup_lines = sum(c for c in line_counts.values() if c > 1)
-    dup_line_chars = sum(len(line) * c for line, c in line_counts.items() if c > 1)
+    dup_lines = dup_line_chars = 0
+    if len(lines) > 1:  # one line cannot repeat (most records are one sentence)
+        line_counts = Counter(lines)
+        dup_lines = sum(c for c in line_counts.values() if c > 1)
+        dup_line_chars = sum(len(line) * c for line, c in line_counts.items() if c > 1)
     line_chars = sum(len(line) for line in lines)
     tokens = TOKEN_RE.findall(text.lower())
     scores = {
@@ -122,8 +124,11 @@ def score_quality(text: str, boilerplate_free: bool = False) -> dict[str, float]
             sum(1 for line in lines if is_boilerplate_line(line)) / len(lines) if lines and not boilerplate_free else 0.0
         ),
     }
-    for k in (2, 3, 4):
-        scores[f"top_{k}gram_fraction"] = _top_ngram_fraction(tokens, k)
+    # A repeated 3- or 4-gram contains a repeated 2-gram, so where no 2-gram repeats (the
+    # 2-gram fraction is 0; nine sentences in ten) the longer ones are 0 without counting.
+    scores["top_2gram_fraction"] = _top_ngram_fraction(tokens, 2)
+    for k in (3, 4):
+        scores[f"top_{k}gram_fraction"] = _top_ngram_fraction(tokens, k) if scores["top_2gram_fraction"] else 0.0
     return scores
 
 

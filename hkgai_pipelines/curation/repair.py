@@ -197,5 +197,7 @@ def _worth_judging(segments: list[str]) -> list[bool]:
 
 def replacement_char_share(text: str) -> float:
     """Share of U+FFFD (the decoder's "unknown character") among non-space characters."""
-    visible = sum(1 for char in text if not char.isspace())
-    return text.count("\ufffd") / visible if visible else 0.0
+    replaced = text.count("\ufffd")
+    if not replaced:  # almost every text: no need to count the rest
+        return 0.0
+    return replaced / (len(text) - sum(map(str.isspace, text)))
