@@ -11,8 +11,8 @@ export TRANSFORMERS_OFFLINE := 1
 export DAGSTER_DISABLE_TELEMETRY := 1
 
 # Data-Juicer, a peer of benchmarks/dedup_peer.py only, in its own environment (its pins
-# of dill, multiprocess and fsspec are not the project's); aiohttp is imported by its file
-# utilities but not declared.
+# of dill, multiprocess and fsspec are not the project's; constraints-data-juicer.txt holds
+# it as resolved); aiohttp is imported by its file utilities but not declared.
 DJ_ENV := $(VENV)/tools/data-juicer
 
 .PHONY: venv demo test test-all ui clean k8s-render k8s-build bench-peers
@@ -43,10 +43,10 @@ $(DVC_ENV)/.installed: constraints-dvc.txt | $(VENV)/.installed
 
 bench-peers: $(DJ_ENV)/.installed
 
-$(DJ_ENV)/.installed: | $(VENV)/.installed
+$(DJ_ENV)/.installed: constraints-data-juicer.txt | $(VENV)/.installed
 	test -x $(DJ_ENV)/bin/python || $(PYTHON) -m venv $(DJ_ENV)
 	$(DJ_ENV)/bin/pip install --quiet --upgrade pip
-	$(DJ_ENV)/bin/pip install --quiet py-data-juicer==1.6.1 "ray[data]==2.60.0" aiohttp==3.14.5
+	$(DJ_ENV)/bin/pip install --quiet -c constraints-data-juicer.txt py-data-juicer "ray[data]" aiohttp
 	touch $@
 
 demo: venv

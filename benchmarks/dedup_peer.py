@@ -36,7 +36,9 @@ similarity the share of planted pairs whose variant was dropped, and whether the
 was the variant (the later in order).
 
     make bench-peers
-    python benchmarks/dedup_peer.py --pages 5000 --repeats 3 --data-juicer .venv/tools/data-juicer/bin/python
+    .venv/bin/python benchmarks/dedup_peer.py --pages 5000 --repeats 3 --data-juicer .venv/tools/data-juicer/bin/python
+
+The tables are printed on stdout; datatrove's executors log each stage on stderr.
 """
 
 from __future__ import annotations
@@ -207,7 +209,8 @@ def run_data_juicer(python: str, folder: Path, out: Path, cpus: int) -> tuple[fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=5000, help="original pages (a fifth get a variant)")
-    parser.add_argument("--page-lines", type=int, default=40, help="sentences per page")
+    parser.add_argument("--page-lines", type=int, default=40,
+                        help=f"sentences per page (at least {max(REPLACED_LINES)}, the most a variant replaces)")
     parser.add_argument("--shards", type=int, default=4, help="JSONL files (datatrove reads one per task)")
     parser.add_argument("--ray-workers", type=int, default=2, help="datatrove's Ray executor: tasks at once (0: skip)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -217,6 +220,10 @@ def main() -> None:
     if args.data_juicer_child:
         data_juicer_child(*args.data_juicer_child, max(args.ray_workers, 1))
         return
+    if args.repeats < 1 or args.shards < 1 or args.pages < 1:
+        parser.error("--repeats, --shards and --pages must be at least 1")
+    if args.page_lines < max(REPLACED_LINES):
+        parser.error(f"--page-lines must be at least {max(REPLACED_LINES)} (a variant replaces up to that many lines)")
 
     import logging
 
@@ -248,7 +255,7 @@ def main() -> None:
                             lambda out: run_datatrove(corpus, out, params.ngram, args.shards, args.ray_workers)))
         if args.data_juicer:
             cpus = max(args.ray_workers, 1)
-            methods.append((f"Data-Juicer, Ray, {cpus} CPUs", cpus,
+            methods.append((f"Data-Juicer, Ray, {cpus} CPU{'s' if cpus > 1 else ''}", cpus,
                             lambda out: run_data_juicer(args.data_juicer, corpus, out, cpus)))
         results = {}
         for repeat in range(args.repeats):
@@ -264,7 +271,7 @@ def main() -> None:
         runs = results[name]
         median = statistics.median(seconds for seconds, _ in runs)
         kept_counts = sorted({len(kept) for _, kept in runs})
-        print(f"| {name} | {' / '.join(f'{s:.1f}' for s, _ in runs)} | {median:.1f} | {documents / median / cores:,.0f} | "
+        print(f"| {name} | {' / '.join(f'{s:.2f}' for s, _ in runs)} | {median:.2f} | {documents / median / cores:,.0f} | "
               f"{' or '.join(f'{k:,}' for k in kept_counts)} |")
     ours = statistics.median(seconds for seconds, _ in results[methods[0][0]])
     for name, cores, _ in methods[1:]:
@@ -272,7 +279,7 @@ def main() -> None:
         print(f"ours per core against {name}: {peer * cores / ours:.2f}x")
 
     print()
-    print("Planted pairs: share whose variant was dropped (right answer: all at or above the threshold "
+    print("Planted pairs, each method's first run: share whose variant was dropped (right answer: all at or above the threshold "
           f"{params.threshold}, none below); in brackets, where one of the pair was dropped, the share where it was the original")
     print("| true Jaccard | pairs | " + " | ".join(name for name, _, _ in methods) + " |")
     print("|---|---|" + "---|" * len(methods))
