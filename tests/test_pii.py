@@ -100,10 +100,27 @@ def test_counts_by_type(redactor):
         ("HKID: c668668(9)", "HKID: <HKID>"),
         ("身份證號碼 ab987654(3)", "身份證號碼 <HKID>"),
         ("身份證 A 123456 (3)", "身份證 <HKID>"),
+        # Digits written to slip past a filter: circled, superscript, subscript. The view
+        # folds them (NFKC) and the independent gate read them all along; the redactor's
+        # pre-scan counted only decimal digits (\d) and let them through.
+        ("加我微信 ⑨①②③ ④⑤⑥⑦ 傾", "加我微信 <PHONE> 傾"),
+        ("電話 ⁹¹²³⁴⁵⁶⁷", "電話 <PHONE>"),
+        ("電話 ₉₁₂₃-₄₅₆₇", "電話 <PHONE>"),
+        ("身份證 Ａ①②③④⑤⑥(③)", "身份證 <HKID>"),
     ],
 )
 def test_written_forms_are_redacted_in_place(redactor, text, expected):
     assert redactor.redact(text).text == expected
+
+
+def test_the_pre_scan_counts_every_character_the_view_reads_as_a_digit():
+    from hkgai_pipelines.curation.pii import _fold_table, _view_digit_re, normalized_view
+
+    digits = [chr(code) for code, folded in _fold_table().items() if folded.isdigit()]
+    assert len(digits) > 600  # decimal digits of every script, and the compatibility ones
+    assert all(_view_digit_re().fullmatch(char) for char in digits)
+    # Nothing else: what it matches, the view reads as 0-9.
+    assert all(normalized_view(char)[0].isascii() and normalized_view(char)[0].isdigit() for char in digits)
 
 
 def test_text_around_a_span_is_unchanged_byte_for_byte(redactor):
