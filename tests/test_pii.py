@@ -107,10 +107,29 @@ def test_counts_by_type(redactor):
         ("電話 ⁹¹²³⁴⁵⁶⁷", "電話 <PHONE>"),
         ("電話 ₉₁₂₃-₄₅₆₇", "電話 <PHONE>"),
         ("身份證 Ａ①②③④⑤⑥(③)", "身份證 <HKID>"),
+        # Numbers in Chinese numerals, after a phone cue.
+        ("有興趣請致電 九一二三 四五六七，多謝", "有興趣請致電 <PHONE>，多謝"),
+        ("WhatsApp：六〇一二三四五六", "WhatsApp：<PHONE>"),
+        ("联系电话 一三八 一二三四 五六七八", "联系电话 <PHONE>"),
+        ("微信：幺三九零零零零幺幺幺幺", "微信：<PHONE>"),
     ],
 )
 def test_written_forms_are_redacted_in_place(redactor, text, expected):
     assert redactor.redact(text).text == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "二〇二四年十二月三日",  # a date
+        "一二三四五六七八九十，齊齊數",  # counting, no phone cue
+        "電話簿有一二三四五六七八頁",  # starts with 一 and no mainland shape
+        "致電查詢，截止日期為二〇二五年一月",  # a cue, but a year
+        "九一二三四五六七八",  # nine numerals, no cue
+    ],
+)
+def test_chinese_numerals_that_are_not_phone_numbers_are_left_alone(redactor, text):
+    assert redactor.redact(text).text == text
 
 
 def test_the_pre_scan_counts_every_character_the_view_reads_as_a_digit():

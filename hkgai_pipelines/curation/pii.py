@@ -66,6 +66,17 @@ mainland_mobile_pattern = re.compile(
     r"(?<![0-9A-Za-z+])(?P<prefix>(?:\+|00)86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}(?![0-9A-Za-z]|[.,]\d)"
 )
 
+#: Phone numbers written in Chinese numerals ("九一二三 四五六七"; mainland "一三八…", with 幺 for
+#: 1 as a number is read out), as people write them to slip past filters. The Hong Kong and
+#: mainland shapes of the patterns above. Chinese numerals fill ordinary text (二〇二四年, 一一),
+#: so such a number counts only after a phone cue (`_PHONE_CUE_BEFORE`), grouped or not.
+_CN_DIGITS = "〇零一二三四五六七八九幺"
+chinese_numeral_phone_pattern = re.compile(
+    rf"(?<![{_CN_DIGITS}])(?:[二三四五六七八九][{_CN_DIGITS}]{{3}}[ -]?[{_CN_DIGITS}]{{4}}"
+    rf"|[一幺][三四五六七八九][{_CN_DIGITS}](?:[ -]?[{_CN_DIGITS}]{{4}}){{2}})(?![{_CN_DIGITS}])"
+)
+_CN_DIGIT_RUN_RE = re.compile(rf"[{_CN_DIGITS}]{{4}}")
+
 _CURRENCY_BEFORE = re.compile(r"(?:HK\$|US\$|NT\$|RMB|HKD|USD|CNY|[$＄¥￥€£]|港幣|港元|人民幣|美元)\s*$", re.IGNORECASE)
 _UNIT_AFTER = re.compile(
     r"^\s*(?:元|蚊|港元|港幣|億|亿|萬|万|千|百|人|名|個|位|次|年|日|米|公里|平方|呎|噸|件|份|室|樓|楼|號|号|%|％|km|kg|m\b|people|dollars|HKD|years|million|billion)",
@@ -212,9 +223,9 @@ class PiiRedactor:
         Detection runs on `normalized_view(text)`; a span of the view maps back to the
         original characters from its first to its last, format characters inside included.
         """
-        # Every kind needs six digits (as the view reads them) or an at-sign: most text has
-        # neither, and a plain scan is cheaper than building the normalised view.
-        if len(_view_digit_re().findall(text)) < 6 and not _AT_SIGN_RE.search(text):
+        # Every kind needs six digits (as the view reads them), an at-sign or a run of Chinese
+        # numerals: most text has none, and a plain scan is cheaper than building the view.
+        if len(_view_digit_re().findall(text)) < 6 and not _AT_SIGN_RE.search(text) and not _CN_DIGIT_RUN_RE.search(text):
             return []
         view, offsets = normalized_view(text)
         spans = self._find_in_view(view)
@@ -245,6 +256,9 @@ class PiiRedactor:
             add(match.start(), match.end(), "PHONE")
         for match in hk_phone_pattern.finditer(text):
             if match.group("prefix") or self._unprefixed_number_is_phone(text, match):
+                add(match.start(), match.end(), "PHONE")
+        for match in chinese_numeral_phone_pattern.finditer(text):
+            if _PHONE_CUE_BEFORE.search(text[max(0, match.start() - 24):match.start()]):
                 add(match.start(), match.end(), "PHONE")
         return sorted(spans, key=lambda s: s.start)
 
