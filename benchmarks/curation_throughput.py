@@ -44,10 +44,15 @@ SOURCES = [
 ]
 
 
+def packaged_texts() -> list[str]:
+    """The texts of the packaged corpora (`SOURCES`), in source order."""
+    return [item.text for spec in SOURCES for item in read_source(spec) if isinstance(item, RawRecord)]
+
+
 def replica_lines(megabytes: float) -> Iterator[tuple[int, str]]:
     """(replica, JSONL line) of the packaged corpora replicated to `megabytes` MiB; every
     replica numbered, so replicas are near-duplicates, not exact copies."""
-    texts = [item.text for spec in SOURCES for item in read_source(spec) if isinstance(item, RawRecord)]
+    texts = packaged_texts()
     target = int(megabytes * 1024 * 1024)
     written = replica = 0
     while written < target:

@@ -62,13 +62,11 @@ REPLACED_LINES = [1, 2, 3, 4, 6, 8, 12, 16, 24]
 def build_pages(folder: Path, pages: int, page_lines: int, shards: int, ngram: int) -> list[dict]:
     """Write the corpus (see the module docstring) into `folder`; the planted pairs, each
     {"original", "variant", "replaced", "jaccard"}."""
-    from curation_throughput import SOURCES
+    from curation_throughput import packaged_texts
 
     from hkgai_pipelines.curation.dedup import shingles
-    from hkgai_pipelines.sources.readers import read_source
-    from hkgai_pipelines.sources.records import RawRecord
 
-    sentences = [item.text.replace("\n", " ") for spec in SOURCES for item in read_source(spec) if isinstance(item, RawRecord)]
+    sentences = [text.replace("\n", " ") for text in packaged_texts()]
     rng = random.Random(7)
     folder.mkdir(parents=True)
     handles = [open(folder / f"shard-{n:03d}.jsonl", "w", encoding="utf-8") for n in range(shards)]
@@ -125,13 +123,11 @@ def character_tokenizer():
     characters of Han-dominated text, the words of other text."""
     from datatrove.utils.word_tokenizers import WordTokenizer
 
-    from hkgai_pipelines.curation.dedup import _WORD_RE, _folded
-    from hkgai_pipelines.curation.langid import HAN_RE
+    from hkgai_pipelines.curation.dedup import shingle_units
 
     class CharacterTokenizer(WordTokenizer):
         def word_tokenize(self, text: str) -> list[str]:
-            words = _WORD_RE.findall(text.lower())
-            return list(_folded(text)) if len(HAN_RE.findall(text)) >= len(words) else words
+            return shingle_units(text)[0]
 
         def sent_tokenize(self, text: str) -> list[str]:
             return text.splitlines()

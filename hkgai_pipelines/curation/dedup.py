@@ -86,16 +86,19 @@ def shingles(text: str, n: int) -> list[str]:
     return _shingles(text, None, n)
 
 
+def shingle_units(text: str, folded: str | None = None) -> tuple[list[str], str]:
+    """(units, joiner) that `shingles` joins into n-grams: the characters of the folded text
+    ("") when Han characters outnumber words, else the lower-cased words (" "). `folded`:
+    `_folded(text)` when the caller has it (`MinHasher.keys`)."""
+    words = _WORD_RE.findall(text.lower())
+    if len(HAN_RE.findall(text)) >= len(words):
+        return list(_folded(text) if folded is None else folded), ""
+    return words, " "
+
+
 def _shingles(text: str, folded: str | None, n: int) -> list[str]:
     """`shingles`, given `_folded(text)` when the caller has it (`MinHasher.keys`)."""
-    han = HAN_RE.findall(text)
-    words = _WORD_RE.findall(text.lower())
-    if len(han) >= len(words):
-        units = list(_folded(text) if folded is None else folded)
-        joiner = ""
-    else:
-        units = words
-        joiner = " "
+    units, joiner = shingle_units(text, folded)
     if len(units) <= n:
         return [joiner.join(units)] if units else [""]
     return [joiner.join(units[i:i + n]) for i in range(len(units) - n + 1)]

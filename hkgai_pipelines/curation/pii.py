@@ -161,6 +161,11 @@ _PHONE_CUE_BEFORE = re.compile(
     re.IGNORECASE,
 )
 
+def _phone_cue_before(text: str, start: int) -> bool:
+    """Whether a phone cue (`_PHONE_CUE_BEFORE`) ends within the 24 characters before `start`."""
+    return bool(_PHONE_CUE_BEFORE.search(text[max(0, start - 24):start]))
+
+
 _HKID_LETTER_VALUES = {chr(code): code - ord("A") + 10 for code in range(ord("A"), ord("Z") + 1)}
 
 
@@ -258,7 +263,7 @@ class PiiRedactor:
             if match.group("prefix") or self._unprefixed_number_is_phone(text, match):
                 add(match.start(), match.end(), "PHONE")
         for match in chinese_numeral_phone_pattern.finditer(text):
-            if _PHONE_CUE_BEFORE.search(text[max(0, match.start() - 24):match.start()]):
+            if _phone_cue_before(text, match.start()):
                 add(match.start(), match.end(), "PHONE")
         return sorted(spans, key=lambda s: s.start)
 
@@ -273,7 +278,7 @@ class PiiRedactor:
             # Bare: a date is never a phone, and anything else needs a cue before it.
             if _looks_like_date(digits):
                 return False
-            return bool(_PHONE_CUE_BEFORE.search(text[max(0, match.start() - 24):match.start()]))
+            return _phone_cue_before(text, match.start())
         return True
 
     def redact(self, text: str) -> RedactionResult:
