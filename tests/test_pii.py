@@ -126,6 +126,18 @@ def test_written_forms_are_redacted_in_place(redactor, text, expected):
         "電話簿有一二三四五六七八頁",  # starts with 一 and no mainland shape
         "致電查詢，截止日期為二〇二五年一月",  # a cue, but a year
         "九一二三四五六七八",  # nine numerals, no cue
+        # Found by a fresh check: cues that are not phone words, or numbers that are years,
+        # amounts and counts.
+        "政府打算將二〇二三-二〇二四年度預算提交立法會",
+        "立法會秘書處聯絡組二〇二三 二〇二四年度工作報告",
+        "電話費二〇一九-二〇二〇年度上升",
+        "Hotel 二〇二三-二〇二四年度報告",
+        "iPhone 二三四五 六七八九",
+        "跟住打拍子：一二三四 二二三四 三二三四 四二三四",
+        "請打九折，共二三四五六七八九元",
+        "號碼牌：二三四五六七八九號",
+        "致電熱線查詢五六七八 九〇一二號訂單",
+        "聯絡我哋\n\n二〇二三 二〇二四",
     ],
 )
 def test_chinese_numerals_that_are_not_phone_numbers_are_left_alone(redactor, text):

@@ -69,13 +69,24 @@ mainland_mobile_pattern = re.compile(
 #: Phone numbers written in Chinese numerals ("九一二三 四五六七"; mainland "一三八…", with 幺 for
 #: 1 as a number is read out), as people write them to slip past filters. The Hong Kong and
 #: mainland shapes of the patterns above. Chinese numerals fill ordinary text (二〇二四年, 一一),
-#: so such a number counts only after a phone cue (`_PHONE_CUE_BEFORE`), grouped or not.
+#: so such a number counts only after a phone cue on its line (`_NUMERAL_PHONE_CUE_BEFORE`),
+#: grouped or not, and not where it reads as an amount, a count, a date or two years.
 _CN_DIGITS = "〇零一二三四五六七八九幺"
 chinese_numeral_phone_pattern = re.compile(
     rf"(?<![{_CN_DIGITS}])(?:[二三四五六七八九][{_CN_DIGITS}]{{3}}[ -]?[{_CN_DIGITS}]{{4}}"
     rf"|[一幺][三四五六七八九][{_CN_DIGITS}](?:[ -]?[{_CN_DIGITS}]{{4}}){{2}})(?![{_CN_DIGITS}])"
 )
 _CN_DIGIT_RUN_RE = re.compile(rf"[{_CN_DIGITS}]{{4}}")
+_CN_TO_ARABIC = str.maketrans({**{char: str(value) for value, char in enumerate("〇一二三四五六七八九")}, "零": "0", "幺": "1"})
+#: The cues a number in Chinese numerals needs: words that name a phone, on the same line. The
+#: bare verbs of `_PHONE_CUE_BEFORE` (打, 找, 搵) are left out, and its Latin words must stand
+#: alone: 打算, 打折, iPhone and Hotel stand before years and amounts written in numerals.
+_NUMERAL_PHONE_CUE_BEFORE = re.compile(
+    r"(?:電話|电话|致電|致电|打俾|打畀|打比|手機|手机|手提|聯絡|聯繫|联系|联络|微信|短訊|短讯|熱線|热线|傳真|传真|號碼|号码|"
+    r"(?<![A-Za-z])(?:call|tel|phone|mobile|cell|contact|whatsapp|wechat|signal|sms|hotline|fax)(?![A-Za-z]))"
+    r"[^0-9\n]{0,12}$",
+    re.IGNORECASE,
+)
 
 _CURRENCY_BEFORE = re.compile(r"(?:HK\$|US\$|NT\$|RMB|HKD|USD|CNY|[$＄¥￥€£]|港幣|港元|人民幣|美元)\s*$", re.IGNORECASE)
 _UNIT_AFTER = re.compile(
@@ -263,7 +274,7 @@ class PiiRedactor:
             if match.group("prefix") or self._unprefixed_number_is_phone(text, match):
                 add(match.start(), match.end(), "PHONE")
         for match in chinese_numeral_phone_pattern.finditer(text):
-            if _phone_cue_before(text, match.start()):
+            if self._numeral_number_is_phone(text, match):
                 add(match.start(), match.end(), "PHONE")
         return sorted(spans, key=lambda s: s.start)
 
@@ -280,6 +291,19 @@ class PiiRedactor:
                 return False
             return _phone_cue_before(text, match.start())
         return True
+
+    @staticmethod
+    def _numeral_number_is_phone(text: str, match: re.Match) -> bool:
+        """A number in Chinese numerals is a phone after a cue on its line, unless what stands
+        around it makes it an amount, a count or a unit (as for Arabic digits), or it reads as
+        a date or as two years (二〇二三-二〇二四年度)."""
+        digits = re.sub(r"[ -]", "", match.group()).translate(_CN_TO_ARABIC)
+        before, after = text[max(0, match.start() - 12):match.start()], text[match.end():match.end() + 8]
+        if _CURRENCY_BEFORE.search(before) or _UNIT_AFTER.match(after) or _COUNT_BEFORE.search(before):
+            return False
+        if _looks_like_date(digits) or (len(digits) == 8 and all(1900 <= int(year) <= 2099 for year in (digits[:4], digits[4:]))):
+            return False
+        return bool(_NUMERAL_PHONE_CUE_BEFORE.search(text[max(0, match.start() - 24):match.start()]))
 
     def redact(self, text: str) -> RedactionResult:
         """`text` with each PII span replaced by its placeholder (`PLACEHOLDERS`); the
