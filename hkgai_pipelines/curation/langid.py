@@ -145,6 +145,7 @@ class LanguageIdentifier:
             # Telegram), as an acronym is (MTR, HKID), and names are not code-switching;
             # "我今日去咗 shopping" and "啲fans" are. A run of capitals is still English.
             english = sum(len(w) for w in words if w.islower() or w in caps_run)
+            english += sum(len(w) for w in capitalised_english(prose) if not w.islower() and w not in caps_run)
         else:
             english = sum(len(w) for w in words if not w.isupper())
         other_letters = sum(map(str.isalpha, text)) - han - kana - hangul - len("".join(LATIN_WORD_RE.findall(text)))
@@ -194,6 +195,10 @@ class LanguageIdentifier:
 
         traditional, simplified, hong_kong = script_evidence(text)
         script = "hans" if simplified > traditional else "hant"
+        if not simplified and not traditional and NORTHERN_MANDARIN_RE.search(text):
+            # No character tells the script ("你瞅啥？", "挺好的", "咋整？"), but the words are
+            # northern Mandarin, which is written in Simplified characters.
+            script = "hans"
         swc_lang = "zh-hans" if script == "hans" else "zh-hant"
         # The feature lists read Traditional characters: Simplified text through s2hk.
         view = restore_cantonese_copula(hong_kong) if script == "hans" else text
@@ -327,6 +332,69 @@ ENGLISH_PRIOR_SHORT = 0.5
 # Three or more all-caps words in a row, separated by spaces or punctuation.
 _CAPS_RUN_RE = re.compile(r"(?:\b[A-Z][A-Z'’\-]*\b[\s,.;:!?]*){3,}")
 
+
+
+# Words of northern (mainland) colloquial Mandarin, neither Hong Kong nor Taiwan usage: 咋
+# "how", 啥 "what", 瞅 "look", 甭 "needn't", 俺 "I", 咱 "we", 挺 "quite" (not 挺身, 挺拔, 挺進,
+# 挺舉, 挺立, 堅挺, 力挺). Read only where no character tells the script (the characters are
+# the same in both), to say the text was written in Simplified characters.
+NORTHERN_MANDARIN_RE = re.compile(r"[咋啥瞅甭俺咱]|(?<![堅力])挺(?![身拔進舉立])")
+
+# A Latin phrase before the first or after the last Han character of a text: the English half of
+# a bilingual sign or heading ("小心地滑 Caution: Wet Floor", "中環碼頭 Central Pier"), or a phrase
+# a Chinese sentence ends on ("今晚去唔去Happy Hour？"). Digits, %, & and punctuation may sit between
+# its words.
+# Verbs and prepositions whose object a trailing Latin phrase is, which then names a place or a
+# thing ("今日去 Times Square", "我喺 Pacific Place", "搭 Island Line") rather than translating a sign.
+_OBJECT_VERBS = frozenset("去喺係到在於往返嚟來搭坐住用叫")
+_HAN_RANGES = HAN_RE.pattern[1:-1]
+_EDGE_PHRASE_RE = re.compile(f"^[^{_HAN_RANGES}]*|[^{_HAN_RANGES}]*$")
+
+
+def capitalised_english(prose: str) -> list[str]:
+    """Capitalised words of `prose` (a text holding Han) that are English, not names:
+    the words of a Latin phrase at either edge of the text (before its first or after its
+    last Han character) of which at least two, and at least half, are common English words
+    (`english_words`), unless it follows a verb or preposition whose object it is (去 喺 到 往
+    ...: "今日去 Times Square" names a place); and a common English word that opens the text
+    ("Sorry我遲咗", "Deadline係聽日"). Capitalised words elsewhere stay names (WhatsApp, Costco,
+    Zoom), as they were. Examples: "中環碼頭 Central Pier" -> ["Central", "Pier"];
+    "我用 Costco 嘅卡" -> []; "立法會今日通過議案。 Source: HK01" -> [] (one common word)."""
+    if not HAN_RE.search(prose):
+        return []
+    found: list[str] = []
+    lexicon = None
+    for match in _EDGE_PHRASE_RE.finditer(prose):
+        phrase = LATIN_WORD_RE.findall(match.group(0))
+        if len(phrase) < 2 or (match.start() and prose[match.start() - 1] in _OBJECT_VERBS):
+            continue
+        lexicon = lexicon or english_words()
+        common = [w for w in phrase if w.lower() in lexicon]
+        if len(common) >= 2 and 2 * len(common) >= len(phrase):
+            found += phrase
+    first = LATIN_WORD_RE.match(prose.lstrip())
+    if first and first.group(0) not in found and first.group(0).lower() in (lexicon or english_words()):
+        found.append(first.group(0))
+    return found
+
+
+_english_words: frozenset[str] | None = None
+
+
+def english_words() -> frozenset[str]:
+    """Common English words (lower case): every all-lower-case word of the English translations
+    and word glosses of the HSK example sentences (`hsk_sentences_audio`, CC BY-SA 4.0; 4,354
+    sentences, about 7,000 words). Built once per process (about 0.25 s)."""
+    global _english_words
+    if _english_words is None:
+        import hsk_sentences_audio
+
+        words = set()
+        for item in hsk_sentences_audio.load_sentences():
+            glosses = [item["translation"]["en"]] + [token.get("gloss_en", "") for token in item["tokens"]]
+            words.update(w for gloss in glosses for w in re.findall(r"[A-Za-z]+", gloss) if w.islower())
+        _english_words = frozenset(words)
+    return _english_words
 
 
 # Grammatical characters of either variety that place names, titles and signs' nouns hardly
