@@ -514,3 +514,56 @@ def test_a_lone_surrogate_is_read_as_a_replacement_character(identifier):
     assert identifier.identify("佢哋聽日去\udc00旺角食飯").lang == "yue"
     assert identifier.identify("好 \ud83d hello world").lang == identifier.identify("好 \ufffd hello world").lang
     assert identifier.identify("\ud800").lang == "other"
+
+
+@pytest.mark.parametrize("text", [
+    "小心地滑 Caution: Wet Floor",  # a bilingual sign: the English half translates the Chinese
+    "中環碼頭 Central Pier",
+    "限時優惠 Limited Time Offer",
+    "Sorry我遲咗少少，條路好塞。",  # a common English word opening a Cantonese turn
+    "Deadline係聽日，唔好再拖喇。",
+])
+def test_a_sign_or_turn_with_a_common_english_phrase_is_mixed(identifier, text):
+    assert identifier.identify(text).lang == "mixed"
+
+
+@pytest.mark.parametrize("text, lang", [
+    ("今日去 Times Square", "yue"),  # the object of 去: a place's name
+    ("立法會今日通過議案。 Source: HK01", "zh-hant"),  # one common word: a footer
+    ("我用 Costco 嘅會員卡", "yue"),  # a name inside the sentence
+    ("WhatsApp我啦", "yue"),  # not a common English word
+])
+def test_english_names_at_the_edge_of_chinese_stay_names(identifier, text, lang):
+    assert identifier.identify(text).lang == lang
+
+
+def test_capitalised_english_counts_only_common_words_at_the_edges():
+    from hkgai_pipelines.curation.langid import capitalised_english
+
+    assert capitalised_english("中環碼頭 Central Pier") == ["Central", "Pier"]
+    assert capitalised_english("Sorry呀，我遲少少到") == ["Sorry"]
+    assert capitalised_english("我用 Costco 嘅卡") == []
+    assert capitalised_english("今晚去 Happy Hour") == []
+    assert capitalised_english("Central Pier") == []  # no Han: not a Chinese text
+
+
+@pytest.mark.parametrize("text", ["你瞅啥？", "咋整？", "挺好的", "甭管了", "晚上吃啥？"])
+def test_script_neutral_northern_mandarin_is_simplified(identifier, text):
+    result = identifier.identify(text)
+    assert (result.lang, result.script) == ("zh-hans", "hans")
+
+
+@pytest.mark.parametrize("text, lang", [
+    ("好的", "zh-hant"),  # nothing says which script: Traditional, as before
+    ("挺身而出", "zh-hant"),  # 挺身 is no northern word
+])
+def test_script_neutral_text_without_a_northern_word_stays_traditional(identifier, text, lang):
+    assert identifier.identify(text).lang == lang
+
+
+@pytest.mark.parametrize("text, lang", [
+    ("idk", "en"), ("LGTM", "en"), ("hahaha", "en"), ("haha ok", "en"), ("Hello!", "en"), ("Noted", "en"),
+    ("Bonjour", "other"), ("Danke schön", "other"),
+])
+def test_short_latin_text_of_english_words_is_english(identifier, text, lang):
+    assert identifier.identify(text).lang == lang
