@@ -374,6 +374,7 @@ NORTHERN_MANDARIN_RE = re.compile(r"[咋啥瞅甭俺咱]|(?<![堅力])挺(?![身
 _OBJECT_VERBS = frozenset("去喺係到在於往返嚟來搭坐住用叫")
 _HAN_RANGES = HAN_RE.pattern[1:-1]
 _EDGE_PHRASE_RE = re.compile(f"^[^{_HAN_RANGES}]*|[^{_HAN_RANGES}]*$")
+_OPENING_WORD_RE = re.compile(f"\\s*({LATIN_WORD_RE.pattern})\\s*(?=[{_HAN_RANGES}]|[,，.。!！:：、])")
 
 
 def capitalised_english(prose: str) -> list[str]:
@@ -382,7 +383,7 @@ def capitalised_english(prose: str) -> list[str]:
     last Han character) of which at least two, and at least half, are common English words
     (`english_words`), unless it follows a verb or preposition whose object it is (去 喺 到 往
     ...: "今日去 Times Square" names a place); and a common English word that opens the text
-    ("Sorry我遲咗", "Deadline係聽日"). Capitalised words elsewhere stay names (WhatsApp, Costco,
+    followed by Han or punctuation ("Sorry我遲咗", "Deadline係聽日"; not "Area 51嘅…"). Capitalised words elsewhere stay names (WhatsApp, Costco,
     Zoom), as they were. Examples: "中環碼頭 Central Pier" -> ["Central", "Pier"];
     "我用 Costco 嘅卡" -> []; "立法會今日通過議案。 Source: HK01" -> [] (one common word)."""
     if not HAN_RE.search(prose):
@@ -397,9 +398,11 @@ def capitalised_english(prose: str) -> list[str]:
         common = [w for w in phrase if w.lower() in lexicon]
         if len(common) >= 2 and 2 * len(common) >= len(phrase):
             found += phrase
-    first = LATIN_WORD_RE.match(prose.lstrip())
-    if first and first.group(0) not in found and first.group(0).lower() in (lexicon or english_words()):
-        found.append(first.group(0))
+    # The opening word counts when Han or punctuation follows it ("Sorry我遲咗", "Sorry, 我..."),
+    # not a number or another word: "Area 51嘅目的係乜嘢？" opens on a name.
+    first = _OPENING_WORD_RE.match(prose)
+    if first and first.group(1) not in found and first.group(1).lower() in (lexicon or english_words()):
+        found.append(first.group(1))
     return found
 
 
