@@ -326,7 +326,7 @@ def test_the_same_text_scores_the_same_in_two_processes():
     assert runs[0] == runs[1] and runs[0].count("'") == 6
 
 
-@pytest.mark.parametrize("name", ["langid_test7.tsv", "langid_test8.tsv"])
+@pytest.mark.parametrize("name", ["langid_test7.tsv", "langid_test8.tsv", "langid_test9.tsv"])
 def test_the_langid_test_sets_share_no_line_with_the_training_data(name):
     """The test sets in benchmarks/data are scored as never trained on: no line of them may fold
     to the same view as a training item (packaged corpora, jieba's words, the project's text)."""
@@ -336,7 +336,7 @@ def test_the_langid_test_sets_share_no_line_with_the_training_data(name):
 
     test_set = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / name
     lines = [line.split("\t") for line in test_set.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
-    assert len(lines) >= 500 and all(len(parts) == 3 for parts in lines)
+    assert len(lines) >= 250 and all(len(parts) == 3 for parts in lines)
     trained = {cantonese_model.fold(text) for text, _, _ in cantonese_model.authored_corpus()}
     trained |= {cantonese_model.fold(text) for text, _, _ in cantonese_model.training_corpus()}
     trained |= {cantonese_model.fold(word) for word in cantonese_model.jieba_lexicon()[0]}
