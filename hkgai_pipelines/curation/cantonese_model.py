@@ -74,7 +74,7 @@ no longer be scored blind): chat turns, notices, headlines and Taiwanese and mai
 colloquial lines that the project's own text lacks. Trained on sets 1-5, set 6 rose from
 94.1% to 95.3% (the model alone: featureless news, notices and short Cantonese turns), and
 the cross-validated balanced accuracy on the featureless items from 0.76 to 0.87. The test
-sets are `benchmarks/data/langid_test7.tsv` and `langid_test8.tsv`, written apart from all of
+sets are `benchmarks/data/langid_test7.tsv`, `langid_test8.tsv` and `langid_test9.tsv`, written apart from all of
 this.
 
 Choice of the smoothing `alpha`, the jieba weight, the threshold and the length rule of the
