@@ -33,7 +33,9 @@ curation_throughput.py run on the same files, one task, one worker each: as firs
 (reader, Gopher filters, the four MinHash stages on its English word tokens, writer), and with
 its counterparts of our steps (`run_datatrove(mapped=True)`: ftfy, PII, C4's line filters,
 Gopher, MinHash on our character 3-grams); each configuration's MiB/s per core is printed
-against both.
+against both. The second also runs with N tasks on N workers for each Ray worker count N > 1,
+so the Ray engine's N workers meet datatrove on the same N cores, where both pay the host's
+scaling (one worker's per-core rate is not what N processes on this machine reach).
 Also printed per configuration: the peak (at once) within each phase of the first run, and,
 with `--keep DIR`, every sample in `DIR/rss-<size>-<configuration>.tsv` (seconds since the
 curation call, MiB at once) beside the child's log (`.log`, the decision's steps with times).
@@ -169,7 +171,8 @@ def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, par
         from curation_throughput import run_datatrove
 
         report["started_at"] = time.time()
-        report.update(seconds=run_datatrove(corpus, out, glob="*.jsonl", mapped=mode == "datatrove-mapped"), kept=None, input_records=None)
+        report.update(seconds=run_datatrove(corpus, out, glob="*.jsonl", mapped=mode == "datatrove-mapped", workers=workers),
+                      kept=None, input_records=None)
     elif mode == "pool":
         import multiprocessing
 
@@ -352,7 +355,7 @@ def main() -> None:
                         help="also time the steps alone in 1 and N plain processes (the machine's scaling for the steps)")
     parser.add_argument("--datatrove", action="store_true",
                         help="also run datatrove's pipelines (curation_throughput.py's: as before, and with the counterparts of our steps) "
-                             "on the same files, one core: per-core ratios")
+                             "on the same files, one core, and the second on N workers for each Ray count N > 1: per-core ratios")
     parser.add_argument("--child", choices=["single", "local", "ray", "pool", "datatrove", "datatrove-mapped"], help=argparse.SUPPRESS)
     parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
@@ -369,7 +372,9 @@ def main() -> None:
     if args.ceiling:
         configurations += [("pool", n) for n in sorted({1, *args.workers})]
     if args.datatrove:
-        configurations += [("datatrove", 1), ("datatrove-mapped", 1)]
+        # And with N tasks on N workers beside each Ray worker count: per core at the same
+        # core count, where both pay the host's scaling (`--ceiling`).
+        configurations += [("datatrove", 1), ("datatrove-mapped", 1)] + [("datatrove-mapped", n) for n in args.workers if n > 1]
     with tempfile.TemporaryDirectory(dir=args.keep) as folder:
         for megabytes in args.mb:
             corpus = (args.keep or Path(folder)) / f"corpus-{megabytes:g}-{args.shards}"
@@ -383,7 +388,8 @@ def main() -> None:
                 name = {"single": "single process, in memory", "local": "engine, local executor",
                         "pool": f"steps only, {workers} plain process{'es' if workers > 1 else ''}",
                         "datatrove": "datatrove, one task, one worker",
-                        "datatrove-mapped": "datatrove with our steps' counterparts, one task, one worker"}.get(
+                        "datatrove-mapped": ("datatrove with our steps' counterparts, one task, one worker" if workers == 1 else
+                                             f"datatrove with our steps' counterparts, {workers} tasks, {workers} workers")}.get(
                     mode, f"engine, ray, {workers} worker{plural}")
                 runs = []
                 for repeat in range(args.repeats):
@@ -402,7 +408,7 @@ def main() -> None:
                 if mode == "pool":
                     ceiling[workers] = runs
                 elif mode.startswith("datatrove"):
-                    peers[name] = runs
+                    peers[name] = (runs, workers)
                 else:
                     rows[name] = runs
             baseline = next(iter(rows.values()))  # the in-memory path, or the local executor with --skip-single
@@ -439,14 +445,15 @@ def main() -> None:
             if len({r["kept"] for runs in rows.values() for r in runs}) != 1:
                 print("  WARNING: the configurations kept different numbers of records")
             _print_scaling(rows, ceiling, args.workers)
-            for peer_name, peer in peers.items():
-                _print_per_core(rows, peer_name, peer, mib)
+            for peer_name, (peer, peer_cores) in peers.items():
+                _print_per_core(rows, peer_name, peer, mib, peer_cores)
 
 
-def _print_per_core(rows: dict, peer_name: str, peer: list, mib: float) -> None:
+def _print_per_core(rows: dict, peer_name: str, peer: list, mib: float, peer_cores: int = 1) -> None:
     """MiB/s per core of each configuration (the local executor and the in-memory path use
-    one core, Ray N workers N) against one of datatrove's single-task pipelines on the same files."""
-    peer_rate = mib / statistics.median(r["seconds"] for r in peer)
+    one core, Ray N workers N) against one of datatrove's pipelines on the same files, run on
+    `peer_cores` workers."""
+    peer_rate = mib / statistics.median(r["seconds"] for r in peer) / peer_cores
     print(f"  {peer_name}: {peer_rate:.3f} MiB/s per core (median of {len(peer)})")
     for name, runs in rows.items():
         cores = int(name.split()[2]) if name.startswith("engine, ray,") else 1

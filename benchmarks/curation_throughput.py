@@ -88,7 +88,7 @@ def run_ours(path: Path, work: Path) -> float:
     return elapsed
 
 
-def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool = False) -> float:
+def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool = False, workers: int = 1) -> float:
     """datatrove's pipeline (above) on the JSONL file `path`, or with `glob` on the files of
     the folder `path` that match it; the seconds it took (its kept count is printed).
 
@@ -100,7 +100,11 @@ def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool 
     punctuation and words per line, are off), the Gopher filters for the quality scores, and the
     MinHash stages on the character 3-grams ours shingles (`dedup_peer.character_tokenizer`).
     Language ID and script conversion have no datatrove counterpart that runs offline (its
-    LanguageFilter downloads a fastText model)."""
+    LanguageFilter downloads a fastText model).
+
+    `workers`: tasks and worker processes of the local executor for the stages that read
+    documents (the files are split between tasks by rank, as datatrove's own MinHash example
+    runs them); the bucket stage always has one task per bucket, the cluster stage one."""
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
     from datatrove.pipeline.dedup.minhash import MinhashConfig
@@ -110,7 +114,7 @@ def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool 
     from datatrove.pipeline.writers import JsonlWriter
 
     config = MinhashConfig(n_grams=3, num_buckets=16, hashes_per_bucket=8)
-    folder = work / ("datatrove-mapped" if mapped else "datatrove")
+    folder = work / (("datatrove-mapped" if mapped else "datatrove") + (f"-{workers}" if workers > 1 else ""))
     mapped_steps = [
         FTFYFormatter(),
         PIIFormatter(),
@@ -149,8 +153,8 @@ def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool 
     ]
     started = time.perf_counter()
     for index, pipeline in enumerate(stages):
-        tasks = config.num_buckets if index == 2 else 1
-        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=str(folder / f"logs{index}")).run()
+        tasks = config.num_buckets if index == 2 else 1 if index == 3 else workers
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(folder / f"logs{index}")).run()
     elapsed = time.perf_counter() - started
     kept = sum(1 for f in (folder / "deduped").glob("*.jsonl.gz") for _ in __import__("gzip").open(f, "rt"))
     print(f"  datatrove{' (mapped steps)' if mapped else ''}: kept {kept}", file=sys.stderr if glob else sys.stdout)
