@@ -520,10 +520,9 @@ def test_a_lone_surrogate_is_read_as_a_replacement_character(identifier):
     "小心地滑 Caution: Wet Floor",  # a bilingual sign: the English half translates the Chinese
     "中環碼頭 Central Pier",
     "限時優惠 Limited Time Offer",
-    "Sorry我遲咗少少，條路好塞。",  # a common English word opening a Cantonese turn
-    "Deadline係聽日，唔好再拖喇。",
+    "請勿吸煙 No Smoking",
 ])
-def test_a_sign_or_turn_with_a_common_english_phrase_is_mixed(identifier, text):
+def test_a_bilingual_sign_is_mixed(identifier, text):
     assert identifier.identify(text).lang == "mixed"
 
 
@@ -532,6 +531,15 @@ def test_a_sign_or_turn_with_a_common_english_phrase_is_mixed(identifier, text):
     ("立法會今日通過議案。 Source: HK01", "zh-hant"),  # one common word: a footer
     ("我用 Costco 嘅會員卡", "yue"),  # a name inside the sentence
     ("WhatsApp我啦", "yue"),  # not a common English word
+    # An adversarial check of the first form of the rule (which also counted a common word
+    # opening the text, and any phrase at either edge): names, titles, bylines and sources.
+    ("May今晚唔得閒，改聽日啦", "yue"),
+    ("Happy Valley今晚有夜馬，記得早啲去霸位", "yue"),
+    ("琴日去咗 Ocean Park", "yue"),
+    ("尋晚同屋企人睇咗 Die Hard", "yue"),
+    ("以上內容轉載自 Sing Tao Daily", "zh-hant"),
+    ("撰文：林欣玲 Lam Yan Ling", "zh-hant"),
+    ("荔枝角 Lai Chi Kok", "zh-hant"),  # romanised: its syllables are no English words
 ])
 def test_english_names_at_the_edge_of_chinese_stay_names(identifier, text, lang):
     assert identifier.identify(text).lang == lang
@@ -541,9 +549,13 @@ def test_capitalised_english_counts_only_common_words_at_the_edges():
     from hkgai_pipelines.curation.langid import capitalised_english
 
     assert capitalised_english("中環碼頭 Central Pier") == ["Central", "Pier"]
-    assert capitalised_english("Sorry呀，我遲少少到") == ["Sorry"]
+    assert capitalised_english("Emergency Exit 緊急出口") == []  # English first: mostly a name as subject
+    assert capitalised_english("Times Square今晚倒數好多人") == []
+    assert capitalised_english("Sorry呀，我遲少少到") == []  # a clause, not a sign
     assert capitalised_english("我用 Costco 嘅卡") == []
-    assert capitalised_english("今晚去 Happy Hour") == []
+    assert capitalised_english("今晚去 Happy Hour") == []  # the object of 去
+    assert capitalised_english("來源：Apple Daily") == []  # a label's value
+    assert capitalised_english("Exit 緊急出口 Exit") == []  # English on both sides
     assert capitalised_english("Central Pier") == []  # no Han: not a Chinese text
 
 
@@ -556,9 +568,13 @@ def test_script_neutral_northern_mandarin_is_simplified(identifier, text):
 @pytest.mark.parametrize("text, lang", [
     ("好的", "zh-hant"),  # nothing says which script: Traditional, as before
     ("挺身而出", "zh-hant"),  # 挺身 is no northern word
+    ("香港挺住", "zh-hant"),  # the verb 挺 "hold on, support"
+    ("我挺你！", "zh-hant"),
+    ("得十蚊咋", "yue"),  # Cantonese sentence-final 咋, not northern "how"
 ])
 def test_script_neutral_text_without_a_northern_word_stays_traditional(identifier, text, lang):
-    assert identifier.identify(text).lang == lang
+    result = identifier.identify(text)
+    assert (result.lang, result.script) == (lang, "hant")
 
 
 @pytest.mark.parametrize("text, lang", [

@@ -360,50 +360,53 @@ _CAPS_RUN_RE = re.compile(r"(?:\b[A-Z][A-Z'’\-]*\b[\s,.;:!?]*){3,}")
 
 
 # Words of northern (mainland) colloquial Mandarin, neither Hong Kong nor Taiwan usage: 咋
-# "how", 啥 "what", 瞅 "look", 甭 "needn't", 俺 "I", 咱 "we", 挺 "quite" (not 挺身, 挺拔, 挺進,
-# 挺舉, 挺立, 堅挺, 力挺). Read only where no character tells the script (the characters are
-# the same in both), to say the text was written in Simplified characters.
-NORTHERN_MANDARIN_RE = re.compile(r"[咋啥瞅甭俺咱]|(?<![堅力])挺(?![身拔進舉立])")
+# "how" before a verb (咋整, 咋回事; Cantonese writes 咋 as a sentence-final particle, "得十蚊咋"),
+# 啥 "what", 瞅 "look", 甭 "needn't", and 挺 "quite" before an adjective (挺好的; not the verb of
+# 香港挺住, 我挺你, 挺胸). Read only where no character tells the script (the characters are the
+# same in both), to say the text was written in Simplified characters. 俺 and 咱 were tried and
+# left out: Taiwan writes 咱 too ("咱是一家人"), and an adversarial check found nothing they fixed.
+NORTHERN_MANDARIN_RE = re.compile(r"咋(?=[整回辦樣了麼地])|[啥瞅甭]|挺(?=[好多大小貴快慢累忙難遠近冷熱高低不有厲棒帥美可])")
 
-# A Latin phrase before the first or after the last Han character of a text: the English half of
-# a bilingual sign or heading ("小心地滑 Caution: Wet Floor", "中環碼頭 Central Pier"), or a phrase
-# a Chinese sentence ends on ("今晚去唔去Happy Hour？"). Digits, %, & and punctuation may sit between
-# its words.
-# Verbs and prepositions whose object a trailing Latin phrase is, which then names a place or a
-# thing ("今日去 Times Square", "我喺 Pacific Place", "搭 Island Line") rather than translating a sign.
-_OBJECT_VERBS = frozenset("去喺係到在於往返嚟來搭坐住用叫")
+# A bilingual sign or heading: one short Chinese phrase and its English after it ("緊急出口
+# Emergency Exit", "中環碼頭 Central Pier", "限時優惠 Limited Time Offer"), the order of Hong Kong's
+# bilingual signs. The Chinese side is one run of at most SIGN_MAX_HAN characters (punctuation and
+# spaces aside) holding none of the clause characters below, and the English side is a phrase
+# after it with nothing else. English first is left out: there a name is mostly the subject of a
+# headline or a turn ("Times Square今晚倒數好多人", "Sun Hung Kai Properties公布全年業績").
+SIGN_MAX_HAN = 8
+# Pronouns, aspect markers, particles, the copulas and 喺: a clause, not a sign ("琴日去咗 Ocean
+# Park", "我哋喺沙田 New Town Plaza", "佢成日喺車度聽 Let It Go" name a place, a film, a song).
+_CLAUSE_RE = re.compile("[我你佢他她哋們咗了過嘅的呀啦喇囉喎嘛呢吧啊咩嗎㗎喺係是有]")
+# Verbs and prepositions whose object the English after them is ("今日去 Times Square", "轉載自
+# Sing Tao Daily").
+_OBJECT_VERBS = frozenset("去喺係到在於往返嚟來搭坐住用叫睇聽玩買播唱自向與和同給對為")
 _HAN_RANGES = HAN_RE.pattern[1:-1]
-_EDGE_PHRASE_RE = re.compile(f"^[^{_HAN_RANGES}]*|[^{_HAN_RANGES}]*$")
-_OPENING_WORD_RE = re.compile(f"\\s*({LATIN_WORD_RE.pattern})\\s*(?=[{_HAN_RANGES}]|[,，.。!！:：、])")
+_SIGN_RE = re.compile(f"\\s*([{_HAN_RANGES}][{_HAN_RANGES}\\s]*)\\s*([^{_HAN_RANGES}]*?)\\s*")
 
 
 def capitalised_english(prose: str) -> list[str]:
-    """Capitalised words of `prose` (a text holding Han) that are English, not names:
-    the words of a Latin phrase at either edge of the text (before its first or after its
-    last Han character) of which at least two, and at least half, are common English words
-    (`english_words`), unless it follows a verb or preposition whose object it is (去 喺 到 往
-    ...: "今日去 Times Square" names a place); and a common English word that opens the text
-    followed by Han or punctuation ("Sorry我遲咗", "Deadline係聽日"; not "Area 51嘅…"). Capitalised words elsewhere stay names (WhatsApp, Costco,
-    Zoom), as they were. Examples: "中環碼頭 Central Pier" -> ["Central", "Pier"];
-    "我用 Costco 嘅卡" -> []; "立法會今日通過議案。 Source: HK01" -> [] (one common word)."""
-    if not HAN_RE.search(prose):
+    """Capitalised words of `prose` that are English, not names: the English half of a
+    bilingual sign or heading. `prose` must be one Chinese phrase of at most SIGN_MAX_HAN Han
+    characters without a clause character (`_CLAUSE_RE`) and, after it, a Latin phrase of
+    which at least two, and at least half, of the words are common English words
+    (`english_words`); a phrase after an object verb (去 喺 到 睇 ...) or after a label's colon
+    ("來源：Apple Daily", "撰文：林欣玲 Lam Yan Ling") is a name. Anything else gives [],
+    and capitalised words stay names (WhatsApp, Costco, Times Square), as they were.
+    Examples: "中環碼頭 Central Pier" -> ["Central", "Pier"]; "琴日去咗 Ocean Park" -> [];
+    "Sorry我遲咗" -> [] (a clause); "荔枝角 Lai Chi Kok" -> [] (one common word)."""
+    sign = _SIGN_RE.fullmatch(prose)
+    if sign is None:
         return []
-    found: list[str] = []
-    lexicon = None
-    for match in _EDGE_PHRASE_RE.finditer(prose):
-        phrase = LATIN_WORD_RE.findall(match.group(0))
-        if len(phrase) < 2 or (match.start() and prose[match.start() - 1] in _OBJECT_VERBS):
-            continue
-        lexicon = lexicon or english_words()
-        common = [w for w in phrase if w.lower() in lexicon]
-        if len(common) >= 2 and 2 * len(common) >= len(phrase):
-            found += phrase
-    # The opening word counts when Han or punctuation follows it ("Sorry我遲咗", "Sorry, 我..."),
-    # not a number or another word: "Area 51嘅目的係乜嘢？" opens on a name.
-    first = _OPENING_WORD_RE.match(prose)
-    if first and first.group(1) not in found and first.group(1).lower() in (lexicon or english_words()):
-        found.append(first.group(1))
-    return found
+    chinese, after = sign.groups()
+    chinese = chinese.strip()
+    if (not after or len(HAN_RE.findall(chinese)) > SIGN_MAX_HAN or _CLAUSE_RE.search(chinese)
+            or chinese[-1] in _OBJECT_VERBS or after[0] in ":："):
+        return []
+    phrase = LATIN_WORD_RE.findall(after)
+    common = [w for w in phrase if w.lower() in english_words()]
+    if len(common) >= 2 and 2 * len(common) >= len(phrase):
+        return phrase
+    return []
 
 
 _english_words: frozenset[str] | None = None
@@ -411,16 +414,21 @@ _english_words: frozenset[str] | None = None
 
 def english_words() -> frozenset[str]:
     """Common English words (lower case): every all-lower-case word of the English translations
-    and word glosses of the HSK example sentences (`hsk_sentences_audio`, CC BY-SA 4.0; 4,354
-    sentences, about 7,000 words). Built once per process (about 0.25 s)."""
+    of the HSK example sentences (`hsk_sentences_audio`, CC BY-SA 4.0; 4,354 sentences), and of
+    their word glosses except pinyin syllables (the glosses cite readings: "lai", "ling", "ni",
+    which romanised Hong Kong names are made of); about 6,000 words. Built once per process
+    (about 0.25 s)."""
     global _english_words
     if _english_words is None:
         import hsk_sentences_audio
 
+        sentences = hsk_sentences_audio.load_sentences()
+        pinyin = {syllable for item in sentences for syllable in re.findall(r"[a-z]+", item["pinyin_numbered"].lower())}
         words = set()
-        for item in hsk_sentences_audio.load_sentences():
-            glosses = [item["translation"]["en"]] + [token.get("gloss_en", "") for token in item["tokens"]]
-            words.update(w for gloss in glosses for w in re.findall(r"[A-Za-z]+", gloss) if w.islower())
+        for item in sentences:
+            words.update(w for w in re.findall(r"[A-Za-z]+", item["translation"]["en"]) if w.islower())
+            words.update(w for token in item["tokens"] for w in re.findall(r"[A-Za-z]+", token.get("gloss_en", ""))
+                         if w.islower() and w not in pinyin)
         _english_words = frozenset(words)
     return _english_words
 
