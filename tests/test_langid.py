@@ -326,7 +326,7 @@ def test_the_same_text_scores_the_same_in_two_processes():
     assert runs[0] == runs[1] and runs[0].count("'") == 6
 
 
-@pytest.mark.parametrize("name", ["langid_test7.tsv", "langid_test8.tsv", "langid_test9.tsv"])
+@pytest.mark.parametrize("name", ["langid_test7.tsv", "langid_test8.tsv", "langid_test9.tsv", "langid_test10.tsv"])
 def test_the_langid_test_sets_share_no_line_with_the_training_data(name):
     """The test sets in benchmarks/data are scored as never trained on: no line of them may fold
     to the same view as a training item (packaged corpora, jieba's words, the project's text)."""
