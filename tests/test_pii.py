@@ -107,6 +107,14 @@ def test_counts_by_type(redactor):
         ("電話 ⁹¹²³⁴⁵⁶⁷", "電話 <PHONE>"),
         ("電話 ₉₁₂₃-₄₅₆₇", "電話 <PHONE>"),
         ("身份證 Ａ①②③④⑤⑥(③)", "身份證 <HKID>"),
+        # Digit forms NFKC leaves alone (dingbat, double-circled) or expands ("(9)", "9."):
+        # one digit each in the view by their digit value.
+        ("電話 ❾❶❷❸ ❹❺❻❼", "電話 <PHONE>"),
+        ("WhatsApp ➒➊➋➌-➍➎➏➐", "WhatsApp <PHONE>"),
+        ("聯絡 ⓽⓵⓶⓷ ⓸⓹⓺⓻", "聯絡 <PHONE>"),
+        ("電話 ⑼⑴⑵⑶⑷⑸⑹⑺", "電話 <PHONE>"),
+        ("電話 ⒐⒈⒉⒊⒋⒌⒍⒎", "電話 <PHONE>"),
+        ("身份證 Ａ❶❷❸❹❺❻（❸）", "身份證 <HKID>"),
         # Numbers in Chinese numerals, after a phone cue.
         ("有興趣請致電 九一二三 四五六七，多謝", "有興趣請致電 <PHONE>，多謝"),
         ("WhatsApp：六〇一二三四五六", "WhatsApp：<PHONE>"),

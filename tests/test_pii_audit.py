@@ -35,6 +35,10 @@ def test_planted_leak_missed_by_the_redactor_is_caught(text, finding):
         ("聯絡：_taiman@example.com", ["EMAIL"]),
         ("大陸手機 +86 138 0013 8000", ["PHONE"]),
         ("HKID: c668668(9)", ["HKID"]),
+        # Digit forms NFKC leaves alone or expands: read by their digit value first.
+        ("電話 ❾❶❷❸ ❹❺❻❼", ["PHONE"]),
+        ("Call ⑼⑴⑵⑶ ⑷⑸⑹⑺", ["PHONE"]),
+        ("身份證 Ａ❶❷❸❹❺❻（❸）", ["HKID"]),
     ],
 )
 def test_field_case_forms_are_found(text, kinds):

@@ -70,7 +70,12 @@ class PiiFinding:
 
 
 def audit_view(text: str) -> str:
-    """NFKC, then format characters (Cf) and combining marks (Mn) removed."""
+    """Other-number characters with a digit value read as that digit (❾ ⓽ ⑼ ⒐ ①: category
+    No, which NFKC leaves alone or expands to "(9)" and "9."), then NFKC, then format
+    characters (Cf) and combining marks (Mn) removed."""
+    if not text.isascii():
+        text = "".join(str(unicodedata.digit(char)) if unicodedata.category(char) == "No" and unicodedata.digit(char, None) is not None
+                       else char for char in text)
     text = unicodedata.normalize("NFKC", text)
     return "".join(char for char in text if unicodedata.category(char) not in ("Cf", "Mn"))
 
