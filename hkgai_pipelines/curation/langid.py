@@ -393,7 +393,7 @@ def capitalised_english(prose: str) -> list[str]:
     ("來源：Apple Daily", "撰文：林欣玲 Lam Yan Ling") is a name. Anything else gives [],
     and capitalised words stay names (WhatsApp, Costco, Times Square), as they were.
     Examples: "中環碼頭 Central Pier" -> ["Central", "Pier"]; "琴日去咗 Ocean Park" -> [];
-    "Sorry我遲咗" -> [] (a clause); "荔枝角 Lai Chi Kok" -> [] (one common word)."""
+    "Sorry我遲咗" -> [] (English first); "荔枝角 Lai Chi Kok" -> [] (one common word)."""
     sign = _SIGN_RE.fullmatch(prose)
     if sign is None:
         return []
@@ -416,7 +416,7 @@ def english_words() -> frozenset[str]:
     """Common English words (lower case): every all-lower-case word of the English translations
     of the HSK example sentences (`hsk_sentences_audio`, CC BY-SA 4.0; 4,354 sentences), and of
     their word glosses except pinyin syllables (the glosses cite readings: "lai", "ling", "ni",
-    which romanised Hong Kong names are made of); about 6,000 words. Built once per process
+    which romanised Hong Kong names are made of); about 6,900 words. Built once per process
     (about 0.25 s)."""
     global _english_words
     if _english_words is None:
