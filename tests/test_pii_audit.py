@@ -18,6 +18,11 @@ PLANTED_LEAKS = [
 ]
 
 
+def test_an_hkid_finding_keeps_its_closing_bracket():
+    assert audit_text("身份證 A123456(3)") == [PiiFinding("HKID", "A123456(3)")]
+    assert audit_text("身份證 Ａ❶❷❸❹❺❻（❸）") == [PiiFinding("HKID", "A123456(3)")]
+
+
 @pytest.mark.parametrize("text, finding", PLANTED_LEAKS)
 def test_planted_leak_missed_by_the_redactor_is_caught(text, finding):
     assert PiiRedactor().redact(text).text == text  # the redactor's blind spot

@@ -33,7 +33,9 @@ from hkgai_pipelines.curation.pii import hkid_check_digit, luhn_valid
 #: The redactor's placeholders are redaction, not PII.
 _PLACEHOLDER_RE = re.compile(r"<(?:HKID|PHONE|EMAIL|CREDIT_CARD)>")
 _DIGIT_RUN_RE = re.compile(r"\d(?:[^\w\n]{0,2}\d)*")
-_HKID_RE = re.compile(r"(?<![A-Za-z])([A-Za-z]{1,2})[^\w\n]{0,2}((?:\d[^\w\n]{0,1}){6})[^\w\n]{0,2}([0-9Aa])(?![0-9A-Za-z])")
+# The closing bracket of "A123456(3)" is part of the finding's value, so a report shows the
+# number as written.
+_HKID_RE = re.compile(r"(?<![A-Za-z])([A-Za-z]{1,2})[^\w\n]{0,2}((?:\d[^\w\n]{0,1}){6})[^\w\n]{0,2}([0-9Aa])(?![0-9A-Za-z])\)?")
 _LOCAL_ATOM = re.compile(r"^[A-Za-z0-9!$%'*+^_`{|}~-]+$")
 _DOMAIN_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 # Around an "@", the characters an address can be made of (CJK, spaces and the URL delimiters
