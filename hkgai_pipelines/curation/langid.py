@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import re
 import threading
+from functools import cache
 from dataclasses import dataclass
 
 LANGUAGES = ("yue", "zh-hant", "zh-hans", "en", "mixed", "other")
@@ -145,7 +146,8 @@ class LanguageIdentifier:
             # Telegram), as an acronym is (MTR, HKID), and names are not code-switching;
             # "我今日去咗 shopping" and "啲fans" are. A run of capitals is still English.
             english = sum(len(w) for w in words if w.islower() or w in caps_run)
-            english += sum(len(w) for w in capitalised_english(prose) if not w.islower() and w not in caps_run)
+            if words:  # a sign's English half: only text with Latin words can hold one
+                english += sum(len(w) for w in capitalised_english(prose) if not w.islower() and w not in caps_run)
         else:
             english = sum(len(w) for w in words if not w.isupper())
         other_letters = sum(map(str.isalpha, text)) - han - kana - hangul - len("".join(LATIN_WORD_RE.findall(text)))
@@ -348,12 +350,6 @@ _CHAT_ENGLISH_RE = re.compile(
     re.IGNORECASE,
 )
 
-
-def is_english_word(word: str) -> bool:
-    """True for a common English word in any case (`english_words`: "Noted", "cheers") or
-    chat English (`_CHAT_ENGLISH_RE`: "idk", "LGTM", "hahaha"); False for "Hola", "Merci",
-    "Salamat"."""
-    return word.lower() in english_words() or _CHAT_ENGLISH_RE.fullmatch(word) is not None
 # Three or more all-caps words in a row, separated by spaces or punctuation.
 _CAPS_RUN_RE = re.compile(r"(?:\b[A-Z][A-Z'’\-]*\b[\s,.;:!?]*){3,}")
 
@@ -409,28 +405,30 @@ def capitalised_english(prose: str) -> list[str]:
     return []
 
 
-_english_words: frozenset[str] | None = None
-
-
+@cache
 def english_words() -> frozenset[str]:
     """Common English words (lower case): every all-lower-case word of the English translations
     of the HSK example sentences (`hsk_sentences_audio`, CC BY-SA 4.0; 4,354 sentences), and of
     their word glosses except pinyin syllables (the glosses cite readings: "lai", "ling", "ni",
     which romanised Hong Kong names are made of); about 6,900 words. Built once per process
     (about 0.25 s)."""
-    global _english_words
-    if _english_words is None:
-        import hsk_sentences_audio
+    import hsk_sentences_audio
 
-        sentences = hsk_sentences_audio.load_sentences()
-        pinyin = {syllable for item in sentences for syllable in re.findall(r"[a-z]+", item["pinyin_numbered"].lower())}
-        words = set()
-        for item in sentences:
-            words.update(w for w in re.findall(r"[A-Za-z]+", item["translation"]["en"]) if w.islower())
-            words.update(w for token in item["tokens"] for w in re.findall(r"[A-Za-z]+", token.get("gloss_en", ""))
-                         if w.islower() and w not in pinyin)
-        _english_words = frozenset(words)
-    return _english_words
+    sentences = hsk_sentences_audio.load_sentences()
+    pinyin = {syllable for item in sentences for syllable in re.findall(r"[a-z]+", item["pinyin_numbered"].lower())}
+    words = set()
+    for item in sentences:
+        words.update(w for w in re.findall(r"[A-Za-z]+", item["translation"]["en"]) if w.islower())
+        words.update(w for token in item["tokens"] for w in re.findall(r"[A-Za-z]+", token.get("gloss_en", ""))
+                     if w.islower() and w not in pinyin)
+    return frozenset(words)
+
+
+def is_english_word(word: str) -> bool:
+    """True for a common English word in any case (`english_words`: "Noted", "cheers") or
+    chat English (`_CHAT_ENGLISH_RE`: "idk", "LGTM", "hahaha"); False for "Hola", "Merci",
+    "Salamat"."""
+    return word.lower() in english_words() or _CHAT_ENGLISH_RE.fullmatch(word) is not None
 
 
 # Grammatical characters of either variety that place names, titles and signs' nouns hardly

@@ -186,9 +186,17 @@ _PHONE_CUE_BEFORE = re.compile(
     re.IGNORECASE,
 )
 
-def _phone_cue_before(text: str, start: int) -> bool:
-    """Whether a phone cue (`_PHONE_CUE_BEFORE`) ends within the 24 characters before `start`."""
-    return bool(_PHONE_CUE_BEFORE.search(text[max(0, start - 24):start]))
+def _phone_cue_before(text: str, start: int, cues: re.Pattern = _PHONE_CUE_BEFORE) -> bool:
+    """Whether a phone cue (`cues`, by default `_PHONE_CUE_BEFORE`) ends within the 24
+    characters before `start`."""
+    return bool(cues.search(text[max(0, start - 24):start]))
+
+
+def _amount_count_or_unit(text: str, start: int, end: int) -> bool:
+    """Whether the number at text[start:end] reads as an amount (a currency before it), a
+    count or reference (人口, 編號, order no. before it) or a quantity (a unit after it)."""
+    before, after = text[max(0, start - 12):start], text[end:end + 8]
+    return bool(_CURRENCY_BEFORE.search(before) or _UNIT_AFTER.match(after) or _COUNT_BEFORE.search(before))
 
 
 _HKID_LETTER_VALUES = {chr(code): code - ord("A") + 10 for code in range(ord("A"), ord("Z") + 1)}
@@ -296,8 +304,7 @@ class PiiRedactor:
     def _unprefixed_number_is_phone(text: str, match: re.Match) -> bool:
         number = match.group("number")
         digits = re.sub(r"[ -]", "", number)
-        before, after = text[max(0, match.start() - 12):match.start()], text[match.end():match.end() + 8]
-        if _CURRENCY_BEFORE.search(before) or _UNIT_AFTER.match(after) or _COUNT_BEFORE.search(before):
+        if _amount_count_or_unit(text, match.start(), match.end()):
             return False
         if number == digits:
             # Bare: a date is never a phone, and anything else needs a cue before it.
@@ -312,12 +319,11 @@ class PiiRedactor:
         around it makes it an amount, a count or a unit (as for Arabic digits), or it reads as
         a date or as two years (二〇二三-二〇二四年度)."""
         digits = re.sub(r"[ -]", "", match.group()).translate(_CN_TO_ARABIC)
-        before, after = text[max(0, match.start() - 12):match.start()], text[match.end():match.end() + 8]
-        if _CURRENCY_BEFORE.search(before) or _UNIT_AFTER.match(after) or _COUNT_BEFORE.search(before):
+        if _amount_count_or_unit(text, match.start(), match.end()):
             return False
         if _looks_like_date(digits) or (len(digits) == 8 and all(1900 <= int(year) <= 2099 for year in (digits[:4], digits[4:]))):
             return False
-        return bool(_NUMERAL_PHONE_CUE_BEFORE.search(text[max(0, match.start() - 24):match.start()]))
+        return _phone_cue_before(text, match.start(), _NUMERAL_PHONE_CUE_BEFORE)
 
     def redact(self, text: str) -> RedactionResult:
         """`text` with each PII span replaced by its placeholder (`PLACEHOLDERS`); the
