@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hkgai_pipelines.curation import engine
+from hkgai_pipelines.curation import engine, pair_join
 from hkgai_pipelines.curation.inputs import file_units
 from tests.curation_corpus import FOOD, LEGCO, read_outputs, write_corpus
 
@@ -117,15 +117,15 @@ def test_a_verification_that_fails_leaves_the_last_runs_pairs_and_no_partial_fil
     engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
     saved = (parts / engine.PAIRS_FILE).read_bytes()
 
-    verify, calls = engine.JoinedPairVerifier.__call__, []
+    compare, calls = pair_join.range_similarities, []
 
     def fail_second(*args, **kwargs):  # the first range's answers are written, then the disk fills
         calls.append(1)
         if len(calls) == 2:
             raise OSError("disk full")
-        return verify(*args, **kwargs)
+        return compare(*args, **kwargs)
 
-    monkeypatch.setattr(engine.JoinedPairVerifier, "__call__", fail_second)
+    monkeypatch.setattr(pair_join, "range_similarities", fail_second)
     monkeypatch.setattr(engine, "DECIDE_MEMORY_BYTES", 1)  # a range per bucket: several verifications
     with pytest.raises(OSError, match="disk full"):
         engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)

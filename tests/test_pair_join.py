@@ -72,6 +72,40 @@ def test_joined_similarities_equal_hashing_every_text(corpus, tmp_path, spill):
     assert (tmp_path / "spill").exists() == spill
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_map_answers_every_range_in_order_when_the_comparing_runs_ahead(corpus, tmp_path, monkeypatch, split):
+    """A compare mapper that takes every job before answering (as a pool of workers does a few
+    ahead) still gets each range's answers to its range, empty ranges included; spilled ranges
+    that have their own file travel as its path (a Ray task opens it), the others as rows."""
+    from hkgai_pipelines.curation import keystore
+
+    texts, parts = corpus
+    if split:
+        monkeypatch.setattr(keystore, "SPLIT_MIN_READS", 0)
+    empty = np.zeros(0, np.int64)
+    pairs = _ranges(texts, count=9)
+    ranges = [pairs[0], (empty, empty), *pairs[1:5], (empty, empty), (empty, empty), *pairs[5:], (empty, empty)]
+    sources = []
+
+    def ahead(jobs, hasher):
+        jobs = list(jobs)
+        sources.extend(type(payloads) for payloads, _, _ in jobs)
+        return iter([pair_join.range_similarities(*job, hasher) for job in jobs])
+
+    verifier = JoinedPairVerifier(parts, HASHER, tmp_path / "spill", memory_bytes=0, flush_bytes=256, max_rows=5, compare=ahead)
+    for anchor, member in ranges:
+        verifier.expect(anchor, member)
+    reference = in_memory_verifier(texts, HASHER)
+    answers = list(verifier.map(iter(ranges)))
+    assert len(answers) == len(ranges) and len(sources) == len(pairs)
+    for (anchor, member), (got_anchor, got_member, similarity) in zip(ranges, answers):
+        assert np.array_equal(got_anchor, anchor) and np.array_equal(got_member, member)
+        assert np.array_equal(similarity, reference(anchor, member)[2] if len(anchor) else np.zeros(0))
+    assert set(sources) == ({str} if split else {pa.Table})
+    with pytest.raises(ValueError, match="13 range"):
+        next(verifier.map([pairs[0]]))
+
+
 def test_each_part_file_is_read_once_however_many_ranges(corpus, monkeypatch):
     texts, parts = corpus
     reads = []

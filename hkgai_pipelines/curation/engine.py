@@ -18,7 +18,7 @@ spills within the same budget (`pair_join`). What still grows is
 the components (12 bytes a candidate) and what was found: the repeated ids, exact duplicates
 and the dropped records' verdicts. Three phases, with the
 corpus-wide decisions on the driver between them (on Ray, two Ray Data jobs, and Ray tasks
-for the pair verification's routing):
+for the pair verification's routing and comparing):
 
 1. **read + steps**: the input units (`inputs.py`: one per file, in the stable input order)
    are read by tasks that yield batches of records; each batch goes through
@@ -30,7 +30,9 @@ for the pair verification's routing):
    LSH candidate pairs. Verifying the pairs needs MinHash signatures, which are not kept:
    `pair_join.JoinedPairVerifier` joins the paired records from the part files in one pass
    (each part file read once, each paired record hashed once; on Ray one task per part
-   file), spilled by the range of pairs that asked for them.
+   file), spilled by the range of pairs that asked for them; each range's pairs are then
+   compared (on Ray one task per range, a few ranges at once) and joined into the clusters
+   on the driver in range order.
 3. **settle**: tasks of a few part files each apply the decisions (`pipeline.settle_table`)
    and write each part's kept, rejected and quarantined rows; the driver adds up the per-part
    counts and concatenates the quarantine in order.
@@ -51,6 +53,7 @@ be on storage every node reads); without it Ray is started inside this process w
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import hashlib
 import json
@@ -82,10 +85,11 @@ from hkgai_pipelines.curation.dedup import (
     exact_key_array,
     exact_keys_of,
     id_buckets,
+    verify_each,
 )
 from hkgai_pipelines.curation.inputs import ITEM_BITS, InputUnit, file_units, lake_units, order_key
 from hkgai_pipelines.curation.keystore import bucket_of
-from hkgai_pipelines.curation.pair_join import JoinedPairVerifier, local_mapper, payload_rows
+from hkgai_pipelines.curation.pair_join import JoinedPairVerifier, payload_rows, range_similarities
 from hkgai_pipelines.curation.pipeline import (
     CLEANED_SCHEMA,
     DEDUP_KEY_FIELDS,
@@ -737,7 +741,8 @@ class VerifiedPairs:
 
 class _Remembered:
     """`VerifiedPairs.verifier`: the pairs saved by the last run are answered from its file,
-    the others by `verify` (told of them first when it has `expect`)."""
+    the others by `verify` (told of them first when it has `expect`). Every range reaches
+    `verify`, with no pairs when all were saved, so its ranges are the decision's ranges."""
 
     def __init__(self, pairs: VerifiedPairs, verify) -> None:
         self.pairs, self.verify = pairs, verify
@@ -746,18 +751,30 @@ class _Remembered:
 
     def _expect(self, anchor: np.ndarray, member: np.ndarray) -> None:
         _, todo = self.pairs.saved_among(anchor, member)
-        if todo.any():  # the same test as in __call__, so the calls match the ranges named
-            self.verify.expect(anchor[todo], member[todo])
+        self.verify.expect(anchor[todo], member[todo])
 
     def __call__(self, anchor: np.ndarray, member: np.ndarray):
-        hits, todo = self.pairs.saved_among(anchor, member)
-        self.pairs.reused += len(hits)
-        got = self.verify(anchor[todo], member[todo]) if todo.any() else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
-        answered = (np.concatenate([hits["a"].to_numpy(), np.asarray(got[0], np.int64)]),
-                    np.concatenate([hits["m"].to_numpy(), np.asarray(got[1], np.int64)]),
-                    np.concatenate([hits["s"].to_numpy(), np.asarray(got[2], np.float64)]))
-        self.pairs.record(*answered)
-        return answered
+        return next(self.map([(anchor, member)]))
+
+    def map(self, ranges):
+        """(anchor, member, similarity) of each range, in order: `verify` answers the pairs
+        the saved file does not, through `dedup.verify_each` (several ranges at once where it can)."""
+        saved = collections.deque()
+
+        def to_verify():
+            for anchor, member in ranges:
+                hits, todo = self.pairs.saved_among(anchor, member)
+                self.pairs.reused += len(hits)
+                saved.append(hits)
+                yield anchor[todo], member[todo]
+
+        for got in verify_each(self.verify, to_verify()):
+            hits = saved.popleft()
+            answered = (np.concatenate([hits["a"].to_numpy(), np.asarray(got[0], np.int64)]),
+                        np.concatenate([hits["m"].to_numpy(), np.asarray(got[1], np.int64)]),
+                        np.concatenate([hits["s"].to_numpy(), np.asarray(got[2], np.float64)]))
+            self.pairs.record(*answered)
+            yield answered
 
 
 @dataclass(frozen=True)
@@ -961,7 +978,7 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     # 2. corpus-wide decisions, verifying candidate pairs where the texts are.
     started = time.perf_counter()
 
-    decisions, pairs = _decide(keys, params, work.plan, _pair_verifier(work, parts, params, keys, _ray_mapper(workers)))
+    decisions, pairs = _decide(keys, params, work.plan, _pair_verifier(work, parts, params, keys, workers))
     del keys  # the runs it holds in memory are not needed to settle
     seconds["dedup"] = time.perf_counter() - started
 
@@ -1138,22 +1155,26 @@ def _collect(batch: pa.Table, keys: KeyStore, progress: _Progress) -> None:
 
 
 def _pair_verifier(work: _WorkFolders, parts: list[str], params: CurationParams, keys: KeyStore,
-                   mapper=local_mapper) -> JoinedPairVerifier:
+                   workers: int | None = None) -> JoinedPairVerifier:
     """The run's pair verifier: the paired records' texts joined from the part files
-    (`pair_join`), spilled under the staging folder within the key store's budget."""
+    (`pair_join`), spilled under the staging folder within the key store's budget. With
+    `workers`, routing and comparing run as Ray tasks (the comparing of the ranges' pairs,
+    hashing the short texts among them, had been half of the decision, on the driver's core)."""
+    ray_mappers = {} if workers is None else {"mapper": _ray_mapper(workers), "compare": _ray_mapper(workers, range_similarities)}
     return JoinedPairVerifier(parts, MinHasher.from_params(params.dedup), work.staging / WORK_DIR / "verify",
-                              memory_bytes=keys.held_bytes, flush_bytes=keys.flush_bytes, max_rows=keys.max_rows, mapper=mapper)
+                              memory_bytes=keys.held_bytes, flush_bytes=keys.flush_bytes, max_rows=keys.max_rows, **ray_mappers)
 
 
-def _ray_mapper(workers: int):
-    """`pair_join.RouteMapper` on Ray: one task per part file, at most two per worker in
-    flight, the payload tables taken in order."""
+def _ray_mapper(workers: int, function=payload_rows):
+    """`pair_join.RouteMapper` (or, with `range_similarities`, `CompareMapper`) on Ray: one
+    task per job, at most two per worker in flight, the results taken in order."""
     import ray
 
-    task = ray.remote(num_cpus=1)(payload_rows)
+    task = ray.remote(num_cpus=1)(function)
 
     def mapper(jobs, hasher):
-        return _in_flight(((lambda job=job: task.remote(*job, hasher)) for job in jobs), 2 * workers)
+        hasher_ref = ray.put(hasher)
+        return _in_flight(((lambda job=job: task.remote(*job, hasher_ref)) for job in jobs), 2 * workers)
     return mapper
 
 

@@ -142,6 +142,14 @@ class SortedRuns:
                 pieces.append(run.slice(start, end - start))
         return pa.concat_tables(pieces) if pieces else self.schema.empty_table()
 
+    def source(self, low: int, high: int) -> str | pa.Table:
+        """The rows of `read(low, high)` as the path of the range's own file, when `split`
+        wrote one (another process can then read it without the rows passing through this
+        one), else as the rows."""
+        self.flush()
+        path = self._range_files.get((low, high))
+        return str(path) if path is not None else self.read(low, high)
+
     def ranges(self, max_rows: int | None) -> list[tuple[int, int]]:
         """Contiguous bucket ranges [low, high) covering every bucket, each holding at most
         `max_rows` rows unless one bucket alone holds more; None: one range."""

@@ -16,7 +16,9 @@ join or a MapReduce shuffle does instead, in three steps:
    its UTF-8 is no longer than a signature, else its signature, computed once) is written
    once for each range that named it, spilled by range.
 3. each verification reads its own range's payloads, hashes the texts among them and
-   compares its pairs.
+   compares its pairs (`range_similarities`). Ranges are independent, so `map` runs several at
+   once where a `CompareMapper` allows (Ray tasks in the engine, each reading its range's
+   spill file itself), and hands the similarities back in range order.
 
 What is read and written is linear in the pairs (about 20 million at 1 GiB of this project's
 benchmark corpus, half of which is near-duplicates), and each part file is read once.
@@ -27,6 +29,8 @@ and the spill buffers.
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -36,6 +40,8 @@ import pyarrow.parquet as pq
 
 from hkgai_pipelines.curation.dedup import MinHasher, pair_similarities
 from hkgai_pipelines.curation.keystore import FINE_BUCKETS, SortedRuns
+
+logger = logging.getLogger(__name__)
 
 #: (part group, order key, range) of every record a range will verify.
 NAMED_ROWS = pa.schema([("bucket", pa.int32()), ("order", pa.int64()), ("range", pa.int32())])
@@ -51,10 +57,22 @@ RouteJob = tuple[str, np.ndarray, np.ndarray]
 #: `map` in this process, Ray tasks on a cluster (`engine._run_on_ray`).
 RouteMapper = Callable[[Iterable[RouteJob], MinHasher], Iterator[pa.Table]]
 
+#: One comparing job: a range's payloads (the path of its own spill file, which a process
+#: elsewhere can open, or the rows themselves) and its pairs (anchor, member order keys).
+CompareJob = tuple[str | pa.Table, np.ndarray, np.ndarray]
+#: Runs comparing jobs (`range_similarities` with the hasher) and yields their similarities
+#: in job order: in this process, or Ray tasks (`engine._run_on_ray`).
+CompareMapper = Callable[[Iterable[CompareJob], MinHasher], Iterator[np.ndarray]]
+
 
 def local_mapper(jobs: Iterable[RouteJob], hasher: MinHasher) -> Iterator[pa.Table]:
     """`RouteMapper` in this process, one part file at a time."""
     return (payload_rows(part, orders, ranges, hasher) for part, orders, ranges in jobs)
+
+
+def local_compare(jobs: Iterable[CompareJob], hasher: MinHasher) -> Iterator[np.ndarray]:
+    """`CompareMapper` in this process, one range at a time."""
+    return (range_similarities(payloads, anchor, member, hasher) for payloads, anchor, member in jobs)
 
 
 def part_first_order(part: str) -> int:
@@ -68,20 +86,23 @@ class JoinedPairVerifier:
     `parts`: every part file of the run, in input order (named by their first order key).
     `folder`: where the named rows and payloads are spilled (None: kept in memory).
     `memory_bytes`: rows each spill store keeps in memory before spilling; `max_rows`: named
-    rows routed at once. `mapper`: where routing runs (`local_mapper` by default).
+    rows routed at once. `mapper`: where routing runs (`local_mapper` by default); `compare`:
+    where ranges are compared (`local_compare` by default).
 
-    Calls: `expect(anchor, member)` once per range, then `verifier(anchor, member)` for the
-    same ranges in the same order. Raises ValueError when a verification asks for a record
-    its `expect` did not name or that no part file holds, and RuntimeError when `expect` comes
-    after a verification.
+    Calls: `expect(anchor, member)` once per range, then, for the same ranges in the same
+    order, `verifier(anchor, member)` for each or `verifier.map(ranges)` for several at once.
+    Raises ValueError when a verification asks for a record its `expect` did not name or that
+    no part file holds, and RuntimeError when `expect` comes after a verification.
     """
 
     def __init__(self, parts: list[str], hasher: MinHasher, folder: Path | None = None, *, memory_bytes: int = 0,
-                 flush_bytes: int = 32 * 1024 * 1024, max_rows: int | None = None, mapper: RouteMapper = local_mapper) -> None:
+                 flush_bytes: int = 32 * 1024 * 1024, max_rows: int | None = None, mapper: RouteMapper = local_mapper,
+                 compare: CompareMapper = local_compare) -> None:
         self.parts = list(parts)
         self.hasher = hasher
         self.max_rows = max_rows
         self.mapper = mapper
+        self.compare = compare
         self._firsts = np.array([part_first_order(part) for part in self.parts], dtype=np.int64)
         self._named = SortedRuns(NAMED_ROWS, None if folder is None else folder / "named", flush_bytes, memory_bytes)
         self._payloads = SortedRuns(PAYLOAD_ROWS, None if folder is None else folder / "payloads", flush_bytes, memory_bytes)
@@ -105,45 +126,41 @@ class JoinedPairVerifier:
 
     def __call__(self, anchor: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(anchor, member, similarity) of the next expected range's pairs."""
+        return next(self.map([(anchor, member)]))
+
+    def map(self, ranges: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(anchor, member, similarity) of each of the next expected ranges, in order; the
+        `compare` mapper may compare several ranges at once. An empty range is answered here."""
         if not self._routed:
             self._route()
-        index = self._verified
-        if index >= self._expected:
-            raise ValueError(f"verification {index + 1} asked, {self._expected} range(s) named")
-        self._verified += 1
-        anchor, member = np.asarray(anchor, np.int64), np.asarray(member, np.int64)
-        if not len(anchor):
-            return anchor, member, np.zeros(0)
-        payloads = self._payloads.read(index, index + 1)
-        orders = payloads.column("order").to_numpy()
-        by_order = np.argsort(orders, kind="stable")
-        records = np.unique(np.concatenate([anchor, member]))
-        rows = by_order[np.minimum(np.searchsorted(orders[by_order], records), max(len(orders) - 1, 0))] if len(orders) else None
-        if rows is None or not np.array_equal(orders[rows], records):
-            raise ValueError(f"range {index} asks for records it did not name ({len(records)} asked, {len(orders)} named)")
-        signatures = self._signatures(payloads, rows)
-        del payloads
-        a_rows, m_rows = np.searchsorted(records, anchor), np.searchsorted(records, member)
-        similarity = np.concatenate([np.zeros(0)] + [
-            pair_similarities(signatures[a_rows[start:start + COMPARE_SLICE_PAIRS]], signatures[m_rows[start:start + COMPARE_SLICE_PAIRS]])
-            for start in range(0, len(anchor), COMPARE_SLICE_PAIRS)])
-        return anchor, member, similarity
+        asked: deque[tuple[np.ndarray, np.ndarray]] = deque()
 
-    def _signatures(self, payloads: pa.Table, rows: np.ndarray) -> np.ndarray:
-        """uint32 (len(rows), num_perm): the signature of each of the payload rows `rows`,
-        read from the signature column's buffer (every value is num_perm * 4 bytes) or hashed
-        from the text. Only the texts become Python objects."""
-        signatures = np.empty((len(rows), self.hasher.num_perm), dtype=np.uint32)
-        stored = payloads.column("signature").combine_chunks()
-        has_signature = stored.is_valid().to_numpy(zero_copy_only=False)[rows]
-        if has_signature.any():
-            values = stored.take(pa.array(rows[has_signature]))
-            offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values) + 1]
-            data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-            signatures[has_signature] = data.view(np.uint32).reshape(len(values), self.hasher.num_perm)
-        texts = payloads.column("text").take(pa.array(rows[~has_signature])).to_pylist()
-        signatures[~has_signature] = self.hasher.signatures(texts)
-        return signatures
+        def jobs() -> Iterator[CompareJob]:
+            for anchor, member in ranges:
+                index = self._verified
+                if index >= self._expected:
+                    raise ValueError(f"verification {index + 1} asked, {self._expected} range(s) named")
+                self._verified += 1
+                anchor, member = np.asarray(anchor, np.int64), np.asarray(member, np.int64)
+                asked.append((anchor, member))
+                if len(anchor):
+                    yield self._payloads.source(index, index + 1), anchor, member
+
+        # The mapper takes the jobs lazily (a parallel one a few ahead) and yields one result
+        # per job in job order; empty ranges have no job and are answered in their turn.
+        results, received, done = iter(self.compare(jobs(), self.hasher)), deque(), False
+        while True:
+            while asked and (received or not len(asked[0][0])):
+                anchor, member = asked.popleft()
+                yield anchor, member, received.popleft() if len(anchor) else np.zeros(0)
+            if done:
+                if asked or received:
+                    raise RuntimeError(f"the compare mapper answered {len(received)} job(s) for {len(asked)} range(s)")
+                return
+            try:
+                received.append(next(results))
+            except StopIteration:
+                done = True
 
     def _group_of(self, orders: np.ndarray) -> np.ndarray:
         """Part group (int32 in [0, FINE_BUCKETS), non-decreasing with the order key) of each
@@ -163,6 +180,8 @@ class JoinedPairVerifier:
             self._payloads.append(table)
         # Each range reads its own file, not a slice of every run.
         self._payloads.split([(index, index + 1) for index in range(self._expected)])
+        logger.info("pair verification: %d records routed to %d ranges (%d payload rows)", self.routed_records, self._expected,
+                    self.payload_rows)
 
     def _jobs(self) -> Iterator[RouteJob]:
         """One job per part file that holds named records, in order."""
@@ -208,3 +227,41 @@ def payload_rows(part: str, orders: np.ndarray, ranges: np.ndarray, hasher: MinH
         "text": pa.array(text_of, type=pa.string()).take(pa.array(each)),
         "signature": pa.array(signature_of, type=pa.binary()).take(pa.array(each)),
     }, schema=PAYLOAD_ROWS)
+
+
+def range_similarities(payloads: str | pa.Table, anchor: np.ndarray, member: np.ndarray, hasher: MinHasher) -> np.ndarray:
+    """Estimated Jaccard similarity (k,) float64 of each pair (anchor[i], member[i]) (order
+    keys, k each) of one range, from the range's `PAYLOAD_ROWS` (a Parquet file's path, or
+    the rows): each record's stored signature, or the signature of its text, hashed here.
+    Raises ValueError when a pair names a record the payloads do not hold."""
+    if isinstance(payloads, str):
+        payloads = pq.read_table(payloads, schema=PAYLOAD_ROWS)
+    orders = payloads.column("order").to_numpy()
+    by_order = np.argsort(orders, kind="stable")
+    records = np.unique(np.concatenate([anchor, member]))
+    rows = by_order[np.minimum(np.searchsorted(orders[by_order], records), max(len(orders) - 1, 0))] if len(orders) else None
+    if rows is None or not np.array_equal(orders[rows], records):
+        raise ValueError(f"a range asks for records it did not name ({len(records)} asked, {len(orders)} named)")
+    signatures = _signatures(payloads, rows, hasher)
+    del payloads
+    a_rows, m_rows = np.searchsorted(records, anchor), np.searchsorted(records, member)
+    return np.concatenate([np.zeros(0)] + [
+        pair_similarities(signatures[a_rows[start:start + COMPARE_SLICE_PAIRS]], signatures[m_rows[start:start + COMPARE_SLICE_PAIRS]])
+        for start in range(0, len(anchor), COMPARE_SLICE_PAIRS)])
+
+
+def _signatures(payloads: pa.Table, rows: np.ndarray, hasher: MinHasher) -> np.ndarray:
+    """uint32 (len(rows), num_perm): the signature of each of the payload rows `rows`, read
+    from the signature column's buffer (every value is num_perm * 4 bytes) or hashed from the
+    text. Only the texts become Python objects."""
+    signatures = np.empty((len(rows), hasher.num_perm), dtype=np.uint32)
+    stored = payloads.column("signature").combine_chunks()
+    has_signature = stored.is_valid().to_numpy(zero_copy_only=False)[rows]
+    if has_signature.any():
+        values = stored.take(pa.array(rows[has_signature]))
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values) + 1]
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+        signatures[has_signature] = data.view(np.uint32).reshape(len(values), hasher.num_perm)
+    texts = payloads.column("text").take(pa.array(rows[~has_signature])).to_pylist()
+    signatures[~has_signature] = hasher.signatures(texts)
+    return signatures
