@@ -337,7 +337,7 @@ def trained_views():
     return trained
 
 
-@pytest.mark.parametrize("name", ["langid_test7.tsv", "langid_test8.tsv", "langid_test9.tsv", "langid_test10.tsv"])
+@pytest.mark.parametrize("name", ["langid_test7.tsv", "langid_test8.tsv", "langid_test9.tsv", "langid_test10.tsv", "langid_test11.tsv"])
 def test_the_langid_test_sets_share_no_line_with_the_training_data(name, trained_views):
     """The test sets in benchmarks/data are scored as never trained on: no line of them may fold
     to the same view as a training item (packaged corpora, jieba's words, the project's text)."""
