@@ -55,6 +55,7 @@ otherwise decide without them, lower than a full run).
     python benchmarks/curation_scale.py --mb 20 100 --workers 1 2 --repeats 3
     python benchmarks/curation_scale.py --mb 1024 --workers --skip-single --repeats 1 --keep /data/bench --parts
     python benchmarks/curation_scale.py --mb 10 --workers 1 2 --skip-single --ceiling --datatrove
+    python benchmarks/curation_scale.py --mb 40 --workers 2 --skip-single --datatrove --only ray-2 datatrove-mapped-2
 """
 
 from __future__ import annotations
@@ -356,6 +357,9 @@ def main() -> None:
     parser.add_argument("--datatrove", action="store_true",
                         help="also run datatrove's pipelines (curation_throughput.py's: as before, and with the counterparts of our steps) "
                              "on the same files, one core, and the second on N workers for each Ray count N > 1: per-core ratios")
+    parser.add_argument("--only", nargs="+", metavar="MODE-N",
+                        help="run only these configurations, e.g. local-1 ray-2 datatrove-mapped-2; at least one of single, local "
+                             "or ray (the ratios' baseline is the first of them in the order single, local, ray)")
     parser.add_argument("--child", choices=["single", "local", "ray", "pool", "datatrove", "datatrove-mapped"], help=argparse.SUPPRESS)
     parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
@@ -375,6 +379,14 @@ def main() -> None:
         # And with N tasks on N workers beside each Ray worker count: per core at the same
         # core count, where both pay the host's scaling (`--ceiling`).
         configurations += [("datatrove", 1), ("datatrove-mapped", 1)] + [("datatrove-mapped", n) for n in args.workers if n > 1]
+    if args.only:
+        known = {f"{mode}-{workers}" for mode, workers in configurations}
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            parser.error(f"--only: {', '.join(unknown)} not among this invocation's configurations ({', '.join(sorted(known))})")
+        configurations = [(mode, workers) for mode, workers in configurations if f"{mode}-{workers}" in args.only]
+        if not any(mode in ("single", "local", "ray") for mode, _ in configurations):
+            parser.error("--only: name at least one of single, local or ray (the baseline of the ratios)")
     with tempfile.TemporaryDirectory(dir=args.keep) as folder:
         for megabytes in args.mb:
             corpus = (args.keep or Path(folder)) / f"corpus-{megabytes:g}-{args.shards}"
@@ -469,7 +481,7 @@ def _print_scaling(rows: dict, ceiling: dict, workers: list[int]) -> None:
 
     one = rows.get("engine, ray, 1 worker")
     for count in workers:
-        if count == 1 or one is None:
+        if count == 1 or one is None or f"engine, ray, {count} workers" not in rows:
             continue
         line = f"  scaling, {count} workers against 1: engine on Ray {median(one) / median(rows[f'engine, ray, {count} workers']):.2f}x"
         if 1 in ceiling and count in ceiling:

@@ -161,3 +161,29 @@ def test_a_record_missing_from_its_part_file_is_an_error(corpus):
     verifier.expect(np.array([sorted(texts)[0]]), np.array([missing]))
     with pytest.raises(ValueError, match="does not hold"):
         verifier(np.array([sorted(texts)[0]]), np.array([missing]))
+
+
+def test_verify_each_asks_a_verifier_told_of_every_range_for_every_range():
+    """A verifier with `expect` counts the ranges it was told of, so an empty range is asked
+    too; a plain function is not called for one (dedup.in_memory_verifier cannot take it)."""
+    from hkgai_pipelines.curation.dedup import verify_each
+
+    asked = []
+
+    class Told:
+        def expect(self, anchor, member):
+            pass
+
+        def __call__(self, anchor, member):
+            asked.append(len(anchor))
+            return anchor, member, np.zeros(len(anchor))
+
+    def plain(anchor, member):
+        asked.append(len(anchor))
+        return anchor, member, np.zeros(len(anchor))
+
+    empty = np.zeros(0, np.int64)
+    ranges = [(empty, empty), (np.array([1]), np.array([2])), (empty, empty)]
+    assert [len(got[0]) for got in verify_each(Told(), ranges)] == [0, 1, 0] and asked == [0, 1, 0]
+    asked.clear()
+    assert [len(got[0]) for got in verify_each(plain, ranges)] == [0, 1, 0] and asked == [1]

@@ -237,7 +237,9 @@ class KeyStore:
         self.num_bands = num_bands
         self.folder = folder
         self.max_rows = None if memory_bytes is None else max(1, memory_bytes // 2 // DECISION_BYTES_PER_ROW)
-        #: Candidate pairs verified at once (`decide_duplicates`).
+        #: Candidate pairs in one range of verification (`decide_duplicates`). A verifier
+        #: that compares ranges at once (the engine on Ray: up to two per worker) holds as
+        #: many ranges' pairs, and each comparing task one range's signatures.
         self.max_pairs = None if memory_bytes is None else max(1, memory_bytes // 2 // VERIFY_BYTES_PER_PAIR)
         self.flush_bytes = flush_bytes
         # Each of the four kinds stays in memory up to an eighth of the budget.
@@ -313,14 +315,15 @@ PairVerifier = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, 
 def verify_each(verify: PairVerifier, ranges: Iterable[tuple[np.ndarray, np.ndarray]]
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """`verify`'s answers (anchor, member, similarity) for each range of pairs, in order:
-    through its `map` when it has one, else one call per range (an empty range answered
-    empty without a call)."""
+    through its `map` when it has one, else one call per range. An empty range is answered
+    empty without a call, unless the verifier has `expect` (it was told of every range, so
+    it counts every range)."""
     if hasattr(verify, "map"):
         yield from verify.map(ranges)
         return
     empty = np.zeros(0, dtype=np.int64)
     for anchor, member in ranges:
-        yield verify(anchor, member) if len(anchor) else (empty, empty, np.zeros(0))
+        yield verify(anchor, member) if len(anchor) or hasattr(verify, "expect") else (empty, empty, np.zeros(0))
 
 
 @dataclass
@@ -640,7 +643,8 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
 
     `threshold`: estimated Jaccard similarity at which two records are near-duplicates
     (params.yaml `curation.dedup.threshold`). `verify` computes the similarity of candidate
-    pairs where the signatures are; it is called once per range of pairs. Memory: the
+    pairs where the signatures are, once per range of pairs (through its `map`, if it has one,
+    which may verify a few ranges at once: their pairs are then held together). Memory: the
     store's budget for the ranges, 12 bytes per candidate for the components, and arrays of
     the duplicates found (repeated ids, exact duplicates, the dropped records' verdicts);
     the verified pairs are joined into the components range by range, never held. Raises

@@ -14,7 +14,8 @@ Memory is bounded by the batch size and two budgets, not by the corpus: no task 
 than one batch of records; the driver spills the small per-record keys it gathers
 (`dedup.KeyStore`: ids, exact keys, LSH band hashes) to the staging folder by hash bucket and
 decides one range of buckets at a time within DECIDE_MEMORY_BYTES, and pair verification
-spills within the same budget (`pair_join`). What still grows is
+spills within the same budget (`pair_join`; on Ray, up to two ranges per worker are compared
+at once, each task holding one range's signatures). What still grows is
 the components (12 bytes a candidate) and what was found: the repeated ids, exact duplicates
 and the dropped records' verdicts. Three phases, with the
 corpus-wide decisions on the driver between them (on Ray, two Ray Data jobs, and Ray tasks

@@ -23,6 +23,7 @@ join or a MapReduce shuffle does instead, in three steps:
 What is read and written is linear in the pairs (about 20 million at 1 GiB of this project's
 benchmark corpus, half of which is near-duplicates), and each part file is read once.
 Memory: one range of named records, one part file, one range's payloads, their signatures
+(per comparing task: a parallel `compare` mapper holds one range in each task)
 and the Python strings of their texts (`dedup.KeyStore.max_pairs` bounds a range's pairs),
 and the spill buffers.
 """
@@ -130,7 +131,10 @@ class JoinedPairVerifier:
 
     def map(self, ranges: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(anchor, member, similarity) of each of the next expected ranges, in order; the
-        `compare` mapper may compare several ranges at once. An empty range is answered here."""
+        `compare` mapper may compare several ranges at once. An empty range is answered here.
+        Run it to its end: it takes ranges ahead of its answers (a parallel mapper a few, the
+        local one the next non-empty range), so a caller that stops early and asks again has
+        skipped the ranges taken but not answered (`__call__` takes one range, and one answer)."""
         if not self._routed:
             self._route()
         asked: deque[tuple[np.ndarray, np.ndarray]] = deque()
