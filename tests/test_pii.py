@@ -48,7 +48,7 @@ def test_every_pii_type_is_found(redactor, text, expected):
 @pytest.mark.parametrize(
     "text",
     [
-        "HKID A123456(4) has a wrong check digit",
+        "A123456(4) has a wrong check digit",  # no ID label: the check digit decides
         "card 4111 1111 1111 1112 fails Luhn",
         "In 1997 Hong Kong returned to China.",
         "The flat costs HK$ 23456789.",
@@ -188,3 +188,20 @@ def test_cli_and_pipeline_agree_on_format_characters():
     cli = CliRunner().invoke(app, ["redact"], input=text).output
     assert cli == "電話 <PHONE>"
     assert PiiRedactor().redact(repair_text(text)).text == cli
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # A wrong check digit beside an identity-card label: a mistyped number is still someone's.
+        ("身份證號碼：Y123456(7)", "身份證號碼：<HKID>"),
+        ("HKID: Z 683365(5)", "HKID: <HKID>"),
+        ("身份証 A123456(7)", "身份証 <HKID>"),
+        ("我嘅身份證係 A１２３４５６（７）", "我嘅身份證係 <HKID>"),
+        # Without a label the check digit still decides: a product or reference code stays.
+        ("產品編號 A123456(7)", "產品編號 A123456(7)"),
+        ("Model AB123456(7) 機", "Model AB123456(7) 機"),
+    ],
+)
+def test_an_hkid_with_a_wrong_check_digit_is_redacted_only_after_an_id_label(redactor, text, expected):
+    assert redactor.redact(text).text == expected

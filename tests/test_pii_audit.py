@@ -95,3 +95,12 @@ def test_gate_reads_titles_and_locators():
     outcome = expectations.check_no_residual_pii(cleaned)
     assert not outcome.passed
     assert outcome.metadata["findings"] == ["PHONE: 9123.4567"]
+
+
+@pytest.mark.parametrize("text", ["身份證號碼：Y123456(7)", "HKID: Z 683365(5)", "身份証 A123456(7)", "ID card no. A 123456 (7)"])
+def test_a_labelled_hkid_with_a_wrong_check_digit_is_found(text):
+    assert [finding.kind for finding in audit_text(text)] == ["HKID"]
+
+
+def test_an_unlabelled_code_with_a_wrong_check_digit_is_not_flagged():
+    assert audit_text("產品編號 A123456(7)") == []

@@ -10,7 +10,8 @@ redacted in place: every character outside a PII span stays byte for byte. `PiiR
 the one implementation behind `hkgai redact`, the curation pipeline and the rejected text.
 
 Precision matters as much as recall in a corpus full of years, prices and dates, so every
-detector validates what it matched: HKIDs by their check digit, card numbers by Luhn and
+detector validates what it matched: HKIDs by their check digit (or, with a wrong one, by an ID
+label just before: a mistyped number is still a person's), card numbers by Luhn and
 issuer prefix, Hong Kong numbers by their leading digit, and an unprefixed 8-digit number is
 left alone when it reads as a date (YYYYMMDD), a price or a count. Boundaries are ASCII
 look-arounds rather than `\\b`, because `\\b` sees no boundary between a Chinese character
@@ -186,6 +187,17 @@ _PHONE_CUE_BEFORE = re.compile(
     re.IGNORECASE,
 )
 
+# Labels of an identity card number. An HKID-shaped number whose check digit fails is still
+# redacted after one of these ("身份證號碼：Y123456(7)", "HKID: Z 683365(5)"): a number mistyped
+# or misread by OCR next to its label is still someone's identity card number, while without
+# a label the check digit is what tells an HKID from a product or reference code.
+_HKID_CUE_BEFORE = re.compile(
+    r"(?:身[份分][證证証]|身份[號号]碼|身份号码|[證证]件[號号]碼|证件号码|HK ?ID|ID ?card|identity card|ID no|I\.D\.)"
+    r"[^0-9]{0,12}$",
+    re.IGNORECASE,
+)
+
+
 def _phone_cue_before(text: str, start: int, cues: re.Pattern = _PHONE_CUE_BEFORE) -> bool:
     """Whether a phone cue (`cues`, by default `_PHONE_CUE_BEFORE`) ends within the 24
     characters before `start`."""
@@ -288,7 +300,7 @@ class PiiRedactor:
             letters = (match.group(1) or match.group(6)).upper()
             digits = match.group(2) or match.group(7)
             check = (match.group(3) or match.group(4) or match.group(5) or match.group(8) or match.group(9)).upper()
-            if hkid_check_digit(letters, digits) == check:
+            if hkid_check_digit(letters, digits) == check or _phone_cue_before(text, match.start(), _HKID_CUE_BEFORE):
                 add(match.start(), match.end(), "HKID")
         for match in mainland_mobile_pattern.finditer(text):
             add(match.start(), match.end(), "PHONE")

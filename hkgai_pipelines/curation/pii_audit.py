@@ -10,7 +10,8 @@ built differently on purpose, so that the two do not share blind spots:
   which prefixes are allocated, and any grouping or punctuation between the digits;
 - payment cards and HKIDs from digit runs regardless of grouping, validated by Luhn and the
   HKID check digit (the redactor's `luhn_valid`/`hkid_check_digit`: definitions, not
-  heuristics);
+  heuristics); an HKID whose check digit fails counts when the words before it name an
+  identity document (its own list, read on its own view);
 - e-mail addresses by splitting on "@" and parsing both sides (RFC 5322 dot-atom local part,
   LDH domain labels), not by one regular expression.
 
@@ -123,11 +124,17 @@ def _cards(text: str) -> list[PiiFinding]:
     return found
 
 
+# Words naming an identity document, looked for in the 30 characters before an HKID shape
+# whose check digit fails (a mistyped number beside its label is still personal data).
+_ID_DOCUMENT_WORDS = ("身份", "身分", "證件", "证件", "hkid", "hk id", "id card", "identity", "id no", "i.d.")
+
+
 def _hkids(text: str) -> list[PiiFinding]:
     found = []
     for match in _HKID_RE.finditer(text):
         letters, digits, check = match.group(1).upper(), re.sub(r"\D", "", match.group(2)), match.group(3).upper()
-        if hkid_check_digit(letters, digits) == check:
+        labelled = any(word in text[max(0, match.start() - 30):match.start()].lower() for word in _ID_DOCUMENT_WORDS)
+        if hkid_check_digit(letters, digits) == check or labelled:
             found.append(PiiFinding("HKID", match.group()))
     return found
 
