@@ -184,6 +184,6 @@ def test_verify_each_asks_a_verifier_told_of_every_range_for_every_range():
 
     empty = np.zeros(0, np.int64)
     ranges = [(empty, empty), (np.array([1]), np.array([2])), (empty, empty)]
-    assert [len(got[0]) for got in verify_each(Told(), ranges)] == [0, 1, 0] and asked == [0, 1, 0]
+    assert [len(got[0]) for _, got in verify_each(Told(), ranges)] == [0, 1, 0] and asked == [0, 1, 0]
     asked.clear()
-    assert [len(got[0]) for got in verify_each(plain, ranges)] == [0, 1, 0] and asked == [1]
+    assert [len(got[0]) for _, got in verify_each(plain, ranges)] == [0, 1, 0] and asked == [1]

@@ -76,9 +76,8 @@ colloquial lines that the project's own text lacks. Trained on sets 1-5, set 6 r
 the cross-validated balanced accuracy on the featureless items from 0.76 to 0.87. Recipe 13
 gives text of at most SHORT_MAX_HAN Han characters a threshold of its own, chosen in the same
 cross-validation on the short featureless items (45 nats against 8.75: a sum over so few
-n-grams is far from calibrated); the weights are those of recipe 12. The test
-sets are `benchmarks/data/langid_test7.tsv`, `langid_test8.tsv` and `langid_test9.tsv`, written apart from all of
-this.
+n-grams is far from calibrated); the weights are those of recipe 12. The test sets are
+`benchmarks/data/langid_test7.tsv` to `langid_test11.tsv`, written apart from all of this.
 
 Choice of the smoothing `alpha`, the jieba weight, the threshold and the length rule of the
 packaged stage: all are chosen on the 10% held-out split of these training corpora, never on the evaluation set
@@ -149,8 +148,8 @@ IN_DOMAIN_ALPHAS = (0.3, 1.0, 3.0)
 IN_DOMAIN_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 # Short text (at most SHORT_MAX_HAN Han characters of the folded view; the evaluation's short
 # lines are those of at most 6 characters of any kind, so a line with Latin letters or
-# punctuation beside a few Han characters is short here and not there) has a threshold of its own, chosen in the same cross-validation on the short featureless
-# items only. A naive Bayes sum over two to six characters' n-grams is far from calibrated:
+# punctuation beside a few Han characters is short here and not there) has a threshold of its
+# own, chosen in the same cross-validation on the short featureless items only. A naive Bayes sum over two to six characters' n-grams is far from calibrated:
 # one topic n-gram (港, 價, 政府) moves it by tens of nats, so the cross-validated best
 # threshold for short items lies well above the long items' one, outside THRESHOLD_GRID.
 SHORT_MAX_HAN = 6

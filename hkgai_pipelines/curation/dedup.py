@@ -313,17 +313,27 @@ PairVerifier = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, 
 
 
 def verify_each(verify: PairVerifier, ranges: Iterable[tuple[np.ndarray, np.ndarray]]
-                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """`verify`'s answers (anchor, member, similarity) for each range of pairs, in order:
-    through its `map` when it has one, else one call per range. An empty range is answered
-    empty without a call, unless the verifier has `expect` (it was told of every range, so
-    it counts every range)."""
+                ) -> Iterator[tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """((anchor, member) asked, `verify`'s answer (anchor, member, similarity)) for each range
+    of pairs, in order: through its `map` when it has one (which may take a few ranges ahead
+    of its answers, answering in range order), else one call per range. An empty range is
+    answered empty without a call, unless the verifier has `expect` (it was told of every
+    range, so it counts every range)."""
+    asked: deque[tuple[np.ndarray, np.ndarray]] = deque()
+
+    def named() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for anchor, member in ranges:
+            asked.append((anchor, member))
+            yield anchor, member
+
     if hasattr(verify, "map"):
-        yield from verify.map(ranges)
-        return
-    empty = np.zeros(0, dtype=np.int64)
-    for anchor, member in ranges:
-        yield verify(anchor, member) if len(anchor) or hasattr(verify, "expect") else (empty, empty, np.zeros(0))
+        answers = verify.map(named())
+    else:
+        empty = np.zeros(0, dtype=np.int64)
+        answers = (verify(anchor, member) if len(anchor) or hasattr(verify, "expect") else (empty, empty, np.zeros(0))
+                   for anchor, member in named())
+    for answer in answers:
+        yield asked.popleft(), answer
 
 
 @dataclass
@@ -706,17 +716,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
         for anchor, member in pair_ranges():
             verify.expect(anchor, member)
     candidate_pairs = verified_pairs = 0
-    asked: deque[tuple[np.ndarray, np.ndarray]] = deque()
-
-    def asked_ranges() -> Iterable[tuple[np.ndarray, np.ndarray]]:
-        for anchor, member in pair_ranges():
-            asked.append((anchor, member))
-            yield anchor, member
-
-    # A verifier with `map` may take a few ranges ahead of its answers (verifying them at
-    # once); the answers come in range order, so each is the first range still asked.
-    for got_anchor, got_member, got_similarity in verify_each(verify, asked_ranges()):
-        anchor, member = asked.popleft()
+    for (anchor, member), (got_anchor, got_member, got_similarity) in verify_each(verify, pair_ranges()):
         candidate_pairs += len(anchor)
         similarity = _align(anchor, member, got_anchor, got_member, got_similarity)
         verified = similarity >= threshold

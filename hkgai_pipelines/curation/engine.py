@@ -769,7 +769,7 @@ class _Remembered:
                 saved.append(hits)
                 yield anchor[todo], member[todo]
 
-        for got in verify_each(self.verify, to_verify()):
+        for _, got in verify_each(self.verify, to_verify()):
             hits = saved.popleft()
             answered = (np.concatenate([hits["a"].to_numpy(), np.asarray(got[0], np.int64)]),
                         np.concatenate([hits["m"].to_numpy(), np.asarray(got[1], np.int64)]),
@@ -1161,14 +1161,16 @@ def _pair_verifier(work: _WorkFolders, parts: list[str], params: CurationParams,
     (`pair_join`), spilled under the staging folder within the key store's budget. With
     `workers`, routing and comparing run as Ray tasks (the comparing of the ranges' pairs,
     hashing the short texts among them, had been half of the decision, on the driver's core)."""
-    ray_mappers = {} if workers is None else {"mapper": _ray_mapper(workers), "compare": _ray_mapper(workers, range_similarities)}
+    ray_mappers = ({} if workers is None else
+                   {"mapper": _ray_mapper(workers, payload_rows), "compare": _ray_mapper(workers, range_similarities)})
     return JoinedPairVerifier(parts, MinHasher.from_params(params.dedup), work.staging / WORK_DIR / "verify",
                               memory_bytes=keys.held_bytes, flush_bytes=keys.flush_bytes, max_rows=keys.max_rows, **ray_mappers)
 
 
-def _ray_mapper(workers: int, function=payload_rows):
-    """`pair_join.RouteMapper` (or, with `range_similarities`, `CompareMapper`) on Ray: one
-    task per job, at most two per worker in flight, the results taken in order."""
+def _ray_mapper(workers: int, function):
+    """A `pair_join` mapper on Ray: `RouteMapper` with `payload_rows`, `CompareMapper` with
+    `range_similarities`. One task per job, at most two per worker in flight, the results
+    taken in order."""
     import ray
 
     task = ray.remote(num_cpus=1)(function)

@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import re
 import threading
-from functools import cache
 from dataclasses import dataclass
+from functools import cache
 
 LANGUAGES = ("yue", "zh-hant", "zh-hans", "en", "mixed", "other")
 #: Decimals a language score keeps (`LanguageResult`): enough for every threshold, few enough

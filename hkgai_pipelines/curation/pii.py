@@ -192,15 +192,15 @@ _PHONE_CUE_BEFORE = re.compile(
 # or misread by OCR next to its label is still someone's identity card number, while without
 # a label the check digit is what tells an HKID from a product or reference code.
 _HKID_CUE_BEFORE = re.compile(
-    r"(?:身[份分][證证証]|身份[號号]碼|身份号码|[證证]件[號号]碼|证件号码|HK ?ID|ID ?card|identity card|ID no|I\.D\.)"
+    r"(?:身[份分][證证証]|身份[號号][碼码]|[證证]件[號号][碼码]|HK ?ID|ID ?card|identity card|ID no|I\.D\.)"
     r"[^0-9]{0,12}$",
     re.IGNORECASE,
 )
 
 
-def _phone_cue_before(text: str, start: int, cues: re.Pattern = _PHONE_CUE_BEFORE) -> bool:
-    """Whether a phone cue (`cues`, by default `_PHONE_CUE_BEFORE`) ends within the 24
-    characters before `start`."""
+def _cue_before(text: str, start: int, cues: re.Pattern = _PHONE_CUE_BEFORE) -> bool:
+    """Whether a cue (`cues`: by default a phone cue, `_PHONE_CUE_BEFORE`; `_HKID_CUE_BEFORE`
+    for an ID label) ends within the 24 characters before `start`."""
     return bool(cues.search(text[max(0, start - 24):start]))
 
 
@@ -300,7 +300,7 @@ class PiiRedactor:
             letters = (match.group(1) or match.group(6)).upper()
             digits = match.group(2) or match.group(7)
             check = (match.group(3) or match.group(4) or match.group(5) or match.group(8) or match.group(9)).upper()
-            if hkid_check_digit(letters, digits) == check or _phone_cue_before(text, match.start(), _HKID_CUE_BEFORE):
+            if hkid_check_digit(letters, digits) == check or _cue_before(text, match.start(), _HKID_CUE_BEFORE):
                 add(match.start(), match.end(), "HKID")
         for match in mainland_mobile_pattern.finditer(text):
             add(match.start(), match.end(), "PHONE")
@@ -322,7 +322,7 @@ class PiiRedactor:
             # Bare: a date is never a phone, and anything else needs a cue before it.
             if _looks_like_date(digits):
                 return False
-            return _phone_cue_before(text, match.start())
+            return _cue_before(text, match.start())
         return True
 
     @staticmethod
@@ -335,7 +335,7 @@ class PiiRedactor:
             return False
         if _looks_like_date(digits) or (len(digits) == 8 and all(1900 <= int(year) <= 2099 for year in (digits[:4], digits[4:]))):
             return False
-        return _phone_cue_before(text, match.start(), _NUMERAL_PHONE_CUE_BEFORE)
+        return _cue_before(text, match.start(), _NUMERAL_PHONE_CUE_BEFORE)
 
     def redact(self, text: str) -> RedactionResult:
         """`text` with each PII span replaced by its placeholder (`PLACEHOLDERS`); the
