@@ -124,17 +124,30 @@ def _cards(text: str) -> list[PiiFinding]:
     return found
 
 
-# Words naming an identity document, looked for in the 30 characters before an HKID shape
-# whose check digit fails (a mistyped number beside its label is still personal data).
+# Words naming an identity document. An HKID shape whose check digit fails counts when one of
+# them ends at most ID_LABEL_GAP characters before it, with no digit between (a mistyped number
+# beside its label is still personal data). A wider window read any HKID-shaped code in a
+# text that mentions identity cards ("我遺失咗身份證，補領時買咗部相機，型號 AB1234567") as one,
+# and a certain finding blocks the corpus.
 _ID_DOCUMENT_WORDS = ("身份", "身分", "證件", "证件", "hkid", "hk id", "id card", "identity", "id no", "i.d.")
+ID_LABEL_GAP = 12
+
+
+def _labelled(text: str, start: int) -> bool:
+    """Whether an identity-document word ends within ID_LABEL_GAP digit-free characters before `start`."""
+    before = text[max(0, start - ID_LABEL_GAP - 12):start].lower()
+    ends = [before.rfind(word) + len(word) for word in _ID_DOCUMENT_WORDS if word in before]
+    if not ends:
+        return False
+    gap = before[max(ends):]
+    return len(gap) <= ID_LABEL_GAP and not any(char.isdigit() for char in gap)
 
 
 def _hkids(text: str) -> list[PiiFinding]:
     found = []
     for match in _HKID_RE.finditer(text):
         letters, digits, check = match.group(1).upper(), re.sub(r"\D", "", match.group(2)), match.group(3).upper()
-        labelled = any(word in text[max(0, match.start() - 30):match.start()].lower() for word in _ID_DOCUMENT_WORDS)
-        if hkid_check_digit(letters, digits) == check or labelled:
+        if hkid_check_digit(letters, digits) == check or _labelled(text, match.start()):
             found.append(PiiFinding("HKID", match.group()))
     return found
 
