@@ -8,9 +8,13 @@ models loaded for both):
 
 * full: `engine.curate` over all shards, no kept part files (what every run did before);
 * incremental: `engine.curate` over all but the last shard with a `parts_dir` (untimed: the
-  state a previous run leaves), then over all shards with the same `parts_dir`, timed. Only the
-  last shard goes through the steps; deduplication runs over every shard's keys, and the
-  parts whose verdicts did not change are linked into the outputs, not settled again.
+  state a previous run leaves, its dedup index included), then over all shards with the same
+  `parts_dir`, timed. Only the last shard goes through the steps; its records are decided
+  against the dedup index (`curation/dedup_index.py`), and the parts whose verdicts did not
+  change are linked into the outputs, not settled again.
+* with `--index-cost`, also a full run over all shards with a fresh `parts_dir` (what
+  `cleaned_corpus` runs when nothing is kept): the price of writing the part folders, the key
+  files and the dedup index, against the full run without them.
 
 Each `--repeats` times (a fresh parts folder each time); medians printed, with the ratio of
 the incremental run to the full run (goal: at most 0.05) and whether both produced the same
@@ -40,6 +44,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=100, help="files; the last one is the added 1/shards")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--index-cost", action="store_true", help="also time a full run that keeps parts and the index")
     args = parser.parse_args()
 
     from curation_scale import build_corpus
@@ -69,20 +74,31 @@ def main() -> None:
               f"added: {shards[-1].name}, {added_bytes / 2**20:.2f} MiB ({added_bytes / size:.1%})", flush=True)
         curate(shards[:2], work / "warm-up")  # language models and OpenCC loaded before any timing
 
-        full_times, incremental_times, phases, same = [], [], [], []
+        full_times, incremental_times, phases, same, kept_times = [], [], [], [], []
         for repeat in range(args.repeats):
             seconds, full = curate(shards, work / "full")
             full_times.append(seconds)
+            if args.index_cost:
+                seconds, keeping = curate(shards, work / "keeping", work / f"keeping-parts-{repeat}")
+                kept_times.append(seconds)
+                same_keeping = keeping.outputs.content_hash == full.outputs.content_hash
+                print(f"repeat {repeat + 1}: full run keeping parts and the index {seconds:.1f} s "
+                      f"(dedup {keeping.seconds['dedup']:.2f} s against {full.seconds['dedup']:.2f} s); same outputs: {same_keeping}",
+                      flush=True)
+                shutil.rmtree(work / f"keeping-parts-{repeat}")
             parts = work / f"parts-{repeat}"
             curate(shards[:-1], work / "before", parts)
             seconds, incremental = curate(shards, work / "incremental", parts)
             incremental_times.append(seconds)
             phases.append(incremental.seconds)
+            index_bytes = sum(path.stat().st_size for path in (parts / engine.DEDUP_INDEX_DIR).rglob("*") if path.is_file())
             same.append(incremental.outputs.content_hash == full.outputs.content_hash
                         and incremental.stats.to_dict() == full.stats.to_dict())
             print(f"repeat {repeat + 1}: full {full_times[-1]:.1f} s, incremental {seconds:.1f} s "
                   f"({incremental.processed_units} unit processed, {incremental.cached_units} taken, "
-                  f"{incremental.cached_records:,} records not processed again); same outputs: {same[-1]}", flush=True)
+                  f"{incremental.cached_records:,} records not processed again, dedup index extended: "
+                  f"{bool(incremental.dedup['index_extended'])}, its files {index_bytes / 2**20:.1f} MiB); same outputs: {same[-1]}",
+                  flush=True)
 
         full_s, incremental_s = statistics.median(full_times), statistics.median(incremental_times)
         print()
@@ -90,6 +106,9 @@ def main() -> None:
         print("|---|---|---|")
         print(f"| full ({len(shards)} shards, no kept parts) | {full_s:.1f} | 1.00 |")
         print(f"| incremental (+1 shard, {added_bytes / size:.1%} of the bytes) | {incremental_s:.1f} | {incremental_s / full_s:.3f} |")
+        if kept_times:
+            kept_s = statistics.median(kept_times)
+            print(f"| full, keeping parts, key files and the dedup index | {kept_s:.1f} | {kept_s / full_s:.3f} |")
         print()
         for phase in phases[0]:
             print(f"incremental phase {phase}: {statistics.median(p[phase] for p in phases):.2f} s")

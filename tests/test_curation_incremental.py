@@ -20,6 +20,15 @@ def corpus(tmp_path):
     return write_corpus(tmp_path / "corpus")
 
 
+@pytest.fixture
+def full_decisions():
+    """Every run decides over all keys (the dedup index is never extended): for what that
+    decision reads and remembers. Its own patch, so a test's `monkeypatch.undo()` keeps it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine.DedupIndex, "open", classmethod(lambda cls, *args: None))
+        yield
+
+
 def _units(corpus, *names):
     return file_units([corpus / name for name in names], source="local_files", licence="x")
 
@@ -53,18 +62,19 @@ def test_an_added_unit_is_the_only_one_processed_and_the_outputs_equal_a_full_ru
     assert (second.processed_units, second.cached_units) == (1, 2)
     assert len(calls) == 3 and all(locator.startswith("b/part-0.jsonl") for locator in calls)  # b's three records only
     assert second.cached_records == 10  # a's 6 + 4 lines (a quarantined line included)
-    # The pairs between a's records were verified by the first run; the pairs with b's records now.
-    assert first.dedup["pairs_remembered"] == 0
-    assert second.dedup["pairs_remembered"] == first.dedup["candidate_pairs"] > 0
-    assert second.dedup["candidate_pairs"] > second.dedup["pairs_remembered"]
+    # b's records were decided against the first run's dedup index: no pair between a's
+    # records was asked again, and the counts are those of a full decision.
+    assert (first.dedup["index_extended"], second.dedup["index_extended"]) == (0, 1)
+    assert second.dedup["pairs_remembered"] == 0
     full, full_run = _full(corpus, curation_params, tmp_path / "full-ab", A0, A1, B0)
     assert read_outputs(tmp_path / "v2") == full
     assert second.outputs.content_hash == full_run.outputs.content_hash
+    assert second.dedup == {**full_run.dedup, "index_extended": 1}
     # The new unit's near-duplicates of records already kept are rejected against them.
     rejected = {row["locator"]: row for row in full[1]}
     assert rejected["b/part-0.jsonl:1#id=0"]["reason"] == "near_duplicate"
     assert sorted(p.name for p in parts.iterdir() if p.is_dir()) == sorted(
-        engine.unit_fingerprint(u, curation_params, 2) for u in _units(corpus, A0, A1, B0))
+        [engine.DEDUP_INDEX_DIR, *(engine.unit_fingerprint(u, curation_params, 2) for u in _units(corpus, A0, A1, B0))])
 
 
 def test_a_removed_unit_takes_its_records_along_and_its_duplicates_come_back(corpus, curation_params, tmp_path):
@@ -79,7 +89,8 @@ def test_a_removed_unit_takes_its_records_along_and_its_duplicates_come_back(cor
     # A unit's position in the input order is part of what its part files depend on: the
     # units after a removed one are processed again.
     assert (run.processed_units, run.cached_units) == (2, 0)
-    assert len([p for p in parts.iterdir() if p.is_dir()]) == 2  # the removed unit's folder went
+    assert run.dedup["index_extended"] == 0  # its units are not those the index was made with
+    assert len([p for p in parts.iterdir() if p.is_dir() and p.name != engine.DEDUP_INDEX_DIR]) == 2  # the removed unit's folder went
 
 
 def test_a_changed_file_is_processed_again_and_the_others_are_not(corpus, curation_params, tmp_path):
@@ -189,7 +200,7 @@ def test_a_stopped_units_settled_rows_are_not_reused(corpus, curation_params, tm
     assert plan.todo == [unit] and not stale.parent.exists()
 
 
-def test_pairs_are_remembered_range_by_range(corpus, curation_params, tmp_path, monkeypatch):
+def test_pairs_are_remembered_range_by_range(corpus, curation_params, tmp_path, full_decisions, monkeypatch):
     """With the decision cut into one range of anchor buckets per pair, each range reads its
     own remembered pairs: as many are reused as with one range, and the outputs are the same."""
     from tests.curation_corpus import write_numbered_corpus
@@ -209,7 +220,7 @@ def test_pairs_are_remembered_range_by_range(corpus, curation_params, tmp_path, 
     assert read_outputs(tmp_path / "v2") == read_outputs(tmp_path / "full")
 
 
-def test_remembered_pairs_are_used_only_between_units_with_the_fingerprints_they_were_saved_with(corpus, curation_params, tmp_path):
+def test_remembered_pairs_are_used_only_between_units_with_the_fingerprints_they_were_saved_with(corpus, curation_params, tmp_path, full_decisions):
     import pyarrow.parquet as pq
 
     parts = tmp_path / "parts"
@@ -247,7 +258,7 @@ def test_a_moved_lake_keeps_its_part_files(curation_params, tmp_path):
     assert (run.processed_units, run.cached_units) == (0, 2)
 
 
-def test_a_cached_unit_gives_its_keys_from_one_file_and_a_damaged_one_from_its_parts(corpus, curation_params, tmp_path, monkeypatch):
+def test_a_cached_unit_gives_its_keys_from_one_file_and_a_damaged_one_from_its_parts(corpus, curation_params, tmp_path, full_decisions, monkeypatch):
     parts = tmp_path / "parts"
     engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
     key_files = sorted(parts.glob(f"*/{engine.UNIT_KEYS}"))
@@ -303,7 +314,7 @@ def test_a_cached_unit_gives_its_keys_from_one_file_and_a_damaged_one_from_its_p
     assert key_reads == [] and read_outputs(tmp_path / "v7") == full
 
 
-def test_a_key_file_with_a_flipped_bit_is_not_used(corpus, curation_params, tmp_path):
+def test_a_key_file_with_a_flipped_bit_is_not_used(corpus, curation_params, tmp_path, full_decisions):
     """A trial: Parquet checks no page by default, so a flipped bit in a unit's key file read
     back as other keys (a record rejected as a duplicate id, another run failing). The file's
     SHA-256 in the unit's listing catches it; the keys come from the part files instead."""
@@ -375,3 +386,64 @@ def test_a_settle_task_run_again_relinks_what_it_linked(curation_params, tmp_pat
     assert [stats.kept for stats, _ in first] == [stats.kept for stats, _ in again] == [1]
     (settled,) = unit.glob(f"{engine.SETTLED_DIR}/*/cleaned.parquet")
     assert (out / "cleaned.parquet" / part.name).stat().st_ino == settled.stat().st_ino
+
+
+def test_appended_units_extend_the_dedup_index_until_it_is_compacted(corpus, curation_params, tmp_path, monkeypatch):
+    """Each run that appends a unit decides its records against the index alone (the earlier
+    units' keys are not read); past MAX_GENERATIONS a full decision writes one generation
+    again. Every run's outputs equal a full run's."""
+    from hkgai_pipelines.curation import dedup_index
+
+    monkeypatch.setattr(dedup_index, "MAX_GENERATIONS", 1)
+    parts = tmp_path / "parts"
+    read, key_reads = engine.pq.read_table, []
+
+    def counted(path, *args, **kwargs):
+        if kwargs.get("columns") == engine.PART_KEY_COLUMNS or Path(path).name == engine.UNIT_KEYS:
+            key_reads.append(Path(path).parent.name)
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine.pq, "read_table", counted)
+    extended, generations = [], []
+    for step, names in enumerate([(A0,), (A0, A1), (A0, A1, B0), (A0, A1, B0)]):
+        key_reads.clear()
+        run = engine.curate(_units(corpus, *names), curation_params, tmp_path / f"v{step}", batch_size=2, parts_dir=parts)
+        extended.append(run.dedup["index_extended"])
+        listing = json.loads((parts / engine.DEDUP_INDEX_DIR / "current.json").read_text())
+        generations.append(len(listing["generations"]))
+        new = {engine.unit_fingerprint(unit, curation_params, 2) for unit in _units(corpus, *names)[-1:]} if step < 3 else set()
+        if run.dedup["index_extended"]:
+            assert set(key_reads) <= new  # only a new unit's parts, for its own key file
+        full, full_run = _full(corpus, curation_params, tmp_path / f"full{step}", *names)
+        assert read_outputs(tmp_path / f"v{step}") == full
+        assert run.dedup == {**full_run.dedup, "index_extended": run.dedup["index_extended"]}
+    assert extended == [0, 1, 0, 1] and generations == [1, 2, 1, 2]  # the last run: nothing new
+
+
+def test_a_damaged_or_unfinished_dedup_index_is_not_extended(corpus, curation_params, tmp_path, monkeypatch):
+    """A bit flipped in an index file: the run decides over every key. A run stopped after its
+    decision leaves the index of the last finished run current, which the next run extends."""
+    parts = tmp_path / "parts"
+    engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    root = parts / engine.DEDUP_INDEX_DIR
+    listing = json.loads((root / "current.json").read_text())
+    bands = root / next(name for name in listing["files"] if "/bands-" in name)
+    data = bytearray(bands.read_bytes())
+    data[len(data) - 20] ^= 1
+    bands.write_bytes(bytes(data))
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt("stopped")
+
+    monkeypatch.setattr(engine, "settle_part", fail)
+    with pytest.raises(KeyboardInterrupt):
+        engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    monkeypatch.undo()
+    assert json.loads((root / "current.json").read_text()) == listing  # still the first run's
+    full = _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
+    run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    assert run.dedup["index_extended"] == 0 and read_outputs(tmp_path / "v2") == full
+    # The finished run's index is whole again, and the next run extends it.
+    run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v3", batch_size=2, parts_dir=parts)
+    assert run.dedup["index_extended"] == 1 and read_outputs(tmp_path / "v3") == full
+    assert len(list(root.glob("pending-*"))) == 0 and len(list(root.glob("state-*"))) == 1

@@ -352,6 +352,8 @@ class DuplicateDecisions:
     kept_id_bytes: np.ndarray  # uint8
     kept_id_offsets: np.ndarray  # int64, one more than the kept ids
     summary: dict = field(default_factory=dict)
+    #: The order keys of the kept ids (int64, sorted; the kept records of clusters).
+    kept_orders: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def cluster_id_bytes(self, index: int) -> bytes:
         """The UTF-8 id of the kept record of dropped record `index` (its position in dropped_orders)."""
@@ -428,9 +430,18 @@ def bucket_anchor_pairs(band: np.ndarray, hashes: np.ndarray, orders: np.ndarray
     """(anchor, member) order pairs of band rows (n,) each: the rows with the same band and
     hash form a bucket, and each member is paired with the bucket's first record in order.
     A pair found in several bands comes once per band. Memory: a few arrays of n."""
+    anchor, member, _ = bucket_anchors(band, hashes, orders, with_buckets=False)
+    return anchor, member
+
+
+def bucket_anchors(band: np.ndarray, hashes: np.ndarray, orders: np.ndarray, with_buckets: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`bucket_anchor_pairs`' (anchor, member) pairs, and with `with_buckets` the row index
+    (n,) of every bucket's anchor, one-record buckets included, in order of hash (what
+    `dedup_index` keeps so that a later record finds the anchor of its bucket)."""
     empty = np.zeros(0, dtype=np.int64)
     if len(orders) < 2:
-        return empty, empty
+        return empty, empty, (np.arange(len(orders)) if with_buckets else None)
     # Only rows whose hash another row shares can be in a bucket of two: one plain sort finds
     # them, and the three-key sort runs on those alone (3x faster when most hashes are unique).
     by_hash = np.argsort(hashes)
@@ -440,14 +451,18 @@ def bucket_anchor_pairs(band: np.ndarray, hashes: np.ndarray, orders: np.ndarray
     shared[:-1] |= same
     rows = by_hash[shared]
     if not len(rows):
-        return empty, empty
-    band, hashes, orders = band[rows], hashes[rows], orders[rows]
-    index = np.lexsort((orders, hashes, band))  # by band, hash, then order
-    sorted_band, sorted_hash, sorted_order = band[index], hashes[index], orders[index]
+        return empty, empty, (by_hash if with_buckets else None)
+    index = np.lexsort((orders[rows], hashes[rows], band[rows]))  # by band, hash, then order
+    sorted_rows = rows[index]
+    sorted_band, sorted_hash, sorted_order = band[sorted_rows], hashes[sorted_rows], orders[sorted_rows]
     starts = np.r_[True, (sorted_band[1:] != sorted_band[:-1]) | (sorted_hash[1:] != sorted_hash[:-1])]
     group_first = np.maximum.accumulate(np.where(starts, np.arange(len(index)), 0))
     members = ~starts
-    return sorted_order[group_first[members]], sorted_order[members]
+    anchors = None
+    if with_buckets:
+        anchors = np.concatenate([by_hash[~shared], sorted_rows[starts]])
+        anchors = anchors[np.argsort(hashes[anchors], kind="stable")]
+    return sorted_order[group_first[members]], sorted_order[members], anchors
 
 
 def _unique_pairs(anchor: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -554,6 +569,26 @@ class Components:
         self.parent = np.arange(len(nodes), dtype=self._index)
         self.best = np.zeros(len(nodes), dtype=np.float32)
 
+    @classmethod
+    def restored(cls, nodes: np.ndarray, parent: np.ndarray, best: np.ndarray) -> "Components":
+        """Components of `nodes` (int64, sorted, distinct) whose first len(parent) nodes are
+        those of a `state()` (their roots' positions `parent`, their best similarities
+        `best`), the nodes after them each alone: an earlier decision's components with
+        records appended after its own."""
+        components = cls(nodes)
+        known = len(parent)
+        components.parent[:known] = parent
+        if best.dtype == np.float64:
+            components.best = components.best.astype(np.float64)
+        components.best[:known] = best
+        return components
+
+    def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the nodes (int64, sorted), each node's root's position, each node's best
+        similarity): what `restored` takes back."""
+        self._flatten()
+        return self.keys.wide(self.keys.values), self.parent, self.best
+
     def _positions(self, orders: np.ndarray) -> np.ndarray:
         return self.keys.positions(orders).astype(self._index)
 
@@ -647,35 +682,49 @@ class Components:
         return dropped_orders, cluster, best, self.keys.wide(self.keys.values[is_kept])
 
 
-def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) -> DuplicateDecisions:
+def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier, index=None) -> DuplicateDecisions:
     """Duplicate ids, exact and near duplicates of the whole corpus (see the module docstring),
     one range of hash buckets at a time (`KeyStore`).
 
     `threshold`: estimated Jaccard similarity at which two records are near-duplicates
     (params.yaml `curation.dedup.threshold`). `verify` computes the similarity of candidate
     pairs where the signatures are, once per range of pairs (through its `map`, if it has one,
-    which may verify a few ranges at once: their pairs are then held together). Memory: the
-    store's budget for the ranges, 12 bytes per candidate for the components, and arrays of
-    the duplicates found (repeated ids, exact duplicates, the dropped records' verdicts);
-    the verified pairs are joined into the components range by range, never held. Raises
-    what `verify` raises, and ValueError when a candidate has no id.
+    which may verify a few ranges at once: their pairs are then held together). `index`: a
+    `dedup_index.IndexWriter` given each range's ids, exact representatives and bucket
+    anchors, and the components, so a later run that appends records decides only them
+    (`dedup_index.extend_decisions`). Memory: the store's budget for the ranges, 12 bytes per
+    candidate for the components, and arrays of the duplicates found (repeated ids, exact
+    duplicates, the dropped records' verdicts); the verified pairs are joined into the
+    components range by range, never held. Raises what `verify` raises, and ValueError when
+    a candidate has no id.
     """
     empty = np.zeros(0, dtype=np.int64)
     logger.info("dedup: %d records' ids stored; repeated ids", keys.ids.rows)
     # 1. Repeated ids: an id's rows share a bucket.
-    repeated = [duplicate_id_orders(table.column("order").to_numpy(), table.column("id").combine_chunks())
-                for table in _each_range(keys.ids, keys.max_rows)]
+    repeated = []
+    for low, high in keys.ids.ranges(keys.max_rows):
+        table = keys.ids.read(low, high)
+        ids = table.column("id").combine_chunks()
+        repeated.append(duplicate_id_orders(table.column("order").to_numpy(), ids))
+        if index is not None:
+            index.add_ids(low, high, ids)
     repeated = np.sort(np.concatenate([empty, *repeated]))
 
     # 2. Exact duplicates among the candidates whose id is not a repeat: a key's rows share a bucket.
     logger.info("dedup: %d repeated ids; exact duplicates", len(repeated))
     candidates, links, alive_orders = 0, [], []
-    for table in _each_range(keys.exact, keys.max_rows):
+    for low, high in keys.exact.ranges(keys.max_rows):
+        table = keys.exact.read(low, high)
         orders = table.column("order").to_numpy()
         alive = ~_members_of(repeated, orders)
         candidates += int(alive.sum())
         alive_orders.append(orders[alive])
-        links.append(_exact_links(exact_keys_of(table.column("exact"))[alive], orders[alive]))
+        exact = exact_keys_of(table.column("exact"))[alive]
+        member, rep = _exact_links(exact, orders[alive])
+        links.append((member, rep))
+        if index is not None:
+            representative = ~_members_of(np.sort(member), orders[alive])
+            index.add_exact(low, high, exact[representative], orders[alive][representative])
     exact_member = np.concatenate([empty, *(member for member, _ in links)])
     exact_rep = np.concatenate([empty, *(rep for _, rep in links)])
     del links
@@ -695,11 +744,15 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     logger.info("dedup: %d candidates, %d exact links; candidate pairs", candidates, len(exact_member))
     excluded = np.union1d(repeated, exact_member)
     pairs = SortedRuns(PAIR_ROWS, _sub(keys.folder, "pairs"), keys.flush_bytes, keys.held_bytes)
-    for table in _each_range(keys.bands, keys.max_rows):
+    for low, high in keys.bands.ranges(keys.max_rows):
+        table = keys.bands.read(low, high)
         orders = table.column("order").to_numpy()
         keep = ~_members_of(excluded, orders)
-        anchor, member = bucket_anchor_pairs(table.column("band").to_numpy()[keep], table.column("hash").to_numpy()[keep], orders[keep])
+        band, hashes, orders = table.column("band").to_numpy()[keep], table.column("hash").to_numpy()[keep], orders[keep]
+        anchor, member, anchors = bucket_anchors(band, hashes, orders, with_buckets=index is not None)
         pairs.append(pa.table({"bucket": bucket_of(anchor), "anchor": anchor, "member": member}))
+        if index is not None:
+            index.add_bands(low, high, band[anchors], hashes[anchors], orders[anchors])
     del excluded
 
     # 4. Verify each range of pairs once; the verified ones are the edges, joined into the
@@ -722,9 +775,23 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
         verified = similarity >= threshold
         verified_pairs += int(verified.sum())
         components.union(anchor[verified], member[verified], similarity[verified])
-
-    # 5. Each candidate's component is its root, the first record of the component in order.
     logger.info("dedup: %d candidate pairs, %d verified; components", candidate_pairs, verified_pairs)
+    counts = {"candidates": candidates, "candidate_pairs": candidate_pairs, "verified_pairs": verified_pairs}
+    if index is not None:
+        index.set_state(components, exact_member, exact_rep, repeated, counts)
+    decisions = decisions_from(components, exact_member, exact_rep, repeated, lambda kept: _ids_of(keys, kept), counts)
+    if index is not None:
+        index.set_kept(decisions)
+    return decisions
+
+
+def decisions_from(components: "Components", exact_member: np.ndarray, exact_rep: np.ndarray, repeated: np.ndarray,
+                   ids_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], counts: dict) -> DuplicateDecisions:
+    """The verdicts of a decision whose edges are all in `components` (given up: see
+    `Components.dropped`): each candidate's component is its root, the first record of the
+    component in order. `exact_member`, `exact_rep`: the exact links (int64, by member);
+    `repeated`: the duplicate-id orders (int64, sorted); `ids_of(kept orders)`: their ids as
+    (UTF-8 bytes, offsets), as `_ids_of`; `counts`: candidates, candidate_pairs, verified_pairs."""
     dropped_orders, dropped_cluster, best, kept_orders = components.dropped()
     del components
     logger.info("dedup: %d dropped, %d kept records of clusters; verdicts", len(dropped_orders), len(kept_orders))
@@ -748,7 +815,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
     dropped_similarity[members[exact]] = 1.0
     del members, reps, exact, inexact
     logger.info("dedup: the kept records' ids")
-    kept_id_bytes, kept_id_offsets = _ids_of(keys, kept_orders)
+    kept_id_bytes, kept_id_offsets = ids_of(kept_orders)
     return DuplicateDecisions(
         duplicate_id_orders=repeated,
         dropped_orders=dropped_orders,
@@ -757,12 +824,13 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier) ->
         kept_id_bytes=kept_id_bytes,
         kept_id_offsets=kept_id_offsets,
         dropped_similarity=dropped_similarity,
+        kept_orders=kept_orders,
         summary={
             "duplicate_ids": int(len(repeated)),
-            "candidates": candidates,
+            "candidates": int(counts["candidates"]),
             "exact_duplicates": int(dropped_exact.sum()),
-            "candidate_pairs": candidate_pairs,
-            "verified_pairs": verified_pairs,
+            "candidate_pairs": int(counts["candidate_pairs"]),
+            "verified_pairs": int(counts["verified_pairs"]),
             "near_duplicates": int(len(dropped_orders) - dropped_exact.sum()),
         },
     )

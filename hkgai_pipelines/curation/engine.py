@@ -33,7 +33,10 @@ for the pair verification's routing and comparing):
    (each part file read once, each paired record hashed once; on Ray one task per part
    file), spilled by the range of pairs that asked for them; each range's pairs are then
    compared (on Ray one task per range, a few ranges at once) and joined into the clusters
-   on the driver in range order.
+   on the driver in range order. An incremental run that only appends units to the last
+   finished run's (`parts_dir`) decides the new records against that run's dedup index
+   instead (`dedup_index.extend_decisions`: lookups, the new pairs, the restored clusters),
+   with the same verdicts; either way the run stages the index of its decision for the next.
 3. **settle**: tasks of a few part files each apply the decisions (`pipeline.settle_table`)
    and write each part's kept, rejected and quarantined rows; the driver adds up the per-part
    counts and concatenates the quarantine in order.
@@ -77,6 +80,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hkgai_pipelines.curation import dedup_index
 from hkgai_pipelines.curation.dedup import (
     EXACT_KEY_BYTES,
     DuplicateDecisions,
@@ -88,9 +92,10 @@ from hkgai_pipelines.curation.dedup import (
     id_buckets,
     verify_each,
 )
+from hkgai_pipelines.curation.dedup_index import DEDUP_INDEX_DIR, DedupIndex, IndexWriter, extend_decisions
 from hkgai_pipelines.curation.inputs import ITEM_BITS, InputUnit, file_units, lake_units, order_key
 from hkgai_pipelines.curation.keystore import bucket_of
-from hkgai_pipelines.curation.pair_join import JoinedPairVerifier, payload_rows, range_similarities
+from hkgai_pipelines.curation.pair_join import JoinedPairVerifier, part_first_order, payload_rows, range_similarities
 from hkgai_pipelines.curation.pipeline import (
     CLEANED_SCHEMA,
     DEDUP_KEY_FIELDS,
@@ -417,6 +422,7 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
             write_stats(stats, staging / "stats.json")
             shutil.rmtree(staging / WORK_DIR)
             plan.mark_complete(params.dedup.num_bands)
+            plan.commit_index()
             paths = replace_outputs(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -551,6 +557,11 @@ class UnitPlan:
     #: what the unit lists): their keys came from the part files, and the file is written
     #: again after the run, so the next run does not read the part files again.
     stale_keys: set[str] = field(default_factory=set)
+    #: The dedup index of the last finished run, when this run only appends units to it
+    #: (`dedup_index.DedupIndex.open`): the decision is then made over the new records alone.
+    index: DedupIndex | None = None
+    #: This run's staged index listing, made current by `commit_index` once the units are complete.
+    index_pending: Path | None = None
 
     def mark_complete(self, num_bands: int) -> None:
         """After a finished run: each processed unit's folder lists its part files, so the
@@ -572,6 +583,13 @@ class UnitPlan:
             except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
                 logger.warning("could not write the keys of %s again: %s", folder, error)
 
+    def commit_index(self) -> None:
+        """After `mark_complete`: the index of this run's decision becomes the one the next
+        run extends."""
+        if self.index_pending is not None:
+            dedup_index.commit(self.index_pending)
+            self.index_pending = None
+
     def remove_unused(self) -> None:
         """Remove the part folders of units this run did not have: a removed source, a
         changed file, other parameters or code. Their records are in no output any more."""
@@ -579,7 +597,7 @@ class UnitPlan:
             return
         used = set(self.fingerprints.values())
         for folder in self.parts_dir.iterdir():
-            if folder.is_dir() and folder.name not in used:
+            if folder.is_dir() and folder.name not in used and folder.name != DEDUP_INDEX_DIR:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -634,6 +652,8 @@ def plan_units(units: list[InputUnit], params: CurationParams, batch_size: int, 
             shutil.rmtree(folder / SETTLED_DIR, ignore_errors=True)
             plan.todo.append(unit)
             plan.folders[unit.index] = str(folder)
+    plan.index = DedupIndex.open(parts_dir / DEDUP_INDEX_DIR, [(unit.index, plan.fingerprints[unit.index]) for unit in plan.cached],
+                                 [unit.index for unit in plan.todo])
     return plan
 
 
@@ -814,6 +834,10 @@ def _collect_cached(work: _WorkFolders, keys: KeyStore, progress: _Progress, num
     """The keys of the units taken from earlier runs, a part at a time: from each unit's
     UNIT_KEYS file, or from the part file's key columns where that file is missing, does not
     match what the unit lists (parts and their row counts) or cannot be read."""
+    if work.plan.index is not None:
+        # The decision extends the index: the earlier units' keys are in it, not needed here.
+        progress.cached_records += _cached_records(work.plan)
+        return
     by_folder: dict[Path, list[str]] = {}
     for part in work.plan.cached_parts:
         by_folder.setdefault(Path(part).parent, []).append(part)
@@ -897,16 +921,58 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
 
 
 def _decide(keys: KeyStore, params: CurationParams, plan: UnitPlan, verify) -> tuple[DuplicateDecisions, VerifiedPairs]:
-    """Phase 2 for both executors: the corpus-wide decisions, with the pairs an earlier run
-    verified remembered (incremental curation) and this run's kept for the next."""
+    """Phase 2 for both executors: the corpus-wide decisions. Incremental curation extends
+    the last run's dedup index when this run only appends units (`dedup_index`), else
+    decides over every key, remembering the pairs an earlier run verified; either way it
+    stages the index of this decision for the next run."""
     pairs = VerifiedPairs(plan)
+    writer = IndexWriter(plan.parts_dir / DEDUP_INDEX_DIR) if plan.parts_dir is not None else None
     try:
-        decisions = decide_duplicates(keys, params.dedup.threshold, pairs.verifier(verify))
+        if plan.index is not None:
+            decisions = extend_decisions(plan.index, keys, params.dedup.threshold, verify, lambda orders: _cached_ids(plan, orders),
+                                         writer)
+        else:
+            decisions = decide_duplicates(keys, params.dedup.threshold, pairs.verifier(verify), index=writer)
+            pairs.save()
+        decisions.summary["index_extended"] = int(plan.index is not None)
+        if writer is not None:
+            earlier = plan.index.listing["generations"] if plan.index is not None else []
+            plan.index_pending = writer.stage(sorted(plan.fingerprints.items()), earlier)
     except BaseException:
         pairs.abandon()
+        if writer is not None:
+            writer.abandon()
         raise
-    pairs.save()
     return decisions, pairs
+
+
+def _cached_records(plan: UnitPlan) -> int:
+    """Records of the units taken from earlier runs, as their UNIT_COMPLETE files count them."""
+    total = 0
+    for folder in dict.fromkeys(Path(part).parent for part in plan.cached_parts):
+        listed = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))
+        total += sum(listed["rows"])
+    return total
+
+
+def _cached_ids(plan: UnitPlan, orders: np.ndarray) -> list[str]:
+    """The ids of records (orders, int64, sorted) of units taken from earlier runs, read from
+    their part files: `dedup_index.extend_decisions` asks for those that become the kept
+    record of a cluster. Raises ValueError for an order that is in no part file."""
+    found: dict[int, str] = {}
+    wanted = set(orders.tolist())
+    parts = sorted(plan.cached_parts, key=part_first_order)
+    firsts = np.array([part_first_order(part) for part in parts], dtype=np.int64)
+    for at in np.unique(np.searchsorted(firsts, orders, side="right") - 1):
+        if at < 0:
+            continue
+        table = pq.read_table(parts[at], columns=["order", "id"])
+        hit = np.isin(table.column("order").to_numpy(), orders)
+        found.update(zip(table.column("order").to_numpy()[hit].tolist(), table.column("id").filter(pa.array(hit)).to_pylist()))
+    missing = wanted - found.keys()
+    if missing:
+        raise ValueError(f"{len(missing)} kept record(s) of a duplicate cluster are in no part file (e.g. order {min(missing)})")
+    return [found[order] for order in orders.tolist()]
 
 
 def _batches(units: list[InputUnit], batch_size: int, by_unit: bool = False) -> Iterator[pa.Table]:
