@@ -47,8 +47,8 @@ decision and the settle phase. After a change to the curation code the part file
 match it and every unit is processed again; `--pin-step-code` keeps them (the code fingerprint
 pinned in the child, in the first invocation too), which is right only for a change that leaves
 the steps as they were (a change to the decision or the settle phase). Before each run the
-parts folder's remembered pairs and settled files are removed, so the decision verifies every
-candidate pair and every part settles, as in a full run; with `--pin-step-code` the child also
+parts folder's remembered pairs, dedup index and settled files are removed, so the decision
+verifies every candidate pair and every part settles, as in a full run; with `--pin-step-code` the child also
 loads the steps' models first (a run that takes every unit from the parts folder would
 otherwise decide without them, lower than a full run).
 
@@ -110,14 +110,15 @@ def _built(folder: Path, megabytes: float, shards: int) -> tuple[int, int]:
 
 
 def _forget_decisions(parts: Path) -> None:
-    """Remove what an incremental run keeps of its decision (the verified pairs, each unit's
-    settled files), keeping the units' part files and keys."""
+    """Remove what an incremental run keeps of its decision (the verified pairs, the dedup
+    index, each unit's settled files), keeping the units' part files and keys."""
     import shutil
 
-    from hkgai_pipelines.curation.engine import PAIRS_FILE, SETTLED_DIR
+    from hkgai_pipelines.curation.engine import DEDUP_INDEX_DIR, PAIRS_FILE, SETTLED_DIR
 
     for path in parts.glob(f"{PAIRS_FILE}*"):
         path.unlink()
+    shutil.rmtree(parts / DEDUP_INDEX_DIR, ignore_errors=True)
     for settled in parts.glob(f"*/{SETTLED_DIR}"):
         shutil.rmtree(settled)
 

@@ -583,11 +583,11 @@ class Components:
         components.best[:known] = best
         return components
 
-    def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(the nodes (int64, sorted), each node's root's position, each node's best
-        similarity): what `restored` takes back."""
+    def state(self) -> tuple[NarrowKeys, np.ndarray, np.ndarray]:
+        """(the nodes (`NarrowKeys`: `wide(values)` gives their int64 order keys, sorted),
+        each node's root's position, each node's best similarity): what `restored` takes back."""
         self._flatten()
-        return self.keys.wide(self.keys.values), self.parent, self.best
+        return self.keys, self.parent, self.best
 
     def _positions(self, orders: np.ndarray) -> np.ndarray:
         return self.keys.positions(orders).astype(self._index)

@@ -90,12 +90,21 @@ STATE_ARRAYS = ("nodes", "parent", "best", "exact_member", "exact_rep", "repeate
 IdsOf = Callable[[np.ndarray], list[str]]
 
 
+#: Ids hashed at a time: bounds the Python strings `id_hashes` makes (a range of ids holds up
+#: to a million).
+HASH_CHUNK = 65_536
+
+
 def id_hashes(ids: pa.Array) -> np.ndarray:
     """uint64 hash (n,) of each id: pandas' keyed hash, as `dedup.id_buckets` buckets it, so
     an id's bucket is `bucket_of` of its hash."""
     import pandas as pd
 
-    return pd.util.hash_array(np.asarray(ids.to_pylist(), dtype=object))
+    hashes = np.empty(len(ids), dtype=np.uint64)
+    for start in range(0, len(ids), HASH_CHUNK):
+        chunk = ids.slice(start, HASH_CHUNK).to_pylist()
+        hashes[start:start + len(chunk)] = pd.util.hash_array(np.asarray(chunk, dtype=object))
+    return hashes
 
 
 class IndexWriter:
@@ -144,8 +153,15 @@ class IndexWriter:
                   counts: dict) -> None:
         """The decision's components before `decisions_from` gives them up, its exact links,
         repeated ids and counts."""
-        nodes, parent, best = components.state()
-        for name, values in zip(STATE_ARRAYS, (nodes, parent, best, exact_member, exact_rep, repeated)):
+        narrow, parent, best = components.state()
+        # The nodes' order keys written a chunk at a time: as int64 they would be a second
+        # copy of the nodes, 8 bytes each (12 million candidates at 1 GiB of input).
+        nodes = np.lib.format.open_memmap(self.state / "nodes.npy", mode="w+", dtype=np.int64, shape=(len(narrow.values),))
+        for start in range(0, len(nodes), HASH_CHUNK * 16):
+            nodes[start:start + HASH_CHUNK * 16] = narrow.wide(narrow.values[start:start + HASH_CHUNK * 16])
+        nodes.flush()
+        del nodes
+        for name, values in zip(STATE_ARRAYS[1:], (parent, best, exact_member, exact_rep, repeated)):
             np.save(self.state / f"{name}.npy", values)
         self.counts = {key: int(value) for key, value in counts.items()}
 
@@ -188,11 +204,6 @@ def commit(pending: Path) -> None:
     for path in root.iterdir():
         if path.name not in named:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-
-
-def remove(root: Path) -> None:
-    """Drop the index (the next run makes a full decision)."""
-    shutil.rmtree(root, ignore_errors=True)
 
 
 class DedupIndex:
