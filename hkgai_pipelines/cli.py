@@ -265,8 +265,10 @@ def curate(
     if run.resumed_records:
         console.print(f"resumed a stopped run: {run.resumed_records} records already through the steps")
     if parts_dir is not None:
+        decided = ("the new records' duplicates decided against the last run's dedup index" if run.dedup.get("index_extended")
+                   else "duplicates decided over every record")
         console.print(f"incremental: {run.processed_units} input file(s) processed, {run.cached_units} taken from "
-                      f"{escape(str(parts_dir))} ({run.cached_records} records not processed again)", soft_wrap=True)
+                      f"{escape(str(parts_dir))} ({run.cached_records} records not processed again); {decided}", soft_wrap=True)
     console.print(
         f"input {stats.input_records} = kept {stats.kept} + rejected {stats.rejected} + quarantined {stats.quarantined}; "
         f"outputs in {run.outputs.out_dir} ({run.cluster}" + (f", {run.workers} workers)" if run.workers > 1 else ")"),

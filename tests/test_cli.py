@@ -61,7 +61,10 @@ def test_curate_incremental_with_a_report_and_a_held_parts_folder(tmp_path):
     for out, processed in (("v1", 2), ("v2", 0)):
         result = runner.invoke(app, [*args, "--out", str(tmp_path / out)])
         assert result.exit_code == 0, result.output
-        assert f"incremental: {processed} input file(s) processed, {2 - processed} taken from" in " ".join(result.output.split())
+        output = " ".join(result.output.split())
+        assert f"incremental: {processed} input file(s) processed, {2 - processed} taken from" in output
+        # The second run brings nothing new: its decision is the first run's index, extended by nothing.
+        assert ("decided against the last run's dedup index" if processed == 0 else "decided over every record") in output
         written = json.loads(report.read_text())
         assert (written["processed_units"], written["cached_units"], written["kept"]) == (processed, 2 - processed, 2)
         assert written["out_dir"] == str(tmp_path / out) and len(written["content_hash"]) == 16

@@ -9,6 +9,7 @@ Layout in the lake (the path readers use, `lake/cleaned/cleaned.parquet`, is unc
                                                               for readers still reading them
     cleaned.versions/.curate-staging-resume-<fingerprint>/    a stopped run's part files (engine.py)
     cleaned.versions/.curate-staging-parts/                   incremental curation's part files (engine.py)
+    cleaned.versions/.curate-staging-parts/dedup-index/       and the last decision's dedup index (dedup_index.py)
     cleaned.versions/published.jsonl                          every version made current, with its DVC record
 
 The four outputs of a version change together: the symlink is replaced by `rename(2)` of a new
