@@ -409,7 +409,7 @@ def test_appended_units_extend_the_dedup_index_until_it_is_compacted(corpus, cur
         key_reads.clear()
         run = engine.curate(_units(corpus, *names), curation_params, tmp_path / f"v{step}", batch_size=2, parts_dir=parts)
         extended.append(run.dedup["index_extended"])
-        listing = json.loads((parts / engine.DEDUP_INDEX_DIR / "current.json").read_text())
+        listing = dedup_index.read_listing(parts / engine.DEDUP_INDEX_DIR / "current.json")
         generations.append(len(listing["generations"]))
         new = {engine.unit_fingerprint(unit, curation_params, 2) for unit in _units(corpus, *names)[-1:]} if step < 3 else set()
         if run.dedup["index_extended"]:
@@ -423,10 +423,12 @@ def test_appended_units_extend_the_dedup_index_until_it_is_compacted(corpus, cur
 def test_a_damaged_or_unfinished_dedup_index_is_not_extended(corpus, curation_params, tmp_path, monkeypatch):
     """A bit flipped in an index file: the run decides over every key. A run stopped after its
     decision leaves the index of the last finished run current, which the next run extends."""
+    from hkgai_pipelines.curation import dedup_index
+
     parts = tmp_path / "parts"
     engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
     root = parts / engine.DEDUP_INDEX_DIR
-    listing = json.loads((root / "current.json").read_text())
+    listing = dedup_index.read_listing(root / "current.json")
     bands = root / next(name for name in listing["files"] if "/bands-" in name)
     data = bytearray(bands.read_bytes())
     data[len(data) - 20] ^= 1
@@ -439,7 +441,7 @@ def test_a_damaged_or_unfinished_dedup_index_is_not_extended(corpus, curation_pa
     with pytest.raises(KeyboardInterrupt):
         engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
     monkeypatch.undo()
-    assert json.loads((root / "current.json").read_text()) == listing  # still the first run's
+    assert dedup_index.read_listing(root / "current.json") == listing  # still the first run's
     full = _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
     run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
     assert run.dedup["index_extended"] == 0 and read_outputs(tmp_path / "v2") == full
@@ -447,3 +449,25 @@ def test_a_damaged_or_unfinished_dedup_index_is_not_extended(corpus, curation_pa
     run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v3", batch_size=2, parts_dir=parts)
     assert run.dedup["index_extended"] == 1 and read_outputs(tmp_path / "v3") == full
     assert len(list(root.glob("pending-*"))) == 0 and len(list(root.glob("state-*"))) == 1
+
+
+def test_units_listed_before_row_counts_were_recorded_extend_the_index(corpus, curation_params, tmp_path):
+    """A trial: the index path counted the cached records from UNIT_COMPLETE's `rows`, which a
+    unit listed before the counts were recorded lacks (KeyError on every run); the full
+    decision's path accepts such a unit."""
+    parts = tmp_path / "parts"
+    engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    for listed_file in parts.glob(f"*/{engine.UNIT_COMPLETE}"):
+        listed = json.loads(listed_file.read_text(encoding="utf-8"))
+        del listed["rows"]
+        listed_file.write_text(json.dumps(listed), encoding="utf-8")
+    run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    assert run.dedup["index_extended"] == 1 and run.cached_records == 10
+    assert read_outputs(tmp_path / "v2") == _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
+
+
+def test_units_out_of_input_order_are_refused(corpus, curation_params, tmp_path):
+    """A trial: units passed as [u0, u2, u1] failed deep in pair verification."""
+    u0, u1, u2 = _units(corpus, A0, A1, B0)
+    with pytest.raises(ValueError, match="units must come in input order .*unit 1 after unit 2"):
+        engine.curate([u0, u2, u1], curation_params, tmp_path / "out", batch_size=2)

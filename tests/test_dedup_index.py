@@ -82,7 +82,7 @@ def test_an_extended_decision_equals_the_full_decision(tmp_path, seed, memory_by
     _decisions_equal(extended, full)
     assert full.summary["near_duplicates"] > 20 and full.summary["exact_duplicates"] > 20 and full.summary["duplicate_ids"] > 3
     # The committed listing names two generations and one state; nothing else is left.
-    listing = json.loads((root / "current.json").read_text())
+    listing = dedup_index.read_listing(root / "current.json")
     assert len(listing["generations"]) == 2
     assert sorted(p.name for p in root.iterdir()) == sorted(["current.json", listing["state"], *(g["folder"] for g in listing["generations"])])
 
@@ -130,9 +130,18 @@ def test_the_index_is_not_used_for_other_units_a_unit_inserted_before_or_a_damag
     assert DedupIndex.open(root, [(0, "a")], [4]) is None  # a unit removed
     assert DedupIndex.open(root, [(0, "a"), (3, "other")], [4]) is None  # a unit changed
     assert DedupIndex.open(root, [(0, "a"), (3, "d")], [2]) is None  # inserted before an old unit
-    listing = json.loads((root / "current.json").read_text())
+    current = root / "current.json"
+    listing, sealed = dedup_index.read_listing(current), current.read_bytes()
     damaged = root / next(iter(listing["files"]))
     data = damaged.read_bytes()
     damaged.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit flipped
     assert DedupIndex.open(root, [(0, "a"), (3, "d")], [4]) is None
+    damaged.write_bytes(data)
+    assert DedupIndex.open(root, [(0, "a"), (3, "d")], [4]) is not None
+    # The listing itself: a segment's bucket range cut by one bit ('9' -> '1' in 4096) would
+    # send lookups past the segment; valid JSON that is no listing; no file at all.
+    assert b'"high": 4096' in sealed
+    for text in (sealed.replace(b'"high": 4096', b'"high": 4016', 1), b"null", b"[]", b'"x"', b"{}", b'{"listing": {}}'):
+        current.write_bytes(text)
+        assert DedupIndex.open(root, [(0, "a"), (3, "d")], [4]) is None, text
     assert DedupIndex.open(tmp_path / "none", [], [0]) is None

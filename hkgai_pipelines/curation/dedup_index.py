@@ -27,8 +27,8 @@ output of a run decided on the index with a full run's.
 Layout under `<parts_dir>/DEDUP_INDEX_DIR/`: immutable *generations* of lookup tables (one a
 full decision writes, in segments by `keystore` bucket range as the decision reads them; one
 per appending run with its new entries), a *state* folder written whole by each run, and
-`current.json` naming them with every file's SHA-256 (a flipped bit would change decisions
-silently), replaced in one step after the run's units are complete (`commit`). A full
+`current.json` naming them with every file's SHA-256 and its own (a flipped bit would change
+decisions silently), replaced in one step after the run's units are complete (`commit`). A full
 decision is made instead, and writes a new index, when the index is missing or damaged, the
 units taken from earlier runs are not exactly those it was made with, a new unit comes before
 an old one, or it has MAX_GENERATIONS generations (that full decision is its compaction).
@@ -184,7 +184,7 @@ class IndexWriter:
         listing = {"format": INDEX_FORMAT, "units": [list(unit) for unit in units], "generations": generations,
                    "state": self.state.name, "counts": self.counts, "files": files}
         pending = self.root / f"pending-{self.token}.json"
-        pending.write_text(json.dumps(listing), encoding="utf-8")
+        pending.write_text(json.dumps(_sealed(listing)), encoding="utf-8")
         return pending
 
     def abandon(self) -> None:
@@ -199,7 +199,7 @@ def commit(pending: Path) -> None:
     longer named and any other pending listing."""
     root = pending.parent
     os.replace(pending, root / CURRENT)
-    listing = json.loads((root / CURRENT).read_text(encoding="utf-8"))
+    listing = read_listing(root / CURRENT)
     named = {listing["state"], *(generation["folder"] for generation in listing["generations"]), CURRENT}
     for path in root.iterdir():
         if path.name not in named:
@@ -230,7 +230,7 @@ class DedupIndex:
         at most MAX_GENERATIONS generations and every file has the SHA-256 it was written
         with. Else None (the reason is logged), and the run makes a full decision."""
         try:
-            listing = json.loads((root / CURRENT).read_text(encoding="utf-8"))
+            listing = read_listing(root / CURRENT)
             why = None
             if listing.get("format") != INDEX_FORMAT:
                 why = "another index format"
@@ -245,7 +245,7 @@ class DedupIndex:
                 why = f"{len(bad)} damaged file(s), e.g. {bad[0]}" if bad else None
             if why is None:
                 return cls(root, listing)
-        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException) as error:
             why = f"unreadable ({type(error).__name__}: {error})"
         logger.info("dedup index not used (%s): a full decision", why)
         return None
@@ -427,6 +427,23 @@ def extend_decisions(index: DedupIndex, keys: KeyStore, threshold: float, verify
     decisions = decisions_from(components, exact_member, exact_rep, repeated, kept_ids, counts)
     writer.set_kept(decisions)
     return decisions
+
+
+def _sealed(listing: dict) -> dict:
+    """The listing with the SHA-256 of its canonical JSON: the listing names the files and
+    their digests, bucket ranges and counts, so a flipped bit in it must be caught too."""
+    return {"listing": listing, "sha256": hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()}
+
+
+def read_listing(path: Path) -> dict:
+    """The listing of a `_sealed` file. Raises OSError, ValueError (not JSON, or its digest
+    does not match: damaged), KeyError or TypeError (not a sealed listing)."""
+    sealed = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(sealed, dict) or not isinstance(sealed.get("listing"), dict):
+        raise TypeError("not a sealed listing")
+    if hashlib.sha256(json.dumps(sealed["listing"], sort_keys=True).encode()).hexdigest() != sealed["sha256"]:
+        raise ValueError("its SHA-256 does not match: damaged")
+    return sealed["listing"]
 
 
 def _utf8_of(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:

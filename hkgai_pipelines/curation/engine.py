@@ -395,10 +395,17 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
     ray.exceptions.RayTaskError here, its message carrying the task's traceback (the original
     exception type does not survive Ray Data's wrapping); the local executor raises the
     step's own exception. Writing the outputs raises OSError. Either way the previous outputs
-    are left as they were. Raises ValueError for a batch size below 1 or a bad executor.
+    are left as they were. Raises ValueError for a batch size below 1, a bad executor or units
+    out of input order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    disordered = [(a.index, b.index) for a, b in zip(units, units[1:]) if b.index <= a.index]
+    if disordered:
+        # The order keys (unit index, position) are the stable order the decisions keep the
+        # first of; units out of it failed deep in pair verification.
+        raise ValueError(f"units must come in input order (strictly increasing index): unit {disordered[0][1]} "
+                         f"after unit {disordered[0][0]}")
     executor = choose_executor(workers, executor)
     out_dir = Path(os.path.abspath(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -951,7 +958,9 @@ def _cached_records(plan: UnitPlan) -> int:
     total = 0
     for folder in dict.fromkeys(Path(part).parent for part in plan.cached_parts):
         listed = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))
-        total += sum(listed["rows"])
+        # A unit listed before row counts were recorded: its part files' footers count them.
+        rows = listed.get("rows") or [pq.read_metadata(folder / name).num_rows for name in listed["parts"]]
+        total += sum(rows)
     return total
 
 
