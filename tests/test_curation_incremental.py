@@ -107,16 +107,20 @@ def test_a_changed_file_is_processed_again_and_the_others_are_not(corpus, curati
     assert read_outputs(tmp_path / "v3") == read_outputs(tmp_path / "v2")
 
 
-def test_a_stopped_incremental_run_leaves_no_unit_marked_complete(corpus, curation_params, tmp_path, monkeypatch):
-    parts = tmp_path / "parts"
-
-    def fail(*args, **kwargs):
+def _stopped_in_settle(corpus, curation_params, out, parts, monkeypatch) -> None:
+    """An incremental run over A0, A1, B0 stopped in its settle phase (after its decision)."""
+    def stop(*args, **kwargs):
         raise KeyboardInterrupt("stopped")
 
-    monkeypatch.setattr(engine, "settle_part", fail)
+    monkeypatch.setattr(engine, "settle_part", stop)
     with pytest.raises(KeyboardInterrupt):
-        engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+        engine.curate(_units(corpus, A0, A1, B0), curation_params, out, batch_size=2, parts_dir=parts)
     monkeypatch.undo()
+
+
+def test_a_stopped_incremental_run_leaves_no_unit_marked_complete(corpus, curation_params, tmp_path, monkeypatch):
+    parts = tmp_path / "parts"
+    _stopped_in_settle(corpus, curation_params, tmp_path / "v1", parts, monkeypatch)
     assert not list(parts.glob(f"*/{engine.UNIT_COMPLETE}"))
     run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
     assert run.processed_units == 3 and run.resumed_records == 13  # every part file was written: resumed
@@ -433,14 +437,7 @@ def test_a_damaged_or_unfinished_dedup_index_is_not_extended(corpus, curation_pa
     data = bytearray(bands.read_bytes())
     data[len(data) - 20] ^= 1
     bands.write_bytes(bytes(data))
-
-    def fail(*args, **kwargs):
-        raise KeyboardInterrupt("stopped")
-
-    monkeypatch.setattr(engine, "settle_part", fail)
-    with pytest.raises(KeyboardInterrupt):
-        engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
-    monkeypatch.undo()
+    _stopped_in_settle(corpus, curation_params, tmp_path / "v2", parts, monkeypatch)
     assert dedup_index.read_listing(root / "current.json") == listing  # still the first run's
     full = _full(corpus, curation_params, tmp_path / "full", A0, A1, B0)[0]
     run = engine.curate(_units(corpus, A0, A1, B0), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
