@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from hkgai_pipelines.curation import dedup_index
+from hkgai_pipelines.curation import dedup, dedup_index
 from hkgai_pipelines.curation.dedup import KeyStore, MinHasher, decide_duplicates, exact_digest, in_memory_verifier
 from hkgai_pipelines.curation.dedup_index import DedupIndex, IndexWriter, extend_decisions
 from hkgai_pipelines.curation.inputs import order_key
@@ -72,7 +72,8 @@ def _extended(tmp_path, old, new, memory_bytes=None):
 @pytest.mark.parametrize("memory_bytes", [None, 1 << 14])
 def test_an_extended_decision_equals_the_full_decision(tmp_path, seed, memory_bytes, monkeypatch):
     if memory_bytes:  # ids hashed and nodes written in chunks with edges inside the data
-        monkeypatch.setattr(dedup_index, "HASH_CHUNK", 7)
+        monkeypatch.setattr(dedup, "HASH_CHUNK", 7)
+        monkeypatch.setattr(dedup_index, "NODE_CHUNK", 5)
     rng = np.random.default_rng(seed)
     bases = ["".join(rng.choice(list("我哋今日去咗旺角食飯之後返屋企睇電視佢話聽日會落雨"), 30)) for _ in range(12)]
     old = _corpus(rng, 0, 150, bases) + _corpus(rng, 1, 150, bases)

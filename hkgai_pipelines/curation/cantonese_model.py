@@ -149,9 +149,10 @@ IN_DOMAIN_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 # Short text (at most SHORT_MAX_HAN Han characters of the folded view; the evaluation's short
 # lines are those of at most 6 characters of any kind, so a line with Latin letters or
 # punctuation beside a few Han characters is short here and not there) has a threshold of its
-# own, chosen in the same cross-validation on the short featureless items only. A naive Bayes sum over two to six characters' n-grams is far from calibrated:
-# one topic n-gram (港, 價, 政府) moves it by tens of nats, so the cross-validated best
-# threshold for short items lies well above the long items' one, outside THRESHOLD_GRID.
+# own, chosen in the same cross-validation on the short featureless items only. A naive Bayes
+# sum over two to six characters' n-grams is far from calibrated: one topic n-gram (港, 價,
+# 政府) moves it by tens of nats, so the cross-validated best threshold for short items lies
+# well above the long items' one, outside THRESHOLD_GRID.
 SHORT_MAX_HAN = 6
 SHORT_THRESHOLD_GRID = np.round(np.arange(-100.0, 100.0001, 2.5), 2)
 AUTHORED_DIR = Path(__file__).resolve().parent.parent / "data"

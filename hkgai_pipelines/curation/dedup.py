@@ -42,6 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +50,9 @@ import pyarrow.compute as pc
 
 from hkgai_pipelines.curation.keystore import SortedRuns, bucket_of
 from hkgai_pipelines.curation.langid import HAN_RE
+
+if TYPE_CHECKING:
+    from hkgai_pipelines.curation.dedup_index import IndexWriter
 
 logger = logging.getLogger(__name__)
 
@@ -264,8 +268,7 @@ class KeyStore:
         exact = np.ascontiguousarray(exact, dtype=f"S{EXACT_KEY_BYTES}")
         bands = np.asarray(bands, dtype=np.uint64).reshape(-1, self.num_bands)
         self.exact.append(pa.table({
-            # The key's first 8 bytes: SHA-1 output is already uniform.
-            "bucket": bucket_of(np.frombuffer(exact.tobytes(), dtype=np.uint8).reshape(-1, EXACT_KEY_BYTES)[:, :8].copy().view(np.uint64).ravel()),
+            "bucket": exact_buckets(exact),
             "exact": exact_key_array(exact),
             "order": orders,
         }))
@@ -278,12 +281,33 @@ class KeyStore:
         }))
 
 
-def id_buckets(ids: pa.Array) -> np.ndarray:
-    """int32 `keystore` bucket (n,) of each id (strings, no nulls): the same in every process,
-    since pandas' hash of objects is keyed with a fixed key."""
+def exact_buckets(exact: np.ndarray) -> np.ndarray:
+    """int32 `keystore` bucket (m,) of each exact key (S20), from its first 8 bytes: SHA-1
+    output is already uniform."""
+    exact = np.ascontiguousarray(exact, dtype=f"S{EXACT_KEY_BYTES}")
+    return bucket_of(np.frombuffer(exact.tobytes(), dtype=np.uint8).reshape(-1, EXACT_KEY_BYTES)[:, :8].copy().view(np.uint64).ravel())
+
+
+#: Ids hashed at a time (`id_hashes`): bounds the Python strings made for pandas' hash (a
+#: range of ids holds up to a million).
+HASH_CHUNK = 65_536
+
+
+def id_hashes(ids: pa.Array) -> np.ndarray:
+    """uint64 hash (n,) of each id (strings, no nulls): pandas' hash of objects, keyed with a
+    fixed key, so the same in every process."""
     import pandas as pd
 
-    return bucket_of(pd.util.hash_array(np.asarray(ids.to_pylist(), dtype=object)))
+    hashes = np.empty(len(ids), dtype=np.uint64)
+    for start in range(0, len(ids), HASH_CHUNK):
+        chunk = ids.slice(start, HASH_CHUNK).to_pylist()
+        hashes[start:start + len(chunk)] = pd.util.hash_array(np.asarray(chunk, dtype=object))
+    return hashes
+
+
+def id_buckets(ids: pa.Array) -> np.ndarray:
+    """int32 `keystore` bucket (n,) of each id (strings, no nulls): `bucket_of` its `id_hashes`."""
+    return bucket_of(id_hashes(ids))
 
 
 def _sub(folder: Path | None, name: str) -> Path | None:
@@ -682,7 +706,8 @@ class Components:
         return dropped_orders, cluster, best, self.keys.wide(self.keys.values[is_kept])
 
 
-def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier, index=None) -> DuplicateDecisions:
+def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier, index: "IndexWriter | None" = None
+                      ) -> DuplicateDecisions:
     """Duplicate ids, exact and near duplicates of the whole corpus (see the module docstring),
     one range of hash buckets at a time (`KeyStore`).
 
@@ -723,7 +748,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier, in
         member, rep = _exact_links(exact, orders[alive])
         links.append((member, rep))
         if index is not None:
-            representative = ~_members_of(np.sort(member), orders[alive])
+            representative = ~_members_of(member, orders[alive])  # `_exact_links` gives members sorted
             index.add_exact(low, high, exact[representative], orders[alive][representative])
     exact_member = np.concatenate([empty, *(member for member, _ in links)])
     exact_rep = np.concatenate([empty, *(rep for _, rep in links)])
@@ -765,16 +790,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier, in
                 yield anchor, member
 
     logger.info("dedup: verifying candidate pairs")
-    if hasattr(verify, "expect"):
-        for anchor, member in pair_ranges():
-            verify.expect(anchor, member)
-    candidate_pairs = verified_pairs = 0
-    for (anchor, member), (got_anchor, got_member, got_similarity) in verify_each(verify, pair_ranges()):
-        candidate_pairs += len(anchor)
-        similarity = _align(anchor, member, got_anchor, got_member, got_similarity)
-        verified = similarity >= threshold
-        verified_pairs += int(verified.sum())
-        components.union(anchor[verified], member[verified], similarity[verified])
+    candidate_pairs, verified_pairs = join_verified(components, pair_ranges, verify, threshold)
     logger.info("dedup: %d candidate pairs, %d verified; components", candidate_pairs, verified_pairs)
     counts = {"candidates": candidates, "candidate_pairs": candidate_pairs, "verified_pairs": verified_pairs}
     if index is not None:
@@ -783,6 +799,26 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier, in
     if index is not None:
         index.set_kept(decisions)
     return decisions
+
+
+def join_verified(components: "Components", ranges: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+                  verify: PairVerifier, threshold: float) -> tuple[int, int]:
+    """Verify each range of candidate pairs (anchor, member: int64 order keys) once and join
+    the pairs whose similarity reaches `threshold` into `components`, range by range.
+    `ranges()` gives the ranges afresh each call: a verifier with `expect` is told every
+    range's pairs first, then asked. Returns (candidate pairs, verified pairs). Raises what
+    `verify` raises, and ValueError when it does not answer every pair once."""
+    if hasattr(verify, "expect"):
+        for anchor, member in ranges():
+            verify.expect(anchor, member)
+    candidate_pairs = verified_pairs = 0
+    for (anchor, member), (got_anchor, got_member, got_similarity) in verify_each(verify, ranges()):
+        candidate_pairs += len(anchor)
+        similarity = _align(anchor, member, got_anchor, got_member, got_similarity)
+        verified = similarity >= threshold
+        verified_pairs += int(verified.sum())
+        components.union(anchor[verified], member[verified], similarity[verified])
+    return candidate_pairs, verified_pairs
 
 
 def decisions_from(components: "Components", exact_member: np.ndarray, exact_rep: np.ndarray, repeated: np.ndarray,

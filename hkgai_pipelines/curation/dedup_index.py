@@ -55,7 +55,6 @@ from hkgai_pipelines.curation.dedup import (
     DuplicateDecisions,
     KeyStore,
     PairVerifier,
-    _align,
     _exact_links,
     _ids_of,
     _members_of,
@@ -63,9 +62,11 @@ from hkgai_pipelines.curation.dedup import (
     bucket_anchors,
     decisions_from,
     duplicate_id_orders,
+    exact_buckets,
     exact_key_array,
     exact_keys_of,
-    verify_each,
+    id_hashes,
+    join_verified,
 )
 from hkgai_pipelines.curation.keystore import FINE_BUCKETS, bucket_of
 
@@ -79,6 +80,8 @@ CURRENT = "current.json"
 MAX_GENERATIONS = 8
 #: Index format: a change makes an older index unusable (a full decision writes a new one).
 INDEX_FORMAT = 1
+#: Nodes' order keys converted to int64 and written at a time (`IndexWriter.set_state`).
+NODE_CHUNK = 1 << 20
 
 ID_SEGMENT = pa.schema([("hash", pa.uint64()), ("id", pa.string())])
 EXACT_SEGMENT = pa.schema([("exact", pa.binary(EXACT_KEY_BYTES)), ("order", pa.int64())])
@@ -88,23 +91,6 @@ STATE_ARRAYS = ("nodes", "parent", "best", "exact_member", "exact_rep", "repeate
 #: Looked-up ids: the old kept ids, the new records' ids, and a callback for any other
 #: earlier record (an old record that was alone until a new record joined it).
 IdsOf = Callable[[np.ndarray], list[str]]
-
-
-#: Ids hashed at a time: bounds the Python strings `id_hashes` makes (a range of ids holds up
-#: to a million).
-HASH_CHUNK = 65_536
-
-
-def id_hashes(ids: pa.Array) -> np.ndarray:
-    """uint64 hash (n,) of each id: pandas' keyed hash, as `dedup.id_buckets` buckets it, so
-    an id's bucket is `bucket_of` of its hash."""
-    import pandas as pd
-
-    hashes = np.empty(len(ids), dtype=np.uint64)
-    for start in range(0, len(ids), HASH_CHUNK):
-        chunk = ids.slice(start, HASH_CHUNK).to_pylist()
-        hashes[start:start + len(chunk)] = pd.util.hash_array(np.asarray(chunk, dtype=object))
-    return hashes
 
 
 class IndexWriter:
@@ -157,8 +143,8 @@ class IndexWriter:
         # The nodes' order keys written a chunk at a time: as int64 they would be a second
         # copy of the nodes, 8 bytes each (12 million candidates at 1 GiB of input).
         nodes = np.lib.format.open_memmap(self.state / "nodes.npy", mode="w+", dtype=np.int64, shape=(len(narrow.values),))
-        for start in range(0, len(nodes), HASH_CHUNK * 16):
-            nodes[start:start + HASH_CHUNK * 16] = narrow.wide(narrow.values[start:start + HASH_CHUNK * 16])
+        for start in range(0, len(nodes), NODE_CHUNK):
+            nodes[start:start + NODE_CHUNK] = narrow.wide(narrow.values[start:start + NODE_CHUNK])
         nodes.flush()
         del nodes
         for name, values in zip(STATE_ARRAYS[1:], (parent, best, exact_member, exact_rep, repeated)):
@@ -250,16 +236,19 @@ class DedupIndex:
         logger.info("dedup index not used (%s): a full decision", why)
         return None
 
-    def _search(self, kind: str, column: str, queries: np.ndarray, buckets: np.ndarray, match: Callable) -> np.ndarray:
-        """Row hits (-1: none) per query in the `kind` tables: each table holds `column`
-        sorted; among the rows with an equal value, `match(table, rows, queries' positions)`
-        says which are the query's."""
+    def _lookup(self, kind: str, column: str, queries: np.ndarray, buckets: np.ndarray, match: Callable,
+                value: str | None = None) -> np.ndarray:
+        """Per query (its keystore bucket in `buckets`), the `value` column of its row in the
+        `kind` tables, int64 (1 when `value` is None), -1 where none holds it. Each table holds
+        `column` sorted; among its rows with the query's value, `match(table, rows, positions
+        of the queries)` says which are the query's (a hash shared by other bands or ids)."""
         found = np.full(len(queries), -1, dtype=np.int64)
-        for generation, (low, high, table) in enumerate(self.tables[kind]):
+        for low, high, table in self.tables[kind]:
             asked = np.flatnonzero((buckets >= low) & (buckets < high) & (found < 0))
-            if not len(asked) or not table.num_rows:
+            if not len(asked):
                 continue
             values = _column_numpy(table, column)
+            answers = _column_numpy(table, value) if value is not None else None
             start = np.searchsorted(values, queries[asked], side="left")
             stop = np.searchsorted(values, queries[asked], side="right")
             step = 0
@@ -267,24 +256,11 @@ class DedupIndex:
                 open_ = np.flatnonzero(start + step < stop)
                 if not len(open_):
                     break
-                rows = start[open_] + step
-                hit = match(table, rows, asked[open_])
-                results = found[asked[open_]]
-                newly = hit & (results < 0)
-                found[asked[open_][newly]] = self._encode(generation, rows[newly])
+                rows, positions = start[open_] + step, asked[open_]
+                newly = match(table, rows, positions) & (found[positions] < 0)
+                found[positions[newly]] = 1 if answers is None else answers[rows[newly]]
                 step += 1
         return found
-
-    @staticmethod
-    def _encode(table_index: int, rows: np.ndarray) -> np.ndarray:
-        return (np.int64(table_index) << np.int64(40)) | rows.astype(np.int64)
-
-    def _decode(self, kind: str, hits: np.ndarray, column: str) -> np.ndarray:
-        values = np.full(len(hits), -1, dtype=np.int64)
-        for table_index in np.unique(hits[hits >= 0] >> 40):
-            at = np.flatnonzero((hits >= 0) & ((hits >> 40) == table_index))
-            values[at] = _column_numpy(self.tables[kind][table_index][2], column)[hits[at] & ((1 << 40) - 1)]
-        return values
 
     def known_ids(self, ids: pa.Array) -> np.ndarray:
         """bool (n,): does an indexed record have each id (strings, no nulls)."""
@@ -294,23 +270,20 @@ class DedupIndex:
         def same(table: pa.Table, rows: np.ndarray, asked: np.ndarray) -> np.ndarray:
             return np.asarray(table.column("id").take(pa.array(rows)).to_pylist(), dtype=object) == texts[asked]
 
-        return self._search("ids", "hash", hashes, bucket_of(hashes), same) >= 0
+        return self._lookup("ids", "hash", hashes, bucket_of(hashes), same) >= 0
 
     def exact_representatives(self, exact: np.ndarray) -> np.ndarray:
         """The order (int64, -1: none) of the indexed representative of each exact key (S20)."""
         exact = np.ascontiguousarray(exact, dtype=f"S{EXACT_KEY_BYTES}")
-        buckets = bucket_of(np.frombuffer(exact.tobytes(), dtype=np.uint8).reshape(-1, EXACT_KEY_BYTES)[:, :8].copy()
-                            .view(np.uint64).ravel())
-        hits = self._search("exact", "exact", exact, buckets, lambda table, rows, asked: np.ones(len(rows), dtype=bool))
-        return self._decode("exact", hits, "order")
+        return self._lookup("exact", "exact", exact, exact_buckets(exact), lambda table, rows, asked: np.ones(len(rows), dtype=bool),
+                            value="order")
 
     def bucket_anchors(self, band: np.ndarray, hashes: np.ndarray) -> np.ndarray:
         """The anchor order (int64, -1: none) of each (band, hash) bucket already indexed."""
         def same_band(table: pa.Table, rows: np.ndarray, asked: np.ndarray) -> np.ndarray:
             return _column_numpy(table, "band")[rows] == band[asked]
 
-        hits = self._search("bands", "hash", hashes, bucket_of(hashes), same_band)
-        return self._decode("bands", hits, "anchor")
+        return self._lookup("bands", "hash", hashes, bucket_of(hashes), same_band, value="anchor")
 
     def kept_ids(self, orders: np.ndarray) -> tuple[np.ndarray, pa.Array]:
         """(bool per order (int64): is it a kept record of the indexed decision, its id (large strings) for those)."""
@@ -388,15 +361,7 @@ def extend_decisions(index: DedupIndex, keys: KeyStore, threshold: float, verify
     components.union(new_member, new_rep)
     step = keys.max_pairs or max(1, len(anchor))
     ranges = [(anchor[i:i + step], member[i:i + step]) for i in range(0, len(anchor), step)]
-    if hasattr(verify, "expect"):
-        for pair in ranges:
-            verify.expect(*pair)
-    verified_pairs = 0
-    for (asked_anchor, asked_member), answer in verify_each(verify, ranges):
-        similarity = _align(asked_anchor, asked_member, *answer)
-        verified = similarity >= threshold
-        verified_pairs += int(verified.sum())
-        components.union(asked_anchor[verified], asked_member[verified], similarity[verified])
+    _, verified_pairs = join_verified(components, lambda: ranges, verify, threshold)
     logger.info("dedup index: %d new candidates, %d new pairs, %d verified", len(new_nodes), len(anchor), verified_pairs)
 
     counts = {"candidates": index.counts["candidates"] + len(new_nodes),

@@ -564,6 +564,8 @@ class UnitPlan:
     #: what the unit lists): their keys came from the part files, and the file is written
     #: again after the run, so the next run does not read the part files again.
     stale_keys: set[str] = field(default_factory=set)
+    #: Records in the cached units' part files (their footers, read when planning).
+    cached_rows: int = 0
     #: The dedup index of the last finished run, when this run only appends units to it
     #: (`dedup_index.DedupIndex.open`): the decision is then made over the new records alone.
     index: DedupIndex | None = None
@@ -650,7 +652,8 @@ def plan_units(units: list[InputUnit], params: CurationParams, batch_size: int, 
         listed = _complete_parts(folder)
         if listed is not None:
             plan.cached.append(unit)
-            plan.cached_parts.extend(str(folder / name) for name in listed)
+            plan.cached_parts.extend(str(folder / name) for name in listed[0])
+            plan.cached_rows += listed[1]
         else:
             folder.mkdir(parents=True, exist_ok=True)
             # Settled rows of a stopped run: its parts may be cut elsewhere this time (Ray's
@@ -664,18 +667,18 @@ def plan_units(units: list[InputUnit], params: CurationParams, batch_size: int, 
     return plan
 
 
-def _complete_parts(folder: Path) -> list[str] | None:
-    """The part files a complete unit folder lists, or None (incomplete, missing, damaged): each
-    listed part must open as Parquet with the row count UNIT_COMPLETE records (a footer read
-    each), so a truncated part makes the unit be processed again instead of failing a later
-    run that reads it."""
+def _complete_parts(folder: Path) -> tuple[list[str], int] | None:
+    """(the part files a complete unit folder lists, their rows), or None (incomplete, missing,
+    damaged): each listed part must open as Parquet with the row count UNIT_COMPLETE records
+    (a footer read each), so a truncated part makes the unit be processed again instead of
+    failing a later run that reads it."""
     try:
         listed = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))
         names, rows = listed["parts"], listed.get("rows")
         counts = [pq.read_metadata(folder / name).num_rows for name in names]
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         return None
-    return names if rows is None or counts == rows else None
+    return (names, sum(counts)) if rows is None or counts == rows else None
 
 
 class VerifiedPairs:
@@ -843,7 +846,7 @@ def _collect_cached(work: _WorkFolders, keys: KeyStore, progress: _Progress, num
     match what the unit lists (parts and their row counts) or cannot be read."""
     if work.plan.index is not None:
         # The decision extends the index: the earlier units' keys are in it, not needed here.
-        progress.cached_records += _cached_records(work.plan)
+        progress.cached_records += work.plan.cached_rows
         return
     by_folder: dict[Path, list[str]] = {}
     for part in work.plan.cached_parts:
@@ -951,17 +954,6 @@ def _decide(keys: KeyStore, params: CurationParams, plan: UnitPlan, verify) -> t
             writer.abandon()
         raise
     return decisions, pairs
-
-
-def _cached_records(plan: UnitPlan) -> int:
-    """Records of the units taken from earlier runs, as their UNIT_COMPLETE files count them."""
-    total = 0
-    for folder in dict.fromkeys(Path(part).parent for part in plan.cached_parts):
-        listed = json.loads((folder / UNIT_COMPLETE).read_text(encoding="utf-8"))
-        # A unit listed before row counts were recorded: its part files' footers count them.
-        rows = listed.get("rows") or [pq.read_metadata(folder / name).num_rows for name in listed["parts"]]
-        total += sum(rows)
-    return total
 
 
 def _cached_ids(plan: UnitPlan, orders: np.ndarray) -> list[str]:
