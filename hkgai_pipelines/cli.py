@@ -159,8 +159,8 @@ def curate(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="records per task (default 1000); memory per task grows with it")] = None,
     executor: Annotated[str | None, typer.Option("--executor", help="local (this process) or ray (default: ray with --workers above 1 or RAY_ADDRESS, else local)")] = None,
     work_dir: Annotated[Path | None, typer.Option("--work-dir", help="where a run keeps its part files until it finishes, so a stopped run resumes (default: --out)")] = None,
-    parts_dir: Annotated[Path | None, typer.Option("--parts-dir", help="incremental: keep each input file's part files here between runs and process only new or changed files (a file's position in the input order counts: a file added before others re-processes those after it); one run at a time")] = None,
-    report: Annotated[Path | None, typer.Option("--report", help="write the run (counts, content hash, phases, dedup, incremental) to this JSON file")] = None,
+    parts_dir: Annotated[Path | None, typer.Option("--parts-dir", help="incremental: keep each input file's part files here between runs and process only new or changed files (a file's position in the input order counts: a file added before others re-processes those after it); when files are only appended, their duplicates are decided against the last run's dedup index kept there; one run at a time")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="write the run (counts, content hash, phases, dedup, and for --parts-dir cached_units, processed_units, cached_records) to this JSON file")] = None,
 ) -> None:
     """Run the curation pipeline on files: cleaned.parquet/ and rejected.parquet/ (folders of
     Parquet part files), quarantine.jsonl, stats.json. Memory stays bounded by the batch size;
@@ -265,8 +265,12 @@ def curate(
     if run.resumed_records:
         console.print(f"resumed a stopped run: {run.resumed_records} records already through the steps")
     if parts_dir is not None:
-        decided = ("the new records' duplicates decided against the last run's dedup index" if run.dedup.get("index_extended")
-                   else "duplicates decided over every record")
+        if not run.dedup.get("index_extended"):
+            decided = "duplicates decided over every record"
+        elif run.processed_units:
+            decided = "the new records' duplicates decided against the last run's dedup index"
+        else:
+            decided = "nothing new: the verdicts of the last run's dedup index"
         console.print(f"incremental: {run.processed_units} input file(s) processed, {run.cached_units} taken from "
                       f"{escape(str(parts_dir))} ({run.cached_records} records not processed again); {decided}", soft_wrap=True)
     console.print(

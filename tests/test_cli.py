@@ -64,7 +64,7 @@ def test_curate_incremental_with_a_report_and_a_held_parts_folder(tmp_path):
         output = " ".join(result.output.split())
         assert f"incremental: {processed} input file(s) processed, {2 - processed} taken from" in output
         # The second run brings nothing new: its decision is the first run's index, extended by nothing.
-        assert ("decided against the last run's dedup index" if processed == 0 else "decided over every record") in output
+        assert ("nothing new: the verdicts of the last run's dedup index" if processed == 0 else "decided over every record") in output
         written = json.loads(report.read_text())
         assert (written["processed_units"], written["cached_units"], written["kept"]) == (processed, 2 - processed, 2)
         assert written["out_dir"] == str(tmp_path / out) and len(written["content_hash"]) == 16

@@ -421,7 +421,9 @@ def test_appended_units_extend_the_dedup_index_until_it_is_compacted(corpus, cur
         full, full_run = _full(corpus, curation_params, tmp_path / f"full{step}", *names)
         assert read_outputs(tmp_path / f"v{step}") == full
         assert run.dedup == {**full_run.dedup, "index_extended": run.dedup["index_extended"]}
-    assert extended == [0, 1, 0, 1] and generations == [1, 2, 1, 2]  # the last run: nothing new
+    # The last run brings nothing new: the index's verdicts, and the index as it was (a trial saw
+    # each such run add an empty generation, so eight reruns forced a full decision).
+    assert extended == [0, 1, 0, 1] and generations == [1, 2, 1, 1]
 
 
 def test_a_damaged_or_unfinished_dedup_index_is_not_extended(corpus, curation_params, tmp_path, monkeypatch):
@@ -468,3 +470,20 @@ def test_units_out_of_input_order_are_refused(corpus, curation_params, tmp_path)
     u0, u1, u2 = _units(corpus, A0, A1, B0)
     with pytest.raises(ValueError, match="units must come in input order .*unit 1 after unit 2"):
         engine.curate([u0, u2, u1], curation_params, tmp_path / "out", batch_size=2)
+
+
+def test_a_rerun_with_nothing_new_or_an_empty_file_adds_no_generation(corpus, curation_params, tmp_path):
+    from hkgai_pipelines.curation import dedup_index
+
+    parts, current = tmp_path / "parts", tmp_path / "parts" / engine.DEDUP_INDEX_DIR / "current.json"
+    engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / "v1", batch_size=2, parts_dir=parts)
+    listing = current.read_bytes()
+    for step in range(3):
+        run = engine.curate(_units(corpus, A0, A1), curation_params, tmp_path / f"r{step}", batch_size=2, parts_dir=parts)
+        assert run.dedup["index_extended"] == 1 and current.read_bytes() == listing
+    assert read_outputs(tmp_path / "r2") == read_outputs(tmp_path / "v1")
+    (corpus / "z.jsonl").write_text("", encoding="utf-8")
+    run = engine.curate(_units(corpus, A0, A1, "z.jsonl"), curation_params, tmp_path / "v2", batch_size=2, parts_dir=parts)
+    assert run.dedup["index_extended"] == 1
+    assert len(dedup_index.read_listing(current)["generations"]) == 1  # a new unit, but no new entries
+    assert len(list(current.parent.glob("gen-*"))) == 1

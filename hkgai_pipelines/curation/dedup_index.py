@@ -164,6 +164,9 @@ class IndexWriter:
                 "files": {f"{self.generation.name}/{segment['file']}": _sha256(self.generation / segment["file"])
                           for segments in self.segments.values() for segment in segments}}
         generations = [*earlier, this]
+        if earlier and not this["files"]:  # new units without candidates: no generation of their own
+            shutil.rmtree(self.generation, ignore_errors=True)
+            generations = list(earlier)
         files = {f"{self.state.name}/{path.name}": _sha256(path) for path in sorted(self.state.iterdir())}
         for generation in generations:  # each generation carries its own files' digests
             files.update(generation["files"])
@@ -294,13 +297,13 @@ class DedupIndex:
 
 
 def extend_decisions(index: DedupIndex, keys: KeyStore, threshold: float, verify: PairVerifier, ids_of: IdsOf,
-                     writer: IndexWriter) -> DuplicateDecisions:
+                     writer: IndexWriter | None) -> DuplicateDecisions:
     """The decision over the indexed records and the records in `keys`, which all come after
     them: equal to `decide_duplicates` over both (see the module docstring), with work in
     proportion to the new records and the lookups. `verify`: as for `decide_duplicates`,
     asked only the new pairs (ranges of at most `keys.max_pairs`); `ids_of(orders)`: the ids
     of indexed records that were in no cluster (a list of str, in order). `writer` gets the
-    new lookup entries and the new state. Memory: one range of the new records' keys at a
+    new lookup entries and the new state (None: the index stays as it is, as when nothing is new). Memory: one range of the new records' keys at a
     time (`KeyStore`), their candidate pairs and the index's state arrays (20 bytes a
     candidate). Raises what `verify` raises, ValueError when a kept record has no id or a new
     record does not come after every indexed one."""
@@ -312,7 +315,8 @@ def extend_decisions(index: DedupIndex, keys: KeyStore, threshold: float, verify
         ids, orders = table.column("id").combine_chunks().cast(pa.string()), table.column("order").to_numpy()
         known = index.known_ids(ids) if len(ids) else np.zeros(0, dtype=bool)
         repeated_parts += [duplicate_id_orders(orders, ids), orders[known]]
-        writer.add_ids(low, high, ids.filter(pa.array(~known)))
+        if writer is not None:
+            writer.add_ids(low, high, ids.filter(pa.array(~known)))
     new_repeated = np.unique(np.concatenate(repeated_parts))
 
     # 2. Exact links: to an indexed representative, else to the first new record of the key.
@@ -327,7 +331,8 @@ def extend_decisions(index: DedupIndex, keys: KeyStore, threshold: float, verify
         indexed = old_rep >= 0
         member, rep = _exact_links(exact[~indexed], orders[~indexed])
         representative = ~_members_of(member, orders[~indexed])
-        writer.add_exact(low, high, exact[~indexed][representative], orders[~indexed][representative])
+        if writer is not None:
+            writer.add_exact(low, high, exact[~indexed][representative], orders[~indexed][representative])
         member_parts += [orders[indexed], member]
         rep_parts += [old_rep[indexed], rep]
     new_nodes = np.sort(np.concatenate(node_parts))
@@ -350,7 +355,8 @@ def extend_decisions(index: DedupIndex, keys: KeyStore, threshold: float, verify
         indexed = old_anchor >= 0
         band, hashes, unindexed = band[~indexed], hashes[~indexed], orders[~indexed]
         anchor, member, anchors = bucket_anchors(band, hashes, unindexed)
-        writer.add_bands(low, high, band[anchors], hashes[anchors], unindexed[anchors])
+        if writer is not None:
+            writer.add_bands(low, high, band[anchors], hashes[anchors], unindexed[anchors])
         anchor_parts += [old_anchor[indexed], anchor]
         member_parts += [orders[indexed], member]
     anchor, member = _unique_pairs(np.concatenate(anchor_parts), np.concatenate(member_parts))
@@ -370,7 +376,8 @@ def extend_decisions(index: DedupIndex, keys: KeyStore, threshold: float, verify
     repeated = np.concatenate([index.arrays["repeated"], new_repeated])
     exact_member = np.concatenate([index.arrays["exact_member"], new_member])
     exact_rep = np.concatenate([index.arrays["exact_rep"], new_rep])
-    writer.set_state(components, exact_member, exact_rep, repeated, counts)
+    if writer is not None:
+        writer.set_state(components, exact_member, exact_rep, repeated, counts)
     first_new = new_nodes[0] if len(new_nodes) else np.iinfo(np.int64).max
 
     def kept_ids(kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -390,7 +397,8 @@ def extend_decisions(index: DedupIndex, keys: KeyStore, threshold: float, verify
         return _utf8_of(every.take(pa.array(placed)))
 
     decisions = decisions_from(components, exact_member, exact_rep, repeated, kept_ids, counts)
-    writer.set_kept(decisions)
+    if writer is not None:
+        writer.set_kept(decisions)
     return decisions
 
 

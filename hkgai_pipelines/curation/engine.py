@@ -936,7 +936,10 @@ def _decide(keys: KeyStore, params: CurationParams, plan: UnitPlan, verify) -> t
     decides over every key, remembering the pairs an earlier run verified; either way it
     stages the index of this decision for the next run."""
     pairs = VerifiedPairs(plan)
-    writer = IndexWriter(plan.parts_dir / DEDUP_INDEX_DIR) if plan.parts_dir is not None else None
+    # Nothing new (the same units as the index's): its verdicts are extended by nothing, and
+    # the index stays as it is rather than gaining an empty generation on every such run.
+    stays = plan.index is not None and not plan.todo
+    writer = IndexWriter(plan.parts_dir / DEDUP_INDEX_DIR) if plan.parts_dir is not None and not stays else None
     try:
         if plan.index is not None:
             decisions = extend_decisions(plan.index, keys, params.dedup.threshold, verify, lambda orders: _cached_ids(plan, orders),
