@@ -30,10 +30,13 @@ processes that each import the code and load the steps' models; the records read
 no decision, no settle, no Ray): the scaling this machine gives the steps themselves, the
 ceiling for the engine's. With `--datatrove`, datatrove's two pipelines from
 curation_throughput.py run on the same files, one task, one worker each: as first compared
-(reader, Gopher filters, the four MinHash stages on its English word tokens, writer), and with
+(reader, Gopher filters, the four MinHash stages on its English word tokens, writer), with
 its counterparts of our steps (`run_datatrove(mapped=True)`: ftfy, PII, C4's line filters,
-Gopher, MinHash on our character 3-grams); each configuration's MiB/s per core is printed
-against both. The second also runs with N tasks on N workers for each Ray worker count N > 1,
+Gopher, MinHash on our character 3-grams; it has none for language ID and script, about 40%
+of our steps' time), and running our steps themselves (`run_datatrove(ours=True)`,
+`datatrove_steps.CurationSteps`, then the same MinHash stages: the same work per record, so
+the engines are what differs); each configuration's MiB/s per core is printed against each.
+The last two also run with N tasks on N workers for each Ray worker count N > 1,
 so the Ray engine's N workers meet datatrove on the same N cores, where both pay the host's
 scaling (one worker's per-core rate is not what N processes on this machine reach).
 Also printed per configuration: the peak (at once) within each phase of the first run, and,
@@ -169,11 +172,12 @@ def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, par
         started = time.perf_counter()
         result, _ = run_curation(read_files([corpus], source="bench", licence="mixed"), params, out)
         report.update(seconds=time.perf_counter() - started, kept=result.stats.kept, input_records=result.stats.input_records)
-    elif mode in ("datatrove", "datatrove-mapped"):
+    elif mode in ("datatrove", "datatrove-mapped", "datatrove-ours"):
         from curation_throughput import run_datatrove
 
         report["started_at"] = time.time()
-        report.update(seconds=run_datatrove(corpus, out, glob="*.jsonl", mapped=mode == "datatrove-mapped", workers=workers),
+        report.update(seconds=run_datatrove(corpus, out, glob="*.jsonl", mapped=mode == "datatrove-mapped", workers=workers,
+                                            ours=mode == "datatrove-ours"),
                       kept=None, input_records=None)
     elif mode == "pool":
         import multiprocessing
@@ -361,7 +365,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="MODE-N",
                         help="run only these configurations, e.g. local-1 ray-2 datatrove-mapped-2; at least one of single, local "
                              "or ray (the ratios' baseline is the first of them in the order single, local, ray)")
-    parser.add_argument("--child", choices=["single", "local", "ray", "pool", "datatrove", "datatrove-mapped"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["single", "local", "ray", "pool", "datatrove", "datatrove-mapped", "datatrove-ours"], help=argparse.SUPPRESS)
     parser.add_argument("--parts-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -379,7 +383,8 @@ def main() -> None:
     if args.datatrove:
         # And with N tasks on N workers beside each Ray worker count: per core at the same
         # core count, where both pay the host's scaling (`--ceiling`).
-        configurations += [("datatrove", 1), ("datatrove-mapped", 1)] + [("datatrove-mapped", n) for n in args.workers if n > 1]
+        configurations += [("datatrove", 1)] + [(peer, n) for peer in ("datatrove-mapped", "datatrove-ours")
+                                                 for n in sorted({1, *args.workers})]
     if args.only:
         known = {f"{mode}-{workers}" for mode, workers in configurations}
         unknown = sorted(set(args.only) - known)
@@ -402,7 +407,9 @@ def main() -> None:
                         "pool": f"steps only, {workers} plain process{'es' if workers > 1 else ''}",
                         "datatrove": "datatrove, one task, one worker",
                         "datatrove-mapped": ("datatrove with our steps' counterparts, one task, one worker" if workers == 1 else
-                                             f"datatrove with our steps' counterparts, {workers} tasks, {workers} workers")}.get(
+                                             f"datatrove with our steps' counterparts, {workers} tasks, {workers} workers"),
+                        "datatrove-ours": ("datatrove running our steps, one task, one worker" if workers == 1 else
+                                           f"datatrove running our steps, {workers} tasks, {workers} workers")}.get(
                     mode, f"engine, ray, {workers} worker{plural}")
                 runs = []
                 for repeat in range(args.repeats):

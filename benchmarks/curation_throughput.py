@@ -88,7 +88,7 @@ def run_ours(path: Path, work: Path) -> float:
     return elapsed
 
 
-def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool = False, workers: int = 1) -> float:
+def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool = False, workers: int = 1, ours: bool = False) -> float:
     """datatrove's pipeline (above) on the JSONL file `path`, or with `glob` on the files of
     the folder `path` that match it; the seconds it took (its kept count is printed).
 
@@ -102,6 +102,10 @@ def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool 
     Language ID and script conversion have no datatrove counterpart that runs offline (its
     LanguageFilter downloads a fastText model).
 
+    `ours`: our steps themselves in place of those filters (`datatrove_steps.CurationSteps`:
+    repair, PII, language ID, script, quality, exactly as the curation engine runs them), then
+    the same MinHash stages: both engines do the same work per record.
+
     `workers`: tasks and worker processes of the local executor for the stages that read
     documents (the files are split between tasks by rank, as datatrove's own MinHash example
     runs them); the bucket stage always has one task per bucket, the cluster stage one."""
@@ -114,32 +118,41 @@ def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool 
     from datatrove.pipeline.writers import JsonlWriter
 
     config = MinhashConfig(n_grams=3, num_buckets=16, hashes_per_bucket=8)
-    folder = work / (("datatrove-mapped" if mapped else "datatrove") + (f"-{workers}" if workers > 1 else ""))
+    if mapped and ours:
+        raise ValueError("mapped and ours are two different step sets: choose one")
+    folder = work / (("datatrove-ours" if ours else "datatrove-mapped" if mapped else "datatrove") + (f"-{workers}" if workers > 1 else ""))
     mapped_steps = [
         FTFYFormatter(),
         PIIFormatter(),
         C4QualityFilter(filter_no_terminal_punct=False, min_num_sentences=-1, min_words_per_line=-1),
     ] if mapped else []
+    if ours:
+        from datatrove_steps import CurationSteps
+
+        mapped_steps = [CurationSteps()]
     signature_options = {}
-    if mapped:
+    if mapped or ours:
         from dedup_peer import character_tokenizer
 
         signature_options["language"] = character_tokenizer()
+    gopher_filters = [
+        # Gopher's repetition rules are meant for documents of 50+ words; on sentences a
+        # single repeated bigram exceeds 0.2 and every record is dropped (ours applies them
+        # from 50 tokens). Thresholds above 1 keep the computation and drop nothing here.
+        GopherRepetitionFilter(
+            top_n_grams=((2, 1.01), (3, 1.01), (4, 1.01)),
+            dup_n_grams=((5, 1.01), (6, 1.01), (7, 1.01), (8, 1.01), (9, 1.01), (10, 1.01)),
+        ),
+        # Gopher's word-count, word-length and stop-word rules assume English web pages and
+        # would drop every sentence-level CJK record, leaving the dedup stages no work;
+        # they are switched off, the symbol and ellipsis rules stay, as in ours.
+        GopherQualityFilter(min_doc_words=None, min_avg_word_length=None, max_avg_word_length=None, max_non_alpha_words_ratio=None, min_stop_words=None),
+    ]
     stages = [
         [
             JsonlReader(str(path), glob_pattern=glob) if glob else JsonlReader(str(path.parent), glob_pattern=path.name),
             *mapped_steps,
-            # Gopher's repetition rules are meant for documents of 50+ words; on sentences a
-            # single repeated bigram exceeds 0.2 and every record is dropped (ours applies them
-            # from 50 tokens). Thresholds above 1 keep the computation and drop nothing here.
-            GopherRepetitionFilter(
-                top_n_grams=((2, 1.01), (3, 1.01), (4, 1.01)),
-                dup_n_grams=((5, 1.01), (6, 1.01), (7, 1.01), (8, 1.01), (9, 1.01), (10, 1.01)),
-            ),
-            # Gopher's word-count, word-length and stop-word rules assume English web pages and
-            # would drop every sentence-level CJK record, leaving the dedup stages no work;
-            # they are switched off, the symbol and ellipsis rules stay, as in ours.
-            GopherQualityFilter(min_doc_words=None, min_avg_word_length=None, max_avg_word_length=None, max_non_alpha_words_ratio=None, min_stop_words=None),
+            *([] if ours else gopher_filters),
             JsonlWriter(str(folder / "filtered")),
         ],
         [JsonlReader(str(folder / "filtered")), MinhashDedupSignature(output_folder=str(folder / "sigs"), config=config, **signature_options)],
@@ -157,7 +170,7 @@ def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool 
         LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(folder / f"logs{index}")).run()
     elapsed = time.perf_counter() - started
     kept = sum(1 for f in (folder / "deduped").glob("*.jsonl.gz") for _ in __import__("gzip").open(f, "rt"))
-    print(f"  datatrove{' (mapped steps)' if mapped else ''}: kept {kept}", file=sys.stderr if glob else sys.stdout)
+    print(f"  datatrove{' (mapped steps)' if mapped else ' (our steps)' if ours else ''}: kept {kept}", file=sys.stderr if glob else sys.stdout)
     return elapsed
 
 

@@ -228,7 +228,7 @@ class CurationPipeline:
         A row that passed every step is a dedup *candidate* (`row["candidate"]`); only those
         get their dedup keys, `exact` (`dedup.exact_digest`) and `bands` (uint64 (num_bands,),
         `MinHasher.band_hashes`), computed for the whole batch in one call (`MinHasher.keys`)."""
-        rows = [self._steps(item, order) for item, order in numbered]
+        rows = [self.steps(item, order) for item, order in numbered]
         candidates = [row for row in rows if row.get("candidate")]
         if candidates:
             exact, bands = self.hasher.keys([row["text"] for row in candidates])
@@ -236,7 +236,10 @@ class CurationPipeline:
                 row["exact"], row["bands"] = digest, row_bands
         return rows
 
-    def _steps(self, item: RawRecord | QuarantineRecord, order: int) -> dict:
+    def steps(self, item: RawRecord | QuarantineRecord, order: int) -> dict:
+        """The per-record steps of one item without its dedup keys: the processed row
+        (`PROCESSED_SCHEMA`) that `process_batch` completes. Also what a peer's executor runs
+        for these steps (benchmarks/datatrove_steps.py)."""
         # The file readers quarantine a record with a lone surrogate in any field (Arrow and
         # JSON cannot encode one); records handed in by other callers are held to the same.
         surrogate_field = field_with_surrogate(item)
