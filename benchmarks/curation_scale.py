@@ -28,7 +28,7 @@ Printed too: the scaling of the Ray engine (N workers against 1), and with `--ce
 same ratio for the per-record steps alone in plain processes (`multiprocessing.Pool`, spawned
 processes that each import the code and load the steps' models; the records read beforehand,
 no decision, no settle, no Ray): the scaling this machine gives the steps themselves, the
-ceiling for the engine's. With `--datatrove`, datatrove's two pipelines from
+ceiling for the engine's. With `--datatrove`, datatrove's three pipelines from
 curation_throughput.py run on the same files, one task, one worker each: as first compared
 (reader, Gopher filters, the four MinHash stages on its English word tokens, writer), with
 its counterparts of our steps (`run_datatrove(mapped=True)`: ftfy, PII, C4's line filters,
@@ -176,9 +176,9 @@ def child(mode: str, corpus: Path, out: Path, workers: int, batch_size: int, par
         from curation_throughput import run_datatrove
 
         report["started_at"] = time.time()
-        report.update(seconds=run_datatrove(corpus, out, glob="*.jsonl", mapped=mode == "datatrove-mapped", workers=workers,
-                                            ours=mode == "datatrove-ours"),
-                      kept=None, input_records=None)
+        seconds, kept = run_datatrove(corpus, out, glob="*.jsonl", mapped=mode == "datatrove-mapped", workers=workers,
+                                      ours=mode == "datatrove-ours")
+        report.update(seconds=seconds, kept=kept, input_records=None)
     elif mode == "pool":
         import multiprocessing
 
@@ -360,8 +360,9 @@ def main() -> None:
     parser.add_argument("--ceiling", action="store_true",
                         help="also time the steps alone in 1 and N plain processes (the machine's scaling for the steps)")
     parser.add_argument("--datatrove", action="store_true",
-                        help="also run datatrove's pipelines (curation_throughput.py's: as before, and with the counterparts of our steps) "
-                             "on the same files, one core, and the second on N workers for each Ray count N > 1: per-core ratios")
+                        help="also run datatrove's pipelines (curation_throughput.py's: as before, with the counterparts of our steps, "
+                             "and running our steps) on the same files, one core, and the last two on N workers for each Ray count "
+                             "N > 1: per-core ratios (the engine's MiB/s per core over datatrove's)")
     parser.add_argument("--only", nargs="+", metavar="MODE-N",
                         help="run only these configurations, e.g. local-1 ray-2 datatrove-mapped-2; at least one of single, local "
                              "or ray (the ratios' baseline is the first of them in the order single, local, ray)")
@@ -474,7 +475,9 @@ def _print_per_core(rows: dict, peer_name: str, peer: list, mib: float, peer_cor
     one core, Ray N workers N) against one of datatrove's pipelines on the same files, run on
     `peer_cores` workers."""
     peer_rate = mib / statistics.median(r["seconds"] for r in peer) / peer_cores
-    print(f"  {peer_name}: {peer_rate:.3f} MiB/s per core (median of {len(peer)})")
+    kept = "/".join(f"{k:,}" for k in sorted({r["kept"] for r in peer if r["kept"] is not None}))
+    print(f"  {peer_name}: {peer_rate:.3f} MiB/s per core (median of {len(peer)}){f', kept {kept}' if kept else ''}; "
+          "each configuration's MiB/s per core and its ratio to this:")
     for name, runs in rows.items():
         cores = int(name.split()[2]) if name.startswith("engine, ray,") else 1
         rate = mib / statistics.median(r["seconds"] for r in runs) / cores

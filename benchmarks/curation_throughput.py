@@ -88,9 +88,9 @@ def run_ours(path: Path, work: Path) -> float:
     return elapsed
 
 
-def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool = False, workers: int = 1, ours: bool = False) -> float:
+def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool = False, workers: int = 1, ours: bool = False) -> tuple[float, int]:
     """datatrove's pipeline (above) on the JSONL file `path`, or with `glob` on the files of
-    the folder `path` that match it; the seconds it took (its kept count is printed).
+    the folder `path` that match it; (seconds it took, documents it kept).
 
     `mapped`: datatrove's counterpart of each of our steps that has one, as close as they map:
     FTFYFormatter for the repair step (ours: ftfy and the Chinese-mojibake check), PIIFormatter
@@ -170,8 +170,7 @@ def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool 
         LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(folder / f"logs{index}")).run()
     elapsed = time.perf_counter() - started
     kept = sum(1 for f in (folder / "deduped").glob("*.jsonl.gz") for _ in __import__("gzip").open(f, "rt"))
-    print(f"  datatrove{' (mapped steps)' if mapped else ' (our steps)' if ours else ''}: kept {kept}", file=sys.stderr if glob else sys.stdout)
-    return elapsed
+    return elapsed, kept
 
 
 def near_dup_timings(path: Path, limit: int, repeats: int) -> None:
@@ -244,7 +243,8 @@ def main() -> None:
         print(f"input: {documents:,} documents, {mb:.1f} MiB (single process = one core each)")
         ours = run_ours(path, work)
         print(f"ours:      {ours:7.1f}s  {mb / ours:6.3f} MiB/s  {documents / ours:8,.0f} docs/s per core")
-        peer = run_datatrove(path, work)
+        peer, peer_kept = run_datatrove(path, work)
+        print(f"  datatrove: kept {peer_kept}")
         print(f"datatrove: {peer:7.1f}s  {mb / peer:6.3f} MiB/s  {documents / peer:8,.0f} docs/s per core")
         print(f"ratio ours/datatrove (throughput): {peer / ours:.2f}x")
         print(f"near-duplicate detection on the first {args.near_dup_docs:,} documents:")

@@ -18,8 +18,12 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 class CurationSteps(BaseFilter):
     """Keeps a document when it passes our steps (`CurationPipeline.steps` marks it a dedup
     candidate), with its text as the steps left it (repaired, redacted, converted, boilerplate
-    lines removed); a rejected or quarantined one is dropped with the step's reason. The
-    pipeline (models, OpenCC, redactor) is built once per worker process, on first use.
+    lines removed); a rejected one is dropped with its step and reason ("quality:too_short"),
+    a quarantined one (over the size limit, not valid Unicode) as "quarantine" (datatrove's
+    stats count drops by reason, so the per-record error is not one). A document without an id
+    gets the stable id our readers give (`RawRecord`). The pipeline (models, OpenCC, redactor)
+    is built on first use in each copy of the filter: datatrove's local executor copies the
+    pipeline for each task, so once per task (once per worker where tasks = workers).
     The corpus-wide decisions (repeated ids, exact and near duplicates) are not made here:
     datatrove's MinHash stages after this filter remove duplicates."""
 
@@ -39,10 +43,13 @@ class CurationSteps(BaseFilter):
             from hkgai_pipelines.settings import PROJECT_ROOT
 
             self._pipeline = CurationPipeline(load_curation_params(PROJECT_ROOT / "params.yaml"))
-        record = RawRecord(text=doc.text, source=self.source, licence=self.licence, locator=str(doc.id), id=str(doc.id),
+        doc_id = "" if doc.id is None else str(doc.id)
+        record = RawRecord(text=doc.text, source=self.source, licence=self.licence, locator=doc_id or "document", id=doc_id,
                            ingested_at="2026-01-01T00:00:00Z", encoding="utf-8")
         row = self._pipeline.steps(record, 0)
+        if row["kind"] == "quarantine":
+            return False, "quarantine"
         if not row.get("candidate"):
-            return False, f"{row.get('step') or row['kind']}:{row.get('reason')}"
+            return False, f"{row['step']}:{row['reason']}"
         doc.text = row["text"]
         return True

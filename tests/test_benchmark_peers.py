@@ -25,6 +25,8 @@ def test_datatrove_filter_runs_our_steps():
     converted = Document(text="香港特别行政区政府今日公布新的房屋政策，市民可以上网查询。", id="b")
     assert steps.filter(converted) is True
     assert converted.text == "香港特別行政區政府今日公佈新的房屋政策，市民可以上網查詢。"
-    # Dropped with the step's reason: too short for the quality step, and a language not kept.
+    # Dropped with the step's reason: too short for the quality step, and a language not kept;
+    # a record the engine would quarantine (not valid Unicode) as "quarantine".
     assert steps.filter(Document(text="好", id="c")) == (False, "quality:too_short")
     assert steps.filter(Document(text="こんにちは、今日はいい天気ですね。散歩に行きましょう。", id="d")) == (False, "langid:language_other")
+    assert steps.filter(Document(text="好 \ud83d 你好嗎，今日天氣幾好。", id=None)) == (False, "quarantine")
