@@ -164,6 +164,22 @@ def test_batch_keys_equal_one_record_at_a_time():
     assert hasher.signatures([]).shape == (0, 128)
 
 
+def test_signatures_are_the_same_across_digest_chunks(monkeypatch):
+    """`MinHasher.signatures` hashes DIGEST_CHUNK texts at a time (bounding the Python ints
+    rensa's rows come back as): the rows are those of one call, in input order, across chunk
+    boundaries and with a last partial chunk."""
+    from hkgai_pipelines.curation import dedup
+
+    hasher = MinHasher()
+    texts = [f"第{i}句：我哋聽日去飲茶，順便買啲嘢。" if i % 3 else f"Sentence {i} of the MTR notice." for i in range(11)]
+    whole = hasher.signatures(texts)
+    monkeypatch.setattr(dedup, "DIGEST_CHUNK", 4)
+    chunked = hasher.signatures(iter(texts))
+    assert chunked.shape == (11, 128) and chunked.dtype == np.uint32
+    assert np.array_equal(chunked, whole)
+    assert np.array_equal(chunked[7], hasher.signature(texts[7]))
+
+
 def test_band_hashes_depend_on_every_row_of_the_band():
     hasher = MinHasher(num_perm=8, num_bands=2)
     signatures = np.array([[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 9]], dtype=np.uint32)

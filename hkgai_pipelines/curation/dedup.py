@@ -115,6 +115,11 @@ def _shingles(text: str, folded: str | None, n: int) -> list[str]:
     return [joiner.join(units[i:i + n]) for i in range(len(units) - n + 1)]
 
 
+#: Texts hashed in one rensa call (`MinHasher._digests`): bounds the Python ints its rows
+#: come back as (4,096 x 128 values, about 19 MB) whatever the number of texts.
+DIGEST_CHUNK = 4096
+
+
 class MinHasher:
     """MinHash signatures of texts and their LSH band hashes.
 
@@ -140,8 +145,13 @@ class MinHasher:
         return self.signatures([text])[0]
 
     def signatures(self, texts: Iterable[str]) -> np.ndarray:
-        """uint32 array (len(texts), num_perm): `signature` of each text, in one call."""
-        return self._digests([shingles(text, self.ngram) for text in texts])
+        """uint32 array (len(texts), num_perm): `signature` of each text, DIGEST_CHUNK texts'
+        shingles at a time (a verification range's texts at once held their millions of
+        shingle strings together)."""
+        texts = list(texts)
+        return np.concatenate([np.zeros((0, self.num_perm), dtype=np.uint32)] + [
+            self._digests([shingles(text, self.ngram) for text in texts[start:start + DIGEST_CHUNK]])
+            for start in range(0, len(texts), DIGEST_CHUNK)])
 
     def keys(self, texts: list[str]) -> tuple[list[bytes], np.ndarray]:
         """The dedup keys of `texts`, in input order: `exact_digest(t)` of each and the
@@ -158,16 +168,21 @@ class MinHasher:
         # short lines, and band hashes of one row at a time most of the rest.
         from rensa import RMinHash
 
-        if not shingle_sets:
-            return np.zeros((0, self.num_perm), dtype=np.uint32)
-        matrix = RMinHash.digest_matrix_from_token_sets(shingle_sets, num_perm=self.num_perm, seed=self.seed)
-        # The matrix offers only lists of Python ints. An `array` filled row by row takes them
-        # 3.5x faster than numpy's conversion of the nested lists, which was most of the
-        # hashing time: rensa's digests themselves take a tenth of the conversion.
-        values = array.array("I")
-        for row in matrix.to_rows():
-            values.extend(row)
-        return np.frombuffer(values, dtype=np.uint32).reshape(len(shingle_sets), self.num_perm)
+        signatures = np.zeros((len(shingle_sets), self.num_perm), dtype=np.uint32)
+        # The matrix offers only lists of Python ints (about 36 bytes a value with its list):
+        # DIGEST_CHUNK texts at a time, since a verification range's tens of thousands of
+        # texts at once held a few hundred MB of them, the decision's peak at 100 MiB of input.
+        for start in range(0, len(shingle_sets), DIGEST_CHUNK):
+            chunk = shingle_sets[start:start + DIGEST_CHUNK]
+            matrix = RMinHash.digest_matrix_from_token_sets(chunk, num_perm=self.num_perm, seed=self.seed)
+            # An `array` filled row by row takes them 3.5x faster than numpy's conversion of
+            # the nested lists, which was most of the hashing time: rensa's digests themselves
+            # take a tenth of the conversion.
+            values = array.array("I")
+            for row in matrix.to_rows():
+                values.extend(row)
+            signatures[start:start + len(chunk)] = np.frombuffer(values, dtype=np.uint32).reshape(len(chunk), self.num_perm)
+        return signatures
 
     def band_hashes(self, signatures: np.ndarray) -> np.ndarray:
         """uint64 array (n, num_bands): one 64-bit hash per band of each signature."""
