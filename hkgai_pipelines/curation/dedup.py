@@ -145,7 +145,7 @@ class MinHasher:
         return self.signatures([text])[0]
 
     def signatures(self, texts: Iterable[str]) -> np.ndarray:
-        """uint32 array (len(texts), num_perm): `signature` of each text, DIGEST_CHUNK texts'
+        """uint32 array (n, num_perm) for n texts: `signature` of each, DIGEST_CHUNK texts'
         shingles at a time (a verification range's texts at once held their millions of
         shingle strings together)."""
         texts = list(texts)
