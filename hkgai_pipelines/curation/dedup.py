@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import array
 import hashlib
+import itertools
 import logging
 import re
 import unicodedata
@@ -115,8 +116,8 @@ def _shingles(text: str, folded: str | None, n: int) -> list[str]:
     return [joiner.join(units[i:i + n]) for i in range(len(units) - n + 1)]
 
 
-#: Texts hashed in one rensa call (`MinHasher._digests`): bounds the Python ints its rows
-#: come back as (4,096 x 128 values, about 19 MB) whatever the number of texts.
+#: Texts hashed in one rensa call (`MinHasher._digests`): bounds their shingle strings and
+#: the Python ints rensa's rows come back as (4,096 x 128 values, about 19 MB).
 DIGEST_CHUNK = 4096
 
 
@@ -145,13 +146,9 @@ class MinHasher:
         return self.signatures([text])[0]
 
     def signatures(self, texts: Iterable[str]) -> np.ndarray:
-        """uint32 array (n, num_perm) for n texts: `signature` of each, DIGEST_CHUNK texts'
-        shingles at a time (a verification range's texts at once held their millions of
-        shingle strings together)."""
+        """uint32 array (n, num_perm) for n texts: `signature` of each."""
         texts = list(texts)
-        return np.concatenate([np.zeros((0, self.num_perm), dtype=np.uint32)] + [
-            self._digests([shingles(text, self.ngram) for text in texts[start:start + DIGEST_CHUNK]])
-            for start in range(0, len(texts), DIGEST_CHUNK)])
+        return self._digests((shingles(text, self.ngram) for text in texts), len(texts))
 
     def keys(self, texts: list[str]) -> tuple[list[bytes], np.ndarray]:
         """The dedup keys of `texts`, in input order: `exact_digest(t)` of each and the
@@ -159,25 +156,28 @@ class MinHasher:
         is folded (NFKC, case-folded, whitespace and punctuation removed) once for both."""
         folded = [_folded(text) for text in texts]
         exact = [_digest_of_folded(view) for view in folded]
-        signatures = self._digests([_shingles(text, view, self.ngram) for text, view in zip(texts, folded)])
+        signatures = self._digests((_shingles(text, view, self.ngram) for text, view in zip(texts, folded)), len(texts))
         return exact, self.band_hashes(signatures)
 
-    def _digests(self, shingle_sets: list[list[str]]) -> np.ndarray:
+    def _digests(self, shingle_sets: Iterable[list[str]], count: int) -> np.ndarray:
+        """uint32 array (count, num_perm): the signatures of `count` shingle sets, taken from
+        the iterable DIGEST_CHUNK at a time, so only one chunk's shingle strings and digests
+        are alive at once (a verification range's tens of thousands of texts in one call held a
+        few hundred MB of them: the decision's peak at 100 MiB of input)."""
         # rensa's batch call: the same values as one RMinHash per text (a test), without a
         # Python object per text; per record it was a third of the dedup keys' cost on
         # short lines, and band hashes of one row at a time most of the rest.
         from rensa import RMinHash
 
-        signatures = np.zeros((len(shingle_sets), self.num_perm), dtype=np.uint32)
-        # The matrix offers only lists of Python ints (about 36 bytes a value with its list):
-        # DIGEST_CHUNK texts at a time, since a verification range's tens of thousands of
-        # texts at once held a few hundred MB of them, the decision's peak at 100 MiB of input.
-        for start in range(0, len(shingle_sets), DIGEST_CHUNK):
-            chunk = shingle_sets[start:start + DIGEST_CHUNK]
+        signatures = np.zeros((count, self.num_perm), dtype=np.uint32)
+        shingle_sets = iter(shingle_sets)
+        for start in range(0, count, DIGEST_CHUNK):
+            chunk = list(itertools.islice(shingle_sets, DIGEST_CHUNK))
             matrix = RMinHash.digest_matrix_from_token_sets(chunk, num_perm=self.num_perm, seed=self.seed)
-            # An `array` filled row by row takes them 3.5x faster than numpy's conversion of
-            # the nested lists, which was most of the hashing time: rensa's digests themselves
-            # take a tenth of the conversion.
+            # The matrix offers only lists of Python ints (about 36 bytes a value with its
+            # list). An `array` filled row by row takes them 3.5x faster than numpy's
+            # conversion of the nested lists, which was most of the hashing time: rensa's
+            # digests themselves take a tenth of the conversion.
             values = array.array("I")
             for row in matrix.to_rows():
                 values.extend(row)
