@@ -121,15 +121,16 @@ def run_datatrove(path: Path, work: Path, glob: str | None = None, mapped: bool 
     if mapped and ours:
         raise ValueError("mapped and ours are two different step sets: choose one")
     folder = work / (("datatrove-ours" if ours else "datatrove-mapped" if mapped else "datatrove") + (f"-{workers}" if workers > 1 else ""))
-    mapped_steps = [
-        FTFYFormatter(),
-        PIIFormatter(),
-        C4QualityFilter(filter_no_terminal_punct=False, min_num_sentences=-1, min_words_per_line=-1),
-    ] if mapped else []
     if ours:
         from datatrove_steps import CurationSteps
 
         mapped_steps = [CurationSteps()]
+    else:
+        mapped_steps = [
+            FTFYFormatter(),
+            PIIFormatter(),
+            C4QualityFilter(filter_no_terminal_punct=False, min_num_sentences=-1, min_words_per_line=-1),
+        ] if mapped else []
     signature_options = {}
     if mapped or ours:
         from dedup_peer import character_tokenizer
