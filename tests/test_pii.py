@@ -162,6 +162,47 @@ def test_the_pre_scan_counts_every_character_the_view_reads_as_a_digit():
     assert all(normalized_view(char)[0].isascii() and normalized_view(char)[0].isdigit() for char in digits)
 
 
+def _find_without_pre_scan(text):
+    from hkgai_pipelines.curation.pii import normalized_view
+
+    view, offsets = normalized_view(text)
+    spans = PiiRedactor()._find_in_view(view)
+    return [(s.start, s.end, s.kind) if offsets is None else (offsets[s.start], offsets[s.end - 1] + 1, s.kind) for s in spans]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "shard-00003.jsonl:120#id=r4-1234",  # eleven digits, no run of six: skipped
+        "９１２３\u00ad　４５６７",  # full-width digits, a soft hyphen and an ideographic space inside
+        "電話 9\u200b1\u200b2\u200b3 4567",  # zero-width spaces between digits
+        "A１２３４５６（３）",
+        "⑨①②③ ④⑤⑥⑦",
+        "4111\u20131111\u20131111\u20131111",  # en dashes between a card's groups
+    ],
+)
+def test_the_pre_scan_skips_only_text_without_pii(redactor, text):
+    assert [(s.start, s.end, s.kind) for s in redactor.find(text)] == _find_without_pre_scan(text)
+
+
+def test_the_pre_scan_agrees_with_the_detectors_on_random_digit_text(redactor):
+    # Strings of digits of several scripts, joiners the view reads as a space or hyphen,
+    # format characters, letters, brackets and punctuation: wherever the detectors find PII,
+    # the run the pre-scan looks for is there.
+    import random
+
+    digits = list("0123456789０１２３４５６７８９⑨①٣")
+    others = list(" -‐–\u3000\u00a0\u00ad\u200b\ufeffAZaz()（）.,:+#電話") + ["852", "+852 "]
+    rng = random.Random(7)
+    found = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(digits if rng.random() < 0.7 else others) for _ in range(rng.randint(6, 24)))
+        expected = _find_without_pre_scan(text)
+        found += bool(expected)
+        assert [(s.start, s.end, s.kind) for s in redactor.find(text)] == expected, text
+    assert found > 100  # the strings do hold PII often enough for the check to mean something
+
+
 def test_text_around_a_span_is_unchanged_byte_for_byte(redactor):
     # Full-width punctuation, a zero-width space outside PII and an ideographic space are
     # not PII: redaction must not normalise them away.

@@ -142,22 +142,50 @@ def _view_digit_re() -> re.Pattern:
                     if folded.isdigit() and unicodedata.category(chr(code)) != "Nd")
     # Written as ranges of consecutive code points (⑴-⑼, ❶-❾ ...): a class of 128 single
     # characters made the scan 2.6x slower than one of 34.
+    return re.compile(r"[\d" + _class_ranges(others) + "]")
+
+
+def _class_ranges(codes) -> str:
+    """The body of a regex character class holding `codes`, runs of consecutive code points
+    written as ranges ("0-9" rather than ten characters)."""
     ranges: list[list[int]] = []
-    for code in others:
+    for code in sorted(codes):
         if ranges and code == ranges[-1][1] + 1:
             ranges[-1][1] = code
         else:
             ranges.append([code, code])
-    return re.compile(r"[\d" + "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges) + "]")
+    return "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges)
+
+
+@cache
+def _digit_run_re() -> re.Pattern:
+    """Six characters the view reads as digits (`_view_digit_re`), joined only by characters
+    it reads as a space or a hyphen, or removes (format characters, Cf). Every detector but
+    the e-mail and the Chinese-numeral one matches digits joined so: an HKID has six in a row,
+    a phone number 4+4 with at most one space or hyphen between groups (mainland 3+4+4), a card
+    number 13 to 19 in groups. A text without such a run holds none of those kinds, however
+    many digits it has elsewhere: a locator ("shard-00003.jsonl:120#id=r4-1234") has eleven and
+    no run of six, and skipping the view and the detectors for it was a tenth of the steps'
+    time (benchmarks/curation_scale.py)."""
+    joiners = {ord(" "), ord("-")} | {code for code, folded in _fold_table().items() if folded in (" ", "-")}
+    joiners |= _format_codes()
+    digit = _view_digit_re().pattern
+    return re.compile(f"{digit}(?:[{_class_ranges(joiners)}]*{digit}){{5}}")
+
+
+@cache
+def _format_codes() -> frozenset[int]:
+    """Code points of the Unicode format characters (category Cf): U+00AD soft hyphen, U+200B
+    zero-width space, U+200C/D joiners, U+2060 word joiner, U+FEFF, bidi controls, tag
+    characters. They render as nothing, so a number or address with one inside reads the same
+    to a person."""
+    return frozenset(code for code in (*range(0x20000), *range(0xE0000, 0xE0080)) if unicodedata.category(chr(code)) == "Cf")
 
 
 @cache
 def _format_char_re() -> re.Pattern:
-    """Unicode format characters (category Cf): U+00AD soft hyphen, U+200B zero-width space,
-    U+200C/D joiners, U+2060 word joiner, U+FEFF, bidi controls, tag characters. They render as
-    nothing, so a number or address with one inside reads the same to a person."""
-    codes = [code for code in (*range(0x20000), *range(0xE0000, 0xE0080)) if unicodedata.category(chr(code)) == "Cf"]
-    return re.compile("[" + "".join(re.escape(chr(code)) for code in codes) + "]")
+    """One format character (`_format_codes`)."""
+    return re.compile("[" + "".join(re.escape(chr(code)) for code in sorted(_format_codes())) + "]")
 
 
 def normalized_view(text: str) -> tuple[str, list[int] | None]:
@@ -273,9 +301,10 @@ class PiiRedactor:
         Detection runs on `normalized_view(text)`; a span of the view maps back to the
         original characters from its first to its last, format characters inside included.
         """
-        # Every kind needs six digits (as the view reads them), an at-sign or a run of Chinese
-        # numerals: most text has none, and a plain scan is cheaper than building the view.
-        if len(_view_digit_re().findall(text)) < 6 and not _AT_SIGN_RE.search(text) and not _CN_DIGIT_RUN_RE.search(text):
+        # Every kind needs a run of six digits (as the view reads them, `_digit_run_re`), an
+        # at-sign or a run of Chinese numerals: most text has none, and a plain scan is
+        # cheaper than building the view.
+        if not _digit_run_re().search(text) and not _AT_SIGN_RE.search(text) and not _CN_DIGIT_RUN_RE.search(text):
             return []
         view, offsets = normalized_view(text)
         spans = self._find_in_view(view)
