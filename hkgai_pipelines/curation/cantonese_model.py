@@ -475,9 +475,18 @@ def feature_counts(view: str) -> tuple[int, int]:
     from cantonesedetect.Detector import CANTO_EXCLUDE_RE, CANTO_FEATURE_RE, SWC_EXCLUDE_RE, SWC_FEATURE_RE
 
     text = view
-    canto = max(len(CANTO_FEATURE_RE.findall(text)) - len(CANTO_EXCLUDE_RE.findall(text)), 0)
-    swc = max(len(SWC_FEATURE_RE.findall(text)) - len(SWC_EXCLUDE_RE.findall(text)), 0)
-    masked = CANTO_FEATURE_RE.sub(_MASK, SWC_FEATURE_RE.sub(_SWC_MASK, text))
+    # Each big alternation is scanned as few times as the counts allow: `subn` counts the
+    # matches it masks (the same matches `findall` lists), so text without SWC features is
+    # scanned once per list; the exclusions are looked for only where a feature was found.
+    swc_masked, swc = SWC_FEATURE_RE.subn(_SWC_MASK, text)
+    if swc:
+        canto = len(CANTO_FEATURE_RE.findall(text))  # counted in the text itself, as cantonesedetect does
+        masked = CANTO_FEATURE_RE.sub(_MASK, swc_masked)
+        swc = max(swc - len(SWC_EXCLUDE_RE.findall(text)), 0)
+    else:
+        masked, canto = CANTO_FEATURE_RE.subn(_MASK, text)
+    if canto:
+        canto = max(canto - len(CANTO_EXCLUDE_RE.findall(text)), 0)
     canto += len(SUPPLEMENT_CANTO_RE.findall(masked))
     swc += len(SUPPLEMENT_SWC_RE.findall(masked))
     return canto, swc
@@ -509,9 +518,11 @@ def judge(view: str) -> tuple[str, int, int]:
     from cantonesedetect.Detector import ALL_HAN_RE
 
     canto, swc = feature_counts(view)
-    length = len(ALL_HAN_RE.findall(view))
     total = canto + swc
-    if length == 0 or total == 0:
+    if total == 0:
+        return "neutral", canto, swc
+    length = len(ALL_HAN_RE.findall(view))
+    if length == 0:
         return "neutral", canto, swc
     if canto <= math.floor(0.01 * length) and swc <= math.floor(0.01 * length):
         return "neutral", canto, swc
