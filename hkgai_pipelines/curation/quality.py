@@ -75,8 +75,10 @@ def _top_ngram_fraction(tokens: list[str], n: int) -> float:
     n-grams equally frequent, the first to occur, as `Counter.most_common` picks)."""
     if len(tokens) < n:
         return 0.0
-    counts = Counter(zip(*(tokens[i:] for i in range(n))))
-    gram, count = counts.most_common(1)[0]
+    grams = list(zip(*(tokens[i:] for i in range(n))))
+    if len(set(grams)) == len(grams):  # none repeats (nine sentences in ten): a set is cheaper than counting
+        return 0.0
+    gram, count = Counter(grams).most_common(1)[0]
     if count < 2:
         return 0.0
     total = sum(map(len, tokens))
