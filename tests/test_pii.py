@@ -178,6 +178,7 @@ def _find_without_pre_scan(text):
         "news/2024-05-01/20240501-1.html",  # eight joined: detectors run, a date is no phone
         "Ａ\u200b１２３４５６\u200b（３）",  # an HKID with format characters inside
         "id c 668668(9)",  # lower case, a space before the digits
+        "HKID A" + "\u200b" * 20 + "123456(3)",  # any number of format characters after the letter
         "９１２３\u00ad　４５６７",  # full-width digits, a soft hyphen and an ideographic space inside
         "電話 9\u200b1\u200b2\u200b3 4567",  # zero-width spaces between digits
         "A１２３４５６（３）",

@@ -158,24 +158,24 @@ def _class_ranges(codes) -> str:
 
 
 @cache
-def _digit_run_res(ascii_only: bool) -> tuple[re.Pattern, re.Pattern, re.Pattern, re.Pattern]:
-    """The patterns of `_could_hold_digit_pii`: (a run of six or more digits, one digit, six
-    digits in a row, a letter before a run). A digit is a character the view reads as one
-    (`_view_digit_re`); a run's digits are joined only by characters the view reads as a
-    space or a hyphen or removes (format characters, Cf); in a row, only by format
-    characters; a letter is a character it reads as a Latin letter, here followed by joiners
-    to the end of the text searched. `ascii_only`: the same for ASCII text, where those
-    classes are 0-9, space and hyphen, nothing, and A-Z a-z (a pattern of small classes scans
-    a locator three times as fast)."""
-    if ascii_only:
-        return re.compile("[0-9](?:[ -]*[0-9]){5,}"), re.compile("[0-9]"), re.compile("[0-9]{6}"), re.compile("[A-Za-z][ -]*$")
-    joiners = {ord(" "), ord("-")} | {code for code, folded in _fold_table().items() if folded in (" ", "-")}
-    joiners |= _format_codes()
+def _digit_run_res(ascii_only: bool) -> tuple[re.Pattern, re.Pattern, re.Pattern, frozenset[str], frozenset[str]]:
+    """What `_could_hold_digit_pii` reads: (a run of six or more digits, one digit, six digits
+    in a row, the joiners, the letters). A digit is a character the view reads as one
+    (`_view_digit_re`); a run's digits are joined only by joiners, characters the view reads
+    as a space or a hyphen or removes (format characters, Cf); in a row, only by format
+    characters; a letter is a character the view reads as a Latin letter. `ascii_only`: the
+    same for ASCII text, where those classes are 0-9, space and hyphen, nothing, and A-Z a-z
+    (a pattern of small classes scans a locator three times as fast)."""
     letters = {*range(ord("A"), ord("Z") + 1), *range(ord("a"), ord("z") + 1)}
+    joiners = {ord(" "), ord("-")}
+    if ascii_only:
+        return (re.compile("[0-9](?:[ -]*[0-9]){5,}"), re.compile("[0-9]"), re.compile("[0-9]{6}"),
+                frozenset(map(chr, joiners)), frozenset(map(chr, letters)))
+    joiners |= {code for code, folded in _fold_table().items() if folded in (" ", "-")} | _format_codes()
     letters |= {code for code, folded in _fold_table().items() if folded.isalpha()}
     digit, joiner, formatting = _view_digit_re().pattern, f"[{_class_ranges(joiners)}]", f"[{_class_ranges(_format_codes())}]"
     return (re.compile(f"{digit}(?:{joiner}*{digit}){{5,}}"), _view_digit_re(), re.compile(f"{digit}(?:{formatting}*{digit}){{5}}"),
-            re.compile(f"[{_class_ranges(letters)}]{joiner}*$"))
+            frozenset(map(chr, joiners)), frozenset(map(chr, letters)))
 
 
 def _could_hold_digit_pii(text: str) -> bool:
@@ -183,16 +183,21 @@ def _could_hold_digit_pii(text: str) -> bool:
     needs, as `_digit_run_res` reads characters: a run of at least eight digits, for a Hong
     Kong phone number (4+4, at most one space or hyphen between the groups), a mainland one
     (3+4+4) or a card number (13 to 19 in groups); or, for an HKID, a run that starts with six
-    digits in a row after a Latin letter. Looser than the detectors on purpose (any joiners,
-    either case): it only decides whether they run. A locator ("shard-000.jsonl:20001#id=r0-20000")
-    has eleven digits and neither, and building the view and running the detectors for the
-    locator of every record was a tenth of the steps' time (benchmarks/curation_scale.py)."""
-    run_re, digit_re, in_a_row_re, letter_before_re = _digit_run_res(text.isascii())
+    digits in a row after a Latin letter and any number of joiners. Looser than the detectors
+    on purpose (any joiners, either case): it only decides whether they run. A locator
+    ("shard-000.jsonl:20001#id=r0-20000") has eleven digits and neither, and building the view
+    and running the detectors for the locator of every record was a tenth of the steps' time
+    (benchmarks/curation_scale.py)."""
+    run_re, digit_re, in_a_row_re, joiners, letters = _digit_run_res(text.isascii())
     for run in run_re.finditer(text):
         if len(digit_re.findall(run.group())) >= 8:
             return True
-        if in_a_row_re.match(text, run.start()) and letter_before_re.search(text, max(0, run.start() - 12), run.start()):
-            return True
+        if in_a_row_re.match(text, run.start()):
+            before = run.start()
+            while before and text[before - 1] in joiners:  # as many as there are: the view removes format characters
+                before -= 1
+            if before and text[before - 1] in letters:
+                return True
     return False
 
 
