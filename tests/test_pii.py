@@ -179,6 +179,9 @@ def _find_without_pre_scan(text):
         "Ａ\u200b１２３４５６\u200b（３）",  # an HKID with format characters inside
         "id c 668668(9)",  # lower case, a space before the digits
         "HKID A" + "\u200b" * 20 + "123456(3)",  # any number of format characters after the letter
+        "電話九一二\u00ad三 四五六\u00ad七",  # Chinese numerals, a format character inside each group
+        "tel 一三八\u200b一二三\u200b四五六\u200b七八",
+        "手機 幺\u2060三八 一二三\u200b四 五六七\u200b八",
         "９１２３\u00ad　４５６７",  # full-width digits, a soft hyphen and an ideographic space inside
         "電話 9\u200b1\u200b2\u200b3 4567",  # zero-width spaces between digits
         "A１２３４５６（３）",
@@ -204,6 +207,7 @@ def test_the_pre_scan_skips_locators_without_a_number_that_could_be_pii(locator)
         # characters, letters of both widths, brackets and punctuation
         ("0123456789０１２３４５６７８９⑨①٣", [*" -‐–\u3000\u00a0\u00ad\u200b\ufeffAZazＡｚ()（）.,:+#電話", "852", "+852 "]),
         ("0123456789", [*" -AZaz().,:+#/=", "852", "+852 ", "tel "]),  # ASCII only: the pre-scan's ASCII patterns
+        ("〇一二三四五六七八九幺", [*" -\u00ad\u200b\u2060，", "電話", "tel "]),  # Chinese numerals after a cue
     ],
 )
 def test_the_pre_scan_agrees_with_the_detectors_on_random_digit_text(redactor, digits, others):
