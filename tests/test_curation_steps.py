@@ -254,3 +254,22 @@ def test_boilerplate_lines_are_removed_not_the_document():
     thread = "樓主：今晚邊度食飯好？\n回覆 引用 讚好\n去旺角啦，多嘢揀。\n回覆 引用 讚好\nReply · Quote · Like"
     assert strip_boilerplate_lines(thread) == ("樓主：今晚邊度食飯好？\n去旺角啦，多嘢揀。", 3)
     assert strip_boilerplate_lines("I like it") == ("I like it", 0)
+
+
+def test_sketches_hold_the_signatures_and_compare_as_numpy_does(monkeypatch):
+    """`MinHasher.sketches` (rensa objects, for verification) hold `signatures`' values, and
+    `sketch_similarities` equals `pair_similarities` exactly, across a digest chunk boundary."""
+    from hkgai_pipelines.curation import dedup
+    from hkgai_pipelines.curation.dedup import sketch_similarities
+
+    hasher = MinHasher()
+    a = "立法會由九十名議員組成每屆任期四年主席由議員互選產生負責制定法律審核公共開支及批准稅收"
+    texts = [a, a[:-2] + "政府", "香港特別" + a[4:], "The MTR will run extra trains tonight.", "", "好"] * 3
+    signatures = hasher.signatures(texts)
+    monkeypatch.setattr(dedup, "DIGEST_CHUNK", 4)
+    sketches = hasher.sketches(iter(texts))
+    assert np.array_equal(np.array([s.digest() for s in sketches], dtype=np.uint32), signatures)
+    pairs = [(i, j) for i in range(len(texts)) for j in range(len(texts))]
+    got = sketch_similarities([sketches[i] for i, _ in pairs], [sketches[j] for _, j in pairs])
+    want = np.array([pair_similarities(signatures[i], signatures[j:j + 1])[0] for i, j in pairs])
+    assert np.array_equal(got, want) and {0.890625, 0.734375, 1.0} <= set(got.tolist())

@@ -187,3 +187,28 @@ def test_verify_each_asks_a_verifier_told_of_every_range_for_every_range():
     assert [len(got[0]) for _, got in verify_each(Told(), ranges)] == [0, 1, 0] and asked == [0, 1, 0]
     asked.clear()
     assert [len(got[0]) for _, got in verify_each(plain, ranges)] == [0, 1, 0] and asked == [1]
+
+
+def test_range_similarities_of_texts_and_signatures_mixed_equal_hashing_every_text():
+    """A range's pairs of two texts (compared by rensa on its sketches), of a text and a stored
+    signature, and of two signatures (compared in numpy) give the similarities that hashing
+    every text gives, to the bit, near-duplicates and strangers alike."""
+    hasher = MinHasher()  # params.yaml's 128 values: a text over 512 bytes travels as a signature
+    short = "立法會由九十名議員組成每屆任期四年主席由議員互選產生"
+    long = short * 12
+    texts = {1: short, 2: short[:-2] + "政府", 3: long, 4: long[:-2] + "政府", 5: "The MTR runs extra trains tonight", 6: "The MTR runs extra trains tomorrow"}
+    limit = hasher.num_perm * 4
+    orders = np.array(sorted(texts), dtype=np.int64)
+    stored = [len(texts[o].encode()) > limit for o in orders.tolist()]
+    assert stored == [False, False, True, True, False, False]
+    payloads = pa.table({
+        "bucket": np.zeros(len(orders), np.int32), "order": orders,
+        "text": pa.array([None if s else texts[o] for o, s in zip(orders.tolist(), stored)], pa.string()),
+        "signature": pa.array([hasher.signature(texts[o]).tobytes() if s else None for o, s in zip(orders.tolist(), stored)], pa.binary()),
+    }, schema=pair_join.PAYLOAD_ROWS)
+    anchor = np.array([1, 1, 3, 2, 5, 1], np.int64)
+    member = np.array([2, 3, 4, 4, 6, 5], np.int64)  # text-text, text-signature, signature-signature, ...
+    got = pair_join.range_similarities(payloads, anchor, member, hasher)
+    want = in_memory_verifier(texts, hasher)(anchor, member)[2]
+    assert np.array_equal(got, want)
+    assert got[0] > 0.8 and got[2] > 0.8 and got[4] > 0.5 and got[5] < 0.1

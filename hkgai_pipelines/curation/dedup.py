@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hkgai_pipelines.curation.keystore import SortedRuns, bucket_of
-from hkgai_pipelines.curation.langid import HAN_RE
+from hkgai_pipelines.curation.langid import HAN_RUN_RE
 
 if TYPE_CHECKING:
     from hkgai_pipelines.curation.dedup_index import IndexWriter
@@ -98,22 +98,31 @@ def shingle_units(text: str, folded: str | None = None) -> tuple[list[str], str]
     ("") when Han characters outnumber words, else the lower-cased words (" "). `folded`:
     `_folded(text)` when the caller has it (`MinHasher.keys`)."""
     words = _WORD_RE.findall(text.lower())
-    if len(HAN_RE.findall(text)) >= len(words):
+    if _han_dominates(text, words):
         return list(_folded(text) if folded is None else folded), ""
     return words, " "
 
 
+def _han_dominates(text: str, words: list[str]) -> bool:
+    """At least as many Han characters in `text` as `words`. With no words (most Chinese
+    lines) nothing is counted; else the Han runs are removed and the characters gone counted
+    (one string, where finding each character made one a character)."""
+    return not words or len(text) - len(HAN_RUN_RE.sub("", text)) >= len(words)
+
+
 def _shingles(text: str, folded: str | None, n: int) -> list[str]:
     """`shingles`, given `_folded(text)` when the caller has it (`MinHasher.keys`)."""
-    units, joiner = shingle_units(text, folded)
-    if len(units) <= n:
-        return [joiner.join(units)] if units else [""]
-    if not joiner:
+    words = _WORD_RE.findall(text.lower())
+    if _han_dominates(text, words):
         # Character n-grams are the folded text's substrings: slicing the string is 3x faster
         # than joining slices of its character list, with the same values.
-        chars = "".join(units)
+        chars = _folded(text) if folded is None else folded
+        if len(chars) <= n:
+            return [chars]
         return [chars[i:i + n] for i in range(len(chars) - n + 1)]
-    return [joiner.join(units[i:i + n]) for i in range(len(units) - n + 1)]
+    if len(words) <= n:
+        return [" ".join(words)]
+    return [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
 #: Texts hashed in one rensa call (`MinHasher._digests`): bounds their shingle strings and
@@ -149,6 +158,20 @@ class MinHasher:
         """uint32 array (n, num_perm) for n texts: `signature` of each."""
         texts = list(texts)
         return self._digests((shingles(text, self.ngram) for text in texts), len(texts))
+
+    def sketches(self, texts: Iterable[str]) -> list:
+        """rensa `RMinHash` objects (n) for n texts, holding `signatures`' values in Rust, for
+        `sketch_similarities`. Comparing pairs needs no values in numpy, and taking them out
+        of rensa is most of hashing a short text: its matrix gives rows only as lists of
+        Python ints, ~9 us of ~13 us a 21-character line (benchmark corpus, 40,960 lines),
+        against ~1 us for the sketch. Chunked as `signatures`."""
+        from rensa import RMinHash
+
+        texts = iter(texts)
+        found = []
+        while chunk := [shingles(text, self.ngram) for text in itertools.islice(texts, DIGEST_CHUNK)]:
+            found.extend(RMinHash.from_token_sets(chunk, num_perm=self.num_perm, seed=self.seed))
+        return found
 
     def keys(self, texts: list[str]) -> tuple[list[bytes], np.ndarray]:
         """The dedup keys of `texts`, in input order: `exact_digest(t)` of each and the
@@ -202,6 +225,15 @@ def pair_similarities(anchor: np.ndarray, members: np.ndarray) -> np.ndarray:
     return (np.asarray(members) == np.asarray(anchor)).mean(axis=1)
 
 
+def sketch_similarities(anchors: list, members: list) -> np.ndarray:
+    """`pair_similarities` of `MinHasher.sketches`: float64 (k,) for the pairs (anchors[i],
+    members[i]), k each, by rensa's `jaccard` (the share of equal values, k/num_perm exactly
+    as numpy's mean of the equal values gives it; a test compares them)."""
+    from rensa import RMinHash
+
+    return np.fromiter(map(RMinHash.jaccard, anchors, members), dtype=np.float64, count=len(anchors))
+
+
 @dataclass(frozen=True)
 class DuplicateVerdict:
     kind: str  # "exact" or "near"
@@ -220,10 +252,10 @@ PAIR_ROWS = pa.schema([("bucket", pa.int32()), ("anchor", pa.int64()), ("member"
 #: holds at most half the budget's worth, `memory_bytes // 2 // DECISION_BYTES_PER_ROW` rows.
 DECISION_BYTES_PER_ROW = 128
 #: Working memory of verification per candidate pair of a range (`pair_join`): a record's
-#: signature (128 uint32 values, 512 bytes, at params.yaml's num_perm), its payload (its text
-#: when shorter than that, as a Python string too, else the signature) and the pair's keys:
-#: about 1,150 bytes a pair when members outnumber anchors and texts are short, as in the
-#: benchmark corpus, up to about three times that for distinct pairs of 500-byte texts. A
+#: sketch (128 values in rensa, about 770 bytes at params.yaml's num_perm), its payload (its
+#: text when shorter than a 512-byte signature, else the signature) and the pair's keys:
+#: about 830 bytes a pair measured when members outnumber anchors and texts are short, as in
+#: the benchmark corpus, up to about three times that for distinct pairs of 500-byte texts. A
 #: range of pairs holds at most `memory_bytes // 2 // VERIFY_BYTES_PER_PAIR`.
 VERIFY_BYTES_PER_PAIR = 1152
 #: Rows of a kind buffered before they are written as one run (three kinds: at most about

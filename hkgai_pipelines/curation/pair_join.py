@@ -15,17 +15,19 @@ join or a MapReduce shuffle does instead, in three steps:
    record, in order. Each named record's text is read once and its *payload* (the text when
    its UTF-8 is no longer than a signature, else its signature, computed once) is written
    once for each range that named it, spilled by range.
-3. each verification reads its own range's payloads, hashes the texts among them and
-   compares its pairs (`range_similarities`). Ranges are independent, so `map` runs several at
+3. each verification reads its own range's payloads, hashes the texts among them into
+   rensa sketches and compares its pairs (`range_similarities`). Ranges are independent, so `map` runs several at
    once where a `CompareMapper` allows (Ray tasks in the engine, each reading its range's
    spill file itself), and hands the similarities back in range order.
 
 What is read and written is linear in the pairs (about 20 million at 1 GiB of this project's
 benchmark corpus, half of which is near-duplicates), and each part file is read once.
-Memory: one range of named records, one part file, one range's payloads, their signatures
-(per comparing task: a parallel `compare` mapper holds one range in each task)
-and the Python strings of their texts (`dedup.KeyStore.max_pairs` bounds a range's pairs),
-and the spill buffers.
+Memory: one range of named records, one part file, one range's payloads, their sketches
+(about 770 bytes a record in rensa; per comparing task: a parallel `compare` mapper holds
+one range in each task) and the Python strings of a slice of their texts
+(`dedup.KeyStore.max_pairs` bounds a range's pairs), and the spill buffers. A range of
+45,855 pairs of the benchmark corpus peaked 35-37 MiB above its payloads (about 830 bytes a
+pair); taking numpy signatures out of rensa's matrix had peaked at 80-89 MiB.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hkgai_pipelines.curation.dedup import MinHasher, pair_similarities
+from hkgai_pipelines.curation.dedup import MinHasher, pair_similarities, sketch_similarities
 from hkgai_pipelines.curation.keystore import FINE_BUCKETS, SortedRuns
 
 logger = logging.getLogger(__name__)
@@ -237,7 +239,11 @@ def range_similarities(payloads: str | pa.Table, anchor: np.ndarray, member: np.
     """Estimated Jaccard similarity (k,) float64 of each pair (anchor[i], member[i]) (order
     keys, k each) of one range, from the range's `PAYLOAD_ROWS` (a Parquet file's path, or
     the rows): each record's stored signature, or the signature of its text, hashed here.
-    Raises ValueError when a pair names a record the payloads do not hold."""
+    Raises ValueError when a pair names a record the payloads do not hold.
+
+    Pairs of two texts (most: a text travels when it is shorter than a signature) are compared
+    by rensa on its own sketches (`MinHasher.sketches`); a pair with a stored signature is
+    compared in numpy, its text's values taken from the sketch."""
     if isinstance(payloads, str):
         payloads = pq.read_table(payloads, schema=PAYLOAD_ROWS)
     orders = payloads.column("order").to_numpy()
@@ -246,26 +252,42 @@ def range_similarities(payloads: str | pa.Table, anchor: np.ndarray, member: np.
     rows = by_order[np.minimum(np.searchsorted(orders[by_order], records), max(len(orders) - 1, 0))] if len(orders) else None
     if rows is None or not np.array_equal(orders[rows], records):
         raise ValueError(f"a range asks for records it did not name ({len(records)} asked, {len(orders)} named)")
-    signatures = _signatures(payloads, rows, hasher)
-    del payloads
-    a_rows, m_rows = np.searchsorted(records, anchor), np.searchsorted(records, member)
-    return np.concatenate([np.zeros(0)] + [
-        pair_similarities(signatures[a_rows[start:start + COMPARE_SLICE_PAIRS]], signatures[m_rows[start:start + COMPARE_SLICE_PAIRS]])
-        for start in range(0, len(anchor), COMPARE_SLICE_PAIRS)])
-
-
-def _signatures(payloads: pa.Table, rows: np.ndarray, hasher: MinHasher) -> np.ndarray:
-    """uint32 (len(rows), num_perm): the signature of each of the payload rows `rows`, read
-    from the signature column's buffer (every value is num_perm * 4 bytes) or hashed from the
-    text. Only the texts become Python objects."""
-    signatures = np.empty((len(rows), hasher.num_perm), dtype=np.uint32)
     stored = payloads.column("signature").combine_chunks()
     has_signature = stored.is_valid().to_numpy(zero_copy_only=False)[rows]
-    if has_signature.any():
-        values = stored.take(pa.array(rows[has_signature]))
-        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values) + 1]
-        data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-        signatures[has_signature] = data.view(np.uint32).reshape(len(values), hasher.num_perm)
-    texts = payloads.column("text").take(pa.array(rows[~has_signature])).to_pylist()
-    signatures[~has_signature] = hasher.signatures(texts)
-    return signatures
+    # Each text record's sketch, by its position among the records (-1: a stored signature).
+    hashed = np.flatnonzero(~has_signature)
+    sketches = hasher.sketches(_strings(payloads.column("text").take(pa.array(rows[hashed]))))
+    sketch_of = np.full(len(records), -1, dtype=np.int64)
+    sketch_of[hashed] = np.arange(len(hashed))
+    del payloads
+    a_rows, m_rows = np.searchsorted(records, anchor), np.searchsorted(records, member)
+    similarity = np.empty(len(anchor))
+    texts = ~has_signature[a_rows] & ~has_signature[m_rows]
+    similarity[texts] = sketch_similarities([sketches[i] for i in sketch_of[a_rows[texts]].tolist()],
+                                            [sketches[i] for i in sketch_of[m_rows[texts]].tolist()])
+    others = np.flatnonzero(~texts)
+    if len(others):
+        # The records of these pairs as numpy rows: stored signatures from the column's buffer,
+        # texts from their sketches.
+        needed = np.unique(np.concatenate([a_rows[others], m_rows[others]]))
+        values = np.empty((len(needed), hasher.num_perm), dtype=np.uint32)
+        from_buffer = has_signature[needed]
+        if from_buffer.any():
+            taken = stored.take(pa.array(rows[needed[from_buffer]]))
+            offsets = np.frombuffer(taken.buffers()[1], dtype=np.int32)[taken.offset:taken.offset + len(taken) + 1]
+            data = np.frombuffer(taken.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+            values[from_buffer] = data.view(np.uint32).reshape(len(taken), hasher.num_perm)
+        for at, record in zip(np.flatnonzero(~from_buffer).tolist(), needed[~from_buffer].tolist()):
+            values[at] = sketches[sketch_of[record]].digest()
+        a_at, m_at = np.searchsorted(needed, a_rows[others]), np.searchsorted(needed, m_rows[others])
+        for start in range(0, len(others), COMPARE_SLICE_PAIRS):
+            end = start + COMPARE_SLICE_PAIRS
+            similarity[others[start:end]] = pair_similarities(values[a_at[start:end]], values[m_at[start:end]])
+    return similarity
+
+
+def _strings(texts: pa.ChunkedArray, chunk: int = 4096) -> Iterator[str]:
+    """The values of `texts` as Python strings, a slice at a time: only the slice's strings
+    are alive at once next to the sketches (`MinHasher.sketches` takes them lazily)."""
+    for start in range(0, len(texts), chunk):
+        yield from texts.slice(start, chunk).to_pylist()
