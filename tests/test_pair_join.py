@@ -212,3 +212,20 @@ def test_range_similarities_of_texts_and_signatures_mixed_equal_hashing_every_te
     want = in_memory_verifier(texts, hasher)(anchor, member)[2]
     assert np.array_equal(got, want)
     assert got[0] > 0.8 and got[2] > 0.8 and got[4] > 0.5 and got[5] < 0.1
+
+
+def test_route_groups_cut_between_jobs_and_route_group_keeps_job_order(corpus):
+    """Routing on Ray takes consecutive part files' jobs a task (`route_groups`): no job is
+    split, the groups reach the row count before they are cut, and a group's table is its
+    jobs' `payload_rows` one after another."""
+    texts, parts = corpus
+    jobs = []
+    for part in parts:
+        orders = pq.read_table(part, columns=["order"]).column("order").to_numpy()
+        jobs.append((part, np.repeat(orders, 2), np.tile(np.array([0, 3], np.int32), len(orders))))
+    groups = list(pair_join.route_groups(iter(jobs), rows=30))
+    assert [job for group in groups for job in group] == jobs
+    assert [sum(len(job[1]) for job in group) for group in groups] == [42, 42, 36]  # parts of 7 records, named twice
+    joined = pair_join.route_group(groups[0], HASHER)
+    assert joined.equals(pa.concat_tables([payload_rows(*job, HASHER) for job in groups[0]]))
+    assert pair_join.route_group([], HASHER).num_rows == 0

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hkgai_pipelines.curation.dedup import MinHasher, pair_similarities, sketch_similarities
@@ -208,7 +209,8 @@ def payload_rows(part: str, orders: np.ndarray, ranges: np.ndarray, hasher: MinH
     """`PAYLOAD_ROWS` of one part file: for each (order, range) named (orders sorted), the
     record's text when its UTF-8 is at most a signature's size, else its signature (computed
     once however many ranges named it); bucket = the range. Raises ValueError for an order
-    key the part does not hold."""
+    key the part does not hold. Only the long texts become Python strings (to be hashed):
+    the short ones are measured and moved in Arrow."""
     table = pq.read_table(part, columns=["order", "text"])
     present = table.column("order").to_numpy()
     by_order = np.argsort(present, kind="stable")
@@ -216,23 +218,45 @@ def payload_rows(part: str, orders: np.ndarray, ranges: np.ndarray, hasher: MinH
     position = by_order[np.minimum(np.searchsorted(present[by_order], wanted), len(present) - 1)] if len(present) else None
     if position is None or not np.array_equal(present[position], wanted):
         raise ValueError(f"{part} does not hold every record named for verification")
-    texts = table.column("text").take(pa.array(position)).to_pylist()
-    limit = hasher.num_perm * 4
-    text_of, signature_of = [], []
-    for text in texts:
-        if len(text.encode("utf-8")) <= limit:
-            text_of.append(text)
-            signature_of.append(None)
-        else:
-            text_of.append(None)
-            signature_of.append(hasher.signature(text).tobytes())
-    each = np.searchsorted(wanted, orders)
+    texts = table.column("text").take(pa.array(position)).combine_chunks()
+    long = pc.greater(pc.binary_length(texts), hasher.num_perm * 4).to_numpy(zero_copy_only=False)
+    hashed = np.flatnonzero(long)
+    signatures = hasher.signatures(texts.take(pa.array(hashed)).to_pylist())
+    offsets = np.arange(len(hashed) + 1, dtype=np.int32) * signatures.shape[1] * 4
+    signature_of = pa.Array.from_buffers(pa.binary(), len(hashed), [None, pa.py_buffer(offsets), pa.py_buffer(signatures.tobytes())])
+    slot = np.full(len(wanted), -1, dtype=np.int64)
+    slot[hashed] = np.arange(len(hashed))
+    signature_of = signature_of.take(pa.array(slot, mask=slot < 0))
+    text_of = pc.if_else(pa.array(long), pa.scalar(None, pa.string()), texts)
+    each = pa.array(np.searchsorted(wanted, orders))
     return pa.table({
         "bucket": np.asarray(ranges, dtype=np.int32),
         "order": np.asarray(orders, dtype=np.int64),
-        "text": pa.array(text_of, type=pa.string()).take(pa.array(each)),
-        "signature": pa.array(signature_of, type=pa.binary()).take(pa.array(each)),
+        "text": text_of.take(each),
+        "signature": signature_of.take(each),
     }, schema=PAYLOAD_ROWS)
+
+
+def route_group(jobs: list[RouteJob], hasher: MinHasher) -> pa.Table:
+    """`payload_rows` of several routing jobs (consecutive part files), as one table in job
+    order: a Ray task's share of the routing (`route_groups`)."""
+    return pa.concat_tables([payload_rows(part, orders, ranges, hasher) for part, orders, ranges in jobs]
+                            or [PAYLOAD_ROWS.empty_table()])
+
+
+def route_groups(jobs: Iterable[RouteJob], rows: int) -> Iterator[list[RouteJob]]:
+    """Consecutive routing jobs in groups of about `rows` named rows (a job is never split):
+    one Ray task a part file (1,000 records in the engine's part files) spent more in the
+    task's own cost than in reading the file."""
+    group, named = [], 0
+    for job in jobs:
+        group.append(job)
+        named += len(job[1])
+        if named >= rows:
+            yield group
+            group, named = [], 0
+    if group:
+        yield group
 
 
 def range_similarities(payloads: str | pa.Table, anchor: np.ndarray, member: np.ndarray, hasher: MinHasher) -> np.ndarray:
