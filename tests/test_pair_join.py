@@ -229,3 +229,11 @@ def test_route_groups_cut_between_jobs_and_route_group_keeps_job_order(corpus):
     joined = pair_join.route_group(groups[0], HASHER)
     assert joined.equals(pa.concat_tables([payload_rows(*job, HASHER) for job in groups[0]]))
     assert pair_join.route_group([], HASHER).num_rows == 0
+
+
+def test_a_named_record_without_text_is_a_clear_error(tmp_path):
+    path = tmp_path / part_name(1)
+    pq.write_table(pa.table({"order": np.array([1, 2, 3], np.int64), "text": ["a b", None, "香港"]}), path)
+    with pytest.raises(ValueError, match="holds no text for a record named for verification"):
+        payload_rows(str(path), np.array([1, 2, 3], np.int64), np.zeros(3, np.int32), HASHER)
+    assert payload_rows(str(path), np.array([1, 3], np.int64), np.zeros(2, np.int32), HASHER).num_rows == 2

@@ -218,12 +218,15 @@ def payload_rows(part: str, orders: np.ndarray, ranges: np.ndarray, hasher: MinH
     position = by_order[np.minimum(np.searchsorted(present[by_order], wanted), len(present) - 1)] if len(present) else None
     if position is None or not np.array_equal(present[position], wanted):
         raise ValueError(f"{part} does not hold every record named for verification")
-    texts = table.column("text").take(pa.array(position)).combine_chunks()
+    texts = table.column("text").take(pa.array(position))
+    if pa.types.is_dictionary(texts.type):
+        texts = texts.cast(texts.type.value_type)
+    if texts.null_count:
+        raise ValueError(f"{part} holds no text for a record named for verification")
     long = pc.greater(pc.binary_length(texts), hasher.num_perm * 4).to_numpy(zero_copy_only=False)
     hashed = np.flatnonzero(long)
     signatures = hasher.signatures(texts.take(pa.array(hashed)).to_pylist())
-    offsets = np.arange(len(hashed) + 1, dtype=np.int32) * signatures.shape[1] * 4
-    signature_of = pa.Array.from_buffers(pa.binary(), len(hashed), [None, pa.py_buffer(offsets), pa.py_buffer(signatures.tobytes())])
+    signature_of = pa.array([row.tobytes() for row in signatures], type=pa.binary())  # long texts: few
     slot = np.full(len(wanted), -1, dtype=np.int64)
     slot[hashed] = np.arange(len(hashed))
     signature_of = signature_of.take(pa.array(slot, mask=slot < 0))
