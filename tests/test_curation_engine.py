@@ -19,7 +19,7 @@ import ray
 from typer.testing import CliRunner
 
 from hkgai_pipelines.cli import app
-from hkgai_pipelines.curation import engine, expectations
+from hkgai_pipelines.curation import engine, expectations, pair_join
 from hkgai_pipelines.curation.pipeline import OUTPUT_NAMES, run_curation
 from hkgai_pipelines.sources.files import read_files
 from hkgai_pipelines.sources.lake import RAW_SCHEMA
@@ -66,12 +66,21 @@ def test_engine_keeps_the_same_ids_for_any_number_of_workers(corpus, curation_pa
 
 
 def test_pairs_verified_on_ray_in_many_ranges_decide_the_same(corpus, curation_params, tmp_path, monkeypatch):
-    """A decision budget of one row: every range of pairs named, routed by Ray tasks and
-    verified apart."""
+    """A decision budget of one row: every range of pairs named, routed by Ray tasks (of a
+    few named records each, so several) and verified apart."""
     monkeypatch.setattr(engine, "DECIDE_MEMORY_BYTES", 1)
+    monkeypatch.setattr(engine, "ROUTE_TASK_ROWS", 3)
+    groups = []
+
+    def counted(jobs, rows):
+        for group in pair_join.route_groups(jobs, rows):
+            groups.append(group)
+            yield group
+
+    monkeypatch.setattr(engine, "route_groups", counted)
     run = engine.curate_files([corpus], curation_params, tmp_path / "out", licence="x", workers=2, batch_size=2)
     assert summary(*read_outputs(tmp_path / "out")[:2]) == (KEPT, REJECTED)
-    assert run.dedup["candidate_pairs"] > 1
+    assert run.dedup["candidate_pairs"] > 1 and len(groups) > 1
 
 
 def test_outputs_are_read_by_the_pretraining_loader_and_the_gx_gates(corpus, curation_params, tmp_path):
