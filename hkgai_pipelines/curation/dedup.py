@@ -97,32 +97,30 @@ def shingle_units(text: str, folded: str | None = None) -> tuple[list[str], str]
     """(units, joiner) that `shingles` joins into n-grams: the characters of the folded text
     ("") when Han characters outnumber words, else the lower-cased words (" "). `folded`:
     `_folded(text)` when the caller has it (`MinHasher.keys`)."""
+    units, joiner = _unit_source(text, folded)
+    return list(units), joiner
+
+
+def _unit_source(text: str, folded: str | None) -> tuple[str | list[str], str]:
+    """`shingle_units` with the characters left as the folded string itself. Han characters
+    are counted only when the text has words (most Chinese lines have none), by removing
+    the Han runs: one string, where finding each character made one a character."""
     words = _WORD_RE.findall(text.lower())
-    if _han_dominates(text, words):
-        return list(_folded(text) if folded is None else folded), ""
+    if not words or len(text) - len(HAN_RUN_RE.sub("", text)) >= len(words):
+        return (_folded(text) if folded is None else folded), ""
     return words, " "
-
-
-def _han_dominates(text: str, words: list[str]) -> bool:
-    """At least as many Han characters in `text` as `words`. With no words (most Chinese
-    lines) nothing is counted; else the Han runs are removed and the characters gone counted
-    (one string, where finding each character made one a character)."""
-    return not words or len(text) - len(HAN_RUN_RE.sub("", text)) >= len(words)
 
 
 def _shingles(text: str, folded: str | None, n: int) -> list[str]:
     """`shingles`, given `_folded(text)` when the caller has it (`MinHasher.keys`)."""
-    words = _WORD_RE.findall(text.lower())
-    if _han_dominates(text, words):
-        # Character n-grams are the folded text's substrings: slicing the string is 3x faster
-        # than joining slices of its character list, with the same values.
-        chars = _folded(text) if folded is None else folded
-        if len(chars) <= n:
-            return [chars]
-        return [chars[i:i + n] for i in range(len(chars) - n + 1)]
-    if len(words) <= n:
-        return [" ".join(words)]
-    return [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    units, joiner = _unit_source(text, folded)
+    if len(units) <= n:
+        return [joiner.join(units)]
+    if not joiner:
+        # Character n-grams are the folded string's slices: 3x faster than joining slices
+        # of its character list, with the same values.
+        return [units[i:i + n] for i in range(len(units) - n + 1)]
+    return [joiner.join(units[i:i + n]) for i in range(len(units) - n + 1)]
 
 
 #: Texts hashed in one rensa call (`MinHasher._digests`): bounds their shingle strings and

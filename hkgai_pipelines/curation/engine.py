@@ -1238,9 +1238,9 @@ def _pair_verifier(work: _WorkFolders, parts: list[str], params: CurationParams,
 
 
 def _ray_mapper(workers: int, function):
-    """A `pair_join` mapper on Ray (the `CompareMapper`, with `range_similarities`): one task
-    per job (a range: tens of thousands of pairs), at most two per worker in flight, the
-    results taken in order."""
+    """A `pair_join` mapper on Ray: one task of `function` per job (with the hasher after the
+    job's own arguments), at most two per worker in flight, the results taken in order. The
+    `CompareMapper` with `range_similarities` (a job: a range, tens of thousands of pairs)."""
     import ray
 
     task = ray.remote(num_cpus=1)(function)
@@ -1257,18 +1257,11 @@ ROUTE_TASK_ROWS = 32_768
 
 
 def _ray_route_mapper(workers: int):
-    """A `pair_join` `RouteMapper` on Ray: consecutive part files' jobs grouped into tasks of
-    about ROUTE_TASK_ROWS named records (`pair_join.route_group`), at most two per worker in
-    flight; each task's table holds its jobs' rows in job order, so the tables come in job order."""
-    import ray
-
-    task = ray.remote(num_cpus=1)(route_group)
-
-    def mapper(jobs, hasher):
-        hasher_ref = ray.put(hasher)
-        return _in_flight(((lambda group=group: task.remote(group, hasher_ref)) for group in route_groups(jobs, ROUTE_TASK_ROWS)),
-                          2 * workers)
-    return mapper
+    """A `pair_join` `RouteMapper` on Ray: `_ray_mapper` of `pair_join.route_group` over
+    consecutive part files' jobs grouped into about ROUTE_TASK_ROWS named records; a group's
+    table holds its jobs' rows in job order, so the tables come in job order."""
+    grouped = _ray_mapper(workers, route_group)
+    return lambda jobs, hasher: grouped(((group,) for group in route_groups(jobs, ROUTE_TASK_ROWS)), hasher)
 
 
 def _in_flight(submissions, limit: int):

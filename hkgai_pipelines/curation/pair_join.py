@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hkgai_pipelines.curation.dedup import MinHasher, pair_similarities, sketch_similarities
+from hkgai_pipelines.curation.dedup import DIGEST_CHUNK, MinHasher, pair_similarities, sketch_similarities
 from hkgai_pipelines.curation.keystore import FINE_BUCKETS, SortedRuns
 
 logger = logging.getLogger(__name__)
@@ -219,8 +219,6 @@ def payload_rows(part: str, orders: np.ndarray, ranges: np.ndarray, hasher: MinH
     if position is None or not np.array_equal(present[position], wanted):
         raise ValueError(f"{part} does not hold every record named for verification")
     texts = table.column("text").take(pa.array(position))
-    if pa.types.is_dictionary(texts.type):
-        texts = texts.cast(texts.type.value_type)
     if texts.null_count:
         raise ValueError(f"{part} holds no text for a record named for verification")
     long = pc.greater(pc.binary_length(texts), hasher.num_perm * 4).to_numpy(zero_copy_only=False)
@@ -313,7 +311,7 @@ def range_similarities(payloads: str | pa.Table, anchor: np.ndarray, member: np.
     return similarity
 
 
-def _strings(texts: pa.ChunkedArray, chunk: int = 4096) -> Iterator[str]:
+def _strings(texts: pa.ChunkedArray, chunk: int = DIGEST_CHUNK) -> Iterator[str]:
     """The values of `texts` as Python strings, a slice at a time: only the slice's strings
     are alive at once next to the sketches (`MinHasher.sketches` takes them lazily)."""
     for start in range(0, len(texts), chunk):
