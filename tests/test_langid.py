@@ -306,6 +306,44 @@ def test_the_one_text_path_scores_like_the_sparse_matrix():
     assert [round(model.log_odds_one(t), 9) for t in texts] == [round(float(v), 9) for v in model.log_odds(texts)]
 
 
+def test_scoring_counts_the_n_grams_and_buckets_of_scikit_learn():
+    """Scoring a text uses the project's own char_wb n-grams and mmh3 (no scikit-learn import in
+    a curation worker); both must give what the vectorizer that trained the model gives, or the
+    shipped weights would be read at the wrong buckets. Checked on the training corpora's
+    folded texts (Traditional, Simplified, rare CJK extension characters, one-character words)."""
+    import numpy as np
+
+    from hkgai_pipelines.curation import cantonese_model as model_module
+
+    texts = [text for text, _, _ in model_module.training_corpus()[::50]]
+    texts += ["你 好吗", "𠝹 㗎", "一", "", "香港特別行政區政府", "佢话今日唔会落雨"]
+    folded = [model_module.fold(text) for text in texts]
+    model_module.featurize([""])
+    analyzer = model_module._vectorizer.build_analyzer()
+    assert all(model_module.char_wb_ngrams(f) == analyzer(f) for f in folded)
+    ngrams = sorted({ngram for f in folded for ngram in analyzer(f)})
+    assert len(ngrams) > 10_000
+    # The trained vectorizer's hashing, each n-gram a document of that one token.
+    from sklearn.base import clone
+
+    matrix = clone(model_module._vectorizer).set_params(analyzer=lambda ngram: [ngram]).transform(ngrams).tocsr()
+    assert np.all(np.diff(matrix.indptr) == 1)
+    assert matrix.indices.tolist() == [model_module.ngram_index(g) for g in ngrams]
+
+
+def test_scoring_a_text_does_not_import_scikit_learn():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from hkgai_pipelines.curation.langid import LanguageIdentifier\n"
+            "result = LanguageIdentifier().identify('你食飯未呀')\n"
+            "assert result.lang == 'yue', result\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_scores_keep_six_decimals():
     """A score is rounded where it is made: lingua's confidences differ in the last bits from
     process to process, which changed the DVC hash of an identical corpus on every run."""

@@ -191,20 +191,24 @@ class CantoneseModel:
 
     def log_odds_one(self, text: str) -> float:
         """`log_odds([text])[0]` for the one text a pipeline step asks about, without a sparse
-        matrix: the same hashed n-grams (`ngram_index`), their weights memoised per n-gram,
-        summed in Python (tests/test_langid.py checks the two agree)."""
+        matrix: the same hashed n-grams (`char_wb_ngrams`, `ngram_index`), their weights
+        memoised per n-gram, summed in Python (tests/test_langid.py checks the two agree)."""
         return self._log_odds_folded(fold(text))
 
     def _log_odds_folded(self, folded: str) -> float:
         weights, memo = self.weights, self._ngram_weights
         if len(memo) > 2_000_000:  # bounded: a corpus has far fewer distinct 1-3-grams
             memo.clear()
-        total = 0.0
-        for ngram in _char_wb_analyzer()(folded):
-            weight = memo.get(ngram)
-            if weight is None:
-                weight = memo[ngram] = float(weights[ngram_index(ngram)])
-            total += weight
+        ngrams = char_wb_ngrams(folded)
+        try:
+            # Summed in n-gram order, one addition after another (Python 3.11's sum of
+            # floats), as the loop this replaced did: the same bits, so the same lang_score.
+            total = sum(map(memo.__getitem__, ngrams))
+        except KeyError:
+            for ngram in ngrams:
+                if ngram not in memo:
+                    memo[ngram] = float(weights[ngram_index(ngram)])
+            total = sum(map(memo.__getitem__, ngrams))
         return total + self.bias
 
     def is_cantonese(self, text: str) -> tuple[bool, float]:
@@ -239,24 +243,32 @@ def fold(text: str) -> str:
     return " ".join(HAN_RUN_RE.findall(_converter("t2s").convert(text)))
 
 
-_analyzer = None
-
-
-def _char_wb_analyzer():
-    """scikit-learn's char_wb n-gram analyzer of `featurize`'s vectorizer."""
-    global _analyzer
-    if _analyzer is None:
-        featurize([""])
-        _analyzer = _vectorizer.build_analyzer()
-    return _analyzer
+def char_wb_ngrams(folded: str) -> list[str]:
+    """The character 1-3-grams `featurize` counts, in scikit-learn's order: for each
+    whitespace-separated word, padded with one space each side, its 1-grams, then its 2-grams,
+    then its 3-grams (`analyzer="char_wb"`, `ngram_range=NGRAM_RANGE`, no lower-casing; a padded
+    word has at least three characters, so every n-gram is a full one). Written here so that
+    scoring a text needs neither scikit-learn nor SciPy, whose import took 1.7 s and about
+    190 MiB in every process that scored a text (each curation worker); tests/test_langid.py
+    checks the two agree. Example: "你 好吗" -> [" ", "你", " ", " 你", "你 ", " 你 ", " ", "好",
+    "吗", " ", " 好", "好吗", "吗 ", " 好吗", "好吗 "]."""
+    ngrams: list[str] = []
+    for word in folded.split():
+        padded = f" {word} "
+        ngrams += padded
+        ngrams += [padded[i:i + 2] for i in range(len(padded) - 1)]
+        ngrams += [padded[i:i + 3] for i in range(len(padded) - 2)]
+    return ngrams
 
 
 def ngram_index(ngram: str) -> int:
     """The hash bucket `featurize` puts `ngram` in: MurmurHash3 (signed 32-bit, seed 0) of its
     UTF-8 bytes, |hash| mod N_FEATURES (scikit-learn's FeatureHasher, its -2**31 case too)."""
-    from sklearn.utils import murmurhash3_32
+    import mmh3
 
-    value = murmurhash3_32(ngram, seed=0)
+    # mmh3 (the reference C++ MurmurHash3, signed like scikit-learn's murmurhash3_32): scoring
+    # does not import scikit-learn (see `char_wb_ngrams`); tests/test_langid.py checks the two.
+    value = mmh3.hash(ngram, 0, signed=True)
     return (2147483647 - (N_FEATURES - 1)) % N_FEATURES if value == -2147483648 else abs(value) % N_FEATURES
 
 
