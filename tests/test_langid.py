@@ -253,6 +253,25 @@ def test_urls_are_not_english(identifier):
     assert identifier.identify("詳情請瀏覽 https://www.gov.hk/tc/ 的網頁").lang == "zh-hant"
 
 
+def test_text_without_a_prose_mark_holds_nothing_that_is_not_prose():
+    """Language ID skips the scan for code, tags, URLs and addresses where no character of
+    _PROSE_MARKS_RE occurs; that is exact only if no such span can be made without one. Random
+    text from everything else such spans are made of (digits, dots, hyphens, %, +, /, :, Han,
+    full-width forms) is left as it is."""
+    import random
+
+    from hkgai_pipelines.curation.langid import _NOT_PROSE_RE, _PROSE_MARKS_RE
+
+    alphabet = "0123456789._%+-/:;#=?!~ \n中文網ｗＷ＠．é"
+    rng = random.Random(12)
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(20_000)]
+    texts += ["1.2.3.4", "852-1234.5678", "100%+", "8.8.8.8/24", "１２３．ｃｏｍ"]
+    assert not any(_PROSE_MARKS_RE.search(text) for text in texts)
+    assert all(_NOT_PROSE_RE.sub(" ", text) == text for text in texts)
+    # With a mark the scan runs, as before: the address is not English.
+    assert _NOT_PROSE_RE.sub(" ", "電郵 1@2.hk 查詢") == "電郵   查詢"
+
+
 @pytest.mark.parametrize(
     "text, lang",
     [

@@ -128,8 +128,8 @@ class LanguageIdentifier:
         han = len(HAN_RE.findall(text))
         kana = len(KANA_RE.findall(text))
         hangul = len(HANGUL_RE.findall(text))
-        words = LATIN_WORD_RE.findall(text)
-        latin = sum(len(w) for w in words)
+        all_words = words = LATIN_WORD_RE.findall(text)
+        latin = sum(map(len, words))
         # Acronyms (MTR, HKID, CEO) are used inside any Chinese sentence; only words with a
         # lower-case letter are evidence of switching into English. Rules-only mode keeps
         # the old rule; otherwise three or more all-caps words in a row are English in capitals
@@ -137,10 +137,15 @@ class LanguageIdentifier:
         if self.use_model:
             # Code spans, URLs, domains and e-mail addresses are not language: they count
             # neither as English nor as letters of the text.
-            prose = _NOT_PROSE_RE.sub(" ", text)
-            words = LATIN_WORD_RE.findall(prose)
-            latin = sum(len(w) for w in words)
-            caps_run = {w for run in _CAPS_RUN_RE.finditer(prose) for w in LATIN_WORD_RE.findall(run.group(0))}
+            # Each of them holds a character of _PROSE_MARKS_RE, so text without one (most
+            # Chinese text) is all prose, and is not scanned for them.
+            prose = text
+            if _PROSE_MARKS_RE.search(text):
+                prose = _NOT_PROSE_RE.sub(" ", text)
+                words = LATIN_WORD_RE.findall(prose)
+                latin = sum(map(len, words))
+            # A run of capitals is made of Latin words: none to look for without one.
+            caps_run = {w for run in _CAPS_RUN_RE.finditer(prose) for w in LATIN_WORD_RE.findall(run.group(0))} if words else set()
             # Only lower-case words are English switched into: a capitalised word inside a
             # Chinese sentence is a name (WhatsApp, Instagram, LinkedIn, HKeToll, Python,
             # Telegram), as an acronym is (MTR, HKID), and names are not code-switching;
@@ -150,7 +155,7 @@ class LanguageIdentifier:
                 english += sum(len(w) for w in capitalised_english(prose) if not w.islower() and w not in caps_run)
         else:
             english = sum(len(w) for w in words if not w.isupper())
-        other_letters = sum(map(str.isalpha, text)) - han - kana - hangul - len("".join(LATIN_WORD_RE.findall(text)))
+        other_letters = sum(map(str.isalpha, text)) - han - kana - hangul - sum(map(len, all_words))
         letters = han + kana + hangul + latin + max(other_letters, 0)
         if letters == 0:
             return LanguageResult("other", 1.0)
@@ -336,6 +341,10 @@ _NOT_PROSE_RE = re.compile(
     r"|(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}(?![A-Za-z0-9-])"
     r"|(?<![A-Za-z0-9.-])[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,63}(?![A-Za-z0-9-])(?:/[!-~]*)?"
 )
+# Every match of _NOT_PROSE_RE holds one of these: a code span "`", a tag "<", a character
+# reference "&", an e-mail address "@", and a URL or a domain an ASCII letter (its scheme, its
+# top-level label).
+_PROSE_MARKS_RE = re.compile(r"[A-Za-z`<&@]")
 # Prior probability that Latin-script text is English, against all other candidates together
 # (see _latin_language).
 ENGLISH_PRIOR = 0.25
