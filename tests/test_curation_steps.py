@@ -273,3 +273,25 @@ def test_sketches_hold_the_signatures_and_compare_as_numpy_does(monkeypatch):
     got = sketch_similarities([sketches[i] for i, _ in pairs], [sketches[j] for _, j in pairs])
     want = np.array([pair_similarities(signatures[i], signatures[j:j + 1])[0] for i, j in pairs])
     assert np.array_equal(got, want) and {0.890625, 0.734375, 1.0} <= set(got.tolist())
+
+
+def test_a_batch_gives_the_rows_of_its_records_one_by_one():
+    """process_batch runs language ID for the whole batch at once (identify_batch); every row
+    must be what `steps` gives the record alone: kept, rejected at each step, quarantined."""
+    from hkgai_pipelines.curation.pipeline import CurationPipeline
+    from hkgai_pipelines.params import load_curation_params
+    from hkgai_pipelines.settings import PROJECT_ROOT
+    from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+
+    pipeline = CurationPipeline(load_curation_params(PROJECT_ROOT / "params.yaml"))
+    texts = ["你食飯未呀，今晚一齊去旺角食飯好唔好？", "我们今天去看电影，然后一起吃饭。", "Hello there, this is an English sentence.",
+             "Bonjour tout le monde, comment allez-vous aujourd'hui ?", "請致電 9123 4567 查詢詳情，謝謝。", "", "好",
+             "鎴戝搵浠婃棩鍘诲挆椋茶尪", "第一行係咁\n第二行都係咁"]
+    items = [RawRecord(text=text, source="s", licence="l", locator=f"f:{n}", id=f"r{n}") for n, text in enumerate(texts)]
+    items.append(QuarantineRecord("f", 3, "bad line", "s", 1))
+    batch = pipeline.process_batch((item, order) for order, item in enumerate(items))
+    alone = [pipeline.steps(item, order) for order, item in enumerate(items)]
+    for row in batch:
+        row.pop("exact", None), row.pop("bands", None)
+    assert batch == alone
+    assert {row.get("step") for row in batch} >= {None, "langid", "repair", "quality"}

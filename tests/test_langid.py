@@ -350,6 +350,30 @@ def test_scoring_counts_the_n_grams_and_buckets_of_scikit_learn():
     assert matrix.indices.tolist() == [model_module.ngram_index(g) for g in ngrams]
 
 
+def test_conversions_prepared_together_equal_one_by_one():
+    """OpenCC over texts joined by newlines gives each text's own conversion (the batch path of
+    language ID relies on it): the training corpora's texts, texts with newlines, empty text."""
+    from hkgai_pipelines.curation import cantonese_model as model_module
+
+    texts = [text for text, _, _ in model_module.training_corpus()[::20]]
+    texts += ["第一行\n第二行\n", "", "\n", "头发\n干净", "乾淨 后来 皇后"]
+    with model_module.prepared_conversions(texts):
+        prepared = [(model_module.convert("t2s", t), model_module.convert("s2hk", t)) for t in texts]
+        assert model_module._prepared.conversions["s2hk"]  # answered from the prepared ones
+    alone = [(model_module._converter("t2s").convert(t), model_module._converter("s2hk").convert(t)) for t in texts]
+    assert prepared == alone
+    assert not model_module._prepared.conversions  # nothing prepared outside the block
+    # A lone surrogate (OpenCC cannot encode it) prepares nothing, and nothing fails.
+    with model_module.prepared_conversions(["好\ud83d", "你好"]):
+        assert model_module.convert("t2s", "你好") == "你好"
+
+
+def test_identify_batch_equals_identify_one_by_one(identifier):
+    texts = ["你食飯未呀", "我们今天去看电影。", "立法會每屆任期四年。", "Hello there", "佢话今日唔会落雨",
+             "電話 <PHONE> 查詢", "好 \ud83d hello", "", "第一行\n第二行", "我今日去咗 shopping", "佢話今日唔會落雨。" * 200]
+    assert identifier.identify_batch(texts) == [identifier.identify(text) for text in texts]
+
+
 def test_scoring_a_text_does_not_import_scikit_learn():
     import subprocess
     import sys

@@ -47,7 +47,7 @@ from hkgai_pipelines.curation.dedup import (
     decide_duplicates,
     in_memory_verifier,
 )
-from hkgai_pipelines.curation.langid import LanguageIdentifier
+from hkgai_pipelines.curation.langid import LanguageIdentifier, LanguageResult
 from hkgai_pipelines.curation.pii import PiiRedactor
 from hkgai_pipelines.curation.quality import QualityFilter, score_quality, strip_boilerplate_lines
 from hkgai_pipelines.curation.repair import repair_chinese_mojibake, repair_text, replacement_char_share
@@ -228,7 +228,11 @@ class CurationPipeline:
         A row that passed every step is a dedup *candidate* (`row["candidate"]`); only those
         get their dedup keys, `exact` (`dedup.exact_digest`) and `bands` (uint64 (num_bands,),
         `MinHasher.band_hashes`), computed for the whole batch in one call (`MinHasher.keys`)."""
-        rows = [self.steps(item, order) for item, order in numbered]
+        rows = [self._until_language(item, order) for item, order in numbered]
+        # Language ID for the whole batch at once (its OpenCC conversions in one call each).
+        pending = [row for row in rows if row.get("id_check")]
+        for row, result in zip(pending, self.identifier.identify_batch([row["text"] for row in pending])):
+            self._from_language(row, result)
         candidates = [row for row in rows if row.get("candidate")]
         if candidates:
             exact, bands = self.hasher.keys([row["text"] for row in candidates])
@@ -240,6 +244,14 @@ class CurationPipeline:
         """The per-record steps of one item without its dedup keys: the processed row
         (`PROCESSED_SCHEMA`) that `process_batch` completes. Also what a peer's executor runs
         for these steps (benchmarks/datatrove_steps.py)."""
+        row = self._until_language(item, order)
+        if row.get("id_check"):
+            self._from_language(row, self.identifier.identify(row["text"]))
+        return row
+
+    def _until_language(self, item: RawRecord | QuarantineRecord, order: int) -> dict:
+        """The steps before language ID (repair, PII): the processed row, final unless
+        `row["id_check"]` (the record passed repair; `_from_language` continues it)."""
         # The file readers quarantine a record with a lone surrogate in any field (Arrow and
         # JSON cannot encode one); records handed in by other callers are held to the same.
         surrogate_field = field_with_surrogate(item)
@@ -285,9 +297,13 @@ class CurationPipeline:
         # Whether an earlier record has this id is decided over the whole corpus
         # (`settle_table`); a repeat is rejected as repair:duplicate_id before the steps below count.
         row["id_check"] = True
+        return row
 
+    def _from_language(self, row: dict, result: LanguageResult) -> dict:
+        """The steps from language ID on (language, script, quality) for a row of
+        `_until_language` and its `LanguageResult`; completes `row` in place."""
+        p = self.params
         # langid
-        result = self.identifier.identify(row["text"])
         row["lang"], row["lang_score"] = result.lang, result.score
         if result.lang not in p.allowed_languages:
             return _rejected(row, "langid", f"language_{result.lang}")
