@@ -250,8 +250,8 @@ def char_wb_ngrams(folded: str) -> list[str]:
     whitespace-separated word, padded with one space each side, its 1-grams, then its 2-grams,
     then its 3-grams (`analyzer="char_wb"`, `ngram_range=NGRAM_RANGE`, no lower-casing; a padded
     word has at least three characters, so every n-gram is a full one). Written here so that
-    scoring a text needs neither scikit-learn nor SciPy, whose import took 1.7 s and about
-    190 MiB in every process that scored a text (each curation worker); tests/test_langid.py
+    scoring a text needs neither scikit-learn nor SciPy, whose import took 1.6 s and 68 MiB
+    in every process that scored a text (each Ray curation worker); tests/test_langid.py
     checks the two agree. Example: "你 好吗" -> [" ", "你", " ", " 你", "你 ", " 你 ", " ", "好",
     "吗", " ", " 好", "好吗", "吗 ", " 好吗", "好吗 "]."""
     ngrams: list[str] = []
