@@ -6,7 +6,8 @@ sentences, the knowledge documents) replicated to that size, as curation_through
 (every replica numbered, so replicas are near-duplicates, not exact copies), written as
 `--shards` JSONL files with consecutive replicas in different files, so near-duplicates
 cross shards. Then, in the same run on the same files, each configuration curates it
-`--repeats` times, each time in a fresh child process:
+`--repeats` times, each time in a fresh child process, round robin (every configuration once,
+then again), so a drift of the machine's speed meets every configuration alike:
 
 * single: `run_curation` in one process (every record in memory until the end);
 * local: `engine.curate_files` with the local executor (batch after batch in the child, no
@@ -343,6 +344,19 @@ def _process_name(process) -> str:
     return text[:60]
 
 
+def _configuration_name(mode: str, workers: int) -> str:
+    """The printed name of a configuration (`--only`'s mode and its worker count)."""
+    plural = "s" if workers > 1 else ""
+    return {"single": "single process, in memory", "local": "engine, local executor",
+            "pool": f"steps only, {workers} plain process{'es' if workers > 1 else ''}",
+            "datatrove": "datatrove, one task, one worker",
+            "datatrove-mapped": ("datatrove with our steps' counterparts, one task, one worker" if workers == 1 else
+                                 f"datatrove with our steps' counterparts, {workers} tasks, {workers} workers"),
+            "datatrove-ours": ("datatrove running our steps, one task, one worker" if workers == 1 else
+                               f"datatrove running our steps, {workers} tasks, {workers} workers")}.get(
+        mode, f"engine, ray, {workers} worker{plural}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, nargs="+", default=[20.0, 100.0], help="input sizes in MiB")
@@ -402,18 +416,13 @@ def main() -> None:
             print(f"\ninput: {documents:,} documents, {mib:.1f} MiB in {args.shards} shards; {args.repeats} runs each, "
                   f"batch size {args.batch_size}, {os.cpu_count()} cores", flush=True)
             rows, ceiling, peers = {}, {}, {}
-            for mode, workers in configurations:
-                plural = "s" if workers > 1 else ""
-                name = {"single": "single process, in memory", "local": "engine, local executor",
-                        "pool": f"steps only, {workers} plain process{'es' if workers > 1 else ''}",
-                        "datatrove": "datatrove, one task, one worker",
-                        "datatrove-mapped": ("datatrove with our steps' counterparts, one task, one worker" if workers == 1 else
-                                             f"datatrove with our steps' counterparts, {workers} tasks, {workers} workers"),
-                        "datatrove-ours": ("datatrove running our steps, one task, one worker" if workers == 1 else
-                                           f"datatrove running our steps, {workers} tasks, {workers} workers")}.get(
-                    mode, f"engine, ray, {workers} worker{plural}")
-                runs = []
-                for repeat in range(args.repeats):
+            names = {(mode, workers): _configuration_name(mode, workers) for mode, workers in configurations}
+            # Round robin: each repeat runs every configuration once, so a slow spell of the
+            # machine (a shared VM's speed drifted by a third within one 27-minute run) falls on
+            # every configuration alike instead of on whichever ran then.
+            runs_of: dict[tuple[str, int], list[dict]] = {configuration: [] for configuration in configurations}
+            for repeat in range(args.repeats):
+                for (mode, workers), runs in runs_of.items():
                     tag = f"{megabytes:g}-{mode}-{workers}-{repeat}"
                     parts = args.keep / f"parts-{megabytes:g}-{args.shards}" if args.parts and mode == "local" else None
                     if parts is not None:
@@ -425,13 +434,14 @@ def main() -> None:
                             f"{when - runs[-1]['started_at']:.1f}\t{rss / 2**20:.0f}\n" for when, rss in runs[-1]["samples"]))
                     kept = (f", kept {runs[-1]['kept']:,}" if runs[-1]["kept"] is not None
                             else f", processed {runs[-1]['input_records']:,}" if runs[-1]["input_records"] else "")
-                    print(f"  {name} run {repeat + 1}: {runs[-1]['seconds']:.1f}s{kept}", flush=True)
+                    print(f"  {names[mode, workers]} run {repeat + 1}: {runs[-1]['seconds']:.1f}s{kept}", flush=True)
+            for (mode, workers), runs in runs_of.items():
                 if mode == "pool":
                     ceiling[workers] = runs
                 elif mode.startswith("datatrove"):
-                    peers[name] = (runs, workers)
+                    peers[names[mode, workers]] = (runs, workers)
                 else:
-                    rows[name] = runs
+                    rows[names[mode, workers]] = runs
             baseline = next(iter(rows.values()))  # the in-memory path, or the local executor with --skip-single
             base_rate = mib / statistics.median(r["seconds"] for r in baseline)
             base_sum = statistics.median(r["peak_rss_sum"] for r in baseline)
