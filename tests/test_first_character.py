@@ -43,6 +43,19 @@ def test_what_cannot_be_rewritten_raises(pattern):
         first_character_scan(re.compile(pattern))
 
 
+def test_verbose_and_bytes_patterns_are_not_rewritten():
+    with pytest.raises(ValueError):
+        first_character_scan(re.compile("a b | c", re.VERBOSE))
+    with pytest.raises(ValueError):
+        first_character_scan(re.compile(b"ab|c"))
+
+
+def test_flags_are_kept():
+    rewritten = first_character_scan(re.compile("ab|[cd]e", re.IGNORECASE))
+    assert rewritten.flags & re.IGNORECASE
+    assert [m.group() for m in rewritten.finditer("AB De ce")] == ["AB", "De", "ce"]
+
+
 def _rewritten_lists() -> list[tuple[str, re.Pattern, re.Pattern]]:
     from cantonesedetect import Detector
 

@@ -43,7 +43,10 @@ def first_character_scan(pattern: re.Pattern) -> re.Pattern:
     says, compiled with the same flags. An alternation wrapped whole in one capturing group
     keeps the group around the rewritten alternation (`findall` returns the same strings).
     Raises ValueError when a branch does not begin with one character item (after any
-    lookbehinds), or the pattern has inline flags: the caller keeps the original then."""
+    lookbehinds), or the pattern has inline flags, re.VERBOSE or is of bytes: the caller
+    keeps the original then."""
+    if not isinstance(pattern.pattern, str) or pattern.flags & re.VERBOSE:
+        raise ValueError("only str patterns without re.VERBOSE are rewritten (whitespace and comments would split wrongly)")
     text, grouped = pattern.pattern, False
     if text.startswith("(") and not text.startswith("(?") and _closing(text, 0) == len(text) - 1:
         text, grouped = text[1:-1], True
