@@ -15,7 +15,8 @@ def _matches(pattern: re.Pattern, text: str) -> list:
 
 def test_rewrite_of_a_short_alternation():
     rewritten = first_character_scan(re.compile("[ab]c|唔[係得]|(?<!關)係(?!數)|\\d-"))
-    assert rewritten.pattern == "[ab唔係\\d](?:(?<=[ab])c|(?<=唔)[係得]|(?<=係)(?<!(?:關)(?s:.))(?!數)|(?<=\\d)-)"
+    assert rewritten.pattern == ("[\\U00000061\\U00000062\\U00005514\\U00004fc2\\d]"
+                                 "(?:(?<=[ab])c|(?<=唔)[係得]|(?<=係)(?<!(?:關)(?s:.))(?!數)|(?<=\\d)-)")
     text = "ac 唔係 關係 係數 係 bc 7- 唔好"
     assert [m.group() for m in rewritten.finditer(text)] == ["ac", "唔係", "係", "bc", "7-"]
     assert _matches(rewritten, text) == _matches(re.compile("[ab]c|唔[係得]|(?<!關)係(?!數)|\\d-"), text)
@@ -24,20 +25,29 @@ def test_rewrite_of_a_short_alternation():
 def test_a_group_around_the_whole_alternation_is_kept():
     original = re.compile("(關係|吱唔|咿唔)")
     rewritten = first_character_scan(original)
-    assert rewritten.pattern == "([關吱咿](?:(?<=關)係|(?<=吱)唔|(?<=咿)唔))"
+    assert rewritten.pattern == "([\\U000095dc\\U00005431\\U000054bf](?:(?<=關)係|(?<=吱)唔|(?<=咿)唔))"
     assert rewritten.findall("有關係，吱唔咿唔") == original.findall("有關係，吱唔咿唔") == ["關係", "吱唔", "咿唔"]
 
 
-def test_class_members_that_would_join_their_neighbours_are_escaped():
+@pytest.mark.parametrize("pattern, texts", [
     # "[a-]" then "[z]" must not become the range a-z; "]" first in a class is a member.
-    original = re.compile("[a-]x|[z]y|[]q]w|-v")
+    ("[a-]x|[z]y|[]q]w|-v", ["ax -x zy ]w qw -v mx", "bx cy"]),
+    # An octal escape ending a class must not take the next item's digit ("[\\1]" + "2" is not "\\12").
+    (r"[\1]x|2y", ["\x01x 2y", "\nx"]),
+    (r"[\7]x|7y|7z", ["\x07x 7y 7z"]),
+    # An escaped backslash then "-" ends the class: "[\\-]" + "z" is not the range \\-z.
+    (r"[\\-]x|zy", ["-x \\x zy ax"]),
+    (r"[a\\-]x|Ay", ["ax -x \\x Ay"]),
+])
+def test_class_members_that_would_join_their_neighbours_stay_apart(pattern, texts):
+    original = re.compile(pattern)
     rewritten = first_character_scan(original)
-    for text in ["ax -x zy ]w qw -v mx", "bx cy"]:
-        assert _matches(rewritten, text) == _matches(original, text)
-    assert not rewritten.search("mx")
+    for text in texts:
+        assert _matches(rewritten, text) == _matches(original, text), text
+        assert rewritten.subn("#", text) == original.subn("#", text), text
 
 
-@pytest.mark.parametrize("pattern", ["a*b|c", "(?:ab)|c", ".x|c", "^a|b", "\\bword|c", "[^a]b|c", "a|", "(?i)ab|c"])
+@pytest.mark.parametrize("pattern", ["a*b|c", "(?:ab)|c", ".x|c", "^a|b", "\\bword|c", "[^a]b|c", "a|", "(?i)ab|c", "a(?#[)|b|c(?#])d|e"])
 def test_what_cannot_be_rewritten_raises(pattern):
     with pytest.raises(ValueError):
         first_character_scan(re.compile(pattern))

@@ -14,7 +14,8 @@ Li, into
 
     [A1 A2 ...](?:(?<=A1)L1' rest1|(?<=A2)L2' rest2|...)
 
-which begins with a class, so the scan applies. The match is the same match: at a position
+which begins with a class, so the scan applies (its members are the items' characters, ranges
+and categories as `re`'s parser reads them, each character a \\U escape). The match is the same match: at a position
 where the original matches branch k (the first branch, in order, that matches there), the
 class takes that position's character, `(?<=Ai)` rejects the branches whose first item does
 not take it, exactly as Ai did, and the rest is matched from the next position as before. A
@@ -27,6 +28,9 @@ them on the training corpora and on random text from the patterns' own character
 from __future__ import annotations
 
 import re
+# The regex parser of the standard library (re._parser, sre_parse before 3.11): a first item
+# is read exactly as `re` reads it.
+from re import _parser
 
 #: Characters that make a one-character item something else when they follow it.
 _QUANTIFIERS = "*+?{"
@@ -34,8 +38,9 @@ _QUANTIFIERS = "*+?{"
 _NOT_ONE_CHARACTER = set("AbBZz0123456789g")
 #: Hex digits after the escapes of one code point (\xhh, \uhhhh, \Uhhhhhhhh).
 _HEX_DIGITS = {"x": 2, "u": 4, "U": 8}
-#: Class members that change meaning at the edge of a class joined to others.
-_EDGE_CHARACTERS = set("-&~|]^")
+#: How the class categories `re`'s parser reads are written again.
+_CATEGORY_ESCAPES = {_parser.CATEGORY_DIGIT: r"\d", _parser.CATEGORY_NOT_DIGIT: r"\D", _parser.CATEGORY_SPACE: r"\s",
+                     _parser.CATEGORY_NOT_SPACE: r"\S", _parser.CATEGORY_WORD: r"\w", _parser.CATEGORY_NOT_WORD: r"\W"}
 
 
 def first_character_scan(pattern: re.Pattern) -> re.Pattern:
@@ -43,8 +48,8 @@ def first_character_scan(pattern: re.Pattern) -> re.Pattern:
     says, compiled with the same flags. An alternation wrapped whole in one capturing group
     keeps the group around the rewritten alternation (`findall` returns the same strings).
     Raises ValueError when a branch does not begin with one character item (after any
-    lookbehinds), or the pattern has inline flags, re.VERBOSE or is of bytes: the caller
-    keeps the original then."""
+    lookbehinds), or the pattern has inline flags, comments, re.VERBOSE or is of bytes: the
+    caller keeps the original then."""
     if not isinstance(pattern.pattern, str) or pattern.flags & re.VERBOSE:
         raise ValueError("only str patterns without re.VERBOSE are rewritten (whitespace and comments would split wrongly)")
     text, grouped = pattern.pattern, False
@@ -61,25 +66,37 @@ def first_character_scan(pattern: re.Pattern) -> re.Pattern:
         item = branch[at:item_end]
         if item_end < len(branch) and branch[item_end] in _QUANTIFIERS:
             raise ValueError(f"branch {branch!r}: its first item is quantified")
-        firsts.append(_union_member(item))
+        firsts.append(_union_member(item, pattern.flags))
         alternatives.append(f"(?<={item})" + "".join(behinds) + branch[item_end:])
     rewritten = f"[{''.join(firsts)}](?:{'|'.join(alternatives)})"
     return re.compile(f"({rewritten})" if grouped else rewritten, pattern.flags)
 
 
-def _union_member(item: str) -> str:
+def _union_member(item: str, flags: int) -> str:
     """The one-character item `item` written to stand inside the class of all first items:
-    a class's members, an escape as it is, a character escaped. A member that could join its
-    neighbour's into a range or a set operation (`-`, `&`, `~`, `|` at either end, `]` or `^`
-    first) is escaped."""
-    if not item.startswith("["):
-        return item if item.startswith("\\") else re.escape(item)
-    body = item[1:-1]
-    if body[:1] in _EDGE_CHARACTERS:
-        body = "\\" + body
-    if body[-1:] in _EDGE_CHARACTERS and not body.endswith("\\" + body[-1]):
-        body = body[:-1] + "\\" + body[-1]
-    return body
+    what `re`'s own parser reads it as (characters, ranges, categories such as \\d), each
+    character written as a fixed-length \\U escape. Written as they are, joined members could
+    read as one: a class ending in an octal escape and a member starting with a digit
+    (`[\\1]` + `2` -> `\\12`), a trailing `-` and the next member (a range). Raises ValueError
+    for what is not such an item (a negated class)."""
+    parsed = _parser.parse(item, flags).data
+    if len(parsed) != 1:
+        raise ValueError(f"{item!r} is not one character item")
+    op, value = parsed[0]
+    members = [(op, value)] if op is _parser.LITERAL else value if op is _parser.IN else None
+    if members is None:
+        raise ValueError(f"{item!r} does not begin a branch with characters to scan for")
+    written = []
+    for member, value in members:
+        if member is _parser.LITERAL:
+            written.append(f"\\U{value:08x}")
+        elif member is _parser.RANGE:
+            written.append(f"\\U{value[0]:08x}-\\U{value[1]:08x}")
+        elif member is _parser.CATEGORY and value in _CATEGORY_ESCAPES:
+            written.append(_CATEGORY_ESCAPES[value])
+        else:  # NEGATE and anything newer
+            raise ValueError(f"{item!r}: a class member that cannot join the scan's class")
+    return "".join(written)
 
 
 def _branches(text: str) -> list[str]:
@@ -144,6 +161,8 @@ def _closing(text: str, at: int) -> int:
     flags (`(?i)`, `(?a:`), whose meaning would change with the rewrite."""
     if text.startswith("(?", at) and at + 2 < len(text) and text[at + 2] in "aiLmsux-":
         raise ValueError("inline flags are not rewritten")
+    if text.startswith("(?#", at):  # a comment's text is not pattern: "(?#[)" would open a class
+        raise ValueError("comments are not rewritten")
     depth, index = 0, at
     while index < len(text):
         char = text[index]
