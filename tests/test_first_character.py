@@ -47,7 +47,7 @@ def test_class_members_that_would_join_their_neighbours_stay_apart(pattern, text
         assert rewritten.subn("#", text) == original.subn("#", text), text
 
 
-@pytest.mark.parametrize("pattern", ["a*b|c", "(?:ab)|c", ".x|c", "^a|b", "\\bword|c", "[^a]b|c", "a|", "(?i)ab|c", "a(?#[)|b|c(?#])d|e"])
+@pytest.mark.parametrize("pattern", ["a*b|c", "(?:ab)|c", ".x|c", "^a|b", "\\bword|c", "[^a]b|c", "a|", "(?i)ab|c", "a(?#[)|b|c(?#])d|e", "(a(?#[)b)|c"])
 def test_what_cannot_be_rewritten_raises(pattern):
     with pytest.raises(ValueError):
         first_character_scan(re.compile(pattern))

@@ -28,6 +28,7 @@ them on the training corpora and on random text from the patterns' own character
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 # The regex parser of the standard library (re._parser, sre_parse before 3.11): a first item
 # is read exactly as `re` reads it.
 from re import _parser
@@ -100,23 +101,13 @@ def _union_member(item: str, flags: int) -> str:
 
 
 def _branches(text: str) -> list[str]:
-    """The top-level branches of `text` (split at each `|` outside groups and classes)."""
-    branches, start, at = [], 0, 0
-    while at < len(text):
-        char = text[at]
-        if char == "\\":
-            at += 2
-            continue
-        if char == "[":
-            at = _class_end(text, at)
-            continue
-        if char == "(":
-            at = _closing(text, at) + 1
-            continue
-        if char == "|":
+    """The top-level branches of `text` (split at each `|` outside groups and classes).
+    Raises ValueError for inline flags and comments (`_check_group`)."""
+    branches, start = [], 0
+    for at, char, depth in _structure(text):
+        if char == "|" and depth == 0:
             branches.append(text[start:at])
             start = at + 1
-        at += 1
     branches.append(text[start:])
     return branches
 
@@ -157,26 +148,42 @@ def _class_end(text: str, at: int) -> int:
 
 
 def _closing(text: str, at: int) -> int:
-    """Index of the `)` closing the group that opens at `at`. Raises ValueError for inline
-    flags (`(?i)`, `(?a:`), whose meaning would change with the rewrite."""
+    """Index of the `)` closing the group that opens at `at`. Raises ValueError for an
+    unclosed group, inline flags and comments (`_check_group`)."""
+    for index, char, depth in _structure(text, at):
+        if char == ")" and depth == 0:
+            return index
+    raise ValueError(f"unclosed group in {text!r}")
+
+
+def _check_group(text: str, at: int) -> None:
+    """Raise ValueError for a group opening at `at` that the rewrite cannot carry: inline flags
+    (`(?i)`, `(?a:`), whose reach would change, and comments, whose text is not pattern
+    ("(?#[)" would open a class)."""
+    if text.startswith("(?#", at):
+        raise ValueError("comments are not rewritten")
     if text.startswith("(?", at) and at + 2 < len(text) and text[at + 2] in "aiLmsux-":
         raise ValueError("inline flags are not rewritten")
-    if text.startswith("(?#", at):  # a comment's text is not pattern: "(?#[)" would open a class
-        raise ValueError("comments are not rewritten")
-    depth, index = 0, at
-    while index < len(text):
-        char = text[index]
+
+
+def _structure(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(index, character, depth) of each `(`, `)` and `|` of `text` from `start` that is
+    pattern structure (escapes and character classes are stepped over); depth: how many groups
+    opened since `start` are open after the character. Each group is checked (`_check_group`)."""
+    at, depth = start, 0
+    while at < len(text):
+        char = text[at]
         if char == "\\":
-            index += 2
+            at += 2
             continue
         if char == "[":
-            index = _class_end(text, index)
+            at = _class_end(text, at)
             continue
         if char == "(":
+            _check_group(text, at)
             depth += 1
         elif char == ")":
             depth -= 1
-            if depth == 0:
-                return index
-        index += 1
-    raise ValueError(f"unclosed group in {text!r}")
+        if char in "()|":
+            yield at, char, depth
+        at += 1
