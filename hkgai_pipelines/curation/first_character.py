@@ -45,8 +45,8 @@ _CATEGORY_ESCAPES = {_parser.CATEGORY_DIGIT: r"\d", _parser.CATEGORY_NOT_DIGIT: 
 
 
 def first_character_scan(pattern: re.Pattern) -> re.Pattern:
-    """`pattern` (compiled, no flags beyond the default) rewritten as the module docstring
-    says, compiled with the same flags. An alternation wrapped whole in one capturing group
+    """`pattern` (compiled) rewritten as the module docstring says, compiled with the same
+    flags (its first items are read under them too). An alternation wrapped whole in one capturing group
     keeps the group around the rewritten alternation (`findall` returns the same strings).
     Raises ValueError when a branch does not begin with one character item (after any
     lookbehinds), or the pattern has inline flags, comments, re.VERBOSE or is of bytes: the
