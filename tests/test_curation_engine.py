@@ -223,7 +223,7 @@ def test_a_ray_worker_killed_mid_run_is_retried_and_nothing_counted_twice(curati
         if list((tmp_path / "out").glob(f"{engine.RESUME_PREFIX}*/part-*.parquet")):
             for process in psutil.Process().children(recursive=True):
                 try:
-                    if "_process_batch" in " ".join(process.cmdline()):
+                    if "_read_and_process" in " ".join(process.cmdline()):
                         process.send_signal(signal.SIGKILL)
                         killed = process.pid
                         break

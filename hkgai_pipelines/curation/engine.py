@@ -93,7 +93,7 @@ from hkgai_pipelines.curation.dedup import (
     verify_each,
 )
 from hkgai_pipelines.curation.dedup_index import DEDUP_INDEX_DIR, DedupIndex, IndexWriter, extend_decisions
-from hkgai_pipelines.curation.inputs import ITEM_BITS, InputUnit, file_units, lake_units, order_key
+from hkgai_pipelines.curation.inputs import ITEM_BITS, InputSlice, InputUnit, file_units, lake_units, plan_tasks
 from hkgai_pipelines.curation.keystore import bucket_of
 from hkgai_pipelines.curation.pair_join import JoinedPairVerifier, part_first_order, range_similarities, route_group, route_groups
 from hkgai_pipelines.curation.pipeline import (
@@ -113,7 +113,7 @@ from hkgai_pipelines.curation.pipeline import (
 from hkgai_pipelines.params import CurationParams
 from hkgai_pipelines.sources.files import CURATION_PARTS_MARKER
 from hkgai_pipelines.sources.lake import atomic_path, held_exclusively, write_quarantine
-from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+from hkgai_pipelines.sources.records import FileItem
 
 logger = logging.getLogger(__name__)
 
@@ -121,15 +121,6 @@ logger = logging.getLogger(__name__)
 #: corpora; records above `max_record_bytes` are quarantined); each task costs Ray a few
 #: milliseconds of scheduling, small against ~1 ms of steps per record.
 DEFAULT_BATCH_SIZE = 1000
-
-#: A read item between the reading and the steps tasks: a record or a quarantine record.
-ITEM_SCHEMA = pa.schema([
-    ("order", pa.int64()), ("kind", pa.string()), ("id", pa.string()), ("text", pa.string()),
-    ("source", pa.string()), ("licence", pa.string()), ("locator", pa.string()), ("title", pa.string()),
-    ("encoding", pa.string()), ("q_file", pa.string()), ("q_line", pa.int64()), ("q_error", pa.string()),
-    ("q_count", pa.int64()),
-])
-
 
 def keys_schema(num_bands: int) -> pa.Schema:
     """What a steps task returns to the driver: per record, its id when it takes part in the
@@ -907,8 +898,9 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     keys, progress = _key_store(work, params), _Progress()
     _collect_cached(work, keys, progress, params.dedup.num_bands)
     params_blob = pickle.dumps(params)
-    for batch in _batches(units, batch_size, by_unit=work.plan.folders is not None):
-        _collect(_process_batch(batch, params_blob, str(work.steps), work.plan.folders), keys, progress)
+    for task in plan_tasks(units):
+        for numbered in _task_batches(task, batch_size, by_unit=work.plan.folders is not None):
+            _collect(_process_batch(numbered, params_blob, str(work.steps), work.plan.folders), keys, progress)
     work.keep_only(progress.part_names)
     parts = work.parts()
     seconds["read_and_steps"] = time.perf_counter() - started
@@ -979,34 +971,25 @@ def _cached_ids(plan: UnitPlan, orders: np.ndarray) -> list[str]:
     return [found[order] for order in orders.tolist()]
 
 
-def _batches(units: list[InputUnit], batch_size: int, by_unit: bool = False) -> Iterator[pa.Table]:
-    """The units' items in batches of `batch_size`, across file boundaries (as Ray Data's
-    map_batches does): ten thousand small files make ten parts, not ten thousand. `by_unit`:
-    every unit starts a new batch (incremental curation: a unit's batches, and so its part
-    files, do not depend on the units before it)."""
-    pending: list[pa.Table] = []
-    rows = 0
-    for unit in units:
-        if by_unit and rows:
-            yield pa.concat_tables(pending)
-            pending, rows = [], 0
-        for table in _read_units(pa.table({"unit": [json.dumps(unit.to_row())]}), batch_size):
-            pending.append(table)
-            rows += table.num_rows
-            while rows >= batch_size:
-                combined = pa.concat_tables(pending)
-                yield combined.slice(0, batch_size)
-                rest = combined.slice(batch_size)
-                pending, rows = [rest], rest.num_rows
-    if rows:
-        yield pa.concat_tables(pending)
-
-
-#: Batches (part files) a steps task on Ray processes, one after the other. Ray Data dispatches
-#: the next task a moment after one ends: with one batch a task (~0.3 s of steps) the two
-#: workers of a 2-core machine idled a third of the time; with 8 the steps phase of 10 MiB
-#: took 29.3 s against 31.5 s with 4 and 41.5 s on one worker (`benchmarks/curation_scale.py`).
-BATCHES_PER_TASK = 8
+def _task_batches(task: list[InputSlice], batch_size: int, by_unit: bool = False) -> Iterator[list[tuple[FileItem, int]]]:
+    """The items of a task's slices as (item, order key) in batches of `batch_size`, across
+    slice and file boundaries (as Ray Data's map_batches does): ten thousand small files make
+    ten parts, not ten thousand. `by_unit`: every unit starts a new batch (incremental
+    curation: a unit's batches, and so its part files, do not depend on the units before it)."""
+    batch: list[tuple[FileItem, int]] = []
+    unit = None
+    for piece in task:
+        if by_unit and batch and piece.unit.index != unit:
+            yield batch
+            batch = []
+        unit = piece.unit.index
+        for order, item in piece.numbered_items():
+            batch.append((item, order))
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 #: Settle tasks per worker: a few, so that parts of uneven size (a unit's last part is
@@ -1021,25 +1004,23 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     pool = ray.data.TaskPoolStrategy(size=workers)
     seconds = {}
 
-    # 1. read + steps. Reading is light (decoding, JSON) next to the steps, and takes no CPU
-    # slot of its own, so that `workers` steps tasks always run; a bounded number of reading
-    # tasks keeps what waits in the object store bounded. A reading task's batches reach the
-    # steps re-cut into blocks of BATCHES_PER_TASK batches (streaming, no barrier): Ray Data
-    # joins what one task yields into blocks of up to 128 MiB, and a steps task takes a whole
-    # block, so a corpus in one file (the 10 MiB benchmark's) was one task on one worker.
+    # 1. read + steps: one Ray Data task per planned task (`inputs.plan_tasks`: about 1 MiB
+    # of input, a slice of a large file or small files together), which reads its slices and
+    # runs the steps on them batch by batch, `workers` at a time. Reading in separate tasks
+    # that handed records to the steps tasks through the object store (as Arrow tables) cost
+    # 28 of 175 CPU seconds of a 2-worker run of the 40 MiB benchmark corpus, in processes
+    # that competed with the steps for the two cores: 106.6 s against 85.7 s fused.
     started = time.perf_counter()
     keys, progress = _key_store(work, params), _Progress()
     _collect_cached(work, keys, progress, params.dedup.num_bands)
-    if units:
-        units_ds = ray.data.from_items([{"unit": json.dumps(unit.to_row())} for unit in units], override_num_blocks=len(units))
-        processed = (
-            units_ds.map_batches(_read_units, batch_size=1, batch_format="pyarrow", fn_kwargs={"batch_size": batch_size},
-                                 compute=pool, num_cpus=0)
-            .repartition(target_num_rows_per_block=batch_size * BATCHES_PER_TASK)
-            .map_batches(_process_batch, batch_size=batch_size, batch_format="pyarrow",
-                         fn_kwargs={"params_blob": pickle.dumps(params), "steps_dir": str(work.steps), "unit_folders": work.plan.folders},
-                         compute=pool)
-        )
+    tasks = plan_tasks(units)
+    if tasks:
+        tasks_ds = ray.data.from_items([{"task": json.dumps([piece.to_row() for piece in task])} for task in tasks],
+                                       override_num_blocks=len(tasks))
+        processed = tasks_ds.map_batches(
+            _read_and_process, batch_size=1, batch_format="pyarrow", compute=pool,
+            fn_kwargs={"batch_size": batch_size, "params_blob": pickle.dumps(params), "steps_dir": str(work.steps),
+                       "unit_folders": work.plan.folders})
         for batch in processed.iter_batches(batch_size=None, batch_format="pyarrow"):
             _collect(batch, keys, progress)
     work.keep_only(progress.part_names)
@@ -1097,33 +1078,14 @@ def _pipeline(params_blob: bytes) -> CurationPipeline:
     return CurationPipeline(pickle.loads(params_blob))
 
 
-def _read_units(batch: pa.Table, batch_size: int) -> Iterator[pa.Table]:
-    """Read the unit(s) of `batch`, yielding tables of at most `batch_size` items."""
-    for encoded in batch.column("unit").to_pylist():
-        unit = InputUnit(**json.loads(encoded))
-        rows = []
-        for position, item in enumerate(unit.items()):
-            rows.append(_item_row(item, order_key(unit.index, position)))
-            if len(rows) >= batch_size:
-                yield pa.Table.from_pylist(rows, schema=ITEM_SCHEMA)
-                rows = []
-        if rows:
-            yield pa.Table.from_pylist(rows, schema=ITEM_SCHEMA)
-
-
-def _item_row(item: RawRecord | QuarantineRecord, order: int) -> dict:
-    if isinstance(item, QuarantineRecord):
-        return {"order": order, "kind": "quarantine", "q_file": item.file, "q_line": item.line, "q_error": item.error,
-                "source": item.source, "q_count": item.count}
-    return {"order": order, "kind": "record", "id": item.id, "text": item.text, "source": item.source, "licence": item.licence,
-            "locator": item.locator, "title": item.title, "encoding": item.encoding}
-
-
-def _item(row: dict) -> RawRecord | QuarantineRecord:
-    if row["kind"] == "quarantine":
-        return QuarantineRecord(row["q_file"], row["q_line"], row["q_error"], row["source"], row["q_count"])
-    return RawRecord(text=row["text"], source=row["source"], licence=row["licence"], locator=row["locator"],
-                     title=row["title"], id=row["id"], encoding=row["encoding"])
+def _read_and_process(tasks: pa.Table, batch_size: int, params_blob: bytes, steps_dir: str,
+                      unit_folders: dict[int, str] | None = None) -> Iterator[pa.Table]:
+    """Read the task(s) of `tasks` (a "task" column: the JSON of its slices) and run the steps
+    on their items batch by batch (`_process_batch`), yielding each batch's keys."""
+    for encoded in tasks.column("task").to_pylist():
+        task = [InputSlice.from_row(row) for row in json.loads(encoded)]
+        for numbered in _task_batches(task, batch_size, by_unit=unit_folders is not None):
+            yield _process_batch(numbered, params_blob, steps_dir, unit_folders)
 
 
 def part_name(first_order: int) -> str:
@@ -1139,28 +1101,20 @@ def part_schema(num_bands: int) -> pa.Schema:
     return pa.schema(list(PROCESSED_SCHEMA) + [keys.field("exact"), keys.field("bands")])
 
 
-def _process_batch(batch: pa.Table, params_blob: bytes, steps_dir: str, unit_folders: dict[int, str] | None = None) -> pa.Table:
-    """The per-record steps of one batch: its processed rows and dedup keys go to a part file
-    named by its first order key, its keys back to the driver (`keys_schema`). A complete
-    part file of the same records from a stopped run is read instead (`reused` true).
-    `unit_folders` (incremental curation): each unit's part files go to its own folder, so a
-    batch that spans units is split into one part file per unit."""
-    orders = batch.column("order").to_numpy()
-    if unit_folders is None or not len(orders):
-        return _process_part(batch, params_blob, steps_dir)
-    units = orders >> ITEM_BITS
-    cuts = [0, *(np.flatnonzero(np.diff(units)) + 1).tolist(), len(orders)]
-    return pa.concat_tables([_process_part(batch.slice(start, end - start), params_blob, unit_folders[int(units[start])])
-                             for start, end in zip(cuts, cuts[1:])])
-
-
-def _process_part(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Table:
+def _process_batch(numbered: list[tuple[FileItem, int]], params_blob: bytes, steps_dir: str,
+                   unit_folders: dict[int, str] | None = None) -> pa.Table:
+    """The per-record steps of one batch of (item, order key): its processed rows and dedup
+    keys go to a part file named by its first order key, its keys back to the driver
+    (`keys_schema`). A complete part file of the same records from a stopped run is read
+    instead (`reused` true). `unit_folders` (incremental curation, whose batches never span
+    units): the part file goes to its unit's own folder."""
     pipeline = _pipeline(params_blob)
     num_bands = pipeline.hasher.num_bands
-    orders = batch.column("order").to_numpy()
+    orders = np.fromiter((order for _, order in numbered), dtype=np.int64, count=len(numbered))
     if not len(orders):
         return _keys_of(part_schema(num_bands).empty_table(), num_bands, reused=False)
-    path = Path(steps_dir) / part_name(int(orders[0]))
+    folder = steps_dir if unit_folders is None else unit_folders[int(orders[0] >> ITEM_BITS)]
+    path = Path(folder) / part_name(int(orders[0]))
     if path.exists():  # written whole or not at all (rename below), unless damaged since
         try:
             done = pq.read_table(path, columns=PART_KEY_COLUMNS)
@@ -1168,7 +1122,7 @@ def _process_part(batch: pa.Table, params_blob: bytes, steps_dir: str) -> pa.Tab
             done = None  # processed again, and replaced below
         if done is not None and np.array_equal(done.column("order").to_numpy(), orders):
             return _keys_of(done, num_bands, reused=True)
-    rows = pipeline.process_batch((_item(row), row["order"]) for row in batch.to_pylist())
+    rows = pipeline.process_batch(numbered)
     exact = np.zeros(len(rows), dtype=f"S{EXACT_KEY_BYTES}")
     bands = np.zeros((len(rows), num_bands), dtype=np.uint64)
     for index, row in enumerate(rows):

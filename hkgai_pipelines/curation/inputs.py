@@ -10,6 +10,15 @@ Order keys: every item gets `order_key(unit.index, position in the unit)`, an in
 items in the stable order of the whole input (sources in catalog order, then files in sorted
 path order, then records in file order). Deduplication keeps the first record of a cluster in
 that order, whichever worker read it.
+
+Tasks (`plan_tasks`): a large JSONL or Parquet file is cut into slices of about `TASK_BYTES`
+(`sources.files.plan_spans`), so that one big file still keeps every worker busy, and small
+consecutive units are grouped into one task of about as many bytes. A task is read where its
+steps run (the engine's tasks read their own slices: handing records from reading tasks to
+steps tasks through Ray's object store cost a fifth of the CPU time of a 2-worker run). The plan
+depends on the inputs alone, never on the worker count, so every executor cuts the same part
+files. In a sliced unit the position is (slice index << SLICE_ITEM_BITS) | the item's place in
+its slice, which sorts as the item's place in the file; an unsliced unit's is the item's place.
 """
 
 from __future__ import annotations
@@ -19,13 +28,25 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hkgai_pipelines.sources.files import DEFAULT_MAX_RECORD_BYTES, collect_inputs, read_file
+from hkgai_pipelines.sources.files import DEFAULT_MAX_RECORD_BYTES, Span, collect_inputs, plan_spans, read_file
 from hkgai_pipelines.sources.records import FileItem, QuarantineRecord
 
 #: Low bits of an order key that number the items of one unit: 2**40 (a trillion) items per
 #: file; the remaining 23 bits number up to 8 million units.
 ITEM_BITS = 40
 MAX_UNITS = 1 << (63 - ITEM_BITS)
+
+#: Low bits of a sliced unit's position that number the items of one slice: 16.7 million, more
+#: than a slice holds (a JSONL item is a non-blank line of at least 2 bytes, and a slice is
+#: TASK_BYTES but for its last line, up to files of 64 GiB; a Parquet slice has fewer rows);
+#: the other 16 bits of ITEM_BITS number up to 65,536 slices of one file.
+SLICE_ITEM_BITS = 24
+MAX_SLICES = 1 << (ITEM_BITS - SLICE_ITEM_BITS)
+
+#: Bytes of input a task reads (a slice of a large file, or small files together): 1 MiB is
+#: 3-4 s of steps on one core for the benchmark corpus's short records, so the last tasks
+#: leave little idle time, and about 1 ms of planning and 10 ms of Ray's scheduling a task.
+TASK_BYTES = 1024 * 1024
 
 
 def order_key(unit_index: int, position: int) -> int:
@@ -51,8 +72,8 @@ class InputUnit:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     problem: str | None = None
 
-    def items(self) -> Iterator[FileItem]:
-        """The unit's records and quarantine records, in file order."""
+    def items(self, span: Span | None = None) -> Iterator[FileItem]:
+        """The unit's records and quarantine records, in file order (of `span` alone: a file)."""
         if self.kind == "unreadable":
             yield QuarantineRecord(self.name, None, self.problem or "not read", self.source)
         elif self.kind == "lake_quarantine":
@@ -62,11 +83,85 @@ class InputUnit:
         else:
             yield from read_file(
                 Path(self.path), source=self.source, licence=self.licence, root=Path(self.root) if self.root else None,
-                max_record_bytes=self.max_record_bytes, scope_ids=self.scope_ids, name=self.name or None,
+                max_record_bytes=self.max_record_bytes, scope_ids=self.scope_ids, name=self.name or None, span=span,
             )
+
+    def size(self) -> int:
+        """Bytes of the unit's file (0 when it cannot be read: it is one quarantine record)."""
+        if self.kind == "unreadable":
+            return 0
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return 0
 
     def to_row(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class InputSlice:
+    """A unit whole (`span` None) or one slice of it (`index` among the unit's slices); `size`
+    is its bytes (for Parquet rows, its share of the file's bytes), for grouping."""
+
+    unit: InputUnit
+    index: int = 0
+    span: Span | None = None
+    size: int = 0
+
+    def numbered_items(self) -> Iterator[tuple[int, FileItem]]:
+        """(order key, item) of the slice's items, in file order. Raises ValueError for a
+        slice of more than 2**SLICE_ITEM_BITS items."""
+        if self.span is None:
+            for position, item in enumerate(self.unit.items()):
+                yield order_key(self.unit.index, position), item
+            return
+        base = self.index << SLICE_ITEM_BITS
+        for position, item in enumerate(self.unit.items(self.span)):
+            if position >> SLICE_ITEM_BITS:
+                raise ValueError(f"slice {self.index} of {self.unit.name or self.unit.path} holds over {1 << SLICE_ITEM_BITS} items")
+            yield order_key(self.unit.index, base | position), item
+
+    def to_row(self) -> dict:
+        return {"unit": self.unit.to_row(), "index": self.index, "span": None if self.span is None else asdict(self.span),
+                "size": self.size}
+
+    @classmethod
+    def from_row(cls, row: dict) -> "InputSlice":
+        return cls(InputUnit(**row["unit"]), row["index"], None if row["span"] is None else Span(**row["span"]), row["size"])
+
+
+def unit_slices(unit: InputUnit, target_bytes: int) -> list[InputSlice]:
+    """The slices of one unit: several for a JSONL or Parquet file over `target_bytes` that can
+    be read in spans, else the whole unit. Depends on the unit's file alone."""
+    size = unit.size()
+    spans = plan_spans(Path(unit.path), target_bytes, MAX_SLICES) if unit.kind == "file" and size > target_bytes else None
+    if not spans:
+        return [InputSlice(unit, 0, None, size)]
+    if spans[0].unit == "bytes":
+        return [InputSlice(unit, index, span, span.stop - span.start) for index, span in enumerate(spans)]
+    rows = spans[-1].stop
+    return [InputSlice(unit, index, span, size * (span.stop - span.start) // rows) for index, span in enumerate(spans)]
+
+
+def plan_tasks(units: Iterable[InputUnit], target_bytes: int | None = None) -> list[list[InputSlice]]:
+    """The units' slices (`unit_slices`) in input order, consecutive ones grouped into tasks
+    of about `target_bytes` (default TASK_BYTES; a slice is never split; a task of several
+    holds at most `target_bytes`)."""
+    target_bytes = target_bytes or TASK_BYTES
+    tasks: list[list[InputSlice]] = []
+    task: list[InputSlice] = []
+    size = 0
+    for unit in units:
+        for piece in unit_slices(unit, target_bytes):
+            if task and size + piece.size > target_bytes:
+                tasks.append(task)
+                task, size = [], 0
+            task.append(piece)
+            size += piece.size
+    if task:
+        tasks.append(task)
+    return tasks
 
 
 def file_units(

@@ -1,0 +1,127 @@
+"""Reading a large file in slices (`sources.files.plan_spans`, `curation.inputs.plan_tasks`):
+the spans of a file read one after the other give what the whole file gives (line numbers,
+ids, encodings, counts), and the engine curating a corpus cut into many slices gives what
+the single-process path gives, with 1 and 2 Ray workers and locally."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hkgai_pipelines.curation import engine, inputs
+from hkgai_pipelines.curation.inputs import SLICE_ITEM_BITS, InputSlice, file_units, plan_tasks
+from hkgai_pipelines.curation.pipeline import run_curation
+from hkgai_pipelines.sources.files import MAX_QUARANTINE_PER_FILE, Span, plan_spans, read_file
+from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+from tests.curation_corpus import read_outputs, write_corpus
+
+
+def _read(path: Path, span: Span | None = None) -> list:
+    return list(read_file(path, source="s", licence="l", root=path.parent, span=span))
+
+
+def _in_spans(path: Path, target: int) -> tuple[list[Span], list]:
+    spans = plan_spans(path, target, 65_536)
+    assert spans is not None
+    return spans, [item for span in spans for item in _read(path, span)]
+
+
+def test_jsonl_spans_cut_after_newlines_and_keep_the_files_line_numbers(tmp_path):
+    lines = ['{"id": 0, "text": "香港"}', "", '{"id": 1, "text": "九龍"}', "{bad", '{"id": 2, "text": "新界"}',
+             '{"id": 3, "text": "離島"}']
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode("utf-8"))  # a BOM; no newline at the end
+    spans, items = _in_spans(path, 20)
+    data = path.read_bytes()
+    assert spans[0].start == 0 and spans[-1].stop == len(data)
+    assert all(a.stop == b.start and data[b.start - 1:b.start] == b"\n" for a, b in zip(spans, spans[1:]))
+    assert [span.lines_before for span in spans] == [data[:span.start].count(b"\n") for span in spans]
+    assert items == _read(path)
+    assert [item.locator for item in items if isinstance(item, RawRecord)] == ["a.jsonl:1#id=0", "a.jsonl:3#id=1",
+                                                                               "a.jsonl:5#id=2", "a.jsonl:6#id=3"]
+    assert {item.encoding for item in items if isinstance(item, RawRecord)} == {"utf-8-sig"}
+    assert [item.line for item in items if isinstance(item, QuarantineRecord)] == [4]
+
+
+def test_big5_spans_read_as_the_whole_file_and_utf16_is_read_whole(tmp_path):
+    text = "\n".join(json.dumps({"id": n, "text": f"第{n}段：電梯維修，𨋢暫停服務。"}, ensure_ascii=False) for n in range(400))
+    big5 = tmp_path / "big5.jsonl"
+    big5.write_bytes(text.encode("big5hkscs"))
+    spans, items = _in_spans(big5, 4096)
+    assert len(spans) > 3 and items == _read(big5) and len(items) == 400
+    assert items[-1].locator == "big5.jsonl:400#id=399" and items[-1].encoding == "big5hkscs"
+    utf16 = tmp_path / "utf16.jsonl"
+    utf16.write_bytes(text.encode("utf-16"))  # its newline is two bytes: read whole
+    assert plan_spans(utf16, 4096, 65_536) is None
+    assert plan_spans(tmp_path / "big5.jsonl", 1 << 30, 65_536) is None  # small: read whole
+
+
+def test_a_span_lists_its_own_quarantine_and_the_counts_add_up(tmp_path):
+    path = tmp_path / "garbage.jsonl"
+    path.write_text("".join(f"not json {n}\n" for n in range(3 * MAX_QUARANTINE_PER_FILE)), encoding="utf-8")
+    whole = _read(path)
+    spans, items = _in_spans(path, path.stat().st_size // 2 + 1)
+    assert len(spans) == 2
+    assert sum(item.count for item in whole) == sum(item.count for item in items) == 3 * MAX_QUARANTINE_PER_FILE
+    data = path.read_bytes()
+    summaries = [item.error for item in items if item.error.startswith("...")]
+    lines = [data[span.start:span.stop].count(b"\n") for span in spans]
+    assert summaries == [f"... and {count - MAX_QUARANTINE_PER_FILE} more quarantined in bytes {span.start}-{span.stop} of this "
+                         f"file (only the first {MAX_QUARANTINE_PER_FILE} are listed)" for span, count in zip(spans, lines)]
+
+
+def test_parquet_spans_cross_row_groups_and_a_bad_column_counts_each_spans_rows(tmp_path):
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"id": [str(n) for n in range(1000)], "text": [f"第{n}段" * (n % 7 + 1) for n in range(1000)]}),
+                   path, row_group_size=128)
+    spans, items = _in_spans(path, 2000)
+    assert len(spans) > 2 and all(a.stop == b.start for a, b in zip(spans, spans[1:]))
+    assert items == _read(path) and items[-1].locator == "rows.parquet:1000#id=999"
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"id": [[n] for n in range(1000)], "text": ["文字" * 20] * 1000}), bad, row_group_size=128)
+    spans, items = _in_spans(bad, 2000)
+    assert len(items) == len(spans) and sum(item.count for item in items) == 1000
+
+
+def test_slices_number_their_items_in_file_order_and_group_small_files(tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "big.jsonl").write_text("".join(json.dumps({"id": n, "text": f"記錄{n}"}) + "\n" for n in range(50)), encoding="utf-8")
+    for n in range(3):
+        (folder / f"small-{n}.jsonl").write_text(json.dumps({"id": n, "text": "細"}) + "\n", encoding="utf-8")
+    units = file_units([folder], source="s", licence="l")
+    tasks = plan_tasks(units, 200)
+    big = [piece for task in tasks for piece in task if piece.unit.name.endswith("big.jsonl")]
+    assert len(big) > 3 and [piece.index for piece in big] == list(range(len(big)))
+    assert all(len(task) == 1 or sum(piece.size for piece in task) <= 200 for task in tasks)
+    # The small files go together (with the big file's last slice when it leaves room).
+    assert [piece.unit.name for piece in tasks[-1][-3:]] == ["data/small-0.jsonl", "data/small-1.jsonl", "data/small-2.jsonl"]
+    orders = [order for task in tasks for piece in task for order, _ in piece.numbered_items()]
+    assert orders == sorted(orders) and len(orders) == 53
+    second = big[1]
+    assert next(second.numbered_items())[0] == inputs.order_key(second.unit.index, 1 << SLICE_ITEM_BITS)
+    assert InputSlice.from_row(json.loads(json.dumps(second.to_row()))) == second
+    assert plan_tasks(units, 1 << 20) == [[InputSlice(unit, 0, None, unit.size()) for unit in units]]
+
+
+@pytest.mark.parametrize("workers", [None, 1, 2])
+def test_a_corpus_in_many_slices_curates_as_the_single_process_path(curation_params, tmp_path, monkeypatch, ray_session,
+                                                                    workers):
+    """Every line of the planted-duplicates corpus in a slice of its own (64-byte tasks), the
+    slices spread over the workers: the same rows, quarantine and counts as one process."""
+    corpus = write_corpus(tmp_path / "shards" / "corpus")
+    single = tmp_path / "single"
+    from hkgai_pipelines.sources.files import read_files
+
+    run_curation(read_files([corpus], source="local_files", licence="x"), curation_params, single)
+    monkeypatch.setattr(inputs, "TASK_BYTES", 64)
+    assert len(plan_tasks(file_units([corpus], source="local_files", licence="x"))) > 10
+    out = tmp_path / "out"
+    run = engine.curate_files([corpus], curation_params, out, licence="x", workers=workers, batch_size=2,
+                              executor="local" if workers is None else "ray")
+    assert read_outputs(out) == read_outputs(single)
+    assert run.stats.input_records == 13
