@@ -125,3 +125,26 @@ def test_a_corpus_in_many_slices_curates_as_the_single_process_path(curation_par
                               executor="local" if workers is None else "ray")
     assert read_outputs(out) == read_outputs(single)
     assert run.stats.input_records == 13
+
+
+def test_lake_partitions_in_row_slices_curate_as_whole_partitions(curation_params, tmp_path, monkeypatch, ray_session):
+    """A raw lake partition cut into row slices (several row groups; 64-byte tasks) over 2
+    workers: the same outputs as the partitions read whole, one task each."""
+    from hkgai_pipelines.sources.lake import RAW_SCHEMA
+    from tests.curation_corpus import FOOD, LEGCO, LEGCO_NEAR, MTR, OPENING, WEATHER
+
+    lake = tmp_path / "lake"
+    (lake / "raw").mkdir(parents=True)
+    rows = {"s1": [("x1", LEGCO), ("shared", WEATHER), ("x2", MTR), ("x3", FOOD)],
+            "s2": [("y1", OPENING), ("shared", FOOD), ("y2", LEGCO_NEAR), ("y3", "你好")]}
+    for source, records in rows.items():
+        table = pa.Table.from_pylist([{"id": i, "text": t, "source": source, "licence": "x", "locator": f"{source}:{n}"}
+                                      for n, (i, t) in enumerate(records)], schema=RAW_SCHEMA)
+        pq.write_table(table, lake / "raw" / f"{source}.parquet", row_group_size=2)
+    whole = engine.curate_lake(lake, ["s1", "s2"], curation_params, tmp_path / "whole", workers=2, batch_size=3)
+    monkeypatch.setattr(inputs, "TASK_BYTES", 64)
+    sliced = [piece for task in plan_tasks(inputs.lake_units(lake, ["s1", "s2"])) for piece in task if piece.span is not None]
+    assert len(sliced) >= 4
+    run = engine.curate_lake(lake, ["s1", "s2"], curation_params, tmp_path / "sliced", workers=2, batch_size=3)
+    assert read_outputs(tmp_path / "sliced") == read_outputs(tmp_path / "whole")
+    assert run.stats.to_dict() == whole.stats.to_dict() and run.stats.input_records == 8

@@ -22,11 +22,13 @@ corpus-wide decisions on the driver between them (on Ray, two Ray Data jobs, and
 for the pair verification's routing and comparing):
 
 1. **read + steps**: the input units (`inputs.py`: one per file, in the stable input order)
-   are read by tasks that yield batches of records; each batch goes through
-   `CurationPipeline.process` (repair, PII, language ID, script, quality) in another task,
-   which writes its processed rows and their deduplication keys to a Parquet part file in
-   the run's resume folder (`RESUME_PREFIX`: a stopped run's finished part files are read
-   back instead of processed again) and returns the keys to the driver, which spills them.
+   are planned into tasks of about 1 MiB (`inputs.plan_tasks`: a large JSONL or Parquet file
+   in slices, small files together; the same plan for every executor and worker count). A
+   task reads its own slices and runs each batch of records through
+   `CurationPipeline.process_batch` (repair, PII, language ID, script, quality), writes its
+   processed rows and their deduplication keys to a Parquet part file in the run's resume
+   folder (`RESUME_PREFIX`: a stopped run's finished part files are read back instead of
+   processed again) and returns the keys to the driver, which spills them.
 2. **decide** (driver): `dedup.decide_duplicates` finds duplicate ids, exact duplicates and the
    LSH candidate pairs. Verifying the pairs needs MinHash signatures, which are not kept:
    `pair_join.JoinedPairVerifier` joins the paired records from the part files in one pass
@@ -374,8 +376,8 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
            parts_dir: Path | None = None) -> EngineRun:
     """Run the pipeline on `units` and write the four outputs into `out_dir`.
 
-    `executor`, `workers`: see `choose_executor`; on Ray, `workers` is how many read, steps
-    and settle tasks run at once (default: the machine's cores, or the cluster's CPUs).
+    `executor`, `workers`: see `choose_executor`; on Ray, `workers` is how many steps (each
+    reading its own input), verification and settle tasks run at once (default: the machine's cores, or the cluster's CPUs).
     `batch_size`: records per task. `work_dir`: the folder for the resume folder of part files
     (default `out_dir`; the lake's versioned output writes each run into a new version folder,
     so its part files live in the versions folder, where the next run finds them).
