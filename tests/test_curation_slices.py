@@ -84,7 +84,20 @@ def test_parquet_spans_cross_row_groups_and_a_bad_column_counts_each_spans_rows(
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"id": [[n] for n in range(1000)], "text": ["文字" * 20] * 1000}), bad, row_group_size=128)
     spans, items = _in_spans(bad, 2000)
-    assert len(items) == len(spans) and sum(item.count for item in items) == 1000
+    assert len(spans) > 2 and items == _read(bad)  # one record for the file, from the first span
+    assert len(items) == 1 and items[0].count == 1000 and items[0].error.startswith("Parquet column types not usable")
+
+
+def test_a_file_changed_after_planning_is_quarantined_by_each_span_not_misread(tmp_path):
+    path = tmp_path / "grows.jsonl"
+    path.write_text("".join(json.dumps({"id": n, "text": f"記錄{n}"}) + "\n" for n in range(20)), encoding="utf-8")
+    spans = plan_spans(path, 100, 65_536)
+    with open(path, "a", encoding="utf-8") as handle:  # appended to between planning and reading
+        handle.write(json.dumps({"id": 20, "text": "後來"}) + "\n")
+    items = [item for span in spans for item in _read(path, span)]
+    assert [type(item) for item in items] == [QuarantineRecord] * len(spans)
+    assert items[0].error == (f"changed since it was planned ({spans[0].file_size} bytes then, {path.stat().st_size} now): "
+                              f"bytes 0-{spans[0].stop} not read")
 
 
 def test_slices_number_their_items_in_file_order_and_group_small_files(tmp_path, monkeypatch):

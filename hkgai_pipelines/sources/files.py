@@ -91,12 +91,16 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY
 class Span:
     """A part of one file read on its own. `unit` "bytes": bytes [start, stop) of a JSONL
     file, `start` 0 or the byte after a newline, `lines_before` the lines before `start`;
-    "rows": rows [start, stop) of a Parquet file (0-based)."""
+    "rows": rows [start, stop) of a Parquet file (0-based). `file_size`, `file_mtime_ns`: the
+    file as it was planned (-1: not checked); a file that differs when a span is read is not
+    read by that span (see `read_file`)."""
 
     unit: str
     start: int
     stop: int
     lines_before: int = 0
+    file_size: int = -1
+    file_mtime_ns: int = -1
 
 
 @dataclass(frozen=True)
@@ -317,7 +321,9 @@ def read_file(
     `scope_ids=False` keeps Parquet ids as they are: for the raw lake's own partitions, whose
     ids are already final and scoped (an input id is scoped when it is first read).
     `span`: only that part of the file (`plan_spans`), its quarantine records listed up to
-    MAX_QUARANTINE_PER_FILE on their own.
+    MAX_QUARANTINE_PER_FILE on their own. A file whose size or modification time is no longer
+    the span's is one quarantine record for the span ("changed since it was planned"): its cuts
+    no longer fall after newlines, nor its rows where they were.
     """
     name = printable(name or _display_name(path, root))
     where = "in this file" if span is None else f"in {span.unit} {span.start}-{span.stop} of this file"
@@ -350,6 +356,7 @@ _COUNT_CHUNK = 4 * 1024 * 1024
 def _line_spans(path: Path, target_bytes: int, max_spans: int) -> list[Span] | None:
     handle, size = _open_regular(path)
     with handle:
+        mtime_ns = os.fstat(handle.fileno()).st_mtime_ns
         target = max(target_bytes, -(-size // max_spans))
         if size <= target:
             return None
@@ -367,26 +374,29 @@ def _line_spans(path: Path, target_bytes: int, max_spans: int) -> list[Span] | N
                 if newline == -1:
                     break
                 cut = position + newline + 1
-                spans.append(Span("bytes", start, cut, lines_before))
+                spans.append(Span("bytes", start, cut, lines_before, size, mtime_ns))
                 start, lines_before = cut, lines + chunk.count(b"\n", 0, newline + 1)
                 cut_from = cut + target
             lines += chunk.count(b"\n")
             position += len(chunk)
+        if position != size:
+            return None  # changed while counted: read whole, as it is when read
         if start < position:
-            spans.append(Span("bytes", start, position, lines_before))
+            spans.append(Span("bytes", start, position, lines_before, size, mtime_ns))
     return spans if len(spans) > 1 else None
 
 
 def _row_spans(path: Path, target_bytes: int, max_spans: int) -> list[Span] | None:
-    handle, _ = _open_regular(path)
+    handle, size = _open_regular(path)
     with handle:
+        mtime_ns = os.fstat(handle.fileno()).st_mtime_ns
         metadata = pq.ParquetFile(handle).metadata
     rows = metadata.num_rows
     uncompressed = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
     if uncompressed <= target_bytes or rows < 2:
         return None
     per_span = max(1, rows * target_bytes // uncompressed, -(-rows // max_spans))
-    spans = [Span("rows", start, min(start + per_span, rows)) for start in range(0, rows, per_span)]
+    spans = [Span("rows", start, min(start + per_span, rows), 0, size, mtime_ns) for start in range(0, rows, per_span)]
     return spans if len(spans) > 1 else None
 
 
@@ -439,6 +449,10 @@ def _read_file(path: Path, name: str, source: str, licence: str, max_record_byte
         yield quarantine(None, f"unreadable file: {error.strerror or error}")
         return
     with handle:
+        if span is not None and span.file_size >= 0 and (size, os.fstat(handle.fileno()).st_mtime_ns) != (span.file_size, span.file_mtime_ns):
+            yield quarantine(None, f"changed since it was planned ({span.file_size} bytes then, {size} now): {span.unit} "
+                                   f"{span.start}-{span.stop} not read")
+            return
         try:
             yield from _read_open_file(handle, path, kind, size, name, source, licence, max_record_bytes, scope_ids, span)
         except OSError as error:
@@ -773,11 +787,13 @@ def _read_parquet(handle: BinaryIO, name: str, source: str, licence: str, limit:
         return
     wanted = [c for c in _READ_COLUMNS if c in columns]
     # A column of the wrong type would put an int into a string field (or a struct into a
-    # title) for every row alike: one record for the file (for a span, its rows), counting its rows.
+    # title) for every row alike: one record for the file, counting its rows (from the first
+    # span when read in spans).
     type_errors = [e for e in (_column_type_error(c, schema.field(c).type) for c in wanted) if e]
     if type_errors:
-        yield QuarantineRecord(name, None, f"Parquet column types not usable: {'; '.join(type_errors)}", source,
-                               count=max(stop - first, 1))
+        if not first:
+            yield QuarantineRecord(name, None, f"Parquet column types not usable: {'; '.join(type_errors)}", source,
+                                   count=max(total_rows, 1))
         return
     # The row groups that hold the span's rows, and the rows of the first one to skip.
     groups, skip, at = [], 0, 0
