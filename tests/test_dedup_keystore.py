@@ -210,3 +210,34 @@ def test_kept_ids_are_placed_exactly_whatever_the_slices(tmp_path, monkeypatch, 
     utf8, starts = dedup._ids_of(store, wanted)
     assert [utf8[starts[i]:starts[i + 1]].tobytes().decode("utf-8") for i in range(len(wanted))] == ids[::3]
     assert len(store.ids.ranges(store.max_rows)) > 1
+
+
+def test_pairs_are_verified_by_candidate_component_and_a_giant_one_by_anchor(tmp_path):
+    """Each range of verification holds whole candidate components, so a record is gathered
+    for one range; a component with more pairs than a range holds (a chain of 60 records, 59
+    pairs, each with its own anchor, against 40 pairs a range) is split by anchor. Either
+    way the decision is the one taken at once."""
+    orders, ids, exact, bands, candidate = _keys(3)
+    chain = np.flatnonzero(candidate)[:60]
+    bands[chain] = (np.uint64(1) << np.uint64(63)) + np.arange(60 * 8, dtype=np.uint64).reshape(60, 8)  # linked to no other
+    for step, (i, j) in enumerate(zip(chain[:-1], chain[1:])):
+        bands[j, step % 8] = bands[i, step % 8] = (1 << 62) + step  # i and j alone share it
+    keys = orders, ids, exact, bands, candidate
+    at_once = _decide(keys, dedup.KeyStore(8), batches=3)
+    seen = []
+
+    def recording(anchor, member):
+        seen.append(np.unique(np.r_[anchor, member]))
+        return _pseudo_similarity(anchor, member)
+
+    store = dedup.KeyStore(8, tmp_path / "keys", memory_bytes=dedup.VERIFY_BYTES_PER_PAIR * 2 * 40, flush_bytes=64 * 1024)
+    assert store.max_pairs == 40
+    store.add_ids(orders, ids)
+    store.add_candidates(orders[candidate], exact[candidate], bands[candidate])
+    ranged = dedup.decide_duplicates(store, 0.5, recording)
+    for name in ("duplicate_id_orders", "dropped_orders", "dropped_exact", "dropped_cluster", "dropped_similarity", "kept_id_bytes"):
+        assert np.array_equal(getattr(at_once, name), getattr(ranged, name)), name
+    assert len(seen) > 10
+    records, ranges = np.unique(np.concatenate(seen), return_counts=True)
+    # Only the chain's records are gathered for more than one range.
+    assert set(records[ranges > 1].tolist()) <= set(orders[chain].tolist()) and (ranges > 1).sum() > 10
