@@ -20,6 +20,9 @@ stable order (source order, then file order, then record order: `inputs.order_ke
    (its *anchor*, as in NeMo Curator's Jaccard step), and the pair is an edge when the
    estimated Jaccard similarity (the share of equal MinHash values) reaches the threshold,
    so banding false positives are not dropped.
+   Verification goes one range of pairs at a time; the ranges hold whole *candidate
+   components* (the components of the unverified pairs), so each paired record is gathered
+   and hashed for one range (`routed_by_component`).
 4. **clusters**: connected components of those edges and of the exact duplicates' links to
    their representatives (`Components`: union-find over the candidates, fed one range of
    edges at a time, so the edges are never held together). The first record of a component
@@ -779,7 +782,7 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier, in
     `dedup_index.IndexWriter` given each range's ids, exact representatives and bucket
     anchors, and the components, so a later run that appends records decides only them
     (`dedup_index.extend_decisions`). Memory: the store's budget for the ranges, 12 bytes per
-    candidate for the components, and arrays of the duplicates found (repeated ids, exact
+    candidate for the components (12 more while the pairs are routed by candidate component), and arrays of the duplicates found (repeated ids, exact
     duplicates, the dropped records' verdicts); the verified pairs are joined into the
     components range by range, never held. Raises what `verify` raises, and ValueError when
     a candidate has no id.
@@ -826,7 +829,9 @@ def decide_duplicates(keys: KeyStore, threshold: float, verify: PairVerifier, in
     components.union(exact_member, exact_rep)
 
     # 3. LSH candidate pairs among the representatives: a band hash's rows share a bucket.
-    # Pairs are kept by a hash of their anchor, so each anchor's pairs meet in one range.
+    # Pairs are kept by a hash of their anchor, so each anchor's pairs meet in one range; with
+    # a budget, then again by candidate component (`routed_by_component`), so each paired
+    # record is gathered for one range.
     logger.info("dedup: %d candidates, %d exact links; candidate pairs", candidates, len(exact_member))
     excluded = np.union1d(repeated, exact_member)
     pairs = SortedRuns(PAIR_ROWS, _sub(keys.folder, "pairs"), keys.flush_bytes, keys.held_bytes)

@@ -1,7 +1,7 @@
 """Verifying candidate pairs by a join: each paired record is read and hashed once per run.
 
 The corpus-wide decision (`dedup.decide_duplicates`) verifies its LSH candidate pairs one
-range of anchor buckets at a time, and a pair needs the MinHash signatures of both records,
+range of buckets at a time (of candidate components, `dedup.routed_by_component`), and a pair needs the MinHash signatures of both records,
 which are not kept (128 values, 512 bytes a record: more than the text of most records).
 Looking the records up in the part files range by range reads every part file once per
 range: at 1 GiB of input the decision had read 99 GB of part files after 55 minutes, the
