@@ -263,7 +263,7 @@ def curate(
     if not stats.input_records:
         console.print("[yellow]no input records: the inputs hold no file the readers take[/yellow]")
     if run.resumed_records:
-        console.print(f"resumed a stopped run: {run.resumed_records} records already through the steps")
+        console.print(f"resumed a stopped run: {run.resumed_records} input records (quarantined ones included) already processed")
     if parts_dir is not None:
         if not run.dedup.get("index_extended"):
             decided = "duplicates decided over every record"
