@@ -1011,7 +1011,7 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     # runs the steps on them batch by batch, `workers` at a time. Reading in separate tasks
     # that handed records to the steps tasks through the object store (as Arrow tables) cost
     # 28 of 175 CPU seconds of a 2-worker run of the 40 MiB benchmark corpus, in processes
-    # that competed with the steps for the two cores: 106.6 s against 85.7 s fused.
+    # that competed with the steps for the two cores (README, "Reading where the steps run").
     started = time.perf_counter()
     keys, progress = _key_store(work, params), _Progress()
     _collect_cached(work, keys, progress, params.dedup.num_bands)

@@ -112,13 +112,9 @@ class InputSlice:
     def numbered_items(self) -> Iterator[tuple[int, FileItem]]:
         """(order key, item) of the slice's items, in file order. Raises ValueError for a
         slice of more than 2**SLICE_ITEM_BITS items."""
-        if self.span is None:
-            for position, item in enumerate(self.unit.items()):
-                yield order_key(self.unit.index, position), item
-            return
-        base = self.index << SLICE_ITEM_BITS
+        base = self.index << SLICE_ITEM_BITS  # 0 for a whole unit, whose items number on past it
         for position, item in enumerate(self.unit.items(self.span)):
-            if position >> SLICE_ITEM_BITS:
+            if self.span is not None and position >> SLICE_ITEM_BITS:
                 raise ValueError(f"slice {self.index} of {self.unit.name or self.unit.path} holds over {1 << SLICE_ITEM_BITS} items")
             yield order_key(self.unit.index, base | position), item
 

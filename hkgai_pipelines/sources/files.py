@@ -401,7 +401,9 @@ def _row_spans(path: Path, target_bytes: int, max_spans: int) -> list[Span] | No
 
 
 class _Window(io.RawIOBase):
-    """Bytes [start, stop) of an open file as a stream of their own (read with `os.pread`)."""
+    """Bytes [start, stop) of an open file as a stream of their own (read with `os.pread`).
+    Not the span's bytes in memory: a slice ends at the first newline past its target, so one
+    over-long line makes it as long as that line, which the line reader skips in chunks."""
 
     def __init__(self, fd: int, start: int, stop: int) -> None:
         super().__init__()
