@@ -40,7 +40,7 @@ COPY configs ./configs
 # Ray with its `default` extra: the curation RayJob (resources/ray_jobs.py) runs this image as
 # the Ray head, whose dashboard serves the job API KubeRay submits to and polls, and as the
 # submitter pod, which runs `ray job submit`; both need it (the project itself needs only
-# ray[data], and embedded Ray runs without a job server). Same version as the project's pin.
+# Ray's core, and embedded Ray runs without a job server). Same version as the project's pin.
 RUN pip install --upgrade pip setuptools wheel \
  && pip install torch==2.13.0 \
  && grep -v '^torch==' constraints.txt > /tmp/constraints.txt \

@@ -202,7 +202,7 @@ def cleaned_corpus(
             "by_reason": markdown_table(["step:reason", "documents"], sorted(stats.by_reason.items())),
             "steps": markdown_table(["step", "kept", "dropped"], [(s, c.get("kept", 0), c.get("dropped", 0)) for s, c in stats.steps.items()]),
             "pii_redacted": markdown_table(["type", "count"], sorted(stats.pii.items())),
-            "engine": f"Ray Data, {run.workers} workers ({run.cluster})" if run.executor == "ray" else "local executor (this process)",
+            "engine": f"Ray, {run.workers} workers ({run.cluster})" if run.executor == "ray" else "local executor (this process)",
             "incremental": f"{run.processed_units} input units processed, {run.cached_units} taken from earlier runs "
                            f"({run.cached_records} records not processed again); sources curated: "
                            f"{', '.join(run.processed_sources) or 'none (no partition changed)'}",

@@ -1,4 +1,4 @@
-"""Curation at scale: the curation engine (local executor; Ray Data with 1 and 2 workers)
+"""Curation at scale: the curation engine (local executor; Ray tasks with 1 and 2 workers)
 against the in-memory single-process path.
 
 For each `--mb` size, builds one corpus from the packaged corpora (CTCPC, HKCanCor, HSK

@@ -8,7 +8,7 @@ on a real local Ray cluster, as a subprocess; not against a real KubeRay operato
 The design: `cleaned_corpus` runs `hkgai curate --lake LAKE --out VERSION ...` (`curate_command`) on
 a Ray cluster of its own: KubeRay creates the cluster from the RayJob's `rayClusterSpec` (a head and an autoscaling group of CPU workers, every pod mounting the lake's volume where the
 training pods mount it), submits the entry point through a submitter pod once the cluster is up
-(the driver runs on the head with RAY_ADDRESS set, so Ray Data spreads the work over the
+(the driver runs on the head with RAY_ADDRESS set, so the engine's tasks spread over the
 workers), and deletes the cluster when the job ends.
 
 - `curation_rayjob` builds the RayJob (pure data; k8s/ray/rayjob-curation.yaml is rendered from

@@ -149,7 +149,7 @@ def test_cleaned_corpus_on_a_rayjob_publishes_the_corpus_the_run_pod_would(small
     finally:
         kube.close()
         head.shutdown()
-    assert ray_metadata["engine"] == "Ray Data, 2 workers (Ray cluster 127.0.0.1:6379)"
+    assert ray_metadata["engine"] == "Ray, 2 workers (Ray cluster 127.0.0.1:6379)"
     assert ray_metadata["published"].startswith("new version") and ray_metadata["input_records"] == local["input_records"]
     assert "--parts-dir" in entrypoint and "--report" in entrypoint and ray_metadata["version"] in entrypoint
     assert local["published"].startswith("unchanged") and local["dvc_md5"] == ray_metadata["dvc_md5"]

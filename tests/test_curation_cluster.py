@@ -1,6 +1,6 @@
 """The curation engine on a Ray cluster of two nodes (`ray.cluster_utils.Cluster`: two raylets
 with their own object stores on this machine) keeps the same ids as on one: the driver's keys
-and decisions travel between nodes, and tasks spread over both (Ray Data's SPREAD default)."""
+and decisions travel between nodes, and the steps tasks spread over both (SPREAD)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The curation engine on Ray Data (curation/engine.py): the same kept ids for 1, 2 and 3
+"""The curation engine on Ray (curation/engine.py): the same kept ids for 1, 2 and 3
 workers and for the single-process path, global duplicate decisions across shards and
 batches, counts that add up, outputs every reader takes, and `hkgai curate --workers`.
 
@@ -190,6 +190,44 @@ def test_a_stopped_local_run_resumes_on_ray(corpus, curation_params, tmp_path, m
     assert run.executor == "ray" and run.resumed_records == 6
     assert summary(*read_outputs(out)[:2]) == (KEPT, REJECTED)
     assert run.stats.input_records == 13 and sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
+
+
+def test_in_flight_gives_results_in_order_with_at_most_limit_running_and_window_taken(tmp_path):
+    """`engine._in_flight` on real Ray tasks: a slow first task does not hold the others back
+    (they run and wait, finished, within the window), results come in submission order, and
+    never more than `limit` run at once, nor more than `window` are started and not taken."""
+    import time
+
+    @ray.remote(num_cpus=0)
+    def sleep_then(index: int, seconds: float, folder: str) -> int:
+        Path(folder, f"start-{index}").write_text(str(time.time()))
+        time.sleep(seconds)
+        Path(folder, f"end-{index}").write_text(str(time.time()))
+        return index
+
+    started: list[int] = []
+
+    def submission(index: int, seconds: float):
+        def submit():
+            started.append(index)
+            return sleep_then.remote(index, seconds, str(tmp_path))
+        return submit
+
+    durations = [1.5, 0.1, 0.1, 0.1, 0.1, 0.1]
+    taken = []
+    for result in engine._in_flight((submission(i, s) for i, s in enumerate(durations)), 2, window=4):
+        taken.append(result)
+        # Started and not yet taken: at most the window.
+        assert len(started) - len(taken) <= 4
+    assert taken == list(range(6))
+    times = {name.name: float(name.read_text()) for name in tmp_path.iterdir()}
+    spans = [(times[f"start-{i}"], times[f"end-{i}"]) for i in range(6)]
+    # Tasks 1 to 3 ran and finished while task 0 (1.5 s) still ran; task 4 had to wait for
+    # task 0 to be taken (four started and not taken).
+    assert all(spans[i][1] < spans[0][1] for i in (1, 2, 3)) and spans[4][0] >= spans[0][1]
+    # At most two at once: at any task's start, fewer than two others were running.
+    for start, _ in spans:
+        assert sum(1 for other_start, other_end in spans if other_start < start < other_end) <= 1
 
 
 @pytest.mark.timeout(300)

@@ -4,8 +4,8 @@ executors (the split datatrove makes between its local and Ray executors):
 - **local**: the tasks one after another in this process, no Ray. The default on one
   machine: on 2 cores Ray's worker processes (each loading the language models) and
   shuffles cost more than the second core gives (benchmarks/curation_scale.py).
-- **ray**: the tasks on Ray Data, `workers` at a time, on Ray embedded in this process or on
-  the cluster RAY_ADDRESS names (KubeRay in production). Chosen by `--workers N` above 1,
+- **ray**: the tasks as Ray tasks, `workers` at a time, on Ray embedded in this process or
+  on the cluster RAY_ADDRESS names (KubeRay in production). Chosen by `--workers N` above 1,
   `RAY_ADDRESS`, or a Ray session this process already runs (`choose_executor`).
 
 Both write the same part files, take the same decisions and give the same outputs.
@@ -18,8 +18,8 @@ spills within the same budget (`pair_join`; on Ray, up to two ranges per worker 
 at once, each task holding one range's signatures). What still grows is
 the components (12 bytes a candidate) and what was found: the repeated ids, exact duplicates
 and the dropped records' verdicts. Three phases, with the
-corpus-wide decisions on the driver between them (on Ray, two Ray Data jobs, and Ray tasks
-for the pair verification's routing and comparing):
+corpus-wide decisions on the driver between them (on Ray, every phase's work is plain Ray
+tasks submitted a few at a time, `_in_flight`):
 
 1. **read + steps**: the input units (`inputs.py`: one per file, in the stable input order)
    are planned into tasks of about 1 MiB (`inputs.plan_tasks`: a large JSONL or Parquet file
@@ -70,7 +70,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -142,7 +141,7 @@ def unit_keys_schema(num_bands: int) -> pa.Schema:
 
 #: `VerifiedPairs`' file: rows sorted by the anchor's bucket (`keystore.bucket_of`).
 VERIFIED_PAIRS_SCHEMA = pa.schema([("bucket", pa.int32()), ("anchor", pa.int64()), ("member", pa.int64()), ("similarity", pa.float64())])
-#: `local`: the three phases in this process, one batch at a time (no Ray). `ray`: on Ray Data.
+#: `local`: the three phases in this process, one batch at a time (no Ray). `ray`: as Ray tasks.
 EXECUTORS = ("local", "ray")
 #: The corpus-wide decision's budget for the keys it holds at once (`dedup.KeyStore`): the
 #: keys are spilled to the staging folder as they arrive and decided one range of hash
@@ -310,32 +309,6 @@ def _cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-@contextmanager
-def _data_context():
-    """Ray Data settings of a run, restored afterwards: rows in input order (batches are then
-    runs of consecutive order keys, and part files sort in input order); no progress bars or
-    per-job INFO lines in the CLI's output.
-
-    """
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    saved = (context.execution_options.preserve_order, context.enable_progress_bars)
-    ray_data_logger = logging.getLogger("ray.data")
-    saved_level = ray_data_logger.level
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
-    ray_data_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            # A small input has fewer files or parts than workers: Ray Data says so every job.
-            warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
-            yield
-    finally:
-        context.execution_options.preserve_order, context.enable_progress_bars = saved
-        ray_data_logger.setLevel(saved_level)
-
-
 def curate_files(paths: Iterable[Path], params: CurationParams, out_dir: Path, *, source: str = "local_files", licence: str = "unknown",
                  exclude: Iterable[Path] = (), workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  executor: str | None = None) -> EngineRun:
@@ -386,7 +359,7 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
     outputs are still made over every unit, so they equal a full run's. One run at a time
     per `parts_dir` and per input and output folder (CurationBusy for a second). On Ray a task that fails raises
     ray.exceptions.RayTaskError here, its message carrying the task's traceback (the original
-    exception type does not survive Ray Data's wrapping); the local executor raises the
+    exception type does not survive Ray's wrapping); the local executor raises the
     step's own exception. Writing the outputs raises OSError. Either way the previous outputs
     are left as they were. Raises ValueError for a batch size below 1, a bad executor or units
     out of input order.
@@ -412,7 +385,7 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
             work = _work_folders(staging, steps_dir, plan)
             units = plan.todo
             if executor == "ray":
-                with ray_session(workers) as (workers, where), _data_context():
+                with ray_session(workers) as (workers, where):
                     stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size)
             else:
                 workers, where = 1, "this process"
@@ -827,7 +800,7 @@ class _WorkFolders:
 
     def keep_only(self, names: set[str]) -> None:
         """Remove part files this run did not make or reuse: a stopped run's parts cut
-        into other batches (Ray Data's batch boundaries can differ from run to run)."""
+        into other batches (by an earlier version's batching, or a different batch size)."""
         for path in self._written():
             if path.name not in names:
                 path.unlink()
@@ -975,7 +948,7 @@ def _cached_ids(plan: UnitPlan, orders: np.ndarray) -> list[str]:
 
 def _task_batches(task: list[InputSlice], batch_size: int, by_unit: bool = False) -> Iterator[list[tuple[FileItem, int]]]:
     """The items of a task's slices as (item, order key) in batches of `batch_size`, across
-    slice and file boundaries (as Ray Data's map_batches does): ten thousand small files make
+    slice and file boundaries: ten thousand small files make
     ten parts, not ten thousand. `by_unit`: every unit starts a new batch (incremental
     curation: a unit's batches, and so its part files, do not depend on the units before it)."""
     batch: list[tuple[FileItem, int]] = []
@@ -1001,30 +974,30 @@ SETTLE_TASKS_PER_WORKER = 4
 
 def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolders, workers: int, batch_size: int):
     import ray
-    import ray.data
 
-    pool = ray.data.TaskPoolStrategy(size=workers)
     seconds = {}
 
-    # 1. read + steps: one Ray Data task per planned task (`inputs.plan_tasks`: about 1 MiB
-    # of input, a slice of a large file or small files together), which reads its slices and
-    # runs the steps on them batch by batch, `workers` at a time. Reading in separate tasks
-    # that handed records to the steps tasks through the object store (as Arrow tables) cost
-    # 28 of 175 CPU seconds of a 2-worker run of the 40 MiB benchmark corpus, in processes
-    # that competed with the steps for the two cores (README, "Reading where the steps run").
+    # 1. read + steps: one Ray task per planned task (`inputs.plan_tasks`: about 1 MiB of
+    # input, a slice of a large file or small files together), which reads its slices and runs
+    # the steps on them batch by batch, `workers` at a time; each worker process loads the
+    # steps' models once and takes task after task. Reading in separate tasks that handed
+    # records to the steps tasks through the object store cost 28 of 175 CPU seconds of a
+    # 2-worker run of the 40 MiB benchmark corpus (README, "Reading where the steps run"), and
+    # Ray Data's executor, which ran this phase until then, another 10 or so on the driver and
+    # in its two actors (README, "Plain Ray tasks"). SPREAD: over a cluster's nodes, as Ray
+    # Data's map tasks were, rather than filling the driver's node first.
     started = time.perf_counter()
     keys, progress = _key_store(work, params), _Progress()
     _collect_cached(work, keys, progress, params.dedup.num_bands)
-    tasks = plan_tasks(units)
-    if tasks:
-        tasks_ds = ray.data.from_items([{"task": json.dumps([piece.to_row() for piece in task])} for task in tasks],
-                                       override_num_blocks=len(tasks))
-        processed = tasks_ds.map_batches(
-            _read_and_process, batch_size=1, batch_format="pyarrow", compute=pool,
-            fn_kwargs={"batch_size": batch_size, "params_blob": pickle.dumps(params), "steps_dir": str(work.steps),
-                       "unit_folders": work.plan.folders})
-        for batch in processed.iter_batches(batch_size=None, batch_format="pyarrow"):
-            _collect(batch, keys, progress)
+    process = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_read_and_process)
+    shared = {"batch_size": batch_size, "params_blob": ray.put(pickle.dumps(params)), "steps_dir": str(work.steps),
+              "unit_folders": work.plan.folders}
+    submissions = ((lambda task=task: process.remote(encode_task(task), **shared)) for task in plan_tasks(units))
+    # Results are taken in task order (the spilled keys, and so a run's staging, do not depend
+    # on which worker was faster); finished tasks wait while an earlier one runs, up to twice
+    # `workers`, and the workers go on meanwhile.
+    for task_keys in _in_flight(submissions, workers, window=2 * workers):
+        _collect(task_keys, keys, progress)
     work.keep_only(progress.part_names)
     parts = work.parts()
     seconds["read_and_steps"] = time.perf_counter() - started
@@ -1080,14 +1053,20 @@ def _pipeline(params_blob: bytes) -> CurationPipeline:
     return CurationPipeline(pickle.loads(params_blob))
 
 
-def _read_and_process(tasks: pa.Table, batch_size: int, params_blob: bytes, steps_dir: str,
-                      unit_folders: dict[int, str] | None = None) -> Iterator[pa.Table]:
-    """Read the task(s) of `tasks` (a "task" column: the JSON of its slices) and run the steps
-    on their items batch by batch (`_process_batch`), yielding each batch's keys."""
-    for encoded in tasks.column("task").to_pylist():
-        task = [InputSlice.from_row(row) for row in json.loads(encoded)]
-        for numbered in _task_batches(task, batch_size, by_unit=unit_folders is not None):
-            yield _process_batch(numbered, params_blob, steps_dir, unit_folders)
+def encode_task(task: list[InputSlice]) -> str:
+    """A planned task as the JSON `_read_and_process` takes (a Ray task's argument)."""
+    return json.dumps([piece.to_row() for piece in task])
+
+
+def _read_and_process(encoded: str, batch_size: int, params_blob: bytes, steps_dir: str,
+                      unit_folders: dict[int, str] | None = None) -> pa.Table:
+    """Read one task (`encode_task`: the JSON of its slices) and run the steps on its items
+    batch by batch (`_process_batch`); return the keys of all its batches (`keys_schema`)."""
+    task = [InputSlice.from_row(row) for row in json.loads(encoded)]
+    num_bands = _pipeline(params_blob).hasher.num_bands
+    tables = [_process_batch(numbered, params_blob, steps_dir, unit_folders)
+              for numbered in _task_batches(task, batch_size, by_unit=unit_folders is not None)]
+    return pa.concat_tables(tables) if tables else keys_schema(num_bands).empty_table()
 
 
 def part_name(first_order: int) -> str:
@@ -1220,20 +1199,38 @@ def _ray_route_mapper(workers: int):
     return lambda jobs, hasher: grouped(((group,) for group in route_groups(jobs, ROUTE_TASK_ROWS)), hasher)
 
 
-def _in_flight(submissions, limit: int):
-    """The results of Ray tasks in the order submitted, each submission (a callable that
-    starts one task and returns its ref) started only while fewer than `limit` run."""
-    import collections
-
+def _in_flight(submissions, limit: int, window: int | None = None):
+    """The results of Ray tasks in the order submitted. Each submission (a callable that
+    starts one task and returns its ref) is started only while fewer than `limit` of them run
+    and fewer than `window` (default `limit`) are started and not yet taken: with a window
+    above the limit, tasks that finish while an earlier one still runs wait for it, finished,
+    and the next ones start meanwhile."""
     import ray
 
-    running = collections.deque()
-    for submit in submissions:
-        running.append(submit())
-        if len(running) >= limit:
-            yield ray.get(running.popleft())
-    while running:
-        yield ray.get(running.popleft())
+    window = max(window or limit, limit)
+    pending = iter(submissions)
+    started: collections.deque = collections.deque()  # refs in submission order, not yet taken
+    running: set = set()
+
+    def start_more() -> None:
+        while len(running) < limit and len(started) < window:
+            submit = next(pending, None)
+            if submit is None:
+                return
+            ref = submit()
+            started.append(ref)
+            running.add(ref)
+
+    start_more()
+    while started:
+        first = started[0]
+        while first in running:
+            finished, _ = ray.wait(list(running), num_returns=1)
+            running.difference_update(finished)
+            start_more()
+        started.popleft()
+        start_more()
+        yield ray.get(first)
 
 
 def _settle_parts(jobs: list[tuple[str, int | None]], decisions: DuplicateDecisions, out_dir: str,

@@ -17,7 +17,7 @@ A run has three phases, and both ways of running it share them:
 
 `run_curation` runs the three phases in this process, holding every record in memory (tests,
 small inputs, the benchmark's baseline). `curation/engine.py` runs them in batch-sized tasks
-with memory bounded by the batch size, in this process or on Ray Data; the `cleaned_corpus`
+with memory bounded by the batch size, in this process or as Ray tasks; the `cleaned_corpus`
 asset, `hkgai curate` and the DVC `curate` stage use it. The same input gives the same kept
 ids and counts on all of them.
 """
