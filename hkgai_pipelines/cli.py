@@ -229,9 +229,16 @@ def curate(
             if exclude and any(os.path.lexists(path) for path in exclude) and out.is_dir():
                 what = "the output folder" if exclude == [out] else "the outputs in"
                 console.print(f"skipping {what} {escape(str(out))} inside the input", soft_wrap=True)
-        with console.status("curating ..."):
+        with console.status("curating ...") as status:
+            # On a terminal the status line follows every task; elsewhere (a log, CI, a pod)
+            # a line when a phase starts and ends and every 30 seconds between.
+            if console.is_terminal:
+                def progress(phase: str, done: int, total: int) -> None:
+                    status.update(f"curating: {escape(engine.describe_progress(phase, done, total))}")
+            else:
+                progress = engine.progress_lines(lambda line: console.print(f"curating: {line}", markup=False, soft_wrap=True))
             run = engine.curate(units, params, out, workers=workers, batch_size=batch_size or engine.DEFAULT_BATCH_SIZE, executor=executor,
-                                work_dir=work_dir, parts_dir=parts_dir)
+                                work_dir=work_dir, parts_dir=parts_dir, progress=progress)
     except FileNotFoundError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None

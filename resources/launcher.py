@@ -19,7 +19,7 @@ from typing import Literal
 
 import dagster as dg
 
-from hkgai_pipelines.curation.engine import EngineRun, curate_lake
+from hkgai_pipelines.curation.engine import EngineRun, curate_lake, progress_lines
 from hkgai_pipelines.params import load_curation_params
 from hkgai_pipelines.training.k8s_watch import WatchLimits
 from hkgai_pipelines.training.pod_spec import (
@@ -146,4 +146,4 @@ class LocalCurationLauncher(CurationLauncher):
     def curate(self, context: dg.AssetExecutionContext, *, lake_dir: Path, sources: list[str], params_file: Path,
                out_dir: Path, work_dir: Path, parts_dir: Path) -> EngineRun:
         return curate_lake(lake_dir, sources, load_curation_params(params_file), out_dir, workers=self.workers,
-                           work_dir=work_dir, parts_dir=parts_dir)
+                           work_dir=work_dir, parts_dir=parts_dir, progress=progress_lines(context.log.info))

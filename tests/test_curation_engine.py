@@ -164,6 +164,50 @@ def test_hkgai_curate_with_two_workers_end_to_end(corpus, tmp_path):
     assert "2 workers" in result.output
     kept, rejected, _, _ = read_outputs(out)
     assert summary(kept, rejected) == (KEPT, REJECTED)
+    # Not a terminal: a line as each phase starts and ends (the corpus's 5 files are one task;
+    # its 13 records in batches of 2, 7 part files).
+    progress = [line for line in result.output.splitlines() if line.startswith("curating: ")]
+    assert progress[:3] == ["curating: read and steps: 0 of 1 tasks (0%)", "curating: read and steps: 1 of 1 tasks (100%)",
+                            "curating: decide ..."]
+    assert progress[3:] == ["curating: settle: 0 of 7 part files (0%)", "curating: settle: 7 of 7 part files (100%)"]
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_progress_counts_every_task_and_part_in_order(corpus, curation_params, tmp_path, workers):
+    """`curate(progress=...)` on both executors: each phase from 0 to its total, one call per
+    task and per settled part (settle tasks on Ray carry several parts each)."""
+    from hkgai_pipelines.curation.inputs import file_units, plan_tasks
+
+    calls = []
+    units = file_units([corpus], source="local_files", licence="x")
+    engine.curate(units, curation_params, tmp_path / "out", workers=workers, batch_size=2,
+                  progress=lambda *call: calls.append(call))
+    tasks = len(plan_tasks(units))
+    reading = [call for call in calls if call[0] == "read and steps"]
+    assert reading == [("read and steps", done, tasks) for done in range(tasks + 1)]
+    assert [call for call in calls if call[0] == "decide"] == [("decide", 0, 0)]
+    settling = [call for call in calls if call[0] == "settle"]
+    # 13 records in batches of 2: 7 part files.
+    assert settling[0] == ("settle", 0, 7) and settling[-1] == ("settle", 7, 7)
+    assert [done for _, done, _ in settling] == sorted(done for _, done, _ in settling)
+    assert [phase for phase, _, _ in calls] == sorted((phase for phase, _, _ in calls), key=["read and steps", "decide", "settle"].index)
+    if workers is None:
+        assert len(settling) == 8  # one call per part in this process
+
+
+def test_progress_lines_say_a_phase_start_and_end_and_at_most_every_interval():
+    now = [0.0]
+    lines: list[str] = []
+    report = engine.progress_lines(lines.append, every_s=30, clock=lambda: now[0])
+    for done, at in [(0, 0), (1, 10), (2, 31), (3, 40), (4, 61.5), (5, 62)]:
+        now[0] = at
+        report("read and steps", done, 5)
+    now[0] = 63
+    report("decide", 0, 0)
+    report("settle", 0, 1_200)
+    assert lines == ["read and steps: 0 of 5 tasks (0%)", "read and steps: 2 of 5 tasks (40%)",
+                     "read and steps: 4 of 5 tasks (80%)", "read and steps: 5 of 5 tasks (100%)",
+                     "decide ...", "settle: 0 of 1,200 part files (0%)"]
 
 
 def test_no_input_records_still_writes_readable_outputs(curation_params, tmp_path):

@@ -633,24 +633,21 @@ class Components:
     Each link hangs the larger of two roots under the smaller, so a component's root is its
     smallest position: with `nodes` sorted, the first record of the component in order."""
 
-    def __init__(self, nodes: np.ndarray):
-        """`nodes`: int64 order keys, sorted and distinct; every edge joins two of them. Not
-        kept (`NarrowKeys`): the caller may free them."""
-        self.keys = NarrowKeys(nodes)
-        self._index = np.int32 if len(nodes) < np.iinfo(np.int32).max else np.int64
-        self.parent = np.arange(len(nodes), dtype=self._index)
-        self.best = np.zeros(len(nodes), dtype=np.float32)
+    def __init__(self, nodes: np.ndarray | NarrowKeys, similarities: bool = True):
+        """`nodes`: int64 order keys, sorted and distinct, every edge joining two of them (not
+        kept: the caller may free them), or another's `keys` (shared). `similarities`: False
+        keeps no best similarity per node (4 bytes a node less; `over`)."""
+        self.keys = nodes if isinstance(nodes, NarrowKeys) else NarrowKeys(nodes)
+        count = len(self.keys.values)
+        self._index = np.int32 if count < np.iinfo(np.int32).max else np.int64
+        self.parent = np.arange(count, dtype=self._index)
+        self.best = np.zeros(count, dtype=np.float32) if similarities else None
 
     @classmethod
     def over(cls, keys: NarrowKeys) -> "Components":
         """Components of the same nodes as another's (its `keys`, shared), each node alone,
         without similarities (8 bytes a node less than `Components(nodes)`'s copy)."""
-        components = cls.__new__(cls)
-        components.keys = keys
-        components._index = np.int32 if len(keys.values) < np.iinfo(np.int32).max else np.int64
-        components.parent = np.arange(len(keys.values), dtype=components._index)
-        components.best = None
-        return components
+        return cls(keys, similarities=False)
 
     def roots(self, orders: np.ndarray) -> np.ndarray:
         """Position of each of `orders`' (int64 order keys of nodes) component's root: its

@@ -70,7 +70,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -320,11 +320,11 @@ def curate_files(paths: Iterable[Path], params: CurationParams, out_dir: Path, *
 
 def curate_lake(lake_dir: Path, sources: list[str], params: CurationParams, out_dir: Path, *,
                 workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, executor: str | None = None,
-                work_dir: Path | None = None, parts_dir: Path | None = None) -> EngineRun:
+                work_dir: Path | None = None, parts_dir: Path | None = None, progress: ProgressCallback | None = None) -> EngineRun:
     """`cleaned_corpus` and `hkgai curate --lake`: the raw partitions of `sources`, in catalog
     order. Raises FileNotFoundError for a partition that is not materialized."""
     return curate(lake_units(lake_dir, sources), params, out_dir, workers=workers, batch_size=batch_size, executor=executor,
-                  work_dir=work_dir, parts_dir=parts_dir)
+                  work_dir=work_dir, parts_dir=parts_dir, progress=progress)
 
 
 def choose_executor(workers: int | None = None, executor: str | None = None) -> str:
@@ -344,9 +344,47 @@ def choose_executor(workers: int | None = None, executor: str | None = None) -> 
     return "local"
 
 
+#: Told how a run goes, as (phase, done, total): "read and steps" counts tasks (about
+#: `inputs.TASK_BYTES` of input each; 0 of all when the phase starts, then after each task),
+#: "decide" is told once as it starts (0, 0: its passes are not counted), "settle" counts
+#: part files. Called on the driver, between tasks: it should return at once.
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
+#: What "read and steps" and "settle" count (`ProgressCallback`).
+PROGRESS_UNITS = {"read and steps": "tasks", "settle": "part files"}
+
+
+def describe_progress(phase: str, done: int, total: int) -> str:
+    """One line for a `ProgressCallback` call: "read and steps: 120 of 1,030 tasks (11%)",
+    "decide ..." for a phase without counts."""
+    if not total:
+        return f"{phase} ..."
+    return f"{phase}: {done:,} of {total:,} {PROGRESS_UNITS.get(phase, 'steps')} ({100 * done // total}%)"
+
+
+def progress_lines(say: Callable[[str], None], every_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+                   ) -> ProgressCallback:
+    """A `ProgressCallback` that passes `say` a line (`describe_progress`) when a phase starts
+    and when it ends, and between those at most once every `every_s` seconds (a log, not a
+    progress bar: a 1 GiB run is about a thousand tasks)."""
+    last: dict = {"phase": None, "at": float("-inf")}
+
+    def report(phase: str, done: int, total: int) -> None:
+        now = clock()
+        if phase != last["phase"] or (total and done == total) or now - last["at"] >= every_s:
+            last.update(phase=phase, at=now)
+            say(describe_progress(phase, done, total))
+    return report
+
+
 def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, workers: int | None = None,
            batch_size: int = DEFAULT_BATCH_SIZE, executor: str | None = None, work_dir: Path | None = None,
-           parts_dir: Path | None = None) -> EngineRun:
+           parts_dir: Path | None = None, progress: ProgressCallback | None = None) -> EngineRun:
     """Run the pipeline on `units` and write the four outputs into `out_dir`.
 
     `executor`, `workers`: see `choose_executor`; on Ray, `workers` is how many steps (each
@@ -357,7 +395,8 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
     `parts_dir`: incremental curation (see `plan_units`): keep each unit's part files there
     between runs and process only the units that are new or changed; the decisions and the
     outputs are still made over every unit, so they equal a full run's. One run at a time
-    per `parts_dir` and per input and output folder (CurationBusy for a second). On Ray a task that fails raises
+    per `parts_dir` and per input and output folder (CurationBusy for a second). `progress`:
+    see `ProgressCallback` (`hkgai curate` shows it). On Ray a task that fails raises
     ray.exceptions.RayTaskError here, its message carrying the task's traceback (the original
     exception type does not survive Ray's wrapping); the local executor raises the
     step's own exception. Writing the outputs raises OSError. Either way the previous outputs
@@ -386,10 +425,11 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
             units = plan.todo
             if executor == "ray":
                 with ray_session(workers) as (workers, where):
-                    stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size)
+                    stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size,
+                                                                  progress or _no_progress)
             else:
                 workers, where = 1, "this process"
-                stats, digest, seconds, summary = _run_locally(units, params, work, batch_size)
+                stats, digest, seconds, summary = _run_locally(units, params, work, batch_size, progress or _no_progress)
             _finish_outputs(staging, work)
             stats.check_counts()
             write_stats(stats, staging / "stats.json")
@@ -865,7 +905,8 @@ def _work_folders(staging: Path, steps_dir: Path, plan: UnitPlan) -> _WorkFolder
     return work
 
 
-def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFolders, batch_size: int):
+def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFolders, batch_size: int,
+                 report: ProgressCallback):
     """The three phases in this process, one batch at a time: the same task functions as on
     Ray, so the same part files, decisions and outputs."""
     seconds = {}
@@ -873,25 +914,30 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     keys, progress = _key_store(work, params), _Progress()
     _collect_cached(work, keys, progress, params.dedup.num_bands)
     params_blob = pickle.dumps(params)
-    for task in plan_tasks(units):
+    tasks = plan_tasks(units)
+    report("read and steps", 0, len(tasks))
+    for done, task in enumerate(tasks, 1):
         for numbered in _task_batches(task, batch_size, by_unit=work.plan.folders is not None):
             _collect(_process_batch(numbered, params_blob, str(work.steps), work.plan.folders), keys, progress)
+        report("read and steps", done, len(tasks))
     work.keep_only(progress.part_names)
     parts = work.parts()
     seconds["read_and_steps"] = time.perf_counter() - started
 
     started = time.perf_counter()
-
+    report("decide", 0, 0)
     decisions, pairs = _decide(keys, params, work.plan, _pair_verifier(work, parts, params, keys))
     del keys  # the runs it holds in memory are not needed to settle
     seconds["dedup"] = time.perf_counter() - started
 
     started = time.perf_counter()
     stats, digest = CurationStats(), KeptDigest()
-    for part, upper in zip(parts, work.uppers(parts)):
+    report("settle", 0, len(parts))
+    for done, (part, upper) in enumerate(zip(parts, work.uppers(parts)), 1):
         part_stats, part_digest = settle_part(part, decisions, str(work.staging), str(work.quarantine), upper)
         stats.merge(part_stats)
         digest.merge(part_digest)
+        report("settle", done, len(parts))
     seconds["settle"] = time.perf_counter() - started
     return stats, digest, seconds, {**decisions.summary, "pairs_remembered": pairs.reused, "resumed_records": progress.reused_records,
                                     "cached_records": progress.cached_records}
@@ -972,7 +1018,8 @@ def _task_batches(task: list[InputSlice], batch_size: int, by_unit: bool = False
 SETTLE_TASKS_PER_WORKER = 4
 
 
-def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolders, workers: int, batch_size: int):
+def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolders, workers: int, batch_size: int,
+                report: ProgressCallback):
     import ray
 
     seconds = {}
@@ -992,29 +1039,33 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     process = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_read_and_process)
     shared = {"batch_size": batch_size, "params_blob": ray.put(pickle.dumps(params)), "steps_dir": str(work.steps),
               "unit_folders": work.plan.folders}
-    submissions = ((lambda task=task: process.remote(encode_task(task), **shared)) for task in plan_tasks(units))
+    tasks = plan_tasks(units)
+    submissions = ((lambda task=task: process.remote(encode_task(task), **shared)) for task in tasks)
+    report("read and steps", 0, len(tasks))
     # Results are taken in task order (the spilled keys, and so a run's staging, do not depend
     # on which worker was faster); finished tasks wait while an earlier one runs, up to twice
     # `workers`, and the workers go on meanwhile.
-    for task_keys in _in_flight(submissions, workers, window=2 * workers):
+    for done, task_keys in enumerate(_in_flight(submissions, workers, window=2 * workers), 1):
         _collect(task_keys, keys, progress)
+        report("read and steps", done, len(tasks))
     work.keep_only(progress.part_names)
     parts = work.parts()
     seconds["read_and_steps"] = time.perf_counter() - started
 
     # 2. corpus-wide decisions, verifying candidate pairs where the texts are.
     started = time.perf_counter()
-
+    report("decide", 0, 0)
     decisions, pairs = _decide(keys, params, work.plan, _pair_verifier(work, parts, params, keys, workers))
     del keys  # the runs it holds in memory are not needed to settle
     seconds["dedup"] = time.perf_counter() - started
 
     # 3. settle each part with the decisions: plain tasks of several parts each. A part
-    # settles in ~20 ms; as one Ray Data task per part, the executor's per-task overhead
+    # settles in ~20 ms; as one Ray Data task per part (until 2026-12-02), the executor's per-task overhead
     # made this phase slower on two workers (8.1 s) than in one process (2.9 s) on the
     # 10 MiB benchmark corpus.
     started = time.perf_counter()
     stats, digest = CurationStats(), KeptDigest()
+    report("settle", 0, len(parts))
     if parts:
         settle = ray.remote(num_cpus=1)(_settle_parts)
         decisions_ref = ray.put(decisions)
@@ -1023,10 +1074,13 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
         # At most `workers` at once, as in the other phases (a cluster may have more CPUs).
         submissions = (lambda group=group: settle.remote(group, decisions_ref, str(work.staging), str(work.quarantine))
                        for group in groups)
+        done = 0
         for settled in _in_flight(submissions, workers):
             for part_stats, part_digest in settled:
                 stats.merge(part_stats)
                 digest.merge(part_digest)
+            done += len(settled)
+            report("settle", done, len(parts))
     seconds["settle"] = time.perf_counter() - started
     return stats, digest, seconds, {**decisions.summary, "pairs_remembered": pairs.reused, "resumed_records": progress.reused_records,
                                     "cached_records": progress.cached_records}
