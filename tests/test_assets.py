@@ -103,6 +103,10 @@ def test_materialize_cleaned_corpus_with_green_gates_and_dvc(small_project):
         assert metadata["dvc_md5"].value.endswith(".dir")
         assert metadata["mlflow_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")
         assert metadata["engine"].value == "local executor (this process)"
+        # The run's log follows the curation: each phase as it starts and ends.
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+        assert any(message.startswith("read and steps: 0 of ") for message in messages)
+        assert any(message.startswith("settle: ") and message.endswith("(100%)") for message in messages)
     lake = small_project["home"] / "lake"
     # Published as a version: lake/cleaned is a link to it, cleaned.dvc records it.
     version = metadata["version"].value
