@@ -245,7 +245,7 @@ def curate(
     except CatalogError as error:
         console.print(f"[red]source catalog error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    except (ConnectionError, engine.CurationBusy) as error:  # RAY_ADDRESS names a cluster that does not answer; another run
+    except (ConnectionError, engine.CurationBusy, engine.WorkersLost) as error:  # RAY_ADDRESS names a cluster that does not answer; another run; workers killed
         console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
     except OSError as error:
@@ -270,7 +270,8 @@ def curate(
     if not stats.input_records:
         console.print("[yellow]no input records: the inputs hold no file the readers take[/yellow]")
     if run.resumed_records:
-        console.print(f"resumed a stopped run: {run.resumed_records} input records (quarantined ones included) already processed")
+        console.print(f"resumed a stopped run: {run.resumed_records} input records (quarantined ones included) already processed",
+                      soft_wrap=True)
     if parts_dir is not None:
         if not run.dedup.get("index_extended"):
             decided = "duplicates decided over every record"

@@ -275,6 +275,30 @@ def test_in_flight_gives_results_in_order_with_at_most_limit_running_and_window_
 
 
 @pytest.mark.timeout(300)
+def test_workers_dying_past_the_retries_stop_the_run_with_one_line_and_it_resumes(corpus, curation_params, tmp_path, monkeypatch):
+    """Every try of a steps task dies with its worker (Ray retries it three times): the run
+    raises WorkersLost, `hkgai curate` says so in one line (exit 1), and the same run again
+    gives the outputs of an undisturbed run."""
+    def dies(*args, **kwargs):
+        os._exit(1)
+
+    monkeypatch.setattr(engine, "_read_and_process", dies)
+    with pytest.raises(engine.WorkersLost, match="the same run again resumes"):
+        engine.curate_files([corpus], curation_params, tmp_path / "out", licence="x", workers=2, batch_size=2)
+    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "cli"), "--licence", "x", "--workers", "2",
+                                      "--batch-size", "2"])
+    assert result.exit_code == 1
+    # One line of its own (Ray's own lines on each retry may follow: Ray prints them).
+    assert [line for line in result.output.splitlines() if line.startswith("curation stopped")] == [
+        "curation stopped: Ray workers died and a task's retries ran out (WorkerCrashedError); the finished part files are "
+        "kept, so the same run again resumes from them"]
+    assert "Traceback" not in result.output
+    monkeypatch.undo()
+    engine.curate_files([corpus], curation_params, tmp_path / "out", licence="x", workers=2, batch_size=2)
+    assert summary(*read_outputs(tmp_path / "out")[:2]) == (KEPT, REJECTED)
+
+
+@pytest.mark.timeout(300)
 def test_a_ray_worker_killed_mid_run_is_retried_and_nothing_counted_twice(curation_params, tmp_path):
     """kill -9 of the worker process running a steps task: Ray runs the task again (its part
     file is renamed into place whole, so a second write replaces, never adds), and the run

@@ -66,10 +66,9 @@ def test_a_failing_step_raises_its_own_error_and_keeps_the_previous_outputs(corp
     with pytest.raises(ValueError, match="unknown script actions"):
         engine.curate_files([corpus], broken, out, licence="x", batch_size=4)
     assert _output_files(out) == before
-    # What the failed run did is kept for a rerun on the same input (here: nothing yet).
-    (left,) = set(os.listdir(out)) - set(OUTPUT_NAMES)
-    assert left.startswith(engine.RESUME_PREFIX)
-    # The next run on other input removes it.
+    # It failed before finishing a part file: nothing to resume, so no resume folder is left
+    # (one holding finished parts stays: test_a_stopped_run_resumes_without_redoing_finished_batches).
+    assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
     engine.curate_files([corpus], curation_params, out, licence="x", batch_size=4)
     assert sorted(os.listdir(out)) == sorted(OUTPUT_NAMES) and _output_files(out) == before
 
@@ -380,3 +379,19 @@ def test_part_files_of_other_code_are_not_resumed(corpus, curation_params, tmp_p
     assert run.resumed_records == 0 and sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
     monkeypatch.undo()
     assert len(engine.code_fingerprint()) == 64
+
+
+def test_a_run_that_fails_before_any_part_leaves_no_resume_folder(curation_params, tmp_path, monkeypatch):
+    """RAY_ADDRESS names a port nobody listens on: ConnectionError before any work, and no
+    empty resume folder (holding only its lock) is left in the output folder."""
+    import socket
+
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"id": "a", "text": "香港天文台發出暴雨警告。"}\n', encoding="utf-8")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(ConnectionError, match=f"cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:{port}"):
+        engine.curate_files([data], curation_params, tmp_path / "out", licence="x")
+    assert list((tmp_path / "out").iterdir()) == []

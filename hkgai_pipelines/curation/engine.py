@@ -179,6 +179,11 @@ PART_KEY_COLUMNS = ["order", "id", "id_check", "candidate", "exact", "bands"]
 WORK_DIR = ".work"
 
 
+class WorkersLost(RuntimeError):
+    """Ray's workers died under a task more often than its retries allow (killed, out of
+    memory, a node lost). The finished part files stay: the same run again resumes."""
+
+
 class CurationBusy(RuntimeError):
     """Another run holds the folders this run would write (its resume or parts folder)."""
 
@@ -395,7 +400,8 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
     `parts_dir`: incremental curation (see `plan_units`): keep each unit's part files there
     between runs and process only the units that are new or changed; the decisions and the
     outputs are still made over every unit, so they equal a full run's. One run at a time
-    per `parts_dir` and per input and output folder (CurationBusy for a second). `progress`:
+    per `parts_dir` and per input and output folder (CurationBusy for a second). WorkersLost
+    when Ray's workers died under a task past its retries. `progress`:
     see `ProgressCallback` (`hkgai curate` shows it). On Ray a task that fails raises
     ray.exceptions.RayTaskError here, its message carrying the task's traceback (the original
     exception type does not survive Ray's wrapping); the local executor raises the
@@ -424,9 +430,16 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
             work = _work_folders(staging, steps_dir, plan)
             units = plan.todo
             if executor == "ray":
-                with ray_session(workers) as (workers, where):
-                    stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size,
-                                                                  progress or _no_progress)
+                import ray.exceptions
+
+                try:
+                    with ray_session(workers) as (workers, where):
+                        stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size,
+                                                                      progress or _no_progress)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as error:
+                    raise WorkersLost(f"curation stopped: Ray workers died and a task's retries ran out "
+                                      f"({type(error).__name__}); the finished part files are kept, so the same "
+                                      f"run again resumes from them") from error
             else:
                 workers, where = 1, "this process"
                 stats, digest, seconds, summary = _run_locally(units, params, work, batch_size, progress or _no_progress)
@@ -503,7 +516,14 @@ def _claimed(steps_dir: Path) -> Iterator[None]:
                 shutil.rmtree(other, ignore_errors=True)
         for killed in steps_dir.glob("staging-*"):  # a killed run's half-written outputs
             shutil.rmtree(killed, ignore_errors=True)
-        yield
+        try:
+            yield
+        except BaseException:
+            # A run that failed before it finished any part file (Ray unreachable, an
+            # unreadable parts folder) leaves nothing to resume: no empty folder behind.
+            if all(path.name == ".lock" for path in steps_dir.iterdir()):
+                shutil.rmtree(steps_dir, ignore_errors=True)
+            raise
 
 
 @contextmanager
