@@ -429,20 +429,20 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
             plan = plan_units(units, params, batch_size, parts_dir)
             work = _work_folders(staging, steps_dir, plan)
             units = plan.todo
+            report = progress or _no_progress
             if executor == "ray":
                 import ray.exceptions
 
                 try:
                     with ray_session(workers) as (workers, where):
-                        stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size,
-                                                                      progress or _no_progress)
+                        stats, digest, seconds, summary = _run_on_ray(units, params, work, workers, batch_size, report)
                 except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as error:
                     raise WorkersLost(f"curation stopped: Ray workers died and a task's retries ran out "
                                       f"({type(error).__name__}); the finished part files are kept, so the same "
                                       f"run again resumes from them") from error
             else:
                 workers, where = 1, "this process"
-                stats, digest, seconds, summary = _run_locally(units, params, work, batch_size, progress or _no_progress)
+                stats, digest, seconds, summary = _run_locally(units, params, work, batch_size, report)
             _finish_outputs(staging, work)
             stats.check_counts()
             write_stats(stats, staging / "stats.json")
@@ -1137,10 +1137,11 @@ def _read_and_process(encoded: str, batch_size: int, params_blob: bytes, steps_d
     """Read one task (`encode_task`: the JSON of its slices) and run the steps on its items
     batch by batch (`_process_batch`); return the keys of all its batches (`keys_schema`)."""
     task = [InputSlice.from_row(row) for row in json.loads(encoded)]
-    num_bands = _pipeline(params_blob).hasher.num_bands
     tables = [_process_batch(numbered, params_blob, steps_dir, unit_folders)
               for numbered in _task_batches(task, batch_size, by_unit=unit_folders is not None)]
-    return pa.concat_tables(tables) if tables else keys_schema(num_bands).empty_table()
+    if not tables:  # a task whose slices hold no items (a file emptied since planning)
+        return keys_schema(_pipeline(params_blob).hasher.num_bands).empty_table()
+    return pa.concat_tables(tables)
 
 
 def part_name(first_order: int) -> str:
