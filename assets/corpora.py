@@ -81,7 +81,7 @@ GATES = (
      lambda output, params: expectations.check_language_mix(output.column("lang"), params.min_language_share)),
     ("cleaned_corpus_counts_add_up", "GX: input = kept + rejected + quarantined; files agree with stats.json.",
      lambda output, params: expectations.check_counts_add_up(
-         output.stats(), output.rows("cleaned.parquet"), output.rows("rejected.parquet"), output.quarantine_rows())),
+         output.stats(), output.rows("cleaned.parquet"), output.rows("rejected.parquet"), output.quarantine_records())),
 )
 
 

@@ -90,7 +90,7 @@ def test_outputs_are_read_by_the_pretraining_loader_and_the_gx_gates(corpus, cur
     assert [d["id"] for d in documents] == pq.read_table(out / "cleaned.parquet").column("id").to_pylist()
     assert len(documents) == 5 and all(d["text"] and d["lang"] for d in documents)
     output = expectations.OutputReader(out, batch_rows=2)
-    counts = (output.rows("cleaned.parquet"), output.rows("rejected.parquet"), output.quarantine_rows())
+    counts = (output.rows("cleaned.parquet"), output.rows("rejected.parquet"), output.quarantine_records())
     assert counts == (5, 7, 1)
     columns = expectations.WRITTEN_TEXT_COLUMNS
     for outcome in (

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hkgai_pipelines.curation import engine, inputs
+from hkgai_pipelines.curation import engine, expectations, inputs
 from hkgai_pipelines.curation.inputs import SLICE_ITEM_BITS, InputSlice, file_units, plan_tasks
 from hkgai_pipelines.curation.pipeline import run_curation
-from hkgai_pipelines.sources.files import MAX_QUARANTINE_PER_FILE, Span, plan_spans, read_file
+from hkgai_pipelines.sources.files import MAX_QUARANTINE_PER_FILE, Span, fold_file_quarantine, plan_spans, read_file
 from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
 from tests.curation_corpus import read_outputs, write_corpus
 
@@ -75,6 +75,46 @@ def test_a_span_lists_its_own_quarantine_and_the_counts_add_up(tmp_path):
     lines = [data[span.start:span.stop].count(b"\n") for span in spans]
     assert summaries == [f"... and {count - MAX_QUARANTINE_PER_FILE} more quarantined in bytes {span.start}-{span.stop} of this "
                          f"file (only the first {MAX_QUARANTINE_PER_FILE} are listed)" for span, count in zip(spans, lines)]
+
+
+def test_folding_a_files_spans_lists_one_summary_with_the_counts_total():
+    limit = MAX_QUARANTINE_PER_FILE
+
+    def line(row: dict) -> bytes:
+        return json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n"
+
+    # File a.jsonl read in two spans, each listing `limit` lines and a summary of its own.
+    span = [line({"file": "a.jsonl", "line": n, "error": "not JSON", "source": "s"}) for n in range(1, limit + 1)]
+    summary = line({"file": "a.jsonl", "line": None, "error": "... and 7 more quarantined in bytes 0-9 of this file "
+                    f"(only the first {limit} are listed)", "source": "s", "count": 7})
+    other = line({"file": "b.jsonl", "line": 3, "error": "not JSON", "source": "s"})
+    folded = list(fold_file_quarantine(span + [summary] + span[:2] + [summary, other]))
+    assert folded[:limit] == span and folded[limit + 1:] == [other]
+    assert json.loads(folded[limit]) == {
+        "file": "a.jsonl", "line": None, "error": f"... and 16 more quarantined in this file (only the first {limit} are listed)",
+        "source": "s", "count": 16}  # 7 + 2 lines + 7
+    assert list(fold_file_quarantine([other, b"\n", other.rstrip(b"\n")])) == [other, other]  # short runs pass through
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_a_garbage_file_in_many_slices_lists_the_limit_once_and_the_gate_counts_the_rest(
+        curation_params, tmp_path, monkeypatch, ray_session, workers):
+    """3 x the limit of bad lines over 30 slices: quarantine.jsonl lists the file's first
+    `limit` lines and one summary, as when the file is read whole, and the GX gate passes."""
+    limit = MAX_QUARANTINE_PER_FILE
+    path = tmp_path / "garbage.jsonl"
+    path.write_text("".join(f"not json {n}\n" for n in range(3 * limit)), encoding="utf-8")
+    monkeypatch.setattr(inputs, "TASK_BYTES", path.stat().st_size // 30 + 1)
+    out = tmp_path / "out"
+    run = engine.curate_files([path], curation_params, out, licence="x", workers=workers,
+                              executor="local" if workers is None else "ray")
+    rows = [json.loads(line) for line in (out / "quarantine.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["line"] for row in rows] == list(range(1, limit + 1)) + [None]
+    assert rows[-1]["count"] == 2 * limit and rows[-1]["error"].startswith(f"... and {2 * limit} more quarantined in this file")
+    output = expectations.OutputReader(out)
+    assert run.stats.quarantined == output.quarantine_records() == 3 * limit
+    assert expectations.check_counts_add_up(output.stats(), output.rows("cleaned.parquet"), output.rows("rejected.parquet"),
+                                            output.quarantine_records()).passed
 
 
 def test_parquet_spans_cross_row_groups_and_a_bad_column_counts_each_spans_rows(tmp_path):

@@ -116,7 +116,7 @@ def test_batches_cover_every_part_and_counts_add_up_across_them(sharded):
     mix = expectations.check_language_mix(sharded.column("lang"), {"yue": 0.5})
     assert mix.passed and mix.metadata["shares"] == {"yue": 0.5}
     counts = expectations.check_counts_add_up(sharded.stats(), sharded.rows("cleaned.parquet"), sharded.rows("rejected.parquet"),
-                                              sharded.quarantine_rows())
+                                              sharded.quarantine_records())
     assert counts.passed
 
 

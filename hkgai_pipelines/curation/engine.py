@@ -112,7 +112,7 @@ from hkgai_pipelines.curation.pipeline import (
     write_stats,
 )
 from hkgai_pipelines.params import CurationParams
-from hkgai_pipelines.sources.files import CURATION_PARTS_MARKER
+from hkgai_pipelines.sources.files import CURATION_PARTS_MARKER, fold_file_quarantine
 from hkgai_pipelines.sources.lake import atomic_path, held_exclusively, write_quarantine
 from hkgai_pipelines.sources.records import FileItem
 
@@ -1108,14 +1108,19 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
 
 def _finish_outputs(staging: Path, work: _WorkFolders) -> None:
     """An empty part file where no part had rows (readers need a schema even with none), and
-    the quarantine fragments concatenated in input order."""
+    the quarantine fragments joined in input order, a file read in slices listing at most
+    MAX_QUARANTINE_PER_FILE lines in all (`fold_file_quarantine`), as a file read whole does."""
     for name, schema in (("cleaned.parquet", CLEANED_SCHEMA), ("rejected.parquet", REJECTED_SCHEMA)):
         if not any((staging / name).iterdir()):
             pq.write_table(schema.empty_table(), staging / name / f"part-{0:020d}.parquet", compression="zstd")
-    with atomic_path(staging / "quarantine.jsonl") as temp, open(temp, "wb") as combined:
+
+    def lines() -> Iterator[bytes]:
         for fragment in sorted(work.quarantine.iterdir()):
             with open(fragment, "rb") as handle:
-                shutil.copyfileobj(handle, combined)
+                yield from handle
+
+    with atomic_path(staging / "quarantine.jsonl") as temp, open(temp, "wb") as combined:
+        combined.writelines(fold_file_quarantine(lines()))
 
 
 # --- tasks (run on Ray workers; plain functions of Arrow tables) ----------------------------

@@ -232,7 +232,10 @@ def check_language_mix(langs: pd.DataFrame | pa.ChunkedArray | pa.Array, minimum
     return outcome
 
 
-def check_counts_add_up(stats: dict, cleaned_rows: int, rejected_rows: int, quarantine_rows: int) -> GateOutcome:
+def check_counts_add_up(stats: dict, cleaned_rows: int, rejected_rows: int, quarantine_records: int) -> GateOutcome:
+    """stats.json's input = kept + rejected + quarantined, and each count equals what its file
+    holds: `cleaned_rows`, `rejected_rows` (Parquet rows) and `quarantine_records` (records
+    quarantine.jsonl accounts for, `OutputReader.quarantine_records`)."""
     import great_expectations.expectations as gxe
 
     frame = pd.DataFrame([{
@@ -240,13 +243,13 @@ def check_counts_add_up(stats: dict, cleaned_rows: int, rejected_rows: int, quar
         "accounted": stats["kept"] + stats["rejected"] + stats["quarantined"],
         "kept": stats["kept"], "cleaned_rows": cleaned_rows,
         "rejected": stats["rejected"], "rejected_rows": rejected_rows,
-        "quarantined": stats["quarantined"], "quarantine_rows": quarantine_rows,
+        "quarantined": stats["quarantined"], "quarantine_records": quarantine_records,
     }])
     success, summaries = validate_frame(frame, [
         gxe.ExpectColumnPairValuesToBeEqual(column_A="input_records", column_B="accounted"),
         gxe.ExpectColumnPairValuesToBeEqual(column_A="kept", column_B="cleaned_rows"),
         gxe.ExpectColumnPairValuesToBeEqual(column_A="rejected", column_B="rejected_rows"),
-        gxe.ExpectColumnPairValuesToBeEqual(column_A="quarantined", column_B="quarantine_rows"),
+        gxe.ExpectColumnPairValuesToBeEqual(column_A="quarantined", column_B="quarantine_records"),
     ])
     return _outcome(success, summaries, "input = kept + rejected + quarantined, and the files agree", "counts do not add up")
 
@@ -289,6 +292,8 @@ class OutputReader:
     def stats(self) -> dict:
         return json.loads((Path(self.out_dir) / "stats.json").read_text(encoding="utf-8"))
 
-    def quarantine_rows(self) -> int:
+    def quarantine_records(self) -> int:
+        """The input records quarantine.jsonl accounts for: one a line, but a summary line
+        (\"... and N more quarantined\") stands for its `count`."""
         with open(Path(self.out_dir) / "quarantine.jsonl", encoding="utf-8") as handle:
-            return sum(1 for line in handle if line.strip())
+            return sum(int(json.loads(line).get("count", 1)) for line in handle if line.strip())

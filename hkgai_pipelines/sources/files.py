@@ -25,7 +25,8 @@ Input folders may hold anything, so they are walked without trusting them:
   a `title` that is not a string) quarantines the file, with one record counting its rows.
 * At most `MAX_QUARANTINE_PER_FILE` quarantine records are listed for one file (for one
   span of a file read in spans); one summary record carries the count of the rest, so a file
-  of garbage cannot flood the quarantine.
+  of garbage cannot flood the quarantine. `fold_file_quarantine` folds the spans' lists of a
+  file read in spans into one list of the same length when the quarantine is joined.
 
 A large JSONL or Parquet file can be read in *spans* (`plan_spans`, `read_file(span=...)`):
 byte ranges cut after a newline, with the lines before each counted so that line numbers
@@ -540,10 +541,49 @@ def _guarded(items: Iterator[FileItem], name: str, source: str, where: str = "in
         else:
             unlisted += item.count
     if unlisted:
-        yield QuarantineRecord(
-            name, None, f"... and {unlisted} more quarantined {where} (only the first {MAX_QUARANTINE_PER_FILE} are listed)",
-            source, count=unlisted,
-        )
+        yield QuarantineRecord(name, None, _unlisted_error(unlisted, where), source, count=unlisted)
+
+
+def _unlisted_error(unlisted: int, where: str) -> str:
+    return f"... and {unlisted} more quarantined {where} (only the first {MAX_QUARANTINE_PER_FILE} are listed)"
+
+
+def fold_file_quarantine(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """quarantine.jsonl lines (`QuarantineRecord.to_row` as JSON, in input order) with at most
+    MAX_QUARANTINE_PER_FILE listed for each run of consecutive lines of one (file, source); the
+    lines past them, summary lines included, are folded into one summary line at the end of
+    the run whose `count` is the sum of theirs. The counts' total is unchanged.
+
+    Why: a file read in spans lists up to the limit for each span (the spans are read apart),
+    so a 1 GiB file of garbage in 1 MiB spans would list about 100,000 lines. A run is
+    consecutive because a file's spans are consecutive in input order. A file's lines
+    listed apart (a record quarantined by a step, keyed by its locator, in between) start a
+    run of their own. Raises json.JSONDecodeError on a line that is not JSON."""
+    run: tuple | None = None
+    listed = 0
+    unlisted = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        key = (row.get("file"), row.get("source", ""))
+        if key != run:
+            if unlisted:
+                yield _unlisted_line(run, unlisted)
+            run, listed, unlisted = key, 0, 0
+        if listed < MAX_QUARANTINE_PER_FILE:
+            listed += 1
+            yield line if line.endswith(b"\n") else line + b"\n"
+        else:
+            unlisted += int(row.get("count", 1))
+    if unlisted:
+        yield _unlisted_line(run, unlisted)
+
+
+def _unlisted_line(run: tuple, unlisted: int) -> bytes:
+    file, source = run
+    row = QuarantineRecord(file, None, _unlisted_error(unlisted, "in this file"), source, count=unlisted).to_row()
+    return json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
 def _has_surrogate(value: str) -> bool:
