@@ -21,6 +21,9 @@ Input folders may hold anything, so they are walked without trusting them:
   carries a lone surrogate; neither does a record: a JSON string with a lone `\\ud800` escape
   is quarantined.
 * A JSON line nested deeper than Python's recursion limit is quarantined alone.
+* A blank line (whitespace only) in a JSONL file is no input record, as for jq and pandas'
+  `read_json(lines=True)`: it is not counted, and the line numbers of the lines after it
+  still count it.
 * A Parquet column of a type that cannot be taken (an `id` that is not a string or a number,
   a `title` that is not a string) quarantines the file, with one record counting its rows.
 * At most `MAX_QUARANTINE_PER_FILE` quarantine records are listed for one file (for one
