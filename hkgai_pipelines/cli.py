@@ -234,7 +234,10 @@ def curate(
             # a line when a phase starts and ends and every 30 seconds between.
             if console.is_terminal:
                 def progress(phase: str, done: int, total: int) -> None:
-                    status.update(f"curating: {escape(engine.describe_progress(phase, done, total))}")
+                    line = f"curating: {escape(engine.describe_progress(phase, done, total))}"
+                    if phase == "resume":  # a line that stays, above the status line
+                        console.print(line, soft_wrap=True)
+                    status.update(line)
             else:
                 progress = engine.progress_lines(lambda line: console.print(f"curating: {line}", markup=False, soft_wrap=True))
             run = engine.curate(units, params, out, workers=workers, batch_size=batch_size or engine.DEFAULT_BATCH_SIZE, executor=executor,
@@ -253,6 +256,11 @@ def curate(
         # were, and a later run resumes the part files this one finished.
         console.print(f"[red]curation stopped: {escape(str(error))}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGINT: the previous outputs are as they were; the finished part files stay.
+        console.print("curation interrupted: the previous outputs are unchanged and the finished part files are kept, "
+                      "so the same command again resumes from them", soft_wrap=True)
+        raise typer.Exit(130) from None
     if report is not None:
         from hkgai_pipelines.sources.lake import atomic_path
 

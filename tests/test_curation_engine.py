@@ -230,8 +230,14 @@ def test_a_stopped_local_run_resumes_on_ray(corpus, curation_params, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         engine.curate_files([corpus], curation_params, out, licence="x", batch_size=2, executor="local")
     monkeypatch.undo()
-    run = engine.curate_files([corpus], curation_params, out, licence="x", workers=2, batch_size=2)
+    calls = []
+    run = engine.curate_files([corpus], curation_params, out, licence="x", workers=2, batch_size=2,
+                              progress=lambda *call: calls.append(call))
     assert run.executor == "ray" and run.resumed_records == 6
+    # Said before any task runs, not only in the run's result.
+    assert calls[0] == ("resume", 3, 0) and calls[1] == ("read and steps", 0, 1)
+    assert engine.describe_progress(*calls[0]) == (
+        "resume: 3 part files of a stopped run found; their records are read back, not processed again")
     assert summary(*read_outputs(out)[:2]) == (KEPT, REJECTED)
     assert run.stats.input_records == 13 and sorted(os.listdir(out)) == sorted(OUTPUT_NAMES)
 
@@ -369,3 +375,16 @@ def test_incremental_curation_on_ray_adds_a_unit_as_a_full_run_would(corpus, cur
                   parts_dir=ray_parts, workers=2)
     assert read_outputs(tmp_path / "v3") == read_outputs(tmp_path / "full")
     assert len(list(ray_parts.glob(f"*/{engine.UNIT_COMPLETE}"))) == 3
+
+
+def test_an_interrupted_curate_says_it_resumes_and_exits_130(corpus, tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt in the driver) ends `hkgai curate` with one line, not a
+    traceback, and the shell's exit status for SIGINT."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "curate", interrupted)
+    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "out"), "--licence", "x"])
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert result.output.splitlines()[-1] == ("curation interrupted: the previous outputs are unchanged and the finished part "
+                                              "files are kept, so the same command again resumes from them")

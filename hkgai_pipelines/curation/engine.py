@@ -316,11 +316,11 @@ def _cluster_cpus() -> int:
 
 def curate_files(paths: Iterable[Path], params: CurationParams, out_dir: Path, *, source: str = "local_files", licence: str = "unknown",
                  exclude: Iterable[Path] = (), workers: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 executor: str | None = None) -> EngineRun:
+                 executor: str | None = None, progress: ProgressCallback | None = None) -> EngineRun:
     """`hkgai curate IN...`: files and folders as `read_files` reads them. Raises
     FileNotFoundError for a given path that does not exist, before Ray starts."""
     units = file_units(paths, source=source, licence=licence, max_record_bytes=params.max_record_bytes, exclude=exclude)
-    return curate(units, params, out_dir, workers=workers, batch_size=batch_size, executor=executor)
+    return curate(units, params, out_dir, workers=workers, batch_size=batch_size, executor=executor, progress=progress)
 
 
 def curate_lake(lake_dir: Path, sources: list[str], params: CurationParams, out_dir: Path, *,
@@ -349,7 +349,8 @@ def choose_executor(workers: int | None = None, executor: str | None = None) -> 
     return "local"
 
 
-#: Told how a run goes, as (phase, done, total): "read and steps" counts tasks (about
+#: Told how a run goes, as (phase, done, total): "resume" once before the others when a
+#: stopped run left part files (done: how many, total 0), "read and steps" counts tasks (about
 #: `inputs.TASK_BYTES` of input each; 0 of all when the phase starts, then after each task),
 #: "decide" is told once as it starts (0, 0: its passes are not counted), "settle" counts
 #: part files. Called on the driver, between tasks: it should return at once.
@@ -366,7 +367,9 @@ PROGRESS_UNITS = {"read and steps": "tasks", "settle": "part files"}
 
 def describe_progress(phase: str, done: int, total: int) -> str:
     """One line for a `ProgressCallback` call: "read and steps: 120 of 1,030 tasks (11%)",
-    "decide ..." for a phase without counts."""
+    "decide ..." for a phase without counts, "resume: ..." naming the part files found."""
+    if phase == "resume":
+        return f"resume: {done:,} part files of a stopped run found; their records are read back, not processed again"
     if not total:
         return f"{phase} ..."
     return f"{phase}: {done:,} of {total:,} {PROGRESS_UNITS.get(phase, 'steps')} ({100 * done // total}%)"
@@ -430,6 +433,9 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
             work = _work_folders(staging, steps_dir, plan)
             units = plan.todo
             report = progress or _no_progress
+            stopped = len(work._written())  # before any task runs: a stopped run's part files
+            if stopped:
+                report("resume", stopped, 0)
             if executor == "ray":
                 import ray.exceptions
 
