@@ -204,3 +204,26 @@ def test_lake_partitions_in_row_slices_curate_as_whole_partitions(curation_param
     run = engine.curate_lake(lake, ["s1", "s2"], curation_params, tmp_path / "sliced", workers=2, batch_size=3)
     assert read_outputs(tmp_path / "sliced") == read_outputs(tmp_path / "whole")
     assert run.stats.to_dict() == whole.stats.to_dict() and run.stats.input_records == 8
+
+
+def test_slices_found_in_ray_tasks_give_the_plan_found_here(tmp_path, ray_session):
+    """`engine._ray_slicer`: the large files' slices found by Ray tasks (one a file, two at a
+    time), the small file left to the driver: the same plan as in this process."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, lines in (("a.jsonl", 40), ("b.jsonl", 3), ("c.jsonl", 60)):
+        (folder / name).write_text("".join(json.dumps({"id": n, "text": f"{name}第{n}行"}) + "\n" for n in range(lines)),
+                                   encoding="utf-8")
+    units = file_units([folder], source="s", licence="l")
+    asked: list[str] = []
+
+    def slicer(units, target_bytes):
+        asked.extend(Path(unit.path).name for unit in units)
+        return engine._ray_slicer(2)(units, target_bytes)
+
+    calls = []
+    on_ray = plan_tasks(units, 300, slice_units=engine._reporting(slicer, lambda *call: calls.append(call)))
+    assert asked == ["a.jsonl", "c.jsonl"]  # b.jsonl (3 lines) is under 300 bytes
+    assert on_ray == plan_tasks(units, 300) and len(on_ray) > 5
+    assert calls == [("plan", 0, 2), ("plan", 1, 2), ("plan", 2, 2)]
+    assert engine.describe_progress(*calls[1]) == "plan: 1 of 2 large files (50%)"

@@ -23,7 +23,8 @@ tasks submitted a few at a time, `_in_flight`):
 
 1. **read + steps**: the input units (`inputs.py`: one per file, in the stable input order)
    are planned into tasks of about 1 MiB (`inputs.plan_tasks`: a large JSONL or Parquet file
-   in slices, small files together; the same plan for every executor and worker count). A
+   in slices, small files together; the same plan for every executor and worker count; on
+   Ray the large files' slices, which count a JSONL file's newlines, are found in tasks). A
    task reads its own slices and runs each batch of records through
    `CurationPipeline.process_batch` (repair, PII, language ID, script, quality), writes its
    processed rows and their deduplication keys to a Parquet part file in the run's resume
@@ -94,7 +95,9 @@ from hkgai_pipelines.curation.dedup import (
     verify_each,
 )
 from hkgai_pipelines.curation.dedup_index import DEDUP_INDEX_DIR, DedupIndex, IndexWriter, extend_decisions
-from hkgai_pipelines.curation.inputs import ITEM_BITS, InputSlice, InputUnit, file_units, lake_units, plan_tasks
+from hkgai_pipelines.curation.inputs import (
+    ITEM_BITS, InputSlice, InputUnit, SliceMapper, file_units, lake_units, plan_tasks, slice_here, unit_slices,
+)
 from hkgai_pipelines.curation.keystore import bucket_of
 from hkgai_pipelines.curation.pair_join import JoinedPairVerifier, part_first_order, range_similarities, route_group, route_groups
 from hkgai_pipelines.curation.pipeline import (
@@ -350,7 +353,8 @@ def choose_executor(workers: int | None = None, executor: str | None = None) -> 
 
 
 #: Told how a run goes, as (phase, done, total): "resume" once before the others when a
-#: stopped run left part files (done: how many, total 0), "read and steps" counts tasks (about
+#: stopped run left part files (done: how many, total 0), "plan" counts the large files cut
+#: into slices (over `inputs.TASK_BYTES`; none: not told), "read and steps" counts tasks (about
 #: `inputs.TASK_BYTES` of input each; 0 of all when the phase starts, then after each task),
 #: "decide" is told once as it starts (0, 0: its passes are not counted), "settle" counts
 #: part files. Called on the driver, between tasks: it should return at once.
@@ -362,7 +366,7 @@ def _no_progress(phase: str, done: int, total: int) -> None:
 
 
 #: What "read and steps" and "settle" count (`ProgressCallback`).
-PROGRESS_UNITS = {"read and steps": "tasks", "settle": "part files"}
+PROGRESS_UNITS = {"plan": "large files", "read and steps": "tasks", "settle": "part files"}
 
 
 def describe_progress(phase: str, done: int, total: int) -> str:
@@ -940,7 +944,7 @@ def _run_locally(units: list[InputUnit], params: CurationParams, work: _WorkFold
     keys, progress = _key_store(work, params), _Progress()
     _collect_cached(work, keys, progress, params.dedup.num_bands)
     params_blob = pickle.dumps(params)
-    tasks = plan_tasks(units)
+    tasks = plan_tasks(units, slice_units=_reporting(slice_here, report))
     report("read and steps", 0, len(tasks))
     for done, task in enumerate(tasks, 1):
         for numbered in _task_batches(task, batch_size, by_unit=work.plan.folders is not None):
@@ -1065,7 +1069,9 @@ def _run_on_ray(units: list[InputUnit], params: CurationParams, work: _WorkFolde
     process = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_read_and_process)
     shared = {"batch_size": batch_size, "params_blob": ray.put(pickle.dumps(params)), "steps_dir": str(work.steps),
               "unit_folders": work.plan.folders}
-    tasks = plan_tasks(units)
+    # Planning reads each large JSONL file once to count its newlines (1 TiB of JSONL: about
+    # 18 minutes at 1 GB/s on one driver): in tasks, one a file, the driver adding up the plan.
+    tasks = plan_tasks(units, slice_units=_reporting(_ray_slicer(workers), report))
     submissions = ((lambda task=task: process.remote(encode_task(task), **shared)) for task in tasks)
     report("read and steps", 0, len(tasks))
     # Results are taken in task order (the spilled keys, and so a run's staging, do not depend
@@ -1256,6 +1262,31 @@ def _pair_verifier(work: _WorkFolders, parts: list[str], params: CurationParams,
                    {"mapper": _ray_route_mapper(workers), "compare": _ray_mapper(workers, range_similarities)})
     return JoinedPairVerifier(parts, MinHasher.from_params(params.dedup), work.staging / WORK_DIR / "verify",
                               memory_bytes=keys.held_bytes, flush_bytes=keys.flush_bytes, max_rows=keys.max_rows, **ray_mappers)
+
+
+def _reporting(slice_units: SliceMapper, report: ProgressCallback) -> SliceMapper:
+    """`slice_units` telling `report` how planning goes ("plan", files done, large files):
+    cutting 1 TiB of JSONL reads it all once."""
+    def sliced(units: list[InputUnit], target_bytes: int) -> Iterator[list[InputSlice]]:
+        if units:
+            report("plan", 0, len(units))
+        for done, slices in enumerate(slice_units(units, target_bytes), 1):
+            report("plan", done, len(units))  # before the yield: a zip takes no more after the last
+            yield slices
+    return sliced
+
+
+def _ray_slicer(workers: int) -> SliceMapper:
+    """A `inputs.SliceMapper` on Ray: `unit_slices` of each large file as a task, at most
+    `workers` at once (spread over the nodes, whose reads of a shared volume or S3 add up),
+    the results taken in order."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(unit_slices)
+
+    def slice_units(units: list[InputUnit], target_bytes: int) -> Iterator[list[InputSlice]]:
+        return _in_flight(((lambda unit=unit: remote.remote(unit, target_bytes)) for unit in units), workers)
+    return slice_units
 
 
 def _ray_mapper(workers: int, function):

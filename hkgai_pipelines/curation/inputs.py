@@ -24,7 +24,7 @@ its slice, which sorts as the item's place in the file; an unsliced unit's is th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -140,16 +140,34 @@ def unit_slices(unit: InputUnit, target_bytes: int) -> list[InputSlice]:
     return [InputSlice(unit, index, span, size * (span.stop - span.start) // rows) for index, span in enumerate(spans)]
 
 
-def plan_tasks(units: Iterable[InputUnit], target_bytes: int | None = None) -> list[list[InputSlice]]:
+#: Finds the slices of each of the units it is given (those over the target size), in their
+#: order: `(units, target_bytes) -> [unit_slices(unit, target_bytes) for unit in units]`.
+SliceMapper = Callable[[list[InputUnit], int], Iterable[list[InputSlice]]]
+
+
+def slice_here(units: list[InputUnit], target_bytes: int) -> list[list[InputSlice]]:
+    """The default `SliceMapper`: one unit after the other, in this process."""
+    return [unit_slices(unit, target_bytes) for unit in units]
+
+
+def plan_tasks(units: Iterable[InputUnit], target_bytes: int | None = None,
+               slice_units: SliceMapper = slice_here) -> list[list[InputSlice]]:
     """The units' slices (`unit_slices`) in input order, consecutive ones grouped into tasks
     of about `target_bytes` (default TASK_BYTES; a slice is never split; a task of several
-    holds at most `target_bytes`)."""
+    holds at most `target_bytes`). `slice_units` finds the slices of the files over
+    `target_bytes`, the ones that may be cut (a JSONL file's cuts count its newlines, one read
+    of the whole file: the engine does that in Ray tasks, one a file); a smaller unit is one
+    slice. The plan does not depend on where the slices were found."""
     target_bytes = target_bytes or TASK_BYTES
+    units = list(units)
+    sizes = [unit.size() for unit in units]
+    large = [index for index, (unit, size) in enumerate(zip(units, sizes)) if unit.kind == "file" and size > target_bytes]
+    sliced = dict(zip(large, slice_units([units[index] for index in large], target_bytes)))
     tasks: list[list[InputSlice]] = []
     task: list[InputSlice] = []
     size = 0
-    for unit in units:
-        for piece in unit_slices(unit, target_bytes):
+    for index, unit in enumerate(units):
+        for piece in sliced.get(index) or [InputSlice(unit, 0, None, sizes[index])]:
             if task and size + piece.size > target_bytes:
                 tasks.append(task)
                 task, size = [], 0
