@@ -362,6 +362,19 @@ def test_an_unreachable_ray_address_fails_in_seconds_with_one_line(corpus, tmp_p
     assert result.exit_code == 1 and "cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:1" in result.output
     assert time.monotonic() - started < 30
     engine.check_reachable("auto")  # no port: left to Ray
+    # "auto" and no cluster on this machine (Ray's own error, raised here so that another Ray
+    # instance on the machine, another test process's, cannot be found instead).
+    import ray
+
+    def no_cluster(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by setting "
+                              "`--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(ray, "init", no_cluster)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and result.output.startswith("no Ray cluster found for RAY_ADDRESS=auto: start one"), result.output
+    assert "--address" not in result.output
     with pytest.raises(ConnectionError, match="ray://127.0.0.1:1"):
         engine.check_reachable("ray://127.0.0.1:1")
 

@@ -259,7 +259,13 @@ def ray_session(workers: int | None = None) -> Iterator[tuple[int, str]]:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except ConnectionError as error:
+            # "auto" with no cluster on this machine: Ray's message names a `--address` flag
+            # that `hkgai curate` does not have.
+            raise ConnectionError(f"no Ray cluster found for RAY_ADDRESS={address}: start one (`ray start --head`), "
+                                  f"give its address, or unset RAY_ADDRESS to start Ray in this process") from None
         where, workers = f"Ray cluster {address}", workers or _cluster_cpus()
     else:
         workers = workers or default_workers()
