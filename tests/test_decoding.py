@@ -40,6 +40,34 @@ def test_detects_and_round_trips_hong_kong_text(encoding, recorded, bom_length):
     assert data[detection.bom_length:].decode(detection.codec) == NOTICE
 
 
+def test_big5_jsonl_of_short_lines_is_read_as_big5_where_the_detector_gives_up(tmp_path):
+    """A fresh-user trial: the first 3,000 CTCPC lines (packaged, CC0) that Big5 encodes, as
+    JSONL (158 KB). From its first 64 KiB charset-normalizer's default threshold ranks no
+    candidate (it did from 16, 50 and 100 KB), and the file was read as UTF-8 with 2,967 of
+    3,000 lines quarantined."""
+    import json
+
+    from hkgai_pipelines.sources.catalog import SourceSpec
+    from hkgai_pipelines.sources.files import read_file
+    from hkgai_pipelines.sources.readers import read_source
+    from hkgai_pipelines.sources.records import RawRecord
+
+    lines = []
+    for index, item in enumerate(read_source(SourceSpec("ctcpc", "ctcpc", "CC0-1.0"))):
+        try:
+            lines.append(json.dumps({"id": f"r0-{index}", "text": f"{item.text} (0)"}, ensure_ascii=False).encode("big5"))
+        except UnicodeEncodeError:
+            continue
+        if len(lines) == 3000:
+            break
+    data = b"\n".join(lines) + b"\n"
+    assert detect(data[:65536], final=False, line_based=True).codec == "big5hkscs"
+    path = tmp_path / "big5.jsonl"
+    path.write_bytes(data)
+    items = list(read_file(path, source="s", licence="l", root=tmp_path))
+    assert len(items) == 3000 and all(isinstance(item, RawRecord) and item.encoding == "big5hkscs" for item in items)
+
+
 def test_big5_without_declaration_is_not_taken_for_gb18030():
     # GB18030 decodes nearly any Big5 byte pair, so "it decodes" is not enough: the detector
     # must rank the readings, and Big5-HKSCS keeps 𨋢.
