@@ -265,6 +265,25 @@ def test_a_file_is_named_the_same_however_its_path_is_typed(tmp_path, monkeypatc
     assert len(both) == 1  # the same file given three ways is read once
 
 
+def test_two_files_of_one_name_from_two_folders_keep_apart(tmp_path, monkeypatch):
+    """A fresh-user trial: `curate dupA/data dupB/data` named both files `data/x.jsonl`, so
+    both records with input id 0 got one record id and the second was rejected as a duplicate
+    id. Names are made relative to the common folder only when they would clash."""
+    for folder, text in (("dupA", "香港天文台發出黃色暴雨警告。"), ("dupB", "立法會三讀通過條例草案。")):
+        (tmp_path / folder / "data").mkdir(parents=True)
+        (tmp_path / folder / "data" / "x.jsonl").write_text(f'{{"id": 0, "text": "{text}"}}\n', encoding="utf-8")
+    (tmp_path / "dupA" / "data" / "y.jsonl").write_text('{"id": 0, "text": "九龍"}\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    both = list(read_files([Path("dupA/data"), Path("dupB/data")], source="t", licence="x"))
+    assert [r.locator for r in both] == ["dupA/data/x.jsonl:1#id=0", "dupA/data/y.jsonl:1#id=0", "dupB/data/x.jsonl:1#id=0"]
+    assert len({r.id for r in both}) == 3
+    alone = list(read_files([Path("dupA/data")], source="t", licence="x"))  # no clash: names as before
+    assert [r.locator for r in alone] == ["data/x.jsonl:1#id=0", "data/y.jsonl:1#id=0"]
+    # A file given by name beside a folder whose file has the same name.
+    mixed = list(read_files([Path("dupA/data/x.jsonl"), Path("dupB/data")], source="t", licence="x"))
+    assert [r.locator for r in mixed] == ["dupA/data/x.jsonl:1#id=0", "dupB/data/x.jsonl:1#id=0"]
+
+
 def test_utf8_lines_in_a_big5_file_are_read_as_utf8(tmp_path):
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(

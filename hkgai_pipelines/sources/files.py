@@ -174,6 +174,12 @@ def collect_inputs(paths: Iterable[Path], root: Path | None = None, exclude: Ite
     own output folder inside its input, or its outputs when it writes into an input folder):
     neither listed nor quarantined, nor entered through a link.
 
+    Two different files of one call never share a name: when the rule above gives one name to
+    two (`dupA/data/x.jsonl` and `dupB/data/x.jsonl` are both `data/x.jsonl`), every name of
+    the call is made relative to the folder all the given paths' folders share
+    (`_distinct_names`): the same input ids in both would otherwise give both files' records
+    the same record ids, and the second file's were rejected as duplicate ids.
+
     Raises FileNotFoundError for a given path that does not exist (a dangling or looping
     symlink given by name exists, and is a quarantine record).
     """
@@ -181,7 +187,7 @@ def collect_inputs(paths: Iterable[Path], root: Path | None = None, exclude: Ite
     for given in given_paths:  # usage errors first, before any walking
         if not os.path.lexists(given):
             raise FileNotFoundError(f"input not found: {given}")
-    entries: list[InputEntry] = []
+    entries: list[tuple[InputEntry, Path]] = []  # each with the folder its name is relative to
     seen_files: set[Path] = set()
     # A folder already "walked" is skipped silently, which is what an excluded folder needs.
     walked: set[Path] = {Path(os.path.realpath(folder)) for folder in exclude}
@@ -189,7 +195,7 @@ def collect_inputs(paths: Iterable[Path], root: Path | None = None, exclude: Ite
         try:
             st = os.stat(given)
         except OSError as error:
-            entries.append(InputEntry(given, printable(str(given)), _unresolvable(error)))
+            entries.append((InputEntry(given, printable(str(given)), _unresolvable(error)), Path(os.path.abspath(given)).parent))
             continue
         real = Path(os.path.realpath(given))
         # What names are relative to: the root, or the folder above the given folder or file's folder.
@@ -205,8 +211,27 @@ def collect_inputs(paths: Iterable[Path], root: Path | None = None, exclude: Ite
                 if entry.path in seen_files:
                     continue
                 seen_files.add(entry.path)
-            entries.append(entry)
-    return entries
+            entries.append((entry, base))
+    return _distinct_names(entries)
+
+
+def _distinct_names(entries: list[tuple[InputEntry, Path]]) -> list[InputEntry]:
+    """The entries, renamed when two different paths have one name: each relative name then
+    gets its folder's path relative to the folder common to all of them in front. Without a
+    clash the names stay as they are, so a file's ids do not depend on what else is given."""
+    paths_by_name: dict[str, set[Path]] = {}
+    for entry, _ in entries:
+        paths_by_name.setdefault(entry.name, set()).add(entry.path)
+    if all(len(paths) == 1 for paths in paths_by_name.values()):
+        return [entry for entry, _ in entries]
+    common = Path(os.path.commonpath([str(base) for _, base in entries]))
+    renamed = []
+    for entry, base in entries:
+        prefix = base.relative_to(common) if base.is_relative_to(common) else Path()
+        if prefix.parts and not os.path.isabs(entry.name):
+            entry = replace(entry, name=f"{printable(str(prefix))}/{entry.name}")
+        renamed.append(entry)
+    return renamed
 
 
 #: Names that mark a folder below a given input folder as `hkgai curate`'s outputs.
