@@ -258,7 +258,7 @@ def curate(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         # Ctrl-C or SIGINT: the previous outputs are as they were; the finished part files stay.
-        console.print("curation interrupted: the previous outputs are unchanged and the finished part files are kept, "
+        console.print("curation interrupted: the previous outputs are unchanged and any finished part files are kept, "
                       "so the same command again resumes from them", soft_wrap=True)
         raise typer.Exit(130) from None
     if report is not None:
@@ -276,7 +276,8 @@ def curate(
             raise typer.Exit(1) from None
     stats = run.stats
     if not stats.input_records:
-        console.print("[yellow]no input records: the inputs hold no file the readers take[/yellow]")
+        console.print("[yellow]no input records: the inputs hold no file the readers take, or only blank lines "
+                      "(a blank line is no record)[/yellow]", soft_wrap=True)
     if run.resumed_records:
         console.print(f"resumed a stopped run: {run.resumed_records} input records (quarantined ones included) already processed",
                       soft_wrap=True)

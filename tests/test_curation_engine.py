@@ -386,5 +386,16 @@ def test_an_interrupted_curate_says_it_resumes_and_exits_130(corpus, tmp_path, m
     monkeypatch.setattr(engine, "curate", interrupted)
     result = CliRunner().invoke(app, ["curate", str(corpus), "--out", str(tmp_path / "out"), "--licence", "x"])
     assert result.exit_code == 130 and "Traceback" not in result.output
-    assert result.output.splitlines()[-1] == ("curation interrupted: the previous outputs are unchanged and the finished part "
+    assert result.output.splitlines()[-1] == ("curation interrupted: the previous outputs are unchanged and any finished part "
                                               "files are kept, so the same command again resumes from them")
+
+
+def test_ray_shutdown_is_not_broken_off_by_a_second_ctrl_c():
+    """SIGINT is ignored while the session shuts down (a second Ctrl-C there left Ray's agents
+    running and exited 1), then handled as before."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    with engine._sigint_deferred():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is before

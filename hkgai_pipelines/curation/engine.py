@@ -277,7 +277,26 @@ def ray_session(workers: int | None = None) -> Iterator[tuple[int, str]]:
     try:
         yield workers, where
     finally:
-        ray.shutdown()
+        with _sigint_deferred():
+            ray.shutdown()
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """SIGINT ignored meanwhile (in the main thread; elsewhere nothing changes). A second Ctrl-C
+    during `ray.shutdown` broke it off: the command exited 1 and left Ray's dashboard and
+    runtime-env agents running, deaf to SIGTERM."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 #: Seconds to wait for the TCP connection to a Ray cluster's address.
