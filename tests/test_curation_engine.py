@@ -399,3 +399,39 @@ def test_ray_shutdown_is_not_broken_off_by_a_second_ctrl_c():
     with engine._sigint_deferred():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize("put_back_fails", [False, True])
+def test_a_failed_rename_puts_the_previous_outputs_back(corpus, curation_params, tmp_path, monkeypatch, put_back_fails):
+    """A fresh-user trial made out/stats.json immutable: the new cleaned.parquet and
+    rejected.parquet were in place beside the old stats.json. Now the outputs already moved
+    are put back; when that fails too, the error says the folder holds two runs' outputs."""
+    from hkgai_pipelines.curation import pipeline
+
+    out = tmp_path / "out"
+    engine.curate_files([corpus], curation_params, out, licence="x", batch_size=2)
+    before = read_outputs(out), (out / "stats.json").read_bytes()
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"id": "n", "text": "沙田區議會今日討論新的單車徑計劃，居民反應熱烈。"}, ensure_ascii=False) + "\n",
+                     encoding="utf-8")
+    real_replace = os.replace
+
+    def refusing(source, target):
+        target = Path(target)
+        if target == out / "stats.json" or (put_back_fails and target.name.startswith(".failed-")):
+            raise PermissionError(1, "Operation not permitted", str(target))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(pipeline.os, "replace", refusing)
+    with pytest.raises(OSError) as raised:
+        engine.curate_files([corpus, extra], curation_params, out, licence="x", batch_size=2)
+    monkeypatch.undo()
+    if put_back_fails:
+        assert "now holds outputs of two runs, and running the same command again replaces them" in str(raised.value)
+    else:
+        assert isinstance(raised.value, PermissionError) and str(raised.value).endswith("stats.json'")
+        assert (read_outputs(out), (out / "stats.json").read_bytes()) == before
+        assert sorted(name for name in os.listdir(out) if not name.startswith(".")) == sorted(OUTPUT_NAMES)
+    # The same command again finishes from the kept part files.
+    run = engine.curate_files([corpus, extra], curation_params, out, licence="x", batch_size=2)
+    assert run.stats.input_records == 14 and run.resumed_records == 14

@@ -524,17 +524,58 @@ def replace_outputs(staging: Path, out_dir: Path) -> dict[str, Path]:
     A file replaces a file with one atomic rename. A folder of part files (the engine's
     Parquet outputs) cannot be renamed over an existing path, so the previous output is first
     renamed into the staging folder (removed afterwards by the caller): renames within one
-    file system, which do not fail half-way through a file.
+    file system, which do not fail half-way through a file. A previous file is kept there
+    too (a hard link, or a copy where links fail), so that when a rename fails (a file made
+    read-only or immutable, a full directory) the outputs already replaced are put back and
+    the folder holds the previous run's four outputs, not two runs' (a fresh-user trial: the
+    new cleaned.parquet beside the old stats.json). Raises the rename's OSError; when putting
+    back fails too, an OSError saying the folder now mixes two runs.
     """
+    staging, out_dir = Path(staging), Path(out_dir)
     paths = {}
-    for name in OUTPUT_NAMES:
-        staged, final = Path(staging) / name, Path(out_dir) / name
-        if staged.is_dir() or final.is_dir():
-            if os.path.lexists(final):
-                os.replace(final, Path(staging) / f".previous-{name}")
-        os.replace(staged, final)
-        paths[name] = final
+    # [final path, where its previous output is kept (None: there was none), new output in place]
+    done: list[list] = []
+    try:
+        for name in OUTPUT_NAMES:
+            staged, final = staging / name, out_dir / name
+            previous = staging / f".previous-{name}" if os.path.lexists(final) else None
+            if previous is not None and (staged.is_dir() or final.is_dir()):
+                os.replace(final, previous)
+                done.append([final, previous, False])  # moved away: to be put back from here on
+            elif previous is not None:
+                _keep_previous(final, previous)  # `final` stays in place until the atomic rename
+            os.replace(staged, final)
+            if done and done[-1][0] == final:
+                done[-1][2] = True
+            else:
+                done.append([final, previous, True])
+            paths[name] = final
+    except OSError as error:
+        try:
+            _put_back(done, staging)
+        except OSError as second:
+            raise OSError(f"{error}; putting the previous outputs back failed too ({second}): {out_dir} now holds "
+                          f"outputs of two runs, and running the same command again replaces them") from error
+        raise
     return paths
+
+
+def _keep_previous(final: Path, previous: Path) -> None:
+    try:
+        os.link(final, previous)
+    except OSError:
+        shutil.copy2(final, previous)
+
+
+def _put_back(done: list[list], staging: Path) -> None:
+    """Undo `replace_outputs`'s renames so far, last first: a new output moved back into the
+    staging folder (a file is simply renamed over by its previous one), the previous output
+    (if any) back in place."""
+    for final, previous, new_in_place in reversed(done):
+        if new_in_place and (previous is None or previous.is_dir()):
+            os.replace(final, staging / f".failed-{final.name}")
+        if previous is not None:
+            os.replace(previous, final)
 
 
 def write_outputs(result: CurationResult, out_dir: Path) -> CurationOutputs:
