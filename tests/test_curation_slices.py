@@ -227,3 +227,18 @@ def test_slices_found_in_ray_tasks_give_the_plan_found_here(tmp_path, ray_sessio
     assert on_ray == plan_tasks(units, 300) and len(on_ray) > 5
     assert calls == [("plan", 0, 2), ("plan", 1, 2), ("plan", 2, 2)]
     assert engine.describe_progress(*calls[1]) == "plan: 1 of 2 large files (50%)"
+
+
+def test_big5_after_an_ascii_head_reads_the_same_in_spans(tmp_path):
+    """Each span of a file decided UTF-8 from an all-ASCII head decides again at its own first
+    line that is not UTF-8: the spans give what the whole file gives."""
+    from tests.test_decoding import ctcpc_big5_lines
+
+    english = [json.dumps({"id": f"a{i}", "text": f"English line {i} about the harbour and the weather."}).encode()
+               for i in range(1500)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(english + ctcpc_big5_lines(3000)) + b"\n")
+    spans, items = _in_spans(path, 40_000)
+    assert len(spans) > 5 and items == _read(path)
+    assert not any(isinstance(item, QuarantineRecord) for item in items)
+    assert {item.encoding for item in items if not item.text.isascii()} == {"big5hkscs"}

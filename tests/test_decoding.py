@@ -40,17 +40,13 @@ def test_detects_and_round_trips_hong_kong_text(encoding, recorded, bom_length):
     assert data[detection.bom_length:].decode(detection.codec) == NOTICE
 
 
-def test_big5_jsonl_of_short_lines_is_read_as_big5_where_the_detector_gives_up(tmp_path):
-    """A fresh-user trial: the first 3,000 CTCPC lines (packaged, CC0) that Big5 encodes, as
-    JSONL (158 KB). From its first 64 KiB charset-normalizer's default threshold ranks no
-    candidate (it did from 16, 50 and 100 KB), and the file was read as UTF-8 with 2,967 of
-    3,000 lines quarantined."""
+def ctcpc_big5_lines(count: int) -> list[bytes]:
+    """The first `count` CTCPC sentences (packaged, CC0) that Big5 encodes, as JSONL lines the
+    way the benchmark corpus writes them (a fresh user's trial file)."""
     import json
 
     from hkgai_pipelines.sources.catalog import SourceSpec
-    from hkgai_pipelines.sources.files import read_file
     from hkgai_pipelines.sources.readers import read_source
-    from hkgai_pipelines.sources.records import RawRecord
 
     lines = []
     for index, item in enumerate(read_source(SourceSpec("ctcpc", "ctcpc", "CC0-1.0"))):
@@ -58,14 +54,55 @@ def test_big5_jsonl_of_short_lines_is_read_as_big5_where_the_detector_gives_up(t
             lines.append(json.dumps({"id": f"r0-{index}", "text": f"{item.text} (0)"}, ensure_ascii=False).encode("big5"))
         except UnicodeEncodeError:
             continue
-        if len(lines) == 3000:
-            break
-    data = b"\n".join(lines) + b"\n"
+        if len(lines) == count:
+            return lines
+    raise AssertionError(f"fewer than {count} lines")
+
+
+def _records(path) -> list:
+    from hkgai_pipelines.sources.files import read_file
+
+    return list(read_file(path, source="s", licence="l", root=path.parent))
+
+
+def test_big5_jsonl_of_short_lines_is_read_as_big5_where_the_detector_gives_up(tmp_path):
+    """A fresh-user trial: 3,000 CTCPC lines in Big5 (158 KB). From its first 64 KiB
+    charset-normalizer's default threshold ranks no candidate (it did from 16, 50 and 100 KB),
+    and the file was read as UTF-8 with 2,967 of 3,000 lines quarantined."""
+    from hkgai_pipelines.sources.records import RawRecord
+
+    data = b"\n".join(ctcpc_big5_lines(3000)) + b"\n"
     assert detect(data[:65536], final=False, line_based=True).codec == "big5hkscs"
     path = tmp_path / "big5.jsonl"
     path.write_bytes(data)
-    items = list(read_file(path, source="s", licence="l", root=tmp_path))
+    items = _records(path)
     assert len(items) == 3000 and all(isinstance(item, RawRecord) and item.encoding == "big5hkscs" for item in items)
+
+
+def test_big5_after_an_ascii_head_decides_again_at_its_first_chinese_line(tmp_path):
+    """A fresh-user trial: 800 English lines (82 KB, more than the 64 KiB head), then the same
+    Big5 lines: decided UTF-8 from the head, 2,967 of them were quarantined. Damaged UTF-8
+    after an ASCII head stays damaged UTF-8."""
+    import json
+
+    from hkgai_pipelines.sources.records import QuarantineRecord, RawRecord
+
+    english = [json.dumps({"id": f"a{i}", "text": f"This is English sentence number {i} about the harbour and the weather today."})
+               .encode() for i in range(800)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(english + ctcpc_big5_lines(3000)) + b"\n")
+    items = _records(path)
+    assert [type(item) for item in items] == [RawRecord] * 3800
+    assert {item.encoding for item in items[:800]} == {"utf-8"}
+    assert {item.encoding for item in items[800:] if not item.text.isascii()} == {"big5hkscs"}
+    damaged = tmp_path / "damaged.jsonl"
+    # Chinese in UTF-8 with one character cut short (a lone byte like "caf\\xe9" would be
+    # cp1252, after an ASCII head as in one).
+    cut = '{"id": "x", "text": "香港'.encode() + b"\xe6\xb8" + '天文台今日發出暴雨警告"}'.encode()
+    damaged.write_bytes(b"\n".join(english + [cut] + english[:5]) + b"\n")
+    items = _records(damaged)
+    assert [type(item) for item in items] == [RawRecord] * 800 + [QuarantineRecord] + [RawRecord] * 5
+    assert items[800].error.startswith("invalid UTF-8") and {item.encoding for item in items[801:]} == {"utf-8"}
 
 
 def test_big5_without_declaration_is_not_taken_for_gb18030():

@@ -32,7 +32,7 @@ import codecs
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, NamedTuple
 
 #: Bytes a decision is made from. 64 KiB holds hundreds of lines of text, plenty for the
@@ -99,6 +99,9 @@ class Detection:
     bom_length: int = 0
     tried: tuple[str, ...] = ()
     error: str | None = None
+    #: UTF-8 only because the sample was all ASCII, which every candidate decodes alike: the
+    #: file's first non-ASCII line that is not UTF-8 decides again (`redetect`).
+    from_ascii: bool = False
 
     @property
     def ok(self) -> bool:
@@ -301,7 +304,7 @@ def detect(
 
     trial.add("utf-8")
     if _decodes(head, "utf-8", final):
-        return Detection("utf-8", "utf-8", 0, tuple(trial.tried))
+        return Detection("utf-8", "utf-8", 0, tuple(trial.tried), from_ascii=head.isascii())
     if _mostly_utf8(head):
         if line_based:
             return Detection("utf-8", "utf-8", 0, tuple(trial.tried))
@@ -375,6 +378,18 @@ def _utf8_error(data: bytes) -> str:
 
 def _undecodable(trial: _Trial, error: str | None = None) -> Detection:
     return Detection(None, None, 0, tuple(trial.tried), error=error or f"undecodable: tried {', '.join(trial.tried)}")
+
+
+def redetect(sample: bytes, detection: Detection) -> Detection:
+    """The encoding for the rest of a file whose head was all ASCII (`Detection.from_ascii`),
+    decided from `sample`: whole lines from its first non-ASCII line that is not UTF-8 on
+    (about HEAD_BYTES). A Big5 export after 64 KiB of English lines was read as UTF-8 and
+    2,967 of its 3,000 Chinese lines quarantined. Stays `detection` when the sample decides
+    nothing better (binary, or UTF-8 after all: then the line is damaged UTF-8)."""
+    again = detect(sample, final=True, line_based=True)
+    if not again.ok or again.unit != 1 or codecs.lookup(again.codec).name == "utf-8":
+        return replace(detection, from_ascii=False)
+    return replace(again, tried=tuple(dict.fromkeys(detection.tried + again.tried)))
 
 
 def decode_line(raw: bytes, detection: Detection) -> tuple[str | None, str | None, str | None]:

@@ -64,7 +64,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hkgai_pipelines.sources.decoding import HEAD_BYTES, Detection, decode_line, detect, iter_encoded_lines
+from hkgai_pipelines.sources.decoding import HEAD_BYTES, Detection, decode_line, detect, iter_encoded_lines, redetect
 from hkgai_pipelines.sources.records import FileItem, QuarantineRecord, RawRecord, stable_record_id
 from hkgai_pipelines.sources.web import html_record, read_warc
 
@@ -708,18 +708,56 @@ def _json_text_field(obj: dict, key: str, default: str | None) -> tuple[str | No
 def _decoded_lines(handle: BinaryIO, detection: Detection, name: str, source: str, limit: int, lines_before: int = 0):
     """Each line as (line, text, encoding), or a QuarantineRecord for a line over the size
     limit or one that does not decode (the text and JSONL readers share this). Line numbers
-    count from `lines_before` + 1 (a span of a file)."""
-    for line in iter_encoded_lines(handle, detection, limit=limit):
-        if lines_before:
-            line = line._replace(number=line.number + lines_before)
+    count from `lines_before` + 1 (a span of a file).
+
+    A file decided UTF-8 from an all-ASCII head (`Detection.from_ascii`) decides again at its
+    first non-ASCII line: valid UTF-8 settles it; otherwise that line and those after it, up
+    to HEAD_BYTES, are the sample (`decoding.redetect`) for the rest of the file (a span: the
+    rest of the span, from the same kind of sample)."""
+    lines = iter_encoded_lines(handle, detection, limit=limit)
+    if lines_before:
+        lines = (line._replace(number=line.number + lines_before) for line in lines)
+    pending: list = []  # lines read ahead for a sample, to be decoded with its decision
+    while True:
+        line = pending.pop(0) if pending else next(lines, None)
+        if line is None:
+            return
         if line.raw is None or line.size > limit:
             yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
             continue
+        if detection.from_ascii and not line.raw.isascii():
+            if _decodes_utf8(line.raw):
+                detection = replace(detection, from_ascii=False)
+            else:
+                pending = [line, *_read_ahead(lines, HEAD_BYTES - len(line.raw))]
+                sample = b"\n".join(ahead.raw for ahead in pending if ahead.raw is not None and ahead.size <= limit)
+                detection = redetect(sample, detection)
+                continue
         text, error, encoding = decode_line(line.raw, detection)
         if error:
             yield QuarantineRecord(name, line.number, error, source)
             continue
         yield line, text, encoding
+
+
+def _decodes_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _read_ahead(lines: Iterator, budget: int) -> list:
+    """Lines from `lines` until about `budget` bytes are taken (at least none)."""
+    taken = []
+    while budget > 0:
+        line = next(lines, None)
+        if line is None:
+            break
+        taken.append(line)
+        budget -= line.size + 1
+    return taken
 
 
 def _read_jsonl(handle: BinaryIO, detection: Detection, name: str, source: str, licence: str, limit: int,
