@@ -462,7 +462,7 @@ def curate(units: list[InputUnit], params: CurationParams, out_dir: Path, *, wor
             work = _work_folders(staging, steps_dir, plan)
             units = plan.todo
             report = progress or _no_progress
-            stopped = len(work._written())  # before any task runs: a stopped run's part files
+            stopped = len(work.written())  # before any task runs: a stopped run's part files
             if stopped:
                 report("resume", stopped, 0)
             if executor == "ray":
@@ -876,14 +876,15 @@ class _WorkFolders:
     quarantine: Path  # quarantine fragments, one per part
     plan: UnitPlan
 
-    def _written(self) -> list[Path]:
+    def written(self) -> list[Path]:
+        """The part files in this run's folders now (a stopped run's, before any task runs)."""
         folders = [self.steps, *(Path(f) for f in (self.plan.folders or {}).values())]
         return [path for folder in folders for path in folder.glob("part-*.parquet")]
 
     def parts(self) -> list[str]:
         """Every part file of the run, new and taken from earlier runs, in input order (a
         part's name is its first order key)."""
-        return sorted([*map(str, self._written()), *self.plan.cached_parts], key=lambda path: Path(path).name)
+        return sorted([*map(str, self.written()), *self.plan.cached_parts], key=lambda path: Path(path).name)
 
     def uppers(self, parts: list[str]) -> list[int | None]:
         """Per part (in input order): the first order key after it, for incremental curation's
@@ -896,7 +897,7 @@ class _WorkFolders:
     def keep_only(self, names: set[str]) -> None:
         """Remove part files this run did not make or reuse: a stopped run's parts cut
         into other batches (by an earlier version's batching, or a different batch size)."""
-        for path in self._written():
+        for path in self.written():
             if path.name not in names:
                 path.unlink()
 

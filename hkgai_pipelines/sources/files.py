@@ -725,27 +725,18 @@ def _decoded_lines(handle: BinaryIO, detection: Detection, name: str, source: st
         if line.raw is None or line.size > limit:
             yield QuarantineRecord(name, line.number, _too_large(line.size, limit), source)
             continue
+        text, error, encoding = decode_line(line.raw, detection)
         if detection.from_ascii and not line.raw.isascii():
-            if _decodes_utf8(line.raw):
-                detection = replace(detection, from_ascii=False)
-            else:
+            if error:  # decided again from here, and this line decoded with that decision
                 pending = [line, *_read_ahead(lines, HEAD_BYTES - len(line.raw))]
                 sample = b"\n".join(ahead.raw for ahead in pending if ahead.raw is not None and ahead.size <= limit)
                 detection = redetect(sample, detection)
                 continue
-        text, error, encoding = decode_line(line.raw, detection)
+            detection = replace(detection, from_ascii=False)  # valid UTF-8: settled
         if error:
             yield QuarantineRecord(name, line.number, error, source)
             continue
         yield line, text, encoding
-
-
-def _decodes_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _read_ahead(lines: Iterator, budget: int) -> list:
